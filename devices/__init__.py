@@ -1,0 +1,14 @@
+"""Radio devices: the radio interface, drivers chosen by URI scheme, the simulator.
+
+``devices`` knows nothing of plans or measurements; ``harness`` uses it.
+"""
+
+from devices.radio import (Capabilities, Capture, CaptureMeta, CapabilityError, DeviceError, Radio,
+                           Range, StreamConfig, stop_all_transmitters)
+from devices.registry import UnknownDeviceError, known_schemes, open_radio, register_driver, split_uri
+
+__all__ = [
+    "Capabilities", "Capture", "CaptureMeta", "CapabilityError", "DeviceError", "Radio", "Range",
+    "StreamConfig", "UnknownDeviceError", "known_schemes", "open_radio", "register_driver",
+    "split_uri", "stop_all_transmitters",
+]

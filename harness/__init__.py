@@ -1,0 +1,3 @@
+"""RF test harness: plans, runner, stimulus, measurements, results, CLI."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,179 @@
+"""The ``harness`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.config import ConfigError, format_quantity
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _console(quiet: bool = False):
+    from rich.console import Console
+
+    return None if quiet else Console(highlight=False)
+
+
+def _err(msg: str) -> None:
+    print(f"harness: {msg}", file=sys.stderr)
+
+
+def resolve(path: str, kind: str) -> Path:
+    """A plan or rig path as given, else relative to the repository's testplans/."""
+    p = Path(path)
+    if p.exists():
+        return p
+    for cand in (REPO_ROOT / path, REPO_ROOT / "testplans" / path, REPO_ROOT / "testplans" / "rigs" / path):
+        for c in (cand, cand.with_suffix(".yaml")):
+            if c.exists():
+                return c
+    raise ConfigError(f"{kind} file not found", path)
+
+
+# ----------------------------------------------------------------- run
+def cmd_run(args) -> int:
+    from devices import DeviceError
+    from harness.plan import load_plan
+    from harness.rig import load_rig
+    from harness.runner import EXIT_CONFIG, Reporter, run_plan
+
+    try:
+        plan = load_plan(resolve(args.plan, "plan"))
+        rig_path = Path(args.rig) if args.rig else plan.rig_file
+        if rig_path is None:
+            raise ConfigError("plan names no rig; give --rig RIG", plan.file)
+        rig = load_rig(resolve(str(rig_path), "rig"))
+    except ConfigError as e:
+        _err(str(e))
+        return EXIT_CONFIG
+    console = _console(args.quiet)
+    try:
+        code, rec = run_plan(plan, rig, Path(args.out) if args.out else None, seed=args.seed,
+                             reporter=Reporter(console))
+    except ConfigError as e:
+        _err(str(e))
+        return EXIT_CONFIG
+    except DeviceError as e:  # the rig could not be opened: nothing was transmitted
+        _err(f"{rig.file}: device {rig.device!r}: {e}")
+        return EXIT_CONFIG
+    verdict = rec.verdict()
+    print(f"Verdict: {verdict}  (exit {code})")
+    print(f"Results: {rec.results_path}")
+    print(f"Report: {rec.report_path}")
+    return code
+
+
+# ----------------------------------------------------------------- plans
+def cmd_plans(args) -> int:
+    from harness.plan import load_plan
+
+    root = Path(args.dir) if args.dir else REPO_ROOT / "testplans"
+    files = sorted(p for p in root.glob("*.yaml"))
+    if not files:
+        _err(f"no plans in {root}")
+        return 2
+    bad = 0
+    for f in files:
+        try:
+            plan = load_plan(f)
+            print(f"{f}\n    {plan.name}: {plan.description.strip()}\n    "
+                  f"DUT {plan.dut.type} {plan.dut.model}; {len(plan.steps)} steps: "
+                  + ", ".join(s.name for s in plan.steps))
+        except ConfigError as e:
+            bad += 1
+            print(f"{f}\n    INVALID: {e}")
+    return 2 if bad else 0
+
+
+# ----------------------------------------------------------------- rig show
+def cmd_rig_show(args) -> int:
+    from devices import DeviceError
+    from harness.rig import Rig, load_rig
+
+    try:
+        spec = load_rig(resolve(args.rig, "rig"))
+    except ConfigError as e:
+        _err(str(e))
+        return 2
+    print(f"rig {spec.name}  ({spec.file})")
+    if spec.description:
+        print(f"    {spec.description.strip()}")
+    print(f"device: {spec.device}   TX channel {spec.tx.channel}, RX channel {spec.rx.channel}")
+    for name, path in (("tx_to_dut", spec.tx_to_dut), ("dut_to_rx", spec.dut_to_rx)):
+        print(f"path {name}:")
+        for el in path.elements:
+            print(f"    {el}")
+        print(f"    net gain at 1 GHz {path.gain_db(1e9):+.2f} dB, at 2 GHz {path.gain_db(2e9):+.2f} dB")
+    if spec.dut is not None:
+        print(f"simulated DUT: {spec.dut_model}: {spec.dut}")
+        truth = spec.dut.truth()
+        print("    model truth: " + ", ".join(f"{k} {format_quantity(v, _unit(k))}" for k, v in truth.items()))
+    try:
+        rig = Rig.open(spec)
+    except DeviceError as e:
+        _err(f"{spec.file}: device {spec.device!r}: {e}")
+        return 2
+    with rig:
+        c = rig.caps
+        print(f"capabilities ({c.driver}{', serial ' + c.serial if c.serial else ''}):")
+        print(f"    tuning        {c.tune_range_hz.low / 1e6:g} .. {c.tune_range_hz.high / 1e6:g} MHz")
+        print(f"    sample rate   {c.sample_rate_range_hz.low / 1e6:g} .. {c.sample_rate_range_hz.high / 1e6:g} MS/s")
+        print(f"    RF bandwidth  {c.rf_bandwidth_range_hz.low / 1e6:g} .. {c.rf_bandwidth_range_hz.high / 1e6:g} MHz")
+        print(f"    TX gain       {c.tx_gain_range_db.describe('dB')}")
+        print(f"    RX gain       {c.rx_gain_range_db.describe('dB')}")
+        print(f"    channels      TX {c.tx_channels}, RX {c.rx_channels}")
+        print(f"    calibration   TX full scale {format_quantity(rig.tx_full_scale_dbm, 'dBm')} at 0 dB gain, "
+              f"RX full scale {format_quantity(rig.rx_full_scale_dbm, 'dBm')} at 0 dB gain")
+    return 0
+
+
+def _unit(name: str) -> str:
+    from harness.config import unit_of
+
+    return unit_of(name)
+
+
+# ----------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description="RF test harness for repeaters and power amplifiers "
+                                "using SDRs: run test plans, inspect rigs.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    r = sub.add_parser("run", help="run a test plan on a rig",
+                       description="Run a test plan. Exit codes: 0 all pass, 1 any FAIL, 2 plan or rig error, "
+                                   "3 any ERROR.")
+    r.add_argument("plan", help="plan file (YAML)")
+    r.add_argument("--rig", help="rig file (default: the plan's rig)")
+    r.add_argument("--out", help="run directory (default: runs/<time>-<plan>)")
+    r.add_argument("--seed", type=int, default=0, help="seed of simulated rigs and stimulus (default 0)")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.set_defaults(func=cmd_run)
+
+    pl = sub.add_parser("plans", help="list the test plans with their descriptions",
+                        description="List test plans (default: the repository's testplans/).")
+    pl.add_argument("dir", nargs="?", help="directory of plans")
+    pl.set_defaults(func=cmd_plans)
+
+    rg = sub.add_parser("rig", help="rig commands", description="Inspect rigs.")
+    rsub = rg.add_subparsers(dest="rig_command", metavar="SUBCOMMAND", required=True)
+    rs = rsub.add_parser("show", help="show a rig, its devices and their capabilities",
+                         description="Show a rig: device, paths, simulated DUT, device capabilities.")
+    rs.add_argument("rig", help="rig file (YAML)")
+    rs.set_defaults(func=cmd_rig_show)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Amplifier characterisation: gain, compression (P1dB), two-tone IMD3 / intercept points."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.dsp.spectrum import Spectrum, psd, tone_power_dbm
+from harness.plots import Plot
+
+
+def gain_db(output_power_dbm: float | np.ndarray, input_power_dbm: float | np.ndarray) -> float | np.ndarray:
+    """Power gain in dB from output and input power in dBm."""
+    return np.asarray(output_power_dbm) - np.asarray(input_power_dbm)
+
+
+# ------------------------------------------------------------------ compression
+@dataclass
+class CompressionResult:
+    small_signal_gain_db: float
+    input_p1db_dbm: float | None  # None: the sweep never reached 1 dB of compression
+    output_p1db_dbm: float | None
+    max_compression_db: float
+    plot: Plot = field(repr=False, default=None)
+
+
+def compression_point(input_power_dbm, output_power_dbm, compression_db: float = 1.0,
+                      linear_span_db: float = 10.0) -> CompressionResult:
+    """Find the input/output power where gain has fallen ``compression_db`` below small-signal gain.
+
+    Parameters
+    ----------
+    input_power_dbm, output_power_dbm : array_like
+        Swept input power (ascending) and the measured output power, dBm.
+    compression_db : float
+        Compression that defines the point (1 dB for P1dB).
+    linear_span_db : float
+        The lowest ``linear_span_db`` of the sweep estimate the small-signal
+        gain. Gain compression of a smooth amplifier falls linearly with input
+        power *in mW* at low drive, so the gain is fitted against input power
+        in mW and extrapolated to zero drive; with fewer than three points
+        their mean is used.
+
+    The crossing is interpolated linearly (in dB) between the two sweep
+    points around it. The output point is quoted as P_in + G_ss - compression.
+    """
+    pin = np.asarray(input_power_dbm, dtype=float)
+    pout = np.asarray(output_power_dbm, dtype=float)
+    if pin.ndim != 1 or pin.size != pout.size or pin.size < 2:
+        raise ValueError("need matching 1-D input and output power sweeps of at least 2 points")
+    if np.any(np.diff(pin) <= 0):
+        raise ValueError("input power sweep must be strictly ascending")
+    g = pout - pin
+    low = pin <= pin[0] + linear_span_db
+    if np.count_nonzero(low) >= 3:
+        slope, intercept = np.polyfit(10 ** (pin[low] / 10), g[low], 1)
+        g_ss = float(intercept) if slope <= 0 else float(np.mean(g[low]))
+    else:
+        g_ss = float(np.mean(g[low]))
+    comp = g_ss - g
+    idx = np.nonzero(comp >= compression_db)[0]
+    pin_1 = pout_1 = None
+    if idx.size and idx[0] > 0:
+        i = idx[0]
+        # interpolate the crossing between sweep points i-1 and i
+        c0, c1 = comp[i - 1], comp[i]
+        t = (compression_db - c0) / (c1 - c0)
+        pin_1 = float(pin[i - 1] + t * (pin[i] - pin[i - 1]))
+        pout_1 = pin_1 + g_ss - compression_db
+    plot = Plot("Gain compression", "input power (dBm)", "gain (dB)")
+    plot.add(pin, g, "measured gain", style="line")
+    plot.hlines.append({"value": g_ss, "label": f"small-signal gain {g_ss:.2f} dB"})
+    plot.hlines.append({"value": g_ss - compression_db, "label": f"-{compression_db:g} dB"})
+    if pin_1 is not None:
+        plot.markers.append({"x": pin_1, "y": g_ss - compression_db,
+                             "label": f"P{compression_db:g}dB: in {pin_1:.2f} dBm, out {pout_1:.2f} dBm"})
+    return CompressionResult(g_ss, pin_1, pout_1, float(np.max(comp)), plot)
+
+
+# ------------------------------------------------------------------- two-tone
+@dataclass
+class ToneLevels:
+    """Tone and third-order product powers of one two-tone capture (dBm)."""
+
+    tone_low_dbm: float
+    tone_high_dbm: float
+    im3_low_dbm: float  # at 2 f1 - f2
+    im3_high_dbm: float  # at 2 f2 - f1
+    spectrum: Spectrum = field(repr=False, default=None)
+
+    @property
+    def tone_dbm(self) -> float:
+        """Mean power per tone (power average)."""
+        return float(10 * np.log10((10 ** (self.tone_low_dbm / 10) + 10 ** (self.tone_high_dbm / 10)) / 2))
+
+    @property
+    def im3_dbm(self) -> float:
+        """Mean power of the two IM3 products (power average)."""
+        return float(10 * np.log10((10 ** (self.im3_low_dbm / 10) + 10 ** (self.im3_high_dbm / 10)) / 2))
+
+    @property
+    def imd3_dbc(self) -> float:
+        """IM3 relative to the tones (negative)."""
+        return self.im3_dbm - self.tone_dbm
+
+
+def two_tone_levels(x: np.ndarray, fs_hz: float, f1_hz: float, f2_hz: float, nperseg: int = 8192) -> ToneLevels:
+    """Measure the two tones at ``f1_hz < f2_hz`` and their IM3 products in capture ``x``."""
+    spec = psd(x, fs_hz, nperseg=nperseg)
+    lo, hi = 2 * f1_hz - f2_hz, 2 * f2_hz - f1_hz
+    for f in (lo, hi):
+        if abs(f) > fs_hz / 2 * 0.95:
+            raise ValueError(f"IM3 product at {f / 1e6:.4g} MHz is outside the captured band")
+    return ToneLevels(tone_power_dbm(spec, f1_hz), tone_power_dbm(spec, f2_hz),
+                      tone_power_dbm(spec, lo), tone_power_dbm(spec, hi), spec)
+
+
+@dataclass
+class InterceptResult:
+    oip3_dbm: float
+    iip3_dbm: float
+    im3_slope_db_per_db: float  # ~3 where the intercept is meaningful
+    tone_slope_db_per_db: float  # ~1
+    imd3_dbc: float  # at the reference (middle) level
+    gain_db: float
+    plot: Plot = field(repr=False, default=None)
+
+
+def third_order_intercept(input_tone_dbm, output_tone_dbm, output_im3_dbm) -> InterceptResult:
+    """Intercept points from two-tone levels measured at one or more input levels.
+
+    Each level gives ``OIP3 = P_tone,out + (P_tone,out - P_IM3)/2``; the
+    result averages them. With two or more levels the IM3 and tone slopes
+    (dB/dB, least squares) are returned, which tell whether the amplifier is
+    in the weakly non-linear regime where the intercept is defined (IM3 slope
+    near 3). ``IIP3 = OIP3 - G`` with G the tone gain.
+    """
+    pin = np.atleast_1d(np.asarray(input_tone_dbm, dtype=float))
+    pt = np.atleast_1d(np.asarray(output_tone_dbm, dtype=float))
+    pim = np.atleast_1d(np.asarray(output_im3_dbm, dtype=float))
+    if not (pin.size == pt.size == pim.size) or pin.size == 0:
+        raise ValueError("input, tone and IM3 levels must have the same, non-zero length")
+    oip3_each = pt + (pt - pim) / 2
+    gain = float(np.mean(pt - pin))
+    if pin.size >= 2 and np.ptp(pin) > 0:
+        im3_slope = float(np.polyfit(pin, pim, 1)[0])
+        tone_slope = float(np.polyfit(pin, pt, 1)[0])
+    else:
+        im3_slope = tone_slope = float("nan")
+    oip3 = float(np.mean(oip3_each))
+    mid = pin.size // 2
+    plot = Plot("Two-tone intermodulation", "input power per tone (dBm)", "output power (dBm)")
+    plot.add(pin, pt, "tone", style="scatter")
+    plot.add(pin, pim, "IM3", style="scatter")
+    ext = np.linspace(pin.min(), oip3 - gain + 1, 50)
+    plot.add(ext, ext + gain, "tone, 1:1 extrapolation")
+    plot.add(ext, oip3 + 3 * (ext - (oip3 - gain)), "IM3, 3:1 extrapolation")
+    plot.markers.append({"x": oip3 - gain, "y": oip3, "label": f"OIP3 {oip3:.2f} dBm"})
+    return InterceptResult(oip3, oip3 - gain, im3_slope, tone_slope, float(pim[mid] - pt[mid]), gain, plot)

@@ -1,0 +1,114 @@
+"""Measurement types a plan step can name.
+
+A measurement type is a *procedure* (a phase): it drives stimulus through the
+rig, captures, and calls the pure DSP functions in :mod:`harness.dsp`. It is
+one function plus its registration::
+
+    @register_measurement("gain", GainParams, outputs=[Output("gain_db", "dB", "...")])
+    def gain(ctx: StepContext, p: GainParams) -> StepData: ...
+
+``outputs`` name what the step reports (units from the name suffix); plan
+limits refer to them. Parameters are a dataclass checked by
+:func:`harness.config.build` when the plan is loaded, before anything transmits.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from harness.config import unit_of
+from harness.plots import Plot
+
+
+class MeasurementError(RuntimeError):
+    """The measurement could not produce a valid result (recorded as ERROR)."""
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    doc: str = ""
+
+    @property
+    def unit(self) -> str:
+        return unit_of(self.name)
+
+
+@dataclass
+class StepData:
+    """What a measurement returns: values by output name, plots, and context worth recording."""
+
+    values: dict[str, float | None] = field(default_factory=dict)
+    plots: dict[str, Plot] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    #: per-output extras recorded beside the value (uncertainty, floor, ...)
+    details: dict[str, dict] = field(default_factory=dict)
+    #: set when the values exist but are not valid (the step is then ERROR)
+    invalid: str | None = None
+
+
+@dataclass(frozen=True)
+class MeasurementType:
+    name: str
+    params: type
+    outputs: tuple[Output, ...]
+    run: Callable[..., StepData]
+    doc: str
+    #: optional static check ``check(params, freq_hz, sample_rate_hz)`` raising ValueError
+    check: Callable[..., None] | None = None
+
+    def output(self, name: str) -> Output | None:
+        for o in self.outputs:
+            if o.name == name:
+                return o
+        return None
+
+
+MEASUREMENTS: dict[str, MeasurementType] = {}
+
+#: modules that register measurement types (imported on first use)
+_MODULES = ["harness.measurements.basic", "harness.measurements.amplifier"]
+
+
+def register_measurement(name: str, params: type, outputs: list[Output], check: Callable | None = None):
+    """Decorator registering ``fn(ctx, params) -> StepData`` as measurement ``name``."""
+
+    def deco(fn):
+        MEASUREMENTS[name] = MeasurementType(name, params, tuple(outputs), fn,
+                                             (fn.__doc__ or "").strip().split("\n")[0], check)
+        return fn
+
+    return deco
+
+
+def load_all() -> dict[str, MeasurementType]:
+    for m in _MODULES:
+        importlib.import_module(m)
+    return MEASUREMENTS
+
+
+@dataclass
+class StepContext:
+    """What a measurement procedure gets: the open rig and the step's settings."""
+
+    rig: Any  # harness.rig.Rig
+    freq_hz: float
+    sample_rate_hz: float
+    seed: int
+    settle_s: float = 0.0
+    progress: Callable[[int, int], None] = lambda done, total: None
+
+    def waveform(self, stimulus) -> Any:
+        """Generate a stimulus (a :class:`harness.stimulus.StimulusSpec`) at the step's rate and seed."""
+        return stimulus.generate(self.sample_rate_hz, self.seed)
+
+    def play_capture(self, waveform, n_samples: int, power_dbm: float | None = None):
+        """Play ``waveform`` at ``power_dbm`` at the DUT input, wait ``settle_s``, capture at the DUT output."""
+        import time
+
+        setting = self.rig.play(waveform, power_dbm)
+        if self.settle_s:
+            time.sleep(self.settle_s)
+        return setting, self.rig.capture(n_samples)

@@ -1,0 +1,151 @@
+"""Amplifier characterisation: gain, compression sweep (P1dB), two-tone intercept (OIP3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.config import doc
+from harness.dsp.amplifier import compression_point, third_order_intercept, two_tone_levels
+from harness.dsp.spectrum import psd, tone_power_dbm
+from harness.measurements import MeasurementError, Output, StepContext, StepData, register_measurement
+from harness.measurements.basic import stimulus_power_dbm
+from harness.stimulus import StimulusSpec
+from harness.stimulus.tones import CWParams, TwoToneParams, cw, two_tone
+
+
+@dataclass
+class GainParams:
+    stimulus: StimulusSpec = field(metadata=doc("stimulus at the DUT input (CW in the linear region)"))
+    n_samples: int = field(default=65536, metadata=doc("capture length"))
+
+
+@register_measurement("gain", GainParams, outputs=[
+    Output("gain_db", "output minus input power of the stimulus"),
+    Output("output_power_dbm", "stimulus power at the DUT output"),
+    Output("input_power_dbm", "stimulus power set at the DUT input")])
+def gain(ctx: StepContext, p: GainParams) -> StepData:
+    """DUT gain at one stimulus level."""
+    w = ctx.waveform(p.stimulus)
+    setting, m = ctx.play_capture(w, p.n_samples)
+    spec = psd(m.x, m.sample_rate_hz)
+    pout = stimulus_power_dbm(spec, w)
+    return StepData({"gain_db": pout - setting.power_dbm, "output_power_dbm": pout,
+                     "input_power_dbm": setting.power_dbm},
+                    {"spectrum": spec.plot("DUT output spectrum")}, {"stimulus": w.describe()})
+
+
+@dataclass
+class CompressionParams:
+    start_power_dbm: float = field(metadata=doc("first CW input power (well inside the linear region)"))
+    stop_power_dbm: float = field(metadata=doc("highest CW input power the sweep may reach"))
+    step_db: float = field(default=0.5, metadata=doc("input power step"))
+    offset_hz: float | None = field(default=None, metadata=doc("CW offset from the centre; default fs/10"))
+    compression_db: float = field(default=1.0, metadata=doc("compression defining the point (1 dB: P1dB)"))
+    overdrive_db: float = field(default=2.0, metadata=doc(
+        "stop once compression exceeds compression_db by this much (spares the DUT)"))
+    n_samples: int = field(default=16384, metadata=doc("capture length per point"))
+
+    def __post_init__(self):
+        if self.stop_power_dbm <= self.start_power_dbm:
+            raise ValueError("stop_power_dbm must be above start_power_dbm")
+        if not 0.01 <= self.step_db <= 5:
+            raise ValueError("step_db must lie in 0.01..5 dB")
+
+
+def _check_compression(p: CompressionParams, freq_hz: float, fs_hz: float) -> None:
+    cw(CWParams(p.start_power_dbm, p.offset_hz), fs_hz)
+
+
+@register_measurement("compression_sweep", CompressionParams, check=_check_compression, outputs=[
+    Output("output_p1db_dbm", "output power at the compression point"),
+    Output("input_p1db_dbm", "input power at the compression point"),
+    Output("small_signal_gain_db", "gain extrapolated to low drive"),
+    Output("max_compression_db", "largest compression reached in the sweep")])
+def compression_sweep(ctx: StepContext, p: CompressionParams) -> StepData:
+    """CW power sweep to the compression point (P1dB), input- and output-referred."""
+    w = cw(CWParams(p.start_power_dbm, p.offset_hz, n_samples=8192), ctx.sample_rate_hz)
+    levels = np.arange(p.start_power_dbm, p.stop_power_dbm + p.step_db / 2, p.step_db)
+    pin, pout = [], []
+    for i, level in enumerate(levels):
+        setting, m = ctx.play_capture(w, p.n_samples, float(level))
+        pin.append(setting.power_dbm)
+        pout.append(tone_power_dbm(psd(m.x, m.sample_rate_hz, nperseg=4096), w.tones_hz[0]))
+        ctx.progress(i + 1, len(levels))
+        if len(pin) >= 4:
+            r = compression_point(pin, pout, p.compression_db)
+            if r.max_compression_db > p.compression_db + p.overdrive_db:
+                break
+    ctx.rig.stop()
+    r = compression_point(pin, pout, p.compression_db)
+    info = {"stimulus": w.describe(), "sweep": {"input_power_dbm": pin, "output_power_dbm": pout}}
+    data = StepData({"output_p1db_dbm": r.output_p1db_dbm, "input_p1db_dbm": r.input_p1db_dbm,
+                     "small_signal_gain_db": r.small_signal_gain_db, "max_compression_db": r.max_compression_db},
+                    {"compression": r.plot}, info)
+    if r.output_p1db_dbm is None:
+        data.invalid = (f"the DUT compressed only {r.max_compression_db:.2f} dB up to {pin[-1]:.1f} dBm input; "
+                        f"raise stop_power_dbm to reach the {p.compression_db:g} dB point")
+    return data
+
+
+@dataclass
+class TwoToneParams3:
+    power_per_tone_dbm: float = field(metadata=doc("reference input power per tone (weakly non-linear region)"))
+    spacing_hz: float = field(default=1e6, metadata=doc("tone spacing"))
+    center_offset_hz: float | None = field(default=None, metadata=doc("midpoint of the tones; default fs/10"))
+    levels_db: list[float] = field(default_factory=lambda: [-5.0, 0.0, 5.0], metadata=doc(
+        "input levels relative to power_per_tone_dbm; the IM3 slope is fitted over them"))
+    slope_tolerance_db_per_db: float = field(default=0.5, metadata=doc(
+        "accepted deviation of the IM3 slope from 3 dB/dB"))
+    n_samples: int = field(default=65536, metadata=doc("capture length per level"))
+
+
+def _tones(p: TwoToneParams3, fs_hz: float):
+    w = two_tone(TwoToneParams(p.power_per_tone_dbm, p.spacing_hz, p.center_offset_hz), fs_hz)
+    f1, f2 = w.tones_hz
+    # An SDR's own LO leakage (DC) and IQ images (-f) would be read as IM3 if they coincided.
+    guard = max(20e3, 0.05 * p.spacing_hz)
+    for im in (2 * f1 - f2, 2 * f2 - f1):
+        for spur, what in ((0.0, "the LO leakage at 0 Hz"), (-f1, "the IQ image of f1"), (-f2, "the IQ image of f2")):
+            if abs(im - spur) < guard:
+                raise ValueError(f"IM3 product at {im / 1e6:.4g} MHz falls on {what}; move center_offset "
+                                 f"(it must differ from the spacing and from 1.5 x the spacing)")
+    return w
+
+
+@register_measurement("two_tone_ip3", TwoToneParams3, check=lambda p, f, fs: _tones(p, fs), outputs=[
+    Output("oip3_dbm", "output third-order intercept"),
+    Output("iip3_dbm", "input third-order intercept"),
+    Output("imd3_dbc", "IM3 relative to the tones at the reference level"),
+    Output("im3_slope_db_per_db", "IM3 growth per dB of input (3 where the intercept is defined)")])
+def two_tone_ip3(ctx: StepContext, p: TwoToneParams3) -> StepData:
+    """Two-tone third-order intermodulation and intercept points, with an IM3 slope check."""
+    w = _tones(p, ctx.sample_rate_hz)
+    f1, f2 = w.tones_hz
+    levels = sorted(p.levels_db) if p.levels_db else [0.0]
+    pin, pt, pim = [], [], []
+    spectra = {}
+    for i, rel in enumerate(levels):
+        per_tone = p.power_per_tone_dbm + rel
+        _, m = ctx.play_capture(w, p.n_samples, per_tone + 10 * np.log10(2))
+        lv = two_tone_levels(m.x, m.sample_rate_hz, f1, f2)
+        pin.append(per_tone)
+        pt.append(lv.tone_dbm)
+        pim.append(lv.im3_dbm)
+        if rel == levels[len(levels) // 2]:
+            spectra["spectrum"] = lv.spectrum.plot(f"Two-tone output, {per_tone:.1f} dBm/tone in")
+        ctx.progress(i + 1, len(levels))
+    ctx.rig.stop()
+    r = third_order_intercept(pin, pt, pim)
+    info = {"stimulus": w.describe(), "levels": {"input_tone_dbm": pin, "output_tone_dbm": pt,
+                                                  "output_im3_dbm": pim}}
+    slope = r.im3_slope_db_per_db
+    data = StepData({"oip3_dbm": r.oip3_dbm, "iip3_dbm": r.iip3_dbm, "imd3_dbc": r.imd3_dbc,
+                     "im3_slope_db_per_db": None if np.isnan(slope) else slope},
+                    {"intercept": r.plot, **spectra}, info)
+    if len(levels) >= 2 and abs(slope - 3) > p.slope_tolerance_db_per_db:
+        data.invalid = (f"IM3 rises {slope:.2f} dB/dB (expected 3 ± {p.slope_tolerance_db_per_db:g}): the DUT is not "
+                        f"in the weakly non-linear regime at these levels or IM3 is buried in the floor, so the "
+                        f"intercept is not meaningful")
+    return data

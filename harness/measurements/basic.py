@@ -1,0 +1,84 @@
+"""General measurements: channel power and the spectrum at the DUT output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.config import doc
+from harness.dsp.spectrum import Spectrum, psd, tone_power_dbm
+from harness.measurements import MeasurementError, Output, StepContext, StepData, register_measurement
+from harness.stimulus import StimulusSpec, Waveform
+
+
+def stimulus_power_dbm(spec: Spectrum, waveform: Waveform, bandwidth_hz: float | None = None) -> float:
+    """Power of the stimulus' own components in a spectrum: its tones, or its channel."""
+    if waveform.tones_hz and bandwidth_hz is None:
+        return float(10 * np.log10(sum(10 ** (tone_power_dbm(spec, f) / 10) for f in waveform.tones_hz)))
+    bw = bandwidth_hz or waveform.bandwidth_hz
+    if not bw:
+        raise MeasurementError(f"{waveform.kind} stimulus has no tones or bandwidth to measure; give bandwidth_hz")
+    c = waveform.center_offset_hz
+    return spec.band_power_dbm(c - bw / 2, c + bw / 2)
+
+
+@dataclass
+class ChannelPowerParams:
+    stimulus: StimulusSpec = field(metadata=doc("stimulus at the DUT input"))
+    bandwidth_hz: float | None = field(default=None, metadata=doc("measurement bandwidth; default the stimulus'"))
+    n_samples: int = field(default=65536, metadata=doc("capture length"))
+
+
+@register_measurement("channel_power", ChannelPowerParams, outputs=[
+    Output("channel_power_dbm", "output power in the channel at the DUT output")])
+def channel_power(ctx: StepContext, p: ChannelPowerParams) -> StepData:
+    """Output power of the DUT in the stimulus channel."""
+    w = ctx.waveform(p.stimulus)
+    _, m = ctx.play_capture(w, p.n_samples)
+    spec = psd(m.x, m.sample_rate_hz)
+    power = stimulus_power_dbm(spec, w, p.bandwidth_hz)
+    return StepData({"channel_power_dbm": power}, {"spectrum": spec.plot("DUT output spectrum")},
+                    {"stimulus": w.describe()})
+
+
+@dataclass
+class SpectrumParams:
+    stimulus: StimulusSpec | None = field(default=None, metadata=doc("stimulus; omitted: nothing transmitted"))
+    n_samples: int = field(default=65536, metadata=doc("capture length"))
+    exclude_hz: float = field(default=0.0, metadata=doc(
+        "ignore peaks within this distance of the stimulus tones / channel edges"))
+
+
+@register_measurement("spectrum", SpectrumParams, outputs=[
+    Output("peak_power_dbm", "strongest component outside the stimulus (per bin)"),
+    Output("peak_offset_hz", "where it lies"),
+    Output("total_power_dbm", "total power in the captured band")])
+def spectrum(ctx: StepContext, p: SpectrumParams) -> StepData:
+    """Spectrum at the DUT output, with the strongest component not belonging to the stimulus."""
+    info = {}
+    if p.stimulus is not None:
+        w = ctx.waveform(p.stimulus)
+        _, m = ctx.play_capture(w, p.n_samples)
+        info["stimulus"] = w.describe()
+    else:
+        w = None
+        ctx.rig.stop()
+        m = ctx.rig.capture(p.n_samples)
+    spec = psd(m.x, m.sample_rate_hz)
+    bin_power = spec.psd_mw_hz * (spec.freqs_hz[1] - spec.freqs_hz[0])
+    keep = np.abs(spec.freqs_hz) < 0.45 * m.sample_rate_hz
+    if w is not None:
+        guard = max(p.exclude_hz, 8 * (spec.freqs_hz[1] - spec.freqs_hz[0]))
+        for f in w.tones_hz:
+            keep &= np.abs(spec.freqs_hz - f) > guard
+        if w.bandwidth_hz:
+            keep &= np.abs(spec.freqs_hz - w.center_offset_hz) > w.bandwidth_hz / 2 + guard
+    if not np.any(keep):
+        raise MeasurementError("nothing left of the spectrum outside the stimulus")
+    i = int(np.argmax(np.where(keep, bin_power, -np.inf)))
+    values = {"peak_power_dbm": float(10 * np.log10(bin_power[i])), "peak_offset_hz": float(spec.freqs_hz[i]),
+              "total_power_dbm": float(10 * np.log10(np.sum(bin_power)))}
+    plot = spec.plot("DUT output spectrum")
+    plot.markers.append({"x": values["peak_offset_hz"] / 1e6, "y": values["peak_power_dbm"], "label": "peak"})
+    return StepData(values, {"spectrum": plot}, info)

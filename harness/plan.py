@@ -1,0 +1,218 @@
+"""Test plans: loading and validating them before anything transmits.
+
+A plan (YAML) has a name, description, DUT (type, model, serial), a default
+rig, defaults (frequency, sample rate, settle time) and steps. A step names a
+measurement type, that type's parameters (its stimulus or sweep) and limits
+on the type's outputs. Every rejection names the file and line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.config import ConfigError, LineMap, Section, base_name, build, load_yaml, parse_quantity
+from harness.measurements import MeasurementType, load_all
+
+
+@dataclass
+class DutInfo:
+    type: str = field(metadata={"doc": "amplifier, repeater, ..."})
+    model: str = ""
+    serial: str = ""
+    description: str = ""
+
+
+@dataclass
+class PlanDefaults:
+    freq_hz: float = field(metadata={"doc": "centre frequency of every step unless the step says otherwise"})
+    sample_rate_hz: float = field(metadata={"doc": "capture / playback rate"})
+    settle_s: float = field(default=0.0, metadata={"doc": "wait after each level change before capturing"})
+
+
+@dataclass
+class _PlanHead:
+    name: str
+    defaults: PlanDefaults
+    dut: DutInfo
+    description: str = ""
+    rig: str | None = field(default=None, metadata={"doc": "default rig file, relative to the plan"})
+    stop_on_error: bool = field(default=False, metadata={"doc": "stop the run at the first ERROR step"})
+
+
+@dataclass
+class Limit:
+    output: str
+    unit: str
+    low: float | None
+    high: float | None
+    line: int | None = None
+
+    def verdict(self, value: float | None) -> str:
+        if value is None:
+            return "FAIL"
+        if self.low is not None and value < self.low:
+            return "FAIL"
+        if self.high is not None and value > self.high:
+            return "FAIL"
+        return "PASS"
+
+
+@dataclass
+class Step:
+    name: str
+    measurement: MeasurementType
+    params: Any
+    limits: dict[str, Limit]
+    freq_hz: float
+    sample_rate_hz: float
+    settle_s: float
+    on_error: str  # "continue" | "stop"
+    line: int | None
+
+
+@dataclass
+class _StepHead:
+    name: str
+    measurement: str
+    limits: dict
+    freq_hz: float | None = None
+    sample_rate_hz: float | None = None
+    settle_s: float | None = None
+    on_error: Literal["continue", "stop"] | None = None
+
+
+_STEP_KEYS = {"name", "measurement", "limits", "freq_hz", "freq", "frequency", "sample_rate_hz", "sample_rate",
+              "settle_s", "settle", "on_error"}
+
+
+@dataclass
+class Plan:
+    name: str
+    description: str
+    dut: DutInfo
+    defaults: PlanDefaults
+    steps: list[Step]
+    file: str
+    rig_file: Path | None
+    stop_on_error: bool
+
+
+def _alias(node: LineMap, canonical: str, *aliases: str) -> None:
+    """Accept friendlier keys (``frequency:``) for a field (``freq_hz``), keeping line numbers."""
+    for a in aliases:
+        if a in node:
+            if canonical in node or any(b in node for b in aliases if b != a):
+                raise ConfigError(f"{a!r} given twice (also as another name)", node.file, node.line_of(a))
+            node[canonical] = node.pop(a)
+            node.key_lines[canonical] = node.key_lines.get(a)
+
+
+def _parse_limits(node: Any, mtype: MeasurementType, sec: Section, key_line: int | None) -> dict[str, Limit]:
+    lsec = Section(node, f"{sec.what}.limits", sec.file, key_line)
+    if not isinstance(node, dict) or not node:
+        raise lsec.error("missing limits: give at least one output with min and/or max "
+                         f"(outputs: {', '.join(o.name for o in mtype.outputs)})")
+    out: dict[str, Limit] = {}
+    by_base = {base_name(o.name): o for o in mtype.outputs}
+    for key, spec in node.items():
+        o = mtype.output(key) or by_base.get(key)
+        if o is None:
+            raise lsec.error(f"{mtype.name!r} has no output {key!r}; outputs: "
+                             f"{', '.join(o.name for o in mtype.outputs)}", key)
+        line = node.line_of(key)
+        if not isinstance(spec, dict):
+            raise lsec.error(f"limit {key!r} must be a mapping with min and/or max", key)
+        unknown = set(spec) - {"min", "max"}
+        if unknown:
+            raise lsec.error(f"limit {key!r}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; use min/max", key)
+        if spec.get("min") is None and spec.get("max") is None:
+            raise lsec.error(f"limit {key!r} has neither min nor max", key)
+        try:
+            low = parse_quantity(spec["min"], o.unit) if spec.get("min") is not None else None
+            high = parse_quantity(spec["max"], o.unit) if spec.get("max") is not None else None
+        except ValueError as e:
+            raise ConfigError(f"{lsec.what}.{key}: {e} (output {o.name} is in {o.unit or 'no unit'})",
+                              sec.file, line) from None
+        if low is not None and high is not None and low > high:
+            raise lsec.error(f"limit {key!r}: min {low:g} is above max {high:g}", key)
+        if o.name in out:
+            raise lsec.error(f"limit for {o.name!r} given twice", key)
+        out[o.name] = Limit(o.name, o.unit, low, high, line)
+    return out
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and validate a plan. Raises :class:`ConfigError` (file:line: message)."""
+    measurements = load_all()
+    data = load_yaml(path)
+    file = str(path)
+    if "defaults" in data and isinstance(data["defaults"], LineMap):
+        d = data["defaults"]
+        _alias(d, "freq_hz", "frequency", "freq")
+        _alias(d, "sample_rate_hz", "sample_rate")
+        _alias(d, "settle_s", "settle")
+    head = build(_PlanHead, data, "plan", file, 1, ignore=("steps",))
+    steps_node = data.get("steps")
+    if not isinstance(steps_node, list) or not steps_node:
+        raise ConfigError("plan: 'steps' must be a non-empty list", file, data.line_of("steps") if "steps" in data
+                          else 1)
+    steps: list[Step] = []
+    names = set()
+    for i, node in enumerate(steps_node):
+        line = steps_node.item_lines[i]
+        what = f"step {i + 1}"
+        if not isinstance(node, LineMap):
+            raise ConfigError(f"{what}: expected a mapping", file, line)
+        if isinstance(node.get("name"), str):
+            what = f"step {i + 1} ({node['name']!r})"
+        _alias(node, "freq_hz", "frequency", "freq")
+        _alias(node, "sample_rate_hz", "sample_rate")
+        _alias(node, "settle_s", "settle")
+        sec = Section(node, what, file, line)
+        if "measurement" not in node:
+            raise sec.error(f"missing 'measurement' (one of: {', '.join(sorted(measurements))})")
+        mtype = measurements.get(node["measurement"])
+        if mtype is None:
+            raise sec.error(f"unknown measurement {node['measurement']!r}; known: {', '.join(sorted(measurements))}",
+                            "measurement")
+        if "limits" not in node:
+            raise sec.error("missing limits: every step needs at least one limit (min and/or max) on its outputs "
+                            f"({', '.join(o.name for o in mtype.outputs)})")
+        step_head_node = LineMap({k: v for k, v in node.items() if k in _STEP_KEYS})
+        step_head_node.file, step_head_node.line = file, line
+        step_head_node.key_lines = node.key_lines
+        sh = build(_StepHead, step_head_node, what, file, line)
+        params_node = LineMap({k: v for k, v in node.items() if k not in _STEP_KEYS})
+        params_node.file, params_node.line, params_node.key_lines = file, line, node.key_lines
+        params = build(mtype.params, params_node, what, file, line)
+        limits = _parse_limits(node["limits"], mtype, sec, node.line_of("limits"))
+        if sh.name in names:
+            raise sec.error(f"duplicate step name {sh.name!r}", "name")
+        names.add(sh.name)
+        step = Step(sh.name, mtype, params, limits,
+                    sh.freq_hz if sh.freq_hz is not None else head.defaults.freq_hz,
+                    sh.sample_rate_hz if sh.sample_rate_hz is not None else head.defaults.sample_rate_hz,
+                    sh.settle_s if sh.settle_s is not None else head.defaults.settle_s,
+                    sh.on_error or ("stop" if head.stop_on_error else "continue"), line)
+        if mtype.check is not None:
+            try:
+                mtype.check(step.params, step.freq_hz, step.sample_rate_hz)
+            except ValueError as e:
+                raise sec.error(str(e)) from None
+        steps.append(step)
+    rig_file = (Path(path).parent / head.rig) if head.rig else None
+    return Plan(head.name, head.description, head.dut, head.defaults, steps, file, rig_file, head.stop_on_error)
+
+
+def check_plan_against(plan: Plan, caps) -> None:
+    """Check every step's frequency and rate against device capabilities (ConfigError with the step line)."""
+    from devices import CapabilityError
+
+    for s in plan.steps:
+        try:
+            caps.check_frequency(s.freq_hz)
+            caps.check_sample_rate(s.sample_rate_hz)
+        except CapabilityError as e:
+            raise ConfigError(f"step {s.name!r}: {e}", plan.file, s.line) from None

@@ -1,0 +1,381 @@
+"""Rigs: which radio, which paths to and from the DUT, and how dBFS maps to dBm.
+
+A rig file (YAML, under ``testplans/rigs/``) names the radio by URI, the RF
+paths between the radio's ports and the DUT, the calibration that maps
+digital full scale to dBm at the radio's ports, and, for simulated rigs, the
+simulated bench (radio physics and DUT model). :class:`Rig` is the open rig a
+measurement talks to: it plays a waveform at a power *at the DUT input* and
+returns captures scaled to sqrt(mW) *at the DUT output*.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from devices import CapabilityError, DeviceError, Radio, StreamConfig, open_radio
+from devices.sim.dut import DUT_MODELS
+from devices.sim.paths import PATH_ELEMENTS, Path as RFPath
+from harness.config import ConfigError, LineMap, Section, build, load_yaml
+from harness.stimulus import Waveform
+
+
+# ------------------------------------------------------------------ the file
+@dataclass
+class PortSpec:
+    channel: int = field(default=0, metadata={"doc": "radio channel used for this port"})
+    gain_db: float | None = field(default=None, metadata={
+        "doc": "fixed gain; omitted: TX gain is set from the wanted power, RX gain auto-ranges"})
+
+
+@dataclass
+class CalibrationSpec:
+    tx_full_scale_dbm: float | None = field(default=None, metadata={
+        "doc": "TX port power of a full-scale CW at TX gain 0 dB; default: the device's nominal value"})
+    rx_full_scale_dbm: float | None = field(default=None, metadata={
+        "doc": "RX port power reaching digital full scale at RX gain 0 dB; default: the device's nominal value"})
+
+
+@dataclass
+class RigLimits:
+    max_rx_input_dbm: float = field(default=10.0, metadata={"doc": "damage level of the RX port"})
+    max_dut_input_dbm: float | None = field(default=None, metadata={"doc": "never drive the DUT harder"})
+
+
+@dataclass
+class RigSpec:
+    name: str
+    device: str  # URI
+    tx_to_dut: RFPath
+    dut_to_rx: RFPath
+    description: str = ""
+    tx: PortSpec = field(default_factory=PortSpec)
+    rx: PortSpec = field(default_factory=PortSpec)
+    calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
+    limits: RigLimits = field(default_factory=RigLimits)
+    dut: Any = None  # simulated DUT model (sim rigs only)
+    dut_model: str | None = None
+    sim: Any = None  # devices.sim.bench.SimConfig (sim rigs only)
+    #: physical paths of a simulated bench when they differ from the declared (nominal) ones
+    sim_tx_to_dut: RFPath | None = None
+    sim_dut_to_rx: RFPath | None = None
+    file: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def simulated(self) -> bool:
+        return self.device.split(":", 1)[0].strip().lower() == "sim"
+
+
+@dataclass
+class _RigFile:
+    name: str
+    device: str = field(metadata={"doc": "radio URI: sim:, pluto:ip:192.168.2.1, soapy:driver=uhd, ..."})
+    description: str = ""
+    tx: PortSpec = field(default_factory=PortSpec)
+    rx: PortSpec = field(default_factory=PortSpec)
+    calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
+    limits: RigLimits = field(default_factory=RigLimits)
+
+
+_SECTIONS = ("paths", "dut", "sim")
+
+
+def _parse_path(node: Any, what: str, file: str | None, line: int | None) -> RFPath:
+    sec = Section(node, what, file, line)
+    if node is None:
+        return RFPath([])
+    if not isinstance(node, list):
+        raise sec.error("expected a list of path elements (each with 'kind')")
+    elements = []
+    for i, item in enumerate(node):
+        iline = node.item_lines[i] if hasattr(node, "item_lines") else line
+        isec = Section(item, f"{what}[{i}]", file, iline)
+        if not isinstance(item, dict) or "kind" not in item:
+            raise isec.error(f"a path element needs 'kind' (one of: {', '.join(sorted(PATH_ELEMENTS))})")
+        cls = PATH_ELEMENTS.get(item["kind"])
+        if cls is None:
+            raise isec.error(f"unknown path element kind {item['kind']!r}; known: {', '.join(sorted(PATH_ELEMENTS))}",
+                             "kind")
+        elements.append(build(cls, item, f"{what}[{i}] ({item['kind']})", file, iline, ignore=("kind",)))
+    return RFPath(elements)
+
+
+def _parse_paths(node: Any, what: str, file: str | None, line: int | None) -> tuple[RFPath, RFPath]:
+    sec = Section(node, what, file, line)
+    if not isinstance(node, dict):
+        raise sec.error("expected a mapping with 'tx_to_dut' and 'dut_to_rx'")
+    for key in node:
+        if key not in ("tx_to_dut", "dut_to_rx"):
+            raise sec.error(f"unknown path {key!r}; known: dut_to_rx, tx_to_dut", key)
+    for key in ("tx_to_dut", "dut_to_rx"):
+        if key not in node:
+            raise sec.error(f"missing path {key!r}")
+    return (_parse_path(node["tx_to_dut"], f"{what}.tx_to_dut", file, node.line_of("tx_to_dut")),
+            _parse_path(node["dut_to_rx"], f"{what}.dut_to_rx", file, node.line_of("dut_to_rx")))
+
+
+def parse_dut_model(node: Any, what: str, file: str | None, line: int | None) -> tuple[str, Any]:
+    sec = Section(node, what, file, line)
+    if not isinstance(node, dict) or "model" not in node:
+        raise sec.error(f"a simulated DUT needs 'model' (one of: {', '.join(sorted(DUT_MODELS))})")
+    cls = DUT_MODELS.get(node["model"])
+    if cls is None:
+        raise sec.error(f"unknown DUT model {node['model']!r}; known: {', '.join(sorted(DUT_MODELS))}", "model")
+    return node["model"], build(cls, node, f"{what} ({node['model']})", file, line, ignore=("model",))
+
+
+def load_rig(path: str | Path) -> RigSpec:
+    """Read and validate a rig file; raises :class:`ConfigError` naming file, line and field."""
+    data = load_yaml(path)
+    file = str(path)
+    head = build(_RigFile, data, "rig", file, 1, ignore=_SECTIONS)
+    if "paths" not in data:
+        raise ConfigError("rig: missing section 'paths' (tx_to_dut, dut_to_rx)", file, 1)
+    tx_path, rx_path = _parse_paths(data["paths"], "paths", file, data.line_of("paths"))
+    spec = RigSpec(name=head.name, device=head.device, tx_to_dut=tx_path, dut_to_rx=rx_path,
+                   description=head.description, tx=head.tx, rx=head.rx, calibration=head.calibration,
+                   limits=head.limits, file=file)
+    if spec.simulated:
+        from devices.sim.bench import SimConfig
+
+        if "dut" not in data:
+            raise ConfigError("rig: a simulated rig needs a 'dut' section with the DUT model", file, 1)
+        spec.dut_model, spec.dut = parse_dut_model(data["dut"], "dut", file, data.line_of("dut"))
+        sim_node = data.get("sim") or LineMap()
+        spec.sim = build(SimConfig, sim_node, "sim", file, data.line_of("sim"), ignore=("paths",))
+        if isinstance(sim_node, dict) and "paths" in sim_node:
+            spec.sim_tx_to_dut, spec.sim_dut_to_rx = _parse_paths(sim_node["paths"], "sim.paths", file,
+                                                                  sim_node.line_of("paths"))
+    else:
+        for key in ("dut", "sim"):
+            if key in data:
+                raise ConfigError(f"rig: section {key!r} only applies to simulated (sim:) rigs", file,
+                                  data.line_of(key))
+    return spec
+
+
+# ------------------------------------------------------------------ runtime
+class LevelError(DeviceError):
+    """The rig cannot deliver the requested power."""
+
+
+@dataclass
+class Measured:
+    """A capture scaled to sqrt(mW) at the DUT output plane."""
+
+    x: np.ndarray  # complex128, sqrt(mW)
+    sample_rate_hz: float
+    freq_hz: float
+    rx_gain_db: float
+    peak_dbfs: float
+    meta: Any  # devices.CaptureMeta
+
+
+@dataclass
+class TxSetting:
+    freq_hz: float
+    power_dbm: float  # at the DUT input, as set
+    tx_gain_db: float
+    digital_rms_dbfs: float
+    port_power_dbm: float
+
+
+class Rig:
+    """An open rig: a radio plus the paths and calibration around the DUT."""
+
+    #: RX auto-ranging: aim the peak here, accept peaks in [low, high] dBFS
+    TARGET_PEAK_DBFS = -6.0
+    PEAK_WINDOW_DBFS = (-20.0, -1.0)
+    TX_PEAK_DBFS = -1.0  # digital back-off of the waveform peak
+
+    def __init__(self, spec: RigSpec, radio: Radio):
+        self.spec = spec
+        self.radio = radio
+        self.caps = radio.capabilities
+        self.device_time_s = 0.0  # time spent in radio calls (benchmarks split it out)
+        self._rx_gain_db = spec.rx.gain_db if spec.rx.gain_db is not None else \
+            self.caps.rx_gain_range_db.clip((self.caps.rx_gain_range_db.low + self.caps.rx_gain_range_db.high) / 2)
+        self._freq_hz: float | None = None
+        self._rate_hz: float | None = None
+        self.tx_setting: TxSetting | None = None
+
+    # ----- opening
+    @classmethod
+    def open(cls, spec: RigSpec, seed: int | None = None) -> "Rig":
+        options: dict[str, Any] = {}
+        if spec.simulated:
+            from devices.sim.bench import SimBench
+
+            options["bench"] = SimBench(spec.sim, spec.sim_tx_to_dut or spec.tx_to_dut, spec.dut,
+                                        spec.sim_dut_to_rx or spec.dut_to_rx, seed=seed)
+        radio = open_radio(spec.device, **options)
+        try:
+            return cls(spec, radio)
+        except BaseException:
+            radio.close()
+            raise
+
+    def close(self) -> None:
+        self.radio.close()
+
+    def __enter__(self) -> "Rig":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ----- calibration
+    @property
+    def tx_full_scale_dbm(self) -> float:
+        v = self.spec.calibration.tx_full_scale_dbm
+        v = self.caps.tx_full_scale_dbm if v is None else v
+        if v is None:
+            raise LevelError(f"rig {self.spec.name}: no TX calibration (calibration.tx_full_scale_dbm) and the "
+                             f"device states no nominal value")
+        return v
+
+    @property
+    def rx_full_scale_dbm(self) -> float:
+        v = self.spec.calibration.rx_full_scale_dbm
+        v = self.caps.rx_full_scale_dbm if v is None else v
+        if v is None:
+            raise LevelError(f"rig {self.spec.name}: no RX calibration (calibration.rx_full_scale_dbm) and the "
+                             f"device states no nominal value")
+        return v
+
+    # ----- checks
+    def check(self, freq_hz: float, sample_rate_hz: float) -> None:
+        """Raise CapabilityError if the radio cannot tune/sample there (before anything transmits)."""
+        self.caps.check_frequency(freq_hz)
+        self.caps.check_sample_rate(sample_rate_hz)
+        self.caps.check_channel(self.spec.tx.channel, "tx")
+        self.caps.check_channel(self.spec.rx.channel, "rx")
+
+    # ----- settings
+    def tune(self, freq_hz: float, sample_rate_hz: float) -> None:
+        """Set TX and RX centre frequency and rate (TX muted until the next :meth:`play`)."""
+        if self.radio.transmitting:
+            self.stop()
+        self._freq_hz, self._rate_hz = freq_hz, sample_rate_hz
+        self.tx_setting = None
+        self._configure_rx()
+
+    def _stream(self, gain_db: float, channel: int) -> StreamConfig:
+        if self._freq_hz is None:
+            raise DeviceError("rig: tune() before playing or capturing")
+        return StreamConfig(freq_hz=self._freq_hz, sample_rate_hz=self._rate_hz, gain_db=gain_db,
+                            rf_bandwidth_hz=0.8 * self._rate_hz, channel=channel)
+
+    def _configure_rx(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            actual = self.radio.configure_rx(self._stream(self._rx_gain_db, self.spec.rx.channel))
+        finally:
+            self.device_time_s += time.perf_counter() - t0
+        self._rx_gain_db = actual.gain_db
+
+    def play(self, waveform: Waveform, power_dbm: float | None = None) -> TxSetting:
+        """Transmit ``waveform`` cyclically at ``power_dbm`` (default: its own) at the DUT input."""
+        if self._freq_hz is None:
+            raise DeviceError("rig: tune() before play()")
+        if abs(waveform.sample_rate_hz - self._rate_hz) > 1e-6 * self._rate_hz:
+            raise DeviceError(f"waveform rate {waveform.sample_rate_hz:g} differs from the rig rate {self._rate_hz:g}")
+        power = waveform.power_dbm if power_dbm is None else power_dbm
+        lim = self.spec.limits.max_dut_input_dbm
+        if lim is not None and power > lim + 1e-9:
+            raise LevelError(f"{power:.2f} dBm at the DUT input exceeds the rig limit max_dut_input_dbm {lim:g} dBm")
+        path_db = self.spec.tx_to_dut.gain_db(self._freq_hz)
+        port_dbm = power - path_db
+        x = waveform.samples
+        peak = float(max(np.max(np.abs(x.real)), np.max(np.abs(x.imag))))
+        best_rms_dbfs = self.TX_PEAK_DBFS - 20 * math.log10(peak)  # RMS is 1.0 -> 0 dB
+        gr = self.caps.tx_gain_range_db
+        need = port_dbm - self.tx_full_scale_dbm - best_rms_dbfs
+        if need > gr.high + 1e-9:
+            raise LevelError(
+                f"{power:.2f} dBm at the DUT input needs {port_dbm:.2f} dBm at the TX port; the radio reaches "
+                f"{self.tx_full_scale_dbm + gr.high + best_rms_dbfs:.2f} dBm with this waveform "
+                f"(crest factor {waveform.crest_factor_db:.1f} dB)")
+        gain = max(need, gr.low)
+        if gr.step:  # round down: the digital level makes up the remainder
+            gain = gr.low + math.floor((gain - gr.low) / gr.step + 1e-9) * gr.step
+        t0 = time.perf_counter()
+        try:
+            actual = self.radio.configure_tx(self._stream(gain, self.spec.tx.channel))
+            rms_dbfs = port_dbm - self.tx_full_scale_dbm - actual.gain_db
+            if rms_dbfs < -60.0:
+                raise LevelError(f"{power:.2f} dBm at the DUT input is below what the TX can set cleanly "
+                                 f"({rms_dbfs:.1f} dBFS at minimum gain)")
+            if rms_dbfs > best_rms_dbfs + 0.5:
+                raise LevelError(f"TX gain setting {actual.gain_db:g} dB leaves too little digital headroom")
+            self.radio.transmit(x * np.float32(10 ** (rms_dbfs / 20)), cyclic=True)
+        finally:
+            self.device_time_s += time.perf_counter() - t0
+        self.tx_setting = TxSetting(self._freq_hz, power, actual.gain_db, rms_dbfs, port_dbm)
+        return self.tx_setting
+
+    def stop(self) -> None:
+        """Stop transmitting (safe at any time)."""
+        t0 = time.perf_counter()
+        try:
+            self.radio.stop_tx()
+        finally:
+            self.device_time_s += time.perf_counter() - t0
+            self.tx_setting = None
+
+    def capture(self, n_samples: int, autorange: bool = True) -> Measured:
+        """Capture at the DUT output; with ``autorange`` the RX gain is adjusted until the peak sits well."""
+        gr = self.caps.rx_gain_range_db
+        fixed = self.spec.rx.gain_db is not None or not autorange
+        for _attempt in range(8):
+            t0 = time.perf_counter()
+            try:
+                cap = self.radio.capture(n_samples)
+            finally:
+                self.device_time_s += time.perf_counter() - t0
+            s = cap.samples
+            peak_lin = float(max(np.max(np.abs(s.real)), np.max(np.abs(s.imag)), 1e-12))
+            peak_dbfs = 20 * math.log10(peak_lin)
+            lo, hi = self.PEAK_WINDOW_DBFS
+            if fixed:
+                break
+            if cap.meta.overload or peak_dbfs > hi:
+                step = max(10.0, peak_dbfs - self.TARGET_PEAK_DBFS) if not cap.meta.overload else 15.0
+                new_gain = gr.clip(self._rx_gain_db - step)
+            elif peak_dbfs < lo:
+                new_gain = gr.clip(self._rx_gain_db + (self.TARGET_PEAK_DBFS - peak_dbfs))
+            else:
+                break
+            if abs(new_gain - self._rx_gain_db) < 1e-9:
+                break  # at the end of the gain range: keep what we have
+            self._rx_gain_db = new_gain
+            self._configure_rx()
+        if cap.meta.overflow or cap.meta.dropped_samples:
+            raise DeviceError(f"capture corrupted: {', '.join(cap.meta.faults())}")
+        if cap.meta.overload:
+            raise DeviceError(f"RX overload at minimum gain {self._rx_gain_db:g} dB: the DUT output is too strong "
+                              f"for the rig (add attenuation in dut_to_rx)")
+        fs_dbm = self.rx_full_scale_dbm - cap.meta.config.gain_db
+        port_dbm = 10 * math.log10(max(float(np.mean(np.abs(s) ** 2)), 1e-30)) + fs_dbm
+        if port_dbm > self.spec.limits.max_rx_input_dbm:
+            self.stop()
+            raise LevelError(f"{port_dbm:.1f} dBm at the RX port exceeds its limit "
+                             f"{self.spec.limits.max_rx_input_dbm:g} dBm; transmitter stopped")
+        path_db = self.spec.dut_to_rx.gain_db(cap.meta.config.freq_hz)
+        scale = 10 ** ((fs_dbm - path_db) / 20)
+        x = s.astype(np.complex128) * scale
+        return Measured(x, cap.meta.config.sample_rate_hz, cap.meta.config.freq_hz, cap.meta.config.gain_db,
+                        peak_dbfs, cap.meta)
+
+    def describe(self) -> dict:
+        return {"name": self.spec.name, "file": self.spec.file, "device": self.spec.device,
+                "simulated": self.spec.simulated, "capabilities": self.caps.as_dict()}
+
+
+__all__ = ["CapabilityError", "LevelError", "Measured", "Rig", "RigSpec", "TxSetting", "load_rig"]

@@ -1,0 +1,212 @@
+"""Running a plan on a rig: steps in order, verdicts, the run directory, exit codes.
+
+Exit codes: 0 all PASS, 1 any FAIL, 2 plan or rig error (nothing transmitted),
+3 any ERROR (a step raised, or the run was interrupted).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from harness import __version__
+from harness.config import format_quantity
+from harness.measurements import MeasurementError, StepContext, StepData
+from harness.plan import Plan, Step, check_plan_against
+from harness.plots import render_png
+from harness.results import MeasurementRecord, RunRecorder, StepRecord, combine, now_iso
+from harness.rig import Rig, RigSpec
+
+EXIT_PASS, EXIT_FAIL, EXIT_CONFIG, EXIT_ERROR = 0, 1, 2, 3
+
+
+class Interrupted(BaseException):
+    """SIGTERM/SIGINT during a run (a BaseException so steps cannot swallow it)."""
+
+
+def software_version() -> str:
+    """Package version plus the git commit when run from a checkout."""
+    here = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=5)
+        if out.returncode == 0 and out.stdout.strip():
+            return f"{__version__}+{out.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return __version__
+
+
+def default_run_dir(plan: Plan, root: Path = Path("runs")) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", plan.name).strip("-") or "plan"
+    return root / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{slug}"
+
+
+@contextmanager
+def _signals_raise():
+    """Turn SIGTERM (and SIGINT) into :class:`Interrupted` so every exit path stops the transmitter."""
+
+    def handler(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except ValueError:  # not in the main thread
+            pass
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+@dataclass
+class Reporter:
+    """Progress on the terminal (rich); silent when ``console`` is None."""
+
+    console: object | None = None
+
+    def plan_start(self, plan: Plan, rig: RigSpec, run_dir: Path) -> None:
+        if self.console:
+            self.console.print(f"[bold]{plan.name}[/bold] on rig [bold]{rig.name}[/bold] ({rig.device})  "
+                               f"{len(plan.steps)} steps -> {run_dir}")
+
+    @contextmanager
+    def step(self, i: int, n: int, step: Step):
+        if not self.console:
+            yield (lambda done, total: None)
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn(f"[{i}/{n}] {step.name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=self.console, transient=True) as prog:
+            task = prog.add_task(step.name, total=None)
+            yield lambda done, total: prog.update(task, completed=done, total=total)
+
+    def step_done(self, i: int, n: int, rec: StepRecord) -> None:
+        if not self.console:
+            return
+        color = {"PASS": "green", "FAIL": "red", "ERROR": "yellow"}.get(rec.verdict, "white")
+        self.console.print(f"[{i}/{n}] {rec.name}: [{color}]{rec.verdict}[/{color}]  ({rec.duration_s:.1f} s)")
+        for m in rec.measurements:
+            mc = {"PASS": "green", "FAIL": "red"}.get(m.verdict, "dim")
+            lim = ""
+            if m.low is not None or m.high is not None:
+                lim = f"  [{format_quantity(m.low, m.unit)}, {format_quantity(m.high, m.unit)}]"
+            self.console.print(f"      {m.name:<24} {format_quantity(m.value, m.unit):>14}{lim}  "
+                               f"[{mc}]{m.verdict}[/{mc}]")
+        if rec.error:
+            self.console.print(f"      [yellow]{rec.error}[/yellow]")
+
+
+def evaluate(step: Step, data: StepData) -> tuple[str, list[MeasurementRecord]]:
+    """Apply the step's limits to what the measurement returned."""
+    records = []
+    for out in step.measurement.outputs:
+        if out.name not in data.values:
+            continue
+        value = data.values[out.name]
+        value = None if value is None else float(value)
+        lim = step.limits.get(out.name)
+        verdict = lim.verdict(value) if lim else "INFO"
+        records.append(MeasurementRecord(out.name, value, out.unit, lim.low if lim else None,
+                                         lim.high if lim else None, verdict, data.details.get(out.name, {})))
+    verdicts = [r.verdict for r in records]
+    missing = [name for name in step.limits if name not in data.values]
+    if data.invalid:
+        return "ERROR", records
+    if missing:
+        return "ERROR", records
+    return combine(verdicts), records
+
+
+def run_step(rig: Rig, step: Step, seed: int, progress) -> StepData:
+    rig.tune(step.freq_hz, step.sample_rate_hz)
+    ctx = StepContext(rig, step.freq_hz, step.sample_rate_hz, seed, step.settle_s, progress)
+    try:
+        return step.measurement.run(ctx, step.params)
+    finally:
+        rig.stop()
+
+
+def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: int = 0,
+             reporter: Reporter | None = None) -> tuple[int, RunRecorder | None]:
+    """Run ``plan`` on ``rig_spec``. Returns (exit code, recorder); never leaves a transmitter running."""
+    reporter = reporter or Reporter()
+    rig = Rig.open(rig_spec, seed=seed)  # DeviceError here -> caller maps to exit 2
+    try:
+        check_plan_against(plan, rig.caps)  # before anything transmits
+        run_dir = Path(out_dir) if out_dir else default_run_dir(plan)
+        header = {
+            "plan": {"name": plan.name, "description": plan.description, "file": plan.file},
+            "rig": {"name": rig_spec.name, "file": rig_spec.file, "device": rig_spec.device,
+                    "simulated": rig_spec.simulated, "serial": rig.caps.serial},
+            "dut": {"type": plan.dut.type, "model": plan.dut.model, "serial": plan.dut.serial},
+            "software_version": software_version(), "seed": seed,
+        }
+        rec = RunRecorder(run_dir, header)
+        reporter.plan_start(plan, rig_spec, run_dir)
+        status, note = "complete", None
+        with _signals_raise():
+            try:
+                for i, step in enumerate(plan.steps, 1):
+                    t0, started = time.perf_counter(), now_iso()
+                    error = None
+                    with reporter.step(i, len(plan.steps), step) as progress:
+                        try:
+                            data = run_step(rig, step, seed + i, progress)
+                            verdict, records = evaluate(step, data)
+                            if data.invalid:
+                                error = data.invalid
+                            elif verdict == "ERROR":
+                                error = "measurement returned no value for limited output(s): " + ", ".join(
+                                    n for n in step.limits if n not in data.values)
+                        except (Interrupted, KeyboardInterrupt):
+                            raise
+                        except Exception as e:  # noqa: BLE001 - any step failure is recorded as ERROR
+                            data, records, verdict = StepData(), [], "ERROR"
+                            error = f"{type(e).__name__}: {e}"
+                            if not isinstance(e, (MeasurementError, RuntimeError, ValueError)):
+                                error += "\n" + traceback.format_exc(limit=4)
+                    srec = StepRecord(step.name, step.measurement.name, verdict, started, now_iso(),
+                                      time.perf_counter() - t0, records, error, step.freq_hz, step.sample_rate_hz,
+                                      info=data.info)
+                    srec.plots = _save_plots(rec.dir, i, data)
+                    rec.add(srec)
+                    reporter.step_done(i, len(plan.steps), srec)
+                    if verdict == "ERROR" and step.on_error == "stop":
+                        status, note = "aborted", f"stopped after ERROR in step {step.name!r} (on_error: stop)"
+                        break
+            except (Interrupted, KeyboardInterrupt) as e:
+                rig.stop()
+                status, note = "interrupted", f"interrupted ({e or 'Ctrl-C'}) during step {len(rec.steps) + 1}"
+        rec.finish(status, note)
+    finally:
+        rig.close()
+    v = rec.verdict()
+    code = {"PASS": EXIT_PASS, "FAIL": EXIT_FAIL}.get(v, EXIT_ERROR)
+    return code, rec
+
+
+def _save_plots(run_dir: Path, index: int, data: StepData) -> list[str]:
+    out = []
+    for key, plot in data.plots.items():
+        stem = f"plots/step{index:02d}-{re.sub(r'[^A-Za-z0-9_-]+', '-', key)}"
+        try:
+            render_png(plot, run_dir / f"{stem}.png")
+            out.append(f"{stem}.png")
+        except Exception as e:  # noqa: BLE001 - a plot must never lose a measurement
+            data.info.setdefault("plot_errors", []).append(f"{key}: {e}")
+        (run_dir / f"{stem}.json").write_text(json.dumps(plot.to_dict()))
+        out.append(f"{stem}.json")
+    return out
