@@ -196,14 +196,27 @@ def load_plan(path: str | Path) -> Plan:
                     sh.sample_rate_hz if sh.sample_rate_hz is not None else head.defaults.sample_rate_hz,
                     sh.settle_s if sh.settle_s is not None else head.defaults.settle_s,
                     sh.on_error or ("stop" if head.stop_on_error else "continue"), line)
-        if mtype.check is not None:
-            try:
-                mtype.check(step.params, step.freq_hz, step.sample_rate_hz)
-            except ValueError as e:
-                raise sec.error(str(e)) from None
+        _check_step(step, sec, node)
         steps.append(step)
     rig_file = (Path(path).parent / head.rig) if head.rig else None
     return Plan(head.name, head.description, head.dut, head.defaults, steps, file, rig_file, head.stop_on_error)
+
+
+def _check_step(step: Step, sec: Section, node: LineMap) -> None:
+    """Generate each stimulus and run the type's own check, so bad settings fail at load time."""
+    from harness.stimulus import StimulusSpec
+
+    for name, value in vars(step.params).items():
+        if isinstance(value, StimulusSpec):
+            try:
+                value.generate(step.sample_rate_hz, 0)
+            except ValueError as e:
+                raise sec.error(f"{name}: {e}", name) from None
+    if step.measurement.check is not None:
+        try:
+            step.measurement.check(step.params, step.freq_hz, step.sample_rate_hz)
+        except ValueError as e:
+            raise sec.error(str(e)) from None
 
 
 def check_plan_against(plan: Plan, caps) -> None:

@@ -246,7 +246,15 @@ class AclrResult:
     channels: list[AdjacentChannel]  # measured on at least one side
     not_measured: list[str]  # neighbours (sides) outside the captured band, with the fs they need
     rbw_hz: float  # ENBW of the spectrum's bins
-    plot: Plot = field(repr=False, default=None)
+    _plot_args: tuple = field(default=(), repr=False, compare=False)
+    _plot: Plot | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def plot(self) -> Plot:
+        """Spectrum with the channel bands; built on first use (plot lists cost more than the measurement)."""
+        if self._plot is None:
+            self._plot = _aclr_plot(*self._plot_args)
+        return self._plot
 
     @property
     def worst_dbc(self) -> float | None:
@@ -306,9 +314,9 @@ def aclr(x: np.ndarray | None, fs_hz: float, carrier_filter: ChannelFilter,
             bands.append((f"{label} {side}: {p_dbm - p_car_dbm:.2f} dBc", c, filt, p_dbm))
         if ch.lower_dbc is not None or ch.upper_dbc is not None:
             channels.append(ch)
-    plot = _aclr_plot(spec, standard or "ACLR", (f"carrier {p_car_dbm:.2f} dBm", center_offset_hz,
-                                                 carrier_filter, p_car_dbm), bands)
-    return AclrResult(standard, p_car_dbm, carrier_filter, channels, skipped, spec.rbw_hz, plot)
+    plot_args = (spec, standard or "ACLR", (f"carrier {p_car_dbm:.2f} dBm", center_offset_hz,
+                                            carrier_filter, p_car_dbm), bands)
+    return AclrResult(standard, p_car_dbm, carrier_filter, channels, skipped, spec.rbw_hz, plot_args)
 
 
 def _aclr_plot(spec: Spectrum, title: str, carrier, bands) -> Plot:

@@ -98,7 +98,7 @@ class TwoToneParams3:
         "input levels relative to power_per_tone_dbm; the IM3 slope is fitted over them"))
     slope_tolerance_db_per_db: float = field(default=0.5, metadata=doc(
         "accepted deviation of the IM3 slope from 3 dB/dB"))
-    n_samples: int = field(default=65536, metadata=doc("capture length per level"))
+    n_samples: int = field(default=131072, metadata=doc("capture length per level"))
 
 
 def _tones(p: TwoToneParams3, fs_hz: float):
