@@ -19,6 +19,7 @@ class UnknownDeviceError(DeviceError):
 
 _DRIVERS: dict[str, str] = {
     "sim": "devices.sim.driver:open_sim",
+    "soapy": "devices.soapy:open_soapy",
 }
 
 

@@ -130,6 +130,24 @@ def cmd_rig_show(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------- devices
+def cmd_devices(args) -> int:
+    from devices.discovery import discover
+
+    entries = discover(quiet=not args.verbose)
+    boards = [e for e in entries if "error" not in e]
+    for e in boards:
+        serial = f" serial {e['serial']}" if e.get("serial") else ""
+        uri = e.get("uri") or "(no harness driver)"
+        print(f"{uri:<40} {e.get('label') or e.get('driver', '')}{serial}  [{e['source']}]")
+    if not boards:
+        print("no SDR boards found")
+    for e in entries:
+        if "error" in e:
+            print(f"{e['source']}: {e['error']}" + (f"\n    to fix: {e['install']}" if e.get("install") else ""))
+    return 0
+
+
 def _unit(name: str) -> str:
     from harness.config import unit_of
 
@@ -163,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Show a rig: device, paths, simulated DUT, device capabilities.")
     rs.add_argument("rig", help="rig file (YAML)")
     rs.set_defaults(func=cmd_rig_show)
+
+    dv = sub.add_parser("devices", help="list the SDR boards attached (SoapySDR and IIO scans)",
+                        description="List SDR boards found by SoapySDR enumeration and an IIO context scan, "
+                                    "with the URI to put in a rig file. A missing library is named, with how "
+                                    "to install it.")
+    dv.add_argument("--verbose", action="store_true", help="show the vendor libraries' own messages")
+    dv.set_defaults(func=cmd_devices)
     return p
 
 
