@@ -122,7 +122,8 @@ def loads_yaml(text: str, name: str = "<string>") -> LineMap:
 # ----------------------------------------------------------------------- units
 #: field-name suffix -> canonical unit (longest suffixes first)
 UNIT_SUFFIXES: list[tuple[str, str]] = [
-    ("_db_per_db", "dB/dB"), ("_dbm_hz", "dBm/Hz"), ("_db_per_ghz", "dB/GHz"),
+    ("_db_per_db", "dB/dB"), ("_dbm_hz", "dBm/Hz"), ("_dbfs_hz", "dBFS/Hz"), ("_dbc_hz", "dBc/Hz"),
+    ("_db_per_ghz", "dB/GHz"), ("_dbfs", "dBFS"),
     ("_dbm", "dBm"), ("_dbc", "dBc"), ("_db", "dB"), ("_hz", "Hz"), ("_s", "s"),
     ("_pct", "%"), ("_ppm", "ppm"), ("_deg", "deg"), ("_rad", "rad"), ("_k", "K"),
 ]
