@@ -70,6 +70,8 @@ class Step:
     settle_s: float
     on_error: str  # "continue" | "stop"
     line: int | None
+    thru: bool = False  # the DUT is bypassed: this step measures the rig's own floor
+    floor: str | None = None  # name of the thru step whose values are this step's floor
 
 
 @dataclass
@@ -81,10 +83,12 @@ class _StepHead:
     sample_rate_hz: float | None = None
     settle_s: float | None = None
     on_error: Literal["continue", "stop"] | None = None
+    thru: bool = False
+    floor: str | None = None
 
 
 _STEP_KEYS = {"name", "measurement", "limits", "freq_hz", "freq", "frequency", "sample_rate_hz", "sample_rate",
-              "settle_s", "settle", "on_error"}
+              "settle_s", "settle", "on_error", "thru", "floor"}
 
 
 @dataclass
@@ -177,17 +181,30 @@ def load_plan(path: str | Path) -> Plan:
         if mtype is None:
             raise sec.error(f"unknown measurement {node['measurement']!r}; known: {', '.join(sorted(measurements))}",
                             "measurement")
-        if "limits" not in node:
+        thru = node.get("thru") is True
+        if "limits" not in node and not thru:
             raise sec.error("missing limits: every step needs at least one limit (min and/or max) on its outputs "
                             f"({', '.join(o.name for o in mtype.outputs)})")
         step_head_node = LineMap({k: v for k, v in node.items() if k in _STEP_KEYS})
+        step_head_node.setdefault("limits", LineMap())
         step_head_node.file, step_head_node.line = file, line
         step_head_node.key_lines = node.key_lines
         sh = build(_StepHead, step_head_node, what, file, line)
         params_node = LineMap({k: v for k, v in node.items() if k not in _STEP_KEYS})
         params_node.file, params_node.line, params_node.key_lines = file, line, node.key_lines
         params = build(mtype.params, params_node, what, file, line)
-        limits = _parse_limits(node["limits"], mtype, sec, node.line_of("limits"))
+        limits = _parse_limits(node["limits"], mtype, sec, node.line_of("limits")) if "limits" in node else {}
+        if sh.floor is not None:
+            ref = next((s for s in steps if s.name == sh.floor), None)
+            if ref is None or not ref.thru:
+                raise sec.error(f"floor {sh.floor!r} must name an earlier thru step (thru: true)", "floor")
+            if ref.measurement is not mtype:
+                raise sec.error(f"floor step {sh.floor!r} measures {ref.measurement.name!r}, not {mtype.name!r}",
+                                "floor")
+            if not any(mtype.output(n) and mtype.output(n).floor for n in mtype.output_names()):
+                raise sec.error(f"{mtype.name!r} has no output that a floor applies to", "floor")
+        if sh.thru and sh.floor:
+            raise sec.error("a thru step cannot itself have a floor", "floor")
         if sh.name in names:
             raise sec.error(f"duplicate step name {sh.name!r}", "name")
         names.add(sh.name)
@@ -195,7 +212,7 @@ def load_plan(path: str | Path) -> Plan:
                     sh.freq_hz if sh.freq_hz is not None else head.defaults.freq_hz,
                     sh.sample_rate_hz if sh.sample_rate_hz is not None else head.defaults.sample_rate_hz,
                     sh.settle_s if sh.settle_s is not None else head.defaults.settle_s,
-                    sh.on_error or ("stop" if head.stop_on_error else "continue"), line)
+                    sh.on_error or ("stop" if head.stop_on_error else "continue"), line, sh.thru, sh.floor)
         _check_step(step, sec, node)
         steps.append(step)
     rig_file = (Path(path).parent / head.rig) if head.rig else None

@@ -59,7 +59,10 @@ class Plot:
 
 def _clean(a: np.ndarray) -> list:
     a = np.asarray(a, dtype=float)
-    return [None if not np.isfinite(v) else round(float(v), 9) for v in a]
+    out = np.round(a, 9).tolist()
+    for i in np.nonzero(~np.isfinite(a))[0]:
+        out[i] = None  # JSON has no inf/nan
+    return out
 
 
 def render_png(plot: Plot, path: str | Path) -> Path:

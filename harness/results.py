@@ -19,7 +19,7 @@ from typing import Any
 
 from harness.config import format_quantity
 
-VERDICTS = ("PASS", "FAIL", "ERROR")
+VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "ERROR")
 
 
 def now_iso() -> str:
@@ -91,11 +91,10 @@ def _jsonable(obj: Any) -> Any:
 
 
 def combine(verdicts: list[str]) -> str:
-    """Run/step verdict from parts: any ERROR -> ERROR, else any FAIL -> FAIL, else PASS."""
-    if "ERROR" in verdicts:
-        return "ERROR"
-    if "FAIL" in verdicts:
-        return "FAIL"
+    """Run/step verdict from parts: ERROR over FAIL over INCONCLUSIVE over PASS (INFO counts as PASS)."""
+    for v in ("ERROR", "FAIL", "INCONCLUSIVE"):
+        if v in verdicts:
+            return v
     return "PASS"
 
 
@@ -177,10 +176,13 @@ def junit_xml(results: dict) -> str:
             if step["verdict"] == "ERROR":
                 errors += 1
                 ET.SubElement(case, "error", message=step["error"] or "error").text = step["error"] or ""
-            elif m and m["verdict"] == "FAIL":
+            elif m and m["verdict"] in ("FAIL", "INCONCLUSIVE"):
                 failures += 1
-                msg = (f"{m['name']} = {format_quantity(m['value'], m['unit'])} outside "
-                       f"[{format_quantity(m['low'], m['unit'])}, {format_quantity(m['high'], m['unit'])}]")
+                rng = f"[{format_quantity(m['low'], m['unit'])}, {format_quantity(m['high'], m['unit'])}]"
+                msg = (f"{m['name']} = {format_quantity(m['value'], m['unit'])} outside {rng}"
+                       if m["verdict"] == "FAIL" else
+                       f"{m['name']} = {format_quantity(m['value'], m['unit'])} INCONCLUSIVE against {rng}: "
+                       f"{m.get('floor_note', 'rig floor too close to the limit')}")
                 ET.SubElement(case, "failure", message=msg).text = msg
             if m:
                 ET.SubElement(case, "system-out").text = (
@@ -204,6 +206,17 @@ def _badge(v: str) -> str:
     return f'<span class="v" style="background:{_COLORS.get(v, "#57606a")}">{html.escape(v)}</span>'
 
 
+def _floor_text(m: dict) -> str:
+    parts = []
+    if m.get("uncertainty") is not None:
+        parts.append(f"±{m['uncertainty']:.2g}")
+    if m.get("floor") is not None:
+        parts.append(f"floor {format_quantity(m['floor'], m['unit'])}, raw {format_quantity(m['raw_value'], m['unit'])}")
+    if m.get("floor_note"):
+        parts.append(m["floor_note"])
+    return "; ".join(parts)
+
+
 def report_html(results: dict) -> str:
     e = html.escape
     dut = results.get("dut", {})
@@ -212,7 +225,8 @@ def report_html(results: dict) -> str:
         meas = "".join(
             f"<tr><td>{e(m['name'])}</td><td class=num>{e(format_quantity(m['value'], m['unit']))}</td>"
             f"<td class=num>{e(format_quantity(m['low'], m['unit']))}</td>"
-            f"<td class=num>{e(format_quantity(m['high'], m['unit']))}</td><td>{_badge(m['verdict'])}</td></tr>"
+            f"<td class=num>{e(format_quantity(m['high'], m['unit']))}</td>"
+            f"<td class=num>{e(_floor_text(m))}</td><td>{_badge(m['verdict'])}</td></tr>"
             for m in step["measurements"])
         err = f"<p class=err>{e(step['error'])}</p>" if step.get("error") else ""
         stim = step.get("info", {}).get("stimulus")
@@ -222,7 +236,8 @@ def report_html(results: dict) -> str:
             f"<section><h2>{i}. {e(step['name'])} {_badge(step['verdict'])}</h2>"
             f"<p class=meta>{e(step['measurement'])} · {e(format_quantity(step.get('freq_hz'), 'Hz'))} · "
             f"{step['duration_s']:.2f} s</p>{err}{stim_s}"
-            f"<table><tr><th>measurement</th><th>value</th><th>low</th><th>high</th><th>verdict</th></tr>"
+            f"<table><tr><th>measurement</th><th>value</th><th>low</th><th>high</th><th>uncertainty / floor</th>"
+            f"<th>verdict</th></tr>"
             f"{meas}</table><div class=plots>{imgs}</div></section>")
     status = results.get("status")
     note = results.get("note")

@@ -1,7 +1,8 @@
 """Running a plan on a rig: steps in order, verdicts, the run directory, exit codes.
 
 Exit codes: 0 all PASS, 1 any FAIL, 2 plan or rig error (nothing transmitted),
-3 any ERROR (a step raised, or the run was interrupted).
+3 any ERROR (a step raised, or the run was interrupted), 4 no FAIL or ERROR but
+a verdict INCONCLUSIVE (the rig's own floor too close to a limit).
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from pathlib import Path
 
 from harness import __version__
 from harness.config import format_quantity
-from harness.measurements import MeasurementError, StepContext, StepData
+from devices import DeviceError
+from harness.measurements import (MeasurementError, StepContext, StepData, floor_correct, floor_sensitivity,
+                                  floor_too_close)
 from harness.plan import Plan, Step, check_plan_against
 from harness.plots import render_png
 from harness.results import MeasurementRecord, RunRecorder, StepRecord, combine, now_iso
 from harness.rig import Rig, RigSpec
 
-EXIT_PASS, EXIT_FAIL, EXIT_CONFIG, EXIT_ERROR = 0, 1, 2, 3
+EXIT_PASS, EXIT_FAIL, EXIT_CONFIG, EXIT_ERROR, EXIT_INCONCLUSIVE = 0, 1, 2, 3, 4
 
 
 class Interrupted(BaseException):
@@ -96,47 +99,99 @@ class Reporter:
     def step_done(self, i: int, n: int, rec: StepRecord) -> None:
         if not self.console:
             return
-        color = {"PASS": "green", "FAIL": "red", "ERROR": "yellow"}.get(rec.verdict, "white")
+        color = {"PASS": "green", "FAIL": "red", "ERROR": "yellow", "INCONCLUSIVE": "magenta"}.get(rec.verdict,
+                                                                                                  "white")
         self.console.print(f"[{i}/{n}] {rec.name}: [{color}]{rec.verdict}[/{color}]  ({rec.duration_s:.1f} s)")
         for m in rec.measurements:
-            mc = {"PASS": "green", "FAIL": "red"}.get(m.verdict, "dim")
+            mc = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "magenta"}.get(m.verdict, "dim")
             lim = ""
             if m.low is not None or m.high is not None:
                 lim = f"  [{format_quantity(m.low, m.unit)}, {format_quantity(m.high, m.unit)}]"
+            extra = ""
+            if "floor" in m.details:
+                extra = f"  (raw {format_quantity(m.details['raw_value'], m.unit)}, floor " \
+                        f"{format_quantity(m.details['floor'], m.unit)})"
+            if m.details.get("uncertainty") is not None:
+                extra = f"  ±{m.details['uncertainty']:.2g}" + extra
             self.console.print(f"      {m.name:<24} {format_quantity(m.value, m.unit):>14}{lim}  "
-                               f"[{mc}]{m.verdict}[/{mc}]")
+                               f"[{mc}]{m.verdict}[/{mc}]{extra}")
         if rec.error:
             self.console.print(f"      [yellow]{rec.error}[/yellow]")
 
 
-def evaluate(step: Step, data: StepData) -> tuple[str, list[MeasurementRecord]]:
-    """Apply the step's limits to what the measurement returned."""
+def evaluate(step: Step, data: StepData, floor: StepData | None = None) -> tuple[str, list[MeasurementRecord]]:
+    """Apply the step's limits to what the measurement returned, floor-correcting where the plan says.
+
+    With a ``floor`` (the values of the step's thru step), outputs that carry
+    a floor rule are corrected (power subtraction or root-sum-square), record
+    the raw value, the floor and the propagated uncertainty, and are
+    INCONCLUSIVE where the floor is too close to the limit to trust a verdict.
+    """
     records = []
     for out in step.measurement.outputs:
         if out.name not in data.values:
             continue
         value = data.values[out.name]
         value = None if value is None else float(value)
+        details = dict(data.details.get(out.name, {}))
         lim = step.limits.get(out.name)
-        verdict = lim.verdict(value) if lim else "INFO"
-        records.append(MeasurementRecord(out.name, value, out.unit, lim.low if lim else None,
-                                         lim.high if lim else None, verdict, data.details.get(out.name, {})))
-    verdicts = [r.verdict for r in records]
+        low, high = (lim.low, lim.high) if lim else (None, None)
+        inconclusive = False
+        if step.floor is not None and out.floor:
+            f = floor.values.get(out.name) if floor is not None else None
+            if f is None or value is None:
+                details["floor_note"] = "floor not available"
+                inconclusive = lim is not None
+            else:
+                f = float(f)
+                corrected = floor_correct(out.floor, value, f)
+                u_m = details.get("uncertainty")
+                u_f = floor.details.get(out.name, {}).get("uncertainty")
+                details.update({"raw_value": value, "floor": f})
+                if corrected is None:
+                    details["floor_note"] = "at the rig floor: the DUT's own value cannot be resolved"
+                    inconclusive = lim is not None
+                else:
+                    dm, df = floor_sensitivity(out.floor, value, f)
+                    if u_m is not None or u_f is not None:
+                        details["uncertainty"] = ((dm * (u_m or 0.0)) ** 2 + (df * (u_f or 0.0)) ** 2) ** 0.5
+                    value = corrected
+                if lim is not None and floor_too_close(out.floor, f, low, high):
+                    inconclusive = True
+                    details.setdefault("floor_note", "rig floor too close to the limit to trust a verdict")
+        if lim is None:
+            verdict = "INFO"
+        else:
+            verdict = lim.verdict(value)
+            if inconclusive and verdict == "PASS":
+                verdict = "INCONCLUSIVE"  # a FAIL stays FAIL: the floor can only make the DUT look worse
+        records.append(MeasurementRecord(out.name, value, out.unit, low, high, verdict, details))
     missing = [name for name in step.limits if name not in data.values]
-    if data.invalid:
+    if data.invalid or missing:
         return "ERROR", records
-    if missing:
-        return "ERROR", records
-    return combine(verdicts), records
+    return combine([r.verdict for r in records]), records
+
+
+def set_dut_bypass(rig: Rig, on: bool) -> None:
+    """Switch the DUT out (thru) or back in; only rigs with a bypass switch can do it unattended."""
+    bench = getattr(rig.radio, "bench", None)
+    if bench is None or not hasattr(bench, "bypass_dut"):
+        raise DeviceError(f"rig {rig.spec.name!r} has no DUT bypass switch, so thru (floor) steps cannot run "
+                          f"unattended on it")
+    bench.bypass_dut = on
 
 
 def run_step(rig: Rig, step: Step, seed: int, progress) -> StepData:
     rig.tune(step.freq_hz, step.sample_rate_hz)
     ctx = StepContext(rig, step.freq_hz, step.sample_rate_hz, seed, step.settle_s, progress)
+    if step.thru:
+        set_dut_bypass(rig, True)
     try:
         return step.measurement.run(ctx, step.params)
     finally:
         rig.stop()
+        if step.thru:
+            set_dut_bypass(rig, False)
 
 
 def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: int = 0,
@@ -157,6 +212,7 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
         rec = RunRecorder(run_dir, header)
         reporter.plan_start(plan, rig_spec, run_dir)
         status, note = "complete", None
+        floors: dict[str, StepData] = {}
         with _signals_raise():
             try:
                 for i, step in enumerate(plan.steps, 1):
@@ -165,7 +221,9 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
                     with reporter.step(i, len(plan.steps), step) as progress:
                         try:
                             data = run_step(rig, step, seed + i, progress)
-                            verdict, records = evaluate(step, data)
+                            verdict, records = evaluate(step, data, floors.get(step.floor))
+                            if step.thru:
+                                floors[step.name] = data
                             if data.invalid:
                                 error = data.invalid
                             elif verdict == "ERROR":
@@ -194,7 +252,7 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
     finally:
         rig.close()
     v = rec.verdict()
-    code = {"PASS": EXIT_PASS, "FAIL": EXIT_FAIL}.get(v, EXIT_ERROR)
+    code = {"PASS": EXIT_PASS, "FAIL": EXIT_FAIL, "INCONCLUSIVE": EXIT_INCONCLUSIVE}.get(v, EXIT_ERROR)
     return code, rec
 
 

@@ -85,9 +85,9 @@ def test_utra_aclr_matches_truth(levels):
     b.band(8.6e6, 11.4e6, 30 + levels[3])
     r = utra_aclr(b.x(), fs)
     car = b.rrc_truth_dbm(0.0)
-    assert r.carrier_power_dbm == pytest.approx(car, abs=0.05)
+    assert r.carrier_power_dbm == pytest.approx(car, abs=0.1)
     # an ideal WCDMA carrier loses 0.246 dB in the RRC filter (25.141 note): check against that too
-    assert car - 30.0 == pytest.approx(-0.246, abs=0.03)
+    assert car - 30.0 == pytest.approx(-0.246, abs=0.03)  # construction check
     got = {(c.label, s): getattr(c, f"{s}_dbc") for c in r.channels for s in ("lower", "upper")}
     want = {("UTRA 5 MHz", "lower"): b.rrc_truth_dbm(-5e6) - car, ("UTRA 5 MHz", "upper"): b.rrc_truth_dbm(5e6) - car,
             ("UTRA 10 MHz", "lower"): b.rrc_truth_dbm(-10e6) - car,
@@ -139,7 +139,7 @@ def test_eutra_aclr_matches_truth(bw, fs, dbc):
     r = eutra_aclr(b.x(), fs, bw)
     car = b.square_truth_dbm(-half, half)
     assert car == pytest.approx(40.0, abs=1e-6)  # construction check
-    assert r.carrier_power_dbm == pytest.approx(car, abs=0.05)
+    assert r.carrier_power_dbm == pytest.approx(car, abs=0.1)
     got = {c.label: c for c in r.channels}
     for label, off in (("E-UTRA 1xBW", bw), ("E-UTRA 2xBW", 2 * bw)):
         for side, sgn in (("lower", -1), ("upper", 1)):
@@ -213,7 +213,7 @@ def test_channel_power_square_filter_and_offset():
     b = Builder(n, fs, seed=8).band(3e6, 5e6, -20.0).band(-4e6, -3e6, 0.0)
     spec = averaged_psd(b.x(), fs)
     filt = eutra_filter(5e6)  # 4.5 MHz square
-    assert channel_power_dbm(None, fs, 4e6, filt, spectrum=spec) == pytest.approx(-20.0, abs=0.05)
+    assert channel_power_dbm(None, fs, 4e6, filt, spectrum=spec) == pytest.approx(-20.0, abs=0.1)
     with pytest.raises(ValueError):
         channel_power_dbm(None, fs, 14e6, filt, spectrum=spec)
 
@@ -236,5 +236,5 @@ def test_acrr_two_capture_procedure():
     res = acrr_from_captures(wanted.x(), adj.x(), fs, 0.0, UTRA_FILTER)
     truth = wanted.rrc_truth_dbm(0.0) - adj.rrc_truth_dbm(0.0)
     assert res.acrr_db == pytest.approx(truth, abs=0.3)
-    assert res.p_out_wanted_dbm == pytest.approx(33.0 - 0.246, abs=0.05)
+    assert res.p_out_wanted_dbm == pytest.approx(33.0 - 0.246, abs=0.1)
     assert acrr_db(30.0, -3.5) == pytest.approx(33.5)

@@ -91,7 +91,7 @@ class MaskResult:
     power_dbm: np.ndarray = field(repr=False, default=None)
     limit_dbm: np.ndarray = field(repr=False, default=None)
     mbw_hz: np.ndarray = field(repr=False, default=None)
-    row: np.ndarray = field(repr=False, default=None)  # index of the mask row of each point
+    row: np.ndarray = field(repr=False, default=None)  # index (0-based) of the mask row of each point
     #: rows (or parts of rows) outside the captured band, not checked
     not_measured: list[str] = field(default_factory=list)
     _plot: Plot | None = field(default=None, repr=False, compare=False)
@@ -125,10 +125,13 @@ def emission_mask(x: np.ndarray | None, fs_hz: float, channel_bw_hz: float,
     channel_bw_hz : channel (or repeater pass band) width; edges at centre ± channel_bw_hz/2.
     mask : the limit table.
     center_offset_hz : baseband offset of the channel centre.
-    spectrum : precomputed :func:`~harness.dsp.aclr.averaged_psd`.
-    max_bin_hz : bin spacing of the spectrum computed here; default a tenth of
-        the smallest measurement bandwidth, so the window's main lobe
-        (±2 bins) smears the carrier edge by much less than one measurement bandwidth.
+    spectrum : precomputed :func:`~harness.dsp.aclr.averaged_psd`; to share one
+        spectrum with ACLR, compute it at this function's resolution (below).
+    max_bin_hz : bin spacing of the spectrum computed here; default a sixth of
+        the smallest measurement bandwidth, at most 20 kHz (15 kHz bins at
+        30.72 MS/s), so the window's main lobe (±4 bins, ±60 kHz there) smears
+        the carrier edge by less than the first measurement bandwidth, like the
+        30 kHz RBW of an analyser.
     step_hz : spacing of the evaluated filter centres (default: one bin).
     usable_fraction : only measurement windows inside ±usable_fraction·fs/2 are evaluated.
 
@@ -139,7 +142,7 @@ def emission_mask(x: np.ndarray | None, fs_hz: float, channel_bw_hz: float,
     if mask.reference not in ("edge", "centre"):
         raise ValueError(f"mask reference must be 'edge' or 'centre', not {mask.reference!r}")
     if spectrum is None:
-        spectrum = averaged_psd(x, fs_hz, max_bin_hz or min(r.mbw_hz for r in mask.rows) / 10)
+        spectrum = averaged_psd(x, fs_hz, max_bin_hz or min(min(r.mbw_hz for r in mask.rows) / 6, 20e3))
     freqs = spectrum.freqs_hz
     df = freqs[1] - freqs[0]
     step = step_hz or df
@@ -155,12 +158,12 @@ def emission_mask(x: np.ndarray | None, fs_hz: float, channel_bw_hz: float,
             # largest offset whose whole measurement window lies inside the band
             max_off = nyq - row.mbw_hz / 2 - sgn * center_offset_hz - ref
             stop = min(row.stop_hz, max_off + 1e-6 * step)
+            what = f"row {i + 1} ({row.start_hz / 1e6:g}-{row.stop_hz / 1e6:g} MHz) {name}"
             if stop <= row.start_hz:
-                not_measured.append(f"row {i} {name} ({row.start_hz / 1e6:g}-{row.stop_hz / 1e6:g} MHz): "
-                                    f"outside ±{nyq / 1e6:.4g} MHz")
+                not_measured.append(f"{what}: outside ±{nyq / 1e6:.4g} MHz")
                 continue
             if math.isfinite(row.stop_hz) and stop < row.stop_hz:
-                not_measured.append(f"row {i} {name}: offsets {stop / 1e6:.4g}-{row.stop_hz / 1e6:g} MHz "
+                not_measured.append(f"{what}: offsets {stop / 1e6:.4g}-{row.stop_hz / 1e6:g} MHz "
                                     f"outside ±{nyq / 1e6:.4g} MHz")
             off = np.arange(row.start_hz, stop, step)
             f = center_offset_hz + sgn * (ref + off)
@@ -177,29 +180,30 @@ def emission_mask(x: np.ndarray | None, fs_hz: float, channel_bw_hz: float,
     a = {k: np.concatenate(v) for k, v in parts.items()}
     margin = a["lim"] - a["p"]
     k = int(np.argmin(margin))
-    res = MaskResult(mask.name, float(margin[k]), float(a["off"][k]), float(a["f"][k]),
-                     "lower" if a["side"][k] < 0 else "upper", float(a["p"][k]), float(a["lim"][k]),
-                     bool(margin[k] >= 0), a["side"], a["off"], a["f"], a["p"], a["lim"], a["mbw"], a["row"], not_measured)
-    return res
+    return MaskResult(mask.name, float(margin[k]), float(a["off"][k]), float(a["f"][k]),
+                      "lower" if a["side"][k] < 0 else "upper", float(a["p"][k]), float(a["lim"][k]),
+                      bool(margin[k] >= 0), a["side"], a["off"], a["f"], a["p"], a["lim"], a["mbw"], a["row"],
+                      not_measured)
 
 
 def _mask_plot(r: MaskResult) -> Plot:
     p = Plot(f"Unwanted emissions: {r.mask_name} (worst margin {r.worst_margin_db:+.2f} dB)",
              "offset from centre (MHz)", "power (dBm / measurement bandwidth)")
+    lim_x, lim_y = [], []
     for sgn, name in ((-1, "lower"), (1, "upper")):
         sel = r.side == sgn
         if not np.any(sel):
             continue
         order = np.argsort(r.freq_hz[sel])
         p.add(r.freq_hz[sel][order] / 1e6, r.power_dbm[sel][order], f"measured ({name})")
-        # one straight limit line per mask row (rows are linear in dB)
-        f, lim, bw, row = (a[sel][order] for a in (r.freq_hz, r.limit_dbm, r.mbw_hz, r.row))
-        brk = np.flatnonzero(np.diff(row) != 0) + 1
-        for seg in np.split(np.arange(f.size), brk):
-            if seg.size:
-                idx = seg if seg.size <= 2 else seg[[0, -1]]
-                lbl = f"limit / {bw[seg[0]] / 1e3:g} kHz" if not p.limits else ""
-                p.limits.append(Series((f[idx] / 1e6).tolist(), lim[idx].tolist(), lbl, "line"))
+        # one straight segment per mask row (rows are linear in dB), None between rows
+        f, lim, row = (a[sel][order] for a in (r.freq_hz, r.limit_dbm, r.row))
+        for seg in np.split(np.arange(f.size), np.flatnonzero(np.diff(row) != 0) + 1):
+            idx = seg[[0, -1]]
+            lim_x += (f[idx] / 1e6).tolist() + [None]
+            lim_y += lim[idx].tolist() + [None]
+    bws = sorted({float(b) for b in r.mbw_hz})
+    p.limits.append(Series(lim_x[:-1], lim_y[:-1], "limit / " + ", ".join(f"{b / 1e3:g} kHz" for b in bws), "line"))
     p.markers.append({"x": r.worst_freq_hz / 1e6, "y": r.worst_power_dbm,
                       "label": f"worst {r.worst_margin_db:+.2f} dB"})
     return p

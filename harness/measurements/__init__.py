@@ -4,7 +4,7 @@ A measurement type is a *procedure* (a phase): it drives stimulus through the
 rig, captures, and calls the pure DSP functions in :mod:`harness.dsp`. It is
 one function plus its registration::
 
-    @register_measurement("gain", GainParams, outputs=[Output("gain_db", "dB", "...")])
+    @register_measurement("gain", GainParams, outputs=[Output("gain_db", "output minus input power")])
     def gain(ctx: StepContext, p: GainParams) -> StepData: ...
 
 ``outputs`` name what the step reports (units from the name suffix); plan
@@ -28,12 +28,59 @@ class MeasurementError(RuntimeError):
 
 @dataclass(frozen=True)
 class Output:
+    """One value a measurement reports.
+
+    ``floor`` says how the rig's own contribution (measured by a thru step,
+    the DUT bypassed) combines with the DUT's: ``"power"`` for values in dB
+    or dBm whose underlying powers add (ACLR, spurious, noise: the floor is
+    subtracted in power), ``"rss"`` for values that add root-sum-square (EVM).
+    """
+
     name: str
     doc: str = ""
+    floor: str | None = None  # None | "power" | "rss"
 
     @property
     def unit(self) -> str:
         return unit_of(self.name)
+
+
+#: a verdict is not trusted when the floor is closer than this to a power-type limit
+POWER_FLOOR_MARGIN_DB = 10.0
+#: ... or above this fraction of an rss-type (EVM) limit
+RSS_FLOOR_FRACTION = 1 / 3
+
+
+def floor_correct(kind: str, measured: float, floor: float) -> float | None:
+    """DUT value with the rig floor removed; None where the measurement is at the floor."""
+    import math
+
+    if kind == "power":
+        diff = 10 ** (measured / 10) - 10 ** (floor / 10)
+        if diff <= 10 ** (measured / 10) * 0.02:  # within 0.1 dB of the floor: nothing left to resolve
+            return None
+        return 10 * math.log10(diff)
+    if kind == "rss":
+        if measured <= floor:
+            return None
+        return math.sqrt(measured ** 2 - floor ** 2)
+    raise ValueError(f"unknown floor kind {kind!r}")
+
+
+def floor_sensitivity(kind: str, measured: float, floor: float) -> tuple[float, float]:
+    """d(corrected)/d(measured) and d(corrected)/d(floor), for propagating uncertainty."""
+    if kind == "power":
+        a, b = 10 ** (measured / 10), 10 ** (floor / 10)
+        return a / (a - b), -b / (a - b)
+    c = (measured ** 2 - floor ** 2) ** 0.5
+    return measured / c, -floor / c
+
+
+def floor_too_close(kind: str, floor: float, low: float | None, high: float | None) -> bool:
+    """Whether the rig floor leaves the verdict untrustworthy against these limits."""
+    if kind == "power":
+        return any(lim is not None and floor > lim - POWER_FLOOR_MARGIN_DB for lim in (high, low))
+    return any(lim is not None and floor > lim * RSS_FLOOR_FRACTION for lim in (high, low))
 
 
 @dataclass
@@ -58,6 +105,9 @@ class MeasurementType:
     doc: str
     #: optional static check ``check(params, freq_hz, sample_rate_hz)`` raising ValueError
     check: Callable[..., None] | None = None
+
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.outputs]
 
     def output(self, name: str) -> Output | None:
         for o in self.outputs:
