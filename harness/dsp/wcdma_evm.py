@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
+from scipy import fft as sp_fft
 from scipy import optimize
 
 from harness.plots import Plot
@@ -66,7 +67,7 @@ class ChipSampler:
         f = np.fft.fftfreq(n, 1 / fs_hz)
         h = rrc_response(f, chip_rate_hz, roll_off)
         keep = h > 0
-        self._spec = (np.fft.fft(x[:n]) * h)[keep]
+        self._spec = (sp_fft.fft(x[:n]) * h)[keep]
         self._f = f[keep]
         m = np.round(f[keep] * n / fs_hz).astype(np.int64)  # signed bin numbers
         self._fold = m % self.n_chips
@@ -76,7 +77,7 @@ class ChipSampler:
         w = self._spec * np.exp(2j * np.pi * self._f * tau_s)
         folded = (np.bincount(self._fold, w.real, minlength=self.n_chips)
                   + 1j * np.bincount(self._fold, w.imag, minlength=self.n_chips))
-        return np.fft.ifft(folded) * (self.n_chips / self.n_samples)
+        return sp_fft.ifft(folded) * (self.n_chips / self.n_samples)
 
 
 def _acquire(y: np.ndarray, ref_fft: np.ndarray, first: int, n_blocks: int) -> np.ndarray:
@@ -85,7 +86,7 @@ def _acquire(y: np.ndarray, ref_fft: np.ndarray, first: int, n_blocks: int) -> n
     u = np.zeros((n_blocks, L), dtype=complex)
     for b in range(n_blocks):
         u[b, :_BLOCK] = y[first + b * _BLOCK:first + (b + 1) * _BLOCK]
-    cc = np.abs(np.fft.ifft(ref_fft[None, :] * np.conj(np.fft.fft(u, axis=1)), axis=1)) ** 2
+    cc = np.abs(sp_fft.ifft(ref_fft[None, :] * np.conj(sp_fft.fft(u, axis=1)), axis=1)) ** 2
     s = np.zeros(L)
     for b in range(n_blocks):  # block b matches reference lag d at index first + b*B + d
         s += np.roll(cc[b], -(first + b * _BLOCK))
@@ -159,7 +160,7 @@ def wcdma_evm(x: np.ndarray, fs_hz: float, chips: np.ndarray, center_offset_hz: 
                          f"need at least {CHIPS_PER_SLOT * 2 + 2 * EDGE_CHIPS} chips")
 
     # 1. timing acquisition: chip lag in the cyclic reference, at two chip phases
-    ref_fft = np.fft.fft(ref)
+    ref_fft = sp_fft.fft(ref)
     nb = min(max_acquisition_blocks, (k1 - k0) // _BLOCK)
     best = None
     for tau in (0.0, tc / 2):

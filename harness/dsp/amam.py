@@ -1,0 +1,126 @@
+"""AM/AM and AM/PM curves of an amplifier from a modulated signal.
+
+The output is aligned to the input in time (cross-correlation with sub-sample
+refinement, :func:`harness.dsp.timing.delay`) and the input is delayed to
+match. Per input-power bin the complex gain is the least-squares ratio
+sum(y x*) / sum(|x|^2) (noise in y averages out instead of biasing |y/x|);
+its magnitude gives AM/AM (dB gain) and its angle AM/PM, relative to the
+small-signal phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.dsp.timing import shift_linear, delay, fractional_shift
+from harness.plots import Plot
+
+
+@dataclass
+class AmAmPmResult:
+    input_power_dbm: list[float]  # per bin: mean input power of its samples
+    gain_db: list[float]  # per bin: |G| in dB
+    phase_deg: list[float]  # per bin: angle(G) relative to the small-signal phase
+    counts: list[int]  # samples per bin
+    small_signal_gain_db: float
+    peak_input_power_dbm: float  # highest populated bin
+    compression_at_peak_db: float  # small-signal gain minus gain at the peak bin (positive: compressed)
+    phase_at_peak_deg: float
+    input_p1db_dbm: float | None  # input power where the gain is 1 dB down, when reached
+    delay_s: float  # output vs input (cyclic: modulo the reference period)
+    plots: list[Plot] = field(default_factory=list)
+
+
+def align_input(x_in: np.ndarray, y_out: np.ndarray, fs_hz: float, cyclic: bool = True) -> tuple[np.ndarray, float]:
+    """Input samples delayed to line up with ``y_out`` sample for sample, and the delay (s) found."""
+    d = delay(y_out, x_in, fs_hz, cyclic=cyclic)
+    if cyclic:
+        x_al = np.take(fractional_shift(np.asarray(x_in, dtype=complex), d.lag_samples), np.arange(y_out.size),
+                       mode="wrap")
+    else:
+        x_al = shift_linear(np.asarray(x_in, dtype=complex), d.lag_samples, y_out.size)
+    return x_al, d.delay_s if cyclic else d.lag_samples / fs_hz
+
+
+def am_am_pm(x_in: np.ndarray, y_out: np.ndarray, fs_hz: float, cyclic: bool = True, bin_width_db: float = 0.5,
+             range_db: float = 40.0, min_count: int = 32, small_signal_quantile: float = 0.5) -> AmAmPmResult:
+    """AM/AM and AM/PM of ``y_out`` against ``x_in``.
+
+    Parameters
+    ----------
+    x_in : input signal in sqrt(mW) at the DUT input. cyclic=True: one period of
+        the stimulus as played (scaled to the input power); cyclic=False: a capture
+        of the input taken with ``y_out``.
+    y_out : captured output in sqrt(mW) at the DUT output (any length).
+    fs_hz : sample rate.
+    bin_width_db : width of the input-power bins.
+    range_db : bins span this range below the peak input power.
+    min_count : bins with fewer samples are dropped.
+    small_signal_quantile : samples whose input power is below this quantile define the small-signal
+        gain (extrapolated to zero drive with a gain-vs-power line).
+    """
+    y = np.asarray(y_out, dtype=complex)
+    x_al, delay_s = align_input(x_in, y, fs_hz, cyclic)
+    if not cyclic:  # drop the edges the shift filled with zeros or wrapped data
+        lag = int(np.ceil(abs(delay_s * fs_hz))) + 64
+        x_al, y = x_al[lag:-lag], y[lag:-lag]
+    p_in = np.abs(x_al) ** 2
+    ok = p_in > 0
+    x_al, y, p_in = x_al[ok], y[ok], p_in[ok]
+    if x_al.size < 4 * min_count:
+        raise ValueError("too few aligned samples for AM/AM")
+    p_dbm = 10 * np.log10(p_in)
+
+    # small-signal gain: the r -> 0 limit of y = (g0 + g2 |x|^2) x fitted to the weaker samples, so a
+    # gain that already bends at low drive (a cubic term) does not bias it
+    small = p_in <= np.quantile(p_in, small_signal_quantile)
+    basis = np.stack([x_al[small], x_al[small] * p_in[small]], axis=1)
+    g_ss = np.linalg.lstsq(basis, y[small], rcond=None)[0][0]
+
+    top = p_dbm.max()
+    edges = top - bin_width_db * np.arange(int(np.ceil(range_db / bin_width_db)) + 1)[::-1]
+    idx = np.digitize(p_dbm, edges) - 1  # bin i holds edges[i] <= p < edges[i+1]; the peak sample lands at the end
+    idx[idx == edges.size - 1] = edges.size - 2
+    valid = idx >= 0
+    nb = edges.size - 1
+    cnt = np.bincount(idx[valid], minlength=nb)
+    num = np.bincount(idx[valid], (y * np.conj(x_al)).real[valid], nb) + 1j * np.bincount(
+        idx[valid], (y * np.conj(x_al)).imag[valid], nb)
+    den = np.bincount(idx[valid], p_in[valid], nb)
+    use = cnt >= min_count
+    if not np.any(use):
+        raise ValueError("no input-power bin holds enough samples")
+    g = num[use] / den[use]
+    pin_bin = 10 * np.log10(den[use] / cnt[use])
+    gain_db = 20 * np.log10(np.abs(g))
+    phase_deg = np.degrees(np.angle(g * np.conj(g_ss)))
+    ss_db = float(20 * np.log10(abs(g_ss)))
+
+    comp = ss_db - gain_db
+    p1db = None
+    above = np.flatnonzero(comp >= 1.0)
+    if above.size:
+        j = int(above[0])
+        if j == 0:
+            p1db = float(pin_bin[0])
+        else:  # linear interpolation between the bins either side of 1 dB
+            c0, c1 = comp[j - 1], comp[j]
+            p1db = float(pin_bin[j - 1] + (1.0 - c0) * (pin_bin[j] - pin_bin[j - 1]) / (c1 - c0))
+
+    p_am = Plot("AM/AM", "input power (dBm)", "gain (dB)")
+    p_pm = Plot("AM/PM", "input power (dBm)", "phase (deg)")
+    sel = np.linspace(0, x_al.size - 1, min(x_al.size, 3000)).astype(int)
+    g_inst = y[sel] / x_al[sel]
+    p_am.add(p_dbm[sel], 20 * np.log10(np.abs(g_inst)), "samples", "points")
+    p_am.add(pin_bin, gain_db, "binned", "line")
+    p_am.hlines.append({"value": ss_db, "label": f"small-signal {ss_db:.2f} dB"})
+    p_pm.add(p_dbm[sel], np.degrees(np.angle(g_inst * np.conj(g_ss))), "samples", "points")
+    p_pm.add(pin_bin, phase_deg, "binned", "line")
+    if p1db is not None:
+        p_am.markers.append({"x": p1db, "y": ss_db - 1.0, "label": f"P1dB in {p1db:.2f} dBm"})
+
+    return AmAmPmResult([float(v) for v in pin_bin], [float(v) for v in gain_db], [float(v) for v in phase_deg],
+                        [int(c) for c in cnt[use]], ss_db, float(pin_bin[-1]), float(comp[-1]),
+                        float(phase_deg[-1]), p1db, float(delay_s), [p_am, p_pm])
