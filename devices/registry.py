@@ -20,6 +20,7 @@ class UnknownDeviceError(DeviceError):
 _DRIVERS: dict[str, str] = {
     "sim": "devices.sim.driver:open_sim",
     "soapy": "devices.soapy:open_soapy",
+    "pluto": "devices.pluto:open_pluto",
 }
 
 

@@ -148,6 +148,27 @@ def cmd_devices(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------- emulate
+def cmd_emulate(args) -> int:
+    from devices.sim.bench import SimBench
+    from devices.sim.pluto_emulator import run_emulator
+    from harness.rig import load_rig
+
+    try:
+        spec = load_rig(resolve(args.rig, "rig"))
+    except ConfigError as e:
+        _err(str(e))
+        return 2
+    if spec.sim is None:
+        _err(f"{spec.file}: an emulated board needs a simulated rig (device 'sim:' with dut and sim sections)")
+        return 2
+    bench = SimBench(spec.sim, spec.sim_tx_to_dut or spec.tx_to_dut, spec.dut, spec.sim_dut_to_rx or spec.dut_to_rx,
+                     seed=args.seed)
+    print(f"emulated PlutoSDR streaming rig {spec.name} on ip:127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
+    run_emulator(bench, args.port)
+    return 0
+
+
 def _unit(name: str) -> str:
     from harness.config import unit_of
 
@@ -188,6 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
                                     "to install it.")
     dv.add_argument("--verbose", action="store_true", help="show the vendor libraries' own messages")
     dv.set_defaults(func=cmd_devices)
+
+    em = sub.add_parser("emulate", help="emulate a board that streams a simulated rig",
+                        description="Serve an emulated board on 127.0.0.1 whose RF is the simulated rig's physics.")
+    esub = em.add_subparsers(dest="board", metavar="BOARD", required=True)
+    ep = esub.add_parser("pluto", help="PlutoSDR over libiio's network protocol (IIOD)",
+                         description="Serve an emulated PlutoSDR (ad9361-phy, cf-ad9361-lpc, cf-ad9361-dds-core-lpc) "
+                                     "on 127.0.0.1: reach it with pluto:ip:127.0.0.1:PORT, adi.Pluto('ip:127.0.0.1:PORT') "
+                                     "or iio_info -u ip:127.0.0.1:PORT.")
+    ep.add_argument("--rig", required=True, help="simulated rig whose bench the board streams")
+    ep.add_argument("--port", type=int, default=30431, help="TCP port (default 30431; 30431 is IIOD's own)")
+    ep.add_argument("--seed", type=int, default=None, help="seed (default: the rig's)")
+    ep.set_defaults(func=cmd_emulate)
     return p
 
 

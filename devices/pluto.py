@@ -1,0 +1,330 @@
+"""ADALM-PLUTO (AD9363/AD9364) driver through pyadi-iio: URIs ``pluto:ip:HOST[:PORT]``, ``pluto:usb:B.D.P``.
+
+Sample scaling (the same convention as the simulator, so a tone reads the same
+dBFS through ``pluto:`` and ``sim:``):
+
+* TX: full scale 1.0 -> 12-bit code ``c = clip(round(x * 2048), -2048, 2047)``,
+  sent as int16 ``c * 16`` (the AD9361 DAC takes the 12 MSBs of each 16-bit sample);
+* RX: ``cf-ad9361-lpc`` delivers 12-bit codes sign-extended in int16; sample = code / 2048.
+
+Faults: the AXI DMA status register (0x80000088) of ``cf-ad9361-lpc`` (bit 2, RX
+overflow) and ``cf-ad9361-dds-core-lpc`` (bit 0, TX underflow) is cleared before and
+read after every capture, the way pyadi-iio's own DMA tests do; an overflow sets
+``CaptureMeta.overflow``, a TX underflow is ``CaptureMeta.extra["tx_underflow"]``
+(an interrupted cyclic stimulus). ADC clipping = samples at a rail code.
+
+Each capture opens a fresh RX buffer (so no sample predates the current settings
+and the DMA is idle, not overflowing, between captures) of ``n`` samples when
+``n <= max_buffer_samples``, else several equal blocks (contiguous only if no
+overflow is reported). Retuning or gain changes wait ``settle_s``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+
+import numpy as np
+
+from devices.radio import (Capabilities, Capture, CaptureMeta, CapabilityError, DeviceError, Radio, Range,
+                           StreamConfig)
+
+REG_DMA_STATUS = 0x80000088
+RX_OVERFLOW_BIT = 1 << 2
+TX_UNDERFLOW_BIT = 1 << 0
+#: 12-bit converters: code = sample * 2048
+CODE_SCALE = 2048.0
+#: the DAC uses the 12 MSBs of a 16-bit TX sample
+TX_SHIFT = 16
+#: lowest rate pyadi-iio's sample_rate setter accepts (it loads a decimating FIR below 25 MHz/12)
+PYADI_MIN_RATE_HZ = 521e3
+
+_OPTIONS = ("settle_s", "flush_buffers", "max_buffer_samples", "tx_full_scale_dbm", "rx_full_scale_dbm")
+_BACKENDS = ("ip:", "usb:", "local:", "serial:")
+
+
+def _numbers(text: str) -> list[float]:
+    return [float(v) for v in re.findall(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?", text)]
+
+
+def _range(text: str, step: float | None = None) -> Range:
+    """``"[low step high]"`` -> Range(low, high, step)."""
+    v = _numbers(text)
+    if len(v) != 3:
+        raise DeviceError(f"pluto: cannot parse range {text!r}")
+    return Range(v[0], v[2], v[1] if step is None else step)
+
+
+def to_tx_codes(x: np.ndarray) -> np.ndarray:
+    """Complex samples (full scale 1.0) -> complex array of int16 values (12-bit code x 16) for pyadi's tx()."""
+    i = np.clip(np.rint(x.real * CODE_SCALE), -CODE_SCALE, CODE_SCALE - 1) * TX_SHIFT
+    q = np.clip(np.rint(x.imag * CODE_SCALE), -CODE_SCALE, CODE_SCALE - 1) * TX_SHIFT
+    return i + 1j * q
+
+
+def from_rx_codes(y: np.ndarray) -> tuple[np.ndarray, int]:
+    """pyadi rx() output (complex of 12-bit codes) -> (complex64 samples full scale 1.0, clipped-sample count)."""
+    out = np.empty(y.shape, dtype=np.complex64)
+    np.multiply(y, 1.0 / CODE_SCALE, out=out, casting="same_kind")
+    f = out.view(np.float32)
+    clipped = 0
+    # 12-bit rails: +2047/2048 and -1.0; check the cheap extremes first
+    hi, lo = np.float32((CODE_SCALE - 1) / CODE_SCALE), np.float32(-1.0)
+    if f.size and (f.max() >= hi or f.min() <= lo):
+        clipped = int(np.count_nonzero(((f >= hi) | (f <= lo)).reshape(-1, 2).any(axis=1)))
+    return out, clipped
+
+
+class PlutoRadio(Radio):
+    """A PlutoSDR through pyadi-iio's :class:`adi.Pluto`, one TX and one RX channel."""
+
+    scheme = "pluto"
+
+    def __init__(self, uri: str, iio_uri: str, settle_s: float = 0.02, flush_buffers: int = 0,
+                 max_buffer_samples: int = 1 << 20, tx_full_scale_dbm: float | None = None,
+                 rx_full_scale_dbm: float | None = None):
+        super().__init__(uri)
+        if settle_s < 0 or flush_buffers < 0 or max_buffer_samples < 1:
+            raise DeviceError(f"{uri}: settle_s and flush_buffers must be >= 0, max_buffer_samples >= 1")
+        self.iio_uri = iio_uri
+        self.settle_s = float(settle_s)
+        self.flush_buffers = int(flush_buffers)
+        self.max_buffer_samples = int(max_buffer_samples)
+        self._timeout_ms: int | None = None
+        try:
+            import adi  # noqa: PLC0415 - only users of pluto: URIs need pyadi-iio
+        except Exception as e:  # noqa: BLE001 - ImportError or libiio failing to load
+            raise DeviceError(f"{uri}: the pluto driver needs pyadi-iio and pylibiio==0.25 with libiio 0.24/0.25 "
+                              f"(apt libiio0): {e}") from e
+        try:
+            self._sdr = adi.Pluto(iio_uri)
+        except Exception as e:  # noqa: BLE001 - pyadi raises bare Exception("No device found")
+            raise DeviceError(f"{uri}: cannot open PlutoSDR at {iio_uri or '(auto)'}: {e}") from e
+        try:
+            # Known safe state: no DDS tone, no TX buffer, TX LO off until transmit().
+            self._sdr.disable_dds()
+            self._sdr.tx_destroy_buffer()
+            self._lo_powerdown(True)
+            self._sdr.gain_control_mode_chan0 = "manual"
+            self._caps = self._read_capabilities(tx_full_scale_dbm, rx_full_scale_dbm)
+        except Exception as e:
+            raise DeviceError(f"{uri}: PlutoSDR setup failed: {e}") from e
+
+    # ----- helpers ------------------------------------------------------------------
+    def _attr(self, dev, chn: str | None, attr: str, output: bool = False) -> str:
+        if chn is None:
+            return dev.attrs[attr].value
+        return dev.find_channel(chn, output).attrs[attr].value
+
+    def _lo_powerdown(self, off: bool) -> None:
+        self._sdr._ctrl.find_channel("altvoltage1", True).attrs["powerdown"].value = "1" if off else "0"
+
+    def _read_capabilities(self, tx_fs: float | None, rx_fs: float | None) -> Capabilities:
+        phy = self._sdr._ctrl
+        ctx_attrs = self._sdr.ctx.attrs
+        rate = _range(self._attr(phy, "voltage0", "sampling_frequency_available"))
+
+        def nominal(given, key):
+            if given is not None:
+                return float(given)
+            v = ctx_attrs.get(key, "")
+            return float(v) if v not in ("", None) else None
+
+        return Capabilities(
+            driver="pluto",
+            tune_range_hz=_range(self._attr(phy, "altvoltage0", "frequency_available", True), 0.0),
+            # pyadi-iio's sample_rate setter loads a decimating FIR down to 521 kS/s.
+            sample_rate_range_hz=Range(PYADI_MIN_RATE_HZ, rate.high),
+            rf_bandwidth_range_hz=_range(self._attr(phy, "voltage0", "rf_bandwidth_available"), 0.0),
+            tx_gain_range_db=_range(self._attr(phy, "voltage0", "hardwaregain_available", True)),
+            rx_gain_range_db=_range(self._attr(phy, "voltage0", "hardwaregain_available")),
+            tx_full_scale_dbm=nominal(tx_fs, "emulator,tx_full_scale_dbm"),
+            rx_full_scale_dbm=nominal(rx_fs, "emulator,rx_full_scale_dbm"),
+            serial=ctx_attrs.get("hw_serial", ""),
+            description=ctx_attrs.get("hw_model", "PlutoSDR"),
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    def _wrap(self, what: str, fn, *args):
+        try:
+            return fn(*args)
+        except DeviceError:
+            raise
+        except Exception as e:  # noqa: BLE001 - libiio reports OSError, pyadi bare Exception
+            raise DeviceError(f"{self.uri}: {what} failed: {e}") from e
+
+    def _set_rate(self, rate_hz: float) -> float:
+        rate = int(round(rate_hz))
+        if int(self._sdr.sample_rate) != rate:
+            self._sdr.sample_rate = rate
+        return float(self._sdr.sample_rate)
+
+    def _bw(self, config: StreamConfig, tx: bool) -> int:
+        bw = config.rf_bandwidth_hz if config.rf_bandwidth_hz is not None else 0.8 * config.sample_rate_hz
+        avail = _range(self._attr(self._sdr._ctrl, "voltage0", "rf_bandwidth_available", tx), 0.0)
+        return int(round(avail.clip(bw)))
+
+    def _settle(self) -> None:
+        if self.settle_s:
+            time.sleep(self.settle_s)
+
+    def _sync_rate(self, rate_hz: float, tx: bool) -> None:
+        # One AD9361 clock for both directions: keep the other side's record truthful.
+        other = self._rx_config if tx else self._tx_config
+        if other is not None and other.sample_rate_hz != rate_hz:
+            if tx:
+                self._rx_config = other.with_(sample_rate_hz=rate_hz)
+            else:
+                self._tx_config = other.with_(sample_rate_hz=rate_hz)
+
+    # ----- Radio hooks ----------------------------------------------------------------
+    def _configure_tx(self, config: StreamConfig) -> StreamConfig:
+        def apply():
+            sdr = self._sdr
+            rate = self._set_rate(config.sample_rate_hz)
+            sdr.tx_lo = int(round(config.freq_hz))
+            sdr.tx_rf_bandwidth = self._bw(config, True)
+            sdr.tx_hardwaregain_chan0 = float(self._caps.tx_gain_range_db.clip(config.gain_db))
+            self._sync_rate(rate, True)
+            self._settle()
+            return config.with_(freq_hz=float(sdr.tx_lo), sample_rate_hz=rate,
+                                gain_db=float(sdr.tx_hardwaregain_chan0),
+                                rf_bandwidth_hz=float(sdr.tx_rf_bandwidth))
+        return self._wrap("configure_tx", apply)
+
+    def _configure_rx(self, config: StreamConfig) -> StreamConfig:
+        def apply():
+            sdr = self._sdr
+            rate = self._set_rate(config.sample_rate_hz)
+            sdr.rx_lo = int(round(config.freq_hz))
+            sdr.rx_rf_bandwidth = self._bw(config, False)
+            if sdr.gain_control_mode_chan0 != "manual":
+                sdr.gain_control_mode_chan0 = "manual"
+            gain = float(self._caps.rx_gain_range_db.clip(config.gain_db))
+            sdr.rx_hardwaregain_chan0 = gain
+            actual_gain = float(sdr.rx_hardwaregain_chan0)
+            if abs(actual_gain - gain) > 0.5:
+                raise CapabilityError(f"{self.uri}: RX gain {gain:g} dB not accepted (device reports {actual_gain:g})")
+            self._sync_rate(rate, False)
+            self._settle()
+            return config.with_(freq_hz=float(sdr.rx_lo), sample_rate_hz=rate, gain_db=actual_gain,
+                                rf_bandwidth_hz=float(sdr.rx_rf_bandwidth))
+        return self._wrap("configure_rx", apply)
+
+    def _transmit(self, samples: np.ndarray, cyclic: bool) -> None:
+        def start():
+            sdr = self._sdr
+            sdr.tx_destroy_buffer()
+            sdr.tx_cyclic_buffer = bool(cyclic)
+            self._lo_powerdown(False)
+            sdr.tx(to_tx_codes(samples))
+            self._clear_status(sdr._txdac)
+            self._settle()
+        self._wrap("transmit", start)
+
+    def _stop_tx(self) -> None:
+        errors = []
+        for step in (self._sdr.tx_destroy_buffer, lambda: self._lo_powerdown(True)):
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 - try every step, then report
+                errors.append(e)
+        if errors:
+            raise DeviceError(f"{self.uri}: stopping the transmitter failed: {errors[0]}")
+
+    @staticmethod
+    def _clear_status(dev) -> int:
+        """Read the DMA status register and clear what was set (write 1 to clear)."""
+        v = dev.reg_read(REG_DMA_STATUS)
+        if v:
+            dev.reg_write(REG_DMA_STATUS, v)
+        return v
+
+    def _capture(self, n_samples: int, timeout_s: float) -> Capture:
+        sdr = self._sdr
+        blocks = math.ceil(n_samples / self.max_buffer_samples)
+        block = math.ceil(n_samples / blocks)
+
+        def run():
+            ms = max(1, int(timeout_s * 1000))
+            if ms != self._timeout_ms:
+                sdr.ctx.set_timeout(ms)
+                self._timeout_ms = ms
+            sdr.rx_destroy_buffer()
+            sdr.rx_buffer_size = block
+            self._clear_status(sdr._rxadc)
+            tx_watch = self.transmitting
+            if tx_watch:
+                self._clear_status(sdr._txdac)
+            try:
+                for _ in range(self.flush_buffers):
+                    sdr.rx()
+                timestamp = self.now()
+                parts = [sdr.rx() for _ in range(blocks)]
+            finally:
+                sdr.rx_destroy_buffer()  # the DMA stops: no overflow piles up between captures
+            rx_status = self._clear_status(sdr._rxadc)
+            tx_status = self._clear_status(sdr._txdac) if tx_watch else 0
+            y = parts[0] if blocks == 1 else np.concatenate(parts)
+            return timestamp, y[:n_samples], rx_status, tx_status
+
+        timestamp, y, rx_status, tx_status = self._wrap("capture", run)
+        samples, clipped = from_rx_codes(y)
+        meta = CaptureMeta(config=self.rx_config, timestamp=timestamp, n_samples=int(samples.size),
+                           overflow=bool(rx_status & RX_OVERFLOW_BIT), overload=clipped > 0,
+                           clipped_samples=clipped,
+                           extra={"rx_dma_status": rx_status, "tx_underflow": bool(tx_status & TX_UNDERFLOW_BIT),
+                                  "blocks": blocks})
+        return Capture(samples, meta)
+
+    def _close(self) -> None:
+        sdr, self._sdr = self._sdr, None
+        if sdr is None:
+            return
+        # Buffers before the context: libiio 0.x dereferences the device when a buffer closes.
+        for step in (sdr.rx_destroy_buffer, sdr.tx_destroy_buffer):
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - closing is best effort past this point
+                pass
+        del sdr
+
+    def _check_open(self) -> None:
+        super()._check_open()
+        if self._sdr is None:
+            raise DeviceError(f"{self.uri}: device is closed")
+
+    # stop_tx after close() (atexit) must not touch a released context
+    def stop_tx(self) -> None:
+        if getattr(self, "_sdr", None) is None:
+            self._transmitting = False
+            return
+        super().stop_tx()
+
+
+def iio_uri_from(rest: str) -> str:
+    """``"ip:192.168.2.1"``, ``"usb:1.2.5"`` stay; a bare host gets ``ip:``; empty = auto-detect."""
+    rest = (rest or "").strip()
+    if not rest or rest.startswith(_BACKENDS):
+        return rest
+    if "/" in rest or " " in rest:
+        raise DeviceError(f"pluto: cannot read {rest!r}; use pluto:ip:HOST[:PORT] or pluto:usb:BUS.DEV.PORT")
+    return "ip:" + rest
+
+
+def open_pluto(uri: str, rest: str, **opts) -> PlutoRadio:
+    """Open ``pluto:ip:HOST[:PORT]``, ``pluto:usb:B.D.P``, ``pluto:HOST`` or ``pluto:`` (auto-detect).
+
+    Options: ``settle_s`` (wait after retune/gain changes, default 0.02 s),
+    ``flush_buffers`` (RX blocks discarded at the start of each capture, default 0),
+    ``max_buffer_samples`` (largest RX buffer, default 2^20), ``tx_full_scale_dbm`` /
+    ``rx_full_scale_dbm`` (nominal levels; default: the emulator's, else unknown).
+    """
+    unknown = sorted(set(opts) - set(_OPTIONS))
+    if unknown:
+        raise DeviceError(f"{uri}: unknown pluto option(s) {', '.join(unknown)}; known: {', '.join(_OPTIONS)}")
+    return PlutoRadio(uri, iio_uri_from(rest), **opts)

@@ -1,0 +1,539 @@
+"""A small IIOD server: libiio's network protocol (text mode, as libiio 0.24/0.25 clients speak it).
+
+The server knows nothing of radios: it serves an :class:`IIOContext` of
+:class:`IIODevice` objects whose attributes are Python callables and whose
+buffers are :class:`BufferHandle` objects made by the device. Protocol facts
+(from libiio's iiod/ops.c and iiod-client.c, written here from scratch):
+
+* one request per ``\\r\\n``-terminated line, keywords case-insensitive, a
+  device named by id, name or label;
+* integer replies are ``"%d\\n"``; errors are negative errno values;
+* ``READ`` answers ``<len>\\n<bytes>\\n``; ``WRITE ... <n>`` is followed by
+  ``n`` raw bytes and answered with the byte count or an errno;
+* ``OPEN <dev> <samples> <mask> [CYCLIC]``: the mask is ceil(nch/32) words of
+  ``%08x``, most significant word first, bit i = the device's i-th channel
+  once libiio has ordered them (scan elements by index first);
+* ``READBUF <dev> <n>`` answers ``<n>\\n<mask>\\n`` and ``n`` bytes (sent as
+  one chunk: the high-speed client path expects a newline after every chunk
+  header, so multi-chunk answers are avoided);
+* ``WRITEBUF <dev> <n>`` answers ``0\\n``, takes ``n`` bytes, answers ``n\\n``;
+* libiio opens one extra connection per buffer, so connections are served
+  concurrently and share the device state.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import logging
+import socket
+import socketserver
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+from xml.sax.saxutils import quoteattr
+
+log = logging.getLogger(__name__)
+
+#: longest request line accepted (bytes); longer ones get -EINVAL and the connection is closed
+MAX_LINE = 4096
+#: largest WRITE payload accepted for an attribute (FIR configs are a few kB)
+MAX_ATTR_WRITE = 1 << 20
+
+# The context DTD that libiio validates the PRINT answer against.
+_DTD = (
+    '<?xml version="1.0" encoding="utf-8"?>'
+    "<!DOCTYPE context ["
+    "<!ELEMENT context (device | context-attribute)*>"
+    "<!ELEMENT context-attribute EMPTY>"
+    "<!ELEMENT device (channel | attribute | debug-attribute | buffer-attribute)*>"
+    "<!ELEMENT channel (scan-element?, attribute*)>"
+    "<!ELEMENT attribute EMPTY>"
+    "<!ELEMENT scan-element EMPTY>"
+    "<!ELEMENT debug-attribute EMPTY>"
+    "<!ELEMENT buffer-attribute EMPTY>"
+    "<!ATTLIST context name CDATA #REQUIRED version-major CDATA #REQUIRED "
+    "version-minor CDATA #REQUIRED version-git CDATA #REQUIRED description CDATA #IMPLIED>"
+    "<!ATTLIST context-attribute name CDATA #REQUIRED value CDATA #REQUIRED>"
+    "<!ATTLIST device id CDATA #REQUIRED name CDATA #IMPLIED label CDATA #IMPLIED>"
+    "<!ATTLIST channel id CDATA #REQUIRED type (input|output) #REQUIRED name CDATA #IMPLIED>"
+    "<!ATTLIST scan-element index CDATA #REQUIRED format CDATA #REQUIRED scale CDATA #IMPLIED>"
+    "<!ATTLIST attribute name CDATA #REQUIRED filename CDATA #IMPLIED>"
+    "<!ATTLIST debug-attribute name CDATA #REQUIRED>"
+    "<!ATTLIST buffer-attribute name CDATA #REQUIRED>"
+    "]>"
+)
+
+
+class IIOError(Exception):
+    """An operation failed with an errno (sent to the client as ``-errno``)."""
+
+    def __init__(self, err: int, message: str = ""):
+        super().__init__(message or _errno.errorcode.get(err, str(err)))
+        self.errno = err
+
+
+@dataclass
+class Attr:
+    """One attribute: ``read() -> str``; ``write(str)`` (None = read-only, EACCES on write)."""
+
+    name: str
+    read: Callable[[], str]
+    write: Callable[[str], None] | None = None
+    filename: str | None = None
+
+
+@dataclass
+class ScanElement:
+    """Buffer sample format of a channel, e.g. ``le:S12/16>>0``."""
+
+    index: int
+    format: str
+    scale: float | None = None
+
+    @property
+    def length_bytes(self) -> int:
+        # "le:S12/16>>0" -> storage bits 16
+        storage = self.format.split("/")[1].split(">>")[0].split("X")[0]
+        return int(storage) // 8
+
+
+@dataclass
+class IIOChannel:
+    id: str
+    output: bool
+    name: str | None = None
+    scan: ScanElement | None = None
+    attrs: dict[str, Attr] = field(default_factory=dict)
+
+    def add(self, attr: Attr) -> "IIOChannel":
+        self.attrs[attr.name] = attr
+        return self
+
+
+class BufferHandle:
+    """An open buffer of one device for one connection (subclassed by devices)."""
+
+    def read(self, n_samples: int) -> bytes:
+        """``n_samples`` interleaved samples of the enabled channels (RX)."""
+        raise IIOError(_errno.ENOSYS, "not an input buffer")
+
+    def write(self, data: bytes) -> None:
+        """Interleaved samples of the enabled channels pushed by the client (TX)."""
+        raise IIOError(_errno.ENOSYS, "not an output buffer")
+
+    def close(self) -> None:
+        pass
+
+
+class IIODevice:
+    """An IIO device: channels and attributes; ``open_buffer`` makes buffers."""
+
+    def __init__(self, id: str, name: str | None = None, label: str | None = None):
+        self.id, self.name, self.label = id, name, label
+        self.channels: list[IIOChannel] = []
+        self.attrs: dict[str, Attr] = {}
+        self.debug_attrs: dict[str, Attr] = {}
+        self.buffer_attrs: dict[str, Attr] = {}
+
+    def add_channel(self, chn: IIOChannel) -> IIOChannel:
+        self.channels.append(chn)
+        # libiio numbers channels after sorting scan elements by index first; keep that order.
+        self.channels.sort(key=lambda c: (0, c.scan.index) if c.scan else (1, 0))
+        return chn
+
+    def find_channel(self, cid: str, output: bool) -> IIOChannel | None:
+        for c in self.channels:
+            if c.output == output and (c.id == cid or c.name == cid):
+                return c
+        return None
+
+    @property
+    def buffer_capable(self) -> bool:
+        return any(c.scan for c in self.channels)
+
+    def open_buffer(self, samples_count: int, channels: list[IIOChannel], cyclic: bool) -> BufferHandle:
+        raise IIOError(_errno.ENODEV, f"{self.id} has no buffer")
+
+    def xml(self) -> str:
+        out = [f"<device id={quoteattr(self.id)}"]
+        if self.name:
+            out.append(f" name={quoteattr(self.name)}")
+        if self.label:
+            out.append(f" label={quoteattr(self.label)}")
+        out.append(" >")
+        for c in self.channels:
+            out.append(f"<channel id={quoteattr(c.id)}")
+            if c.name:
+                out.append(f" name={quoteattr(c.name)}")
+            out.append(f' type="{"output" if c.output else "input"}" >')
+            if c.scan:
+                out.append(f'<scan-element index="{c.scan.index}" format="{c.scan.format}"')
+                if c.scan.scale is not None:
+                    out.append(f' scale="{c.scan.scale:f}"')
+                out.append(" />")
+            for a in c.attrs.values():
+                fn = a.filename or a.name
+                out.append(f"<attribute name={quoteattr(a.name)} filename={quoteattr(fn)} />")
+            out.append("</channel>")
+        for tag, attrs in (("attribute", self.attrs), ("debug-attribute", self.debug_attrs),
+                           ("buffer-attribute", self.buffer_attrs)):
+            for a in attrs.values():
+                out.append(f"<{tag} name={quoteattr(a.name)} />")
+        out.append("</device>")
+        return "".join(out)
+
+
+class IIOContext:
+    """What ``PRINT`` describes: context attributes and devices."""
+
+    def __init__(self, name: str = "local", description: str = "", version: tuple[int, int, str] = (0, 25, "emu0000")):
+        self.name, self.description, self.version = name, description, version
+        self.attrs: dict[str, str] = {}
+        self.devices: list[IIODevice] = []
+        #: guards device state shared by all connections
+        self.lock = threading.RLock()
+
+    def add_device(self, dev: IIODevice) -> IIODevice:
+        self.devices.append(dev)
+        return dev
+
+    def find_device(self, key: str) -> IIODevice | None:
+        for d in self.devices:
+            if key in (d.id, d.name, d.label):
+                return d
+        return None
+
+    def xml(self) -> str:
+        major, minor, tag = self.version
+        out = [_DTD, f'<context name={quoteattr(self.name)} version-major="{major}" version-minor="{minor}" '
+                     f"version-git={quoteattr(tag)} description={quoteattr(self.description)} >"]
+        for k, v in self.attrs.items():
+            out.append(f"<context-attribute name={quoteattr(k)} value={quoteattr(v)} />")
+        out.extend(d.xml() for d in self.devices)
+        out.append("</context>")
+        return "".join(out)
+
+
+class _ProtocolError(Exception):
+    """The connection cannot continue (client gone, framing lost)."""
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: "IIODServer"
+
+    def setup(self) -> None:
+        self.sock: socket.socket = self.request
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = self.sock.makefile("rb", buffering=1 << 16)
+        self.buffers: dict[IIODevice, tuple[BufferHandle, list[IIOChannel], int, str]] = {}
+        self.server._track(self.sock, True)
+
+    def finish(self) -> None:
+        # A client that disappears (crash, kill -9) closes its buffers: the transmitter stops.
+        for dev in list(self.buffers):
+            self._close_buffer(dev)
+        self.server._track(self.sock, False)
+        try:
+            self.rfile.close()
+        except OSError:
+            pass
+
+    # ----- I/O ------------------------------------------------------------------
+    def _send(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as e:
+            raise _ProtocolError(str(e)) from e
+
+    def _reply(self, value: int) -> None:
+        self._send(b"%d\n" % value)
+
+    def _recv_exact(self, n: int) -> bytes:
+        data = self.rfile.read(n)
+        if data is None or len(data) != n:
+            raise _ProtocolError("client closed the connection mid-transfer")
+        return data
+
+    # ----- main loop ------------------------------------------------------------
+    def handle(self) -> None:
+        while not self.server.stopping:
+            try:
+                line = self.rfile.readline(MAX_LINE + 1)
+            except OSError:
+                return
+            if not line:
+                return
+            if len(line) > MAX_LINE and not line.endswith(b"\n"):
+                try:
+                    self._reply(-_errno.EINVAL)
+                except _ProtocolError:
+                    pass
+                return  # framing is lost
+            try:
+                text = line.decode("ascii").strip()
+            except UnicodeDecodeError:
+                self._safe_reply(-_errno.EINVAL)
+                continue
+            if not text:
+                continue
+            try:
+                if self._dispatch(text.split()) is False:
+                    return
+            except _ProtocolError:
+                return
+            except IIOError as e:
+                self._safe_reply(-e.errno)
+            except Exception:  # noqa: BLE001 - a bug in a device model must not kill the server
+                log.exception("iiod: request %r failed", text)
+                self._safe_reply(-_errno.EIO)
+
+    def _safe_reply(self, value: int) -> None:
+        try:
+            self._reply(value)
+        except _ProtocolError:
+            pass
+
+    def _device(self, key: str) -> IIODevice:
+        dev = self.server.context.find_device(key)
+        if dev is None:
+            raise IIOError(_errno.ENODEV, f"no device {key!r}")
+        return dev
+
+    def _dispatch(self, tok: list[str]) -> bool | None:
+        cmd = tok[0].upper()
+        ctx = self.server.context
+        if cmd in ("EXIT", "QUIT"):
+            return False
+        if cmd == "VERSION":
+            major, minor, tag = ctx.version
+            self._send(f"{major}.{minor}.{tag}\n".encode())
+        elif cmd == "PRINT":
+            xml = ctx.xml().encode()
+            self._send(b"%d\n" % len(xml) + xml + b"\n")
+        elif cmd == "TIMEOUT":
+            if len(tok) != 2 or not tok[1].isdigit():
+                raise IIOError(_errno.EINVAL)
+            self._reply(0)
+        elif cmd == "HELP":
+            self._send(b"Available commands: VERSION PRINT TIMEOUT OPEN CLOSE READ WRITE READBUF WRITEBUF "
+                       b"GETTRIG SETTRIG SET EXIT\n")
+        elif cmd in ("READ", "WRITE"):
+            self._attr(cmd == "WRITE", tok)
+        elif cmd == "OPEN":
+            self._open(tok)
+        elif cmd == "CLOSE":
+            if len(tok) != 2:
+                raise IIOError(_errno.EINVAL)
+            dev = self._device(tok[1])
+            if dev not in self.buffers:
+                raise IIOError(_errno.EBADF)
+            self._close_buffer(dev)
+            self._reply(0)
+        elif cmd == "READBUF":
+            self._readbuf(tok)
+        elif cmd == "WRITEBUF":
+            self._writebuf(tok)
+        elif cmd == "GETTRIG":
+            if len(tok) != 2:
+                raise IIOError(_errno.EINVAL)
+            self._device(tok[1])
+            raise IIOError(_errno.ENOENT)  # no triggers on this context
+        elif cmd == "SETTRIG":
+            if len(tok) not in (2, 3):
+                raise IIOError(_errno.EINVAL)
+            self._device(tok[1])
+            if len(tok) == 3:
+                raise IIOError(_errno.ENOENT)
+            self._reply(0)
+        elif cmd == "SET":
+            if len(tok) != 4 or tok[2].upper() != "BUFFERS_COUNT" or not tok[3].isdigit() or int(tok[3]) < 1:
+                raise IIOError(_errno.EINVAL)
+            dev = self._device(tok[1])
+            with ctx.lock:
+                setter = getattr(dev, "set_buffers_count", None)
+                if setter is not None:
+                    setter(int(tok[3]))
+            self._reply(0)
+        else:  # ZPRINT, BINARY (libiio 1.x) and anything unknown
+            raise IIOError(_errno.EINVAL, f"unknown command {cmd}")
+        return None
+
+    # ----- attributes -------------------------------------------------------------
+    def _attr(self, write: bool, tok: list[str]) -> None:
+        args = tok[1:]
+        length = None
+        if write:
+            if len(args) < 2 or not args[-1].isdigit():
+                raise IIOError(_errno.EINVAL)
+            length = int(args.pop())
+            if length > MAX_ATTR_WRITE:
+                raise _ProtocolError("attribute write too large")
+            payload = self._recv_exact(length)  # consume it whatever happens next
+        if not args:
+            raise IIOError(_errno.EINVAL)
+        dev = self._device(args[0])
+        rest = args[1:]
+        table: dict[str, Attr] | None
+        if rest and rest[0].upper() in ("INPUT", "OUTPUT"):
+            if len(rest) != 3:
+                raise IIOError(_errno.EINVAL)
+            chn = dev.find_channel(rest[1], rest[0].upper() == "OUTPUT")
+            if chn is None:
+                raise IIOError(_errno.ENXIO, f"no channel {rest[1]}")
+            table, name = chn.attrs, rest[2]
+        elif rest and rest[0].upper() in ("DEBUG", "BUFFER"):
+            if len(rest) != 2:
+                raise IIOError(_errno.EINVAL)
+            table = dev.debug_attrs if rest[0].upper() == "DEBUG" else dev.buffer_attrs
+            name = rest[1]
+        elif len(rest) == 1:
+            table, name = dev.attrs, rest[0]
+        else:
+            raise IIOError(_errno.EINVAL)  # includes "read all attributes", not supported
+        attr = table.get(name)
+        if attr is None:
+            raise IIOError(_errno.ENOENT, f"no attribute {name}")
+        with self.server.context.lock:
+            if not write:
+                value = attr.read().encode()
+            else:
+                if attr.write is None:
+                    raise IIOError(_errno.EACCES, f"{name} is read-only")
+                text = payload.split(b"\0", 1)[0].decode("utf-8", "replace")
+                attr.write(text)
+        if write:
+            self._reply(length)
+        else:
+            self._send(b"%d\n" % len(value) + value + b"\n")
+
+    # ----- buffers ----------------------------------------------------------------
+    def _open(self, tok: list[str]) -> None:
+        if len(tok) not in (4, 5) or not tok[2].isdigit():
+            raise IIOError(_errno.EINVAL)
+        cyclic = len(tok) == 5
+        if cyclic and tok[4].upper() != "CYCLIC":
+            raise IIOError(_errno.EINVAL)
+        dev = self._device(tok[1])
+        samples = int(tok[2])
+        mask_hex = tok[3]
+        words = (len(dev.channels) + 31) // 32
+        if samples < 1 or len(mask_hex) != 8 * words:
+            raise IIOError(_errno.EINVAL)
+        try:
+            mask = int(mask_hex, 16)
+        except ValueError as e:
+            raise IIOError(_errno.EINVAL) from e
+        enabled = [c for i, c in enumerate(dev.channels) if mask >> i & 1]
+        if not enabled or any(c.scan is None for c in enabled):
+            raise IIOError(_errno.EINVAL, "mask selects no buffer channel")
+        if dev in self.buffers:
+            raise IIOError(_errno.EBUSY)
+        with self.server.context.lock:
+            handle = dev.open_buffer(samples, enabled, cyclic)
+        self.buffers[dev] = (handle, enabled, sum(c.scan.length_bytes for c in enabled), mask_hex)
+        self._reply(0)
+
+    def _close_buffer(self, dev: IIODevice) -> None:
+        handle = self.buffers.pop(dev)[0]
+        with self.server.context.lock:
+            try:
+                handle.close()
+            except Exception:  # noqa: BLE001 - closing must always finish
+                log.exception("iiod: closing a buffer of %s failed", dev.id)
+
+    def _buffer(self, tok: list[str]):
+        if len(tok) != 3 or not tok[2].isdigit():
+            raise IIOError(_errno.EINVAL)
+        dev = self._device(tok[1])
+        if dev not in self.buffers:
+            raise IIOError(_errno.EBADF)
+        return dev, int(tok[2])
+
+    def _readbuf(self, tok: list[str]) -> None:
+        dev, nbytes = self._buffer(tok)
+        handle, _, sample_size, mask_hex = self.buffers[dev]
+        n = nbytes // sample_size
+        if n == 0:
+            self._reply(0)
+            return
+        data = handle.read(n)  # the handle locks what it shares
+        if len(data) != n * sample_size:
+            raise IIOError(_errno.EIO, "device returned a short buffer")
+        self._send(b"%d\n%s\n" % (len(data), mask_hex.encode()))
+        self._send(data)
+
+    def _writebuf(self, tok: list[str]) -> None:
+        dev, nbytes = self._buffer(tok)
+        handle, _, sample_size, _ = self.buffers[dev]
+        self._reply(0)
+        data = self._recv_exact(nbytes)
+        usable = len(data) - len(data) % sample_size
+        if usable == 0:
+            raise IIOError(_errno.EINVAL)
+        handle.write(data[:usable])
+        self._reply(nbytes)
+
+
+class IIODServer(socketserver.ThreadingTCPServer):
+    """Threaded IIOD server on ``host:port`` (port 0 = a free port) serving ``context``."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+
+    def __init__(self, context: IIOContext, host: str = "127.0.0.1", port: int = 0):
+        self.context = context
+        self.stopping = False
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._serving = False
+        super().__init__((host, port), _Handler)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def _track(self, sock: socket.socket, add: bool) -> None:
+        with self._conns_lock:
+            (self._conns.add if add else self._conns.discard)(sock)
+
+    def serve_forever(self, poll_interval: float = 0.05) -> None:
+        self._serving = True
+        try:
+            super().serve_forever(poll_interval)
+        finally:
+            self._serving = False
+
+    def start(self) -> "IIODServer":
+        """Serve in a daemon thread; returns self."""
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"iiod:{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, drop every connection (closing their buffers), release the port."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self._serving:
+            self.shutdown()
+        with self._conns_lock:
+            conns = list(self._conns)
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        # Let the handlers close their buffers (stopping the transmitter) before returning.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with self._conns_lock:
+                if not self._conns:
+                    break
+            time.sleep(0.01)

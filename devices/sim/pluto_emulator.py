@@ -1,0 +1,768 @@
+"""An emulated ADALM-PLUTO (AD9363/AD9364) on libiio's network protocol, streaming a :class:`SimBench`.
+
+``serve(bench)`` starts an IIOD server on 127.0.0.1; ``adi.Pluto("ip:127.0.0.1:PORT")``,
+``iio_info``, ``iio_attr`` and ``iio_readdev`` talk to it unmodified. It presents the
+three IIO devices pyadi-iio uses, with the AD9361 Linux driver's behaviour:
+
+* ``ad9361-phy``: LOs (``altvoltage0`` RX_LO, ``altvoltage1`` TX_LO) on the RF PLL's
+  fractional-N grid (40 MHz reference, modulus 8388593), range 325 MHz - 3.8 GHz for
+  the Pluto as shipped (``model="ad9363a"``, RF bandwidth <= 20 MHz) or 70 MHz - 6 GHz
+  (``"ad9364"``); one sample rate for RX and TX, checked against the clock chain
+  (``rx_path_rates``/``tx_path_rates``: BBPLL 715-1430 MHz, ADC <= 640 MHz, half-band
+  stages x2/x2/x2-or-x3, DAC = ADC or ADC/2) and the FIR (``filter_fir_config``
+  DEC/INT and taps: rates below 25 MHz/12 need the FIR's decimation, the TX FIR may
+  have at most 16 x DAC/TXSAMP taps); ``rf_bandwidth`` clamped to its range;
+  ``gain_control_mode`` manual/fast_attack/slow_attack/hybrid (the AGC modes steer
+  ``hardwaregain`` from each RX block's level, toward -12 dBFS; writing the gain is
+  refused outside manual); RX ``hardwaregain`` -3..71 dB (-10..62 above 4 GHz) in
+  1 dB steps; TX ``hardwaregain`` (attenuation) -89.75..0 dB in 0.25 dB steps;
+  ``calib_mode``, ``ensm_mode`` (no RF outside fdd/pinctrl modes), debug ``loopback``
+  (0 off, 1 digital: RX returns the TX data; 2, RF BIST loopback, is refused).
+* ``cf-ad9361-lpc`` (RX DMA): ``voltage0``/``voltage1`` = I/Q, ``le:S12/16>>0``.
+  An RX block is ``bench.read(n)`` (full scale 1.0) times 2048, i.e. 12-bit two's
+  complement sign-extended into int16, as the HDL delivers it.
+* ``cf-ad9361-dds-core-lpc`` (TX DMA + DDS): ``voltage0``/``voltage1``, ``le:S16/16>>0``;
+  the DAC uses the 12 MSBs: ``x = (sample >> 4) / 2048``. A cyclic buffer repeats,
+  a non-cyclic push is one burst (TX underflow is flagged once it has played out).
+  Closing the buffer (or losing the connection) stops the transmitter. The four DDS
+  tones (TX1_I_F1, TX1_I_F2, TX1_Q_F1, TX1_Q_F2: ``scale*sin(2 pi f t + phase)``,
+  16-bit phase accumulator) drive the DAC while ``raw`` = 1 and no buffer is open.
+* ``direct_reg_access`` on all three devices; register 0x80000088 of the two HDL
+  cores is the DMA status (RX bit 2 overflow, TX bit 0 underflow; write 1 to clear).
+  An RX overflow is flagged when a client leaves more than BUFFERS_COUNT (default 4)
+  blocks' worth of time between READBUFs (time spent computing the block in the
+  emulator is not counted against the client); tests can also inject one.
+
+Not modelled: the FPGA's decimate/interpolate-by-8 (only the base rate is accepted on
+the HDL cores' ``sampling_frequency``), FIR passband shape and gain (taken as 0 dB, as
+pyadi-iio's filters are normalised with their GAIN setting), RSSI, the second AD9361
+channel, triggers.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import threading
+import time
+
+import numpy as np
+
+from devices.radio import DeviceError, StreamConfig
+from devices.sim.iiod import Attr, BufferHandle, IIOChannel, IIOContext, IIODevice, IIODServer, IIOError, ScanElement
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 30431
+#: AXI DMA status register of the ADC and DAC cores
+REG_DMA_STATUS = 0x80000088
+RX_OVERFLOW_BIT = 1 << 2
+TX_UNDERFLOW_BIT = 1 << 0
+
+MODELS = {
+    # model: (LO min, LO max, RX rf_bandwidth max, TX rf_bandwidth max, hw_model text)
+    "ad9363a": (325e6, 3.8e9, 20e6, 20e6, "Analog Devices PlutoSDR Rev.C (Z7010-AD9363A)"),
+    "ad9364": (70e6, 6e9, 56e6, 40e6, "Analog Devices PlutoSDR Rev.C (Z7010-AD9364)"),
+}
+RF_BW_MIN_HZ = 200e3
+RATE_MAX_HZ = 61_440_000
+#: lowest rate the clock chain reaches without the FIR's decimation (25 MHz / 12)
+RATE_MIN_NO_FIR_HZ = 25_000_000 // 12
+REFCLK_HZ = 40e6
+RFPLL_MODULUS = 8388593
+BBPLL_MIN_HZ, BBPLL_MAX_HZ = 715e6, 1430e6
+ADC_MAX_HZ = 640e6
+DAC_MAX_HZ = 320e6
+#: half-band decimation products, tried from the highest (the driver's highest-OSR governor)
+_HB_CHAINS = ((3, 2, 2), (2, 2, 2), (3, 2, 1), (2, 2, 1), (3, 1, 1), (2, 1, 1), (1, 1, 1))
+GAIN_MODES = ("manual", "fast_attack", "slow_attack", "hybrid")
+CALIB_MODES = ("auto", "manual", "manual_tx_quad", "tx_quad", "rf_dc_offs", "rssi_gain_step")
+ENSM_MODES = ("sleep", "wait", "alert", "fdd", "pinctrl", "pinctrl_fdd_indep")
+_ENSM_RF_ON = ("fdd", "pinctrl", "pinctrl_fdd_indep")
+AGC_TARGET_DBFS = -12.0
+DDS_ACC_BITS = 16
+
+
+def _parse_float(text: str) -> float:
+    """Leading number of an attribute write ("-10.25", "71 dB", "1e9")."""
+    tok = text.strip().split()
+    if not tok:
+        raise IIOError(errno.EINVAL, "empty value")
+    try:
+        v = float(tok[0])
+    except ValueError as e:
+        raise IIOError(errno.EINVAL, f"not a number: {text!r}") from e
+    if not math.isfinite(v):
+        raise IIOError(errno.EINVAL, f"not finite: {text!r}")
+    return v
+
+
+def _parse_int(text: str) -> int:
+    tok = text.strip().split()
+    if not tok:
+        raise IIOError(errno.EINVAL, "empty value")
+    try:
+        return int(tok[0], 0)
+    except ValueError:
+        v = _parse_float(text)
+        if v != int(v):
+            raise IIOError(errno.EINVAL, f"not an integer: {text!r}") from None
+        return int(v)
+
+
+def _parse_bool(text: str) -> bool:
+    return _parse_int(text) != 0
+
+
+def parse_fir_config(text: str) -> dict:
+    """Parse an AD9361 FIR configuration (``RX 3 GAIN -6 DEC 4`` / ``TX 3 GAIN 0 INT 4`` / taps)."""
+    cfg = {"rx_dec": 1, "tx_int": 1, "rx_gain_db": 0, "tx_gain_db": 0, "taps": 0}
+    rx_taps, tx_taps = [], []
+    for raw in text.replace("\r", "").split("\n"):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        words = line.replace(",", " ").split()
+        key = words[0].upper()
+        try:
+            if key in ("RX", "TX"):
+                kv = {words[i].upper(): words[i + 1] for i in range(2, len(words) - 1, 2)}
+                if key == "RX":
+                    cfg["rx_dec"] = int(kv.get("DEC", 1))
+                    cfg["rx_gain_db"] = int(kv.get("GAIN", 0))
+                else:
+                    cfg["tx_int"] = int(kv.get("INT", 1))
+                    cfg["tx_gain_db"] = int(kv.get("GAIN", 0))
+            elif key in ("BWTX", "BWRX", "RTX", "RRX"):
+                continue
+            else:
+                vals = [int(w) for w in words]
+                if len(vals) == 1:
+                    tx_taps.append(vals[0])
+                    rx_taps.append(vals[0])
+                else:
+                    tx_taps.append(vals[0])
+                    rx_taps.append(vals[1])
+        except (ValueError, IndexError) as e:
+            raise IIOError(errno.EINVAL, f"bad FIR line {raw!r}") from e
+    if cfg["rx_dec"] not in (1, 2, 4) or cfg["tx_int"] not in (1, 2, 4):
+        raise IIOError(errno.EINVAL, "FIR DEC/INT must be 1, 2 or 4")
+    if len(tx_taps) not in range(16, 129, 16) or any(abs(t) > 32768 for t in tx_taps + rx_taps):
+        raise IIOError(errno.EINVAL, f"FIR needs 16..128 taps in steps of 16, got {len(tx_taps)}")
+    cfg["taps"] = len(tx_taps)
+    cfg["text"] = text
+    return cfg
+
+
+def clock_chain(rate_hz: int, fir_dec: int) -> dict[str, int] | None:
+    """RX/TX clock chain for ``rate_hz`` with a FIR decimating/interpolating by ``fir_dec``.
+
+    Picks the highest half-band decimation whose ADC clock fits (<= 640 MHz) with a BBPLL
+    (ADC x 2^k) in 715..1430 MHz; DAC = ADC, or ADC/2 when ADC > 320 MHz. None if no
+    chain exists (the driver's -EINVAL).
+    """
+    for hb3, hb2, hb1 in _HB_CHAINS:
+        rf = rate_hz * fir_dec
+        adc = rf * hb1 * hb2 * hb3
+        if adc > ADC_MAX_HZ:
+            continue
+        bbpll = None
+        for k in range(1, 7):
+            if BBPLL_MIN_HZ <= adc * (1 << k) <= BBPLL_MAX_HZ:
+                bbpll = adc * (1 << k)
+                break
+        if bbpll is None:
+            continue
+        dac = adc if adc <= DAC_MAX_HZ else adc // 2
+        return {"BBPLL": int(bbpll), "ADC": int(adc), "R2": int(rf * hb1 * hb2), "R1": int(rf * hb1),
+                "RF": int(rf), "RXSAMP": int(rate_hz), "DAC": int(dac), "T2": int(rf * hb1 * hb2),
+                "T1": int(rf * hb1), "TF": int(rf), "TXSAMP": int(rate_hz)}
+    return None
+
+
+def rfpll_actual_hz(freq_hz: float) -> int:
+    """The LO the RF PLL synthesises for ``freq_hz``: VCO 6-12 GHz = LO x 2^k, fractional-N on 40 MHz."""
+    div = 2
+    while freq_hz * div < 6e9 and div < 128:
+        div *= 2
+    vco = freq_hz * div
+    integer = int(vco // REFCLK_HZ)
+    frac = round((vco - integer * REFCLK_HZ) * RFPLL_MODULUS / REFCLK_HZ)
+    return int((integer * REFCLK_HZ + REFCLK_HZ * frac / RFPLL_MODULUS) / div)
+
+
+class _Regs:
+    """A device's register file behind ``direct_reg_access`` (select "addr", write "addr value")."""
+
+    def __init__(self, initial: dict[int, int], w1c: dict[int, int] | None = None):
+        self.values = dict(initial)
+        self.w1c = w1c or {}  # address -> bits that are write-1-to-clear
+        self.selected = 0
+
+    def read(self) -> str:
+        return f"0x{self.values.get(self.selected, 0):X}"
+
+    def write(self, text: str) -> None:
+        tok = text.split()
+        try:
+            vals = [int(t, 0) for t in tok]
+        except ValueError as e:
+            raise IIOError(errno.EINVAL, f"bad register access {text!r}") from e
+        if len(vals) == 1:
+            self.selected = vals[0]
+        elif len(vals) == 2:
+            addr, value = vals
+            self.selected = addr
+            w1c = self.w1c.get(addr)
+            if w1c is not None:
+                self.values[addr] = self.values.get(addr, 0) & ~(value & w1c)
+            else:
+                self.values[addr] = value & 0xFFFFFFFF
+        else:
+            raise IIOError(errno.EINVAL, f"bad register access {text!r}")
+
+
+class _RxBuffer(BufferHandle):
+    def __init__(self, emu: "PlutoEmulator", samples: int, channels: list[IIOChannel]):
+        self.emu = emu
+        self.samples = samples
+        self.cols = [int(c.id[-1]) for c in channels]  # 0 = I, 1 = Q
+        self.idle_since = time.monotonic()  # emulated DMA starts at enable
+
+    def read(self, n_samples: int) -> bytes:
+        emu = self.emu
+        with emu.lock:
+            now = time.monotonic()
+            fs = emu.rate_hz
+            # The DMA keeps filling BUFFERS_COUNT blocks while the client is away.
+            if (now - self.idle_since) * fs > emu.buffers_count * max(n_samples, self.samples) or emu._pending_overflow:
+                emu._pending_overflow = False
+                emu.rx_regs.values[REG_DMA_STATUS] = emu.rx_regs.values.get(REG_DMA_STATUS, 0) | RX_OVERFLOW_BIT
+                emu.rx_overflows += 1
+            iq = emu._rx_block(n_samples)
+            self.idle_since = time.monotonic()
+        if self.cols != [0, 1]:
+            iq = np.ascontiguousarray(iq[:, self.cols])
+        return iq.tobytes()
+
+    def close(self) -> None:
+        self.emu.rx_buffers.discard(self)
+
+
+class _TxBuffer(BufferHandle):
+    def __init__(self, emu: "PlutoEmulator", samples: int, channels: list[IIOChannel], cyclic: bool):
+        self.emu, self.samples, self.cyclic = emu, samples, cyclic
+        self.cols = [int(c.id[-1]) for c in channels]
+        self.pushed = False
+
+    def write(self, data: bytes) -> None:
+        raw = np.frombuffer(data, dtype="<i2").reshape(-1, len(self.cols))
+        codes = np.zeros((raw.shape[0], 2), dtype=np.int16)
+        for k, col in enumerate(self.cols):
+            codes[:, col] = raw[:, k] >> 4  # the DAC takes the 12 MSBs
+        with self.emu.lock:
+            if self.cyclic and self.pushed:
+                raise IIOError(errno.EBUSY, "a cyclic buffer takes one push")
+            self.pushed = True
+            self.emu._dma_push(codes, self.cyclic)
+
+    def close(self) -> None:
+        with self.emu.lock:
+            self.emu._dma_close(self)
+
+
+class PlutoEmulator:
+    """AD9363/AD9364 + Pluto HDL device model on a :class:`SimBench` (see module doc)."""
+
+    def __init__(self, bench, model: str = "ad9363a", buffers_count: int = 4):
+        if model not in MODELS:
+            raise ValueError(f"unknown Pluto model {model!r}; known: {', '.join(MODELS)}")
+        self.bench = bench
+        self.model = model
+        lo_min, lo_max, self.rx_bw_max, self.tx_bw_max, hw_model = MODELS[model]
+        caps = bench.capabilities
+        # The emulated range cannot exceed what the simulated rig models.
+        self.lo_min = max(lo_min, caps.tune_range_hz.low)
+        self.lo_max = min(lo_max, caps.tune_range_hz.high)
+        self.lock = threading.RLock()
+        self.buffers_count = int(buffers_count)
+        # AD9361 state (Pluto power-on defaults)
+        self.rx_lo_hz = rfpll_actual_hz(min(max(2.4e9, self.lo_min), self.lo_max))
+        self.tx_lo_hz = rfpll_actual_hz(min(max(2.45e9, self.lo_min), self.lo_max))
+        self.lo_powerdown = {0: False, 1: False}
+        self.rate_hz = 30_720_000
+        self.fir = parse_fir_config("RX 3 GAIN 0 DEC 1\nTX 3 GAIN 0 INT 1\n" + "0,0\n" * 15 + "32767,32767\n")
+        self.rx_fir_en = self.tx_fir_en = False
+        self.rx_bw_hz = int(min(18e6, self.rx_bw_max))
+        self.tx_bw_hz = int(min(18e6, self.tx_bw_max))
+        self.gain_mode = "slow_attack"
+        self.rx_gain_db = 71
+        self.tx_atten_mdb = 10000
+        self.calib_mode = "auto"
+        self.ensm = "fdd"
+        self.loopback = 0
+        self.dds = [{"ftw": 0, "phase_mdeg": 0, "scale": 0.0} for _ in range(4)]
+        self.dds_raw = False
+        self.dma_codes: np.ndarray | None = None  # (n, 2) int16 12-bit codes of the TX buffer
+        self.dma_cyclic = False
+        self.dma_owner: _TxBuffer | None = None
+        self.dma_burst_end = 0.0  # monotonic time the last one-shot burst has played out
+        self.rx_buffers: set[_RxBuffer] = set()
+        self.rx_overflows = 0
+        self._pending_overflow = False
+        self._loop_index = 0
+        self.phy_regs = _Regs({0x037: 0x0A})
+        self.rx_regs = _Regs({0x80000000: 0x000A0162, REG_DMA_STATUS: 0}, {REG_DMA_STATUS: 0x7})
+        self.tx_regs = _Regs({0x80000000: 0x00090162, REG_DMA_STATUS: 0}, {REG_DMA_STATUS: 0x7})
+        self._apply_rx()
+        self._apply_tx()
+        self._update_tx()
+        self.context = self._build_context(hw_model)
+
+    # ----- bench coupling -----------------------------------------------------------
+    @property
+    def rf_on(self) -> bool:
+        return self.ensm in _ENSM_RF_ON
+
+    @property
+    def tx_gain_db(self) -> float:
+        return -self.tx_atten_mdb / 1000.0
+
+    def _apply_rx(self) -> None:
+        try:
+            self.bench.set_rx(StreamConfig(float(self.rx_lo_hz), float(self.rate_hz), float(self.rx_gain_db),
+                                           float(self.rx_bw_hz)))
+        except DeviceError as e:
+            raise IIOError(errno.EINVAL, str(e)) from e
+
+    def _apply_tx(self) -> None:
+        try:
+            self.bench.set_tx(StreamConfig(float(self.tx_lo_hz), float(self.rate_hz), self.tx_gain_db,
+                                           float(self.tx_bw_hz)))
+        except DeviceError as e:
+            raise IIOError(errno.EINVAL, str(e)) from e
+
+    def _tx_codes(self) -> tuple[np.ndarray | None, bool]:
+        """What the DAC plays now: (12-bit I/Q codes, cyclic) or (None, _)."""
+        if self.dma_owner is not None:
+            return self.dma_codes, self.dma_cyclic
+        if self.dds_raw and any(d["scale"] > 0 for d in self.dds):
+            return self._dds_codes(), True
+        return None, True
+
+    def _update_tx(self) -> None:
+        """Start or stop the bench transmitter after a change of data source or power state."""
+        codes, cyclic = self._tx_codes()
+        if codes is None or not self.rf_on or self.lo_powerdown[1]:
+            self.bench.stop_tx()
+        elif cyclic:
+            self.bench.start_tx(self._codes_to_complex(codes), cyclic=True)
+        # a one-shot burst is started by its push only
+
+    @staticmethod
+    def _codes_to_complex(codes: np.ndarray) -> np.ndarray:
+        return ((codes[:, 0] + 1j * codes[:, 1]) / 2048.0).astype(np.complex64)
+
+    def _dds_codes(self) -> np.ndarray:
+        n = 1 << DDS_ACC_BITS
+        k = np.arange(n)
+        out = np.zeros((n, 2))
+        for idx, d in enumerate(self.dds):  # TX1_I_F1, TX1_I_F2, TX1_Q_F1, TX1_Q_F2
+            if d["scale"] > 0:
+                ph = 2 * np.pi * ((d["ftw"] * k) % n) / n + math.radians(d["phase_mdeg"] / 1000.0)
+                out[:, idx // 2] += d["scale"] * np.sin(ph)
+        return np.clip(np.rint(out * 2048), -2048, 2047).astype(np.int16)
+
+    def _dma_push(self, codes: np.ndarray, cyclic: bool) -> None:
+        self.dma_codes, self.dma_cyclic = codes, cyclic
+        if cyclic:
+            self._update_tx()
+        elif self.rf_on and not self.lo_powerdown[1]:
+            self.bench.start_tx(self._codes_to_complex(codes), cyclic=False)
+            now = time.monotonic()
+            self.dma_burst_end = max(now, self.dma_burst_end) + codes.shape[0] / self.rate_hz
+
+    def _dma_close(self, owner: _TxBuffer) -> None:
+        if self.dma_owner is owner:
+            self.dma_owner = None
+            self.dma_codes = None
+            self.bench.stop_tx()  # the core falls back to the DDS (off unless enabled)
+            self._update_tx()
+
+    def _rx_block(self, n: int) -> np.ndarray:
+        """``n`` RX samples as (n, 2) int16 12-bit I/Q codes; runs the AGC."""
+        if not self.rf_on:
+            return np.zeros((n, 2), dtype=np.int16)
+        if self.loopback == 1:
+            codes, _ = self._tx_codes()
+            if codes is None:
+                return np.zeros((n, 2), dtype=np.int16)
+            idx = (self._loop_index + np.arange(n)) % codes.shape[0]
+            self._loop_index = int((self._loop_index + n) % codes.shape[0])
+            return codes[idx]
+        try:
+            x, _clipped = self.bench.read(n)
+        except DeviceError as e:
+            raise IIOError(errno.EIO, str(e)) from e
+        # complex64 viewed as interleaved float32 I, Q: one pass to int16 codes
+        v = np.asarray(x, dtype=np.complex64).view(np.float32) * np.float32(2048)
+        iq = np.rint(v, out=v).astype(np.int16).reshape(n, 2)
+        if self.gain_mode != "manual":
+            self._agc(x)
+        return iq
+
+    def _agc(self, x: np.ndarray) -> None:
+        p = float(np.mean(x.real.astype(np.float64) ** 2 + x.imag.astype(np.float64) ** 2))
+        p_dbfs = 10 * math.log10(max(p, 1e-12))
+        step = AGC_TARGET_DBFS - p_dbfs
+        if self.gain_mode != "fast_attack":
+            step = max(-3.0, min(3.0, step))
+        lo, hi = self.rx_gain_range()
+        new = int(min(max(round(self.rx_gain_db + step), lo), hi))
+        if new != self.rx_gain_db:
+            self.rx_gain_db = new
+            self._apply_rx()
+
+    # ----- faults -------------------------------------------------------------------
+    def inject_rx_overflow(self, during_next_read: bool = True) -> None:
+        """Make the RX DMA overflow, as a slow reader would on hardware: during the next
+        READBUF (default, so a client that clears the status first still sees it) or now."""
+        with self.lock:
+            if during_next_read:
+                self._pending_overflow = True
+            else:
+                self.rx_regs.values[REG_DMA_STATUS] |= RX_OVERFLOW_BIT
+                self.rx_overflows += 1
+
+    def inject_tx_underflow(self) -> None:
+        with self.lock:
+            self.tx_regs.values[REG_DMA_STATUS] |= TX_UNDERFLOW_BIT
+
+    def _tx_status_read(self) -> str:
+        # A one-shot burst that has played out leaves the DMA empty: underflow.
+        if (self.dma_owner is not None and not self.dma_cyclic and self.dma_codes is not None
+                and time.monotonic() > self.dma_burst_end):
+            self.tx_regs.values[REG_DMA_STATUS] |= TX_UNDERFLOW_BIT
+        return self.tx_regs.read()
+
+    # ----- attribute semantics ------------------------------------------------------
+    def rx_gain_range(self) -> tuple[int, int]:
+        return (-10, 62) if self.rx_lo_hz > 4e9 else (-3, 71)
+
+    def _set_lo(self, which: int, text: str) -> None:
+        f = _parse_float(text)
+        if not self.lo_min <= f <= self.lo_max:
+            raise IIOError(errno.EINVAL, f"LO {f:g} Hz outside {self.lo_min:g}..{self.lo_max:g}")
+        actual = rfpll_actual_hz(f)
+        if which == 0:
+            self.rx_lo_hz = actual
+            lo, hi = self.rx_gain_range()
+            self.rx_gain_db = min(max(self.rx_gain_db, lo), hi)
+            self._apply_rx()
+        else:
+            self.tx_lo_hz = actual
+            self._apply_tx()
+
+    def _set_lo_powerdown(self, which: int, text: str) -> None:
+        self.lo_powerdown[which] = _parse_bool(text)
+        self._update_tx()
+
+    def _check_rate(self, rate: int, rx_fir: bool, tx_fir: bool) -> None:
+        dec = self.fir["rx_dec"] if rx_fir else 1
+        chain = clock_chain(rate, dec)
+        if chain is None or not 0 < rate <= RATE_MAX_HZ:
+            raise IIOError(errno.EINVAL, f"no clock chain for {rate} S/s")
+        if rate * dec * 12 < 25_000_000:
+            raise IIOError(errno.EINVAL, f"{rate} S/s needs a FIR decimating by more than {dec}")
+        if tx_fir and self.fir["taps"] > min(128, 16 * (chain["DAC"] // chain["TXSAMP"])):
+            raise IIOError(errno.EINVAL, f"{self.fir['taps']} FIR taps exceed what {rate} S/s allows")
+
+    def _set_rate(self, text: str) -> None:
+        rate = int(round(_parse_float(text)))
+        self._check_rate(rate, self.rx_fir_en, self.tx_fir_en)
+        self.rate_hz = rate
+        self._apply_rx()
+        self._apply_tx()
+        self._update_tx()  # the DDS frequencies scale with the rate
+
+    def _set_fir_en(self, rx: bool | None, tx: bool | None) -> None:
+        new_rx = self.rx_fir_en if rx is None else rx
+        new_tx = self.tx_fir_en if tx is None else tx
+        self._check_rate(self.rate_hz, new_rx, new_tx)
+        self.rx_fir_en, self.tx_fir_en = new_rx, new_tx
+
+    def _set_fir_config(self, text: str) -> None:
+        cfg = parse_fir_config(text)
+        if self.rx_fir_en or self.tx_fir_en:
+            raise IIOError(errno.EBUSY, "disable the FIR before loading a new one")
+        self.fir = cfg
+
+    def path_rates(self, tx: bool) -> str:
+        dec = (self.fir["tx_int"] if self.tx_fir_en else 1) if tx else (self.fir["rx_dec"] if self.rx_fir_en else 1)
+        c = clock_chain(self.rate_hz, dec) or clock_chain(self.rate_hz, 1)
+        keys = ("BBPLL", "DAC", "T2", "T1", "TF", "TXSAMP") if tx else ("BBPLL", "ADC", "R2", "R1", "RF", "RXSAMP")
+        return " ".join(f"{k}:{c[k]}" for k in keys)
+
+    def _set_bw(self, tx: bool, text: str) -> None:
+        bw = int(round(_parse_float(text)))
+        hi = self.tx_bw_max if tx else self.rx_bw_max
+        bw = int(min(max(bw, RF_BW_MIN_HZ), hi))  # the driver clamps
+        if tx:
+            self.tx_bw_hz = bw
+            self._apply_tx()
+        else:
+            self.rx_bw_hz = bw
+            self._apply_rx()
+
+    def _set_rx_gain(self, text: str) -> None:
+        if self.gain_mode != "manual":
+            raise IIOError(errno.EINVAL, "hardwaregain is set by the AGC; select manual gain first")
+        g = _parse_float(text)
+        lo, hi = self.rx_gain_range()
+        if not lo <= g <= hi:
+            raise IIOError(errno.EINVAL, f"RX gain {g:g} outside {lo}..{hi} dB")
+        self.rx_gain_db = int(math.floor(g + 0.5))
+        self._apply_rx()
+
+    def _set_tx_gain(self, text: str) -> None:
+        g = _parse_float(text)
+        if not -89.75 <= g <= 0:
+            raise IIOError(errno.EINVAL, f"TX attenuation {g:g} dB outside -89.75..0 dB")
+        mdb = int(round(-g * 1000))
+        self.tx_atten_mdb = (mdb // 250) * 250  # the register counts 0.25 dB steps (truncating)
+        self._apply_tx()
+
+    def _set_choice(self, field_name: str, choices: tuple[str, ...], text: str) -> None:
+        v = text.strip()
+        if v not in choices:
+            raise IIOError(errno.EINVAL, f"{v!r} is not one of {' '.join(choices)}")
+        setattr(self, field_name, v)
+
+    def _set_calib(self, text: str) -> None:
+        v = text.strip()
+        if v not in CALIB_MODES:
+            raise IIOError(errno.EINVAL, f"{v!r} is not a calibration mode")
+        if v in ("auto", "manual"):
+            self.calib_mode = v  # the others run a one-shot calibration and leave the mode as it was
+
+    def _set_ensm(self, text: str) -> None:
+        self._set_choice("ensm", ENSM_MODES, text)
+        self._update_tx()
+
+    def _set_loopback(self, text: str) -> None:
+        v = _parse_int(text)
+        if v not in (0, 1):
+            raise IIOError(errno.EINVAL, "loopback: 0 (off) or 1 (digital); RF loopback is not emulated")
+        self.loopback = v
+        self._loop_index = 0
+
+    def _dds_attr(self, idx: int, key: str, text: str) -> None:
+        d = self.dds[idx]
+        if key == "frequency":
+            f = _parse_float(text)
+            if not 0 <= f <= self.rate_hz / 2:
+                raise IIOError(errno.EINVAL, f"DDS frequency {f:g} outside 0..fs/2")
+            d["ftw"] = int(round(f * (1 << DDS_ACC_BITS) / self.rate_hz))
+        elif key == "phase":
+            p = _parse_int(text)
+            if not 0 <= p <= 360000:
+                raise IIOError(errno.EINVAL, "DDS phase is 0..360000 millidegrees")
+            d["phase_mdeg"] = p
+        elif key == "scale":
+            s = _parse_float(text)
+            if not 0 <= s <= 1:
+                raise IIOError(errno.EINVAL, "DDS scale is 0..1")
+            d["scale"] = s
+        elif key == "raw":
+            self.dds_raw = _parse_bool(text)  # one enable for the whole DDS
+        self._update_tx()
+
+    def _hdl_rate(self, text: str) -> None:
+        if int(round(_parse_float(text))) != self.rate_hz:
+            raise IIOError(errno.EINVAL, "the FPGA's x8 decimation/interpolation is not emulated")
+
+    # ----- context --------------------------------------------------------------------
+    def _build_context(self, hw_model: str) -> IIOContext:
+        caps = self.bench.capabilities
+        ctx = IIOContext("local", f"Emulated PlutoSDR ({self.model}) streaming a simulated rig", (0, 25, "emulatd"))
+        ctx.lock = self.lock
+        ctx.attrs.update({
+            "hw_model": hw_model,
+            "hw_model_variant": "1",
+            "hw_serial": caps.serial,
+            "fw_version": "emulated",
+            "ad9361-phy,xo_correction": str(int(REFCLK_HZ)),
+            "ad9361-phy,model": self.model,
+            "local,kernel": "emulated",
+            "emulator,tx_full_scale_dbm": "" if caps.tx_full_scale_dbm is None else f"{caps.tx_full_scale_dbm:g}",
+            "emulator,rx_full_scale_dbm": "" if caps.rx_full_scale_dbm is None else f"{caps.rx_full_scale_dbm:g}",
+        })
+        ctx.add_device(self._phy())
+        ctx.add_device(self._dds_core())
+        ctx.add_device(self._rx_core())
+        return ctx
+
+    def _phy(self) -> IIODevice:
+        d = IIODevice("iio:device0", "ad9361-phy")
+        for idx, name in ((0, "RX_LO"), (1, "TX_LO")):
+            c = d.add_channel(IIOChannel(f"altvoltage{idx}", True, name))
+            fn = f"out_altvoltage{idx}_{name}_"
+            c.add(Attr("frequency", lambda i=idx: str(self.rx_lo_hz if i == 0 else self.tx_lo_hz),
+                       lambda t, i=idx: self._set_lo(i, t), fn + "frequency"))
+            c.add(Attr("frequency_available", lambda: f"[{int(self.lo_min)} 1 {int(self.lo_max)}]", None,
+                       fn + "frequency_available"))
+            c.add(Attr("powerdown", lambda i=idx: str(int(self.lo_powerdown[i])),
+                       lambda t, i=idx: self._set_lo_powerdown(i, t), fn + "powerdown"))
+            c.add(Attr("external", lambda: "0", None, fn + "external"))
+        rx = d.add_channel(IIOChannel("voltage0", False))
+        rx.add(Attr("hardwaregain", lambda: f"{self.rx_gain_db:.6f} dB", self._set_rx_gain))
+        rx.add(Attr("hardwaregain_available", lambda: "[{} 1 {}]".format(*self.rx_gain_range())))
+        rx.add(Attr("gain_control_mode", lambda: self.gain_mode,
+                    lambda t: self._set_choice("gain_mode", GAIN_MODES, t)))
+        rx.add(Attr("gain_control_mode_available", lambda: " ".join(GAIN_MODES)))
+        rx.add(Attr("rf_bandwidth", lambda: str(self.rx_bw_hz), lambda t: self._set_bw(False, t)))
+        rx.add(Attr("rf_bandwidth_available", lambda: f"[{int(RF_BW_MIN_HZ)} 1 {int(self.rx_bw_max)}]"))
+        self._rate_attrs(rx)
+        rx.add(Attr("filter_fir_en", lambda: str(int(self.rx_fir_en)), lambda t: self._set_fir_en(_parse_bool(t), None)))
+        rx.add(Attr("rf_port_select", lambda: "A_BALANCED", lambda t: None))
+        rx.add(Attr("rf_port_select_available", lambda: "A_BALANCED B_BALANCED C_BALANCED A_N A_P B_N B_P C_N C_P "
+                                                         "TX_MONITOR1 TX_MONITOR2 TX_MONITOR1_2"))
+        for a in ("quadrature_tracking_en", "rf_dc_offset_tracking_en", "bb_dc_offset_tracking_en"):
+            rx.add(Attr(a, lambda: "1", lambda t: None))
+        tx = d.add_channel(IIOChannel("voltage0", True))
+        tx.add(Attr("hardwaregain", lambda: f"{self.tx_gain_db:.6f} dB", self._set_tx_gain))
+        tx.add(Attr("hardwaregain_available", lambda: "[-89.750000 0.250000 0.000000]"))
+        tx.add(Attr("rf_bandwidth", lambda: str(self.tx_bw_hz), lambda t: self._set_bw(True, t)))
+        tx.add(Attr("rf_bandwidth_available", lambda: f"[{int(RF_BW_MIN_HZ)} 1 {int(self.tx_bw_max)}]"))
+        self._rate_attrs(tx)
+        tx.add(Attr("filter_fir_en", lambda: str(int(self.tx_fir_en)), lambda t: self._set_fir_en(None, _parse_bool(t))))
+        tx.add(Attr("rf_port_select", lambda: "A", lambda t: None))
+        tx.add(Attr("rf_port_select_available", lambda: "A B"))
+        out = d.add_channel(IIOChannel("out", False))
+        out.add(Attr("voltage_filter_fir_en", lambda: str(int(self.rx_fir_en and self.tx_fir_en)),
+                     lambda t: self._set_fir_en(_parse_bool(t), _parse_bool(t)), "in_out_voltage_filter_fir_en"))
+        temp = d.add_channel(IIOChannel("temp0", False))
+        temp.add(Attr("input", lambda: "35000"))
+        d.attrs.update({a.name: a for a in (
+            Attr("calib_mode", lambda: self.calib_mode, self._set_calib),
+            Attr("calib_mode_available", lambda: " ".join(CALIB_MODES)),
+            Attr("ensm_mode", lambda: self.ensm, self._set_ensm),
+            Attr("ensm_mode_available", lambda: " ".join(ENSM_MODES)),
+            Attr("filter_fir_config", lambda: "FIR Rx: {} Tx: {}".format(
+                f"{self.fir['taps']},{self.fir['rx_dec']}", f"{self.fir['taps']},{self.fir['tx_int']}"),
+                self._set_fir_config),
+            Attr("rx_path_rates", lambda: self.path_rates(False)),
+            Attr("tx_path_rates", lambda: self.path_rates(True)),
+            Attr("trx_rate_governor", lambda: "highest_osr", lambda t: None),
+            Attr("trx_rate_governor_available", lambda: "nominal highest_osr"),
+            Attr("xo_correction", lambda: str(int(REFCLK_HZ)), lambda t: None),
+            Attr("xo_correction_available", lambda: "[39992000 1 40008000]"),
+        )})
+        d.debug_attrs.update({a.name: a for a in (
+            Attr("loopback", lambda: str(self.loopback), self._set_loopback),
+            Attr("direct_reg_access", self.phy_regs.read, self.phy_regs.write),
+            Attr("initialize", lambda: "0", lambda t: None),
+        )})
+        return d
+
+    def _rate_attrs(self, c: IIOChannel) -> None:
+        c.add(Attr("sampling_frequency", lambda: str(self.rate_hz), self._set_rate))
+        c.add(Attr("sampling_frequency_available", lambda: "[{} 1 {}]".format(
+            -(-25_000_000 // (12 * (self.fir["rx_dec"] if self.rx_fir_en else 1))), RATE_MAX_HZ)))
+
+    def _hdl_channel(self, cid: str, output: bool, fmt: str, index: int) -> IIOChannel:
+        c = IIOChannel(cid, output, None, ScanElement(index, fmt))
+        c.add(Attr("calibscale", lambda: "1.000000", lambda t: None))
+        c.add(Attr("calibphase", lambda: "0.000000", lambda t: None))
+        c.add(Attr("sampling_frequency", lambda: str(self.rate_hz), self._hdl_rate))
+        c.add(Attr("sampling_frequency_available", lambda: f"{self.rate_hz} {self.rate_hz // 8} "))
+        return c
+
+    def _rx_core(self) -> IIODevice:
+        emu = self
+
+        class RxCore(IIODevice):
+            def open_buffer(self, samples_count, channels, cyclic):
+                if cyclic:
+                    raise IIOError(errno.EINVAL, "RX buffers are not cyclic")
+                buf = _RxBuffer(emu, samples_count, channels)
+                emu.rx_buffers.add(buf)
+                return buf
+
+            def set_buffers_count(self, n):
+                emu.buffers_count = n
+
+        d = RxCore("iio:device2", "cf-ad9361-lpc")
+        for i in (0, 1):
+            c = d.add_channel(self._hdl_channel(f"voltage{i}", False, "le:S12/16>>0", i))
+            c.add(Attr("calibbias", lambda: "0", lambda t: None))
+        d.debug_attrs["direct_reg_access"] = Attr("direct_reg_access", self.rx_regs.read, self.rx_regs.write)
+        d.buffer_attrs["data_available"] = Attr("data_available", lambda: "0")
+        return d
+
+    def _dds_core(self) -> IIODevice:
+        emu = self
+
+        class DdsCore(IIODevice):
+            def open_buffer(self, samples_count, channels, cyclic):
+                if emu.dma_owner is not None:
+                    raise IIOError(errno.EBUSY, "the TX DMA is in use")
+                buf = _TxBuffer(emu, samples_count, channels, cyclic)
+                emu.dma_owner = buf
+                return buf
+
+            def set_buffers_count(self, n):
+                pass
+
+        d = DdsCore("iio:device1", "cf-ad9361-dds-core-lpc")
+        for i in (0, 1):
+            d.add_channel(self._hdl_channel(f"voltage{i}", True, "le:S16/16>>0", i))
+        for idx, name in enumerate(("TX1_I_F1", "TX1_I_F2", "TX1_Q_F1", "TX1_Q_F2")):
+            c = d.add_channel(IIOChannel(f"altvoltage{idx}", True, name))
+            fn = f"out_altvoltage{idx}_{name}_"
+            c.add(Attr("frequency", lambda i=idx: str(int(round(self.dds[i]["ftw"] * self.rate_hz / (1 << DDS_ACC_BITS)))),
+                       lambda t, i=idx: self._dds_attr(i, "frequency", t), fn + "frequency"))
+            c.add(Attr("phase", lambda i=idx: str(self.dds[i]["phase_mdeg"]),
+                       lambda t, i=idx: self._dds_attr(i, "phase", t), fn + "phase"))
+            c.add(Attr("raw", lambda: str(int(self.dds_raw)), lambda t, i=idx: self._dds_attr(i, "raw", t), fn + "raw"))
+            c.add(Attr("scale", lambda i=idx: f"{self.dds[i]['scale']:.6f}",
+                       lambda t, i=idx: self._dds_attr(i, "scale", t), fn + "scale"))
+            c.add(Attr("sampling_frequency", lambda: str(self.rate_hz), None, fn + "sampling_frequency"))
+        d.debug_attrs["direct_reg_access"] = Attr("direct_reg_access", self._tx_status_read, self.tx_regs.write)
+        return d
+
+
+class _ServerWithEmulator(IIODServer):
+    emulator: PlutoEmulator
+
+
+def serve(bench, port: int = 0, host: str = "127.0.0.1", model: str = "ad9363a",
+          buffers_count: int = 4) -> tuple[IIODServer, int]:
+    """Start an emulated Pluto for ``bench`` in a background thread.
+
+    Returns ``(server, port)``; ``server.emulator`` is the device model,
+    ``server.stop()`` drops all clients (their buffers close, the transmitter stops)
+    and frees the port.
+    """
+    emu = PlutoEmulator(bench, model=model, buffers_count=buffers_count)
+    server = _ServerWithEmulator(emu.context, host, port)
+    server.emulator = emu
+    server.start()
+    return server, server.port
+
+
+def run_emulator(bench, port: int = DEFAULT_PORT, host: str = "127.0.0.1", model: str = "ad9363a") -> None:
+    """Serve an emulated Pluto in the foreground until Ctrl-C (``harness emulate pluto``)."""
+    emu = PlutoEmulator(bench, model=model)
+    server = _ServerWithEmulator(emu.context, host, port)
+    server.emulator = emu
+    print(f"Emulated PlutoSDR ({model}) on ip:{host}:{server.port} -- e.g. iio_info -u ip:{host}:{server.port}; "
+          "Ctrl-C stops", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        bench.stop_tx()
