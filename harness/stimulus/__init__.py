@@ -115,4 +115,4 @@ def parse_stimulus(node: Any, what: str, file: str | None = None, line: int | No
 
 
 # Built-in kinds register themselves on import.
-from harness.stimulus import noise, tones, wcdma  # noqa: E402,F401
+from harness.stimulus import lte, noise, tones, wcdma  # noqa: E402,F401

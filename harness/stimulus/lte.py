@@ -340,10 +340,11 @@ def _cyclic_filter(x: np.ndarray, taps: np.ndarray) -> np.ndarray:
     return sfft.ifft(sfft.fft(x) * sfft.fft(h))
 
 
-def channel_filter_taps(fr: LteFrame, fs_hz: float, atten_db: float = 70.0) -> np.ndarray:
-    """Kaiser low-pass: flat over the transmission bandwidth, stop band from the channel edge."""
+def channel_filter_taps(fr: LteFrame, fs_hz: float, atten_db: float = 60.0) -> np.ndarray:
+    """Kaiser low-pass: flat over the transmission bandwidth, stop band from where the adjacent
+    channel's transmission bandwidth begins (ACLR of the ideal stimulus below -90 dBc)."""
     f_pass = fr.transmission_bandwidth_hz / 2 + SUBCARRIER_HZ / 2
-    f_stop = min(fr.bandwidth_hz / 2, 0.5 * fs_hz)
+    f_stop = min(fr.bandwidth_hz - fr.transmission_bandwidth_hz / 2, 0.5 * fs_hz)
     width = 2 * (f_stop - f_pass) / fs_hz
     ntaps, beta = signal.kaiserord(atten_db, width)
     ntaps |= 1
