@@ -113,15 +113,34 @@ def _alias(node: LineMap, canonical: str, *aliases: str) -> None:
             node.key_lines[canonical] = node.key_lines.get(a)
 
 
+def _output_by_base(mtype: MeasurementType, key: str, spec: Any, lsec: Section):
+    """The output a short limit name (``gain`` for ``gain_db``) means; the unit decides between namesakes."""
+    cands = [o for o in mtype.outputs if base_name(o.name) == key]
+    if len(cands) <= 1:
+        return cands[0] if cands else None
+    if isinstance(spec, dict):
+        for o in cands:
+            try:
+                for v in (spec.get("min"), spec.get("max")):
+                    if v is not None:
+                        if not isinstance(v, str):
+                            raise ValueError
+                        parse_quantity(v, o.unit)
+                return o
+            except ValueError:
+                continue
+    raise lsec.error(f"{key!r} is ambiguous: give the unit in min/max or use one of "
+                     f"{', '.join(o.name for o in cands)}", key)
+
+
 def _parse_limits(node: Any, mtype: MeasurementType, sec: Section, key_line: int | None) -> dict[str, Limit]:
     lsec = Section(node, f"{sec.what}.limits", sec.file, key_line)
     if not isinstance(node, dict) or not node:
         raise lsec.error("missing limits: give at least one output with min and/or max "
                          f"(outputs: {', '.join(o.name for o in mtype.outputs)})")
     out: dict[str, Limit] = {}
-    by_base = {base_name(o.name): o for o in mtype.outputs}
     for key, spec in node.items():
-        o = mtype.output(key) or by_base.get(key)
+        o = mtype.output(key) or _output_by_base(mtype, key, spec, lsec)
         if o is None:
             raise lsec.error(f"{mtype.name!r} has no output {key!r}; outputs: "
                              f"{', '.join(o.name for o in mtype.outputs)}", key)

@@ -33,12 +33,13 @@ class Output:
     ``floor`` says how the rig's own contribution (measured by a thru step,
     the DUT bypassed) combines with the DUT's: ``"power"`` for values in dB
     or dBm whose underlying powers add (ACLR, spurious, noise: the floor is
-    subtracted in power), ``"rss"`` for values that add root-sum-square (EVM).
+    subtracted in power), ``"rss"`` for values that add root-sum-square (EVM),
+    ``"offset"`` for values the rig adds linearly (delay, frequency error).
     """
 
     name: str
     doc: str = ""
-    floor: str | None = None  # None | "power" | "rss"
+    floor: str | None = None  # None | "power" | "rss" | "offset"
 
     @property
     def unit(self) -> str:
@@ -64,6 +65,8 @@ def floor_correct(kind: str, measured: float, floor: float) -> float | None:
         if measured <= floor:
             return None
         return math.sqrt(measured ** 2 - floor ** 2)
+    if kind == "offset":
+        return measured - floor
     raise ValueError(f"unknown floor kind {kind!r}")
 
 
@@ -72,12 +75,16 @@ def floor_sensitivity(kind: str, measured: float, floor: float) -> tuple[float, 
     if kind == "power":
         a, b = 10 ** (measured / 10), 10 ** (floor / 10)
         return a / (a - b), -b / (a - b)
+    if kind == "offset":
+        return 1.0, -1.0
     c = (measured ** 2 - floor ** 2) ** 0.5
     return measured / c, -floor / c
 
 
 def floor_too_close(kind: str, floor: float, low: float | None, high: float | None) -> bool:
     """Whether the rig floor leaves the verdict untrustworthy against these limits."""
+    if kind == "offset":
+        return False  # a known offset is removed exactly; its noise is in the uncertainty
     if kind == "power":
         return any(lim is not None and floor > lim - POWER_FLOOR_MARGIN_DB for lim in (high, low))
     return any(lim is not None and floor > lim * RSS_FLOOR_FRACTION for lim in (high, low))
@@ -119,7 +126,8 @@ class MeasurementType:
 MEASUREMENTS: dict[str, MeasurementType] = {}
 
 #: modules that register measurement types (imported on first use)
-_MODULES = ["harness.measurements.basic", "harness.measurements.amplifier"]
+_MODULES = ["harness.measurements.basic", "harness.measurements.amplifier", "harness.measurements.spectral",
+            "harness.measurements.modulation"]
 
 
 def register_measurement(name: str, params: type, outputs: list[Output], check: Callable | None = None):

@@ -1,0 +1,148 @@
+"""Modulation and timing: EVM (WCDMA, LTE), frequency error, propagation delay, AM/AM-AM/PM."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.config import doc
+from harness.dsp.amam import am_am_pm
+from harness.dsp.timing import delay as xcorr_delay
+from harness.dsp.timing import frequency_error as tone_frequency_error
+from harness.measurements import MeasurementError, Output, StepContext, StepData, register_measurement
+from harness.stimulus import StimulusSpec
+from harness.stimulus.tones import CWParams, cw
+
+
+# ------------------------------------------------------------------ EVM
+@dataclass
+class EvmParams:
+    stimulus: StimulusSpec = field(metadata=doc("WCDMA or LTE stimulus at the DUT input"))
+    n_samples: int | None = field(default=None, metadata=doc(
+        "capture length; default: one stimulus period plus a margin"))
+
+
+def _check_evm(p: EvmParams, freq_hz: float, fs_hz: float) -> None:
+    if p.stimulus.kind not in ("wcdma", "lte"):
+        raise ValueError(f"EVM needs a 'wcdma' or 'lte' stimulus, not {p.stimulus.kind!r}")
+
+
+@register_measurement("evm", EvmParams, check=_check_evm, outputs=[
+    Output("evm_pct", "RMS EVM (WCDMA: composite over slots; LTE: over the PDSCH resource elements)", floor="rss"),
+    Output("peak_evm_pct", "worst slot (WCDMA) or OFDM symbol (LTE)"),
+    Output("freq_error_hz", "carrier frequency error seen by the demodulator")])
+def evm(ctx: StepContext, p: EvmParams) -> StepData:
+    """Modulation accuracy: error vector magnitude against the ideal stimulus."""
+    w = ctx.waveform(p.stimulus)
+    # the receivers need a whole period somewhere in the capture, whatever its start
+    n = p.n_samples or int(w.n_samples * 1.15) + 4096
+    _, m = ctx.play_capture(w, n)
+    fs = m.sample_rate_hz
+    if p.stimulus.kind == "wcdma":
+        from harness.dsp.wcdma_evm import wcdma_evm
+
+        r = wcdma_evm(m.x, fs, w.info["chips"], w.center_offset_hz)
+        values = {"evm_pct": r.evm_pct, "peak_evm_pct": r.peak_evm_pct, "freq_error_hz": r.freq_error_hz}
+        plots = {f"evm-{i}": pl for i, pl in enumerate(r.plots)}
+        n_symbols = 2560 * len(r.evm_per_slot_pct)
+    else:
+        from harness.dsp.lte_evm import lte_evm
+
+        r = lte_evm(m.x, fs, w.info["lte_frame"], center_offset_hz=w.center_offset_hz)
+        per_symbol = np.asarray(r.evm_per_symbol_pct, dtype=float)
+        values = {"evm_pct": r.evm_pct, "peak_evm_pct": float(np.nanmax(per_symbol)),
+                  "freq_error_hz": r.freq_error_hz}
+        plots = {f"evm-{i}": pl for i, pl in enumerate(r.plots)}
+        n_symbols = r.n_re
+    # EVM^2 is a mean of ~n_symbols squared errors: relative standard error 1/sqrt(n) (Gaussian errors)
+    details = {"evm_pct": {"uncertainty": values["evm_pct"] / math.sqrt(2 * max(n_symbols, 1))}}
+    return StepData(values, plots, {"stimulus": w.describe()}, details)
+
+
+# ------------------------------------------------------------------ frequency error
+@dataclass
+class FreqErrorParams:
+    power_dbm: float = field(metadata=doc("CW power at the DUT input"))
+    offset_hz: float | None = field(default=None, metadata=doc("CW offset from the centre; default fs/10"))
+    n_samples: int = field(default=262144, metadata=doc(
+        "capture length: resolution improves with duration (use a low sample rate for long captures)"))
+
+
+@register_measurement("frequency_error", FreqErrorParams, outputs=[
+    Output("freq_error_hz", "output frequency minus input frequency", floor="offset"),
+    Output("freq_error_ppm", "the same relative to the carrier", floor="offset")])
+def frequency_error(ctx: StepContext, p: FreqErrorParams) -> StepData:
+    """Frequency error (translation error) of the DUT by phase-slope fitting over a long CW capture."""
+    w = cw(CWParams(p.power_dbm, p.offset_hz), ctx.sample_rate_hz)
+    _, m = ctx.play_capture(w, p.n_samples)
+    f_tone = m.freq_hz + w.tones_hz[0]
+    r = tone_frequency_error(m.x, m.sample_rate_hz, nominal_hz=w.tones_hz[0], carrier_freq_hz=f_tone,
+                             search_span_hz=min(200e3, 0.2 * m.sample_rate_hz))
+    details = {"freq_error_hz": {"uncertainty": r.freq_std_hz},
+               "freq_error_ppm": {"uncertainty": r.freq_std_hz / f_tone * 1e6}}
+    return StepData({"freq_error_hz": r.freq_error_hz, "freq_error_ppm": r.freq_error_ppm},
+                    {f"phase-{i}": pl for i, pl in enumerate(r.plots)},
+                    {"stimulus": w.describe(), "tone_freq_hz": f_tone}, details)
+
+
+# ------------------------------------------------------------------ delay
+@dataclass
+class DelayParams:
+    stimulus: StimulusSpec = field(metadata=doc("wideband stimulus (LTE, WCDMA or noise): sharp correlation"))
+    n_samples: int = field(default=65536, metadata=doc("capture length"))
+
+
+@register_measurement("delay", DelayParams, outputs=[
+    Output("delay_s", "input-to-output propagation delay (minus the thru delay when a floor step is given)",
+           floor="offset")])
+def delay(ctx: StepContext, p: DelayParams) -> StepData:
+    """Propagation delay by cross-correlation with sub-sample interpolation, from device timestamps.
+
+    The radio reports which stimulus sample it was sending when the capture
+    started (``CaptureMeta.extra["tx_sample_index"]``, from its shared TX/RX
+    clock); the correlation lag then gives the absolute delay through rig
+    and DUT. A thru step of this measurement (floor) removes the rig's part.
+    """
+    w = ctx.waveform(p.stimulus)
+    _, m = ctx.play_capture(w, p.n_samples)
+    tx_index = m.meta.extra.get("tx_sample_index")
+    if tx_index is None:
+        raise MeasurementError(f"{ctx.rig.spec.device}: the radio does not timestamp captures against its "
+                               f"transmitter, so an absolute delay cannot be measured")
+    r = xcorr_delay(m.x, w.samples, m.sample_rate_hz, cyclic=True)
+    lag = (r.lag_samples + tx_index) % w.n_samples  # samples between emission and capture of the same sample
+    # correlation-peak timing precision: ~1 / (2 pi B sqrt(SNR * n)) with the stimulus bandwidth B
+    bw = w.bandwidth_hz or 0.8 * m.sample_rate_hz
+    snr = max(r.correlation ** 2 / max(1 - r.correlation ** 2, 1e-12), 1e-3)
+    u = 1.0 / (2 * math.pi * bw * math.sqrt(snr * m.x.size))
+    return StepData({"delay_s": lag / m.sample_rate_hz}, {f"delay-{i}": pl for i, pl in enumerate(r.plots)},
+                    {"stimulus": w.describe(), "correlation": r.correlation, "lag_samples": r.lag_samples,
+                     "tx_sample_index": tx_index}, {"delay_s": {"uncertainty": u}})
+
+
+# ------------------------------------------------------------------ AM/AM, AM/PM
+@dataclass
+class AmAmParams:
+    stimulus: StimulusSpec = field(metadata=doc("modulated stimulus with a high crest factor (LTE, WCDMA)"))
+    n_samples: int = field(default=262144, metadata=doc("capture length"))
+    bin_width_db: float = field(default=0.5, metadata=doc("input power bin"))
+
+
+@register_measurement("am_am_pm", AmAmParams, outputs=[
+    Output("small_signal_gain_db", "gain at low instantaneous input power"),
+    Output("compression_at_peak_db", "gain compression at the highest input power"),
+    Output("am_pm_at_peak_deg", "phase change at the highest input power"),
+    Output("input_p1db_dbm", "instantaneous input power at 1 dB compression (None if not reached)")])
+def am_am_pm_step(ctx: StepContext, p: AmAmParams) -> StepData:
+    """AM/AM and AM/PM curves from a modulated signal (time- and phase-aligned output vs input)."""
+    w = ctx.waveform(p.stimulus)
+    setting, m = ctx.play_capture(w, p.n_samples)
+    x_in = w.samples.astype(np.complex128) * math.sqrt(10 ** (setting.power_dbm / 10))
+    r = am_am_pm(x_in, m.x, m.sample_rate_hz, cyclic=True, bin_width_db=p.bin_width_db)
+    return StepData({"small_signal_gain_db": r.small_signal_gain_db, "compression_at_peak_db": r.compression_at_peak_db,
+                     "am_pm_at_peak_deg": r.phase_at_peak_deg, "input_p1db_dbm": r.input_p1db_dbm},
+                    {f"amam-{i}": pl for i, pl in enumerate(r.plots)},
+                    {"stimulus": w.describe(), "curve": {"input_power_dbm": r.input_power_dbm, "gain_db": r.gain_db,
+                                                         "phase_deg": r.phase_deg}})

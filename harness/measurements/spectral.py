@@ -1,0 +1,284 @@
+"""Spectral measurements of UTRA/E-UTRA carriers: output power with ALC, ACLR, ACRR,
+operating-band unwanted emissions, occupied bandwidth, CCDF."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from harness.config import doc
+from harness.dsp.aclr import (UTRA_FILTER, acrr_from_captures, averaged_psd, channel_power_dbm, eutra_aclr,
+                              eutra_filter, utra_aclr)
+from harness.dsp.mask import EmissionMask, MaskRow, emission_mask
+from harness.dsp.obw import ccdf, occupied_bandwidth
+from harness.measurements import MeasurementError, Output, StepContext, StepData, register_measurement
+from harness.stimulus import StimulusSpec
+
+
+def carrier_of(stimulus: StimulusSpec | None, standard: str | None = None,
+               channel_bandwidth_hz: float | None = None) -> tuple[str, float]:
+    """(standard "utra" | "eutra", channel bandwidth Hz) of a stimulus, unless given explicitly."""
+    kind = stimulus.kind if stimulus is not None else None
+    std = standard or {"wcdma": "utra", "lte": "eutra"}.get(kind)
+    if std is None:
+        raise ValueError("give 'standard: utra' or 'standard: eutra' (the stimulus does not say)")
+    if channel_bandwidth_hz:
+        return std, channel_bandwidth_hz
+    if std == "utra":
+        return std, 5e6
+    bw = getattr(getattr(stimulus, "params", None), "bandwidth_hz", None)
+    if bw is None:
+        raise ValueError("give channel_bandwidth for an E-UTRA measurement")
+    return std, float(bw)
+
+
+def carrier_filter(standard: str, channel_bandwidth_hz: float):
+    return UTRA_FILTER if standard == "utra" else eutra_filter(channel_bandwidth_hz)
+
+
+def band_power_uncertainty_db(bandwidth_hz: float, duration_s: float) -> float:
+    """Standard deviation (dB) of a noise-like band power estimated over ``duration_s``: 4.34/sqrt(B*T)."""
+    return 10 / math.log(10) / math.sqrt(max(bandwidth_hz * duration_s, 1.0))
+
+
+def _capture_for(ctx: StepContext, stimulus: StimulusSpec | None, n_samples: int, power_dbm: float | None = None):
+    if stimulus is None:
+        ctx.rig.stop()
+        return None, ctx.rig.capture(n_samples)
+    w = ctx.waveform(stimulus)
+    _, m = ctx.play_capture(w, n_samples, power_dbm)
+    return w, m
+
+
+# ------------------------------------------------------------ output power / ALC
+@dataclass
+class OutputPowerParams:
+    stimulus: StimulusSpec = field(metadata=doc("carrier at the rated input level"))
+    overdrive_db: float = field(default=10.0, metadata=doc("second level above the rated input (ALC check)"))
+    standard: Literal["utra", "eutra"] | None = field(default=None, metadata=doc("default: from the stimulus"))
+    channel_bandwidth_hz: float | None = None
+    alc_settle_s: float = field(default=0.0, metadata=doc("wait for the ALC after each level change"))
+    n_samples: int = field(default=131072, metadata=doc("capture length"))
+
+
+@register_measurement("output_power", OutputPowerParams, outputs=[
+    Output("output_power_dbm", "channel power at the output, rated input"),
+    Output("overdrive_output_power_dbm", "channel power at the output, rated input + overdrive"),
+    Output("alc_hold_db", "output change for the overdrive (ALC holds: near 0)"),
+    Output("gain_db", "output minus input channel power at rated input")])
+def output_power(ctx: StepContext, p: OutputPowerParams) -> StepData:
+    """Maximum output power at rated input and with the input raised (the ALC must hold it)."""
+    std, bw = carrier_of(p.stimulus, p.standard, p.channel_bandwidth_hz)
+    filt = carrier_filter(std, bw)
+    w = ctx.waveform(p.stimulus)
+    values, plots = {}, {}
+    for key, extra in (("output_power_dbm", 0.0), ("overdrive_output_power_dbm", p.overdrive_db)):
+        ctx.rig.play(w, w.power_dbm + extra)
+        if p.alc_settle_s:
+            import time
+
+            time.sleep(p.alc_settle_s)
+        m = ctx.rig.capture(p.n_samples)
+        spec = averaged_psd(m.x, m.sample_rate_hz)
+        values[key] = channel_power_dbm(None, m.sample_rate_hz, w.center_offset_hz, filt, spectrum=spec)
+        if extra == 0.0:
+            plots["spectrum"] = spec.plot("Output spectrum at rated input")
+    values["alc_hold_db"] = values["overdrive_output_power_dbm"] - values["output_power_dbm"]
+    values["gain_db"] = values["output_power_dbm"] - w.power_dbm
+    return StepData(values, plots, {"stimulus": w.describe(), "filter": filt.describe()})
+
+
+# ------------------------------------------------------------ ACLR
+@dataclass
+class AclrParams:
+    stimulus: StimulusSpec | None = field(metadata=doc("carrier (WCDMA or LTE) at the DUT input"))
+    standard: Literal["utra", "eutra"] | None = field(default=None, metadata=doc("default: from the stimulus"))
+    channel_bandwidth_hz: float | None = field(default=None, metadata=doc("E-UTRA channel; default the stimulus'"))
+    usable_fraction: float = field(default=0.9, metadata=doc("fraction of ±fs/2 trusted (anti-alias roll-off)"))
+    n_samples: int = field(default=262144, metadata=doc("capture length"))
+
+
+def _worst(*vals):
+    vals = [v for v in vals if v is not None]
+    return max(vals) if vals else None
+
+
+@register_measurement("aclr", AclrParams, outputs=[
+    Output("aclr_adjacent_dbc", "worst of the first neighbours (UTRA ±5 MHz / E-UTRA ±1xBW)", floor="power"),
+    Output("aclr_alternate_dbc", "worst of the second neighbours (UTRA ±10 MHz / E-UTRA ±2xBW)", floor="power"),
+    Output("aclr_utra_adjacent_dbc", "E-UTRA carrier: UTRA neighbours at ±(BW/2+2.5 MHz)", floor="power"),
+    Output("aclr_utra_alternate_dbc", "E-UTRA carrier: UTRA neighbours at ±(BW/2+7.5 MHz)", floor="power"),
+    Output("carrier_power_dbm", "carrier power through its measurement filter")])
+def aclr(ctx: StepContext, p: AclrParams) -> StepData:
+    """Adjacent channel leakage ratio (UTRA RRC / E-UTRA square filters), lower and upper."""
+    std, bw = carrier_of(p.stimulus, p.standard, p.channel_bandwidth_hz)
+    w, m = _capture_for(ctx, p.stimulus, p.n_samples)
+    offset = w.center_offset_hz if w is not None else 0.0
+    fs = m.sample_rate_hz
+    if std == "utra":
+        r = utra_aclr(m.x, fs, offset, usable_fraction=p.usable_fraction)
+        names = {"UTRA 5 MHz": "aclr_adjacent_dbc", "UTRA 10 MHz": "aclr_alternate_dbc"}
+    else:
+        r = eutra_aclr(m.x, fs, bw, offset, usable_fraction=p.usable_fraction)
+        names = {"E-UTRA 1xBW": "aclr_adjacent_dbc", "E-UTRA 2xBW": "aclr_alternate_dbc",
+                 "UTRA BW/2+2.5 MHz": "aclr_utra_adjacent_dbc", "UTRA BW/2+7.5 MHz": "aclr_utra_alternate_dbc"}
+    duration = m.x.size / fs
+    values = {"carrier_power_dbm": r.carrier_power_dbm}
+    details = {}
+    for c in r.channels:
+        key = names.get(c.label)
+        if key is None:
+            continue
+        values[key] = c.worst_dbc
+        u = math.hypot(band_power_uncertainty_db(c.filter.noise_bandwidth_hz, duration),
+                       band_power_uncertainty_db(r.carrier_filter.noise_bandwidth_hz, duration))
+        details[key] = {"lower_dbc": c.lower_dbc, "upper_dbc": c.upper_dbc, "uncertainty": u}
+    info = {"aclr": r.as_dict()}
+    if w is not None:
+        info["stimulus"] = w.describe()
+    data = StepData(values, {"aclr": r.plot}, info, details)
+    return data
+
+
+# ------------------------------------------------------------ ACRR
+@dataclass
+class AcrrParams:
+    stimulus: StimulusSpec = field(metadata=doc("carrier in the wanted channel (the same power is then "
+                                                "applied in the adjacent channels)"))
+    adjacent_offsets_hz: list[float] = field(default_factory=lambda: [5e6, 10e6], metadata=doc(
+        "adjacent channel offsets; each is measured below and above"))
+    standard: Literal["utra", "eutra"] | None = None
+    channel_bandwidth_hz: float | None = None
+    n_samples: int = field(default=131072, metadata=doc("capture length"))
+
+
+def _check_acrr(p: AcrrParams, freq_hz: float, fs_hz: float) -> None:
+    for off in p.adjacent_offsets_hz:
+        if off + 2.5e6 > 0.45 * fs_hz:
+            raise ValueError(f"adjacent channel at {off / 1e6:g} MHz does not fit the sample rate "
+                             f"{fs_hz / 1e6:g} MS/s (needs {2 * (off + 2.5e6) / 0.9 / 1e6:.3g} MS/s)")
+
+
+@register_measurement("acrr", AcrrParams, check=_check_acrr, outputs=[
+    Output("acrr_db", "worst adjacent channel rejection ratio"),
+    Output("acrr_first_db", "worst of the first adjacent channels (±5 MHz for UTRA)"),
+    Output("acrr_second_db", "worst of the second adjacent channels")])
+def acrr(ctx: StepContext, p: AcrrParams) -> StepData:
+    """Adjacent channel rejection ratio of a repeater: the same input in the wanted and in the adjacent channel."""
+    import dataclasses
+
+    std, bw = carrier_of(p.stimulus, p.standard, p.channel_bandwidth_hz)
+    filt = carrier_filter(std, bw)
+    w = ctx.waveform(p.stimulus)
+    _, m0 = ctx.play_capture(w, p.n_samples)
+    per_offset, plots = {}, {}
+    for i, off in enumerate(p.adjacent_offsets_hz):
+        worst = None
+        for sign in (-1, 1):
+            moved = dataclasses.replace(p.stimulus.params, center_offset_hz=w.center_offset_hz + sign * off)
+            wa = dataclasses.replace(p.stimulus, params=moved).generate(ctx.sample_rate_hz, ctx.seed)
+            _, ma = ctx.play_capture(wa, p.n_samples, w.power_dbm)
+            r = acrr_from_captures(m0.x, ma.x, m0.sample_rate_hz, w.center_offset_hz, filt)
+            if worst is None or r.acrr_db < worst.acrr_db:
+                worst = r
+        per_offset[off] = worst
+        plots[f"acrr-{off / 1e6:g}MHz"] = worst.plot
+    vals = [r.acrr_db for r in per_offset.values()]
+    values = {"acrr_db": min(vals), "acrr_first_db": vals[0]}
+    if len(vals) > 1:
+        values["acrr_second_db"] = vals[1]
+    return StepData(values, plots, {"stimulus": w.describe(), "per_offset": {
+        f"{k:g}": {"acrr_db": r.acrr_db, "p_out_wanted_dbm": r.p_out_wanted_dbm,
+                   "p_out_adjacent_dbm": r.p_out_adjacent_dbm} for k, r in per_offset.items()}})
+
+
+# ------------------------------------------------------------ emission mask
+@dataclass
+class MaskRowSpec:
+    start_hz: float = field(metadata=doc("offset where the row begins"))
+    stop_hz: float = field(metadata=doc("offset where it ends (exclusive)"))
+    limit_dbm: float = field(metadata=doc("limit at the start, dBm per measurement bandwidth"))
+    mbw_hz: float = field(metadata=doc("measurement bandwidth"))
+    limit_stop_dbm: float | None = field(default=None, metadata=doc("limit at the stop (sloped rows)"))
+
+
+@dataclass
+class EmissionMaskParams:
+    mask: list[MaskRowSpec] = field(metadata=doc("rows: offset range, limit, measurement bandwidth"))
+    stimulus: StimulusSpec | None = field(default=None, metadata=doc("omitted: no input"))
+    mask_reference: Literal["edge", "centre"] = field(default="edge", metadata=doc(
+        "offsets from the channel/pass-band edge (3GPP f_offset) or from its centre"))
+    channel_bandwidth_hz: float | None = field(default=None, metadata=doc(
+        "channel or pass band the mask is referred to; default from the stimulus"))
+    standard: Literal["utra", "eutra"] | None = None
+    usable_fraction: float = 0.9
+    n_samples: int = 262144
+
+
+@register_measurement("emission_mask", EmissionMaskParams, outputs=[
+    Output("mask_margin_db", "worst margin to the mask (positive: below the limit)"),
+    Output("worst_offset_hz", "offset of the worst point"),
+    Output("worst_power_dbm", "emission at the worst point, in its measurement bandwidth")])
+def emission_mask_step(ctx: StepContext, p: EmissionMaskParams) -> StepData:
+    """Operating-band unwanted emissions against a mask table given in the plan."""
+    if p.channel_bandwidth_hz:
+        bw = p.channel_bandwidth_hz
+    else:
+        if p.stimulus is None:
+            raise MeasurementError("give channel_bandwidth when measuring emissions with no input")
+        std, bw = carrier_of(p.stimulus, p.standard)
+        bw = 5e6 if std == "utra" else bw
+    mask = EmissionMask("plan mask", tuple(
+        MaskRow(r.start_hz, r.stop_hz, r.limit_dbm, r.limit_dbm if r.limit_stop_dbm is None else r.limit_stop_dbm,
+                r.mbw_hz) for r in p.mask), p.mask_reference)
+    w, m = _capture_for(ctx, p.stimulus, p.n_samples)
+    r = emission_mask(m.x, m.sample_rate_hz, bw, mask, w.center_offset_hz if w is not None else 0.0,
+                      usable_fraction=p.usable_fraction)
+    info = {"mask": r.as_dict() if hasattr(r, "as_dict") else {}}
+    if w is not None:
+        info["stimulus"] = w.describe()
+    return StepData({"mask_margin_db": r.worst_margin_db, "worst_offset_hz": r.worst_offset_hz,
+                     "worst_power_dbm": r.worst_power_dbm}, {"mask": r.plot}, info)
+
+
+# ------------------------------------------------------------ OBW and CCDF
+@dataclass
+class ObwParams:
+    stimulus: StimulusSpec = field(metadata=doc("carrier at the DUT input"))
+    fraction: float = field(default=0.99, metadata=doc("power fraction"))
+    n_samples: int = 131072
+
+
+@register_measurement("occupied_bandwidth", ObwParams, outputs=[
+    Output("occupied_bandwidth_hz", "bandwidth holding the power fraction (3GPP OBW)")])
+def obw(ctx: StepContext, p: ObwParams) -> StepData:
+    """Occupied bandwidth of the DUT's output."""
+    w, m = _capture_for(ctx, p.stimulus, p.n_samples)
+    r = occupied_bandwidth(m.x, m.sample_rate_hz, p.fraction)
+    return StepData({"occupied_bandwidth_hz": r.obw_hz}, {"obw": r.plot}, {"stimulus": w.describe()})
+
+
+@dataclass
+class CcdfParams:
+    stimulus: StimulusSpec = field(metadata=doc("modulated stimulus at the DUT input"))
+    n_samples: int = field(default=1 << 20, metadata=doc("capture length (0.01 % needs >= 10^5 samples)"))
+
+
+@register_measurement("ccdf", CcdfParams, outputs=[
+    Output("papr_db", "peak-to-average power ratio at 0.01 % probability, DUT output"),
+    Output("input_papr_db", "the same for the stimulus (what the DUT was given)"),
+    Output("papr_compression_db", "how much the DUT compressed the peaks")])
+def ccdf_step(ctx: StepContext, p: CcdfParams) -> StepData:
+    """CCDF / PAPR of the DUT output compared with its input."""
+    w, m = _capture_for(ctx, p.stimulus, p.n_samples)
+    out = ccdf(m.x)
+    ref = ccdf(np.tile(w.samples, max(1, int(np.ceil(m.x.size / w.n_samples))))[: m.x.size])
+    plot = out.plot
+    ok = ref.probability > 0
+    plot.add(ref.thresholds_db[ok], np.log10(ref.probability[ok]), "stimulus")
+    return StepData({"papr_db": out.papr_db, "input_papr_db": ref.papr_db,
+                     "papr_compression_db": ref.papr_db - out.papr_db}, {"ccdf": plot},
+                    {"stimulus": w.describe(), "levels_db": {f"{k:g}": v for k, v in out.levels_db.items()}})
