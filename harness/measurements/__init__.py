@@ -127,7 +127,7 @@ MEASUREMENTS: dict[str, MeasurementType] = {}
 
 #: modules that register measurement types (imported on first use)
 _MODULES = ["harness.measurements.basic", "harness.measurements.amplifier", "harness.measurements.spectral",
-            "harness.measurements.modulation"]
+            "harness.measurements.modulation", "harness.measurements.repeater"]
 
 
 def register_measurement(name: str, params: type, outputs: list[Output], check: Callable | None = None):
