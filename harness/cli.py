@@ -49,6 +49,7 @@ def cmd_run(args) -> int:
     except ConfigError as e:
         _err(str(e))
         return EXIT_CONFIG
+    rig.uncalibrated = args.uncalibrated  # nominal paths, no calibration required (recorded in results)
     console = _console(args.quiet)
     try:
         code, rec = run_plan(plan, rig, Path(args.out) if args.out else None, seed=args.seed,
@@ -112,7 +113,7 @@ def cmd_rig_show(args) -> int:
         truth = spec.dut.truth()
         print("    model truth: " + ", ".join(f"{k} {format_quantity(v, _unit(k))}" for k, v in truth.items()))
     try:
-        rig = Rig.open(spec)
+        rig = Rig.open(spec, calibration="optional")  # inspecting never needs a valid calibration
     except DeviceError as e:
         _err(f"{spec.file}: device {spec.device!r}: {e}")
         return 2
@@ -127,6 +128,7 @@ def cmd_rig_show(args) -> int:
         print(f"    channels      TX {c.tx_channels}, RX {c.rx_channels}")
         print(f"    calibration   TX full scale {format_quantity(rig.tx_full_scale_dbm, 'dBm')} at 0 dB gain, "
               f"RX full scale {format_quantity(rig.rx_full_scale_dbm, 'dBm')} at 0 dB gain")
+        print(f"    thru cal      {rig.calibration_status}")
     return 0
 
 
@@ -189,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run directory (default: runs/<time>-<plan>)")
     r.add_argument("--seed", type=int, default=0, help="seed of simulated rigs and stimulus (default 0)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--uncalibrated", action="store_true",
+                   help="run on the rig's nominal paths without (or ignoring) its calibration; recorded in the results")
     r.set_defaults(func=cmd_run)
 
     pl = sub.add_parser("plans", help="list the test plans with their descriptions",
@@ -221,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--port", type=int, default=30431, help="TCP port (default 30431; 30431 is IIOD's own)")
     ep.add_argument("--seed", type=int, default=None, help="seed (default: the rig's)")
     ep.set_defaults(func=cmd_emulate)
+
+    from harness.calibration import add_calibrate_parser
+
+    add_calibrate_parser(sub)
     return p
 
 

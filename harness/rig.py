@@ -6,10 +6,16 @@ digital full scale to dBm at the radio's ports, and, for simulated rigs, the
 simulated bench (radio physics and DUT model). :class:`Rig` is the open rig a
 measurement talks to: it plays a waveform at a power *at the DUT input* and
 returns captures scaled to sqrt(mW) *at the DUT output*.
+
+Levels at the DUT planes come from the rig's thru calibration
+(``<rig stem>.cal.json``, see :mod:`harness.calibration`) when one is attached,
+else from the nominal description (port calibration + declared paths).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -39,6 +45,17 @@ class CalibrationSpec:
         "doc": "TX port power of a full-scale CW at TX gain 0 dB; default: the device's nominal value"})
     rx_full_scale_dbm: float | None = field(default=None, metadata={
         "doc": "RX port power reaching digital full scale at RX gain 0 dB; default: the device's nominal value"})
+    # The thru calibration (harness calibrate): what to measure and how long it stays valid.
+    frequencies_hz: list[float] = field(default_factory=list, metadata={
+        "doc": "centre frequencies to calibrate at, besides those of the plans given to 'harness calibrate'"})
+    levels_dbm: list[float] = field(default_factory=list, metadata={
+        "doc": "DUT-input powers to calibrate at, besides those of the plans"})
+    sample_rate_hz: float | None = field(default=None, metadata={
+        "doc": "sample rate for frequencies listed here (default: the plans' rate, else 7.68 MHz)"})
+    max_age_days: float = field(default=30.0, metadata={
+        "doc": "a real rig refuses to run on an older calibration (unless --uncalibrated)"})
+    file: str | None = field(default=None, metadata={
+        "doc": "calibration file, relative to the rig file (default: <rig stem>.cal.json)"})
 
 
 @dataclass
@@ -66,6 +83,20 @@ class RigSpec:
     sim_dut_to_rx: RFPath | None = None
     file: str | None = None
     extra: dict = field(default_factory=dict)
+    #: SHA-256 of the sections that define the RF set-up (a calibration is only valid for the same set-up)
+    setup_sha256: str = ""
+    #: run option (--uncalibrated): ignore any calibration, use the nominal paths
+    uncalibrated: bool = False
+
+    @property
+    def calibration_file(self) -> Path | None:
+        """Where this rig's thru calibration lives (None for a rig built in memory)."""
+        if self.file is None:
+            return None
+        rig = Path(self.file)
+        if self.calibration.file:
+            return rig.parent / self.calibration.file
+        return rig.with_name(rig.stem + ".cal.json")
 
     @property
     def simulated(self) -> bool:
@@ -84,6 +115,23 @@ class _RigFile:
 
 
 _SECTIONS = ("paths", "dut", "sim")
+#: rig sections (and calibration fields) that define the RF set-up; editing them voids a calibration
+_SETUP_SECTIONS = ("device", "tx", "rx", "paths", "sim")
+_SETUP_CAL_FIELDS = ("tx_full_scale_dbm", "tx_full_scale", "rx_full_scale_dbm", "rx_full_scale")
+
+
+def setup_hash(data: dict) -> str:
+    """SHA-256 of a rig file's RF set-up (device, ports, paths, simulated physics, port calibration).
+
+    Name, description, limits, the DUT model and the calibration's own
+    settings are left out: changing them does not change what a thru measures.
+    """
+    setup = {k: data[k] for k in _SETUP_SECTIONS if k in data}
+    cal = data.get("calibration")
+    if isinstance(cal, dict):
+        setup["calibration"] = {k: cal[k] for k in _SETUP_CAL_FIELDS if k in cal}
+    text = json.dumps(setup, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _parse_path(node: Any, what: str, file: str | None, line: int | None) -> RFPath:
@@ -140,7 +188,7 @@ def load_rig(path: str | Path) -> RigSpec:
     tx_path, rx_path = _parse_paths(data["paths"], "paths", file, data.line_of("paths"))
     spec = RigSpec(name=head.name, device=head.device, tx_to_dut=tx_path, dut_to_rx=rx_path,
                    description=head.description, tx=head.tx, rx=head.rx, calibration=head.calibration,
-                   limits=head.limits, file=file)
+                   limits=head.limits, file=file, setup_sha256=setup_hash(data))
     if spec.simulated:
         from devices.sim.bench import SimConfig
 
@@ -175,6 +223,8 @@ class Measured:
     rx_gain_db: float
     peak_dbfs: float
     meta: Any  # devices.CaptureMeta
+    #: DUT-output-plane power (dBm) of a 0 dBFS capture at this RX gain: x = samples * 10^(full_scale_dbm/20)
+    full_scale_dbm: float = math.nan
 
 
 @dataclass
@@ -204,10 +254,24 @@ class Rig:
         self._freq_hz: float | None = None
         self._rate_hz: float | None = None
         self.tx_setting: TxSetting | None = None
+        #: the thru calibration in use (harness.calibration.Calibration), None: nominal paths
+        self.calibration = None
+        #: how the DUT-plane levels are obtained, for the results header
+        self.calibration_status: dict = {"applied": False, "reason": "nominal paths"}
 
     # ----- opening
     @classmethod
-    def open(cls, spec: RigSpec, seed: int | None = None) -> "Rig":
+    def open(cls, spec: RigSpec, seed: int | None = None, calibration: Any = "auto") -> "Rig":
+        """Open the radio and attach the rig's calibration.
+
+        ``calibration``: ``"auto"`` (default) loads ``spec.calibration_file`` and
+        refuses (:class:`harness.calibration.CalibrationError`, a ConfigError)
+        a real rig without a valid one, and any rig with an invalid one, unless
+        ``spec.uncalibrated``; ``"optional"`` never refuses (inspection);
+        ``"off"`` uses the nominal paths; a ``Calibration`` object is checked and used.
+        """
+        from harness.calibration import attach_calibration
+
         options: dict[str, Any] = {}
         if spec.simulated:
             from devices.sim.bench import SimBench
@@ -216,7 +280,9 @@ class Rig:
                                         spec.sim_dut_to_rx or spec.dut_to_rx, seed=seed)
         radio = open_radio(spec.device, **options)
         try:
-            return cls(spec, radio)
+            rig = cls(spec, radio)
+            attach_calibration(rig, calibration)
+            return rig
         except BaseException:
             radio.close()
             raise
@@ -248,6 +314,27 @@ class Rig:
             raise LevelError(f"rig {self.spec.name}: no RX calibration (calibration.rx_full_scale_dbm) and the "
                              f"device states no nominal value")
         return v
+
+    def input_dbm_at_0dbfs(self, freq_hz: float, power_dbm: float) -> float:
+        """DUT-input power (dBm) of a 0 dBFS-RMS waveform at TX gain 0 dB, for a wanted ``power_dbm``.
+
+        From the calibration (interpolated over frequency and level) when one
+        is attached, else the port calibration plus the declared tx_to_dut path.
+        """
+        if self.calibration is not None:
+            return self.calibration.input_dbm_at_0dbfs(freq_hz, power_dbm)
+        return self.tx_full_scale_dbm + float(self.spec.tx_to_dut.gain_db(freq_hz))
+
+    def output_dbm_at_0dbfs(self, freq_hz: float) -> float:
+        """DUT-output power (dBm) that reads 0 dBFS at RX gain 0 dB (calibrated, else nominal)."""
+        if self.calibration is not None:
+            return self.calibration.output_dbm_at_0dbfs(freq_hz)
+        return self.rx_full_scale_dbm - float(self.spec.dut_to_rx.gain_db(freq_hz))
+
+    def check_calibration(self, freqs_hz) -> None:
+        """Raise CalibrationError (a ConfigError) if a frequency lies outside the attached calibration."""
+        if self.calibration is not None:
+            self.calibration.check_coverage(freqs_hz, self.spec)
 
     # ----- checks
     def check(self, freq_hz: float, sample_rate_hz: float) -> None:
@@ -290,17 +377,17 @@ class Rig:
         lim = self.spec.limits.max_dut_input_dbm
         if lim is not None and power > lim + 1e-9:
             raise LevelError(f"{power:.2f} dBm at the DUT input exceeds the rig limit max_dut_input_dbm {lim:g} dBm")
-        path_db = self.spec.tx_to_dut.gain_db(self._freq_hz)
-        port_dbm = power - path_db
+        # power at the DUT input = a0 + TX gain + digital RMS level (dBFS)
+        a0 = self.input_dbm_at_0dbfs(self._freq_hz, power)
         x = waveform.samples
         peak = float(max(np.max(np.abs(x.real)), np.max(np.abs(x.imag))))
         best_rms_dbfs = self.TX_PEAK_DBFS - 20 * math.log10(peak)  # RMS is 1.0 -> 0 dB
         gr = self.caps.tx_gain_range_db
-        need = port_dbm - self.tx_full_scale_dbm - best_rms_dbfs
+        need = power - a0 - best_rms_dbfs
         if need > gr.high + 1e-9:
             raise LevelError(
-                f"{power:.2f} dBm at the DUT input needs {port_dbm:.2f} dBm at the TX port; the radio reaches "
-                f"{self.tx_full_scale_dbm + gr.high + best_rms_dbfs:.2f} dBm with this waveform "
+                f"{power:.2f} dBm at the DUT input is out of reach: the radio delivers at most "
+                f"{a0 + gr.high + best_rms_dbfs:.2f} dBm there with this waveform "
                 f"(crest factor {waveform.crest_factor_db:.1f} dB)")
         gain = max(need, gr.low)
         if gr.step:  # round down: the digital level makes up the remainder
@@ -308,7 +395,7 @@ class Rig:
         t0 = time.perf_counter()
         try:
             actual = self.radio.configure_tx(self._stream(gain, self.spec.tx.channel))
-            rms_dbfs = port_dbm - self.tx_full_scale_dbm - actual.gain_db
+            rms_dbfs = power - a0 - actual.gain_db
             if rms_dbfs < -60.0:
                 raise LevelError(f"{power:.2f} dBm at the DUT input is below what the TX can set cleanly "
                                  f"({rms_dbfs:.1f} dBFS at minimum gain)")
@@ -317,6 +404,7 @@ class Rig:
             self.radio.transmit(x * np.float32(10 ** (rms_dbfs / 20)), cyclic=True)
         finally:
             self.device_time_s += time.perf_counter() - t0
+        port_dbm = self.tx_full_scale_dbm + actual.gain_db + rms_dbfs  # nominal port level, for the record
         self.tx_setting = TxSetting(self._freq_hz, power, actual.gain_db, rms_dbfs, port_dbm)
         return self.tx_setting
 
@@ -367,15 +455,15 @@ class Rig:
             self.stop()
             raise LevelError(f"{port_dbm:.1f} dBm at the RX port exceeds its limit "
                              f"{self.spec.limits.max_rx_input_dbm:g} dBm; transmitter stopped")
-        path_db = self.spec.dut_to_rx.gain_db(cap.meta.config.freq_hz)
-        scale = 10 ** ((fs_dbm - path_db) / 20)
-        x = s.astype(np.complex128) * scale
+        out_fs_dbm = self.output_dbm_at_0dbfs(cap.meta.config.freq_hz) - cap.meta.config.gain_db
+        x = s.astype(np.complex128) * 10 ** (out_fs_dbm / 20)
         return Measured(x, cap.meta.config.sample_rate_hz, cap.meta.config.freq_hz, cap.meta.config.gain_db,
-                        peak_dbfs, cap.meta)
+                        peak_dbfs, cap.meta, out_fs_dbm)
 
     def describe(self) -> dict:
         return {"name": self.spec.name, "file": self.spec.file, "device": self.spec.device,
-                "simulated": self.spec.simulated, "capabilities": self.caps.as_dict()}
+                "simulated": self.spec.simulated, "capabilities": self.caps.as_dict(),
+                "calibration": self.calibration_status}
 
 
 __all__ = ["CapabilityError", "LevelError", "Measured", "Rig", "RigSpec", "TxSetting", "load_rig"]

@@ -201,12 +201,14 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
     rig = Rig.open(rig_spec, seed=seed)  # DeviceError here -> caller maps to exit 2
     try:
         check_plan_against(plan, rig.caps)  # before anything transmits
+        rig.check_calibration({s.freq_hz for s in plan.steps})  # outside the calibrated range: exit 2
         run_dir = Path(out_dir) if out_dir else default_run_dir(plan)
         header = {
             "plan": {"name": plan.name, "description": plan.description, "file": plan.file},
             "rig": {"name": rig_spec.name, "file": rig_spec.file, "device": rig_spec.device,
                     "simulated": rig_spec.simulated, "serial": rig.caps.serial},
             "dut": {"type": plan.dut.type, "model": plan.dut.model, "serial": plan.dut.serial},
+            "calibration": rig.calibration_status,
             "software_version": software_version(), "seed": seed,
         }
         rec = RunRecorder(run_dir, header)
