@@ -554,15 +554,6 @@ def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter:
         software_version=software_version(), notes=list(notes or []))
 
 
-def bypass_dut(rig: Rig, on: bool) -> None:
-    """Switch a simulated bench's thru in place of its DUT (SimBench.bypass_dut)."""
-    bench = getattr(rig.radio, "bench", None)
-    if bench is None or not hasattr(bench, "bypass_dut"):
-        raise CalibrationError("this simulated bench cannot switch a thru in place of its DUT "
-                               "(devices.sim.bench.SimBench.bypass_dut missing)", rig.spec.file)
-    bench.bypass_dut = bool(on)
-
-
 def run_calibration(spec: RigSpec, plans=(), *, seed: int = 0, meter: Meter | None = None,
                     ask: Callable[[str], str] | None = None, **kw) -> Calibration:
     """Open ``spec`` on its nominal paths, calibrate it over ``plans``' points, restore the DUT.
@@ -580,7 +571,7 @@ def run_calibration(spec: RigSpec, plans=(), *, seed: int = 0, meter: Meter | No
     try:
         if spec.simulated:
             def connect(kind: str, msg: str) -> None:
-                bypass_dut(rig, kind == "thru")
+                rig.bypass_dut(kind == "thru")
         else:
             def connect(kind: str, msg: str) -> None:
                 rig.stop()
@@ -592,7 +583,7 @@ def run_calibration(spec: RigSpec, plans=(), *, seed: int = 0, meter: Meter | No
         finally:
             rig.stop()
             if spec.simulated:
-                bypass_dut(rig, False)
+                rig.bypass_dut(False)
             elif ask is not None:
                 ask("Calibration done: reconnect the DUT. Press Enter: ")
     finally:

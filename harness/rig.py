@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -83,6 +83,8 @@ class RigSpec:
     sim_dut_to_rx: RFPath | None = None
     file: str | None = None
     extra: dict = field(default_factory=dict)
+    #: "pluto": the rig starts an emulated PlutoSDR (IIOD on 127.0.0.1) streaming the simulated bench
+    emulate: str | None = None
     #: SHA-256 of the sections that define the RF set-up (a calibration is only valid for the same set-up)
     setup_sha256: str = ""
     #: run option (--uncalibrated): ignore any calibration, use the nominal paths
@@ -100,7 +102,8 @@ class RigSpec:
 
     @property
     def simulated(self) -> bool:
-        return self.device.split(":", 1)[0].strip().lower() == "sim"
+        """The RF is the simulator's: the sim: driver, or an emulated board streaming a simulated bench."""
+        return self.emulate is not None or self.device.split(":", 1)[0].strip().lower() == "sim"
 
 
 @dataclass
@@ -112,6 +115,8 @@ class _RigFile:
     rx: PortSpec = field(default_factory=PortSpec)
     calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
     limits: RigLimits = field(default_factory=RigLimits)
+    emulate: Literal["pluto"] | None = field(default=None, metadata={
+        "doc": "start an emulated board of this kind streaming the sim bench; device is then e.g. 'pluto:'"})
 
 
 _SECTIONS = ("paths", "dut", "sim")
@@ -188,7 +193,10 @@ def load_rig(path: str | Path) -> RigSpec:
     tx_path, rx_path = _parse_paths(data["paths"], "paths", file, data.line_of("paths"))
     spec = RigSpec(name=head.name, device=head.device, tx_to_dut=tx_path, dut_to_rx=rx_path,
                    description=head.description, tx=head.tx, rx=head.rx, calibration=head.calibration,
-                   limits=head.limits, file=file, setup_sha256=setup_hash(data))
+                   limits=head.limits, file=file, setup_sha256=setup_hash(data), emulate=head.emulate)
+    if spec.emulate and not spec.device.startswith(f"{spec.emulate}:"):
+        raise ConfigError(f"rig: an emulated {spec.emulate} needs device '{spec.emulate}:' (its address is filled in "
+                          f"when the emulator starts)", file, data.line_of("device"))
     if spec.simulated:
         from devices.sim.bench import SimConfig
 
@@ -254,6 +262,8 @@ class Rig:
         self._freq_hz: float | None = None
         self._rate_hz: float | None = None
         self.tx_setting: TxSetting | None = None
+        self.bench = None  # the simulated bench behind the radio, if any
+        self._server = None  # an emulated board's server, stopped on close
         #: the thru calibration in use (harness.calibration.Calibration), None: nominal paths
         self.calibration = None
         #: how the DUT-plane levels are obtained, for the results header
@@ -273,22 +283,55 @@ class Rig:
         from harness.calibration import attach_calibration
 
         options: dict[str, Any] = {}
+        bench = server = None
+        uri = spec.device
         if spec.simulated:
             from devices.sim.bench import SimBench
 
-            options["bench"] = SimBench(spec.sim, spec.sim_tx_to_dut or spec.tx_to_dut, spec.dut,
-                                        spec.sim_dut_to_rx or spec.dut_to_rx, seed=seed)
-        radio = open_radio(spec.device, **options)
+            bench = SimBench(spec.sim, spec.sim_tx_to_dut or spec.tx_to_dut, spec.dut,
+                             spec.sim_dut_to_rx or spec.dut_to_rx, seed=seed)
+            if spec.emulate == "pluto":
+                from devices.sim.pluto_emulator import serve
+
+                server, port = serve(bench, port=0)
+                uri = f"pluto:ip:127.0.0.1:{port}"
+            else:
+                options["bench"] = bench
+        try:
+            radio = open_radio(uri, **options)
+        except BaseException:
+            if server is not None:
+                server.stop()
+            raise
         try:
             rig = cls(spec, radio)
+            rig.bench, rig._server = bench, server
             attach_calibration(rig, calibration)
             return rig
         except BaseException:
             radio.close()
+            if server is not None:
+                server.stop()
             raise
 
     def close(self) -> None:
-        self.radio.close()
+        try:
+            self.radio.close()
+        finally:
+            if self._server is not None:
+                self._server.stop()
+                self._server = None
+
+    def bypass_dut(self, on: bool) -> None:
+        """Switch a thru in place of the DUT (True) or the DUT back (False).
+
+        Only a simulated bench has the switch today; a real bench would need an RF
+        switch driver, so thru steps on it fail with a clear message.
+        """
+        if self.bench is None or not hasattr(self.bench, "bypass_dut"):
+            raise DeviceError(f"rig {self.spec.name!r} has no DUT bypass switch: thru (floor) and calibration "
+                              f"steps cannot switch the DUT out unattended")
+        self.bench.bypass_dut = bool(on)
 
     def __enter__(self) -> "Rig":
         return self

@@ -172,26 +172,17 @@ def evaluate(step: Step, data: StepData, floor: StepData | None = None) -> tuple
     return combine([r.verdict for r in records]), records
 
 
-def set_dut_bypass(rig: Rig, on: bool) -> None:
-    """Switch the DUT out (thru) or back in; only rigs with a bypass switch can do it unattended."""
-    bench = getattr(rig.radio, "bench", None)
-    if bench is None or not hasattr(bench, "bypass_dut"):
-        raise DeviceError(f"rig {rig.spec.name!r} has no DUT bypass switch, so thru (floor) steps cannot run "
-                          f"unattended on it")
-    bench.bypass_dut = on
-
-
 def run_step(rig: Rig, step: Step, seed: int, progress) -> StepData:
     rig.tune(step.freq_hz, step.sample_rate_hz)
     ctx = StepContext(rig, step.freq_hz, step.sample_rate_hz, seed, step.settle_s, progress)
     if step.thru:
-        set_dut_bypass(rig, True)
+        rig.bypass_dut(True)
     try:
         return step.measurement.run(ctx, step.params)
     finally:
         rig.stop()
         if step.thru:
-            set_dut_bypass(rig, False)
+            rig.bypass_dut(False)
 
 
 def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: int = 0,

@@ -8,7 +8,8 @@ loads a waveform, ``read(n)`` returns ``n`` RX samples. Each read is one block:
    per waveform in :meth:`SimBench.start_tx`; then per block: scaling to
    sqrt(mW), TX noise, Wiener phase noise (continuous across reads);
 2. frequency offset f_tx - f_rx (content pushed beyond +-fs/2 is lost);
-3. tx_path -> dut -> rx_path at the RX centre frequency;
+3. tx_path -> dut -> rx_path at the RX centre frequency (tx_path -> rx_path
+   when ``bypass_dut`` is set: the rig's own floor, the DUT left untouched);
 4. RX port: thermal noise kT0*F*fs, scaling to full scale, ADC quantisation
    with clipping.
 
@@ -16,7 +17,9 @@ The bench keeps a sample clock: every read starts ``n`` + a random gap after
 the previous one, so captures land at random phases of a cyclic waveform. A
 block carries lead-in (path and DUT delays + margin) and tail samples that
 are processed and discarded, so frequency-domain filtering never wraps
-around into the returned samples. When not transmitting, the TX port emits
+around into the returned samples (a DUT with memory declares it as
+``settle_s``, so its transient from the jump in time between reads stays in
+the lead-in). When not transmitting, the TX port emits
 nothing at all (no LO leakage, no noise). All randomness comes from one
 ``numpy`` Generator: the same seed and call sequence give identical samples.
 """
@@ -185,6 +188,9 @@ class SimBench:
         self._phase_clock = 0  # absolute index just after that sample
         # A fixed (seeded) LO leakage phase, as on a real board.
         self._lo_phase = float(self.rng.uniform(0, 2 * np.pi))
+        #: DUT bypass switch (a lossless coaxial thru, as in an automated bench): when
+        #: True, tx_path feeds rx_path directly and the DUT is not run (its state is kept).
+        self.bypass_dut = False
 
     # ----- configuration --------------------------------------------------------
     @property
@@ -324,7 +330,8 @@ class SimBench:
             if transmitting and self._tx_config.sample_rate_hz != fs:
                 raise DeviceError(f"sim: TX and RX sample rates differ ({self._tx_config.sample_rate_hz / 1e6:.6g} "
                                   f"vs {fs / 1e6:.6g} MS/s); the simulated SDR needs them equal")
-            delay_s = self.tx_path.delay_s + float(getattr(self.dut, "delay_s", 0.0) or 0.0) + self.rx_path.delay_s
+            bypass = bool(self.bypass_dut)
+            delay_s = self.tx_path.delay_s + (0.0 if bypass else self._dut_lead_s()) + self.rx_path.delay_s
             lead = int(math.ceil(delay_s * fs)) + _MARGIN
             total = sfft.next_fast_len(lead + n + _MARGIN)
             tail = total - lead - n
@@ -341,14 +348,20 @@ class SimBench:
                         x = _shift(x, df, fs, start)
             if x is None:
                 x = np.zeros(total, dtype=np.complex128)
-            y = self.rx_path.apply(self.dut.process(self.tx_path.apply(x, fc, fs, self.rng), fc, fs, self.rng),
-                                   fc, fs, self.rng)
+            y = self.tx_path.apply(x, fc, fs, self.rng)
+            if not bypass:
+                y = self.dut.process(y, fc, fs, self.rng)
+            y = self.rx_path.apply(y, fc, fs, self.rng)
             y = np.asarray(y, dtype=np.complex128)[lead:lead + n]
             if y.size != n:
                 raise DeviceError(f"sim: DUT {type(self.dut).__name__} changed the block length")
             out, clipped = self._rx_port(y, rx.gain_db, fs)
             self._clock += n + tail + lead + int(self.rng.integers(0, _MAX_GAP))
             return out, clipped
+
+    def _dut_lead_s(self) -> float:
+        """Lead-in (s) the DUT needs: its group delay, or its memory (``settle_s``) when it declares one."""
+        return max(float(getattr(self.dut, "delay_s", 0.0) or 0.0), float(getattr(self.dut, "settle_s", 0.0) or 0.0))
 
     def _rx_port(self, y: np.ndarray, gain_db: float, fs_hz: float) -> tuple[np.ndarray, int]:
         """RX port: thermal noise, scaling to full scale, ADC quantisation with clipping."""

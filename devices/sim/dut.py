@@ -10,7 +10,9 @@ A DUT model is one dataclass of its parameters, registered with
 * ``truth() -> dict``: the model's own true figures, derived analytically
   (never by running the harness' measurements); None where undefined;
 * optionally ``delay_s``: its group delay, so the bench feeds enough lead-in
-  samples for frequency-domain processing.
+  samples for frequency-domain processing;
+* optionally ``settle_s``: the length of its memory (filters, loops), when it
+  exceeds ``delay_s``: the bench's lead-in covers it.
 """
 
 from __future__ import annotations
@@ -169,3 +171,7 @@ class Thru:
 
     def truth(self) -> dict[str, float | None]:
         return {"gain_db": -float(self.loss_db), "delay_s": float(self.delay_s)}
+
+
+# Further models live in their own modules; importing them registers them.
+from devices.sim import repeater as _repeater  # noqa: E402,F401  (registers "repeater", "repeater_uplink")
