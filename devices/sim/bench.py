@@ -184,6 +184,7 @@ class SimBench:
         self._cyclic = True
         self._tx_start: int | None = None  # absolute sample index of waveform sample 0
         self._clock = 0  # absolute index of the next read's first returned sample
+        self.last_tx_index: int | None = None  # see read()
         self._phase = 0.0  # TX phase-noise phase at the last generated sample
         self._phase_clock = 0  # absolute index just after that sample
         # A fixed (seeded) LO leakage phase, as on a real board.
@@ -356,6 +357,10 @@ class SimBench:
             if y.size != n:
                 raise DeviceError(f"sim: DUT {type(self.dut).__name__} changed the block length")
             out, clipped = self._rx_port(y, rx.gain_db, fs)
+            # What a radio with one clock for TX and RX timestamps: the cyclic-buffer sample
+            # being sent when the first RX sample was taken (None without cyclic TX).
+            self.last_tx_index = ((self._clock - self._tx_start) % self._wave.size
+                                  if transmitting and self._cyclic else None)
             self._clock += n + tail + lead + int(self.rng.integers(0, _MAX_GAP))
             return out, clipped
 

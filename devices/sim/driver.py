@@ -50,6 +50,8 @@ class SimRadio(Radio):
         samples, clipped = self.bench.read(n_samples)
         meta = CaptureMeta(config=self.bench.rx_config, timestamp=timestamp, n_samples=int(samples.size),
                            overload=clipped > 0, clipped_samples=int(clipped))
+        if self.bench.last_tx_index is not None:
+            meta.extra["tx_sample_index"] = int(self.bench.last_tx_index)
         return Capture(samples, meta)
 
 

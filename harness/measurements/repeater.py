@@ -83,6 +83,11 @@ def oob_offsets(p: OobGainParams) -> list[tuple[str, float]]:
 def _check_oob(p: OobGainParams, freq_hz: float, fs_hz: float) -> None:
     if p.max_offset_hz <= 10e6:
         raise ValueError("max_offset_hz must exceed 10 MHz to cover the last 3GPP range")
+    reach = (p.passband_high_hz - p.passband_low_hz) / 2 + p.max_offset_hz
+    if reach > 0.45 * fs_hz:
+        raise ValueError(f"offsets up to {p.max_offset_hz / 1e6:g} MHz from the pass-band edges reach "
+                         f"±{reach / 1e6:.4g} MHz from its centre: needs a sample rate of at least "
+                         f"{reach / 0.45 / 1e6:.4g} MS/s (have {fs_hz / 1e6:g})")
 
 
 @register_measurement("out_of_band_gain", OobGainParams, check=_check_oob, outputs=[
@@ -92,25 +97,27 @@ def _check_oob(p: OobGainParams, freq_hz: float, fs_hz: float) -> None:
     Output("oob_gain_10m_up_db", "highest gain 10 MHz and more outside"),
     Output("passband_gain_db", "gain at the pass-band centre, for reference")])
 def out_of_band_gain(ctx: StepContext, p: OobGainParams) -> StepData:
-    """Gain outside the pass band: a CW swept at offsets from both pass-band edges (36.106 §8.1)."""
+    """Gain outside the pass band: a CW swept at offsets from both pass-band edges (36.106 §8.1).
+
+    The LO stays at the pass-band centre and the tone moves digitally across
+    the captured band, so every point sees the same receiver settings; the
+    tone's IQ image lands mirrored about the centre, out of band as well.
+    """
     fs = ctx.sample_rate_hz
-    lo_offset = snap_to_grid(fs / 8, fs, 8192)  # the CW sits off the LO, clear of LO leakage
-    w = cw(CWParams(p.power_dbm, lo_offset, n_samples=8192), fs)
-    f_tone = w.tones_hz[0]
+    centre = (p.passband_low_hz + p.passband_high_hz) / 2
+    ctx.rig.tune(centre, fs)
+    n = 8192
 
     def gain_at(rf_hz: float) -> float:
-        ctx.rig.tune(rf_hz - f_tone, fs)
+        w = cw(CWParams(p.power_dbm, rf_hz - centre, n_samples=n), fs)
         setting, m = ctx.play_capture(w, p.n_samples)
-        return tone_power_dbm(psd(m.x, m.sample_rate_hz, nperseg=4096), f_tone) - setting.power_dbm
+        return tone_power_dbm(psd(m.x, m.sample_rate_hz, nperseg=4096), w.tones_hz[0]) - setting.power_dbm
 
-    centre = (p.passband_low_hz + p.passband_high_hz) / 2
-    for f in (p.passband_low_hz - p.max_offset_hz, p.passband_high_hz + p.max_offset_hz):
-        ctx.rig.caps.check_frequency(f - f_tone, "out-of-band sweep frequency")
     pts = oob_offsets(p)
     values = {name: -math.inf for name, *_ in OOB_RANGES}
     where = {}
     xs, ys = [], []
-    total = 2 * len(pts) + 1
+    total = len(pts) + 1
     for i, (name, off) in enumerate(pts):
         for side, rf in (("lower", p.passband_low_hz - off), ("upper", p.passband_high_hz + off)):
             g = gain_at(rf)
@@ -118,9 +125,8 @@ def out_of_band_gain(ctx: StepContext, p: OobGainParams) -> StepData:
             ys.append(g)
             if g > values[name]:
                 values[name], where[name] = g, {"offset_hz": off, "side": side, "freq_hz": rf}
-        ctx.progress(2 * i + 2, total)
-    values["passband_gain_db"] = gain_at(centre)
-    ctx.rig.tune(ctx.freq_hz, fs)
+        ctx.progress(i + 1, total)
+    values["passband_gain_db"] = gain_at(centre + snap_to_grid(fs / 64, fs, n))
     order = np.argsort(xs)
     plot = Plot("Out-of-band gain", "offset from the pass-band centre (MHz)", "gain (dB)")
     plot.add(np.array(xs)[order], np.array(ys)[order], "gain", style="line")
@@ -138,11 +144,20 @@ class InputImdParams:
     gap_hz: float = field(default=1e6, metadata=doc("nearer tone's distance outside the channel edge"))
     measurement_bandwidth_hz: float = field(default=1e6, metadata=doc("in-band power measured over this"))
     side: str = field(default="upper", metadata=doc("'upper' or 'lower' side for the tones"))
+    lo_offset_hz: float = field(default=2.5e6, metadata=doc(
+        "LO placed this far below (upper tones) the channel centre, keeping the SDR's own LO leakage "
+        "and IQ images out of the measurement bandwidth"))
     n_samples: int = field(default=131072, metadata=doc("capture length"))
 
 
-def _imd_tones(p: InputImdParams, centre_rf: float, fs_hz: float) -> tuple[float, float, float]:
-    """Baseband f1 (nearer), f2 and the IM3 product 2 f1 - f2 placed mid-channel."""
+def _lo_rf(p: InputImdParams) -> float:
+    mid = (p.channel_low_hz + p.channel_high_hz) / 2
+    return mid - p.lo_offset_hz if p.side == "upper" else mid + p.lo_offset_hz
+
+
+def _imd_tones(p: InputImdParams, fs_hz: float) -> tuple[float, float, float]:
+    """Baseband f1 (nearer), f2 and the IM3 product 2 f1 - f2 placed mid-channel (relative to the LO)."""
+    centre_rf = _lo_rf(p)
     mid = (p.channel_low_hz + p.channel_high_hz) / 2 - centre_rf
     edge = (p.channel_high_hz if p.side == "upper" else p.channel_low_hz) - centre_rf
     sign = 1 if p.side == "upper" else -1
@@ -152,17 +167,20 @@ def _imd_tones(p: InputImdParams, centre_rf: float, fs_hz: float) -> tuple[float
         if abs(f) >= 0.45 * fs_hz:
             raise ValueError(f"interfering tone at {f / 1e6:.4g} MHz does not fit the sample rate "
                              f"{fs_hz / 1e6:g} MS/s")
+    if abs(mid) < p.measurement_bandwidth_hz:
+        raise ValueError("lo_offset_hz must move the LO out of the measurement bandwidth")
     return f1, f2, mid
 
 
 @register_measurement("input_intermodulation", InputImdParams,
-                      check=lambda p, f, fs: _imd_tones(p, f, fs), outputs=[
+                      check=lambda p, f, fs: _imd_tones(p, fs), outputs=[
     Output("power_rise_db", "rise of the in-band output power caused by the two tones"),
     Output("imd_power_dbm", "output power in the measurement bandwidth with the tones")])
 def input_intermodulation(ctx: StepContext, p: InputImdParams) -> StepData:
     """Input intermodulation (36.106 §11.1): two CW tones outside the channel, in-band power rise."""
     fs = ctx.sample_rate_hz
-    f1, f2, mid = _imd_tones(p, ctx.freq_hz, fs)
+    f1, f2, mid = _imd_tones(p, fs)
+    ctx.rig.tune(_lo_rf(p), fs)
     n = 65536
     f1, f2 = snap_to_grid(f1, fs, n), snap_to_grid(f2, fs, n)
     x = tones_waveform([f1, f2], [1.0, 1.0], [0.0, 1.0], fs, n)
@@ -243,9 +261,10 @@ def oscillation_margin(ctx: StepContext, p: OscillationParams) -> StepData:
         return StepData(values, plots, info)
     # ripple of ln|H|: rho cos(2 pi f tau + phi) to first order; remove the smooth filter shape first
     trend = signal.savgol_filter(lh, max(11, (len(lh) // 8) | 1), 3)
-    resid = (lh - trend) * signal.get_window("hann", len(lh))
-    spec = np.abs(np.fft.rfft(resid)) / np.sum(signal.get_window("hann", len(lh))) * 2
-    quef = np.fft.rfftfreq(len(lh), fh[1] - fh[0])  # in seconds: the loop delay
+    win = signal.get_window("hann", len(lh))
+    nfft = 16 * len(lh)  # zero-padded: the peak's height is read without scalloping loss
+    spec = np.abs(np.fft.rfft((lh - trend) * win, nfft)) / np.sum(win) * 2
+    quef = np.fft.rfftfreq(nfft, fh[1] - fh[0])  # in seconds: the loop delay
     lo = int(np.searchsorted(quef, 8 / (fh[-1] - fh[0])))  # at least 8 ripple periods across the band
     if lo >= len(spec) - 1:
         raise MeasurementError("band too narrow to resolve a feedback ripple")
