@@ -263,6 +263,7 @@ class Rig:
         self._rate_hz: float | None = None
         self.tx_setting: TxSetting | None = None
         self.bench = None  # the simulated bench behind the radio, if any
+        self.dut_bypassed = False
         self._server = None  # an emulated board's server, stopped on close
         #: the thru calibration in use (harness.calibration.Calibration), None: nominal paths
         self.calibration = None
@@ -332,6 +333,7 @@ class Rig:
             raise DeviceError(f"rig {self.spec.name!r} has no DUT bypass switch: thru (floor) and calibration "
                               f"steps cannot switch the DUT out unattended")
         self.bench.bypass_dut = bool(on)
+        self.dut_bypassed = bool(on)
 
     def __enter__(self) -> "Rig":
         return self
@@ -418,7 +420,7 @@ class Rig:
             raise DeviceError(f"waveform rate {waveform.sample_rate_hz:g} differs from the rig rate {self._rate_hz:g}")
         power = waveform.power_dbm if power_dbm is None else power_dbm
         lim = self.spec.limits.max_dut_input_dbm
-        if lim is not None and power > lim + 1e-9:
+        if lim is not None and power > lim + 1e-9 and not self.dut_bypassed:  # a thru needs no protection
             raise LevelError(f"{power:.2f} dBm at the DUT input exceeds the rig limit max_dut_input_dbm {lim:g} dBm")
         # power at the DUT input = a0 + TX gain + digital RMS level (dBFS)
         a0 = self.input_dbm_at_0dbfs(self._freq_hz, power)
@@ -464,7 +466,8 @@ class Rig:
         """Capture at the DUT output; with ``autorange`` the RX gain is adjusted until the peak sits well."""
         gr = self.caps.rx_gain_range_db
         fixed = self.spec.rx.gain_db is not None or not autorange
-        for _attempt in range(8):
+        ceiling = gr.high  # a gain that overloaded is never tried again: a fluctuating signal cannot make it hunt
+        for _attempt in range(10):
             t0 = time.perf_counter()
             try:
                 cap = self.radio.capture(n_samples)
@@ -477,21 +480,22 @@ class Rig:
             if fixed:
                 break
             if cap.meta.overload or peak_dbfs > hi:
-                step = max(10.0, peak_dbfs - self.TARGET_PEAK_DBFS) if not cap.meta.overload else 15.0
+                ceiling = min(ceiling, self._rx_gain_db - (gr.step or 1.0))
+                step = 15.0 if cap.meta.overload else max(10.0, peak_dbfs - self.TARGET_PEAK_DBFS)
                 new_gain = gr.clip(self._rx_gain_db - step)
             elif peak_dbfs < lo:
-                new_gain = gr.clip(self._rx_gain_db + (self.TARGET_PEAK_DBFS - peak_dbfs))
+                new_gain = gr.clip(min(self._rx_gain_db + (self.TARGET_PEAK_DBFS - peak_dbfs), ceiling))
             else:
                 break
             if abs(new_gain - self._rx_gain_db) < 1e-9:
-                break  # at the end of the gain range: keep what we have
+                break  # at the end of the usable gain range: keep what we have
             self._rx_gain_db = new_gain
             self._configure_rx()
         if cap.meta.overflow or cap.meta.dropped_samples:
             raise DeviceError(f"capture corrupted: {', '.join(cap.meta.faults())}")
         if cap.meta.overload:
-            raise DeviceError(f"RX overload at minimum gain {self._rx_gain_db:g} dB: the DUT output is too strong "
-                              f"for the rig (add attenuation in dut_to_rx)")
+            raise DeviceError(f"RX overload at gain {self._rx_gain_db:g} dB (range {gr.describe('dB')}): the DUT "
+                              f"output is too strong or too unsteady for the rig (add attenuation in dut_to_rx)")
         fs_dbm = self.rx_full_scale_dbm - cap.meta.config.gain_db
         port_dbm = 10 * math.log10(max(float(np.mean(np.abs(s) ** 2)), 1e-30)) + fs_dbm
         if port_dbm > self.spec.limits.max_rx_input_dbm:

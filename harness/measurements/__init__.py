@@ -162,11 +162,20 @@ class StepContext:
         """Generate a stimulus (a :class:`harness.stimulus.StimulusSpec`) at the step's rate and seed."""
         return stimulus.generate(self.sample_rate_hz, self.seed)
 
-    def play_capture(self, waveform, n_samples: int, power_dbm: float | None = None):
-        """Play ``waveform`` at ``power_dbm`` at the DUT input, wait ``settle_s``, capture at the DUT output."""
-        import time
-
+    def play_capture(self, waveform, n_samples: int, power_dbm: float | None = None, settle_s: float | None = None):
+        """Play ``waveform`` at ``power_dbm`` at the DUT input, let the DUT settle, capture at the DUT output."""
         setting = self.rig.play(waveform, power_dbm)
-        if self.settle_s:
-            time.sleep(self.settle_s)
+        self.settle(self.settle_s if settle_s is None else settle_s)
         return setting, self.rig.capture(n_samples)
+
+    def settle(self, seconds: float) -> None:
+        """Let ``seconds`` of signal pass before measuring (ALC, AGC, thermal).
+
+        Done by capturing and discarding that much signal: on hardware it takes
+        at least that long, and a simulated DUT lives through the same samples.
+        """
+        remaining = int(round(seconds * self.sample_rate_hz))
+        while remaining > 0:
+            chunk = min(remaining, 1 << 20)
+            self.rig.capture(chunk)
+            remaining -= chunk

@@ -60,7 +60,7 @@ class OutputPowerParams:
     overdrive_db: float = field(default=10.0, metadata=doc("second level above the rated input (ALC check)"))
     standard: Literal["utra", "eutra"] | None = field(default=None, metadata=doc("default: from the stimulus"))
     channel_bandwidth_hz: float | None = None
-    alc_settle_s: float = field(default=0.0, metadata=doc("wait for the ALC after each level change"))
+    alc_settle_s: float = field(default=10e-3, metadata=doc("let the ALC settle after each level change"))
     n_samples: int = field(default=131072, metadata=doc("capture length"))
 
 
@@ -76,12 +76,7 @@ def output_power(ctx: StepContext, p: OutputPowerParams) -> StepData:
     w = ctx.waveform(p.stimulus)
     values, plots = {}, {}
     for key, extra in (("output_power_dbm", 0.0), ("overdrive_output_power_dbm", p.overdrive_db)):
-        ctx.rig.play(w, w.power_dbm + extra)
-        if p.alc_settle_s:
-            import time
-
-            time.sleep(p.alc_settle_s)
-        m = ctx.rig.capture(p.n_samples)
+        _, m = ctx.play_capture(w, p.n_samples, w.power_dbm + extra, settle_s=p.alc_settle_s)
         spec = averaged_psd(m.x, m.sample_rate_hz)
         values[key] = channel_power_dbm(None, m.sample_rate_hz, w.center_offset_hz, filt, spectrum=spec)
         if extra == 0.0:
