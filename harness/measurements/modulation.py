@@ -39,6 +39,19 @@ def evm(ctx: StepContext, p: EvmParams) -> StepData:
     # the receivers need a whole period somewhere in the capture, whatever its start
     n = p.n_samples or int(w.n_samples * 1.15) + 4096
     _, m = ctx.play_capture(w, n)
+    try:
+        return _evm_of(m, w, p)
+    except ValueError as e:
+        # The capture holds the DUT's output but no demodulable carrier: the DUT destroyed the
+        # modulation (e.g. an oscillating repeater), which is a failed EVM, not a harness error.
+        spec_power = 10 * np.log10(np.mean(np.abs(m.x) ** 2))
+        return StepData({"evm_pct": None, "peak_evm_pct": None, "freq_error_hz": None}, {},
+                        {"stimulus": w.describe(), "demodulation": f"failed: {e}",
+                         "output_power_dbm": float(spec_power)},
+                        {"evm_pct": {"note": f"not demodulable: {e}"}})
+
+
+def _evm_of(m, w, p: EvmParams) -> StepData:
     fs = m.sample_rate_hz
     if p.stimulus.kind == "wcdma":
         from harness.dsp.wcdma_evm import wcdma_evm
