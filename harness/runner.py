@@ -136,7 +136,7 @@ def evaluate(step: Step, data: StepData, floor: StepData | None = None) -> tuple
         details = dict(data.details.get(out.name, {}))
         lim = step.limits.get(out.name)
         low, high = (lim.low, lim.high) if lim else (None, None)
-        inconclusive = False
+        inconclusive = at_floor = False
         if step.floor is not None and out.floor:
             f = floor.values.get(out.name) if floor is not None else None
             if f is None or value is None:
@@ -150,7 +150,7 @@ def evaluate(step: Step, data: StepData, floor: StepData | None = None) -> tuple
                 details.update({"raw_value": value, "floor": f})
                 if corrected is None:
                     details["floor_note"] = "at the rig floor: the DUT's own value cannot be resolved"
-                    inconclusive = lim is not None
+                    inconclusive = at_floor = lim is not None
                 else:
                     dm, df = floor_sensitivity(out.floor, value, f)
                     if u_m is not None or u_f is not None:
@@ -163,8 +163,10 @@ def evaluate(step: Step, data: StepData, floor: StepData | None = None) -> tuple
             verdict = "INFO"
         else:
             verdict = lim.verdict(value)
-            if inconclusive and verdict == "PASS":
-                verdict = "INCONCLUSIVE"  # a FAIL stays FAIL: the floor can only make the DUT look worse
+            # Near the floor a PASS cannot be trusted; a FAIL of the floor-corrected value can (the DUT
+            # alone is that bad), but a value at the floor says nothing about the DUT either way.
+            if (inconclusive and verdict == "PASS") or at_floor:
+                verdict = "INCONCLUSIVE"
         records.append(MeasurementRecord(out.name, value, out.unit, low, high, verdict, details))
     missing = [name for name in step.limits if name not in data.values]
     if data.invalid or missing:
