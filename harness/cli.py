@@ -71,7 +71,8 @@ def cmd_run(args) -> int:
 def cmd_plans(args) -> int:
     from harness.plan import load_plan
 
-    root = Path(args.dir) if args.dir else REPO_ROOT / "testplans"
+    root = Path(args.dir) if args.dir else (Path("testplans") if Path("testplans").is_dir()
+                                            else REPO_ROOT / "testplans")
     files = sorted(p for p in root.glob("*.yaml"))
     if not files:
         _err(f"no plans in {root}")
