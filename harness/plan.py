@@ -72,6 +72,7 @@ class Step:
     line: int | None
     thru: bool = False  # the DUT is bypassed: this step measures the rig's own floor
     floor: str | None = None  # name of the thru step whose values are this step's floor
+    on_fail: str = "continue"  # "stop": a FAIL here makes the rest meaningless (e.g. an oscillating DUT)
 
 
 @dataclass
@@ -85,10 +86,11 @@ class _StepHead:
     on_error: Literal["continue", "stop"] | None = None
     thru: bool = False
     floor: str | None = None
+    on_fail: Literal["continue", "stop"] = "continue"
 
 
 _STEP_KEYS = {"name", "measurement", "limits", "freq_hz", "freq", "frequency", "sample_rate_hz", "sample_rate",
-              "settle_s", "settle", "on_error", "thru", "floor"}
+              "settle_s", "settle", "on_error", "thru", "floor", "on_fail"}
 
 
 @dataclass
@@ -231,7 +233,8 @@ def load_plan(path: str | Path) -> Plan:
                     sh.freq_hz if sh.freq_hz is not None else head.defaults.freq_hz,
                     sh.sample_rate_hz if sh.sample_rate_hz is not None else head.defaults.sample_rate_hz,
                     sh.settle_s if sh.settle_s is not None else head.defaults.settle_s,
-                    sh.on_error or ("stop" if head.stop_on_error else "continue"), line, sh.thru, sh.floor)
+                    sh.on_error or ("stop" if head.stop_on_error else "continue"), line, sh.thru, sh.floor,
+                    sh.on_fail)
         _check_step(step, sec, node)
         steps.append(step)
     rig_file = (Path(path).parent / head.rig) if head.rig else None

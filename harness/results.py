@@ -19,7 +19,7 @@ from typing import Any
 
 from harness.config import format_quantity
 
-VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "ERROR")
+VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "ERROR")  # steps may also be SKIPPED (not run)
 
 
 def now_iso() -> str:
@@ -132,8 +132,8 @@ class RunRecorder:
 
     def verdict(self) -> str:
         v = combine([s.verdict for s in self.steps])
-        if self.status in ("interrupted", "aborted"):
-            return "ERROR"
+        if self.status == "interrupted" or (self.status == "aborted" and v != "FAIL"):
+            return "ERROR"  # an unfinished run passes nothing; one stopped by a FAIL has failed
         return v
 
     def add(self, step: StepRecord) -> None:
@@ -163,7 +163,7 @@ def junit_xml(results: dict) -> str:
     """One test case per measurement (and one per step that errored before measuring)."""
     plan = results["plan"]["name"]
     suite = ET.Element("testsuite", name=plan, timestamp=results["started_at"])
-    tests = failures = errors = 0
+    tests = failures = errors = skipped = 0
     total_time = 0.0
     for step in results["steps"]:
         cls = f"{plan}.{step['name']}"
@@ -173,7 +173,10 @@ def junit_xml(results: dict) -> str:
             name = m["name"] if m else step["name"]
             case = ET.SubElement(suite, "testcase", classname=cls, name=name,
                                  time=f"{step['duration_s'] / len(cases):.3f}")
-            if step["verdict"] == "ERROR":
+            if step["verdict"] == "SKIPPED":
+                skipped += 1
+                ET.SubElement(case, "skipped", message=step["error"] or "not run")
+            elif step["verdict"] == "ERROR":
                 errors += 1
                 ET.SubElement(case, "error", message=step["error"] or "error").text = step["error"] or ""
             elif m and m["verdict"] in ("FAIL", "INCONCLUSIVE"):
@@ -191,6 +194,7 @@ def junit_xml(results: dict) -> str:
     suite.set("tests", str(tests))
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
+    suite.set("skipped", str(skipped))
     suite.set("time", f"{total_time:.3f}")
     root = ET.Element("testsuites")
     root.append(suite)
@@ -199,7 +203,7 @@ def junit_xml(results: dict) -> str:
 
 
 # ----------------------------------------------------------------- HTML report
-_COLORS = {"PASS": "#1a7f37", "FAIL": "#cf222e", "ERROR": "#9a6700", "INFO": "#57606a", "INCONCLUSIVE": "#8250df"}
+_COLORS = {"SKIPPED": "#8c959f", "PASS": "#1a7f37", "FAIL": "#cf222e", "ERROR": "#9a6700", "INFO": "#57606a", "INCONCLUSIVE": "#8250df"}
 
 
 def _badge(v: str) -> str:

@@ -237,8 +237,18 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
                     srec.plots = _save_plots(rec.dir, i, data)
                     rec.add(srec)
                     reporter.step_done(i, len(plan.steps), srec)
+                    stop = None
                     if verdict == "ERROR" and step.on_error == "stop":
-                        status, note = "aborted", f"stopped after ERROR in step {step.name!r} (on_error: stop)"
+                        stop = f"stopped after ERROR in step {step.name!r} (on_error: stop)"
+                    elif verdict == "FAIL" and step.on_fail == "stop":
+                        stop = f"stopped after FAIL in step {step.name!r} (on_fail: stop)"
+                    if stop:
+                        status, note = "aborted", stop
+                        for rest in plan.steps[i:]:
+                            t = now_iso()
+                            rec.add(StepRecord(rest.name, rest.measurement.name, "SKIPPED", t, t, 0.0,
+                                               error=f"not run: {stop}", freq_hz=rest.freq_hz,
+                                               sample_rate_hz=rest.sample_rate_hz))
                         break
             except (Interrupted, KeyboardInterrupt) as e:
                 rig.stop()

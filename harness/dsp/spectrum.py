@@ -64,6 +64,20 @@ def psd(x: np.ndarray, fs_hz: float, nperseg: int = 8192, window: str = "blackma
     return Spectrum(f[order], p[order], float(enbw_hz))
 
 
+def _tone_band(spec: Spectrum, freq_hz: float, half_width_bins: int) -> tuple[float, float | None]:
+    """(power in the tone's band, noise in that band estimated from the bins around it, or None), mW."""
+    f = spec.freqs_hz
+    df = f[1] - f[0]
+    band_mw = spec.band_power_mw(freq_hz - half_width_bins * df, freq_hz + half_width_bins * df)
+    off = np.abs(f - freq_hz)
+    ring = (off > (half_width_bins + 4) * df) & (off <= (half_width_bins + 68) * df)
+    if np.count_nonzero(ring) < 16:
+        return band_mw, None
+    # median of an exponential-like periodogram is ln2 x its mean: undo the bias
+    floor_mw_hz = float(np.median(spec.psd_mw_hz[ring])) / np.log(2)
+    return band_mw, floor_mw_hz * (2 * half_width_bins + 1) * df
+
+
 def tone_power_dbm(spec: Spectrum, freq_hz: float, half_width_bins: int = 6, noise_correct: bool = True) -> float:
     """Power of a tone at ``freq_hz``: PSD integrated over its window main lobe (±``half_width_bins``).
 
@@ -73,16 +87,20 @@ def tone_power_dbm(spec: Spectrum, freq_hz: float, half_width_bins: int = 6, noi
     are not overstated. A product buried in the noise reads 20 dB below the
     noise in the band, never -inf.
     """
-    f = spec.freqs_hz
-    df = f[1] - f[0]
-    band_mw = spec.band_power_mw(freq_hz - half_width_bins * df, freq_hz + half_width_bins * df)
-    if not noise_correct:
+    band_mw, noise_mw = _tone_band(spec, freq_hz, half_width_bins)
+    if not noise_correct or noise_mw is None:
         return float(dbm(band_mw))
-    off = np.abs(f - freq_hz)
-    ring = (off > (half_width_bins + 4) * df) & (off <= (half_width_bins + 68) * df)
-    if np.count_nonzero(ring) < 16:
-        return float(dbm(band_mw))
-    # median of an exponential-like periodogram is ln2 x its mean: undo the bias
-    floor_mw_hz = float(np.median(spec.psd_mw_hz[ring])) / np.log(2)
-    noise_mw = floor_mw_hz * (2 * half_width_bins + 1) * df
     return float(dbm(max(band_mw - noise_mw, noise_mw * 0.01)))
+
+
+def tone_power_uncertainty_db(spec: Spectrum, freq_hz: float, half_width_bins: int = 6) -> float:
+    """1-sigma uncertainty (dB) of :func:`tone_power_dbm` from the noise under the tone.
+
+    The tone-noise cross term makes the estimated power fluctuate by about
+    sqrt(2 P N) (P tone, N noise in its band), i.e. 4.34 sqrt(2 N / P) dB.
+    """
+    band_mw, noise_mw = _tone_band(spec, freq_hz, half_width_bins)
+    if noise_mw is None:
+        return float("nan")
+    p = max(band_mw - noise_mw, noise_mw * 0.01)
+    return float(10 / np.log(10) * np.sqrt(2 * noise_mw / p))

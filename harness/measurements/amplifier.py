@@ -8,7 +8,7 @@ import numpy as np
 
 from harness.config import doc
 from harness.dsp.amplifier import compression_point, third_order_intercept, two_tone_levels
-from harness.dsp.spectrum import psd, tone_power_dbm
+from harness.dsp.spectrum import psd, tone_power_dbm, tone_power_uncertainty_db
 from harness.measurements import MeasurementError, Output, StepContext, StepData, register_measurement
 from harness.measurements.basic import stimulus_power_dbm
 from harness.stimulus import StimulusSpec
@@ -31,9 +31,13 @@ def gain(ctx: StepContext, p: GainParams) -> StepData:
     setting, m = ctx.play_capture(w, p.n_samples)
     spec = psd(m.x, m.sample_rate_hz)
     pout = stimulus_power_dbm(spec, w)
+    details = {}
+    if len(w.tones_hz) == 1:
+        u = tone_power_uncertainty_db(spec, w.tones_hz[0])
+        details = {"gain_db": {"uncertainty": u}, "output_power_dbm": {"uncertainty": u}}
     return StepData({"gain_db": pout - setting.power_dbm, "output_power_dbm": pout,
                      "input_power_dbm": setting.power_dbm},
-                    {"spectrum": spec.plot("DUT output spectrum")}, {"stimulus": w.describe()})
+                    {"spectrum": spec.plot("DUT output spectrum")}, {"stimulus": w.describe()}, details)
 
 
 @dataclass
@@ -67,11 +71,13 @@ def compression_sweep(ctx: StepContext, p: CompressionParams) -> StepData:
     """CW power sweep to the compression point (P1dB), input- and output-referred."""
     w = cw(CWParams(p.start_power_dbm, p.offset_hz, n_samples=8192), ctx.sample_rate_hz)
     levels = np.arange(p.start_power_dbm, p.stop_power_dbm + p.step_db / 2, p.step_db)
-    pin, pout = [], []
+    pin, pout, u_pt = [], [], []
     for i, level in enumerate(levels):
         setting, m = ctx.play_capture(w, p.n_samples, float(level))
         pin.append(setting.power_dbm)
-        pout.append(tone_power_dbm(psd(m.x, m.sample_rate_hz, nperseg=4096), w.tones_hz[0]))
+        spec = psd(m.x, m.sample_rate_hz, nperseg=4096)
+        pout.append(tone_power_dbm(spec, w.tones_hz[0]))
+        u_pt.append(tone_power_uncertainty_db(spec, w.tones_hz[0]))
         ctx.progress(i + 1, len(levels))
         if len(pin) >= 4:
             r = compression_point(pin, pout, p.compression_db)
@@ -83,6 +89,15 @@ def compression_sweep(ctx: StepContext, p: CompressionParams) -> StepData:
     data = StepData({"output_p1db_dbm": r.output_p1db_dbm, "input_p1db_dbm": r.input_p1db_dbm,
                      "small_signal_gain_db": r.small_signal_gain_db, "max_compression_db": r.max_compression_db},
                     {"compression": r.plot}, info)
+    if r.input_p1db_dbm is not None:
+        # a gain error u moves the crossing by u / (d compression / d input) near the point
+        comp = r.small_signal_gain_db - (np.array(pout) - np.array(pin))
+        k = int(np.searchsorted(pin, r.input_p1db_dbm))
+        k = min(max(k, 1), len(pin) - 1)
+        slope = (comp[k] - comp[k - 1]) / (pin[k] - pin[k - 1])
+        u_in = float(np.hypot(u_pt[k], u_pt[k - 1]) / max(slope, 1e-3))
+        data.details = {"input_p1db_dbm": {"uncertainty": u_in},
+                        "output_p1db_dbm": {"uncertainty": float(np.hypot(u_in, u_pt[k]))}}
     if r.output_p1db_dbm is None:
         data.invalid = (f"the DUT compressed only {r.max_compression_db:.2f} dB up to {pin[-1]:.1f} dBm input; "
                         f"raise stop_power_dbm to reach the {p.compression_db:g} dB point")
@@ -124,12 +139,14 @@ def two_tone_ip3(ctx: StepContext, p: TwoToneParams3) -> StepData:
     w = _tones(p, ctx.sample_rate_hz)
     f1, f2 = w.tones_hz
     levels = sorted(p.levels_db) if p.levels_db else [0.0]
-    pin, pt, pim = [], [], []
+    pin, pt, pim, u_im = [], [], [], []
     spectra = {}
     for i, rel in enumerate(levels):
         per_tone = p.power_per_tone_dbm + rel
         _, m = ctx.play_capture(w, p.n_samples, per_tone + 10 * np.log10(2))
         lv = two_tone_levels(m.x, m.sample_rate_hz, f1, f2)
+        u_im.append(float(np.hypot(tone_power_uncertainty_db(lv.spectrum, 2 * f1 - f2),
+                                   tone_power_uncertainty_db(lv.spectrum, 2 * f2 - f1)) / 2))
         pin.append(per_tone)
         pt.append(lv.tone_dbm)
         pim.append(lv.im3_dbm)
@@ -144,6 +161,9 @@ def two_tone_ip3(ctx: StepContext, p: TwoToneParams3) -> StepData:
     data = StepData({"oip3_dbm": r.oip3_dbm, "iip3_dbm": r.iip3_dbm, "imd3_dbc": r.imd3_dbc,
                      "im3_slope_db_per_db": None if np.isnan(slope) else slope},
                     {"intercept": r.plot, **spectra}, info)
+    u_oip3 = float(np.sqrt(np.mean(np.square(u_im))) / 2 / np.sqrt(len(u_im)))
+    data.details = {"oip3_dbm": {"uncertainty": u_oip3}, "iip3_dbm": {"uncertainty": u_oip3},
+                    "imd3_dbc": {"uncertainty": u_im[len(u_im) // 2]}}
     if len(levels) >= 2 and abs(slope - 3) > p.slope_tolerance_db_per_db:
         data.invalid = (f"IM3 rises {slope:.2f} dB/dB (expected 3 ± {p.slope_tolerance_db_per_db:g}): the DUT is not "
                         f"in the weakly non-linear regime at these levels or IM3 is buried in the floor, so the "

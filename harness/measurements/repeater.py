@@ -9,7 +9,7 @@ import numpy as np
 from scipy import signal
 
 from harness.config import doc
-from harness.dsp.spectrum import psd, tone_power_dbm
+from harness.dsp.spectrum import psd, tone_power_dbm, tone_power_uncertainty_db
 from harness.measurements import MeasurementError, Output, StepContext, StepData, register_measurement
 from harness.plots import Plot
 from harness.stimulus.noise import NoiseParams, noise
@@ -63,7 +63,7 @@ class OobGainParams:
     power_dbm: float = field(default=-40.0, metadata=doc("CW input power (linear region)"))
     step_hz: float = field(default=200e3, metadata=doc("sweep step within each offset range"))
     max_offset_hz: float = field(default=20e6, metadata=doc("end of the last (>= 10 MHz) range"))
-    n_samples: int = field(default=16384, metadata=doc("capture length per point"))
+    n_samples: int = field(default=65536, metadata=doc("capture length per point"))
 
     def __post_init__(self):
         if self.passband_high_hz <= self.passband_low_hz:
@@ -111,8 +111,11 @@ def out_of_band_gain(ctx: StepContext, p: OobGainParams) -> StepData:
     def gain_at(rf_hz: float) -> float:
         w = cw(CWParams(p.power_dbm, rf_hz - centre, n_samples=n), fs)
         setting, m = ctx.play_capture(w, p.n_samples)
-        return tone_power_dbm(psd(m.x, m.sample_rate_hz, nperseg=4096), w.tones_hz[0]) - setting.power_dbm
+        spec = psd(m.x, m.sample_rate_hz, nperseg=min(16384, p.n_samples))
+        uncert[rf_hz] = tone_power_uncertainty_db(spec, w.tones_hz[0])
+        return tone_power_dbm(spec, w.tones_hz[0]) - setting.power_dbm
 
+    uncert: dict[float, float] = {}
     pts = oob_offsets(p)
     values = {name: -math.inf for name, *_ in OOB_RANGES}
     where = {}
@@ -132,7 +135,8 @@ def out_of_band_gain(ctx: StepContext, p: OobGainParams) -> StepData:
     plot.add(np.array(xs)[order], np.array(ys)[order], "gain", style="line")
     for x in (p.passband_low_hz - centre, p.passband_high_hz - centre):
         plot.vlines.append({"value": x / 1e6})
-    return StepData(values, {"oob": plot}, {"worst": where}, {k: v for k, v in where.items()})
+    details = {k: {**v, "uncertainty": uncert[v["freq_hz"]]} for k, v in where.items()}
+    return StepData(values, {"oob": plot}, {"worst": where}, details)
 
 
 # ------------------------------------------------------------------ input intermodulation

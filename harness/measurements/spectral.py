@@ -83,7 +83,10 @@ def output_power(ctx: StepContext, p: OutputPowerParams) -> StepData:
             plots["spectrum"] = spec.plot("Output spectrum at rated input")
     values["alc_hold_db"] = values["overdrive_output_power_dbm"] - values["output_power_dbm"]
     values["gain_db"] = values["output_power_dbm"] - w.power_dbm
-    return StepData(values, plots, {"stimulus": w.describe(), "filter": filt.describe()})
+    u = band_power_uncertainty_db(filt.noise_bandwidth_hz, p.n_samples / ctx.sample_rate_hz)
+    details = {k: {"uncertainty": u} for k in ("output_power_dbm", "overdrive_output_power_dbm", "gain_db")}
+    details["alc_hold_db"] = {"uncertainty": u * math.sqrt(2)}
+    return StepData(values, plots, {"stimulus": w.describe(), "filter": filt.describe()}, details)
 
 
 # ------------------------------------------------------------ ACLR
