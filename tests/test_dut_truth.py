@@ -152,14 +152,15 @@ def test_thru_loss_and_delay():
     thru = Thru(loss_db=6.0, delay_s=3 / fs)
     y = thru.process(x, fc, fs, rng)
     expect = 10 ** (-6 / 20) * np.roll(x, 3) * np.exp(-2j * np.pi * fc * 3 / fs)
-    np.testing.assert_allclose(y, expect, atol=1e-9)
+    # paths filter in single precision (far below a 12-bit radio's floor): 1e-5 still catches any real error
+    np.testing.assert_allclose(y, expect, atol=1e-5)
     # fractional delay on a tone: phase -2 pi (fc + f) tau
     tau, k = 12.37e-9, 300
     t = np.arange(n)
     tone = np.exp(2j * np.pi * k * t / n)
     y = Thru(loss_db=1.5, delay_s=tau).process(tone, fc, fs, rng)
     expect = 10 ** (-1.5 / 20) * tone * np.exp(-2j * np.pi * (fc + k * fs / n) * tau)
-    np.testing.assert_allclose(y, expect, atol=1e-9)
+    np.testing.assert_allclose(y, expect, atol=1e-5)
     assert Thru(loss_db=1.5, delay_s=tau).truth() == {"gain_db": -1.5, "delay_s": tau}
 
 

@@ -109,8 +109,9 @@ def test_stop_on_error(tmp_path, spy):
     code, rec = _run(tmp_path, stop=True)
     res = read_results(rec.dir)
     assert code == 3
-    assert [s["name"] for s in res["steps"]] == ["one", "two"]
-    assert res["status"] == "aborted"
+    assert [(s["name"], s["verdict"]) for s in res["steps"]] == [("one", "PASS"), ("two", "ERROR"),
+                                                                   ("three", "SKIPPED")]
+    assert res["status"] == "aborted" and res["verdict"] == "ERROR"
     assert not opened[0].radio.transmitting
 
 

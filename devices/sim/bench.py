@@ -391,6 +391,6 @@ def _shift(x: np.ndarray, df_hz: float, fs_hz: float, start: int) -> np.ndarray:
     alias = (f >= fs_hz / 2 + df_hz) if df_hz < 0 else (f < -fs_hz / 2 + df_hz)
     if not alias.any():
         return y
-    Y = sfft.fft(y)
+    Y = sfft.fft(y, workers=-1)
     Y[alias] = 0.0
-    return sfft.ifft(Y, overwrite_x=True)
+    return sfft.ifft(Y, overwrite_x=True, workers=-1)
