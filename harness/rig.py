@@ -344,20 +344,21 @@ class Rig:
     # ----- calibration
     @property
     def tx_full_scale_dbm(self) -> float:
-        v = self.spec.calibration.tx_full_scale_dbm
-        v = self.caps.tx_full_scale_dbm if v is None else v
-        if v is None:
-            raise LevelError(f"rig {self.spec.name}: no TX calibration (calibration.tx_full_scale_dbm) and the "
-                             f"device states no nominal value")
-        return v
+        """TX port power of a full-scale CW at TX gain 0 dB: the rig file's value, else the device's nominal."""
+        return self._full_scale("tx")
 
     @property
     def rx_full_scale_dbm(self) -> float:
-        v = self.spec.calibration.rx_full_scale_dbm
-        v = self.caps.rx_full_scale_dbm if v is None else v
+        """RX port power reaching full scale at RX gain 0 dB: the rig file's value, else the device's nominal."""
+        return self._full_scale("rx")
+
+    def _full_scale(self, direction: str) -> float:
+        name = f"{direction}_full_scale_dbm"
+        v = getattr(self.spec.calibration, name)
+        v = getattr(self.caps, name) if v is None else v
         if v is None:
-            raise LevelError(f"rig {self.spec.name}: no RX calibration (calibration.rx_full_scale_dbm) and the "
-                             f"device states no nominal value")
+            raise LevelError(f"rig {self.spec.name}: no {direction.upper()} calibration (calibration.{name}) and "
+                             f"the device states no nominal value")
         return v
 
     def input_dbm_at_0dbfs(self, freq_hz: float, power_dbm: float) -> float:
