@@ -43,11 +43,14 @@ def gain_flatness(ctx: StepContext, p: FlatnessParams) -> StepData:
     spec = psd(m.x, m.sample_rate_hz, nperseg=32768)
     per_tone_in = setting.power_dbm - 10 * math.log10(len(w.tones_hz))
     gains = np.array([tone_power_dbm(spec, f) for f in w.tones_hz]) - per_tone_in
+    u_tone = max(tone_power_uncertainty_db(spec, f) for f in w.tones_hz)
     plot = Plot("Gain across the band", "offset from centre (MHz)", "gain (dB)")
     plot.add(np.array(w.tones_hz) / 1e6, gains, "gain", style="line")
     return StepData({"gain_flatness_db": float(np.ptp(gains)), "gain_min_db": float(gains.min()),
                      "gain_max_db": float(gains.max())}, {"flatness": plot},
-                    {"stimulus": w.describe(), "gain_db": gains.tolist()})
+                    {"stimulus": w.describe(), "gain_db": gains.tolist()},
+                    {"gain_flatness_db": {"uncertainty": u_tone * math.sqrt(2)},
+                     "gain_min_db": {"uncertainty": u_tone}, "gain_max_db": {"uncertainty": u_tone}})
 
 
 # ------------------------------------------------------------------ out-of-band gain
@@ -198,8 +201,12 @@ def input_intermodulation(ctx: StepContext, p: InputImdParams) -> StepData:
     p1 = spec.band_power_dbm(mid - half, mid + half)
     plot = spec.plot("Output with two out-of-band tones")
     plot.vlines += [{"value": (mid - half) / 1e6}, {"value": (mid + half) / 1e6}]
+    from harness.measurements.spectral import band_power_uncertainty_db
+
+    u = band_power_uncertainty_db(p.measurement_bandwidth_hz, p.n_samples / fs)
     return StepData({"power_rise_db": p1 - p0, "imd_power_dbm": p1}, {"spectrum": plot},
-                    {"stimulus": w.describe(), "quiet_power_dbm": p0, "tones_hz": [f1, f2], "im3_hz": 2 * f1 - f2})
+                    {"stimulus": w.describe(), "quiet_power_dbm": p0, "tones_hz": [f1, f2], "im3_hz": 2 * f1 - f2},
+                    {"power_rise_db": {"uncertainty": u * math.sqrt(2)}, "imd_power_dbm": {"uncertainty": u}})
 
 
 # ------------------------------------------------------------------ oscillation / isolation margin

@@ -238,8 +238,11 @@ def emission_mask_step(ctx: StepContext, p: EmissionMaskParams) -> StepData:
     info = {"mask": r.as_dict() if hasattr(r, "as_dict") else {}}
     if w is not None:
         info["stimulus"] = w.describe()
+    mbw = float(r.mbw_hz[np.argmin(r.margin_db)]) if r.mbw_hz is not None and len(r.mbw_hz) else 100e3
+    u = band_power_uncertainty_db(mbw, m.x.size / m.sample_rate_hz)
     return StepData({"mask_margin_db": r.worst_margin_db, "worst_offset_hz": r.worst_offset_hz,
-                     "worst_power_dbm": r.worst_power_dbm}, {"mask": r.plot}, info)
+                     "worst_power_dbm": r.worst_power_dbm}, {"mask": r.plot}, info,
+                    {"mask_margin_db": {"uncertainty": u}, "worst_power_dbm": {"uncertainty": u}})
 
 
 # ------------------------------------------------------------ OBW and CCDF
@@ -256,7 +259,11 @@ def obw(ctx: StepContext, p: ObwParams) -> StepData:
     """Occupied bandwidth of the DUT's output."""
     w, m = _capture_for(ctx, p.stimulus, p.n_samples)
     r = occupied_bandwidth(m.x, m.sample_rate_hz, p.fraction)
-    return StepData({"occupied_bandwidth_hz": r.obw_hz}, {"obw": r.plot}, {"stimulus": w.describe()})
+    spec = r._spectrum
+    bin_hz = float(spec.freqs_hz[1] - spec.freqs_hz[0]) if spec is not None else 10e3
+    # each edge is interpolated within a bin: uniform error of one bin width, two edges
+    return StepData({"occupied_bandwidth_hz": r.obw_hz}, {"obw": r.plot}, {"stimulus": w.describe()},
+                    {"occupied_bandwidth_hz": {"uncertainty": bin_hz / math.sqrt(6)}})
 
 
 @dataclass
