@@ -139,8 +139,11 @@ class Repeater:
         if not 0 < self.passband_low_hz < self.passband_high_hz:
             raise ValueError(f"{what}: need 0 < passband_low_hz < passband_high_hz, got "
                              f"{self.passband_low_hz:g} .. {self.passband_high_hz:g}")
-        if self.transition_hz <= 0:
-            raise ValueError(f"{what} transition_hz must be > 0, got {self.transition_hz:g}")
+        # a skirt narrower than 10 kHz means a filter milliseconds long: a typo, not a repeater
+        if not 10e3 <= self.transition_hz <= 50e6:
+            raise ValueError(f"{what} transition_hz must be in 10 kHz..50 MHz, got {self.transition_hz:g}")
+        if self.delay_s > 1e-3 or self.feedback_delay_s > 1e-3:
+            raise ValueError(f"{what} delay_s and feedback_delay_s must be below 1 ms")
         if not 21 <= self.stopband_rejection_db <= 150:
             raise ValueError(f"{what} stopband_rejection_db must be in 21..150, got {self.stopband_rejection_db:g}")
         if self.alc_time_constant_s <= 0:

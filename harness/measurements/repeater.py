@@ -111,12 +111,14 @@ def out_of_band_gain(ctx: StepContext, p: OobGainParams) -> StepData:
     ctx.rig.tune(centre, fs)
     n = 8192
 
-    def gain_at(rf_hz: float) -> float:
-        w = cw(CWParams(p.power_dbm, rf_hz - centre, n_samples=n), fs)
+    def gain_at(rf_hz: float, power_dbm: float = p.power_dbm) -> tuple[float, float]:
+        """(gain, the RF frequency actually played: the tone sits on the waveform's grid)."""
+        w = cw(CWParams(power_dbm, rf_hz - centre, n_samples=n), fs)
+        played = centre + w.tones_hz[0]
         setting, m = ctx.play_capture(w, p.n_samples)
         spec = psd(m.x, m.sample_rate_hz, nperseg=min(16384, p.n_samples))
-        uncert[rf_hz] = tone_power_uncertainty_db(spec, w.tones_hz[0])
-        return tone_power_dbm(spec, w.tones_hz[0]) - setting.power_dbm
+        uncert[played] = tone_power_uncertainty_db(spec, w.tones_hz[0])
+        return tone_power_dbm(spec, w.tones_hz[0]) - setting.power_dbm, played
 
     uncert: dict[float, float] = {}
     pts = oob_offsets(p)
@@ -126,13 +128,15 @@ def out_of_band_gain(ctx: StepContext, p: OobGainParams) -> StepData:
     total = len(pts) + 1
     for i, (name, off) in enumerate(pts):
         for side, rf in (("lower", p.passband_low_hz - off), ("upper", p.passband_high_hz + off)):
-            g = gain_at(rf)
-            xs.append((rf - centre) / 1e6)
+            g, played = gain_at(rf)
+            xs.append((played - centre) / 1e6)
             ys.append(g)
             if g > values[name]:
-                values[name], where[name] = g, {"offset_hz": off, "side": side, "freq_hz": rf}
+                edge = p.passband_low_hz if side == "lower" else p.passband_high_hz
+                values[name], where[name] = g, {"offset_hz": abs(played - edge), "side": side, "freq_hz": played}
         ctx.progress(i + 1, total)
-    values["passband_gain_db"] = gain_at(centre + snap_to_grid(fs / 64, fs, n))
+    # in the pass band the sweep level would drive the output into its ALC: measure 30 dB lower
+    values["passband_gain_db"], _ = gain_at(centre + snap_to_grid(fs / 64, fs, n), p.power_dbm - 30)
     order = np.argsort(xs)
     plot = Plot("Out-of-band gain", "offset from the pass-band centre (MHz)", "gain (dB)")
     plot.add(np.array(xs)[order], np.array(ys)[order], "gain", style="line")
