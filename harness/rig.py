@@ -508,10 +508,6 @@ class Rig:
         return Measured(x, cap.meta.config.sample_rate_hz, cap.meta.config.freq_hz, cap.meta.config.gain_db,
                         peak_dbfs, cap.meta, out_fs_dbm)
 
-    def describe(self) -> dict:
-        return {"name": self.spec.name, "file": self.spec.file, "device": self.spec.device,
-                "simulated": self.spec.simulated, "capabilities": self.caps.as_dict(),
-                "calibration": self.calibration_status}
 
 
 __all__ = ["CapabilityError", "LevelError", "Measured", "Rig", "RigSpec", "TxSetting", "load_rig"]

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from harness import __version__
 from harness.config import format_quantity
-from devices import DeviceError
 from harness.measurements import (MeasurementError, StepContext, StepData, floor_correct, floor_sensitivity,
                                   floor_too_close)
 from harness.plan import Plan, Step, check_plan_against

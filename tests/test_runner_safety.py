@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import PLANS, REPO, RIGS, read_results, write_plan
+from conftest import REPO, RIGS, read_results, write_plan
 from devices import DeviceError, StreamConfig, UnknownDeviceError, open_radio
 from devices.radio import _ACTIVE_TX, stop_all_transmitters
 from harness import measurements

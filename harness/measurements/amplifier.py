@@ -9,7 +9,7 @@ import numpy as np
 from harness.config import doc
 from harness.dsp.amplifier import compression_point, third_order_intercept, two_tone_levels
 from harness.dsp.spectrum import psd, tone_power_dbm, tone_power_uncertainty_db
-from harness.measurements import MeasurementError, Output, StepContext, StepData, register_measurement
+from harness.measurements import Output, StepContext, StepData, register_measurement
 from harness.measurements.basic import stimulus_power_dbm
 from harness.stimulus import StimulusSpec
 from harness.stimulus.tones import CWParams, TwoToneParams, cw, two_tone

@@ -13,7 +13,7 @@ from harness.dsp.spectrum import psd, tone_power_dbm, tone_power_uncertainty_db
 from harness.measurements import MeasurementError, Output, StepContext, StepData, register_measurement
 from harness.plots import Plot
 from harness.stimulus.noise import NoiseParams, noise
-from harness.stimulus.tones import CWParams, MultiToneParams, TwoToneParams, cw, multitone, snap_to_grid, tones_waveform
+from harness.stimulus.tones import CWParams, MultiToneParams, cw, multitone, snap_to_grid, tones_waveform
 from harness.stimulus import Waveform
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.config import LineMap, Section, build
+from harness.config import Section, build
 
 
 @dataclass
@@ -97,8 +97,7 @@ class StimulusSpec:
         return parse_stimulus(node, what, file, line)
 
 
-def parse_stimulus(node: Any, what: str, file: str | None = None, line: int | None = None,
-                   defaults: dict | None = None) -> StimulusSpec:
+def parse_stimulus(node: Any, what: str, file: str | None = None, line: int | None = None) -> StimulusSpec:
     """Build a :class:`StimulusSpec` from a plan's ``stimulus:`` mapping (``type:`` picks the kind)."""
     sec = Section(node, what, file, line)
     if not isinstance(node, dict) or "type" not in node:
@@ -106,11 +105,6 @@ def parse_stimulus(node: Any, what: str, file: str | None = None, line: int | No
     kind = STIMULI.get(node["type"])
     if kind is None:
         raise sec.error(f"unknown stimulus type {node['type']!r}; known: {', '.join(sorted(STIMULI))}", "type")
-    if defaults:
-        merged = LineMap({**defaults, **node})
-        merged.file, merged.line = getattr(node, "file", file), getattr(node, "line", line)
-        merged.key_lines = getattr(node, "key_lines", {})
-        node = merged
     return StimulusSpec(kind.name, build(kind.params, node, what, file, line, ignore=("type",)))
 
 
