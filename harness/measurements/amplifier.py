@@ -97,7 +97,9 @@ def compression_sweep(ctx: StepContext, p: CompressionParams) -> StepData:
         slope = (comp[k] - comp[k - 1]) / (pin[k] - pin[k - 1])
         u_in = float(np.hypot(u_pt[k], u_pt[k - 1]) / max(slope, 1e-3))
         data.details = {"input_p1db_dbm": {"uncertainty": u_in},
-                        "output_p1db_dbm": {"uncertainty": float(np.hypot(u_in, u_pt[k]))}}
+                        "output_p1db_dbm": {"uncertainty": float(np.hypot(u_in, u_pt[k]))},
+                        "small_signal_gain_db": {"uncertainty": float(np.max(u_pt[:4]) / 2)},
+                        "max_compression_db": {"uncertainty": float(np.hypot(u_pt[-1], np.max(u_pt[:4]) / 2))}}
     if r.output_p1db_dbm is None:
         data.invalid = (f"the DUT compressed only {r.max_compression_db:.2f} dB up to {pin[-1]:.1f} dBm input; "
                         f"raise stop_power_dbm to reach the {p.compression_db:g} dB point")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.config import doc
-from harness.dsp.spectrum import Spectrum, psd, tone_power_dbm
+from harness.dsp.spectrum import Spectrum, psd, tone_power_dbm, tone_power_uncertainty_db
 from harness.measurements import MeasurementError, Output, StepContext, StepData, register_measurement
 from harness.stimulus import StimulusSpec, Waveform
 
@@ -38,8 +38,13 @@ def channel_power(ctx: StepContext, p: ChannelPowerParams) -> StepData:
     _, m = ctx.play_capture(w, p.n_samples)
     spec = psd(m.x, m.sample_rate_hz)
     power = stimulus_power_dbm(spec, w, p.bandwidth_hz)
+    bw = p.bandwidth_hz or w.bandwidth_hz
+    if bw:  # noise-like carrier: the band power of B*T independent samples
+        u = 10 / np.log(10) / np.sqrt(bw * m.x.size / m.sample_rate_hz)
+    else:  # tones
+        u = max(tone_power_uncertainty_db(spec, f) for f in w.tones_hz)
     return StepData({"channel_power_dbm": power}, {"spectrum": spec.plot("DUT output spectrum")},
-                    {"stimulus": w.describe()})
+                    {"stimulus": w.describe()}, {"channel_power_dbm": {"uncertainty": float(u)}})
 
 
 @dataclass

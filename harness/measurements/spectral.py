@@ -188,9 +188,12 @@ def acrr(ctx: StepContext, p: AcrrParams) -> StepData:
     values = {"acrr_db": min(vals), "acrr_first_db": vals[0]}
     if len(vals) > 1:
         values["acrr_second_db"] = vals[1]
+    # two channel powers of noise-like carriers per ratio
+    u = math.sqrt(2) * band_power_uncertainty_db(filt.noise_bandwidth_hz, p.n_samples / ctx.sample_rate_hz)
     return StepData(values, plots, {"stimulus": w.describe(), "per_offset": {
         f"{k:g}": {"acrr_db": r.acrr_db, "p_out_wanted_dbm": r.p_out_wanted_dbm,
-                   "p_out_adjacent_dbm": r.p_out_adjacent_dbm} for k, r in per_offset.items()}})
+                   "p_out_adjacent_dbm": r.p_out_adjacent_dbm} for k, r in per_offset.items()}},
+                    {k: {"uncertainty": u} for k in values})
 
 
 # ------------------------------------------------------------ emission mask
@@ -284,6 +287,20 @@ def ccdf_step(ctx: StepContext, p: CcdfParams) -> StepData:
     plot = out.plot
     ok = ref.probability > 0
     plot.add(ref.thresholds_db[ok], np.log10(ref.probability[ok]), "stimulus")
+    # The 0.01 % level rests on ~n*1e-4 exceeding samples (binomial, relative spread 1/sqrt(k)); the CCDF's
+    # slope there converts that probability spread into dB.
+    u = _ccdf_level_uncertainty_db(out, 1e-4)
     return StepData({"papr_db": out.papr_db, "input_papr_db": ref.papr_db,
                      "papr_compression_db": ref.papr_db - out.papr_db}, {"ccdf": plot},
-                    {"stimulus": w.describe(), "levels_db": {f"{k:g}": v for k, v in out.levels_db.items()}})
+                    {"stimulus": w.describe(), "levels_db": {f"{k:g}": v for k, v in out.levels_db.items()}},
+                    {"papr_db": {"uncertainty": u}, "papr_compression_db": {"uncertainty": u}})
+
+
+def _ccdf_level_uncertainty_db(r, prob: float) -> float:
+    k = max(r.n_samples * prob, 1.0)
+    lp = np.log10(np.clip(r.probability, 1e-300, None))
+    ok = r.probability > 0
+    slope = np.gradient(lp[ok], r.thresholds_db[ok])  # decades per dB (negative)
+    i = int(np.argmin(np.abs(lp[ok] - math.log10(prob))))
+    dlog = 1 / math.sqrt(k) / math.log(10)  # spread of log10(probability)
+    return float(dlog / max(abs(slope[i]), 1e-3))
