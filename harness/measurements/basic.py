@@ -86,4 +86,10 @@ def spectrum(ctx: StepContext, p: SpectrumParams) -> StepData:
               "total_power_dbm": float(10 * np.log10(np.sum(bin_power)))}
     plot = spec.plot("DUT output spectrum")
     plot.markers.append({"x": values["peak_offset_hz"] / 1e6, "y": values["peak_power_dbm"], "label": "peak"})
-    return StepData(values, {"spectrum": plot}, info)
+    # one Welch bin averages ~2 n / nperseg half-overlapping segments (a noise-like bin: 4.34/sqrt(K) dB);
+    # the total power is a band power over the whole capture
+    segments = max(1, 2 * m.x.size // 8192 - 1)
+    details = {"peak_power_dbm": {"uncertainty": float(10 / np.log(10) / np.sqrt(segments))},
+               "peak_offset_hz": {"uncertainty": float(spec.freqs_hz[1] - spec.freqs_hz[0]) / np.sqrt(12)},
+               "total_power_dbm": {"uncertainty": float(10 / np.log(10) / np.sqrt(m.x.size))}}
+    return StepData(values, {"spectrum": plot}, info, details)

@@ -154,8 +154,39 @@ def am_am_pm_step(ctx: StepContext, p: AmAmParams) -> StepData:
     setting, m = ctx.play_capture(w, p.n_samples)
     x_in = w.samples.astype(np.complex128) * math.sqrt(10 ** (setting.power_dbm / 10))
     r = am_am_pm(x_in, m.x, m.sample_rate_hz, cyclic=True, bin_width_db=p.bin_width_db)
+    details = _am_am_uncertainty(x_in, m.x, m.sample_rate_hz, r)
     return StepData({"small_signal_gain_db": r.small_signal_gain_db, "compression_at_peak_db": r.compression_at_peak_db,
                      "am_pm_at_peak_deg": r.phase_at_peak_deg, "input_p1db_dbm": r.input_p1db_dbm},
                     {f"amam-{i}": pl for i, pl in enumerate(r.plots)},
                     {"stimulus": w.describe(), "curve": {"input_power_dbm": r.input_power_dbm, "gain_db": r.gain_db,
-                                                         "phase_deg": r.phase_deg}})
+                                                         "phase_deg": r.phase_deg}}, details)
+
+
+def _am_am_uncertainty(x_in: np.ndarray, y: np.ndarray, fs_hz: float, r) -> dict:
+    """Noise-statistics uncertainty of the curve's end points.
+
+    The scatter of the instantaneous gain y/x around its bin mean, over the
+    bin's samples, gives the standard error of that mean (gain in dB, phase in
+    degrees); the small-signal gain averages the lower half of the samples.
+    """
+    from harness.dsp.amam import align_input
+
+    x_al, _ = align_input(x_in, y, fs_hz)
+    p_dbm = 10 * np.log10(np.abs(x_al) ** 2 + 1e-30)
+    g = y / np.where(np.abs(x_al) > 0, x_al, 1)
+    top = p_dbm >= r.peak_input_power_dbm - 0.25
+    low = p_dbm <= np.median(p_dbm)
+    out = {}
+    if np.count_nonzero(top) >= 4:
+        gt = g[top] / np.mean(g[top])
+        n = np.count_nonzero(top)
+        u_db = float(20 / np.log(10) * np.std(np.abs(gt)) / np.sqrt(n))
+        out["compression_at_peak_db"] = {"uncertainty": u_db}
+        out["am_pm_at_peak_deg"] = {"uncertainty": float(np.degrees(np.std(np.angle(gt))) / np.sqrt(n))}
+    if np.count_nonzero(low) >= 4:
+        # least-squares gain of the low half: relative error sqrt(sum|e|^2) / sqrt(sum|x|^2)
+        gl = np.vdot(x_al[low], y[low]) / np.vdot(x_al[low], x_al[low])
+        e = y[low] - gl * x_al[low]
+        rel = np.sqrt(np.sum(np.abs(e) ** 2) / np.sum(np.abs(gl * x_al[low]) ** 2))
+        out["small_signal_gain_db"] = {"uncertainty": float(20 / np.log(10) * rel / np.sqrt(2 * np.count_nonzero(low)))}
+    return out

@@ -287,9 +287,13 @@ def oscillation_margin(ctx: StepContext, p: OscillationParams) -> StepData:
     rho = float(spec[j])
     noise_level = float(np.median(spec[lo:]))
     info.update({"loop_delay_s": float(quef[j]), "ripple_rho": rho, "rho_noise": noise_level})
+    details = {}
     if rho < 4 * noise_level:  # no ripple above the estimate's own noise: only a lower bound is known
         values["isolation_margin_db"] = float(-20 * math.log10(4 * noise_level))
         info["isolation_margin_note"] = "no ripple detected: the value is a lower bound"
+        details["isolation_margin_db"] = {"note": "lower bound"}
     else:
         values["isolation_margin_db"] = float(-20 * math.log10(rho))
-    return StepData(values, plots, info)
+        # the ripple amplitude carries the cepstrum's noise (its median level): 8.69 * noise / rho dB
+        details["isolation_margin_db"] = {"uncertainty": float(20 / math.log(10) * noise_level / rho)}
+    return StepData(values, plots, info, details)
