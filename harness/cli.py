@@ -129,7 +129,12 @@ def cmd_rig_show(args) -> int:
         print(f"    channels      TX {c.tx_channels}, RX {c.rx_channels}")
         print(f"    calibration   TX full scale {format_quantity(rig.tx_full_scale_dbm, 'dBm')} at 0 dB gain, "
               f"RX full scale {format_quantity(rig.rx_full_scale_dbm, 'dBm')} at 0 dB gain")
-        print(f"    thru cal      {rig.calibration_status}")
+        st = rig.calibration_status
+        if st.get("applied"):
+            print(f"    thru cal      {st.get('file')} ({st.get('created_at')}, reference {st.get('reference')}, "
+                  f"{st.get('age_days', 0):.1f} days old)")
+        else:
+            print(f"    thru cal      none: {st.get('reason')}")
     return 0
 
 
