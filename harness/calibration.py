@@ -201,10 +201,10 @@ class Calibration:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (a half-written calibration must never be picked up)."""
+        from harness.results import write_atomic
+
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        tmp.replace(path)
+        write_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
         self.path = path
         return path
 
@@ -370,7 +370,7 @@ def collect_points(spec: RigSpec, plans=(), extra_levels_dbm=()) -> tuple[list[C
     lim = spec.limits.max_dut_input_dbm
     points = []
     for f in sorted(rates):
-        rx_max = spec.limits.max_rx_input_dbm - RX_SAFETY_MARGIN_DB - float(spec.dut_to_rx.gain_db(f))
+        rx_max = spec.limits.max_rx_input_dbm - RX_SAFETY_MARGIN_DB - float(spec.dut_to_rx.gain_db_at(f))
         keep = [v for v in level_grid(levels) if (lim is None or v <= lim + 1e-9) and v <= rx_max]
         dropped = sorted(set(level_grid(levels)) - set(keep))
         if dropped:
@@ -448,7 +448,7 @@ def sim_power_meter(spec: RigSpec, resolution_db: float = 0.01) -> Meter:
     path = spec.sim_tx_to_dut or spec.tx_to_dut
 
     def read(freq_hz: float, tone_hz: float, setting: TxSetting) -> float:
-        p = spec.sim.tx.full_scale_dbm + setting.tx_gain_db + setting.digital_rms_dbfs + float(path.gain_db(tone_hz))
+        p = spec.sim.tx.full_scale_dbm + setting.tx_gain_db + setting.digital_rms_dbfs + float(path.gain_db_at(tone_hz))
         return round(round(p / resolution_db) * resolution_db, 6)
 
     return read
@@ -503,8 +503,8 @@ def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter:
             rig.tune(pt.freq_hz, pt.sample_rate_hz)
             # Pass 1, on the nominal paths: the reference level (same TX settings as the meter reading).
             r_ref = measure_thru_point(rig, w, ref_level(pt), repeats, n_samples, loss)
-            a_nom = rig.tx_full_scale_dbm + float(spec.tx_to_dut.gain_db(pt.freq_hz))
-            b_nom = rig.rx_full_scale_dbm - float(spec.dut_to_rx.gain_db(pt.freq_hz))
+            a_nom = rig.tx_full_scale_dbm + float(spec.tx_to_dut.gain_db_at(pt.freq_hz))
+            b_nom = rig.rx_full_scale_dbm - float(spec.dut_to_rx.gain_db_at(pt.freq_hz))
             t_ref = float(np.mean(r_ref.thru_db))
             u_ref = _level_entry(r_ref, 0.0).u_db
             if reference == "rx":

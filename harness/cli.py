@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.config import ConfigError, format_quantity
+from harness.config import ConfigError, format_quantity, unit_of
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,11 +108,11 @@ def cmd_rig_show(args) -> int:
         print(f"path {name}:")
         for el in path.elements:
             print(f"    {el}")
-        print(f"    net gain at 1 GHz {path.gain_db(1e9):+.2f} dB, at 2 GHz {path.gain_db(2e9):+.2f} dB")
+        print(f"    net gain at 1 GHz {path.gain_db_at(1e9):+.2f} dB, at 2 GHz {path.gain_db_at(2e9):+.2f} dB")
     if spec.dut is not None:
         print(f"simulated DUT: {spec.dut_model}: {spec.dut}")
         truth = spec.dut.truth()
-        print("    model truth: " + ", ".join(f"{k} {format_quantity(v, _unit(k))}" for k, v in truth.items()))
+        print("    model truth: " + ", ".join(f"{k} {format_quantity(v, unit_of(k))}" for k, v in truth.items()))
     try:
         rig = Rig.open(spec, calibration="optional")  # inspecting never needs a valid calibration
     except DeviceError as e:
@@ -175,12 +175,6 @@ def cmd_emulate(args) -> int:
     print(f"emulated PlutoSDR streaming rig {spec.name} on ip:127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
     run_emulator(bench, args.port)
     return 0
-
-
-def _unit(name: str) -> str:
-    from harness.config import unit_of
-
-    return unit_of(name)
 
 
 # ----------------------------------------------------------------- main

@@ -369,13 +369,13 @@ class Rig:
         """
         if self.calibration is not None:
             return self.calibration.input_dbm_at_0dbfs(freq_hz, power_dbm)
-        return self.tx_full_scale_dbm + float(self.spec.tx_to_dut.gain_db(freq_hz))
+        return self.tx_full_scale_dbm + float(self.spec.tx_to_dut.gain_db_at(freq_hz))
 
     def output_dbm_at_0dbfs(self, freq_hz: float) -> float:
         """DUT-output power (dBm) that reads 0 dBFS at RX gain 0 dB (calibrated, else nominal)."""
         if self.calibration is not None:
             return self.calibration.output_dbm_at_0dbfs(freq_hz)
-        return self.rx_full_scale_dbm - float(self.spec.dut_to_rx.gain_db(freq_hz))
+        return self.rx_full_scale_dbm - float(self.spec.dut_to_rx.gain_db_at(freq_hz))
 
     def check_calibration(self, freqs_hz) -> None:
         """Raise CalibrationError (a ConfigError) if a frequency lies outside the attached calibration."""

@@ -623,7 +623,7 @@ def oob_noise_floor_gain_db(rig, fs_hz: float, centre_hz: float, input_dbm: floa
     """
     band_hz = OOB_TONE_BAND_BINS * fs_hz / OOB_PSD_BINS
     noise_rx_dbm = db(KT0_MW_HZ * 10 ** (rig.sim.rx.noise_figure_db / 10) * band_hz)
-    return noise_rx_dbm - float(rig.dut_to_rx.gain_db(centre_hz)) - input_dbm
+    return noise_rx_dbm - float(rig.dut_to_rx.gain_db_at(centre_hz)) - input_dbm
 
 
 def played_tone_hz(freq_hz: float, centre_hz: float, fs_hz: float) -> float:

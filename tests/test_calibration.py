@@ -69,8 +69,8 @@ def _run(plan, rig_path, out, uncalibrated=False, seed=11):
 
 def _true_paths(spec, f):
     """(A, B) of the simulated bench from its physical description: the independent truth."""
-    a = spec.sim.tx.full_scale_dbm + float(spec.sim_tx_to_dut.gain_db(f))
-    b = spec.sim.rx.full_scale_dbm - float(spec.sim_dut_to_rx.gain_db(f))
+    a = spec.sim.tx.full_scale_dbm + float(spec.sim_tx_to_dut.gain_db_at(f))
+    b = spec.sim.rx.full_scale_dbm - float(spec.sim_dut_to_rx.gain_db_at(f))
     return a, b
 
 
@@ -115,7 +115,7 @@ def test_rx_reference_fixes_gain_but_not_absolute_output_levels(tmp_path, rig_pa
     assert abs(after["gain 2140"]["gain_db"] - truth["gain_db"]) < 0.05
     assert abs(after["gain 1842.5"]["gain_db"] - truth["gain_db"]) < 0.05
     f = 2140e6 + 1e6
-    rx_error_db = _true_paths(spec, f)[1] - (spec.sim.rx.full_scale_dbm - float(spec.dut_to_rx.gain_db(f)))
+    rx_error_db = _true_paths(spec, f)[1] - (spec.sim.rx.full_scale_dbm - float(spec.dut_to_rx.gain_db_at(f)))
     assert rx_error_db > 1.5  # the bench really hides a worse RX cable
     assert after["p1db"]["output_p1db_dbm"] - truth["output_p1db_dbm"] == pytest.approx(-rx_error_db, abs=0.2)
 
@@ -147,7 +147,7 @@ def test_simulated_rig_runs_nominal_without_calibration_file(rig_path):
     with Rig.open(spec) as rig:
         assert rig.calibration is None and rig.calibration_status["applied"] is False
         a_nominal = rig.input_dbm_at_0dbfs(2140e6, 0.0)
-        assert a_nominal == pytest.approx(5.0 + float(spec.tx_to_dut.gain_db(2140e6)))
+        assert a_nominal == pytest.approx(5.0 + float(spec.tx_to_dut.gain_db_at(2140e6)))
 
 
 # ------------------------------------------------------------------ the file
@@ -289,7 +289,7 @@ def test_known_attenuator_in_place_of_the_thru(real_rig, monkeypatch):
     cal = run_calibration(spec, [], attenuator_loss_db=20.0, repeats=2)
     e = cal.frequencies[0]
     f = e.freq_hz + e.tone_offset_hz
-    true_thru = (5.0 + float(TRUE_TX.gain_db(f))) - (-10.0 - float(TRUE_RX.gain_db(f)))
+    true_thru = (5.0 + float(TRUE_TX.gain_db_at(f))) - (-10.0 - float(TRUE_RX.gain_db_at(f)))
     assert e.levels[0].thru_db == pytest.approx(true_thru, abs=0.03)
     assert cal.method["standard"] == "attenuator" and cal.method["standard_loss_db"] == 20.0
     nominal_thru = e.input_nominal_dbm_at_0dbfs - e.output_nominal_dbm_at_0dbfs

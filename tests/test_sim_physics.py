@@ -69,7 +69,7 @@ def test_full_scale_cw_power_through_paths(tx_gain):
     y, clipped = bench.read(65536)
     assert clipped == 0
     assert rx_dbm(y, bench) == pytest.approx(expect, abs=0.02)
-    assert bench.tx_path.gain_db(1e9) + bench.rx_path.gain_db(1e9) == pytest.approx(-33.0)
+    assert bench.tx_path.gain_db_at(1e9) + bench.rx_path.gain_db_at(1e9) == pytest.approx(-33.0)
 
 
 @pytest.mark.parametrize("fs_hz", [1e6, 20e6])
@@ -110,7 +110,7 @@ def test_path_amplifier_p1db_and_noise():
 
     p1_in = brentq(lambda p: gain_drop_db(p) + 1.0, -30.0, 30.0, xtol=1e-9)
     assert p1_in + 15.0 - 1.0 == pytest.approx(20.0, abs=1e-6)
-    assert amp.gain_db(2e9) == 15.0
+    assert amp.gain_db_at(2e9) == 15.0
     noisy = Amplifier(gain_db=15.0, noise_figure_db=4.0)
     y = noisy.apply(np.zeros(1 << 17), 1e9, FS, rng)
     assert 10 * math.log10(np.mean(np.abs(y) ** 2)) == pytest.approx(KT0_DBM_HZ + 4 + 60 + 15, abs=0.05)
@@ -177,7 +177,7 @@ def test_cable_loss_depends_on_frequency():
         y, clipped = bench.read(65536)
         assert clipped == 0
         assert rx_dbm(y, bench) == pytest.approx(5.0 - 10.0 - 20.0 - loss, abs=0.02)
-        assert bench.tx_path.gain_db(f_hz) == pytest.approx(-20.0 - loss)
+        assert bench.tx_path.gain_db_at(f_hz) == pytest.approx(-20.0 - loss)
 
 
 def test_cable_delay_phase():

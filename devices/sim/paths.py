@@ -3,7 +3,7 @@
 Signals are complex baseband in sqrt(mW) (``10*log10(mean(|x|**2))`` = dBm)
 around an RF centre ``fc_hz``. Every element has
 
-* ``gain_db(freq_hz)``: small-signal gain at absolute RF frequency (negative = loss);
+* ``gain_db_at(freq_hz)``: small-signal gain at absolute RF frequency (negative = loss);
 * ``delay_s``: group delay;
 * ``apply(x, fc_hz, fs_hz, rng)``: the physics on a block of samples.
 
@@ -119,21 +119,12 @@ def delay_response(f_abs_hz: np.ndarray, delay_s: float) -> np.ndarray:
     return np.exp(-2j * np.pi * np.mod(f_abs_hz * delay_s, 1.0))
 
 
-class FlatGainDb(float):
-    """A frequency-independent gain in dB that is also callable as ``gain_db(freq_hz)``."""
-
-    def __call__(self, freq_hz=None):
-        if freq_hz is None or np.ndim(freq_hz) == 0:
-            return float(self)
-        return np.full(np.shape(freq_hz), float(self))
-
-
 class LinearElement:
     """A linear, time-invariant element: its physics is its frequency response."""
 
     delay_s: float = 0.0
 
-    def gain_db(self, freq_hz):  # pragma: no cover - every subclass defines it
+    def gain_db_at(self, freq_hz):  # pragma: no cover - every subclass defines it
         raise NotImplementedError
 
     @property
@@ -143,7 +134,7 @@ class LinearElement:
 
     def response(self, f_abs_hz: np.ndarray) -> np.ndarray:
         """Complex voltage response at absolute RF frequencies."""
-        h = 10 ** (np.asarray(self.gain_db(f_abs_hz), dtype=np.float64) / 20)
+        h = 10 ** (np.asarray(self.gain_db_at(f_abs_hz), dtype=np.float64) / 20)
         if self.delay_s:
             h = h * delay_response(f_abs_hz, self.delay_s)
         return h
@@ -172,7 +163,7 @@ class Cable(LinearElement):
         if self.delay_s < 0:
             raise ValueError(f"cable delay_s must be >= 0, got {self.delay_s}")
 
-    def gain_db(self, freq_hz):
+    def gain_db_at(self, freq_hz):
         """Small-signal gain (negative: loss) at absolute RF frequency ``freq_hz``."""
         return -(self.loss_db + self.slope_db_per_ghz * (np.asarray(freq_hz) - self.ref_freq_hz) / 1e9)
 
@@ -196,7 +187,7 @@ class Attenuator(LinearElement):
         if self.delay_s < 0:
             raise ValueError(f"attenuator delay_s must be >= 0, got {self.delay_s}")
 
-    def gain_db(self, freq_hz):
+    def gain_db_at(self, freq_hz):
         return -self.loss_db + 0.0 * np.asarray(freq_hz, dtype=np.float64)
 
 
@@ -222,8 +213,10 @@ class Amplifier:
         _finite("amplifier noise_figure_db", self.noise_figure_db, allow_none=True)
         if self.noise_figure_db is not None and self.noise_figure_db < 0:
             raise ValueError(f"amplifier noise_figure_db must be >= 0, got {self.noise_figure_db}")
-        # The field doubles as the element interface's gain_db(freq_hz).
-        self.gain_db = FlatGainDb(self.gain_db)
+
+    def gain_db_at(self, freq_hz):
+        """Small-signal gain at absolute RF frequency ``freq_hz`` (flat)."""
+        return self.gain_db + 0.0 * np.asarray(freq_hz, dtype=np.float64)
 
     @property
     def saturation_power_dbm(self) -> float | None:
@@ -257,11 +250,11 @@ class Path:
             if not (hasattr(e, "apply") and hasattr(e, "delay_s")):
                 raise ValueError(f"{e!r} is not a path element (needs apply() and delay_s)")
 
-    def gain_db(self, freq_hz):
+    def gain_db_at(self, freq_hz):
         """Total small-signal gain (dB) at absolute RF frequency ``freq_hz``."""
         total = 0.0 * np.asarray(freq_hz, dtype=np.float64)
         for e in self.elements:
-            total = total + e.gain_db(freq_hz)
+            total = total + e.gain_db_at(freq_hz)
         return float(total) if np.ndim(total) == 0 else total
 
     @property
@@ -286,7 +279,7 @@ class Path:
     def _apply_linear(self, key: int, elements: list, x: np.ndarray, fc_hz: float, fs_hz: float) -> np.ndarray:
         """Apply a run of linear elements: a scalar when all are flat, else their joint response by FFT."""
         if all(e.flat for e in elements):
-            gain_db = sum(float(e.gain_db(fc_hz)) for e in elements)
+            gain_db = sum(float(e.gain_db_at(fc_hz)) for e in elements)
             return x * 10 ** (gain_db / 20) if gain_db else x
         # The response only depends on the block geometry: keep the last one per run.
         cache = self.__dict__.setdefault("_h_cache", {})

@@ -93,6 +93,14 @@ def tone_power_dbm(spec: Spectrum, freq_hz: float, half_width_bins: int = 6, noi
     return float(dbm(max(band_mw - noise_mw, noise_mw * 0.01)))
 
 
+def band_power_uncertainty_db(bandwidth_hz: float, duration_s: float) -> float:
+    """1-sigma uncertainty (dB) of a noise-like band power estimated over ``duration_s``: 4.34/sqrt(B*T).
+
+    A band B wide observed for T seconds holds about B*T independent samples.
+    """
+    return float(10 / np.log(10) / np.sqrt(max(bandwidth_hz * duration_s, 1.0)))
+
+
 def tone_power_uncertainty_db(spec: Spectrum, freq_hz: float, half_width_bins: int = 6) -> float:
     """1-sigma uncertainty (dB) of :func:`tone_power_dbm` from the noise under the tone.
 

@@ -107,7 +107,7 @@ def compression_sweep(ctx: StepContext, p: CompressionParams) -> StepData:
 
 
 @dataclass
-class TwoToneParams3:
+class IP3Params:
     power_per_tone_dbm: float = field(metadata=doc("reference input power per tone (weakly non-linear region)"))
     spacing_hz: float = field(default=1e6, metadata=doc("tone spacing"))
     center_offset_hz: float | None = field(default=None, metadata=doc("midpoint of the tones; default fs/10"))
@@ -118,7 +118,7 @@ class TwoToneParams3:
     n_samples: int = field(default=131072, metadata=doc("capture length per level"))
 
 
-def _tones(p: TwoToneParams3, fs_hz: float):
+def _tones(p: IP3Params, fs_hz: float):
     w = two_tone(TwoToneParams(p.power_per_tone_dbm, p.spacing_hz, p.center_offset_hz), fs_hz)
     f1, f2 = w.tones_hz
     # An SDR's own LO leakage (DC) and IQ images (-f) would be read as IM3 if they coincided.
@@ -131,12 +131,12 @@ def _tones(p: TwoToneParams3, fs_hz: float):
     return w
 
 
-@register_measurement("two_tone_ip3", TwoToneParams3, check=lambda p, f, fs: _tones(p, fs), outputs=[
+@register_measurement("two_tone_ip3", IP3Params, check=lambda p, f, fs: _tones(p, fs), outputs=[
     Output("oip3_dbm", "output third-order intercept"),
     Output("iip3_dbm", "input third-order intercept"),
     Output("imd3_dbc", "IM3 relative to the tones at the reference level"),
     Output("im3_slope_db_per_db", "IM3 growth per dB of input (3 where the intercept is defined)")])
-def two_tone_ip3(ctx: StepContext, p: TwoToneParams3) -> StepData:
+def two_tone_ip3(ctx: StepContext, p: IP3Params) -> StepData:
     """Two-tone third-order intermodulation and intercept points, with an IM3 slope check."""
     w = _tones(p, ctx.sample_rate_hz)
     f1, f2 = w.tones_hz

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.config import doc
-from harness.dsp.spectrum import Spectrum, psd, tone_power_dbm, tone_power_uncertainty_db
+from harness.dsp.spectrum import (Spectrum, band_power_uncertainty_db, psd, tone_power_dbm,
+                                   tone_power_uncertainty_db)
 from harness.measurements import MeasurementError, Output, StepContext, StepData, register_measurement
 from harness.stimulus import StimulusSpec, Waveform
 
@@ -39,8 +40,8 @@ def channel_power(ctx: StepContext, p: ChannelPowerParams) -> StepData:
     spec = psd(m.x, m.sample_rate_hz)
     power = stimulus_power_dbm(spec, w, p.bandwidth_hz)
     bw = p.bandwidth_hz or w.bandwidth_hz
-    if bw:  # noise-like carrier: the band power of B*T independent samples
-        u = 10 / np.log(10) / np.sqrt(bw * m.x.size / m.sample_rate_hz)
+    if bw:  # noise-like carrier
+        u = band_power_uncertainty_db(bw, m.x.size / m.sample_rate_hz)
     else:  # tones
         u = max(tone_power_uncertainty_db(spec, f) for f in w.tones_hz)
     return StepData({"channel_power_dbm": power}, {"spectrum": spec.plot("DUT output spectrum")},
@@ -88,8 +89,10 @@ def spectrum(ctx: StepContext, p: SpectrumParams) -> StepData:
     plot.markers.append({"x": values["peak_offset_hz"] / 1e6, "y": values["peak_power_dbm"], "label": "peak"})
     # one Welch bin averages ~2 n / nperseg half-overlapping segments (a noise-like bin: 4.34/sqrt(K) dB);
     # the total power is a band power over the whole capture
-    segments = max(1, 2 * m.x.size // 8192 - 1)
-    details = {"peak_power_dbm": {"uncertainty": float(10 / np.log(10) / np.sqrt(segments))},
-               "peak_offset_hz": {"uncertainty": float(spec.freqs_hz[1] - spec.freqs_hz[0]) / np.sqrt(12)},
-               "total_power_dbm": {"uncertainty": float(10 / np.log(10) / np.sqrt(m.x.size))}}
+    bin_hz = float(spec.freqs_hz[1] - spec.freqs_hz[0])
+    segments = max(1, int(round(2 * m.x.size * bin_hz / m.sample_rate_hz)) - 1)
+    details = {"peak_power_dbm": {"uncertainty": band_power_uncertainty_db(segments, 1.0)},
+               "peak_offset_hz": {"uncertainty": bin_hz / np.sqrt(12)},
+               "total_power_dbm": {"uncertainty": band_power_uncertainty_db(m.sample_rate_hz,
+                                                                           m.x.size / m.sample_rate_hz)}}
     return StepData(values, {"spectrum": plot}, info, details)

@@ -9,7 +9,7 @@ import numpy as np
 from scipy import signal
 
 from harness.config import doc
-from harness.dsp.spectrum import psd, tone_power_dbm, tone_power_uncertainty_db
+from harness.dsp.spectrum import band_power_uncertainty_db, psd, tone_power_dbm, tone_power_uncertainty_db
 from harness.measurements import MeasurementError, Output, StepContext, StepData, register_measurement
 from harness.plots import Plot
 from harness.stimulus.noise import NoiseParams, noise
@@ -205,8 +205,6 @@ def input_intermodulation(ctx: StepContext, p: InputImdParams) -> StepData:
     p1 = spec.band_power_dbm(mid - half, mid + half)
     plot = spec.plot("Output with two out-of-band tones")
     plot.vlines += [{"value": (mid - half) / 1e6}, {"value": (mid + half) / 1e6}]
-    from harness.measurements.spectral import band_power_uncertainty_db
-
     u = band_power_uncertainty_db(p.measurement_bandwidth_hz, p.n_samples / fs)
     return StepData({"power_rise_db": p1 - p0, "imd_power_dbm": p1}, {"spectrum": plot},
                     {"stimulus": w.describe(), "quiet_power_dbm": p0, "tones_hz": [f1, f2], "im3_hz": 2 * f1 - f2},

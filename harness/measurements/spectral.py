@@ -14,6 +14,7 @@ from harness.dsp.aclr import (UTRA_FILTER, acrr_from_captures, averaged_psd, cha
                               eutra_filter, utra_aclr)
 from harness.dsp.mask import EmissionMask, MaskRow, emission_mask
 from harness.dsp.obw import ccdf, occupied_bandwidth
+from harness.dsp.spectrum import band_power_uncertainty_db
 from harness.measurements import MeasurementError, Output, StepContext, StepData, register_measurement
 from harness.stimulus import StimulusSpec
 
@@ -37,11 +38,6 @@ def carrier_of(stimulus: StimulusSpec | None, standard: str | None = None,
 
 def carrier_filter(standard: str, channel_bandwidth_hz: float):
     return UTRA_FILTER if standard == "utra" else eutra_filter(channel_bandwidth_hz)
-
-
-def band_power_uncertainty_db(bandwidth_hz: float, duration_s: float) -> float:
-    """Standard deviation (dB) of a noise-like band power estimated over ``duration_s``: 4.34/sqrt(B*T)."""
-    return 10 / math.log(10) / math.sqrt(max(bandwidth_hz * duration_s, 1.0))
 
 
 def _capture_for(ctx: StepContext, stimulus: StimulusSpec | None, n_samples: int, power_dbm: float | None = None):
