@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -39,6 +40,23 @@ def read_results(run_dir: Path) -> dict:
 def values_by_name(results: dict) -> dict[str, dict[str, float]]:
     """{step name: {measurement name: value}}"""
     return {s["name"]: {m["name"]: m["value"] for m in s["measurements"]} for s in results["steps"]}
+
+
+def required(missing: str | None):
+    """For tests of parts the README's commands install (SoapySDR bindings, libiio tools):
+    fail with the reason when the part is missing, never skip, so a broken install cannot pass."""
+
+    def deco(fn):
+        if not missing:
+            return fn
+
+        @functools.wraps(fn)
+        def fail(*args, **kwargs):
+            pytest.fail(f"{missing} (the README's commands install it)")
+
+        return fail
+
+    return deco
 
 
 @pytest.fixture

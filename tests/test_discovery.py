@@ -6,7 +6,8 @@ import os
 import stat
 import sys
 
-import pytest
+
+from conftest import required
 
 from devices import discovery
 from devices.discovery import discover, discover_iio, discover_soapy, parse_iio_info_scan, soapy_uri
@@ -42,7 +43,7 @@ def test_soapy_uri():
     assert soapy_uri({"driver": "null", "type": "null"}) == "soapy:driver=null,type=null"
 
 
-@pytest.mark.skipif(bool(_no_soapy), reason=_no_soapy)
+@required(_no_soapy or None)
 def test_enumerated_null_device_opens_by_its_uri():
     found = discover_soapy(soapy_args="driver=null,type=null")
     assert [e["uri"] for e in found] == ["soapy:driver=null,type=null"]

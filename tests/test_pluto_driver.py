@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-pytest.importorskip("adi")
+import adi  # noqa: E402,F401 - a project dependency: missing, the module must fail, not skip
 
 from devices.pluto import from_rx_codes, iio_uri_from, open_pluto, to_tx_codes  # noqa: E402
 from devices.radio import CapabilityError, DeviceError, StreamConfig  # noqa: E402

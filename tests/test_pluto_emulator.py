@@ -16,7 +16,9 @@ import time
 import numpy as np
 import pytest
 
-adi = pytest.importorskip("adi")
+from conftest import required
+
+import adi  # noqa: E402 - a project dependency: missing, the module must fail, not skip
 
 from devices.sim import Attenuator, Path, SimBench, SimConfig, Thru  # noqa: E402
 from devices.sim.pluto_emulator import (REG_DMA_STATUS, RX_OVERFLOW_BIT, TX_UNDERFLOW_BIT, clock_chain,  # noqa: E402
@@ -294,7 +296,7 @@ def test_malformed_requests_get_errno_replies_not_a_crash(rig):
     assert out[0].startswith(b"0.25.") and out[1] == b"0\n" and out[2:] == [b"3\n", b"fdd\n"]
 
 
-TOOLS = pytest.mark.skipif(shutil.which("iio_info") is None, reason="libiio-utils (iio_info) not installed")
+TOOLS = required("libiio-utils (iio_info) not installed" if shutil.which("iio_info") is None else None)
 
 
 @TOOLS

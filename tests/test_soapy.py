@@ -9,6 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from conftest import required
+
 from devices import soapy
 from devices.radio import CapabilityError, DeviceError, StreamConfig
 from devices.soapy import (CF32, CORRUPTION, CS16, END_BURST, HAS_TIME, NOT_SUPPORTED, OVERFLOW,
@@ -20,7 +22,7 @@ try:
 except ImportError as e:  # CI installs it (scripts/system-deps.sh); a bare checkout may not
     SoapySDR = None
     _why = f"SoapySDR bindings not importable ({e}); run scripts/system-deps.sh {sys.executable}"
-needs_soapy = pytest.mark.skipif(SoapySDR is None, reason=_why if SoapySDR is None else "")
+needs_soapy = required(_why if SoapySDR is None else None)
 
 FS = 1e6
 
