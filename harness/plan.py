@@ -258,13 +258,12 @@ def _check_step(step: Step, sec: Section, node: LineMap) -> None:
             raise sec.error(str(e)) from None
 
 
-def check_plan_against(plan: Plan, caps) -> None:
-    """Check every step's frequency and rate against device capabilities (ConfigError with the step line)."""
+def check_plan_against(plan: Plan, rig) -> None:
+    """Check every step against the open rig (tuning, rate, channels): ConfigError with the step line."""
     from devices import CapabilityError
 
     for s in plan.steps:
         try:
-            caps.check_frequency(s.freq_hz)
-            caps.check_sample_rate(s.sample_rate_hz)
+            rig.check(s.freq_hz, s.sample_rate_hz)
         except CapabilityError as e:
             raise ConfigError(f"step {s.name!r}: {e}", plan.file, s.line) from None

@@ -192,7 +192,7 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
     reporter = reporter or Reporter()
     rig = Rig.open(rig_spec, seed=seed)  # DeviceError here -> caller maps to exit 2
     try:
-        check_plan_against(plan, rig.caps)  # before anything transmits
+        check_plan_against(plan, rig)  # before anything transmits
         rig.check_calibration({s.freq_hz for s in plan.steps})  # outside the calibrated range: exit 2
         run_dir = Path(out_dir) if out_dir else default_run_dir(plan)
         header = {
