@@ -70,6 +70,10 @@ DEFAULT_SAMPLE_RATE_HZ = 7.68e6
 MAX_LEVEL_STEP_DB = 6.0
 #: a step may lie this far outside the calibrated frequency range (same LO band); further is refused
 FREQ_TOLERANCE_HZ = 1e6
+#: a level may lie this far outside the calibrated levels (with a stated bound); further is refused
+LEVEL_TOLERANCE_DB = 3.0
+#: the least level slope of the thru assumed when stating that bound (dB per dB)
+MIN_LEVEL_SLOPE_DB_PER_DB = 0.02
 #: keep the thru's RX port power this far below the rig's max_rx_input_dbm (nominal paths may be optimistic)
 RX_SAFETY_MARGIN_DB = 6.0
 #: 10 / ln(10): dB per unit of relative power change
@@ -149,6 +153,56 @@ class Calibration:
             f = self._freqs()
             raise LevelError(f"{freq_hz / 1e6:.6g} MHz lies outside the calibrated range "
                              f"{f.min() / 1e6:.6g}..{f.max() / 1e6:.6g} MHz of {self.path or 'the calibration'}")
+
+    def problem(self, freq_hz: float, level_dbm: float | None = None) -> str | None:
+        """Why this calibration cannot serve a capture at LO ``freq_hz`` and DUT-input ``level_dbm`` (None: it can).
+
+        Levels are interpolated inside the calibrated range; up to
+        LEVEL_TOLERANCE_DB beyond it the nearest level is used with a stated
+        bound (:meth:`level_bound_db`); further out they are refused.
+        """
+        if not self.covers(freq_hz):
+            f = self._freqs()
+            return (f"{freq_hz / 1e6:.6g} MHz lies outside the calibrated range {f.min() / 1e6:.6g}.."
+                    f"{f.max() / 1e6:.6g} MHz of {self.path or 'the calibration'}; recalibrate with this plan "
+                    f"(harness calibrate --rig RIG --plan PLAN) or give --uncalibrated")
+        if level_dbm is not None:
+            lo, hi = self.level_range_dbm(freq_hz)
+            if level_dbm < lo - LEVEL_TOLERANCE_DB or level_dbm > hi + LEVEL_TOLERANCE_DB:
+                return (f"{level_dbm:.2f} dBm at the DUT input lies more than {LEVEL_TOLERANCE_DB:g} dB outside the "
+                        f"levels calibrated near {freq_hz / 1e6:.6g} MHz ({lo:.2f}..{hi:.2f} dBm) in "
+                        f"{self.path or 'the calibration'}; recalibrate with this plan or give --uncalibrated")
+        return None
+
+    def _nearest(self, freq_hz: float) -> list["FreqEntry"]:
+        """The calibrated frequencies interpolation at ``freq_hz`` uses (one or two)."""
+        f = self._freqs()
+        j = int(np.searchsorted(f, freq_hz))
+        return self.frequencies[max(j - 1, 0): j + 1] if 0 < j < len(f) else [self.frequencies[min(j, len(f) - 1)]]
+
+    def level_range_dbm(self, freq_hz: float) -> tuple[float, float]:
+        """The DUT-input levels calibrated at every frequency interpolation at ``freq_hz`` uses."""
+        entries = self._nearest(freq_hz)
+        return (max(e.levels[0].level_dbm for e in entries), min(e.levels[-1].level_dbm for e in entries))
+
+    def level_bound_db(self, freq_hz: float, level_dbm: float) -> float:
+        """Stated bound (dB) on the level error of a level outside the calibrated range (0 inside it).
+
+        The nearest calibrated level is used there; the bound is the distance
+        times the steepest level slope of the thru seen in the table (at
+        least MIN_LEVEL_SLOPE_DB_PER_DB), i.e. what continuing that trend
+        would change.
+        """
+        lo, hi = self.level_range_dbm(freq_hz)
+        dist = max(lo - level_dbm, level_dbm - hi, 0.0)
+        if dist == 0.0:
+            return 0.0
+        slope = MIN_LEVEL_SLOPE_DB_PER_DB
+        for e in self._nearest(freq_hz):
+            for a, b in zip(e.levels, e.levels[1:]):
+                if b.level_dbm > a.level_dbm:
+                    slope = max(slope, abs(b.thru_db - a.thru_db) / (b.level_dbm - a.level_dbm))
+        return dist * slope
 
     def output_dbm_at_0dbfs(self, freq_hz: float) -> float:
         """B at ``freq_hz``, linear between calibrated frequencies."""

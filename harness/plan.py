@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.config import ConfigError, LineMap, Section, base_name, build, load_yaml, parse_quantity
-from harness.measurements import MeasurementType, load_all
+from harness.capture import Acquisition
+from harness.measurements import MeasurementType, StepSettings, load_all
 
 
 @dataclass
@@ -22,6 +23,16 @@ class DutInfo:
     model: str = ""
     serial: str = ""
     description: str = ""
+    gain_db: float | None = field(default=None, metadata={
+        "doc": "rated (highest) gain: with it the level reaching the RX port is checked before transmitting"})
+    max_output_power_dbm: float | None = field(default=None, metadata={
+        "doc": "rated maximum output power (ALC or saturation): caps the expected output"})
+
+    def expected_output_dbm(self, input_dbm: float) -> float | None:
+        """The highest output the ratings allow for ``input_dbm`` at the input (None: no rating given)."""
+        outs = [v for v in (None if self.gain_db is None else input_dbm + self.gain_db, self.max_output_power_dbm)
+                if v is not None]
+        return min(outs) if outs else None
 
 
 @dataclass
@@ -73,6 +84,13 @@ class Step:
     thru: bool = False  # the DUT is bypassed: this step measures the rig's own floor
     floor: str | None = None  # name of the thru step whose values are this step's floor
     on_fail: str = "continue"  # "stop": a FAIL here makes the rest meaningless (e.g. an oscillating DUT)
+
+    def settings(self, seed: int) -> StepSettings:
+        return StepSettings(self.freq_hz, self.sample_rate_hz, seed, self.settle_s, self.thru)
+
+    def declare(self, seed: int) -> list[Acquisition]:
+        """Every capture this step may take, with this step seed."""
+        return self.measurement.declare(self.params, self.settings(seed))
 
 
 @dataclass
@@ -258,12 +276,53 @@ def _check_step(step: Step, sec: Section, node: LineMap) -> None:
             raise sec.error(str(e)) from None
 
 
-def check_plan_against(plan: Plan, rig) -> None:
-    """Check every step against the open rig (tuning, rate, channels): ConfigError with the step line."""
+def step_seed(run_seed: int, index: int) -> int:
+    """The seed of step ``index`` (1-based) of a run seeded ``run_seed``."""
+    return run_seed + index
+
+
+def check_plan_against(plan: Plan, rig, seed: int = 0) -> list[list[Acquisition]]:
+    """Walk every step's declared captures against the open rig, before anything transmits.
+
+    Checked per capture: LO and rate against the radio, the RX bandwidth
+    against every frequency the analysis reads, the level at the DUT input
+    against the rig's ``max_dut_input_dbm``, the level expected at the RX
+    port (from the plan's DUT ratings) against ``max_rx_input_dbm``, and the
+    calibration's coverage. Returns the declarations per step; raises
+    :class:`ConfigError` naming the plan line, the step and the capture.
+    """
+    declared = []
+    for i, s in enumerate(plan.steps, 1):
+        try:
+            acqs = s.declare(step_seed(seed, i))
+        except ValueError as e:
+            raise ConfigError(f"step {s.name!r}: {e}", plan.file, s.line) from None
+        for a in acqs:
+            problem = _check_acquisition(a, plan, rig)
+            if problem:
+                raise ConfigError(f"step {s.name!r}, capture {a.label!r}: {problem}", plan.file, s.line)
+        declared.append(acqs)
+    return declared
+
+
+def _check_acquisition(a: Acquisition, plan: Plan, rig) -> str | None:
+    """Why the rig must not take this capture (None: it may)."""
     from devices import CapabilityError
 
-    for s in plan.steps:
-        try:
-            rig.check(s.freq_hz, s.sample_rate_hz)
-        except CapabilityError as e:
-            raise ConfigError(f"step {s.name!r}: {e}", plan.file, s.line) from None
+    try:
+        rig.check(a.freq_hz, a.sample_rate_hz, a.span_hz)
+    except CapabilityError as e:
+        return str(e)
+    limits = rig.spec.limits
+    if a.power_dbm is not None:
+        if not a.thru and limits.max_dut_input_dbm is not None and a.power_dbm > limits.max_dut_input_dbm + 1e-9:
+            return (f"{a.power_dbm:.2f} dBm at the DUT input exceeds the rig limit max_dut_input_dbm "
+                    f"{limits.max_dut_input_dbm:g} dBm")
+        out = a.power_dbm if a.thru else plan.dut.expected_output_dbm(a.power_dbm)
+        if out is not None:
+            port = rig.rx_port_dbm(a.freq_hz, out)
+            if port > limits.max_rx_input_dbm + 1e-9:
+                return (f"{'the thru' if a.thru else 'the DUT at its rated gain/output'} would put {port:.1f} dBm "
+                        f"on the RX port, above its limit max_rx_input_dbm {limits.max_rx_input_dbm:g} dBm "
+                        f"(add attenuation in dut_to_rx)")
+    return rig.calibration_problem(a.freq_hz, a.power_dbm)

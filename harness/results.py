@@ -57,14 +57,19 @@ class StepRecord:
     sample_rate_hz: float | None = None
     plots: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    seed: int | None = None  # the step's seed (stimulus and capture reproduction)
+    declared_captures: int = 0  # how many captures the step declared (an adaptive sweep may take fewer)
+    #: per capture taken: its metadata (LO tuned, RX gain, scaling, TX setting and stimulus, integrity)
+    captures: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "measurement": self.measurement, "verdict": self.verdict,
                 "error": self.error, "started_at": self.started_at, "ended_at": self.ended_at,
                 "duration_s": round(self.duration_s, 4), "freq_hz": self.freq_hz,
-                "sample_rate_hz": self.sample_rate_hz,
+                "sample_rate_hz": self.sample_rate_hz, "seed": self.seed,
                 "measurements": [m.to_dict() for m in self.measurements], "plots": self.plots,
-                "info": _jsonable(self.info)}
+                "info": _jsonable(self.info), "declared_captures": self.declared_captures,
+                "captures": _jsonable(self.captures)}
 
 
 def _num(v: Any) -> Any:

@@ -28,6 +28,7 @@ from devices import CapabilityError, DeviceError, Radio, StreamConfig, open_radi
 from devices.sim.dut import DUT_MODELS
 from devices.sim.paths import PATH_ELEMENTS, Path as RFPath
 from harness.config import ConfigError, LineMap, Section, build, load_yaml
+from harness.capture import CaptureRecord, TxRecord
 from harness.stimulus import Waveform
 
 
@@ -221,27 +222,8 @@ class LevelError(DeviceError):
     """The rig cannot deliver the requested power."""
 
 
-@dataclass
-class Measured:
-    """A capture scaled to sqrt(mW) at the DUT output plane."""
-
-    x: np.ndarray  # complex128, sqrt(mW)
-    sample_rate_hz: float
-    freq_hz: float
-    rx_gain_db: float
-    peak_dbfs: float
-    meta: Any  # devices.CaptureMeta
-    #: DUT-output-plane power (dBm) of a 0 dBFS capture at this RX gain: x = samples * 10^(full_scale_dbm/20)
-    full_scale_dbm: float = math.nan
-
-
-@dataclass
-class TxSetting:
-    freq_hz: float
-    power_dbm: float  # at the DUT input, as set
-    tx_gain_db: float
-    digital_rms_dbfs: float
-    port_power_dbm: float
+#: what the transmitter is playing (kept under its historical name)
+TxSetting = TxRecord
 
 
 class Rig:
@@ -261,6 +243,7 @@ class Rig:
             self.caps.rx_gain_range_db.clip((self.caps.rx_gain_range_db.low + self.caps.rx_gain_range_db.high) / 2)
         self._freq_hz: float | None = None
         self._rate_hz: float | None = None
+        self._rx_bw_hz: float | None = None
         self.tx_setting: TxSetting | None = None
         self.bench = None  # the simulated bench behind the radio, if any
         self.dut_bypassed = False
@@ -382,33 +365,60 @@ class Rig:
         if self.calibration is not None:
             self.calibration.check_coverage(freqs_hz, self.spec)
 
+    def rx_port_dbm(self, freq_hz: float, dut_output_dbm: float) -> float:
+        """Power at the RX port for ``dut_output_dbm`` at the DUT output (calibrated, else nominal paths)."""
+        return dut_output_dbm + self.rx_full_scale_dbm - self.output_dbm_at_0dbfs(freq_hz)
+
+    def calibration_problem(self, freq_hz: float, level_dbm: float | None) -> str | None:
+        """Why the attached calibration cannot serve this LO and DUT-input level (None: it can, or none is used)."""
+        if self.calibration is None:
+            return None
+        return self.calibration.problem(freq_hz, level_dbm)
+
     # ----- checks
-    def check(self, freq_hz: float, sample_rate_hz: float) -> None:
-        """Raise CapabilityError if the radio cannot tune/sample there (before anything transmits)."""
+    def check(self, freq_hz: float, sample_rate_hz: float, span_hz: float = 0.0) -> None:
+        """Raise CapabilityError if the radio cannot tune/sample there, or its RX filter cannot pass
+        +-``span_hz`` around the LO (before anything transmits)."""
         self.caps.check_frequency(freq_hz)
         self.caps.check_sample_rate(sample_rate_hz)
         self.caps.check_channel(self.spec.tx.channel, "tx")
         self.caps.check_channel(self.spec.rx.channel, "rx")
+        if span_hz > sample_rate_hz / 2 + 1e-6:
+            raise CapabilityError(f"the analysis reads ±{span_hz / 1e6:.4g} MHz from the LO, beyond the Nyquist "
+                                  f"band ±{sample_rate_hz / 2e6:.4g} MHz of {sample_rate_hz / 1e6:.6g} MS/s")
+        bw = self.caps.rf_bandwidth_range_hz
+        if 2 * span_hz > bw.high + 1e-6:
+            raise CapabilityError(f"the analysis reads ±{span_hz / 1e6:.4g} MHz from the LO, wider than the "
+                                  f"{self.caps.driver} RX filter's widest setting {bw.high / 1e6:.6g} MHz")
 
     # ----- settings
-    def tune(self, freq_hz: float, sample_rate_hz: float) -> None:
+    def rf_bandwidth_hz(self, sample_rate_hz: float, span_hz: float = 0.0) -> float:
+        """Analogue bandwidth for a rate when the analysis reads out to ``span_hz`` from the LO.
+
+        The default 0.8 x rate, widened to pass +-span_hz; :meth:`check` refuses a
+        span the radio's filter cannot pass.
+        """
+        return self.caps.rf_bandwidth_range_hz.clip(max(0.8 * sample_rate_hz, 2 * span_hz))
+
+    def tune(self, freq_hz: float, sample_rate_hz: float, span_hz: float = 0.0) -> None:
         """Set TX and RX centre frequency and rate (TX muted until the next :meth:`play`)."""
         if self.radio.transmitting:
             self.stop()
         self._freq_hz, self._rate_hz = freq_hz, sample_rate_hz
+        self._rx_bw_hz = self.rf_bandwidth_hz(sample_rate_hz, span_hz)
         self.tx_setting = None
         self._configure_rx()
 
-    def _stream(self, gain_db: float, channel: int) -> StreamConfig:
+    def _stream(self, gain_db: float, channel: int, rf_bandwidth_hz: float | None = None) -> StreamConfig:
         if self._freq_hz is None:
             raise DeviceError("rig: tune() before playing or capturing")
         return StreamConfig(freq_hz=self._freq_hz, sample_rate_hz=self._rate_hz, gain_db=gain_db,
-                            rf_bandwidth_hz=0.8 * self._rate_hz, channel=channel)
+                            rf_bandwidth_hz=rf_bandwidth_hz or 0.8 * self._rate_hz, channel=channel)
 
     def _configure_rx(self) -> None:
         t0 = time.perf_counter()
         try:
-            actual = self.radio.configure_rx(self._stream(self._rx_gain_db, self.spec.rx.channel))
+            actual = self.radio.configure_rx(self._stream(self._rx_gain_db, self.spec.rx.channel, self._rx_bw_hz))
         finally:
             self.device_time_s += time.perf_counter() - t0
         self._rx_gain_db = actual.gain_db
@@ -451,7 +461,8 @@ class Rig:
         finally:
             self.device_time_s += time.perf_counter() - t0
         port_dbm = self.tx_full_scale_dbm + actual.gain_db + rms_dbfs  # nominal port level, for the record
-        self.tx_setting = TxSetting(self._freq_hz, power, actual.gain_db, rms_dbfs, port_dbm)
+        bound = 0.0 if self.calibration is None else self.calibration.level_bound_db(self._freq_hz, power)
+        self.tx_setting = TxRecord(self._freq_hz, power, actual.gain_db, rms_dbfs, port_dbm, waveform.source, bound)
         return self.tx_setting
 
     def stop(self) -> None:
@@ -463,8 +474,13 @@ class Rig:
             self.device_time_s += time.perf_counter() - t0
             self.tx_setting = None
 
-    def capture(self, n_samples: int, autorange: bool = True) -> Measured:
-        """Capture at the DUT output; with ``autorange`` the RX gain is adjusted until the peak sits well."""
+    def capture(self, n_samples: int, autorange: bool = True, label: str = "") -> CaptureRecord:
+        """Capture at the DUT output; with ``autorange`` the RX gain is adjusted until the peak sits well.
+
+        The one place where a capture becomes a :class:`CaptureRecord`: samples
+        as delivered, the settings actually applied, what was playing, the
+        integrity flags and the dBFS -> dBm scaling with the calibration behind it.
+        """
         gr = self.caps.rx_gain_range_db
         fixed = self.spec.rx.gain_db is not None or not autorange
         ceiling = gr.high  # a gain that overloaded is never tried again: a fluctuating signal cannot make it hunt
@@ -503,11 +519,23 @@ class Rig:
             self.stop()
             raise LevelError(f"{port_dbm:.1f} dBm at the RX port exceeds its limit "
                              f"{self.spec.limits.max_rx_input_dbm:g} dBm; transmitter stopped")
-        out_fs_dbm = self.output_dbm_at_0dbfs(cap.meta.config.freq_hz) - cap.meta.config.gain_db
-        x = s.astype(np.complex128) * 10 ** (out_fs_dbm / 20)
-        return Measured(x, cap.meta.config.sample_rate_hz, cap.meta.config.freq_hz, cap.meta.config.gain_db,
-                        peak_dbfs, cap.meta, out_fs_dbm)
+        cfg, meta = cap.meta.config, cap.meta
+        out_fs_dbm = self.output_dbm_at_0dbfs(cfg.freq_hz) - cfg.gain_db
+        extra = {k: v for k, v in meta.extra.items() if k != "tx_sample_index"}
+        tx_index = meta.extra.get("tx_sample_index")
+        return CaptureRecord(
+            samples=np.asarray(s, dtype=np.complex64), sample_rate_hz=cfg.sample_rate_hz, freq_hz=cfg.freq_hz,
+            rx_gain_db=cfg.gain_db, full_scale_dbm=out_fs_dbm, tx=self.tx_setting, label=label,
+            rf_bandwidth_hz=cfg.rf_bandwidth_hz, timestamp_s=meta.timestamp,
+            tx_sample_index=None if tx_index is None else int(tx_index), overflow=meta.overflow,
+            underflow=bool(meta.extra.get("underflow", False)), dropped_samples=meta.dropped_samples,
+            overload=meta.overload, clipped_samples=meta.clipped_samples, peak_dbfs=peak_dbfs,
+            dut_bypassed=self.dut_bypassed, calibration=self._calibration_id(), extra=extra)
+
+    def _calibration_id(self) -> str | None:
+        st = self.calibration_status
+        return f"{st.get('file')} ({st.get('created_at')})" if st.get("applied") else None
 
 
 
-__all__ = ["CapabilityError", "LevelError", "Measured", "Rig", "RigSpec", "TxSetting", "load_rig"]
+__all__ = ["CapabilityError", "LevelError", "Rig", "RigSpec", "TxSetting", "load_rig"]

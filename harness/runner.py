@@ -7,6 +7,7 @@ a verdict INCONCLUSIVE (the rig's own floor too close to a limit).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import signal
@@ -17,12 +18,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 from harness import __version__
 from harness.config import format_quantity
-from harness.measurements import (MeasurementError, StepContext, StepData, floor_correct, floor_sensitivity,
-                                  floor_too_close)
-from harness.plan import Plan, Step, check_plan_against
+from harness.acquisition import StepContext, run_measurement
+from harness.capture import Acquisition, CaptureRecord
+from harness.measurements import MeasurementError, StepData, floor_correct, floor_sensitivity, floor_too_close
+from harness.plan import Plan, Step, check_plan_against, step_seed
 from harness.plots import render_png
 from harness.results import MeasurementRecord, RunRecorder, StepRecord, combine, now_iso
 from harness.rig import Rig, RigSpec
@@ -173,32 +176,48 @@ def evaluate(step: Step, data: StepData, floor: StepData | None = None) -> tuple
     return combine([r.verdict for r in records]), records
 
 
-def run_step(rig: Rig, step: Step, seed: int, progress) -> StepData:
-    rig.tune(step.freq_hz, step.sample_rate_hz)
-    ctx = StepContext(rig, step.freq_hz, step.sample_rate_hz, seed, step.settle_s, progress)
+def run_step(rig: Rig, step: Step, acquisitions: list[Acquisition],
+             progress) -> tuple[list[CaptureRecord], StepData]:
+    """Acquire the step's declared captures (the DUT bypassed for a thru step), then analyse them."""
     if step.thru:
         rig.bypass_dut(True)
     try:
-        return step.measurement.run(ctx, step.params)
+        return run_measurement(StepContext(rig, progress), step.measurement, step.params, acquisitions)
     finally:
         rig.stop()
         if step.thru:
             rig.bypass_dut(False)
 
 
+def file_sha256(path: str | Path | None) -> str | None:
+    """Content hash of a plan or rig file (None for one built in memory)."""
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+#: ``sink(index, step, records, data)``: gets every step's capture records and analysis (saving, tests)
+RecordSink = Callable[[int, Step, list[CaptureRecord], StepData], None]
+
+
 def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: int = 0,
-             reporter: Reporter | None = None) -> tuple[int, RunRecorder | None]:
+             reporter: Reporter | None = None, record_sink: RecordSink | None = None
+             ) -> tuple[int, RunRecorder | None]:
     """Run ``plan`` on ``rig_spec``. Returns (exit code, recorder); never leaves a transmitter running."""
     reporter = reporter or Reporter()
     rig = Rig.open(rig_spec, seed=seed)  # DeviceError here -> caller maps to exit 2
     try:
-        check_plan_against(plan, rig)  # before anything transmits
-        rig.check_calibration({s.freq_hz for s in plan.steps})  # outside the calibrated range: exit 2
+        declared = check_plan_against(plan, rig, seed)  # every declared capture, before anything transmits
         run_dir = Path(out_dir) if out_dir else default_run_dir(plan)
         header = {
-            "plan": {"name": plan.name, "description": plan.description, "file": plan.file},
+            "plan": {"name": plan.name, "description": plan.description, "file": plan.file,
+                     "sha256": file_sha256(plan.file)},
             "rig": {"name": rig_spec.name, "file": rig_spec.file, "device": rig_spec.device,
-                    "simulated": rig_spec.simulated, "serial": rig.caps.serial},
+                    "simulated": rig_spec.simulated, "serial": rig.caps.serial,
+                    "sha256": file_sha256(rig_spec.file), "setup_sha256": rig_spec.setup_sha256},
             "dut": {"type": plan.dut.type, "model": plan.dut.model, "serial": plan.dut.serial},
             "calibration": rig.calibration_status,
             "software_version": software_version(), "seed": seed,
@@ -212,10 +231,13 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
                 for i, step in enumerate(plan.steps, 1):
                     t0, started = time.perf_counter(), now_iso()
                     error = None
+                    records: list[CaptureRecord] = []
                     with reporter.step(i, len(plan.steps), step) as progress:
                         try:
-                            data = run_step(rig, step, seed + i, progress)
-                            verdict, records = evaluate(step, data, floors.get(step.floor))
+                            records, data = run_step(rig, step, declared[i - 1], progress)
+                            if record_sink is not None:
+                                record_sink(i, step, records, data)
+                            verdict, meas = evaluate(step, data, floors.get(step.floor))
                             if step.thru:
                                 floors[step.name] = data
                             if data.invalid:
@@ -226,13 +248,14 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
                         except (Interrupted, KeyboardInterrupt):
                             raise
                         except Exception as e:  # noqa: BLE001 - any step failure is recorded as ERROR
-                            data, records, verdict = StepData(), [], "ERROR"
+                            data, meas, verdict = StepData(), [], "ERROR"
                             error = f"{type(e).__name__}: {e}"
                             if not isinstance(e, (MeasurementError, RuntimeError, ValueError)):
                                 error += "\n" + traceback.format_exc(limit=4)
                     srec = StepRecord(step.name, step.measurement.name, verdict, started, now_iso(),
-                                      time.perf_counter() - t0, records, error, step.freq_hz, step.sample_rate_hz,
-                                      info=data.info)
+                                      time.perf_counter() - t0, meas, error, step.freq_hz, step.sample_rate_hz,
+                                      info=data.info, seed=step_seed(seed, i), declared_captures=len(declared[i - 1]),
+                                      captures=[r.meta() for r in records])
                     srec.plots = _save_plots(rec.dir, i, data)
                     rec.add(srec)
                     reporter.step_done(i, len(plan.steps), srec)

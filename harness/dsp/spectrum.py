@@ -112,3 +112,18 @@ def tone_power_uncertainty_db(spec: Spectrum, freq_hz: float, half_width_bins: i
         return float("nan")
     p = max(band_mw - noise_mw, noise_mw * 0.01)
     return float(10 / np.log(10) * np.sqrt(2 * noise_mw / p))
+
+
+def stimulus_power_dbm(spec: Spectrum, waveform, bandwidth_hz: float | None = None) -> float:
+    """Power (dBm) of a stimulus' own components in a spectrum: the sum of its tones, or its channel.
+
+    ``waveform`` is a :class:`harness.stimulus.Waveform` (its tones, or its
+    channel centre and bandwidth); ``bandwidth_hz`` overrides the channel width.
+    """
+    if waveform.tones_hz and bandwidth_hz is None:
+        return float(10 * np.log10(sum(10 ** (tone_power_dbm(spec, f) / 10) for f in waveform.tones_hz)))
+    bw = bandwidth_hz or waveform.bandwidth_hz
+    if not bw:
+        raise ValueError(f"{waveform.kind} stimulus has no tones or bandwidth to measure; give bandwidth_hz")
+    c = waveform.center_offset_hz
+    return spec.band_power_dbm(c - bw / 2, c + bw / 2)

@@ -1,15 +1,26 @@
 """Measurement types a plan step can name.
 
-A measurement type is a *procedure* (a phase): it drives stimulus through the
-rig, captures, and calls the pure DSP functions in :mod:`harness.dsp`. It is
-one function plus its registration::
+A measurement type is two parts:
 
-    @register_measurement("gain", GainParams, outputs=[Output("gain_db", "output minus input power")])
-    def gain(ctx: StepContext, p: GainParams) -> StepData: ...
+* ``declare(params, settings) -> [Acquisition]``: every capture the step may
+  take (LO, rate, stimulus, level at the DUT input, length, how far from the
+  LO the analysis reads), from the parameters alone. Plans are validated
+  against these before anything transmits, and the acquisition
+  (:mod:`harness.acquisition`) plays exactly these, nothing else;
+* the analysis, ``fn(records, params) -> StepData``: a pure function of the
+  :class:`~harness.capture.CaptureRecord` list, calling the DSP in
+  :mod:`harness.dsp`. It never touches the rig, so it runs the same on live,
+  saved or streamed captures.
+
+One analysis function plus its registration::
+
+    @register_measurement("gain", GainParams, declare=declare_stimulus,
+                          outputs=[Output("gain_db", "output minus input power")])
+    def gain(records: list[CaptureRecord], p: GainParams) -> StepData: ...
 
 ``outputs`` name what the step reports (units from the name suffix); plan
 limits refer to them. Parameters are a dataclass checked by
-:func:`harness.config.build` when the plan is loaded, before anything transmits.
+:func:`harness.config.build` when the plan is loaded.
 """
 
 from __future__ import annotations
@@ -18,8 +29,10 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from harness.capture import Acquisition, CaptureRecord, StimulusRef, stimulus_power_dbm
 from harness.config import unit_of
 from harness.plots import Plot
+from harness.stimulus import StimulusSpec, Waveform
 
 
 class MeasurementError(RuntimeError):
@@ -92,7 +105,7 @@ def floor_too_close(kind: str, floor: float, low: float | None, high: float | No
 
 @dataclass
 class StepData:
-    """What a measurement returns: values by output name, plots, and context worth recording."""
+    """What an analysis returns: values by output name, plots, and context worth recording."""
 
     values: dict[str, float | None] = field(default_factory=dict)
     plots: dict[str, Plot] = field(default_factory=dict)
@@ -104,14 +117,55 @@ class StepData:
 
 
 @dataclass(frozen=True)
+class StepSettings:
+    """What a declaration may use besides the parameters: the step's tuning, rate, seed and settling."""
+
+    freq_hz: float
+    sample_rate_hz: float
+    seed: int
+    settle_s: float = 0.0
+    thru: bool = False
+
+    def capture(self, label: str, stimulus: StimulusSpec | None, n_samples: int, *, span_hz: float | None = None,
+                power_dbm: float | None = None, freq_hz: float | None = None, settle_s: float | None = None,
+                optional: bool = False) -> Acquisition:
+        """Declare one capture at this step's rate (and LO unless ``freq_hz``), with ``stimulus`` playing at
+        ``power_dbm`` (default: its own) at the DUT input; ``span_hz`` defaults to what the stimulus occupies."""
+        ref = None if stimulus is None else StimulusRef.of(stimulus, self.sample_rate_hz, self.seed)
+        if ref is not None and power_dbm is None:
+            power_dbm = stimulus_power_dbm(stimulus)
+        if span_hz is None:
+            span_hz = occupied_span_hz(ref.waveform()) if ref is not None else 0.45 * self.sample_rate_hz
+        return Acquisition(label, float(self.freq_hz if freq_hz is None else freq_hz), float(self.sample_rate_hz),
+                           int(n_samples), ref, None if power_dbm is None else float(power_dbm), float(span_hz),
+                           float(self.settle_s if settle_s is None else settle_s), self.thru, optional)
+
+
+def occupied_span_hz(w: Waveform) -> float:
+    """How far from the LO a waveform's tones or channel reach (Hz)."""
+    edges = [abs(t) for t in w.tones_hz]
+    if w.bandwidth_hz:
+        edges += [abs(w.center_offset_hz - w.bandwidth_hz / 2), abs(w.center_offset_hz + w.bandwidth_hz / 2)]
+    return max(edges) if edges else 0.45 * w.sample_rate_hz
+
+
+def declare_stimulus(p: Any, s: StepSettings) -> list[Acquisition]:
+    """The common declaration: one capture of ``p.n_samples`` with ``p.stimulus`` playing (or off)."""
+    return [s.capture("capture", p.stimulus, p.n_samples)]
+
+
+@dataclass(frozen=True)
 class MeasurementType:
     name: str
     params: type
     outputs: tuple[Output, ...]
-    run: Callable[..., StepData]
+    declare: Callable[[Any, StepSettings], list[Acquisition]]
+    analyse: Callable[[list[CaptureRecord], Any], StepData]
     doc: str
     #: optional static check ``check(params, freq_hz, sample_rate_hz)`` raising ValueError
     check: Callable[..., None] | None = None
+    #: adaptive sweeps: ``done(records, params)`` ends the acquisition before its optional captures
+    done: Callable[[list[CaptureRecord], Any], bool] | None = None
 
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
@@ -130,12 +184,14 @@ _MODULES = ["harness.measurements.basic", "harness.measurements.amplifier", "har
             "harness.measurements.modulation", "harness.measurements.repeater"]
 
 
-def register_measurement(name: str, params: type, outputs: list[Output], check: Callable | None = None):
-    """Decorator registering ``fn(ctx, params) -> StepData`` as measurement ``name``."""
+def register_measurement(name: str, params: type, outputs: list[Output], declare: Callable = declare_stimulus,
+                         check: Callable | None = None, done: Callable | None = None):
+    """Decorator registering the analysis ``fn(records, params) -> StepData`` as measurement ``name``,
+    with the ``declare(params, settings) -> [Acquisition]`` that says what it captures."""
 
     def deco(fn):
-        MEASUREMENTS[name] = MeasurementType(name, params, tuple(outputs), fn,
-                                             (fn.__doc__ or "").strip().split("\n")[0], check)
+        MEASUREMENTS[name] = MeasurementType(name, params, tuple(outputs), declare, fn,
+                                             (fn.__doc__ or "").strip().split("\n")[0], check, done)
         return fn
 
     return deco
@@ -147,35 +203,10 @@ def load_all() -> dict[str, MeasurementType]:
     return MEASUREMENTS
 
 
-@dataclass
-class StepContext:
-    """What a measurement procedure gets: the open rig and the step's settings."""
-
-    rig: Any  # harness.rig.Rig
-    freq_hz: float
-    sample_rate_hz: float
-    seed: int
-    settle_s: float = 0.0
-    progress: Callable[[int, int], None] = lambda done, total: None
-
-    def waveform(self, stimulus) -> Any:
-        """Generate a stimulus (a :class:`harness.stimulus.StimulusSpec`) at the step's rate and seed."""
-        return stimulus.generate(self.sample_rate_hz, self.seed)
-
-    def play_capture(self, waveform, n_samples: int, power_dbm: float | None = None, settle_s: float | None = None):
-        """Play ``waveform`` at ``power_dbm`` at the DUT input, let the DUT settle, capture at the DUT output."""
-        setting = self.rig.play(waveform, power_dbm)
-        self.settle(self.settle_s if settle_s is None else settle_s)
-        return setting, self.rig.capture(n_samples)
-
-    def settle(self, seconds: float) -> None:
-        """Let ``seconds`` of signal pass before measuring (ALC, AGC, thermal).
-
-        Done by capturing and discarding that much signal: on hardware it takes
-        at least that long, and a simulated DUT lives through the same samples.
-        """
-        remaining = int(round(seconds * self.sample_rate_hz))
-        while remaining > 0:
-            chunk = min(remaining, 1 << 20)
-            self.rig.capture(chunk)
-            remaining -= chunk
+def by_label(records: list[CaptureRecord], label: str) -> CaptureRecord:
+    """The record of the declared capture ``label`` (analyses name what they read)."""
+    for r in records:
+        if r.label == label:
+            return r
+    raise MeasurementError(f"no capture {label!r} among the step's records "
+                           f"({', '.join(repr(r.label) for r in records) or 'none'})")

@@ -8,9 +8,9 @@ import numpy as np
 
 from harness.config import doc
 from harness.dsp.amplifier import compression_point, third_order_intercept, two_tone_levels
-from harness.dsp.spectrum import psd, tone_power_dbm, tone_power_uncertainty_db
-from harness.measurements import Output, StepContext, StepData, register_measurement
-from harness.measurements.basic import stimulus_power_dbm
+from harness.capture import CaptureRecord
+from harness.dsp.spectrum import psd, stimulus_power_dbm, tone_power_dbm, tone_power_uncertainty_db
+from harness.measurements import Output, StepData, StepSettings, by_label, register_measurement
 from harness.stimulus import StimulusSpec
 from harness.stimulus.tones import CWParams, TwoToneParams, cw, two_tone
 
@@ -25,10 +25,10 @@ class GainParams:
     Output("gain_db", "output minus input power of the stimulus"),
     Output("output_power_dbm", "stimulus power at the DUT output"),
     Output("input_power_dbm", "stimulus power set at the DUT input")])
-def gain(ctx: StepContext, p: GainParams) -> StepData:
+def gain(records: list[CaptureRecord], p: GainParams) -> StepData:
     """DUT gain at one stimulus level."""
-    w = ctx.waveform(p.stimulus)
-    setting, m = ctx.play_capture(w, p.n_samples)
+    m = by_label(records, "capture")
+    setting, w = m.tx, m.waveform()
     spec = psd(m.x, m.sample_rate_hz)
     pout = stimulus_power_dbm(spec, w)
     details = {}
@@ -62,28 +62,47 @@ def _check_compression(p: CompressionParams, freq_hz: float, fs_hz: float) -> No
     cw(CWParams(p.start_power_dbm, p.offset_hz), fs_hz)
 
 
-@register_measurement("compression_sweep", CompressionParams, check=_check_compression, outputs=[
+def _sweep_levels(p: CompressionParams) -> np.ndarray:
+    return np.arange(p.start_power_dbm, p.stop_power_dbm + p.step_db / 2, p.step_db)
+
+
+def _declare_compression(p: CompressionParams, s: StepSettings):
+    """The whole sweep; it may stop early (past the compression point), so all but the first 4 are optional."""
+    stim = StimulusSpec("cw", CWParams(p.start_power_dbm, p.offset_hz, n_samples=8192))
+    return [s.capture(f"level {i}", stim, p.n_samples, power_dbm=float(level), optional=i >= 4)
+            for i, level in enumerate(_sweep_levels(p))]
+
+
+def _compression_levels(records: list[CaptureRecord]) -> tuple[list[float], list[float], list[float]]:
+    """(input power, output tone power, its uncertainty) per sweep point."""
+    pin, pout, u_pt = [], [], []
+    for m in records:
+        tone = m.waveform().tones_hz[0]
+        spec = psd(m.x, m.sample_rate_hz, nperseg=4096)
+        pin.append(m.tx.power_dbm)
+        pout.append(tone_power_dbm(spec, tone))
+        u_pt.append(tone_power_uncertainty_db(spec, tone))
+    return pin, pout, u_pt
+
+
+def _compression_done(records: list[CaptureRecord], p: CompressionParams) -> bool:
+    """Stop once the DUT is ``overdrive_db`` past the compression point (spares it)."""
+    if len(records) < 4:
+        return False
+    pin, pout, _ = _compression_levels(records)
+    return compression_point(pin, pout, p.compression_db).max_compression_db > p.compression_db + p.overdrive_db
+
+
+@register_measurement("compression_sweep", CompressionParams, check=_check_compression,
+                      declare=_declare_compression, done=_compression_done, outputs=[
     Output("output_p1db_dbm", "output power at the compression point"),
     Output("input_p1db_dbm", "input power at the compression point"),
     Output("small_signal_gain_db", "gain extrapolated to low drive"),
     Output("max_compression_db", "largest compression reached in the sweep")])
-def compression_sweep(ctx: StepContext, p: CompressionParams) -> StepData:
+def compression_sweep(records: list[CaptureRecord], p: CompressionParams) -> StepData:
     """CW power sweep to the compression point (P1dB), input- and output-referred."""
-    w = cw(CWParams(p.start_power_dbm, p.offset_hz, n_samples=8192), ctx.sample_rate_hz)
-    levels = np.arange(p.start_power_dbm, p.stop_power_dbm + p.step_db / 2, p.step_db)
-    pin, pout, u_pt = [], [], []
-    for i, level in enumerate(levels):
-        setting, m = ctx.play_capture(w, p.n_samples, float(level))
-        pin.append(setting.power_dbm)
-        spec = psd(m.x, m.sample_rate_hz, nperseg=4096)
-        pout.append(tone_power_dbm(spec, w.tones_hz[0]))
-        u_pt.append(tone_power_uncertainty_db(spec, w.tones_hz[0]))
-        ctx.progress(i + 1, len(levels))
-        if len(pin) >= 4:
-            r = compression_point(pin, pout, p.compression_db)
-            if r.max_compression_db > p.compression_db + p.overdrive_db:
-                break
-    ctx.rig.stop()
+    w = records[0].waveform()
+    pin, pout, u_pt = _compression_levels(records)
     r = compression_point(pin, pout, p.compression_db)
     info = {"stimulus": w.describe(), "sweep": {"input_power_dbm": pin, "output_power_dbm": pout}}
     data = StepData({"output_p1db_dbm": r.output_p1db_dbm, "input_p1db_dbm": r.input_p1db_dbm,
@@ -131,21 +150,34 @@ def _tones(p: IP3Params, fs_hz: float):
     return w
 
 
-@register_measurement("two_tone_ip3", IP3Params, check=lambda p, f, fs: _tones(p, fs), outputs=[
+def _ip3_levels(p: IP3Params) -> list[float]:
+    return sorted(p.levels_db) if p.levels_db else [0.0]
+
+
+def _declare_ip3(p: IP3Params, s: StepSettings):
+    stim = StimulusSpec("two_tone", TwoToneParams(p.power_per_tone_dbm, p.spacing_hz, p.center_offset_hz))
+    f1, f2 = _tones(p, s.sample_rate_hz).tones_hz
+    span = max(abs(2 * f1 - f2), abs(2 * f2 - f1), abs(f1), abs(f2))
+    return [s.capture(f"level {rel:+g} dB", stim, p.n_samples, span_hz=span,
+                      power_dbm=p.power_per_tone_dbm + rel + 10 * np.log10(2)) for rel in _ip3_levels(p)]
+
+
+@register_measurement("two_tone_ip3", IP3Params, check=lambda p, f, fs: _tones(p, fs), declare=_declare_ip3,
+                      outputs=[
     Output("oip3_dbm", "output third-order intercept"),
     Output("iip3_dbm", "input third-order intercept"),
     Output("imd3_dbc", "IM3 relative to the tones at the reference level"),
     Output("im3_slope_db_per_db", "IM3 growth per dB of input (3 where the intercept is defined)")])
-def two_tone_ip3(ctx: StepContext, p: IP3Params) -> StepData:
+def two_tone_ip3(records: list[CaptureRecord], p: IP3Params) -> StepData:
     """Two-tone third-order intermodulation and intercept points, with an IM3 slope check."""
-    w = _tones(p, ctx.sample_rate_hz)
+    w = records[0].waveform()
     f1, f2 = w.tones_hz
-    levels = sorted(p.levels_db) if p.levels_db else [0.0]
+    levels = _ip3_levels(p)
     pin, pt, pim, u_im = [], [], [], []
     spectra = {}
-    for i, rel in enumerate(levels):
+    for rel in levels:
+        m = by_label(records, f"level {rel:+g} dB")
         per_tone = p.power_per_tone_dbm + rel
-        _, m = ctx.play_capture(w, p.n_samples, per_tone + 10 * np.log10(2))
         lv = two_tone_levels(m.x, m.sample_rate_hz, f1, f2)
         u_im.append(float(np.hypot(tone_power_uncertainty_db(lv.spectrum, 2 * f1 - f2),
                                    tone_power_uncertainty_db(lv.spectrum, 2 * f2 - f1)) / 2))
@@ -154,8 +186,6 @@ def two_tone_ip3(ctx: StepContext, p: IP3Params) -> StepData:
         pim.append(lv.im3_dbm)
         if rel == levels[len(levels) // 2]:
             spectra["spectrum"] = lv.spectrum.plot(f"Two-tone output, {per_tone:.1f} dBm/tone in")
-        ctx.progress(i + 1, len(levels))
-    ctx.rig.stop()
     r = third_order_intercept(pin, pt, pim)
     info = {"stimulus": w.describe(), "levels": {"input_tone_dbm": pin, "output_tone_dbm": pt,
                                                   "output_im3_dbm": pim}}

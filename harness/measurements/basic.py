@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from harness.config import doc
-from harness.dsp.spectrum import (Spectrum, band_power_uncertainty_db, psd, tone_power_dbm,
-                                   tone_power_uncertainty_db)
-from harness.measurements import MeasurementError, Output, StepContext, StepData, register_measurement
-from harness.stimulus import StimulusSpec, Waveform
-
-
-def stimulus_power_dbm(spec: Spectrum, waveform: Waveform, bandwidth_hz: float | None = None) -> float:
-    """Power of the stimulus' own components in a spectrum: its tones, or its channel."""
-    if waveform.tones_hz and bandwidth_hz is None:
-        return float(10 * np.log10(sum(10 ** (tone_power_dbm(spec, f) / 10) for f in waveform.tones_hz)))
-    bw = bandwidth_hz or waveform.bandwidth_hz
-    if not bw:
-        raise MeasurementError(f"{waveform.kind} stimulus has no tones or bandwidth to measure; give bandwidth_hz")
-    c = waveform.center_offset_hz
-    return spec.band_power_dbm(c - bw / 2, c + bw / 2)
+from harness.capture import CaptureRecord
+from harness.dsp.spectrum import band_power_uncertainty_db, psd, tone_power_uncertainty_db
+from harness.dsp.spectrum import stimulus_power_dbm
+from harness.measurements import (MeasurementError, Output, StepData, StepSettings, by_label,
+                                  register_measurement)
+from harness.stimulus import StimulusSpec
 
 
 @dataclass
@@ -31,14 +23,25 @@ class ChannelPowerParams:
     n_samples: int = field(default=65536, metadata=doc("capture length"))
 
 
-@register_measurement("channel_power", ChannelPowerParams, outputs=[
+def _declare_channel_power(p: ChannelPowerParams, s: StepSettings):
+    a = s.capture("capture", p.stimulus, p.n_samples)
+    if p.bandwidth_hz:
+        w = a.stimulus.waveform()
+        a = dataclasses.replace(a, span_hz=max(a.span_hz, abs(w.center_offset_hz) + p.bandwidth_hz / 2))
+    return [a]
+
+
+@register_measurement("channel_power", ChannelPowerParams, declare=_declare_channel_power, outputs=[
     Output("channel_power_dbm", "output power in the channel at the DUT output")])
-def channel_power(ctx: StepContext, p: ChannelPowerParams) -> StepData:
+def channel_power(records: list[CaptureRecord], p: ChannelPowerParams) -> StepData:
     """Output power of the DUT in the stimulus channel."""
-    w = ctx.waveform(p.stimulus)
-    _, m = ctx.play_capture(w, p.n_samples)
+    m = by_label(records, "capture")
+    w = m.waveform()
     spec = psd(m.x, m.sample_rate_hz)
-    power = stimulus_power_dbm(spec, w, p.bandwidth_hz)
+    try:
+        power = stimulus_power_dbm(spec, w, p.bandwidth_hz)
+    except ValueError as e:
+        raise MeasurementError(str(e)) from None
     bw = p.bandwidth_hz or w.bandwidth_hz
     if bw:  # noise-like carrier
         u = band_power_uncertainty_db(bw, m.x.size / m.sample_rate_hz)
@@ -56,21 +59,22 @@ class SpectrumParams:
         "ignore peaks within this distance of the stimulus tones / channel edges"))
 
 
-@register_measurement("spectrum", SpectrumParams, outputs=[
+def _declare_spectrum(p: SpectrumParams, s: StepSettings):
+    # the analysis reads the whole band it trusts (±0.45 fs)
+    return [s.capture("capture", p.stimulus, p.n_samples, span_hz=0.45 * s.sample_rate_hz)]
+
+
+@register_measurement("spectrum", SpectrumParams, declare=_declare_spectrum, outputs=[
     Output("peak_power_dbm", "strongest component outside the stimulus (per bin)"),
     Output("peak_offset_hz", "where it lies"),
     Output("total_power_dbm", "total power in the captured band")])
-def spectrum(ctx: StepContext, p: SpectrumParams) -> StepData:
+def spectrum(records: list[CaptureRecord], p: SpectrumParams) -> StepData:
     """Spectrum at the DUT output, with the strongest component not belonging to the stimulus."""
     info = {}
-    if p.stimulus is not None:
-        w = ctx.waveform(p.stimulus)
-        _, m = ctx.play_capture(w, p.n_samples)
+    m = by_label(records, "capture")
+    w = None if m.tx is None else m.waveform()
+    if w is not None:
         info["stimulus"] = w.describe()
-    else:
-        w = None
-        ctx.rig.stop()
-        m = ctx.rig.capture(p.n_samples)
     spec = psd(m.x, m.sample_rate_hz)
     bin_power = spec.psd_mw_hz * (spec.freqs_hz[1] - spec.freqs_hz[0])
     keep = np.abs(spec.freqs_hz) < 0.45 * m.sample_rate_hz

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -11,9 +12,11 @@ from harness.config import doc
 from harness.dsp.amam import am_am_pm
 from harness.dsp.timing import delay as xcorr_delay
 from harness.dsp.timing import frequency_error as tone_frequency_error
-from harness.measurements import MeasurementError, Output, StepContext, StepData, register_measurement
+from harness.capture import CaptureRecord
+from harness.measurements import (MeasurementError, Output, StepData, StepSettings, by_label,
+                                  register_measurement)
 from harness.stimulus import StimulusSpec
-from harness.stimulus.tones import CWParams, cw
+from harness.stimulus.tones import CWParams
 
 
 # ------------------------------------------------------------------ EVM
@@ -29,16 +32,21 @@ def _check_evm(p: EvmParams, freq_hz: float, fs_hz: float) -> None:
         raise ValueError(f"EVM needs a 'wcdma' or 'lte' stimulus, not {p.stimulus.kind!r}")
 
 
-@register_measurement("evm", EvmParams, check=_check_evm, outputs=[
+def _declare_evm(p: EvmParams, s: StepSettings):
+    stim = s.capture("capture", p.stimulus, 1)
+    # the receivers need a whole period somewhere in the capture, whatever its start
+    n = p.n_samples or int(stim.stimulus.waveform().n_samples * 1.15) + 4096
+    return [dataclasses.replace(stim, n_samples=n)]
+
+
+@register_measurement("evm", EvmParams, check=_check_evm, declare=_declare_evm, outputs=[
     Output("evm_pct", "RMS EVM (WCDMA: composite over slots; LTE: over the PDSCH resource elements)", floor="rss"),
     Output("peak_evm_pct", "worst slot (WCDMA) or OFDM symbol (LTE)"),
     Output("freq_error_hz", "carrier frequency error seen by the demodulator")])
-def evm(ctx: StepContext, p: EvmParams) -> StepData:
+def evm(records: list[CaptureRecord], p: EvmParams) -> StepData:
     """Modulation accuracy: error vector magnitude against the ideal stimulus."""
-    w = ctx.waveform(p.stimulus)
-    # the receivers need a whole period somewhere in the capture, whatever its start
-    n = p.n_samples or int(w.n_samples * 1.15) + 4096
-    _, m = ctx.play_capture(w, n)
+    m = by_label(records, "capture")
+    w = m.waveform()
     try:
         return _evm_of(m, w, p)
     except ValueError as e:
@@ -83,16 +91,26 @@ class FreqErrorParams:
         "capture length: resolution improves with duration (use a low sample rate for long captures)"))
 
 
-@register_measurement("frequency_error", FreqErrorParams, outputs=[
+def _search_span_hz(fs_hz: float) -> float:
+    return min(200e3, 0.2 * fs_hz)
+
+
+def _declare_freq_error(p: FreqErrorParams, s: StepSettings):
+    stim = StimulusSpec("cw", CWParams(p.power_dbm, p.offset_hz))
+    a = s.capture("capture", stim, p.n_samples)
+    return [dataclasses.replace(a, span_hz=a.span_hz + _search_span_hz(s.sample_rate_hz))]
+
+
+@register_measurement("frequency_error", FreqErrorParams, declare=_declare_freq_error, outputs=[
     Output("freq_error_hz", "output frequency minus input frequency", floor="offset"),
     Output("freq_error_ppm", "the same relative to the carrier", floor="offset")])
-def frequency_error(ctx: StepContext, p: FreqErrorParams) -> StepData:
+def frequency_error(records: list[CaptureRecord], p: FreqErrorParams) -> StepData:
     """Frequency error (translation error) of the DUT by phase-slope fitting over a long CW capture."""
-    w = cw(CWParams(p.power_dbm, p.offset_hz), ctx.sample_rate_hz)
-    _, m = ctx.play_capture(w, p.n_samples)
+    m = by_label(records, "capture")
+    w = m.waveform()
     f_tone = m.freq_hz + w.tones_hz[0]
     r = tone_frequency_error(m.x, m.sample_rate_hz, nominal_hz=w.tones_hz[0], carrier_freq_hz=f_tone,
-                             search_span_hz=min(200e3, 0.2 * m.sample_rate_hz))
+                             search_span_hz=_search_span_hz(m.sample_rate_hz))
     details = {"freq_error_hz": {"uncertainty": r.freq_std_hz},
                "freq_error_ppm": {"uncertainty": r.freq_std_hz / f_tone * 1e6}}
     return StepData({"freq_error_hz": r.freq_error_hz, "freq_error_ppm": r.freq_error_ppm},
@@ -110,20 +128,20 @@ class DelayParams:
 @register_measurement("delay", DelayParams, outputs=[
     Output("delay_s", "input-to-output propagation delay (minus the thru delay when a floor step is given)",
            floor="offset")])
-def delay(ctx: StepContext, p: DelayParams) -> StepData:
+def delay(records: list[CaptureRecord], p: DelayParams) -> StepData:
     """Propagation delay by cross-correlation with sub-sample interpolation, from device timestamps.
 
     The radio reports which stimulus sample it was sending when the capture
-    started (``CaptureMeta.extra["tx_sample_index"]``, from its shared TX/RX
-    clock); the correlation lag then gives the absolute delay through rig
-    and DUT. A thru step of this measurement (floor) removes the rig's part.
+    started (the record's ``tx_sample_index``, from its shared TX/RX clock);
+    the correlation lag then gives the absolute delay through rig and DUT. A
+    thru step of this measurement (floor) removes the rig's part.
     """
-    w = ctx.waveform(p.stimulus)
-    _, m = ctx.play_capture(w, p.n_samples)
-    tx_index = m.meta.extra.get("tx_sample_index")
+    m = by_label(records, "capture")
+    w = m.waveform()
+    tx_index = m.tx_sample_index
     if tx_index is None:
-        raise MeasurementError(f"{ctx.rig.spec.device}: the radio does not timestamp captures against its "
-                               f"transmitter, so an absolute delay cannot be measured")
+        raise MeasurementError("the radio does not timestamp captures against its transmitter, so an absolute "
+                               "delay cannot be measured")
     r = xcorr_delay(m.x, w.samples, m.sample_rate_hz, cyclic=True)
     lag = (r.lag_samples + tx_index) % w.n_samples  # samples between emission and capture of the same sample
     # correlation-peak timing precision: ~1 / (2 pi B sqrt(SNR * n)) with the stimulus bandwidth B
@@ -148,10 +166,10 @@ class AmAmParams:
     Output("compression_at_peak_db", "gain compression at the highest input power"),
     Output("am_pm_at_peak_deg", "phase change at the highest input power"),
     Output("input_p1db_dbm", "instantaneous input power at 1 dB compression (None if not reached)")])
-def am_am_pm_step(ctx: StepContext, p: AmAmParams) -> StepData:
+def am_am_pm_step(records: list[CaptureRecord], p: AmAmParams) -> StepData:
     """AM/AM and AM/PM curves from a modulated signal (time- and phase-aligned output vs input)."""
-    w = ctx.waveform(p.stimulus)
-    setting, m = ctx.play_capture(w, p.n_samples)
+    m = by_label(records, "capture")
+    setting, w = m.tx, m.waveform()
     x_in = w.samples.astype(np.complex128) * math.sqrt(10 ** (setting.power_dbm / 10))
     r = am_am_pm(x_in, m.x, m.sample_rate_hz, cyclic=True, bin_width_db=p.bin_width_db)
     details = _am_am_uncertainty(x_in, m.x, m.sample_rate_hz, r)

@@ -6,15 +6,17 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import signal
 
+from harness.capture import CaptureRecord
 from harness.config import doc
+from harness.dsp.ripple import feedback_ripple, line_level_db, smoothed_ripple_db, transfer_magnitude
 from harness.dsp.spectrum import band_power_uncertainty_db, psd, tone_power_dbm, tone_power_uncertainty_db
-from harness.measurements import MeasurementError, Output, StepContext, StepData, register_measurement
+from harness.measurements import (MeasurementError, Output, StepData, StepSettings, by_label,
+                                  register_measurement)
 from harness.plots import Plot
-from harness.stimulus.noise import NoiseParams, noise
-from harness.stimulus.tones import CWParams, MultiToneParams, cw, multitone, snap_to_grid, tones_waveform
-from harness.stimulus import Waveform
+from harness.stimulus import StimulusSpec, Waveform
+from harness.stimulus.noise import NoiseParams
+from harness.stimulus.tones import CWParams, MultiToneParams, TonesParams, multitone, snap_to_grid
 
 
 # ------------------------------------------------------------------ gain flatness
@@ -27,19 +29,25 @@ class FlatnessParams:
     n_samples: int = field(default=131072, metadata=doc("capture length"))
 
 
-def _comb(p: FlatnessParams, fs_hz: float) -> Waveform:
+def _comb_spec(p: FlatnessParams) -> StimulusSpec:
     spacing = p.bandwidth_hz / max(p.n_tones - 1, 1)
-    return multitone(MultiToneParams(p.power_dbm, p.n_tones, spacing, p.center_offset_hz, n_samples=65536), fs_hz)
+    return StimulusSpec("multitone", MultiToneParams(p.power_dbm, p.n_tones, spacing, p.center_offset_hz,
+                                                     n_samples=65536))
 
 
-@register_measurement("gain_flatness", FlatnessParams, check=lambda p, f, fs: _comb(p, fs), outputs=[
+def _comb(p: FlatnessParams, fs_hz: float) -> Waveform:
+    return multitone(_comb_spec(p).params, fs_hz)
+
+
+@register_measurement("gain_flatness", FlatnessParams, check=lambda p, f, fs: _comb(p, fs),
+                      declare=lambda p, s: [s.capture("capture", _comb_spec(p), p.n_samples)], outputs=[
     Output("gain_flatness_db", "peak-to-peak gain variation across the span"),
     Output("gain_min_db", "lowest gain across the span"),
     Output("gain_max_db", "highest gain across the span")])
-def gain_flatness(ctx: StepContext, p: FlatnessParams) -> StepData:
+def gain_flatness(records: list[CaptureRecord], p: FlatnessParams) -> StepData:
     """Gain across the pass band from one capture of an equal-power tone comb."""
-    w = _comb(p, ctx.sample_rate_hz)
-    setting, m = ctx.play_capture(w, p.n_samples)
+    m = by_label(records, "capture")
+    setting, w = m.tx, m.waveform()
     spec = psd(m.x, m.sample_rate_hz, nperseg=32768)
     per_tone_in = setting.power_dbm - 10 * math.log10(len(w.tones_hz))
     gains = np.array([tone_power_dbm(spec, f) for f in w.tones_hz]) - per_tone_in
@@ -93,50 +101,64 @@ def _check_oob(p: OobGainParams, freq_hz: float, fs_hz: float) -> None:
                          f"{reach / 0.45 / 1e6:.4g} MS/s (have {fs_hz / 1e6:g})")
 
 
-@register_measurement("out_of_band_gain", OobGainParams, check=_check_oob, outputs=[
+#: waveform period of the swept CW (its tone sits on this grid)
+_OOB_PERIOD = 8192
+
+
+def _declare_oob(p: OobGainParams, s: StepSettings):
+    """The LO at the pass-band centre, a CW at every offset below and above it, and one in the pass band.
+
+    In the pass band the sweep level would drive the output into its ALC: it is measured 30 dB lower.
+    """
+    fs = s.sample_rate_hz
+    centre = (p.passband_low_hz + p.passband_high_hz) / 2
+    acqs = []
+
+    def point(label: str, rf_hz: float, power_dbm: float):
+        stim = StimulusSpec("cw", CWParams(power_dbm, rf_hz - centre, n_samples=_OOB_PERIOD))
+        acqs.append(s.capture(label, stim, p.n_samples, freq_hz=centre))
+
+    for name, off in oob_offsets(p):
+        point(f"{name} lower {off:.0f}", p.passband_low_hz - off, p.power_dbm)
+        point(f"{name} upper {off:.0f}", p.passband_high_hz + off, p.power_dbm)
+    point("passband", centre + snap_to_grid(fs / 64, fs, _OOB_PERIOD), p.power_dbm - 30)
+    return acqs
+
+
+@register_measurement("out_of_band_gain", OobGainParams, check=_check_oob, declare=_declare_oob, outputs=[
     Output("oob_gain_0m2_1m_db", "highest gain 0.2-1 MHz outside the pass band (either side)"),
     Output("oob_gain_1m_5m_db", "highest gain 1-5 MHz outside"),
     Output("oob_gain_5m_10m_db", "highest gain 5-10 MHz outside"),
     Output("oob_gain_10m_up_db", "highest gain 10 MHz and more outside"),
     Output("passband_gain_db", "gain at the pass-band centre, for reference")])
-def out_of_band_gain(ctx: StepContext, p: OobGainParams) -> StepData:
+def out_of_band_gain(records: list[CaptureRecord], p: OobGainParams) -> StepData:
     """Gain outside the pass band: a CW swept at offsets from both pass-band edges (36.106 §8.1).
 
     The LO stays at the pass-band centre and the tone moves digitally across
     the captured band, so every point sees the same receiver settings; the
     tone's IQ image lands mirrored about the centre, out of band as well.
     """
-    fs = ctx.sample_rate_hz
     centre = (p.passband_low_hz + p.passband_high_hz) / 2
-    ctx.rig.tune(centre, fs)
-    n = 8192
 
-    def gain_at(rf_hz: float, power_dbm: float = p.power_dbm) -> tuple[float, float]:
-        """(gain, the RF frequency actually played: the tone sits on the waveform's grid)."""
-        w = cw(CWParams(power_dbm, rf_hz - centre, n_samples=n), fs)
-        played = centre + w.tones_hz[0]
-        setting, m = ctx.play_capture(w, p.n_samples)
-        spec = psd(m.x, m.sample_rate_hz, nperseg=min(16384, p.n_samples))
-        uncert[played] = tone_power_uncertainty_db(spec, w.tones_hz[0])
-        return tone_power_dbm(spec, w.tones_hz[0]) - setting.power_dbm, played
+    def gain_at(m: CaptureRecord) -> tuple[float, float, float]:
+        """(gain, the RF frequency actually played: the tone sits on the waveform's grid, its uncertainty)."""
+        tone = m.waveform().tones_hz[0]
+        spec = psd(m.x, m.sample_rate_hz, nperseg=min(16384, m.n_samples))
+        return tone_power_dbm(spec, tone) - m.tx.power_dbm, m.freq_hz + tone, tone_power_uncertainty_db(spec, tone)
 
     uncert: dict[float, float] = {}
-    pts = oob_offsets(p)
     values = {name: -math.inf for name, *_ in OOB_RANGES}
     where = {}
     xs, ys = [], []
-    total = len(pts) + 1
-    for i, (name, off) in enumerate(pts):
-        for side, rf in (("lower", p.passband_low_hz - off), ("upper", p.passband_high_hz + off)):
-            g, played = gain_at(rf)
+    for name, off in oob_offsets(p):
+        for side, edge in (("lower", p.passband_low_hz), ("upper", p.passband_high_hz)):
+            g, played, u = gain_at(by_label(records, f"{name} {side} {off:.0f}"))
+            uncert[played] = u
             xs.append((played - centre) / 1e6)
             ys.append(g)
             if g > values[name]:
-                edge = p.passband_low_hz if side == "lower" else p.passband_high_hz
                 values[name], where[name] = g, {"offset_hz": abs(played - edge), "side": side, "freq_hz": played}
-        ctx.progress(i + 1, total)
-    # in the pass band the sweep level would drive the output into its ALC: measure 30 dB lower
-    values["passband_gain_db"], _ = gain_at(centre + snap_to_grid(fs / 64, fs, n), p.power_dbm - 30)
+    values["passband_gain_db"], _, _ = gain_at(by_label(records, "passband"))
     order = np.argsort(xs)
     plot = Plot("Out-of-band gain", "offset from the pass-band centre (MHz)", "gain (dB)")
     plot.add(np.array(xs)[order], np.array(ys)[order], "gain", style="line")
@@ -183,29 +205,41 @@ def _imd_tones(p: InputImdParams, fs_hz: float) -> tuple[float, float, float]:
     return f1, f2, mid
 
 
+#: waveform period of the interfering tones
+_IMD_PERIOD = 65536
+
+
+def _declare_imd(p: InputImdParams, s: StepSettings):
+    """The LO moved off the channel centre: a capture with no input, then one with the two tones."""
+    fs = s.sample_rate_hz
+    f1, f2, mid = _imd_tones(p, fs)
+    f1, f2 = snap_to_grid(f1, fs, _IMD_PERIOD), snap_to_grid(f2, fs, _IMD_PERIOD)
+    stim = StimulusSpec("tones", TonesParams(p.tone_power_dbm + 10 * math.log10(2), [f1, f2], [0.0, 1.0],
+                                             _IMD_PERIOD))
+    span = max(abs(mid) + p.measurement_bandwidth_hz / 2, abs(f1), abs(f2))
+    lo = _lo_rf(p)
+    return [s.capture("no input", None, p.n_samples, freq_hz=lo, span_hz=span),
+            s.capture("tones", stim, p.n_samples, freq_hz=lo, span_hz=span)]
+
+
 @register_measurement("input_intermodulation", InputImdParams,
-                      check=lambda p, f, fs: _imd_tones(p, fs), outputs=[
+                      check=lambda p, f, fs: _imd_tones(p, fs), declare=_declare_imd, outputs=[
     Output("power_rise_db", "rise of the in-band output power caused by the two tones"),
     Output("imd_power_dbm", "output power in the measurement bandwidth with the tones")])
-def input_intermodulation(ctx: StepContext, p: InputImdParams) -> StepData:
+def input_intermodulation(records: list[CaptureRecord], p: InputImdParams) -> StepData:
     """Input intermodulation (36.106 §11.1): two CW tones outside the channel, in-band power rise."""
-    fs = ctx.sample_rate_hz
-    f1, f2, mid = _imd_tones(p, fs)
-    ctx.rig.tune(_lo_rf(p), fs)
-    n = 65536
-    f1, f2 = snap_to_grid(f1, fs, n), snap_to_grid(f2, fs, n)
-    x = tones_waveform([f1, f2], [1.0, 1.0], [0.0, 1.0], fs, n)
-    w = Waveform(x, fs, "two_tone", p.tone_power_dbm + 10 * math.log10(2), tones_hz=(f1, f2))
+    quiet, m = by_label(records, "no input"), by_label(records, "tones")
+    fs = m.sample_rate_hz
+    w = m.waveform()
+    f1, f2 = w.tones_hz
+    mid = (p.channel_low_hz + p.channel_high_hz) / 2 - m.freq_hz
     half = p.measurement_bandwidth_hz / 2
-    ctx.rig.stop()
-    quiet = ctx.rig.capture(p.n_samples)
     p0 = psd(quiet.x, fs).band_power_dbm(mid - half, mid + half)
-    _, m = ctx.play_capture(w, p.n_samples)
     spec = psd(m.x, fs)
     p1 = spec.band_power_dbm(mid - half, mid + half)
     plot = spec.plot("Output with two out-of-band tones")
     plot.vlines += [{"value": (mid - half) / 1e6}, {"value": (mid + half) / 1e6}]
-    u = band_power_uncertainty_db(p.measurement_bandwidth_hz, p.n_samples / fs)
+    u = band_power_uncertainty_db(p.measurement_bandwidth_hz, m.n_samples / fs)
     return StepData({"power_rise_db": p1 - p0, "imd_power_dbm": p1}, {"spectrum": plot},
                     {"stimulus": w.describe(), "quiet_power_dbm": p0, "tones_hz": [f1, f2], "im3_hz": 2 * f1 - f2},
                     {"power_rise_db": {"uncertainty": u * math.sqrt(2)}, "imd_power_dbm": {"uncertainty": u}})
@@ -221,11 +255,21 @@ class OscillationParams:
     n_samples: int = field(default=262144, metadata=doc("capture length"))
 
 
-@register_measurement("oscillation_margin", OscillationParams, outputs=[
+#: period of the noise stimulus whose whole periods give |H|
+_OSC_PERIOD = 65536
+
+
+def _declare_oscillation(p: OscillationParams, s: StepSettings):
+    stim = StimulusSpec("noise", NoiseParams(p.power_dbm, p.bandwidth_hz, 0.0, n_samples=_OSC_PERIOD))
+    return [s.capture("no input", None, p.n_samples, span_hz=0.9 * p.bandwidth_hz / 2),
+            s.capture("noise", stim, max(p.n_samples, 4 * _OSC_PERIOD))]
+
+
+@register_measurement("oscillation_margin", OscillationParams, declare=_declare_oscillation, outputs=[
     Output("isolation_margin_db", "isolation minus gain of the feedback loop (None: oscillating)"),
     Output("gain_ripple_db", "peak-to-peak gain ripple across the band"),
     Output("line_level_db", "strongest narrow line above the in-band noise with no input")])
-def oscillation_margin(ctx: StepContext, p: OscillationParams) -> StepData:
+def oscillation_margin(records: list[CaptureRecord], p: OscillationParams) -> StepData:
     """Detect a self-oscillating repeater and measure the margin between isolation and gain.
 
     1. No input: a narrow line standing above the in-band noise is an
@@ -237,61 +281,37 @@ def oscillation_margin(ctx: StepContext, p: OscillationParams) -> StepData:
        component of ln|H| over frequency (the cepstrum), and the margin is
        -20 log10(rho) = isolation - gain.
     """
-    fs = ctx.sample_rate_hz
+    quiet, m = by_label(records, "no input"), by_label(records, "noise")
+    fs = m.sample_rate_hz
     half = p.bandwidth_hz / 2
-    ctx.rig.stop()
-    quiet = ctx.rig.capture(p.n_samples)
     q = psd(quiet.x, fs, nperseg=16384)
-    band = np.abs(q.freqs_hz) < 0.9 * half
-    floor = float(np.median(q.psd_mw_hz[band]))
-    line_db = float(10 * np.log10(np.max(q.psd_mw_hz[band]) / floor))
+    line_db, line_hz = line_level_db(q, 0.9 * half)
     plots = {"no-input": q.plot("Output with no input")}
     values = {"line_level_db": line_db}
-    info = {"no_input_peak_hz": float(q.freqs_hz[band][np.argmax(q.psd_mw_hz[band])])}
-    period = 65536
-    w = noise(NoiseParams(p.power_dbm, p.bandwidth_hz, 0.0, n_samples=period), fs, ctx.seed)
-    _, m = ctx.play_capture(w, max(p.n_samples, 4 * period))
-    k = m.x.size // period
-    Y = np.fft.fft(m.x[: k * period].reshape(k, period), axis=1)
-    X = np.fft.fft(w.samples.astype(np.complex128))
-    f = np.fft.fftfreq(period, 1 / fs)
-    inb = np.abs(f) < 0.8 * half
-    # Consecutive periods of a periodic output share their spectrum: average coherently, after removing
-    # each period's start offset (a constant phase per bin); |H| needs no alignment.
-    ref = Y[0]
-    Ya = np.mean(Y * np.exp(-1j * np.angle(np.sum(Y * np.conj(ref), axis=1)))[:, None], axis=0)
-    H = np.abs(Ya[inb]) / np.abs(X[inb])
-    order = np.argsort(f[inb])
-    fh, lh = f[inb][order], np.log(H[order])
+    info = {"no_input_peak_hz": line_hz}
+    fh, h = transfer_magnitude(m.x, m.waveform().samples, fs, 0.8 * half)
+    lh = np.log(h)
     gain_db = 20 / math.log(10) * lh
-    values["gain_ripple_db"] = float(np.ptp(signal.savgol_filter(gain_db, 31, 2)))
+    values["gain_ripple_db"] = smoothed_ripple_db(gain_db)
     plot = Plot("Gain across the band (noise stimulus)", "offset from centre (MHz)", "gain (dB)")
     plot.add(fh / 1e6, gain_db, "gain")
     plots["ripple"] = plot
     if line_db > p.line_threshold_db:
         values["isolation_margin_db"] = None
-        info["oscillation"] = f"line {line_db:.1f} dB above the noise at {info['no_input_peak_hz'] / 1e6:.4f} MHz"
+        info["oscillation"] = f"line {line_db:.1f} dB above the noise at {line_hz / 1e6:.4f} MHz"
         return StepData(values, plots, info)
-    # ripple of ln|H|: rho cos(2 pi f tau + phi) to first order; remove the smooth filter shape first
-    trend = signal.savgol_filter(lh, max(11, (len(lh) // 8) | 1), 3)
-    win = signal.get_window("hann", len(lh))
-    nfft = 16 * len(lh)  # zero-padded: the peak's height is read without scalloping loss
-    spec = np.abs(np.fft.rfft((lh - trend) * win, nfft)) / np.sum(win) * 2
-    quef = np.fft.rfftfreq(nfft, fh[1] - fh[0])  # in seconds: the loop delay
-    lo = int(np.searchsorted(quef, 8 / (fh[-1] - fh[0])))  # at least 8 ripple periods across the band
-    if lo >= len(spec) - 1:
-        raise MeasurementError("band too narrow to resolve a feedback ripple")
-    j = lo + int(np.argmax(spec[lo:]))
-    rho = float(spec[j])
-    noise_level = float(np.median(spec[lo:]))
-    info.update({"loop_delay_s": float(quef[j]), "ripple_rho": rho, "rho_noise": noise_level})
+    try:
+        r = feedback_ripple(fh, lh)
+    except ValueError as e:
+        raise MeasurementError(str(e)) from None
+    info.update({"loop_delay_s": r.loop_delay_s, "ripple_rho": r.rho, "rho_noise": r.noise})
     details = {}
-    if rho < 4 * noise_level:  # no ripple above the estimate's own noise: only a lower bound is known
-        values["isolation_margin_db"] = float(-20 * math.log10(4 * noise_level))
+    if r.rho < 4 * r.noise:  # no ripple above the estimate's own noise: only a lower bound is known
+        values["isolation_margin_db"] = float(-20 * math.log10(4 * r.noise))
         info["isolation_margin_note"] = "no ripple detected: the value is a lower bound"
         details["isolation_margin_db"] = {"note": "lower bound"}
     else:
-        values["isolation_margin_db"] = float(-20 * math.log10(rho))
+        values["isolation_margin_db"] = float(-20 * math.log10(r.rho))
         # the ripple amplitude carries the cepstrum's noise (its median level): 8.69 * noise / rho dB
-        details["isolation_margin_db"] = {"uncertainty": float(20 / math.log(10) * noise_level / rho)}
+        details["isolation_margin_db"] = {"uncertainty": float(20 / math.log(10) * r.noise / r.rho)}
     return StepData(values, plots, info, details)

@@ -3,6 +3,7 @@ operating-band unwanted emissions, occupied bandwidth, CCDF."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -14,8 +15,10 @@ from harness.dsp.aclr import (UTRA_FILTER, acrr_from_captures, averaged_psd, cha
                               eutra_filter, utra_aclr)
 from harness.dsp.mask import EmissionMask, MaskRow, emission_mask
 from harness.dsp.obw import ccdf, occupied_bandwidth
+from harness.capture import CaptureRecord
 from harness.dsp.spectrum import band_power_uncertainty_db
-from harness.measurements import MeasurementError, Output, StepContext, StepData, register_measurement
+from harness.measurements import (MeasurementError, Output, StepData, StepSettings, by_label,
+                                  register_measurement)
 from harness.stimulus import StimulusSpec
 
 
@@ -40,13 +43,15 @@ def carrier_filter(standard: str, channel_bandwidth_hz: float):
     return UTRA_FILTER if standard == "utra" else eutra_filter(channel_bandwidth_hz)
 
 
-def _capture_for(ctx: StepContext, stimulus: StimulusSpec | None, n_samples: int, power_dbm: float | None = None):
-    if stimulus is None:
-        ctx.rig.stop()
-        return None, ctx.rig.capture(n_samples)
-    w = ctx.waveform(stimulus)
-    _, m = ctx.play_capture(w, n_samples, power_dbm)
-    return w, m
+def _the_capture(records: list[CaptureRecord]):
+    """(waveform or None when nothing was played, record) of a one-capture step."""
+    m = by_label(records, "capture")
+    return (None if m.tx is None else m.waveform()), m
+
+
+def _declare_wideband(p, s: StepSettings):
+    """One capture whose analysis reads the whole trusted band (±usable_fraction x fs/2)."""
+    return [s.capture("capture", p.stimulus, p.n_samples, span_hz=p.usable_fraction * s.sample_rate_hz / 2)]
 
 
 # ------------------------------------------------------------ output power / ALC
@@ -60,26 +65,37 @@ class OutputPowerParams:
     n_samples: int = field(default=131072, metadata=doc("capture length"))
 
 
-@register_measurement("output_power", OutputPowerParams, outputs=[
+def _declare_output_power(p: OutputPowerParams, s: StepSettings):
+    std, bw = carrier_of(p.stimulus, p.standard, p.channel_bandwidth_hz)
+    filt = carrier_filter(std, bw)
+    first = s.capture("rated", p.stimulus, p.n_samples, settle_s=p.alc_settle_s)
+    span = abs(first.stimulus.waveform().center_offset_hz) + filt.half_extent_hz
+    return [dataclasses.replace(first, span_hz=span),
+            s.capture("overdrive", p.stimulus, p.n_samples, settle_s=p.alc_settle_s, span_hz=span,
+                      power_dbm=first.power_dbm + p.overdrive_db)]
+
+
+@register_measurement("output_power", OutputPowerParams, declare=_declare_output_power, outputs=[
     Output("output_power_dbm", "channel power at the output, rated input"),
     Output("overdrive_output_power_dbm", "channel power at the output, rated input + overdrive"),
     Output("alc_hold_db", "output change for the overdrive (ALC holds: near 0)"),
     Output("gain_db", "output minus input channel power at rated input")])
-def output_power(ctx: StepContext, p: OutputPowerParams) -> StepData:
+def output_power(records: list[CaptureRecord], p: OutputPowerParams) -> StepData:
     """Maximum output power at rated input and with the input raised (the ALC must hold it)."""
     std, bw = carrier_of(p.stimulus, p.standard, p.channel_bandwidth_hz)
     filt = carrier_filter(std, bw)
-    w = ctx.waveform(p.stimulus)
     values, plots = {}, {}
-    for key, extra in (("output_power_dbm", 0.0), ("overdrive_output_power_dbm", p.overdrive_db)):
-        _, m = ctx.play_capture(w, p.n_samples, w.power_dbm + extra, settle_s=p.alc_settle_s)
+    for key, label, extra in (("output_power_dbm", "rated", 0.0),
+                              ("overdrive_output_power_dbm", "overdrive", p.overdrive_db)):
+        m = by_label(records, label)
+        w = m.waveform()
         spec = averaged_psd(m.x, m.sample_rate_hz)
         values[key] = channel_power_dbm(None, m.sample_rate_hz, w.center_offset_hz, filt, spectrum=spec)
         if extra == 0.0:
             plots["spectrum"] = spec.plot("Output spectrum at rated input")
     values["alc_hold_db"] = values["overdrive_output_power_dbm"] - values["output_power_dbm"]
     values["gain_db"] = values["output_power_dbm"] - w.power_dbm
-    u = band_power_uncertainty_db(filt.noise_bandwidth_hz, p.n_samples / ctx.sample_rate_hz)
+    u = band_power_uncertainty_db(filt.noise_bandwidth_hz, m.n_samples / m.sample_rate_hz)
     details = {k: {"uncertainty": u} for k in ("output_power_dbm", "overdrive_output_power_dbm", "gain_db")}
     details["alc_hold_db"] = {"uncertainty": u * math.sqrt(2)}
     return StepData(values, plots, {"stimulus": w.describe(), "filter": filt.describe()}, details)
@@ -100,16 +116,16 @@ def _worst(*vals):
     return max(vals) if vals else None
 
 
-@register_measurement("aclr", AclrParams, outputs=[
+@register_measurement("aclr", AclrParams, declare=_declare_wideband, outputs=[
     Output("aclr_adjacent_dbc", "worst of the first neighbours (UTRA ±5 MHz / E-UTRA ±1xBW)", floor="power"),
     Output("aclr_alternate_dbc", "worst of the second neighbours (UTRA ±10 MHz / E-UTRA ±2xBW)", floor="power"),
     Output("aclr_utra_adjacent_dbc", "E-UTRA carrier: UTRA neighbours at ±(BW/2+2.5 MHz)", floor="power"),
     Output("aclr_utra_alternate_dbc", "E-UTRA carrier: UTRA neighbours at ±(BW/2+7.5 MHz)", floor="power"),
     Output("carrier_power_dbm", "carrier power through its measurement filter")])
-def aclr(ctx: StepContext, p: AclrParams) -> StepData:
+def aclr(records: list[CaptureRecord], p: AclrParams) -> StepData:
     """Adjacent channel leakage ratio (UTRA RRC / E-UTRA square filters), lower and upper."""
     std, bw = carrier_of(p.stimulus, p.standard, p.channel_bandwidth_hz)
-    w, m = _capture_for(ctx, p.stimulus, p.n_samples)
+    w, m = _the_capture(records)
     offset = w.center_offset_hz if w is not None else 0.0
     fs = m.sample_rate_hz
     if std == "utra":
@@ -156,25 +172,38 @@ def _check_acrr(p: AcrrParams, freq_hz: float, fs_hz: float) -> None:
                              f"{fs_hz / 1e6:g} MS/s (needs {2 * (off + 2.5e6) / 0.9 / 1e6:.3g} MS/s)")
 
 
-@register_measurement("acrr", AcrrParams, check=_check_acrr, outputs=[
+def _moved(p: AcrrParams, offset_hz: float) -> StimulusSpec:
+    """The stimulus moved by ``offset_hz`` into an adjacent channel."""
+    base = p.stimulus.params.center_offset_hz
+    return dataclasses.replace(p.stimulus, params=dataclasses.replace(p.stimulus.params,
+                                                                      center_offset_hz=base + offset_hz))
+
+
+def _declare_acrr(p: AcrrParams, s: StepSettings):
+    std, bw = carrier_of(p.stimulus, p.standard, p.channel_bandwidth_hz)
+    # both captures are read in the wanted channel only (what the DUT lets through into it)
+    span = abs(p.stimulus.params.center_offset_hz) + carrier_filter(std, bw).half_extent_hz
+    wanted = s.capture("wanted", p.stimulus, p.n_samples, span_hz=span)
+    return [wanted] + [s.capture(f"adjacent {sign * off:+g} Hz", _moved(p, sign * off), p.n_samples,
+                                 power_dbm=wanted.power_dbm, span_hz=span)
+                       for off in p.adjacent_offsets_hz for sign in (-1, 1)]
+
+
+@register_measurement("acrr", AcrrParams, check=_check_acrr, declare=_declare_acrr, outputs=[
     Output("acrr_db", "worst adjacent channel rejection ratio"),
     Output("acrr_first_db", "worst of the first adjacent channels (±5 MHz for UTRA)"),
     Output("acrr_second_db", "worst of the second adjacent channels")])
-def acrr(ctx: StepContext, p: AcrrParams) -> StepData:
+def acrr(records: list[CaptureRecord], p: AcrrParams) -> StepData:
     """Adjacent channel rejection ratio of a repeater: the same input in the wanted and in the adjacent channel."""
-    import dataclasses
-
     std, bw = carrier_of(p.stimulus, p.standard, p.channel_bandwidth_hz)
     filt = carrier_filter(std, bw)
-    w = ctx.waveform(p.stimulus)
-    _, m0 = ctx.play_capture(w, p.n_samples)
+    m0 = by_label(records, "wanted")
+    w = m0.waveform()
     per_offset, plots = {}, {}
-    for i, off in enumerate(p.adjacent_offsets_hz):
+    for off in p.adjacent_offsets_hz:
         worst = None
         for sign in (-1, 1):
-            moved = dataclasses.replace(p.stimulus.params, center_offset_hz=w.center_offset_hz + sign * off)
-            wa = dataclasses.replace(p.stimulus, params=moved).generate(ctx.sample_rate_hz, ctx.seed)
-            _, ma = ctx.play_capture(wa, p.n_samples, w.power_dbm)
+            ma = by_label(records, f"adjacent {sign * off:+g} Hz")
             r = acrr_from_captures(m0.x, ma.x, m0.sample_rate_hz, w.center_offset_hz, filt)
             if worst is None or r.acrr_db < worst.acrr_db:
                 worst = r
@@ -185,7 +214,7 @@ def acrr(ctx: StepContext, p: AcrrParams) -> StepData:
     if len(vals) > 1:
         values["acrr_second_db"] = vals[1]
     # two channel powers of noise-like carriers per ratio
-    u = math.sqrt(2) * band_power_uncertainty_db(filt.noise_bandwidth_hz, p.n_samples / ctx.sample_rate_hz)
+    u = math.sqrt(2) * band_power_uncertainty_db(filt.noise_bandwidth_hz, m0.n_samples / m0.sample_rate_hz)
     return StepData(values, plots, {"stimulus": w.describe(), "per_offset": {
         f"{k:g}": {"acrr_db": r.acrr_db, "p_out_wanted_dbm": r.p_out_wanted_dbm,
                    "p_out_adjacent_dbm": r.p_out_adjacent_dbm} for k, r in per_offset.items()}},
@@ -215,11 +244,11 @@ class EmissionMaskParams:
     n_samples: int = 262144
 
 
-@register_measurement("emission_mask", EmissionMaskParams, outputs=[
+@register_measurement("emission_mask", EmissionMaskParams, declare=_declare_wideband, outputs=[
     Output("mask_margin_db", "worst margin to the mask (positive: below the limit)"),
     Output("worst_offset_hz", "offset of the worst point"),
     Output("worst_power_dbm", "emission at the worst point, in its measurement bandwidth")])
-def emission_mask_step(ctx: StepContext, p: EmissionMaskParams) -> StepData:
+def emission_mask_step(records: list[CaptureRecord], p: EmissionMaskParams) -> StepData:
     """Operating-band unwanted emissions against a mask table given in the plan."""
     if p.channel_bandwidth_hz:
         bw = p.channel_bandwidth_hz
@@ -231,7 +260,7 @@ def emission_mask_step(ctx: StepContext, p: EmissionMaskParams) -> StepData:
     mask = EmissionMask("plan mask", tuple(
         MaskRow(r.start_hz, r.stop_hz, r.limit_dbm, r.limit_dbm if r.limit_stop_dbm is None else r.limit_stop_dbm,
                 r.mbw_hz) for r in p.mask), p.mask_reference)
-    w, m = _capture_for(ctx, p.stimulus, p.n_samples)
+    w, m = _the_capture(records)
     r = emission_mask(m.x, m.sample_rate_hz, bw, mask, w.center_offset_hz if w is not None else 0.0,
                       usable_fraction=p.usable_fraction)
     info = {"mask": r.as_dict() if hasattr(r, "as_dict") else {}}
@@ -252,11 +281,16 @@ class ObwParams:
     n_samples: int = 131072
 
 
-@register_measurement("occupied_bandwidth", ObwParams, outputs=[
+def _declare_obw(p: ObwParams, s: StepSettings):
+    # the fraction is of the total power in the captured band: all of it is read
+    return [s.capture("capture", p.stimulus, p.n_samples, span_hz=0.45 * s.sample_rate_hz)]
+
+
+@register_measurement("occupied_bandwidth", ObwParams, declare=_declare_obw, outputs=[
     Output("occupied_bandwidth_hz", "bandwidth holding the power fraction (3GPP OBW)")])
-def obw(ctx: StepContext, p: ObwParams) -> StepData:
+def obw(records: list[CaptureRecord], p: ObwParams) -> StepData:
     """Occupied bandwidth of the DUT's output."""
-    w, m = _capture_for(ctx, p.stimulus, p.n_samples)
+    w, m = _the_capture(records)
     r = occupied_bandwidth(m.x, m.sample_rate_hz, p.fraction)
     spec = r._spectrum
     bin_hz = float(spec.freqs_hz[1] - spec.freqs_hz[0]) if spec is not None else 10e3
@@ -275,9 +309,9 @@ class CcdfParams:
     Output("papr_db", "peak-to-average power ratio at 0.01 % probability, DUT output"),
     Output("input_papr_db", "the same for the stimulus (what the DUT was given)"),
     Output("papr_compression_db", "how much the DUT compressed the peaks")])
-def ccdf_step(ctx: StepContext, p: CcdfParams) -> StepData:
+def ccdf_step(records: list[CaptureRecord], p: CcdfParams) -> StepData:
     """CCDF / PAPR of the DUT output compared with its input."""
-    w, m = _capture_for(ctx, p.stimulus, p.n_samples)
+    w, m = _the_capture(records)
     out = ccdf(m.x)
     ref = ccdf(np.tile(w.samples, max(1, int(np.ceil(m.x.size / w.n_samples))))[: m.x.size])
     plot = out.plot

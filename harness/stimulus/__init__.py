@@ -32,6 +32,8 @@ class Waveform:
     center_offset_hz: float = 0.0
     #: generator-specific data a measurement may need (reference symbols, frame layout, ...)
     info: dict[str, Any] = field(default_factory=dict)
+    #: how to regenerate it (a harness.capture.StimulusRef), set when made from a plan's stimulus
+    source: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         x = np.asarray(self.samples, dtype=np.complex64)

@@ -99,3 +99,29 @@ def multitone(p: MultiToneParams, sample_rate_hz: float, seed: int = 0) -> Wavef
     x = tones_waveform(freqs, np.ones(p.n_tones), phases, sample_rate_hz, p.n_samples)
     return Waveform(x, sample_rate_hz, "multitone", p.power_dbm, tones_hz=tuple(freqs),
                     bandwidth_hz=p.n_tones * p.spacing_hz, center_offset_hz=p.center_offset_hz)
+
+
+@dataclass
+class TonesParams:
+    power_dbm: float = field(metadata=doc("total power of all tones at the DUT input"))
+    tones_hz: list[float] = field(metadata=doc("tone offsets from the LO, snapped to the waveform's frequency grid"))
+    phases_rad: list[float] = field(default_factory=list, metadata=doc("start phase per tone (default 0)"))
+    n_samples: int = field(default=65536, metadata=doc("waveform period in samples"))
+
+    def __post_init__(self):
+        if not self.tones_hz:
+            raise ValueError("tones_hz needs at least one tone")
+        if self.phases_rad and len(self.phases_rad) != len(self.tones_hz):
+            raise ValueError("phases_rad needs one phase per tone")
+
+
+@register_stimulus("tones", TonesParams)
+def tones(p: TonesParams, sample_rate_hz: float, seed: int = 0) -> Waveform:
+    """Equal tones at the given offsets (e.g. interferers placed outside a channel)."""
+    freqs = [snap_to_grid(f, sample_rate_hz, p.n_samples) for f in p.tones_hz]
+    if len(set(freqs)) != len(freqs):
+        raise ValueError("two tones fall on the same frequency of the waveform grid")
+    _check_in_band(freqs, sample_rate_hz, "tone")
+    phases = p.phases_rad or [0.0] * len(freqs)
+    x = tones_waveform(freqs, np.ones(len(freqs)), phases, sample_rate_hz, p.n_samples)
+    return Waveform(x, sample_rate_hz, "tones", p.power_dbm, tones_hz=tuple(freqs))

@@ -1,0 +1,75 @@
+"""Acquisition: drive the rig through a step's declared captures and collect their records.
+
+The only code that plays and captures for a plan step. It runs exactly the
+declared :class:`~harness.capture.Acquisition` list, in order: tune where the
+LO or rate changes, play the stimulus at its level (or stop the
+transmitter), let the DUT settle (captured and discarded: on hardware it takes
+that long, and a simulated DUT lives through the same samples), then take
+the capture that becomes a record. An adaptive sweep may stop before its
+optional captures; it can never take one it did not declare.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from harness.capture import Acquisition, CaptureRecord
+from harness.rig import Rig
+
+#: settle captures are taken in chunks of at most this many samples
+SETTLE_CHUNK = 1 << 20
+
+
+@dataclass
+class StepContext:
+    """What an acquisition gets: the open rig and a progress callback."""
+
+    rig: Rig
+    progress: Callable[[int, int], None] = lambda done, total: None
+
+
+def settle(rig: Rig, seconds: float, sample_rate_hz: float) -> None:
+    """Let ``seconds`` of signal pass before measuring (ALC, AGC, thermal) by capturing and discarding it."""
+    remaining = int(round(seconds * sample_rate_hz))
+    while remaining > 0:
+        chunk = min(remaining, SETTLE_CHUNK)
+        rig.capture(chunk)
+        remaining -= chunk
+
+
+def acquire(ctx: StepContext, acquisitions: list[Acquisition],
+            done: Callable[[list[CaptureRecord]], bool] | None = None) -> list[CaptureRecord]:
+    """Take ``acquisitions`` in order and return their records; the transmitter is off afterwards.
+
+    ``done(records)`` is asked after each capture whose successor is optional;
+    True ends the acquisition there.
+    """
+    rig = ctx.rig
+    records: list[CaptureRecord] = []
+    tuned: tuple[float, float, float] | None = None
+    try:
+        for i, a in enumerate(acquisitions):
+            if tuned != (a.freq_hz, a.sample_rate_hz, a.span_hz):
+                rig.tune(a.freq_hz, a.sample_rate_hz, a.span_hz)
+                tuned = (a.freq_hz, a.sample_rate_hz, a.span_hz)
+            if a.stimulus is None:
+                rig.stop()
+            else:
+                rig.play(a.stimulus.waveform(), a.power_dbm)
+            settle(rig, a.settle_s, a.sample_rate_hz)
+            records.append(rig.capture(a.n_samples, label=a.label))
+            ctx.progress(i + 1, len(acquisitions))
+            nxt = acquisitions[i + 1] if i + 1 < len(acquisitions) else None
+            if nxt is not None and nxt.optional and done is not None and done(records):
+                break
+    finally:
+        rig.stop()
+    return records
+
+
+def run_measurement(ctx: StepContext, mtype: Any, params: Any, acquisitions: list[Acquisition]):
+    """Acquire a step's declared captures, then analyse them: (records, StepData)."""
+    done = None if mtype.done is None else (lambda recs: mtype.done(recs, params))
+    records = acquire(ctx, acquisitions, done)
+    return records, mtype.analyse(records, params)
