@@ -538,7 +538,7 @@ def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter:
             progress(f"thru {pt.freq_hz / 1e6:.6g} MHz: {len(pt.levels_dbm)} levels")
     finally:
         rig.stop()
-    from harness.runner import software_version
+    from harness.session import software_version
 
     return Calibration(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -644,7 +644,7 @@ def cmd_calibrate(args) -> int:
     from harness.cli import _err, resolve
     from harness.plan import load_plan
     from harness.rig import load_rig
-    from harness.runner import Interrupted, _signals_raise
+    from harness.session import Interrupted, signals_raise
 
     try:
         spec = load_rig(resolve(args.rig, "rig"))
@@ -664,7 +664,7 @@ def cmd_calibrate(args) -> int:
         print(f"Calibrating rig {spec.name} ({spec.file}) on {spec.device}: the DUT will be replaced.")
     out = Path(args.out) if args.out else spec.calibration_file
     try:
-        with _signals_raise():
+        with signals_raise():
             cal = run_calibration(spec, plans, seed=args.seed, meter=meter, ask=ask, reference=args.reference,
                                   attenuator_loss_db=loss, reference_level_dbm=ref_level, repeats=args.repeats,
                                   temperature_c=temp,

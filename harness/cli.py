@@ -38,7 +38,8 @@ def cmd_run(args) -> int:
     from devices import DeviceError
     from harness.plan import load_plan
     from harness.rig import load_rig
-    from harness.runner import EXIT_CONFIG, Reporter, run_plan
+    from harness.runner import Reporter, run_plan
+    from harness.session import EXIT_CONFIG
 
     try:
         plan = load_plan(resolve(args.plan, "plan"))
