@@ -28,6 +28,7 @@ from devices import CapabilityError, DeviceError, Radio, StreamConfig, open_radi
 from devices.sim.dut import DUT_MODELS
 from devices.sim.paths import PATH_ELEMENTS, Path as RFPath
 from harness.config import ConfigError, LineMap, Section, build, load_yaml
+from harness.errors import LevelError
 from harness.stimulus import Waveform
 
 
@@ -217,10 +218,6 @@ def load_rig(path: str | Path) -> RigSpec:
 
 
 # ------------------------------------------------------------------ runtime
-class LevelError(DeviceError):
-    """The rig cannot deliver the requested power."""
-
-
 @dataclass
 class Measured:
     """A capture scaled to sqrt(mW) at the DUT output plane."""
@@ -281,7 +278,8 @@ class Rig:
         ``spec.uncalibrated``; ``"optional"`` never refuses (inspection);
         ``"off"`` uses the nominal paths; a ``Calibration`` object is checked and used.
         """
-        from harness.calibration import attach_calibration
+        # (imported here: the calibration package also holds the thru procedure, which imports this module)
+        from harness.calibration.table import attach_calibration
 
         options: dict[str, Any] = {}
         bench = server = None
