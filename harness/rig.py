@@ -25,8 +25,8 @@ from typing import Any, Literal
 import numpy as np
 
 from devices import CapabilityError, DeviceError, Radio, StreamConfig, open_radio
+from devices.paths import PATH_ELEMENTS, Path as RFPath
 from devices.sim.dut import DUT_MODELS
-from devices.sim.paths import PATH_ELEMENTS, Path as RFPath
 from harness.config import ConfigError, LineMap, Section, build, load_yaml
 from harness.errors import LevelError
 from harness.stimulus import Waveform

@@ -14,7 +14,7 @@ import numpy as np
 from devices.radio import Capabilities, Capture, CaptureMeta, DeviceError, Radio, StreamConfig
 from devices.sim.bench import SimBench, SimConfig
 from devices.sim.dut import Thru
-from devices.sim.paths import Path
+from devices.paths import Path
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]*$")
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from devices.sim.paths import Attenuator, complex_noise, rapp_gain, thermal_noise_mw, unit_phasor
+from devices.paths import Attenuator, complex_noise, rapp_gain, thermal_noise_mw, unit_phasor
 
 DUT_MODELS: dict[str, type] = {}
 
