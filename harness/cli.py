@@ -164,7 +164,7 @@ def cmd_devices(args) -> int:
 
 # ----------------------------------------------------------------- emulate
 def cmd_emulate(args) -> int:
-    from devices.sim.bench import SimBench
+    from devices.sim.driver import build_bench
     from devices.sim.pluto_emulator import run_emulator
     from harness.rig import load_rig
 
@@ -176,8 +176,7 @@ def cmd_emulate(args) -> int:
     if spec.sim is None:
         _err(f"{spec.file}: an emulated board needs a simulated rig (device 'sim:' with dut and sim sections)")
         return 2
-    bench = SimBench(spec.sim, spec.sim_tx_to_dut or spec.tx_to_dut, spec.dut, spec.sim_dut_to_rx or spec.dut_to_rx,
-                     seed=args.seed)
+    bench = build_bench(**spec.bench_options(seed=args.seed))
     print(f"emulated PlutoSDR streaming rig {spec.name} on ip:127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
     run_emulator(bench, args.port)
     return 0

@@ -189,14 +189,16 @@ def sim_power_meter(spec: RigSpec, resolution_db: float = 0.01) -> Meter:
     """A power sensor at the DUT input plane of a simulated rig: the bench's true TX port and tx path.
 
     Reads (to ``resolution_db``) TX full scale + TX gain + digital level + the
-    physical tx_to_dut gain at the tone, i.e. what a thermal sensor would show.
+    physical tx_to_dut gain at the tone, i.e. what a thermal sensor would show;
+    the physics is the rig's bench as the sim: driver gets it (:meth:`RigSpec.bench_options`).
     """
     if not spec.simulated:
         raise ValueError("sim_power_meter needs a simulated rig")
-    path = spec.sim_tx_to_dut or spec.tx_to_dut
+    bench = spec.bench_options()
+    full_scale_dbm, path = bench["sim"].tx.full_scale_dbm, bench["tx_path"]
 
     def read(freq_hz: float, tone_hz: float, setting: TxSetting) -> float:
-        p = spec.sim.tx.full_scale_dbm + setting.tx_gain_db + setting.digital_rms_dbfs + float(path.gain_db_at(tone_hz))
+        p = full_scale_dbm + setting.tx_gain_db + setting.digital_rms_dbfs + float(path.gain_db_at(tone_hz))
         return round(round(p / resolution_db) * resolution_db, 6)
 
     return read
