@@ -5,10 +5,11 @@
 
 from devices.radio import (Capabilities, Capture, CaptureMeta, CapabilityError, DeviceError, Radio,
                            Range, StreamConfig, stop_all_transmitters)
-from devices.registry import UnknownDeviceError, known_schemes, open_radio, register_driver, split_uri
+from devices.registry import (UnknownDeviceError, driver_option_types, known_schemes, open_radio, register_driver,
+                              split_uri)
 
 __all__ = [
     "Capabilities", "Capture", "CaptureMeta", "CapabilityError", "DeviceError", "Radio", "Range",
-    "StreamConfig", "UnknownDeviceError", "known_schemes", "open_radio", "register_driver",
+    "StreamConfig", "UnknownDeviceError", "driver_option_types", "known_schemes", "open_radio", "register_driver",
     "split_uri", "stop_all_transmitters",
 ]

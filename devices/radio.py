@@ -258,6 +258,14 @@ class Radio(abc.ABC):
             raise DeviceError(f"{self.uri}: capture of {n_samples} samples requested")
         return self._capture(int(n_samples), timeout_s)
 
+    def set_dut_bypass(self, on: bool) -> None:
+        """Switch a thru in place of the DUT (True) or the DUT back (False).
+
+        Only a radio with such a switch on its bench implements it (the
+        simulated bench, and a board emulated on it); by default there is none.
+        """
+        raise CapabilityError(f"{self.uri}: no DUT bypass switch")
+
     def close(self) -> None:
         """Stop the transmitter and release the device (idempotent)."""
         if self._closed:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
-from harness.config import ConfigError, format_quantity, unit_of
+from harness.config import ConfigError, format_quantity, parse_quantity, unit_of
+
+if TYPE_CHECKING:
+    from harness.calibration import Calibration, Meter
+    from harness.rig import TxSetting
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +43,8 @@ def cmd_run(args) -> int:
     from devices import DeviceError
     from harness.plan import load_plan
     from harness.rig import load_rig
-    from harness.runner import EXIT_CONFIG, Reporter, run_plan
+    from harness.runner import Reporter, run_plan
+    from harness.session import EXIT_CONFIG
 
     try:
         plan = load_plan(resolve(args.plan, "plan"))
@@ -158,7 +164,7 @@ def cmd_devices(args) -> int:
 
 # ----------------------------------------------------------------- emulate
 def cmd_emulate(args) -> int:
-    from devices.sim.bench import SimBench
+    from devices.sim.driver import build_bench
     from devices.sim.pluto_emulator import run_emulator
     from harness.rig import load_rig
 
@@ -170,10 +176,103 @@ def cmd_emulate(args) -> int:
     if spec.sim is None:
         _err(f"{spec.file}: an emulated board needs a simulated rig (device 'sim:' with dut and sim sections)")
         return 2
-    bench = SimBench(spec.sim, spec.sim_tx_to_dut or spec.tx_to_dut, spec.dut, spec.sim_dut_to_rx or spec.dut_to_rx,
-                     seed=args.seed)
+    bench = build_bench(**spec.bench_options(seed=args.seed))
     print(f"emulated PlutoSDR streaming rig {spec.name} on ip:127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
     run_emulator(bench, args.port)
+    return 0
+
+
+# ----------------------------------------------------------------- calibrate
+def _parse_meter_readings(items: list[str]) -> dict[float, float]:
+    out = {}
+    for it in items:
+        f, sep, p = it.partition("=")
+        if not sep:
+            raise ConfigError(f"--meter-reading {it!r}: expected FREQ=POWER, e.g. '2140MHz=-3.2dBm'")
+        try:
+            out[parse_quantity(f.strip(), "Hz")] = parse_quantity(p.strip(), "dBm")
+        except ValueError as e:
+            raise ConfigError(f"--meter-reading {it!r}: {e}") from None
+    return out
+
+
+def _prompt_meter(ask: Callable[[str], str], given: dict[float, float]) -> Meter:
+    def read(freq_hz: float, tone_hz: float, setting: TxSetting) -> float:
+        if freq_hz in given:
+            return given[freq_hz]
+        if ask is None:
+            raise ConfigError(f"no --meter-reading for {freq_hz / 1e6:.6g} MHz (and --yes: no prompt)")
+        while True:
+            text = ask(f"CW at {tone_hz / 1e6:.6f} MHz, nominal {setting.power_dbm:.1f} dBm at the DUT input. "
+                       f"Power meter reading (dBm): ")
+            try:
+                return parse_quantity(text.strip(), "dBm")
+            except ValueError as e:
+                print(f"  {e}", file=sys.stderr)
+
+    return read
+
+
+def _print_table(cal: Calibration, path: Path) -> None:
+    print(f"calibration of rig {cal.rig['name']} ({cal.method['standard']}, reference {cal.method['reference']}) "
+          f"-> {path}")
+    print(f"{'freq':>12} {'level':>8} {'thru T':>9} {'u(T)':>6} {'A vs nom':>9} {'B vs nom':>9} {'gain corr':>9}")
+    for e in cal.frequencies:
+        for lv in e.levels:
+            a = e.output_dbm_at_0dbfs + lv.thru_db
+            print(f"{e.freq_hz / 1e6:>8.6g} MHz {lv.level_dbm:>8.2f} {lv.thru_db:>+9.3f} {lv.u_db:>6.3f} "
+                  f"{a - e.input_nominal_dbm_at_0dbfs:>+9.3f} "
+                  f"{e.output_dbm_at_0dbfs - e.output_nominal_dbm_at_0dbfs:>+9.3f} "
+                  f"{(e.input_nominal_dbm_at_0dbfs - e.output_nominal_dbm_at_0dbfs) - lv.thru_db:>+9.3f}")
+    print("A: DUT-input dBm per 0 dBFS at TX gain 0; B: DUT-output dBm at 0 dBFS, RX gain 0; "
+          "'gain corr': what the nominal paths got wrong in DUT gain")
+    for n in cal.notes:
+        print(f"note: {n}")
+
+
+def cmd_calibrate(args) -> int:
+    """``harness calibrate``: exit 0 saved, 2 rig/plan/device problem, 3 interrupted or failed mid-way."""
+    from devices import DeviceError
+    from harness.calibration import run_calibration
+    from harness.plan import load_plan
+    from harness.rig import load_rig
+    from harness.session import Interrupted, signals_raise
+
+    try:
+        spec = load_rig(resolve(args.rig, "rig"))
+        plans = [load_plan(resolve(p, "plan")) for p in args.plan]
+        loss = parse_quantity(args.attenuator_loss, "dB") if args.attenuator_loss is not None else None
+        ref_level = parse_quantity(args.reference_level, "dBm") if args.reference_level is not None else None
+        temp = float(str(args.temperature).removesuffix("C").strip()) if args.temperature is not None else None
+        readings = _parse_meter_readings(args.meter_reading)
+    except (ConfigError, ValueError) as e:
+        _err(str(e))
+        return 2
+    ask = None if args.yes else input
+    meter = None
+    if args.reference == "meter" and (not spec.simulated or readings):
+        meter = _prompt_meter(ask, readings)
+    if not spec.simulated and ask is not None:
+        print(f"Calibrating rig {spec.name} ({spec.file}) on {spec.device}: the DUT will be replaced.")
+    out = Path(args.out) if args.out else spec.calibration_file
+    try:
+        with signals_raise():
+            cal = run_calibration(spec, plans, seed=args.seed, meter=meter, ask=ask, reference=args.reference,
+                                  attenuator_loss_db=loss, reference_level_dbm=ref_level, repeats=args.repeats,
+                                  temperature_c=temp,
+                                  progress=(lambda m: None) if args.quiet else (lambda m: print(f"  {m}")))
+    except ConfigError as e:
+        _err(str(e))
+        return 2
+    except DeviceError as e:
+        _err(f"{spec.file}: device {spec.device!r}: {e}")
+        return 2
+    except (Interrupted, KeyboardInterrupt, EOFError):
+        _err("calibration interrupted: nothing saved")
+        return 3
+    path = cal.save(out)
+    if not args.quiet:
+        _print_table(cal, path)
     return 0
 
 
@@ -226,9 +325,31 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--seed", type=int, default=None, help="seed (default: the rig's)")
     ep.set_defaults(func=cmd_emulate)
 
-    from harness.calibration import add_calibrate_parser
+    from harness.calibration import REFERENCES
 
-    add_calibrate_parser(sub)
+    c = sub.add_parser(
+        "calibrate", help="thru-calibrate a rig (DUT replaced by a thru) for its plans",
+        description="Replace the DUT by a thru (or a known attenuator) and measure, per frequency and level the "
+                    "plans use, the rig's levels at the DUT planes; saved next to the rig as <rig>.cal.json and "
+                    "applied to every later run. A thru fixes DUT gain exactly; absolute levels rest on "
+                    "--reference: rx (receiver side trusted), tx (transmitter side trusted) or meter (a power "
+                    "sensor at the DUT input). Exit codes: 0 saved, 2 rig/plan/device problem, 3 interrupted.")
+    c.add_argument("--rig", required=True, help="rig file (YAML)")
+    c.add_argument("--plan", action="append", default=[], help="plan whose frequencies and levels to cover "
+                   "(repeatable); the rig's calibration: frequencies/levels are added")
+    c.add_argument("--reference", choices=REFERENCES, default="rx", help="absolute reference (default rx)")
+    c.add_argument("--reference-level", help="DUT-input level of the meter/TX reference (default: near 0 dBm)")
+    c.add_argument("--meter-reading", action="append", default=[], metavar="FREQ=POWER",
+                   help="power meter reading for --reference meter, e.g. 2140MHz=-0.8dBm (else prompted)")
+    c.add_argument("--attenuator-loss", metavar="LOSS", help="a known attenuator in place of the thru: its loss, "
+                   "e.g. '30 dB'")
+    c.add_argument("--temperature", metavar="C", help="ambient temperature in °C, recorded")
+    c.add_argument("--repeats", type=int, default=3, help="captures per point (default 3)")
+    c.add_argument("--seed", type=int, default=0, help="seed of simulated rigs (default 0)")
+    c.add_argument("--out", help="calibration file (default: next to the rig, <rig stem>.cal.json)")
+    c.add_argument("--yes", action="store_true", help="no prompts (the thru is already connected)")
+    c.add_argument("--quiet", action="store_true", help="no table")
+    c.set_defaults(func=cmd_calibrate)
     return p
 
 

@@ -24,11 +24,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from devices import CapabilityError, DeviceError, Radio, StreamConfig, open_radio
-from devices.sim.dut import DUT_MODELS
-from devices.sim.paths import PATH_ELEMENTS, Path as RFPath
+from devices import CapabilityError, DeviceError, Radio, StreamConfig, driver_option_types, open_radio
+from devices.paths import PATH_ELEMENTS, Path as RFPath
 from harness.config import ConfigError, LineMap, Section, build, load_yaml
 from harness.capture import CaptureRecord, TxRecord
+from harness.errors import LevelError
 from harness.stimulus import Waveform
 
 
@@ -78,7 +78,7 @@ class RigSpec:
     limits: RigLimits = field(default_factory=RigLimits)
     dut: Any = None  # simulated DUT model (sim rigs only)
     dut_model: str | None = None
-    sim: Any = None  # devices.sim.bench.SimConfig (sim rigs only)
+    sim: Any = None  # the simulated radio's physics: the sim: driver's 'sim' option (sim rigs only)
     #: physical paths of a simulated bench when they differ from the declared (nominal) ones
     sim_tx_to_dut: RFPath | None = None
     sim_dut_to_rx: RFPath | None = None
@@ -105,6 +105,23 @@ class RigSpec:
     def simulated(self) -> bool:
         """The RF is the simulator's: the sim: driver, or an emulated board streaming a simulated bench."""
         return self.emulate is not None or self.device.split(":", 1)[0].strip().lower() == "sim"
+
+    def bench_options(self, seed: int | None = None) -> dict[str, Any]:
+        """A simulated rig's bench as options of the sim: driver: the radio's physics, the DUT, the physical
+        paths (``sim: paths:``, else the declared ones) and the seed (None: the ``sim`` section's)."""
+        return {"sim": self.sim, "dut": self.dut, "tx_path": self.sim_tx_to_dut or self.tx_to_dut,
+                "rx_path": self.sim_dut_to_rx or self.dut_to_rx, "seed": seed}
+
+    def radio_options(self, seed: int | None = None) -> tuple[str, dict[str, Any]]:
+        """The URI and options :meth:`Rig.open` opens the radio with.
+
+        A simulated rig is opened by the sim: driver, which builds its bench
+        from :meth:`bench_options` and, for ``emulate``, serves it as that
+        board and opens the board's driver at it.
+        """
+        if not self.simulated:
+            return self.device, {}
+        return ("sim:" if self.emulate else self.device), {**self.bench_options(seed), "emulate": self.emulate}
 
 
 @dataclass
@@ -174,13 +191,15 @@ def _parse_paths(node: Any, what: str, file: str | None, line: int | None) -> tu
             _parse_path(node["dut_to_rx"], f"{what}.dut_to_rx", file, node.line_of("dut_to_rx")))
 
 
-def parse_dut_model(node: Any, what: str, file: str | None, line: int | None) -> tuple[str, Any]:
+def parse_dut_model(node: Any, what: str, file: str | None, line: int | None,
+                    models: dict[str, type]) -> tuple[str, Any]:
+    """Build the DUT model named by the section's ``model`` field from ``models`` (name -> dataclass)."""
     sec = Section(node, what, file, line)
     if not isinstance(node, dict) or "model" not in node:
-        raise sec.error(f"a simulated DUT needs 'model' (one of: {', '.join(sorted(DUT_MODELS))})")
-    cls = DUT_MODELS.get(node["model"])
+        raise sec.error(f"a simulated DUT needs 'model' (one of: {', '.join(sorted(models))})")
+    cls = models.get(node["model"])
     if cls is None:
-        raise sec.error(f"unknown DUT model {node['model']!r}; known: {', '.join(sorted(DUT_MODELS))}", "model")
+        raise sec.error(f"unknown DUT model {node['model']!r}; known: {', '.join(sorted(models))}", "model")
     return node["model"], build(cls, node, f"{what} ({node['model']})", file, line, ignore=("model",))
 
 
@@ -199,13 +218,12 @@ def load_rig(path: str | Path) -> RigSpec:
         raise ConfigError(f"rig: an emulated {spec.emulate} needs device '{spec.emulate}:' (its address is filled in "
                           f"when the emulator starts)", file, data.line_of("device"))
     if spec.simulated:
-        from devices.sim.bench import SimConfig
-
+        types = driver_option_types("sim")  # the sim: driver's sections: its DUT models and its physics
         if "dut" not in data:
             raise ConfigError("rig: a simulated rig needs a 'dut' section with the DUT model", file, 1)
-        spec.dut_model, spec.dut = parse_dut_model(data["dut"], "dut", file, data.line_of("dut"))
+        spec.dut_model, spec.dut = parse_dut_model(data["dut"], "dut", file, data.line_of("dut"), types["dut"])
         sim_node = data.get("sim") or LineMap()
-        spec.sim = build(SimConfig, sim_node, "sim", file, data.line_of("sim"), ignore=("paths",))
+        spec.sim = build(types["sim"], sim_node, "sim", file, data.line_of("sim"), ignore=("paths",))
         if isinstance(sim_node, dict) and "paths" in sim_node:
             spec.sim_tx_to_dut, spec.sim_dut_to_rx = _parse_paths(sim_node["paths"], "sim.paths", file,
                                                                   sim_node.line_of("paths"))
@@ -218,10 +236,6 @@ def load_rig(path: str | Path) -> RigSpec:
 
 
 # ------------------------------------------------------------------ runtime
-class LevelError(DeviceError):
-    """The rig cannot deliver the requested power."""
-
-
 #: what the transmitter is playing (kept under its historical name)
 TxSetting = TxRecord
 
@@ -245,9 +259,7 @@ class Rig:
         self._rate_hz: float | None = None
         self._rx_bw_hz: float | None = None
         self.tx_setting: TxSetting | None = None
-        self.bench = None  # the simulated bench behind the radio, if any
         self.dut_bypassed = False
-        self._server = None  # an emulated board's server, stopped on close
         #: the thru calibration in use (harness.calibration.Calibration), None: nominal paths
         self.calibration = None
         #: how the DUT-plane levels are obtained, for the results header
@@ -264,58 +276,33 @@ class Rig:
         ``spec.uncalibrated``; ``"optional"`` never refuses (inspection);
         ``"off"`` uses the nominal paths; a ``Calibration`` object is checked and used.
         """
-        from harness.calibration import attach_calibration
+        # (imported here: the calibration package also holds the thru procedure, which imports this module)
+        from harness.calibration.table import attach_calibration
 
-        options: dict[str, Any] = {}
-        bench = server = None
-        uri = spec.device
-        if spec.simulated:
-            from devices.sim.bench import SimBench
-
-            bench = SimBench(spec.sim, spec.sim_tx_to_dut or spec.tx_to_dut, spec.dut,
-                             spec.sim_dut_to_rx or spec.dut_to_rx, seed=seed)
-            if spec.emulate == "pluto":
-                from devices.sim.pluto_emulator import serve
-
-                server, port = serve(bench, port=0)
-                uri = f"pluto:ip:127.0.0.1:{port}"
-            else:
-                options["bench"] = bench
-        try:
-            radio = open_radio(uri, **options)
-        except BaseException:
-            if server is not None:
-                server.stop()
-            raise
+        uri, options = spec.radio_options(seed)
+        radio = open_radio(uri, **options)  # an emulated board's server stops when its radio closes
         try:
             rig = cls(spec, radio)
-            rig.bench, rig._server = bench, server
             attach_calibration(rig, calibration)
             return rig
         except BaseException:
             radio.close()
-            if server is not None:
-                server.stop()
             raise
 
     def close(self) -> None:
-        try:
-            self.radio.close()
-        finally:
-            if self._server is not None:
-                self._server.stop()
-                self._server = None
+        self.radio.close()
 
     def bypass_dut(self, on: bool) -> None:
         """Switch a thru in place of the DUT (True) or the DUT back (False).
 
-        Only a simulated bench has the switch today; a real bench would need an RF
-        switch driver, so thru steps on it fail with a clear message.
+        Only a simulated bench has the switch today (the radio's set_dut_bypass); a real
+        bench would need an RF switch driver, so thru steps on it fail with a clear message.
         """
-        if self.bench is None or not hasattr(self.bench, "bypass_dut"):
+        try:
+            self.radio.set_dut_bypass(bool(on))
+        except CapabilityError:
             raise DeviceError(f"rig {self.spec.name!r} has no DUT bypass switch: thru (floor) and calibration "
-                              f"steps cannot switch the DUT out unattended")
-        self.bench.bypass_dut = bool(on)
+                              f"steps cannot switch the DUT out unattended") from None
         self.dut_bypassed = bool(on)
 
     def __enter__(self) -> "Rig":

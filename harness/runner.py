@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import signal
-import subprocess
 import time
 import traceback
 from contextlib import contextmanager
@@ -20,7 +18,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from harness import __version__
 from harness.config import format_quantity
 from harness.acquisition import StepContext, run_measurement
 from harness.capture import Acquisition, CaptureRecord
@@ -29,50 +26,13 @@ from harness.plan import Plan, Step, check_plan_against, step_seed
 from harness.plots import render_png
 from harness.results import MeasurementRecord, RunRecorder, StepRecord, combine, now_iso
 from harness.rig import Rig, RigSpec
-
-EXIT_PASS, EXIT_FAIL, EXIT_CONFIG, EXIT_ERROR, EXIT_INCONCLUSIVE = 0, 1, 2, 3, 4
-
-
-class Interrupted(BaseException):
-    """SIGTERM/SIGINT during a run (a BaseException so steps cannot swallow it)."""
-
-
-def software_version() -> str:
-    """Package version plus the git commit when run from a checkout."""
-    here = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(["git", "-C", str(here), "describe", "--always", "--dirty"], capture_output=True,
-                             text=True, timeout=5)
-        if out.returncode == 0 and out.stdout.strip():
-            return f"{__version__}+{out.stdout.strip()}"
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return __version__
+from harness.session import EXIT_ERROR, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, Interrupted, software_version
+from harness.session import signals_raise as _signals_raise  # the name run_plan uses
 
 
 def default_run_dir(plan: Plan, root: Path = Path("runs")) -> Path:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", plan.name).strip("-") or "plan"
     return root / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{slug}"
-
-
-@contextmanager
-def _signals_raise():
-    """Turn SIGTERM (and SIGINT) into :class:`Interrupted` so every exit path stops the transmitter."""
-
-    def handler(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
-
-    old = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            old[sig] = signal.signal(sig, handler)
-        except ValueError:  # not in the main thread
-            pass
-    try:
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Thru calibration of a rig (harness/calibration.py): accuracy against the simulated bench's
+"""Thru calibration of a rig (harness/calibration/, harness calibrate): accuracy against the simulated bench's
 true paths and the DUT model's truth, the file, and refusing to run without a valid one."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from devices.sim.bench import SimBench, SimConfig
 from devices.sim.driver import SimRadio
 from devices.sim.dut import Thru
 from devices.sim.paths import Attenuator, Cable, Path as RFPath
-from harness import calibration as cal_mod
 from harness.calibration import (CalibrationError, collect_points, level_grid, load_calibration,
                                  run_calibration)
+from harness.cli import main
 from harness.plan import load_plan
 from harness.rig import LevelError, Rig, load_rig
 from harness.runner import run_plan
@@ -230,8 +230,6 @@ steps:
 
 
 def test_real_rig_refuses_to_run_without_calibration(tmp_path, real_rig, capsys):
-    from harness.cli import main
-
     assert not load_rig(real_rig).simulated
     plan = write_plan(tmp_path, GAIN_PLAN)
     assert main(["run", str(plan), "--rig", str(real_rig), "--out", str(tmp_path / "r"), "--quiet"]) == 2
@@ -297,13 +295,13 @@ def test_known_attenuator_in_place_of_the_thru(real_rig, monkeypatch):
 
 
 def test_calibrate_command(tmp_path, rig_path, capsys):
-    code = cal_mod.main(["--rig", str(rig_path), "--reference", "meter", "--temperature", "23.5",
-                         "--repeats", "1", "--yes"])
+    code = main(["calibrate", "--rig", str(rig_path), "--reference", "meter", "--temperature", "23.5",
+                 "--repeats", "1", "--yes"])
     assert code == 0
     d = json.loads((tmp_path / "rig.cal.json").read_text())
     assert d["schema"] == "rf-harness/calibration/1" and d["temperature_c"] == 23.5
     assert [e["freq_hz"] for e in d["frequencies"]] == [1842.5e6, 2140e6]
     out = capsys.readouterr().out
     assert "rig.cal.json" in out and "2140 MHz" in out
-    assert cal_mod.main(["--rig", str(tmp_path / "missing.yaml"), "--yes"]) == 2
+    assert main(["calibrate", "--rig", str(tmp_path / "missing.yaml"), "--yes"]) == 2
     assert math.isfinite(d["frequencies"][0]["levels"][0]["u_db"])

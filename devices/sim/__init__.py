@@ -6,8 +6,9 @@ frequency; the driver (``sim:`` URIs) turns them into SDR samples.
 
 from devices.sim.bench import RxPortModel, SimBench, SimConfig, TxPortModel
 from devices.sim.driver import SimRadio, open_sim
-from devices.sim.dut import DUT_MODELS, RappAmplifier, Thru, register_dut
-from devices.sim.paths import KT0_DBM_HZ, PATH_ELEMENTS, Amplifier, Attenuator, Cable, Path
+from devices.sim.dut import RappAmplifier, Thru
+from devices.sim.models import DUT_MODELS, register_dut
+from devices.paths import KT0_DBM_HZ, PATH_ELEMENTS, Amplifier, Attenuator, Cable, Path
 
 __all__ = [
     "Amplifier", "Attenuator", "Cable", "DUT_MODELS", "KT0_DBM_HZ", "PATH_ELEMENTS", "Path", "RappAmplifier",

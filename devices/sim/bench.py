@@ -34,7 +34,7 @@ import numpy as np
 from scipy import fft as sfft
 
 from devices.radio import Capabilities, CapabilityError, DeviceError, Range, StreamConfig
-from devices.sim.paths import Path, complex_noise, thermal_noise_mw, unit_phasor
+from devices.paths import Path, complex_noise, thermal_noise_mw, unit_phasor
 
 #: lead-in and tail margin (samples) around each block, beyond the path delays
 _MARGIN = 256

@@ -1,22 +1,38 @@
-"""The ``sim:`` driver: a :class:`~devices.radio.Radio` in front of a :class:`SimBench`.
+"""The ``sim:`` driver: a :class:`~devices.radio.Radio` in front of a :class:`SimBench`, built from a rig's options.
 
-``sim:`` or ``sim:<name>`` opens a simulated SDR. The rig loader passes its
-own bench (``open_radio("sim:", bench=...)``); without one, a default bench
-(AD9361-like ports, empty paths, a Thru as DUT) is built.
+``sim:`` or ``sim:<name>`` opens a simulated SDR. The bench is built from the
+options a rig file's sections give (``open_radio("sim:", sim=SimConfig(...),
+dut=<DUT model>, tx_path=Path(...), rx_path=Path(...), seed=N)``; the types
+of ``sim`` and ``dut`` are :data:`OPTION_TYPES`), or passed ready made
+(``bench=SimBench(...)``). Without either, a default bench (AD9361-like
+ports, empty paths, a Thru as DUT) is built.
+
+``emulate="pluto"`` serves the bench as an emulated PlutoSDR on a free port
+of 127.0.0.1 and returns the ``pluto:`` driver opened at it
+(:mod:`devices.sim.emulated`): the real driver stack on simulated RF.
+Closing that radio stops the server.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 
+from devices.paths import Path
 from devices.radio import Capabilities, Capture, CaptureMeta, DeviceError, Radio, StreamConfig
 from devices.sim.bench import SimBench, SimConfig
 from devices.sim.dut import Thru
-from devices.sim.paths import Path
+from devices.sim.models import DUT_MODELS
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]*$")
+
+#: the options a rig file gives this driver in sections of its own: ``sim`` (the radio's physics) and
+#: ``dut`` (a DUT model, picked by its ``model`` field)
+OPTION_TYPES: dict[str, Any] = {"sim": SimConfig, "dut": DUT_MODELS}
+#: every option open_sim takes
+OPTIONS = ("bench", "sim", "dut", "tx_path", "rx_path", "seed", "emulate")
 
 
 class SimRadio(Radio):
@@ -32,6 +48,9 @@ class SimRadio(Radio):
     @property
     def capabilities(self) -> Capabilities:
         return self.bench.capabilities
+
+    def set_dut_bypass(self, on: bool) -> None:
+        self.bench.bypass_dut = bool(on)
 
     def _configure_tx(self, config: StreamConfig) -> StreamConfig:
         return self.bench.set_tx(config)
@@ -55,23 +74,43 @@ class SimRadio(Radio):
         return Capture(samples, meta)
 
 
-def open_sim(uri: str, rest: str, bench: SimBench | None = None, seed: int | None = None, **opts) -> SimRadio:
+def build_bench(sim: SimConfig | None = None, dut: Any = None, tx_path: Path | None = None,
+                rx_path: Path | None = None, seed: int | None = None) -> SimBench:
+    """The simulated bench a rig describes.
+
+    ``sim``: the radio's physics (default SimConfig()); ``dut``: a DUT model
+    (default a lossless Thru); ``tx_path``/``rx_path``: the physical paths
+    (default empty); ``seed``: overrides ``sim.seed``.
+    """
+    if sim is None:
+        sim = SimConfig() if seed is None else SimConfig(seed=seed)
+    return SimBench(sim, tx_path, Thru() if dut is None else dut, rx_path, seed=seed)
+
+
+def open_sim(uri: str, rest: str, bench: SimBench | None = None, emulate: str | None = None, **opts) -> Radio:
     """Open a simulated SDR for ``sim:`` or ``sim:<name>``.
 
-    ``bench``: the simulated rig to drive (default: SimConfig(), empty paths,
-    Thru DUT); ``seed``: seed of that default bench.
+    ``bench``: the simulated rig to drive; else one is built from ``sim``,
+    ``dut``, ``tx_path``, ``rx_path`` and ``seed`` (:func:`build_bench`).
+    ``emulate``: serve the bench as this board (``"pluto"``) and return that
+    board's driver opened at it instead.
     """
-    if opts:
-        raise DeviceError(f"{uri}: unknown sim option(s): {', '.join(sorted(opts))}; known: bench, seed")
+    unknown = sorted(set(opts) - set(OPTIONS))
+    if unknown:
+        raise DeviceError(f"{uri}: unknown sim option(s): {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
     name = (rest or "").strip()
     if not _NAME_RE.match(name):
         raise DeviceError(f"{uri}: sim: URIs take no parameters, only an optional name "
                           f"(letters, digits, '_', '.', '-'), e.g. 'sim:' or 'sim:bench1'; got {rest!r}")
     if bench is None:
-        config = SimConfig() if seed is None else SimConfig(seed=seed)
-        bench = SimBench(config, Path([]), Thru(), Path([]))
-    elif seed is not None:
-        raise DeviceError(f"{uri}: give either a bench or a seed, not both (the bench has its own seed)")
+        bench = build_bench(**opts)
+    elif any(v is not None for v in opts.values()):
+        raise DeviceError(f"{uri}: give either a bench or what to build one from "
+                          f"({', '.join(OPTIONS[1:-1])}), not both (the bench has its own seed)")
     if not isinstance(bench, SimBench):
         raise DeviceError(f"{uri}: bench must be a SimBench, got {type(bench).__name__}")
-    return SimRadio(uri, bench, name)
+    if emulate is None:
+        return SimRadio(uri, bench, name)
+    from devices.sim.emulated import open_emulated
+
+    return open_emulated(uri, emulate, bench)

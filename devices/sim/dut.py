@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from devices.sim.paths import Attenuator, complex_noise, rapp_gain, thermal_noise_mw, unit_phasor
+from devices.paths import Attenuator, complex_noise, rapp_gain, thermal_noise_mw, unit_phasor
 
 DUT_MODELS: dict[str, type] = {}
 
@@ -171,7 +171,3 @@ class Thru:
 
     def truth(self) -> dict[str, float | None]:
         return {"gain_db": -float(self.loss_db), "delay_s": float(self.delay_s)}
-
-
-# Further models live in their own modules; importing them registers them.
-from devices.sim import repeater as _repeater  # noqa: E402,F401  (registers "repeater", "repeater_uplink")

@@ -62,7 +62,7 @@ import numpy as np
 from scipy import signal, special
 
 from devices.sim.dut import RappAmplifier, register_dut
-from devices.sim.paths import complex_noise, thermal_noise_mw, unit_phasor
+from devices.paths import complex_noise, thermal_noise_mw, unit_phasor
 
 #: rate and centre used by truth() before the first process() call
 REFERENCE_RATE_HZ = 30.72e6

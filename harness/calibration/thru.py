@@ -1,0 +1,338 @@
+"""Measuring a rig's thru calibration: what to measure, the thru readings, the table they give.
+
+A thru measures only the product T = A - B (one number per frequency and
+level; the quantities are defined in :mod:`harness.calibration.table`). It
+is all DUT *gain* needs: gain = P_out - P_in = r - d - g_tx - g_rx - T, so a
+calibrated rig measures gain exactly whatever A and B are separately.
+Absolute levels need one absolute reference per frequency (``reference``):
+
+* ``rx`` (default): the receiver side is trusted: B is the nominal one (the
+  RX port calibration and the declared dut_to_rx path), A = T + B. Input and
+  output levels are then both off by the RX side's error, by the same amount.
+* ``tx``: the transmitter side is trusted at the reference level: A there is
+  nominal, B = A - T.
+* ``meter``: a power sensor at the DUT input plane reads a CW the harness
+  plays at the reference level: A there = reading - d - g_tx, B = A - T.
+  Both planes are then absolute within the meter's uncertainty. (On a
+  simulated rig the reading comes from the bench's true physics.)
+
+A known attenuator instead of the thru (``attenuator_loss_db``) gives the
+same product once its loss is added back; it cannot split it either, since
+its loss sits between the two sides.
+
+Level dependence: T is measured at each DUT-input level the plans use (the
+TX gain and digital level the rig picks for it, RX auto-ranged). Its
+variation with level is assigned to the TX side (TX gain steps, compression
+of driver amplifiers); the RX gain table is taken as nominal, a limitation:
+with a DUT the RX gain differs from the thru's by the DUT gain.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+import numpy as np
+
+from harness.calibration.table import REFERENCES, Calibration, CalibrationError, FreqEntry, LevelEntry
+from harness.dsp.spectrum import psd, tone_power_dbm
+from harness.errors import LevelError
+from harness.rig import Rig, RigSpec, TxSetting
+from harness.session import software_version
+from harness.stimulus.tones import CWParams, cw
+
+DEFAULT_SAMPLE_RATE_HZ = 7.68e6
+#: calibration levels are spread over the plans' range at most this far apart
+MAX_LEVEL_STEP_DB = 6.0
+#: keep the thru's RX port power this far below the rig's max_rx_input_dbm (nominal paths may be optimistic)
+RX_SAFETY_MARGIN_DB = 6.0
+#: 10 / ln(10): dB per unit of relative power change
+_DB_PER_NEPER_POWER = 10 / math.log(10)
+
+
+# ------------------------------------------------------------------ what to measure
+@dataclass(frozen=True)
+class CalPoint:
+    """One centre frequency to calibrate, at its sample rate, over DUT-input levels."""
+
+    freq_hz: float
+    sample_rate_hz: float
+    levels_dbm: tuple[float, ...]
+
+
+def step_levels_dbm(step) -> list[float]:
+    """Total DUT-input powers (dBm) a plan step plays (what :meth:`Rig.play` is asked for)."""
+    p, name = step.params, step.measurement.name
+    out: list[float] = []
+    if name == "compression_sweep":
+        out += [p.start_power_dbm, p.stop_power_dbm]
+    elif name == "two_tone_ip3":
+        rel = p.levels_db or [0.0]
+        out += [p.power_per_tone_dbm + r + 10 * math.log10(2) for r in (min(rel), max(rel))]
+    stim = getattr(p, "stimulus", None)
+    if stim is not None:
+        sp = stim.params
+        if getattr(sp, "power_dbm", None) is not None:
+            out.append(sp.power_dbm)
+        elif getattr(sp, "power_per_tone_dbm", None) is not None:
+            out.append(sp.power_per_tone_dbm + 10 * math.log10(2))
+    return [float(v) for v in out]
+
+
+def level_grid(levels_dbm, max_step_db: float = MAX_LEVEL_STEP_DB) -> list[float]:
+    """The given levels' range covered at most ``max_step_db`` apart (endpoints and given levels kept)."""
+    lv = sorted(set(round(float(v), 3) for v in levels_dbm))
+    if len(lv) < 2:
+        return lv
+    grid = set(lv)
+    for a, b in zip(lv, lv[1:]):
+        n = math.ceil((b - a) / max_step_db - 1e-9)
+        grid.update(round(a + (b - a) * k / n, 3) for k in range(1, n))
+    return sorted(grid)
+
+
+def collect_points(spec: RigSpec, plans=(), extra_levels_dbm=()) -> tuple[list[CalPoint], list[str]]:
+    """Frequencies (with rates) and levels to calibrate: the plans' steps and the rig's calibration section.
+
+    Levels above the rig's max_dut_input_dbm, or that would bring the thru's
+    RX port within RX_SAFETY_MARGIN_DB of max_rx_input_dbm, are dropped (and noted).
+    """
+    rates: dict[float, float] = {}
+    levels: list[float] = [*spec.calibration.levels_dbm, *extra_levels_dbm]
+    for plan in plans:
+        for step in plan.steps:
+            rates.setdefault(step.freq_hz, step.sample_rate_hz)
+            levels += step_levels_dbm(step)
+    default_rate = spec.calibration.sample_rate_hz or next(iter(rates.values()), DEFAULT_SAMPLE_RATE_HZ)
+    for f in spec.calibration.frequencies_hz:
+        rates.setdefault(f, default_rate)
+    if not rates:
+        raise CalibrationError("nothing to calibrate: give --plan PLAN or list calibration.frequencies in the rig",
+                               spec.file)
+    if not levels:
+        raise CalibrationError("no levels to calibrate at: give --plan PLAN or list calibration.levels in the rig",
+                               spec.file)
+    notes = []
+    lim = spec.limits.max_dut_input_dbm
+    points = []
+    for f in sorted(rates):
+        rx_max = spec.limits.max_rx_input_dbm - RX_SAFETY_MARGIN_DB - float(spec.dut_to_rx.gain_db_at(f))
+        keep = [v for v in level_grid(levels) if (lim is None or v <= lim + 1e-9) and v <= rx_max]
+        dropped = sorted(set(level_grid(levels)) - set(keep))
+        if dropped:
+            notes.append(f"{f / 1e6:.6g} MHz: levels {', '.join(f'{v:g}' for v in dropped)} dBm not calibrated "
+                         f"(rig limits through a thru; the nearest calibrated level is used there)")
+        if not keep:
+            raise CalibrationError(f"{f / 1e6:.6g} MHz: no level can be calibrated within the rig's limits",
+                                   spec.file)
+        points.append(CalPoint(float(f), float(rates[f]), tuple(keep)))
+    return points, notes
+
+
+# ------------------------------------------------------------------ measuring
+@dataclass
+class ThruReading:
+    """The thru at one set level: the settings and the product T per capture."""
+
+    setting: TxSetting
+    thru_db: list[float]
+    snr_db: list[float]
+    rx_gain_db: float
+
+
+def tone_offset_hz(sample_rate_hz: float) -> float:
+    """CW offset from the LO (away from LO leakage at 0 Hz, well inside the band)."""
+    return min(1e6, sample_rate_hz / 10)
+
+
+def measure_thru_point(rig: Rig, waveform, level_dbm: float, repeats: int, n_samples: int,
+                       standard_loss_db: float = 0.0) -> ThruReading:
+    """Play ``waveform`` (a CW) at ``level_dbm`` through the thru, capture ``repeats`` times, return T per capture."""
+    setting = rig.play(waveform, level_dbm)
+    tone = waveform.tones_hz[0]
+    thru, snr, rx_gain = [], [], math.nan
+    for _ in range(repeats):
+        m = rig.capture(n_samples)
+        spec = psd(m.x, m.sample_rate_hz)
+        p = tone_power_dbm(spec, tone)
+        raw = tone_power_dbm(spec, tone, noise_correct=False)
+        noise_mw = max(10 ** (raw / 10) - 10 ** (p / 10), 1e-300)
+        snr.append(p - 10 * math.log10(noise_mw))
+        r = p - m.full_scale_dbm  # received tone, dBFS
+        thru.append(r - setting.digital_rms_dbfs - setting.tx_gain_db - m.rx_gain_db + standard_loss_db)
+        rx_gain = m.rx_gain_db
+    return ThruReading(setting, thru, snr, rx_gain)
+
+
+def _level_entry(reading: ThruReading, b_dbm: float) -> LevelEntry:
+    t = np.array(reading.thru_db)
+    n = t.size
+    std = float(np.std(t, ddof=1)) if n > 1 else 0.0
+    snr_min = float(min(reading.snr_db))
+    # Additive noise on a tone of SNR s scatters its power by sqrt(2/s) (relative).
+    u_noise = _DB_PER_NEPER_POWER * math.sqrt(2 / 10 ** (snr_min / 10) / n)
+    u = math.hypot(std / math.sqrt(n), u_noise)
+    thru = float(np.mean(t))
+    s = reading.setting
+    return LevelEntry(level_dbm=round(b_dbm + thru + s.tx_gain_db + s.digital_rms_dbfs, 4), thru_db=thru,
+                      u_db=u, std_db=std, snr_db=snr_min, repeats=n, set_level_dbm=s.power_dbm,
+                      tx_gain_db=s.tx_gain_db, digital_rms_dbfs=s.digital_rms_dbfs, rx_gain_db=reading.rx_gain_db)
+
+
+#: a meter reading: (centre freq Hz, tone freq Hz (absolute), TX setting played) -> dBm at the DUT input
+Meter = Callable[[float, float, TxSetting], float]
+
+
+def sim_power_meter(spec: RigSpec, resolution_db: float = 0.01) -> Meter:
+    """A power sensor at the DUT input plane of a simulated rig: the bench's true TX port and tx path.
+
+    Reads (to ``resolution_db``) TX full scale + TX gain + digital level + the
+    physical tx_to_dut gain at the tone, i.e. what a thermal sensor would show;
+    the physics is the rig's bench as the sim: driver gets it (:meth:`RigSpec.bench_options`).
+    """
+    if not spec.simulated:
+        raise ValueError("sim_power_meter needs a simulated rig")
+    bench = spec.bench_options()
+    full_scale_dbm, path = bench["sim"].tx.full_scale_dbm, bench["tx_path"]
+
+    def read(freq_hz: float, tone_hz: float, setting: TxSetting) -> float:
+        p = full_scale_dbm + setting.tx_gain_db + setting.digital_rms_dbfs + float(path.gain_db_at(tone_hz))
+        return round(round(p / resolution_db) * resolution_db, 6)
+
+    return read
+
+
+def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter: Meter | None = None,
+              meter_uncertainty_db: float = 0.1, reference_level_dbm: float | None = None,
+              attenuator_loss_db: float | None = None, repeats: int = 3, n_samples: int = 65536,
+              connect: Callable[[str, str], None] = lambda kind, msg: None, temperature_c: float | None = None,
+              plans: list[str] | None = None, notes: list[str] | None = None,
+              progress: Callable[[str], None] = lambda msg: None) -> Calibration:
+    """Measure a thru calibration on an open ``rig`` (opened with ``calibration="off"``).
+
+    ``connect(kind, message)`` is called before each physical change (kind
+    ``"meter"``: sensor on the DUT input; ``"thru"``: thru in place of the DUT): a real rig prompts the operator,
+    a simulated one switches its bench. ``meter`` is required for
+    ``reference="meter"``. The reference level (default: the calibrated level
+    nearest 0 dBm) is where the meter is read, or where the TX side is trusted.
+    """
+    if reference not in REFERENCES:
+        raise ValueError(f"reference {reference!r}: expected one of {', '.join(REFERENCES)}")
+    if reference == "meter" and meter is None:
+        raise ValueError("reference 'meter' needs a meter (readings)")
+    if rig.calibration is not None:
+        raise ValueError("calibrate on the nominal paths: open the rig with calibration='off'")
+    spec = rig.spec
+    loss = float(attenuator_loss_db or 0.0)
+
+    def ref_level(pt: CalPoint) -> float:
+        want = 0.0 if reference_level_dbm is None else reference_level_dbm
+        return min(pt.levels_dbm, key=lambda v: (abs(v - want), -v))
+
+    waves = {pt.freq_hz: cw(CWParams(pt.levels_dbm[0], tone_offset_hz(pt.sample_rate_hz)), pt.sample_rate_hz)
+             for pt in points}
+    meter_readings: dict[float, tuple[float, TxSetting]] = {}
+    try:
+        if reference == "meter":
+            connect("meter", "Connect the power sensor at the DUT input plane (DUT removed).")
+            for pt in points:
+                w = waves[pt.freq_hz]
+                rig.tune(pt.freq_hz, pt.sample_rate_hz)
+                setting = rig.play(w, ref_level(pt))
+                reading = float(meter(pt.freq_hz, pt.freq_hz + w.tones_hz[0], setting))
+                rig.stop()
+                meter_readings[pt.freq_hz] = (reading, setting)
+                progress(f"meter {pt.freq_hz / 1e6:.6g} MHz: {reading:.2f} dBm")
+        what = f"a {loss:g} dB attenuator" if attenuator_loss_db is not None else "the thru"
+        connect("thru", f"Connect {what} in place of the DUT (DUT input plane to DUT output plane).")
+        entries = []
+        for pt in points:
+            w = waves[pt.freq_hz]
+            rig.tune(pt.freq_hz, pt.sample_rate_hz)
+            # Pass 1, on the nominal paths: the reference level (same TX settings as the meter reading).
+            r_ref = measure_thru_point(rig, w, ref_level(pt), repeats, n_samples, loss)
+            a_nom = rig.tx_full_scale_dbm + float(spec.tx_to_dut.gain_db_at(pt.freq_hz))
+            b_nom = rig.rx_full_scale_dbm - float(spec.dut_to_rx.gain_db_at(pt.freq_hz))
+            t_ref = float(np.mean(r_ref.thru_db))
+            u_ref = _level_entry(r_ref, 0.0).u_db
+            if reference == "rx":
+                b, u_b = b_nom, None
+                ref = {"kind": "rx", "note": "RX side nominal (rig RX calibration and declared dut_to_rx path)"}
+            elif reference == "tx":
+                b, u_b = a_nom - t_ref, None
+                ref = {"kind": "tx", "level_dbm": ref_level(pt),
+                       "note": "TX side nominal at this level (rig TX calibration and declared tx_to_dut path)"}
+            else:
+                reading, s = meter_readings[pt.freq_hz]
+                if (s.tx_gain_db, s.digital_rms_dbfs) != (r_ref.setting.tx_gain_db, r_ref.setting.digital_rms_dbfs):
+                    raise LevelError("the meter and thru readings used different TX settings")
+                a_abs = reading - s.tx_gain_db - s.digital_rms_dbfs
+                b, u_b = a_abs - t_ref, math.hypot(meter_uncertainty_db, u_ref)
+                ref = {"kind": "meter", "level_dbm": ref_level(pt), "reading_dbm": reading,
+                       "tx_gain_db": s.tx_gain_db, "digital_rms_dbfs": s.digital_rms_dbfs,
+                       "meter_uncertainty_db": meter_uncertainty_db}
+            entry = FreqEntry(freq_hz=pt.freq_hz, sample_rate_hz=pt.sample_rate_hz, tone_offset_hz=w.tones_hz[0],
+                              output_dbm_at_0dbfs=b, output_u_db=u_b, output_nominal_dbm_at_0dbfs=b_nom,
+                              input_nominal_dbm_at_0dbfs=a_nom, reference=ref, levels=[_level_entry(r_ref, b)])
+            # Pass 2, on this provisional calibration: every level lands where the plans will ask for it.
+            rig.calibration = Calibration("", {}, [], {}, [entry])
+            try:
+                entry.levels = sorted((_level_entry(measure_thru_point(rig, w, lv, repeats, n_samples, loss), b)
+                                       for lv in pt.levels_dbm), key=lambda e: e.level_dbm)
+            finally:
+                rig.calibration = None
+                rig.stop()
+            entries.append(entry)
+            progress(f"thru {pt.freq_hz / 1e6:.6g} MHz: {len(pt.levels_dbm)} levels")
+    finally:
+        rig.stop()
+    return Calibration(
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        rig={"name": spec.name, "file": spec.file, "setup_sha256": spec.setup_sha256, "device": spec.device,
+             "simulated": spec.simulated},
+        devices=[{"role": "radio", "driver": rig.caps.driver, "serial": rig.caps.serial, "uri": spec.device}],
+        method={"standard": "attenuator" if attenuator_loss_db is not None else "thru", "standard_loss_db": loss,
+                "reference": reference, "repeats": repeats, "n_samples": n_samples,
+                "quantities": {"output_dbm_at_0dbfs": "B: DUT-output dBm reading 0 dBFS at RX gain 0 dB",
+                               "input_dbm_at_0dbfs": "A = B + thru_db: DUT-input dBm of 0 dBFS RMS at TX gain 0 dB",
+                               "thru_db": "T = A - B, what the thru measures (dBFS out - dBFS in - gains)"}},
+        frequencies=entries, temperature_c=temperature_c, plans=list(plans or []),
+        software_version=software_version(), notes=list(notes or []))
+
+
+def run_calibration(spec: RigSpec, plans=(), *, seed: int = 0, meter: Meter | None = None,
+                    ask: Callable[[str], str] | None = None, **kw) -> Calibration:
+    """Open ``spec`` on its nominal paths, calibrate it over ``plans``' points, restore the DUT.
+
+    On a simulated rig the bench's DUT bypass is switched in and the meter
+    (``reference="meter"``) is :func:`sim_power_meter` unless one is given. On
+    a real rig ``ask(prompt)`` (e.g. ``input``) is called before each physical
+    change; None skips the prompts (``--yes``).
+    """
+    points, notes = collect_points(spec, plans, [kw["reference_level_dbm"]]
+                                   if kw.get("reference_level_dbm") is not None else [])
+    if spec.simulated and kw.get("reference") == "meter" and meter is None:
+        meter = sim_power_meter(spec)
+    rig = Rig.open(spec, seed=seed, calibration="off")
+    try:
+        if spec.simulated:
+            def connect(kind: str, msg: str) -> None:
+                rig.bypass_dut(kind == "thru")
+        else:
+            def connect(kind: str, msg: str) -> None:
+                rig.stop()
+                if ask is not None:
+                    ask(f"{msg} Press Enter when connected (Ctrl-C aborts): ")
+        try:
+            return calibrate(rig, points, meter=meter, connect=connect, notes=notes,
+                             plans=[p.file for p in plans], **kw)
+        finally:
+            rig.stop()
+            if spec.simulated:
+                rig.bypass_dut(False)
+            elif ask is not None:
+                ask("Calibration done: reconnect the DUT. Press Enter: ")
+    finally:
+        rig.close()
