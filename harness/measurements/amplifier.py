@@ -9,6 +9,7 @@ import numpy as np
 from harness.config import doc
 from harness.dsp.amplifier import compression_point, third_order_intercept, two_tone_levels
 from harness.dsp.spectrum import psd, tone_power_dbm, tone_power_uncertainty_db
+from harness.figures import compression_figure, intercept_figure, spectrum_figure
 from harness.measurements import Output, StepContext, StepData, register_measurement
 from harness.measurements.basic import stimulus_power_dbm
 from harness.stimulus import StimulusSpec
@@ -37,7 +38,7 @@ def gain(ctx: StepContext, p: GainParams) -> StepData:
         details = {"gain_db": {"uncertainty": u}, "output_power_dbm": {"uncertainty": u}}
     return StepData({"gain_db": pout - setting.power_dbm, "output_power_dbm": pout,
                      "input_power_dbm": setting.power_dbm},
-                    {"spectrum": spec.plot("DUT output spectrum")}, {"stimulus": w.describe()}, details)
+                    {"spectrum": spectrum_figure(spec, "DUT output spectrum")}, {"stimulus": w.describe()}, details)
 
 
 @dataclass
@@ -88,7 +89,7 @@ def compression_sweep(ctx: StepContext, p: CompressionParams) -> StepData:
     info = {"stimulus": w.describe(), "sweep": {"input_power_dbm": pin, "output_power_dbm": pout}}
     data = StepData({"output_p1db_dbm": r.output_p1db_dbm, "input_p1db_dbm": r.input_p1db_dbm,
                      "small_signal_gain_db": r.small_signal_gain_db, "max_compression_db": r.max_compression_db},
-                    {"compression": r.plot}, info)
+                    {"compression": compression_figure(r)}, info)
     if r.input_p1db_dbm is not None:
         # a gain error u moves the crossing by u / (d compression / d input) near the point
         comp = r.small_signal_gain_db - (np.array(pout) - np.array(pin))
@@ -153,7 +154,7 @@ def two_tone_ip3(ctx: StepContext, p: IP3Params) -> StepData:
         pt.append(lv.tone_dbm)
         pim.append(lv.im3_dbm)
         if rel == levels[len(levels) // 2]:
-            spectra["spectrum"] = lv.spectrum.plot(f"Two-tone output, {per_tone:.1f} dBm/tone in")
+            spectra["spectrum"] = spectrum_figure(lv.spectrum, f"Two-tone output, {per_tone:.1f} dBm/tone in")
         ctx.progress(i + 1, len(levels))
     ctx.rig.stop()
     r = third_order_intercept(pin, pt, pim)
@@ -162,7 +163,7 @@ def two_tone_ip3(ctx: StepContext, p: IP3Params) -> StepData:
     slope = r.im3_slope_db_per_db
     data = StepData({"oip3_dbm": r.oip3_dbm, "iip3_dbm": r.iip3_dbm, "imd3_dbc": r.imd3_dbc,
                      "im3_slope_db_per_db": None if np.isnan(slope) else slope},
-                    {"intercept": r.plot, **spectra}, info)
+                    {"intercept": intercept_figure(r), **spectra}, info)
     u_oip3 = float(np.sqrt(np.mean(np.square(u_im))) / 2 / np.sqrt(len(u_im)))
     data.details = {"oip3_dbm": {"uncertainty": u_oip3}, "iip3_dbm": {"uncertainty": u_oip3},
                     "imd3_dbc": {"uncertainty": u_im[len(u_im) // 2]}}

@@ -10,6 +10,7 @@ from scipy import signal
 
 from harness.config import doc
 from harness.dsp.spectrum import band_power_uncertainty_db, psd, tone_power_dbm, tone_power_uncertainty_db
+from harness.figures import spectrum_figure
 from harness.measurements import MeasurementError, Output, StepContext, StepData, register_measurement
 from harness.plots import Plot
 from harness.stimulus.noise import NoiseParams, noise
@@ -203,7 +204,7 @@ def input_intermodulation(ctx: StepContext, p: InputImdParams) -> StepData:
     _, m = ctx.play_capture(w, p.n_samples)
     spec = psd(m.x, fs)
     p1 = spec.band_power_dbm(mid - half, mid + half)
-    plot = spec.plot("Output with two out-of-band tones")
+    plot = spectrum_figure(spec, "Output with two out-of-band tones")
     plot.vlines += [{"value": (mid - half) / 1e6}, {"value": (mid + half) / 1e6}]
     u = band_power_uncertainty_db(p.measurement_bandwidth_hz, p.n_samples / fs)
     return StepData({"power_rise_db": p1 - p0, "imd_power_dbm": p1}, {"spectrum": plot},
@@ -245,7 +246,7 @@ def oscillation_margin(ctx: StepContext, p: OscillationParams) -> StepData:
     band = np.abs(q.freqs_hz) < 0.9 * half
     floor = float(np.median(q.psd_mw_hz[band]))
     line_db = float(10 * np.log10(np.max(q.psd_mw_hz[band]) / floor))
-    plots = {"no-input": q.plot("Output with no input")}
+    plots = {"no-input": spectrum_figure(q, "Output with no input")}
     values = {"line_level_db": line_db}
     info = {"no_input_peak_hz": float(q.freqs_hz[band][np.argmax(q.psd_mw_hz[band])])}
     period = 65536
