@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from harness.dsp.amam import am_am_pm
+from harness.figures import am_am_pm_figures
 from harness.stimulus import wcdma as W
 
 FS = 30.72e6
@@ -60,7 +61,7 @@ def test_rapp_cubic_with_am_pm_cyclic(stim):
     p1db_true = 10 * np.log10((10 ** 0.1 - 1) * 10 ** (psat / 10) / 10 ** (gain_db / 10))
     assert r.input_p1db_dbm is not None and abs(r.input_p1db_dbm - p1db_true) < 0.1
     assert abs(r.delay_s * FS - ((5.37 - s + x.size / 2) % x.size - x.size / 2)) < 0.01
-    assert [pl.title for pl in r.plots] == ["AM/AM", "AM/PM"]
+    assert [pl.title for pl in am_am_pm_figures(r)] == ["AM/AM", "AM/PM"]
 
 
 def test_hard_rapp_linear_mode_from_input_capture(stim):

@@ -11,6 +11,7 @@ from scipy import signal
 
 from harness.config import ConfigError, loads_yaml
 from harness.dsp.lte_evm import lte_evm
+from harness.figures import evm_figures
 from harness.stimulus import STIMULI, parse_stimulus
 from harness.stimulus.lte import (PDSCH, RS, LteFrame, gold_sequence, lte_downlink, sss_sequence)
 
@@ -267,10 +268,11 @@ def test_phase_noise_tracking_and_plots():
     tracked = lte_evm(y, fr.fs_hz, fr)
     untracked = lte_evm(y, fr.fs_hz, fr, track_phase=False)
     assert tracked.evm_pct < 1.7 and untracked.evm_pct > 1.5 * tracked.evm_pct
-    p = tracked.plot
+    plots = evm_figures(tracked)
+    p = plots[0]
     assert p.series[0].style == "points" and p.aspect_equal
     assert 100 < len(p.series[0].x) <= 4000
-    assert len(tracked.plots) == 3
+    assert len(plots) == 3
     assert tracked.evm_per_subcarrier_pct.size == 300 and np.all(np.isfinite(tracked.evm_per_subcarrier_pct))
 
 

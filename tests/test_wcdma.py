@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from harness.dsp.wcdma_evm import wcdma_evm
+from harness.figures import evm_figures
 from harness.stimulus import STIMULI
 from harness.stimulus import noise as noise_mod
 from harness.stimulus import wcdma as W
@@ -190,7 +191,8 @@ def test_evm_high_rate_noiseless_floor_and_slots():
     n = len(r.slot_numbers)
     assert n >= 3 and r.slot_numbers == [(r.slot_numbers[0] + i) % 15 for i in range(n)]
     assert r.slot_numbers[0] in (14, 0)  # the wrap lands on the frame start
-    assert len(r.plots) == 2 and all(len(pl.series[0].x) > 0 for pl in r.plots)
+    plots = evm_figures(r)
+    assert len(plots) == 2 and all(len(pl.series[0].x) > 0 for pl in plots)
 
 
 def test_evm_per_slot_sees_a_bad_slot():

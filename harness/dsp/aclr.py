@@ -41,7 +41,6 @@ import scipy.fft
 from scipy import signal
 
 from harness.dsp.spectrum import Spectrum, dbm
-from harness.plots import Plot
 
 UTRA_CHIP_RATE_HZ = 3.84e6
 UTRA_ROLLOFF = 0.22
@@ -255,15 +254,8 @@ class AclrResult:
     channels: list[AdjacentChannel]  # measured on at least one side
     not_measured: list[str]  # neighbours (sides) outside the captured band, with the fs they need
     rbw_hz: float  # ENBW of the spectrum's bins
-    _plot_args: tuple = field(default=(), repr=False, compare=False)
-    _plot: Plot | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def plot(self) -> Plot:
-        """Spectrum with the channel bands; built on first use (plot lists cost more than the measurement)."""
-        if self._plot is None:
-            self._plot = _aclr_plot(*self._plot_args)
-        return self._plot
+    spectrum: Spectrum | None = field(default=None, repr=False, compare=False)  # the PSD the powers come from
+    center_offset_hz: float = 0.0  # baseband offset of the carrier centre
 
     @property
     def worst_dbc(self) -> float | None:
@@ -299,7 +291,7 @@ def aclr(x: np.ndarray | None, fs_hz: float, carrier_filter: ChannelFilter,
 
     Returns ACLR per side in dBc (neighbour power minus carrier power, so a
     clean carrier gives large negative values), the filtered carrier power in
-    dBm, the neighbours that could not be measured, and a spectrum plot.
+    dBm, the neighbours that could not be measured, and the spectrum they were integrated from.
     """
     if not _fits(fs_hz, center_offset_hz, carrier_filter, usable_fraction):
         raise ValueError(f"the carrier ({carrier_filter.describe()}) does not fit in "
@@ -307,7 +299,7 @@ def aclr(x: np.ndarray | None, fs_hz: float, carrier_filter: ChannelFilter,
     spec = spectrum if spectrum is not None else averaged_psd(x, fs_hz, max_bin_hz)
     p_car_mw = channel_power_mw(spec, center_offset_hz, carrier_filter)
     p_car_dbm = float(dbm(p_car_mw))
-    channels, skipped, bands = [], [], []
+    channels, skipped = [], []
     for label, off, filt in neighbours:
         ch = AdjacentChannel(label, float(off), filt)
         for side, sign in (("lower", -1), ("upper", +1)):
@@ -320,27 +312,9 @@ def aclr(x: np.ndarray | None, fs_hz: float, carrier_filter: ChannelFilter,
             p_dbm = float(dbm(channel_power_mw(spec, c, filt)))
             setattr(ch, f"{side}_power_dbm", p_dbm)
             setattr(ch, f"{side}_dbc", p_dbm - p_car_dbm)
-            bands.append((f"{label} {side}: {p_dbm - p_car_dbm:.2f} dBc", c, filt, p_dbm))
         if ch.lower_dbc is not None or ch.upper_dbc is not None:
             channels.append(ch)
-    plot_args = (spec, standard or "ACLR", (f"carrier {p_car_dbm:.2f} dBm", center_offset_hz,
-                                            carrier_filter, p_car_dbm), bands)
-    return AclrResult(standard, p_car_dbm, carrier_filter, channels, skipped, spec.rbw_hz, plot_args)
-
-
-def _aclr_plot(spec: Spectrum, title: str, carrier, bands) -> Plot:
-    df = spec.freqs_hz[1] - spec.freqs_hz[0]
-    disp_hz = max(30e3, df)  # display like an analyser: dBm per 30 kHz
-    p = Plot(f"{title} (RBW {spec.rbw_hz / 1e3:.3g} kHz)", "offset from centre (MHz)",
-             f"power (dBm / {disp_hz / 1e3:.3g} kHz)")
-    p.add(spec.freqs_hz / 1e6, dbm(spec.psd_mw_hz * disp_hz), "spectrum")
-    for label, c, filt, p_dbm in [carrier] + bands:
-        # channel power spread evenly over the filter's noise bandwidth, drawn as a bar
-        level = p_dbm - 10 * np.log10(filt.noise_bandwidth_hz / disp_hz)
-        half = filt.noise_bandwidth_hz / 2
-        p.add(np.array([c - half, c + half]) / 1e6, [level, level], label, "line")
-        p.vlines += [{"value": (c - filt.half_extent_hz) / 1e6}, {"value": (c + filt.half_extent_hz) / 1e6}]
-    return p
+    return AclrResult(standard, p_car_dbm, carrier_filter, channels, skipped, spec.rbw_hz, spec, center_offset_hz)
 
 
 def utra_aclr(x: np.ndarray | None, fs_hz: float, center_offset_hz: float = 0.0,
@@ -389,7 +363,10 @@ class AcrrResult:
     acrr_db: float
     p_out_wanted_dbm: float  # wanted-channel output, input in the wanted channel
     p_out_adjacent_dbm: float  # wanted-channel output, input in the adjacent channel
-    plot: Plot = field(repr=False, default=None)
+    wanted_center_hz: float = 0.0  # baseband offset of the wanted channel
+    filter: ChannelFilter = UTRA_FILTER  # the wanted channel's measurement filter
+    wanted_spectrum: Spectrum | None = field(default=None, repr=False, compare=False)  # output, input in wanted
+    adjacent_spectrum: Spectrum | None = field(default=None, repr=False, compare=False)  # output, input in adjacent
 
 
 def acrr_from_captures(x_wanted_drive: np.ndarray, x_adjacent_drive: np.ndarray, fs_hz: float,
@@ -407,11 +384,4 @@ def acrr_from_captures(x_wanted_drive: np.ndarray, x_adjacent_drive: np.ndarray,
     s2 = averaged_psd(x_adjacent_drive, fs_hz, max_bin_hz)
     p1 = channel_power_dbm(None, fs_hz, wanted_center_hz, filt, spectrum=s1)
     p2 = channel_power_dbm(None, fs_hz, wanted_center_hz, filt, spectrum=s2)
-    df = s1.freqs_hz[1] - s1.freqs_hz[0]
-    disp = max(30e3, df)
-    plot = Plot("ACRR: output spectra", "offset from centre (MHz)", f"power (dBm / {disp / 1e3:.3g} kHz)")
-    plot.add(s1.freqs_hz / 1e6, dbm(s1.psd_mw_hz * disp), f"input in wanted channel ({p1:.2f} dBm)")
-    plot.add(s2.freqs_hz / 1e6, dbm(s2.psd_mw_hz * disp), f"input in adjacent channel ({p2:.2f} dBm)")
-    plot.vlines += [{"value": (wanted_center_hz - filt.half_extent_hz) / 1e6},
-                    {"value": (wanted_center_hz + filt.half_extent_hz) / 1e6}]
-    return AcrrResult(acrr_db(p1, p2), p1, p2, plot)
+    return AcrrResult(acrr_db(p1, p2), p1, p2, wanted_center_hz, filt, s1, s2)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.dsp.timing import shift_linear, delay, fractional_shift
-from harness.plots import Plot
 
 
 @dataclass
@@ -30,7 +29,10 @@ class AmAmPmResult:
     phase_at_peak_deg: float
     input_p1db_dbm: float | None  # input power where the gain is 1 dB down, when reached
     delay_s: float  # output vs input (cyclic: modulo the reference period)
-    plots: list[Plot] = field(default_factory=list)
+    small_signal_gain: complex = 0j  # complex small-signal gain (the phase reference)
+    #: up to 3000 aligned samples, evenly spread: input power (dBm) and instantaneous complex gain y/x
+    sample_input_power_dbm: np.ndarray = field(repr=False, default=None)
+    sample_gain: np.ndarray = field(repr=False, default=None)
 
 
 def align_input(x_in: np.ndarray, y_out: np.ndarray, fs_hz: float, cyclic: bool = True) -> tuple[np.ndarray, float]:
@@ -109,18 +111,7 @@ def am_am_pm(x_in: np.ndarray, y_out: np.ndarray, fs_hz: float, cyclic: bool = T
             c0, c1 = comp[j - 1], comp[j]
             p1db = float(pin_bin[j - 1] + (1.0 - c0) * (pin_bin[j] - pin_bin[j - 1]) / (c1 - c0))
 
-    p_am = Plot("AM/AM", "input power (dBm)", "gain (dB)")
-    p_pm = Plot("AM/PM", "input power (dBm)", "phase (deg)")
     sel = np.linspace(0, x_al.size - 1, min(x_al.size, 3000)).astype(int)
-    g_inst = y[sel] / x_al[sel]
-    p_am.add(p_dbm[sel], 20 * np.log10(np.abs(g_inst)), "samples", "points")
-    p_am.add(pin_bin, gain_db, "binned", "line")
-    p_am.hlines.append({"value": ss_db, "label": f"small-signal {ss_db:.2f} dB"})
-    p_pm.add(p_dbm[sel], np.degrees(np.angle(g_inst * np.conj(g_ss))), "samples", "points")
-    p_pm.add(pin_bin, phase_deg, "binned", "line")
-    if p1db is not None:
-        p_am.markers.append({"x": p1db, "y": ss_db - 1.0, "label": f"P1dB in {p1db:.2f} dBm"})
-
     return AmAmPmResult([float(v) for v in pin_bin], [float(v) for v in gain_db], [float(v) for v in phase_deg],
                         [int(c) for c in cnt[use]], ss_db, float(pin_bin[-1]), float(comp[-1]),
-                        float(phase_deg[-1]), p1db, float(delay_s), [p_am, p_pm])
+                        float(phase_deg[-1]), p1db, float(delay_s), complex(g_ss), p_dbm[sel], y[sel] / x_al[sel])

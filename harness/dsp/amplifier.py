@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.dsp.spectrum import Spectrum, psd, tone_power_dbm
-from harness.plots import Plot
 
 
 def gain_db(output_power_dbm: float | np.ndarray, input_power_dbm: float | np.ndarray) -> float | np.ndarray:
@@ -22,7 +21,9 @@ class CompressionResult:
     input_p1db_dbm: float | None  # None: the sweep never reached 1 dB of compression
     output_p1db_dbm: float | None
     max_compression_db: float
-    plot: Plot = field(repr=False, default=None)
+    compression_db: float = 1.0  # the compression that defines the point
+    input_power_dbm: np.ndarray = field(repr=False, default=None)  # the sweep
+    gain_db: np.ndarray = field(repr=False, default=None)  # measured gain at each sweep point
 
 
 def compression_point(input_power_dbm, output_power_dbm, compression_db: float = 1.0,
@@ -68,14 +69,7 @@ def compression_point(input_power_dbm, output_power_dbm, compression_db: float =
         t = (compression_db - c0) / (c1 - c0)
         pin_1 = float(pin[i - 1] + t * (pin[i] - pin[i - 1]))
         pout_1 = pin_1 + g_ss - compression_db
-    plot = Plot("Gain compression", "input power (dBm)", "gain (dB)")
-    plot.add(pin, g, "measured gain", style="line")
-    plot.hlines.append({"value": g_ss, "label": f"small-signal gain {g_ss:.2f} dB"})
-    plot.hlines.append({"value": g_ss - compression_db, "label": f"-{compression_db:g} dB"})
-    if pin_1 is not None:
-        plot.markers.append({"x": pin_1, "y": g_ss - compression_db,
-                             "label": f"P{compression_db:g}dB: in {pin_1:.2f} dBm, out {pout_1:.2f} dBm"})
-    return CompressionResult(g_ss, pin_1, pout_1, float(np.max(comp)), plot)
+    return CompressionResult(g_ss, pin_1, pout_1, float(np.max(comp)), compression_db, pin, g)
 
 
 # ------------------------------------------------------------------- two-tone
@@ -128,7 +122,10 @@ class InterceptResult:
     tone_slope_db_per_db: float  # ~1
     imd3_dbc: float  # at the reference (middle) level
     gain_db: float
-    plot: Plot = field(repr=False, default=None)
+    #: the levels the result was computed from, dBm
+    input_tone_dbm: np.ndarray = field(repr=False, default=None)
+    output_tone_dbm: np.ndarray = field(repr=False, default=None)
+    output_im3_dbm: np.ndarray = field(repr=False, default=None)
 
 
 def third_order_intercept(input_tone_dbm, output_tone_dbm, output_im3_dbm) -> InterceptResult:
@@ -154,11 +151,4 @@ def third_order_intercept(input_tone_dbm, output_tone_dbm, output_im3_dbm) -> In
         im3_slope = tone_slope = float("nan")
     oip3 = float(np.mean(oip3_each))
     mid = pin.size // 2
-    plot = Plot("Two-tone intermodulation", "input power per tone (dBm)", "output power (dBm)")
-    plot.add(pin, pt, "tone", style="scatter")
-    plot.add(pin, pim, "IM3", style="scatter")
-    ext = np.linspace(pin.min(), oip3 - gain + 1, 50)
-    plot.add(ext, ext + gain, "tone, 1:1 extrapolation")
-    plot.add(ext, oip3 + 3 * (ext - (oip3 - gain)), "IM3, 3:1 extrapolation")
-    plot.markers.append({"x": oip3 - gain, "y": oip3, "label": f"OIP3 {oip3:.2f} dBm"})
-    return InterceptResult(oip3, oip3 - gain, im3_slope, tone_slope, float(pim[mid] - pt[mid]), gain, plot)
+    return InterceptResult(oip3, oip3 - gain, im3_slope, tone_slope, float(pim[mid] - pt[mid]), gain, pin, pt, pim)

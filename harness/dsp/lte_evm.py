@@ -32,13 +32,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import cached_property, lru_cache
+from functools import lru_cache
 
 import numpy as np
 from scipy import fft as sfft
 from scipy import signal
 
-from harness.plots import Plot
 from harness.stimulus.lte import PDSCH, SUBCARRIER_HZ, LteFrame, pss_sequence, sss_sequence
 
 
@@ -58,24 +57,6 @@ class LteEvmResult:
     subcarrier_freqs_hz: np.ndarray  # baseband frequency of each subcarrier
     evm_per_subcarrier_pct: np.ndarray
     constellation: np.ndarray  # equalised PDSCH symbols, decimated (complex)
-
-    @cached_property
-    def plots(self) -> list[Plot]:
-        """Constellation, EVM per subcarrier, EVM per symbol (built on first use)."""
-        c = self.constellation
-        const = Plot(f"LTE {self.test_model} PDSCH constellation (EVM {self.evm_pct:.2f} %)", "I", "Q",
-                     aspect_equal=True)
-        const.add(c.real, c.imag, "PDSCH", style="points", max_points=max(c.size, 1))
-        p_sc = Plot("LTE EVM per subcarrier", "frequency (MHz)", "EVM (%)")
-        p_sc.add(self.subcarrier_freqs_hz / 1e6, self.evm_per_subcarrier_pct, "PDSCH")
-        p_sym = Plot("LTE EVM per OFDM symbol", "symbol number in the stimulus period", "EVM (%)")
-        p_sym.add(self.symbol_index, self.evm_per_symbol_pct, "PDSCH", style="scatter")
-        return [const, p_sc, p_sym]
-
-    @property
-    def plot(self) -> Plot:
-        """The constellation plot (style "points")."""
-        return self.plots[0]
 
 
 def _as_frame(frame) -> LteFrame:
@@ -148,7 +129,8 @@ def lte_evm(x: np.ndarray, fs_hz: float, frame, reference: str = "known", track_
 
     Returns
     -------
-    LteEvmResult (``evm_pct``, ``evm_db``, ``freq_error_hz``, ``timing_offset_s``, plots, ...).
+    LteEvmResult (``evm_pct``, ``evm_db``, ``freq_error_hz``, ``timing_offset_s``, per-symbol and
+    per-subcarrier EVM, constellation, ...).
     """
     fr = _as_frame(frame)
     if reference not in ("known", "decided"):

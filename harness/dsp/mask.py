@@ -26,7 +26,6 @@ import numpy as np
 
 from harness.dsp.aclr import averaged_psd
 from harness.dsp.spectrum import Spectrum, dbm
-from harness.plots import Plot, Series
 
 
 @dataclass(frozen=True)
@@ -94,18 +93,10 @@ class MaskResult:
     row: np.ndarray = field(repr=False, default=None)  # index (0-based) of the mask row of each point
     #: rows (or parts of rows) outside the captured band, not checked
     not_measured: list[str] = field(default_factory=list)
-    _plot: Plot | None = field(default=None, repr=False, compare=False)
 
     @property
     def margin_db(self) -> np.ndarray:
         return self.limit_dbm - self.power_dbm
-
-    @property
-    def plot(self) -> Plot:
-        """Measured curve and limit line; built on first use."""
-        if self._plot is None:
-            self._plot = _mask_plot(self)
-        return self._plot
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("mask_name", "worst_margin_db", "worst_offset_hz", "worst_freq_hz",
@@ -190,26 +181,3 @@ def emission_mask(x: np.ndarray | None, fs_hz: float, channel_bw_hz: float,
                       "lower" if a["side"][k] < 0 else "upper", float(a["p"][k]), float(a["lim"][k]),
                       bool(margin[k] >= 0), a["side"], a["off"], a["f"], a["p"], a["lim"], a["mbw"], a["row"],
                       not_measured)
-
-
-def _mask_plot(r: MaskResult) -> Plot:
-    p = Plot(f"Unwanted emissions: {r.mask_name} (worst margin {r.worst_margin_db:+.2f} dB)",
-             "offset from centre (MHz)", "power (dBm / measurement bandwidth)")
-    lim_x, lim_y = [], []
-    for sgn, name in ((-1, "lower"), (1, "upper")):
-        sel = r.side == sgn
-        if not np.any(sel):
-            continue
-        order = np.argsort(r.freq_hz[sel])
-        p.add(r.freq_hz[sel][order] / 1e6, r.power_dbm[sel][order], f"measured ({name})")
-        # one straight segment per mask row (rows are linear in dB), None between rows
-        f, lim, row = (a[sel][order] for a in (r.freq_hz, r.limit_dbm, r.row))
-        for seg in np.split(np.arange(f.size), np.flatnonzero(np.diff(row) != 0) + 1):
-            idx = seg[[0, -1]]
-            lim_x += (f[idx] / 1e6).tolist() + [None]
-            lim_y += lim[idx].tolist() + [None]
-    bws = sorted({float(b) for b in r.mbw_hz})
-    p.limits.append(Series(lim_x[:-1], lim_y[:-1], "limit / " + ", ".join(f"{b / 1e3:g} kHz" for b in bws), "line"))
-    p.markers.append({"x": r.worst_freq_hz / 1e6, "y": r.worst_power_dbm,
-                      "label": f"worst {r.worst_margin_db:+.2f} dB"})
-    return p

@@ -8,7 +8,6 @@ import numpy as np
 
 from harness.dsp.aclr import averaged_psd
 from harness.dsp.spectrum import Spectrum, dbm
-from harness.plots import Plot
 
 # ------------------------------------------------------------------ occupied bandwidth
 
@@ -21,22 +20,7 @@ class ObwResult:
     center_hz: float  # midpoint of lower and upper
     total_power_dbm: float  # power within the span
     fraction: float
-    _spectrum: Spectrum | None = field(default=None, repr=False, compare=False)
-    _plot: Plot | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def plot(self) -> Plot:
-        """Spectrum with the occupied-bandwidth limits; built on first use."""
-        if self._plot is None:
-            s = self._spectrum
-            disp = max(30e3, s.freqs_hz[1] - s.freqs_hz[0])
-            p = Plot(f"Occupied bandwidth {self.obw_hz / 1e6:.4f} MHz ({self.fraction * 100:g} % power)",
-                     "offset from centre (MHz)", f"power (dBm / {disp / 1e3:.3g} kHz)")
-            p.add(s.freqs_hz / 1e6, dbm(s.psd_mw_hz * disp), "spectrum")
-            p.vlines += [{"value": self.lower_hz / 1e6, "label": "lower"},
-                         {"value": self.upper_hz / 1e6, "label": "upper"}]
-            self._plot = p
-        return self._plot
+    _spectrum: Spectrum | None = field(default=None, repr=False, compare=False)  # the PSD the edges come from
 
 
 def occupied_bandwidth(x: np.ndarray | None, fs_hz: float, fraction: float = 0.99,
@@ -100,20 +84,6 @@ class CcdfResult:
     n_samples: int
     thresholds_db: np.ndarray = field(repr=False, default=None)  # curve: dB above mean
     probability: np.ndarray = field(repr=False, default=None)  # curve: P(power > mean + threshold)
-    _plot: Plot | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def plot(self) -> Plot:
-        """CCDF with y = log10(probability) (so -4 is 0.01 %); built on first use."""
-        if self._plot is None:
-            p = Plot(f"CCDF (PAPR {self.papr_db:.2f} dB at 0.01 %, peak {self.peak_to_average_db:.2f} dB)",
-                     "instantaneous power above mean (dB)", "log10 probability  (-1 = 10 %, -4 = 0.01 %)")
-            ok = self.probability > 0
-            p.add(self.thresholds_db[ok], np.log10(self.probability[ok]), "measured")
-            for prob, lvl in self.levels_db.items():
-                p.markers.append({"x": lvl, "y": float(np.log10(prob)), "label": f"{prob * 100:g} %: {lvl:.2f} dB"})
-            self._plot = p
-        return self._plot
 
 
 def ccdf(x: np.ndarray, probabilities=CCDF_PROBABILITIES, resolution_db: float = 0.05,

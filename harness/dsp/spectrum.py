@@ -7,8 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal
 
-from harness.plots import Plot
-
 
 def dbm(power_mw: float | np.ndarray) -> float | np.ndarray:
     """mW -> dBm (-inf for zero)."""
@@ -39,13 +37,6 @@ class Spectrum:
 
     def band_power_dbm(self, f_lo_hz: float, f_hi_hz: float) -> float:
         return float(dbm(self.band_power_mw(f_lo_hz, f_hi_hz)))
-
-    def plot(self, title: str = "Spectrum", rbw_hz: float | None = None) -> Plot:
-        """PSD plot in dBm per ``rbw_hz`` (default: the bin ENBW)."""
-        rbw = rbw_hz or self.rbw_hz
-        p = Plot(title, "offset from centre (MHz)", f"power (dBm / {rbw / 1e3:.3g} kHz)")
-        p.add(self.freqs_hz / 1e6, dbm(self.psd_mw_hz * rbw), "PSD")
-        return p
 
 
 def psd(x: np.ndarray, fs_hz: float, nperseg: int = 8192, window: str = "blackmanharris") -> Spectrum:

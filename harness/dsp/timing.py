@@ -20,8 +20,6 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy import optimize, signal
 
-from harness.plots import Plot
-
 
 # --------------------------------------------------------------------------- frequency error
 @dataclass
@@ -31,7 +29,9 @@ class FrequencyErrorResult:
     freq_error_hz: float  # freq_hz - reference_freq_hz
     freq_error_ppm: float | None  # of carrier_freq_hz, when given
     freq_std_hz: float  # 1-sigma statistical uncertainty from the phase-fit residuals
-    plots: list[Plot] = field(default_factory=list)
+    #: the fit of x: time of each integrate-and-dump phase sample and its residual phase after the line
+    fit_t_s: np.ndarray = field(repr=False, default=None)
+    residual_phase_rad: np.ndarray = field(repr=False, default=None)
 
 
 def tone_frequency(x: np.ndarray, fs_hz: float, nominal_hz: float | None = None,
@@ -108,9 +108,7 @@ def frequency_error(x: np.ndarray, fs_hz: float, nominal_hz: float = 0.0, carrie
         std = float(np.hypot(std, std_ref))
     err = f_hz - ref_hz
     ppm = None if not carrier_freq_hz else float(err / carrier_freq_hz * 1e6)
-    p = Plot(f"Residual phase after the fit (f = {f_hz:.3f} Hz)", "time (s)", "phase (deg)")
-    p.add(fit["t_s"], np.degrees(fit["phase_rad"]), "residual phase")
-    return FrequencyErrorResult(f_hz, float(ref_hz), float(err), ppm, std, [p])
+    return FrequencyErrorResult(f_hz, float(ref_hz), float(err), ppm, std, fit["t_s"], fit["phase_rad"])
 
 
 # --------------------------------------------------------------------------- delay
@@ -121,7 +119,11 @@ class DelayResult:
     gain: complex  # least-squares complex gain of x_out vs the aligned reference
     correlation: float  # normalised correlation coefficient at the peak, 0..1 (1 = perfect copy)
     period_s: float | None  # reference period for a cyclic reference
-    plots: list[Plot] = field(default_factory=list)
+    #: the correlation within ±64 samples of its integer peak: lags (s), |c| normalised to the peak,
+    #: and the refined peak lag (s), before the thru delay and the cyclic wrap
+    corr_lag_s: np.ndarray = field(repr=False, default=None)
+    corr_magnitude: np.ndarray = field(repr=False, default=None)
+    corr_peak_s: float = 0.0
 
 
 class _FractionalCorrelator:
@@ -227,11 +229,9 @@ def delay(x_out: np.ndarray, x_ref: np.ndarray, fs_hz: float, cyclic: bool = Tru
         period_s = period / fs_hz
         d_s = (d_s + period_s / 2) % period_s - period_s / 2
 
-    p = Plot("Cross-correlation", "lag (µs)", "normalised |correlation|")
     sel = np.abs(lags - lags[i]) <= 64
-    p.add(lags[sel] / fs_hz * 1e6, mag[sel] / max(mag[i], 1e-300), "|c|", "line")
-    p.vlines.append({"value": (lags[i] + frac) / fs_hz * 1e6, "label": "peak"})
-    return DelayResult(float(d_s), float(lag), gain, float(min(rho, 1.0)), period_s, [p])
+    return DelayResult(float(d_s), float(lag), gain, float(min(rho, 1.0)), period_s, lags[sel] / fs_hz,
+                       mag[sel] / max(mag[i], 1e-300), float((lags[i] + frac) / fs_hz))
 
 
 def shift_linear(x_ref: np.ndarray, lag: float, n_out: int) -> np.ndarray:

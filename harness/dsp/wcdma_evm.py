@@ -27,7 +27,6 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy import optimize
 
-from harness.plots import Plot
 from harness.stimulus.wcdma import CHIP_RATE_HZ, CHIPS_PER_SLOT, ROLL_OFF, SLOTS_PER_FRAME, rrc_response
 
 #: chips discarded at each end of the capture (circular matched-filter edges)
@@ -43,7 +42,10 @@ class WcdmaEvmResult:
     peak_evm_pct: float  # worst slot
     freq_error_hz: float  # carrier offset of the capture vs the expected centre
     timing_chips: float  # reference chip index (fractional) at the first capture sample, modulo the period
-    plots: list[Plot] = field(default_factory=list)
+    worst_slot: int = 0  # index (capture order) of the worst slot
+    #: that slot's measured chips (matched filter at the chip instants, frequency-corrected) and ideal chips
+    worst_slot_chips: np.ndarray = field(repr=False, default=None)
+    worst_slot_reference: np.ndarray = field(repr=False, default=None)
 
 
 class ChipSampler:
@@ -142,7 +144,7 @@ def wcdma_evm(x: np.ndarray, fs_hz: float, chips: np.ndarray, center_offset_hz: 
     Returns
     -------
     :class:`WcdmaEvmResult` with the composite and per-slot EVM, the carrier frequency
-    error and an EVM-vs-slot and a chip-constellation plot.
+    error, and the measured and ideal chips of the worst slot.
     """
     x = np.asarray(x, dtype=complex)
     ref = np.asarray(chips, dtype=complex)
@@ -198,21 +200,8 @@ def wcdma_evm(x: np.ndarray, fs_hz: float, chips: np.ndarray, center_offset_hz: 
     slot_numbers = [int(((s + d) % ref.size) // CHIPS_PER_SLOT) % SLOTS_PER_FRAME for s in starts]
     evm = float(100 * np.sqrt(np.mean(evm2)))
 
-    # plots: EVM per slot; measured vs ideal chips of the worst slot (gain/phase-normalised)
-    p_slot = Plot("WCDMA EVM per slot", "slot (capture order)", "EVM (%)")
-    p_slot.add(np.arange(evm_slot.size), evm_slot, "EVM per slot", "scatter")
-    p_slot.hlines.append({"value": evm, "label": f"composite {evm:.2f} %"})
     w = int(np.argmax(evm2))
     idx = starts[w] + np.arange(CHIPS_PER_SLOT)
-    r = ref[(idx + d) % ref.size]
-    z = y[idx]
-    a = np.vdot(r, z) / np.vdot(r, r)
-    scale = np.sqrt(np.mean(np.abs(r) ** 2))
-    p_con = Plot(f"WCDMA chips, slot {slot_numbers[w]} (EVM {evm_slot[w]:.2f} %)", "I (normalised)",
-                 "Q (normalised)", aspect_equal=True)
-    p_con.add((z / a).real / scale, (z / a).imag / scale, "measured", "points", max_points=2560)
-    p_con.add(r.real / scale, r.imag / scale, "ideal", "points", max_points=2560)
-
     timing = ((d - tau / tc) % ref.size)
     return WcdmaEvmResult(evm, [float(v) for v in evm_slot], slot_numbers, float(np.max(evm_slot)),
-                          float(freq_hz), float(timing), [p_slot, p_con])
+                          float(freq_hz), float(timing), w, y[idx], ref[(idx + d) % ref.size])

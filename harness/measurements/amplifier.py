@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.config import doc
+from harness.figures import compression_figure, intercept_figure, spectrum_figure
 from harness.dsp.amplifier import compression_point, third_order_intercept, two_tone_levels
 from harness.capture import CaptureRecord
 from harness.dsp.spectrum import psd, stimulus_power_dbm, tone_power_dbm, tone_power_uncertainty_db
@@ -37,7 +38,7 @@ def gain(records: list[CaptureRecord], p: GainParams) -> StepData:
         details = {"gain_db": {"uncertainty": u}, "output_power_dbm": {"uncertainty": u}}
     return StepData({"gain_db": pout - setting.power_dbm, "output_power_dbm": pout,
                      "input_power_dbm": setting.power_dbm},
-                    {"spectrum": spec.plot("DUT output spectrum")}, {"stimulus": w.describe()}, details)
+                    {"spectrum": spectrum_figure(spec, "DUT output spectrum")}, {"stimulus": w.describe()}, details)
 
 
 @dataclass
@@ -107,7 +108,7 @@ def compression_sweep(records: list[CaptureRecord], p: CompressionParams) -> Ste
     info = {"stimulus": w.describe(), "sweep": {"input_power_dbm": pin, "output_power_dbm": pout}}
     data = StepData({"output_p1db_dbm": r.output_p1db_dbm, "input_p1db_dbm": r.input_p1db_dbm,
                      "small_signal_gain_db": r.small_signal_gain_db, "max_compression_db": r.max_compression_db},
-                    {"compression": r.plot}, info)
+                    {"compression": compression_figure(r)}, info)
     if r.input_p1db_dbm is not None:
         # a gain error u moves the crossing by u / (d compression / d input) near the point
         comp = r.small_signal_gain_db - (np.array(pout) - np.array(pin))
@@ -185,14 +186,14 @@ def two_tone_ip3(records: list[CaptureRecord], p: IP3Params) -> StepData:
         pt.append(lv.tone_dbm)
         pim.append(lv.im3_dbm)
         if rel == levels[len(levels) // 2]:
-            spectra["spectrum"] = lv.spectrum.plot(f"Two-tone output, {per_tone:.1f} dBm/tone in")
+            spectra["spectrum"] = spectrum_figure(lv.spectrum, f"Two-tone output, {per_tone:.1f} dBm/tone in")
     r = third_order_intercept(pin, pt, pim)
     info = {"stimulus": w.describe(), "levels": {"input_tone_dbm": pin, "output_tone_dbm": pt,
                                                   "output_im3_dbm": pim}}
     slope = r.im3_slope_db_per_db
     data = StepData({"oip3_dbm": r.oip3_dbm, "iip3_dbm": r.iip3_dbm, "imd3_dbc": r.imd3_dbc,
                      "im3_slope_db_per_db": None if np.isnan(slope) else slope},
-                    {"intercept": r.plot, **spectra}, info)
+                    {"intercept": intercept_figure(r), **spectra}, info)
     u_oip3 = float(np.sqrt(np.mean(np.square(u_im))) / 2 / np.sqrt(len(u_im)))
     data.details = {"oip3_dbm": {"uncertainty": u_oip3}, "iip3_dbm": {"uncertainty": u_oip3},
                     "imd3_dbc": {"uncertainty": u_im[len(u_im) // 2]}}

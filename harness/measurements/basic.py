@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.config import doc
+from harness.figures import spectrum_figure
 from harness.capture import CaptureRecord
 from harness.dsp.spectrum import band_power_uncertainty_db, psd, tone_power_uncertainty_db
 from harness.dsp.spectrum import stimulus_power_dbm
@@ -47,7 +48,7 @@ def channel_power(records: list[CaptureRecord], p: ChannelPowerParams) -> StepDa
         u = band_power_uncertainty_db(bw, m.x.size / m.sample_rate_hz)
     else:  # tones
         u = max(tone_power_uncertainty_db(spec, f) for f in w.tones_hz)
-    return StepData({"channel_power_dbm": power}, {"spectrum": spec.plot("DUT output spectrum")},
+    return StepData({"channel_power_dbm": power}, {"spectrum": spectrum_figure(spec, "DUT output spectrum")},
                     {"stimulus": w.describe()}, {"channel_power_dbm": {"uncertainty": float(u)}})
 
 
@@ -89,7 +90,7 @@ def spectrum(records: list[CaptureRecord], p: SpectrumParams) -> StepData:
     i = int(np.argmax(np.where(keep, bin_power, -np.inf)))
     values = {"peak_power_dbm": float(10 * np.log10(bin_power[i])), "peak_offset_hz": float(spec.freqs_hz[i]),
               "total_power_dbm": float(10 * np.log10(np.sum(bin_power)))}
-    plot = spec.plot("DUT output spectrum")
+    plot = spectrum_figure(spec, "DUT output spectrum")
     plot.markers.append({"x": values["peak_offset_hz"] / 1e6, "y": values["peak_power_dbm"], "label": "peak"})
     # one Welch bin averages ~2 n / nperseg half-overlapping segments (a noise-like bin: 4.34/sqrt(K) dB);
     # the total power is a band power over the whole capture

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.config import doc
+from harness.figures import am_am_pm_figures, delay_figures, evm_figures, frequency_error_figures
 from harness.dsp.amam import am_am_pm
 from harness.dsp.timing import delay as xcorr_delay
 from harness.dsp.timing import frequency_error as tone_frequency_error
@@ -66,7 +67,7 @@ def _evm_of(m, w, p: EvmParams) -> StepData:
 
         r = wcdma_evm(m.x, fs, w.info["chips"], w.center_offset_hz)
         values = {"evm_pct": r.evm_pct, "peak_evm_pct": r.peak_evm_pct, "freq_error_hz": r.freq_error_hz}
-        plots = {f"evm-{i}": pl for i, pl in enumerate(r.plots)}
+        plots = {f"evm-{i}": pl for i, pl in enumerate(evm_figures(r))}
         n_symbols = 2560 * len(r.evm_per_slot_pct)
     else:
         from harness.dsp.lte_evm import lte_evm
@@ -75,7 +76,7 @@ def _evm_of(m, w, p: EvmParams) -> StepData:
         per_symbol = np.asarray(r.evm_per_symbol_pct, dtype=float)
         values = {"evm_pct": r.evm_pct, "peak_evm_pct": float(np.nanmax(per_symbol)),
                   "freq_error_hz": r.freq_error_hz}
-        plots = {f"evm-{i}": pl for i, pl in enumerate(r.plots)}
+        plots = {f"evm-{i}": pl for i, pl in enumerate(evm_figures(r))}
         n_symbols = r.n_re
     # EVM^2 is a mean of ~n_symbols squared errors: relative standard error 1/sqrt(n) (Gaussian errors)
     details = {"evm_pct": {"uncertainty": values["evm_pct"] / math.sqrt(2 * max(n_symbols, 1))}}
@@ -114,7 +115,7 @@ def frequency_error(records: list[CaptureRecord], p: FreqErrorParams) -> StepDat
     details = {"freq_error_hz": {"uncertainty": r.freq_std_hz},
                "freq_error_ppm": {"uncertainty": r.freq_std_hz / f_tone * 1e6}}
     return StepData({"freq_error_hz": r.freq_error_hz, "freq_error_ppm": r.freq_error_ppm},
-                    {f"phase-{i}": pl for i, pl in enumerate(r.plots)},
+                    {f"phase-{i}": pl for i, pl in enumerate(frequency_error_figures(r))},
                     {"stimulus": w.describe(), "tone_freq_hz": f_tone}, details)
 
 
@@ -148,7 +149,7 @@ def delay(records: list[CaptureRecord], p: DelayParams) -> StepData:
     bw = w.bandwidth_hz or 0.8 * m.sample_rate_hz
     snr = max(r.correlation ** 2 / max(1 - r.correlation ** 2, 1e-12), 1e-3)
     u = 1.0 / (2 * math.pi * bw * math.sqrt(snr * m.x.size))
-    return StepData({"delay_s": lag / m.sample_rate_hz}, {f"delay-{i}": pl for i, pl in enumerate(r.plots)},
+    return StepData({"delay_s": lag / m.sample_rate_hz}, {f"delay-{i}": pl for i, pl in enumerate(delay_figures(r))},
                     {"stimulus": w.describe(), "correlation": r.correlation, "lag_samples": r.lag_samples,
                      "tx_sample_index": tx_index}, {"delay_s": {"uncertainty": u}})
 
@@ -175,7 +176,7 @@ def am_am_pm_step(records: list[CaptureRecord], p: AmAmParams) -> StepData:
     details = _am_am_uncertainty(x_in, m.x, m.sample_rate_hz, r)
     return StepData({"small_signal_gain_db": r.small_signal_gain_db, "compression_at_peak_db": r.compression_at_peak_db,
                      "am_pm_at_peak_deg": r.phase_at_peak_deg, "input_p1db_dbm": r.input_p1db_dbm},
-                    {f"amam-{i}": pl for i, pl in enumerate(r.plots)},
+                    {f"amam-{i}": pl for i, pl in enumerate(am_am_pm_figures(r))},
                     {"stimulus": w.describe(), "curve": {"input_power_dbm": r.input_power_dbm, "gain_db": r.gain_db,
                                                          "phase_deg": r.phase_deg}}, details)
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from harness.capture import CaptureRecord
 from harness.config import doc
+from harness.figures import spectrum_figure
 from harness.dsp.ripple import feedback_ripple, line_level_db, smoothed_ripple_db, transfer_magnitude
 from harness.dsp.spectrum import band_power_uncertainty_db, psd, tone_power_dbm, tone_power_uncertainty_db
 from harness.measurements import (MeasurementError, Output, StepData, StepSettings, by_label,
@@ -237,7 +238,7 @@ def input_intermodulation(records: list[CaptureRecord], p: InputImdParams) -> St
     p0 = psd(quiet.x, fs).band_power_dbm(mid - half, mid + half)
     spec = psd(m.x, fs)
     p1 = spec.band_power_dbm(mid - half, mid + half)
-    plot = spec.plot("Output with two out-of-band tones")
+    plot = spectrum_figure(spec, "Output with two out-of-band tones")
     plot.vlines += [{"value": (mid - half) / 1e6}, {"value": (mid + half) / 1e6}]
     u = band_power_uncertainty_db(p.measurement_bandwidth_hz, m.n_samples / fs)
     return StepData({"power_rise_db": p1 - p0, "imd_power_dbm": p1}, {"spectrum": plot},
@@ -286,7 +287,7 @@ def oscillation_margin(records: list[CaptureRecord], p: OscillationParams) -> St
     half = p.bandwidth_hz / 2
     q = psd(quiet.x, fs, nperseg=16384)
     line_db, line_hz = line_level_db(q, 0.9 * half)
-    plots = {"no-input": q.plot("Output with no input")}
+    plots = {"no-input": spectrum_figure(q, "Output with no input")}
     values = {"line_level_db": line_db}
     info = {"no_input_peak_hz": line_hz}
     fh, h = transfer_magnitude(m.x, m.waveform().samples, fs, 0.8 * half)

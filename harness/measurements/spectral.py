@@ -11,6 +11,7 @@ from typing import Literal
 import numpy as np
 
 from harness.config import doc
+from harness.figures import aclr_figure, acrr_figure, ccdf_figure, mask_figure, obw_figure, spectrum_figure
 from harness.dsp.aclr import (UTRA_FILTER, acrr_from_captures, averaged_psd, channel_power_dbm, eutra_aclr,
                               eutra_filter, utra_aclr)
 from harness.dsp.mask import EmissionMask, MaskRow, emission_mask
@@ -92,7 +93,7 @@ def output_power(records: list[CaptureRecord], p: OutputPowerParams) -> StepData
         spec = averaged_psd(m.x, m.sample_rate_hz)
         values[key] = channel_power_dbm(None, m.sample_rate_hz, w.center_offset_hz, filt, spectrum=spec)
         if extra == 0.0:
-            plots["spectrum"] = spec.plot("Output spectrum at rated input")
+            plots["spectrum"] = spectrum_figure(spec, "Output spectrum at rated input")
     values["alc_hold_db"] = values["overdrive_output_power_dbm"] - values["output_power_dbm"]
     values["gain_db"] = values["output_power_dbm"] - w.power_dbm
     u = band_power_uncertainty_db(filt.noise_bandwidth_hz, m.n_samples / m.sample_rate_hz)
@@ -149,7 +150,7 @@ def aclr(records: list[CaptureRecord], p: AclrParams) -> StepData:
     info = {"aclr": r.as_dict()}
     if w is not None:
         info["stimulus"] = w.describe()
-    data = StepData(values, {"aclr": r.plot}, info, details)
+    data = StepData(values, {"aclr": aclr_figure(r)}, info, details)
     return data
 
 
@@ -208,7 +209,7 @@ def acrr(records: list[CaptureRecord], p: AcrrParams) -> StepData:
             if worst is None or r.acrr_db < worst.acrr_db:
                 worst = r
         per_offset[off] = worst
-        plots[f"acrr-{off / 1e6:g}MHz"] = worst.plot
+        plots[f"acrr-{off / 1e6:g}MHz"] = acrr_figure(worst)
     vals = [r.acrr_db for r in per_offset.values()]
     values = {"acrr_db": min(vals), "acrr_first_db": vals[0]}
     if len(vals) > 1:
@@ -269,7 +270,7 @@ def emission_mask_step(records: list[CaptureRecord], p: EmissionMaskParams) -> S
     mbw = float(r.mbw_hz[np.argmin(r.margin_db)]) if r.mbw_hz is not None and len(r.mbw_hz) else 100e3
     u = band_power_uncertainty_db(mbw, m.x.size / m.sample_rate_hz)
     return StepData({"mask_margin_db": r.worst_margin_db, "worst_offset_hz": r.worst_offset_hz,
-                     "worst_power_dbm": r.worst_power_dbm}, {"mask": r.plot}, info,
+                     "worst_power_dbm": r.worst_power_dbm}, {"mask": mask_figure(r)}, info,
                     {"mask_margin_db": {"uncertainty": u}, "worst_power_dbm": {"uncertainty": u}})
 
 
@@ -295,7 +296,7 @@ def obw(records: list[CaptureRecord], p: ObwParams) -> StepData:
     spec = r._spectrum
     bin_hz = float(spec.freqs_hz[1] - spec.freqs_hz[0]) if spec is not None else 10e3
     # each edge is interpolated within a bin: uniform error of one bin width, two edges
-    return StepData({"occupied_bandwidth_hz": r.obw_hz}, {"obw": r.plot}, {"stimulus": w.describe()},
+    return StepData({"occupied_bandwidth_hz": r.obw_hz}, {"obw": obw_figure(r)}, {"stimulus": w.describe()},
                     {"occupied_bandwidth_hz": {"uncertainty": bin_hz / math.sqrt(6)}})
 
 
@@ -314,7 +315,7 @@ def ccdf_step(records: list[CaptureRecord], p: CcdfParams) -> StepData:
     w, m = _the_capture(records)
     out = ccdf(m.x)
     ref = ccdf(np.tile(w.samples, max(1, int(np.ceil(m.x.size / w.n_samples))))[: m.x.size])
-    plot = out.plot
+    plot = ccdf_figure(out)
     ok = ref.probability > 0
     plot.add(ref.thresholds_db[ok], np.log10(ref.probability[ok]), "stimulus")
     # The 0.01 % level rests on ~n*1e-4 exceeding samples (binomial, relative spread 1/sqrt(k)); the CCDF's
