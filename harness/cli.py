@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Callable
 from harness.config import ConfigError, format_quantity, parse_quantity, unit_of
 
 if TYPE_CHECKING:
-    from harness.calibration import Calibration, Meter
+    from harness.calibration import Calibration
+    from harness.thru import Meter
     from harness.rig import TxSetting
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -233,7 +234,7 @@ def _print_table(cal: Calibration, path: Path) -> None:
 def cmd_calibrate(args) -> int:
     """``harness calibrate``: exit 0 saved, 2 rig/plan/device problem, 3 interrupted or failed mid-way."""
     from devices import DeviceError
-    from harness.calibration import run_calibration
+    from harness.thru import run_calibration
     from harness.plan import load_plan
     from harness.rig import load_rig
     from harness.session import Interrupted, signals_raise

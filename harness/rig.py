@@ -27,6 +27,7 @@ import numpy as np
 from devices import CapabilityError, DeviceError, Radio, StreamConfig, driver_option_types, open_radio
 from devices.paths import PATH_ELEMENTS, Path as RFPath
 from harness.config import ConfigError, LineMap, Section, build, load_yaml
+from harness.calibration import attach_calibration
 from harness.capture import CaptureRecord, TxRecord
 from harness.errors import LevelError
 from harness.stimulus import Waveform
@@ -276,9 +277,6 @@ class Rig:
         ``spec.uncalibrated``; ``"optional"`` never refuses (inspection);
         ``"off"`` uses the nominal paths; a ``Calibration`` object is checked and used.
         """
-        # (imported here: the calibration package also holds the thru procedure, which imports this module)
-        from harness.calibration.table import attach_calibration
-
         uri, options = spec.radio_options(seed)
         radio = open_radio(uri, **options)  # an emulated board's server stops when its radio closes
         try:

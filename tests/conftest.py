@@ -62,3 +62,38 @@ def required(missing: str | None):
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+class RecordKeeper:
+    """A run_plan record sink that keeps every step's capture records and analysis, and re-analyses them."""
+
+    def __init__(self):
+        self.steps = []  # (index, step, records, StepData)
+
+    def __call__(self, index, step, records, data):
+        self.steps.append((index, step, list(records), data))
+
+    def mismatches(self, through_files: bool = False) -> list[str]:
+        """Steps whose analysis, re-run on the kept records, differs in any value, detail or flag (bit for bit).
+
+        ``through_files``: first turn every record into JSON metadata and a copy of its samples and back,
+        and forget every generated stimulus, as an offline re-analysis would.
+        """
+        import json
+
+        import numpy as np
+
+        from harness.capture import CaptureRecord, _generate
+
+        bad = []
+        for index, step, records, data in self.steps:
+            if through_files:
+                _generate.cache_clear()
+                records = [CaptureRecord.from_meta(json.loads(json.dumps(r.meta())), np.array(r.samples))
+                           for r in records]
+            again = step.measurement.analyse(records, step.params)
+            for what, a, b in (("values", data.values, again.values), ("details", data.details, again.details),
+                               ("invalid", data.invalid, again.invalid)):
+                if json.dumps(a, sort_keys=True, default=repr) != json.dumps(b, sort_keys=True, default=repr):
+                    bad.append(f"step {index} {step.name!r} {what}: {a!r} != {b!r}")
+        return bad

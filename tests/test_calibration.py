@@ -18,8 +18,8 @@ from devices.sim.bench import SimBench, SimConfig
 from devices.sim.driver import SimRadio
 from devices.sim.dut import Thru
 from devices.sim.paths import Attenuator, Cable, Path as RFPath
-from harness.calibration import (CalibrationError, collect_points, level_grid, load_calibration,
-                                 run_calibration)
+from harness.calibration import CalibrationError, load_calibration
+from harness.thru import collect_points, level_grid, run_calibration
 from harness.cli import main
 from harness.plan import load_plan
 from harness.rig import LevelError, Rig, load_rig
@@ -180,7 +180,13 @@ def test_levels_and_frequencies_come_from_plans_and_the_rig(tmp_path, rig_path):
     plan = load_plan(write_plan(tmp_path, PLAN))
     points, notes = collect_points(load_rig(rig_path), [plan])
     assert [p.freq_hz for p in points] == [1842.5e6, 2140e6]
-    lv = points[0].levels_dbm
+    # each LO over the levels its captures declare plus the rig's own (-20 and 16 dBm)
+    assert points[0].levels_dbm == tuple(level_grid([-20.0, 16.0]))
+    spec = load_rig(rig_path)
+    spec.calibration.levels_dbm = []
+    only_declared, _ = collect_points(spec, [plan])
+    assert only_declared[0].levels_dbm == (-20.0,)  # the gain step at 1842.5 MHz
+    lv = only_declared[1].levels_dbm  # the gain step and the whole compression sweep at 2140 MHz
     assert lv[0] == -20.0 and lv[-1] == 16.0 and -10.0 in lv
     assert max(b - a for a, b in zip(lv, lv[1:])) <= 6.0
     assert level_grid([0, 1]) == [0.0, 1.0]
@@ -188,7 +194,7 @@ def test_levels_and_frequencies_come_from_plans_and_the_rig(tmp_path, rig_path):
     spec = load_rig(rig_path)
     spec.limits.max_dut_input_dbm = 10.0
     points, notes = collect_points(spec, [plan])
-    assert max(points[0].levels_dbm) <= 10.0 and notes
+    assert max(points[1].levels_dbm) <= 10.0 and notes
 
 
 # ------------------------------------------------------------------ a real (non-simulated) rig

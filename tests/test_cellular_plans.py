@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import PLANS, RIGS, read_results, write_rig
+from conftest import PLANS, RIGS, RecordKeeper, read_results, write_rig
 from harness.plan import load_plan
 from harness.rig import load_rig
 from harness.runner import run_plan
@@ -31,14 +31,21 @@ CASES = {
 STOPS_EARLY = {"sim-repeater-utra-oscillating.yaml", "sim-repeater-eutra-oscillating.yaml"}
 
 
-def _run(tmp_path, plan, rig, seed=0):
-    code, rec = run_plan(load_plan(PLANS / plan), load_rig(RIGS / rig), tmp_path / "run", seed=seed)
+def _run(tmp_path, plan, rig, seed=0, keeper=None):
+    code, rec = run_plan(load_plan(PLANS / plan), load_rig(RIGS / rig), tmp_path / "run", seed=seed,
+                         record_sink=keeper)
     return code, read_results(rec.dir)
 
 
 @pytest.mark.parametrize("plan, rig", [(p, r) for p, rigs in CASES.items() for r in rigs])
 def test_plan_verdicts(tmp_path, plan, rig):
-    code, res = _run(tmp_path, plan, rig)
+    keeper = RecordKeeper()
+    code, res = _run(tmp_path, plan, rig, keeper=keeper)
+    # every step's analysis, re-run on its capture records (in memory, and through JSON metadata plus a copy
+    # of the samples with every stimulus regenerated), reproduces its values bit for bit
+    assert len(keeper.steps) == sum(s["verdict"] != "SKIPPED" for s in res["steps"])
+    assert keeper.mismatches() == []
+    assert keeper.mismatches(through_files=True) == []
     expected_fail = CASES[plan][rig]
     verdicts = {s["name"]: s["verdict"] for s in res["steps"]}
     errors = {s["name"]: s["error"] for s in res["steps"] if s["verdict"] == "ERROR"}

@@ -14,7 +14,7 @@ level / dut_to_rx path). With the DUT replaced by a thru, P_out = P_in, so
     T(f, L) = r - d - g_tx - g_rx = A(f, L) - B(f)
 
 The table holds, per frequency, B and, per DUT-input level, T (so A = B + T),
-with their uncertainties; :mod:`harness.calibration.thru` measures it.
+with their uncertainties; :mod:`harness.thru` measures it.
 
 Stored as JSON (``<rig stem>.cal.json`` next to the rig, schema
 ``rf-harness/calibration/1``): date, temperature, radio serial, the hash of
@@ -40,7 +40,7 @@ from harness.config import ConfigError
 from harness.errors import LevelError
 
 SCHEMA = "rf-harness/calibration/1"
-#: the absolute references a calibration can rest on (see harness.calibration.thru)
+#: the absolute references a calibration can rest on (see harness.thru)
 REFERENCES = ("rx", "tx", "meter")
 #: a step may lie this far outside the calibrated frequency range (same LO band); further is refused
 FREQ_TOLERANCE_HZ = 1e6
@@ -147,8 +147,11 @@ class Calibration:
     def _nearest(self, freq_hz: float) -> list["FreqEntry"]:
         """The calibrated frequencies interpolation at ``freq_hz`` uses (one or two)."""
         f = self._freqs()
+        exact = np.flatnonzero(np.abs(f - freq_hz) < 1.0)
+        if exact.size:
+            return [self.frequencies[int(exact[0])]]
         j = int(np.searchsorted(f, freq_hz))
-        return self.frequencies[max(j - 1, 0): j + 1] if 0 < j < len(f) else [self.frequencies[min(j, len(f) - 1)]]
+        return self.frequencies[j - 1: j + 1] if 0 < j < len(f) else [self.frequencies[min(j, len(f) - 1)]]
 
     def level_range_dbm(self, freq_hz: float) -> tuple[float, float]:
         """The DUT-input levels calibrated at every frequency interpolation at ``freq_hz`` uses."""

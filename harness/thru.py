@@ -1,7 +1,7 @@
 """Measuring a rig's thru calibration: what to measure, the thru readings, the table they give.
 
 A thru measures only the product T = A - B (one number per frequency and
-level; the quantities are defined in :mod:`harness.calibration.table`). It
+level; the quantities are defined in :mod:`harness.calibration`). It
 is all DUT *gain* needs: gain = P_out - P_in = r - d - g_tx - g_rx - T, so a
 calibrated rig measures gain exactly whatever A and B are separately.
 Absolute levels need one absolute reference per frequency (``reference``):
@@ -36,9 +36,11 @@ from typing import Callable
 
 import numpy as np
 
-from harness.calibration.table import REFERENCES, Calibration, CalibrationError, FreqEntry, LevelEntry
+from harness.calibration import (LEVEL_TOLERANCE_DB, REFERENCES, Calibration, CalibrationError, FreqEntry,
+                                       LevelEntry)
 from harness.dsp.spectrum import psd, tone_power_dbm
 from harness.errors import LevelError
+from harness.plan import step_seed
 from harness.rig import Rig, RigSpec, TxSetting
 from harness.session import software_version
 from harness.stimulus.tones import CWParams, cw
@@ -62,25 +64,6 @@ class CalPoint:
     levels_dbm: tuple[float, ...]
 
 
-def step_levels_dbm(step) -> list[float]:
-    """Total DUT-input powers (dBm) a plan step plays (what :meth:`Rig.play` is asked for)."""
-    p, name = step.params, step.measurement.name
-    out: list[float] = []
-    if name == "compression_sweep":
-        out += [p.start_power_dbm, p.stop_power_dbm]
-    elif name == "two_tone_ip3":
-        rel = p.levels_db or [0.0]
-        out += [p.power_per_tone_dbm + r + 10 * math.log10(2) for r in (min(rel), max(rel))]
-    stim = getattr(p, "stimulus", None)
-    if stim is not None:
-        sp = stim.params
-        if getattr(sp, "power_dbm", None) is not None:
-            out.append(sp.power_dbm)
-        elif getattr(sp, "power_per_tone_dbm", None) is not None:
-            out.append(sp.power_per_tone_dbm + 10 * math.log10(2))
-    return [float(v) for v in out]
-
-
 def level_grid(levels_dbm, max_step_db: float = MAX_LEVEL_STEP_DB) -> list[float]:
     """The given levels' range covered at most ``max_step_db`` apart (endpoints and given levels kept)."""
     lv = sorted(set(round(float(v), 3) for v in levels_dbm))
@@ -93,41 +76,59 @@ def level_grid(levels_dbm, max_step_db: float = MAX_LEVEL_STEP_DB) -> list[float
     return sorted(grid)
 
 
-def collect_points(spec: RigSpec, plans=(), extra_levels_dbm=()) -> tuple[list[CalPoint], list[str]]:
-    """Frequencies (with rates) and levels to calibrate: the plans' steps and the rig's calibration section.
-
-    Levels above the rig's max_dut_input_dbm, or that would bring the thru's
-    RX port within RX_SAFETY_MARGIN_DB of max_rx_input_dbm, are dropped (and noted).
-    """
-    rates: dict[float, float] = {}
-    levels: list[float] = [*spec.calibration.levels_dbm, *extra_levels_dbm]
+def declared_levels(plans=(), seed: int = 0) -> dict[float, tuple[float, list[float]]]:
+    """{LO: (sample rate, DUT-input levels)} of every capture the plans' steps declare."""
+    out: dict[float, tuple[float, list[float]]] = {}
     for plan in plans:
-        for step in plan.steps:
-            rates.setdefault(step.freq_hz, step.sample_rate_hz)
-            levels += step_levels_dbm(step)
-    default_rate = spec.calibration.sample_rate_hz or next(iter(rates.values()), DEFAULT_SAMPLE_RATE_HZ)
+        for i, step in enumerate(plan.steps, 1):
+            for a in step.declare(step_seed(seed, i)):
+                rate, levels = out.setdefault(a.freq_hz, (a.sample_rate_hz, []))
+                if a.power_dbm is not None:
+                    levels.append(a.power_dbm)
+    return out
+
+
+def collect_points(spec: RigSpec, plans=(), extra_levels_dbm=()) -> tuple[list[CalPoint], list[str]]:
+    """Frequencies (with rates) and levels to calibrate: exactly the LOs and DUT-input levels the plans'
+    steps declare (retunes included), plus the rig's calibration section.
+
+    Each LO is calibrated over its own declared levels (and the rig's and
+    ``extra_levels_dbm``); an LO with only transmitter-off captures over all
+    the plans' levels. Levels above the rig's max_dut_input_dbm, or that would
+    bring the thru's RX port within RX_SAFETY_MARGIN_DB of max_rx_input_dbm,
+    are dropped (and noted).
+    """
+    common: list[float] = [*spec.calibration.levels_dbm, *extra_levels_dbm]
+    declared = declared_levels(plans)
+    all_levels = [v for _, lv in declared.values() for v in lv]
+    default_rate = spec.calibration.sample_rate_hz or next(iter(r for r, _ in declared.values()),
+                                                           DEFAULT_SAMPLE_RATE_HZ)
+    wanted = {f: (rate, lv or all_levels) for f, (rate, lv) in declared.items()}
     for f in spec.calibration.frequencies_hz:
-        rates.setdefault(f, default_rate)
-    if not rates:
+        wanted.setdefault(f, (default_rate, all_levels))
+    if not wanted:
         raise CalibrationError("nothing to calibrate: give --plan PLAN or list calibration.frequencies in the rig",
                                spec.file)
-    if not levels:
+    if not common and not all_levels:
         raise CalibrationError("no levels to calibrate at: give --plan PLAN or list calibration.levels in the rig",
                                spec.file)
     notes = []
     lim = spec.limits.max_dut_input_dbm
     points = []
-    for f in sorted(rates):
+    for f in sorted(wanted):
+        rate, lv = wanted[f]
+        grid = level_grid([*common, *lv])
         rx_max = spec.limits.max_rx_input_dbm - RX_SAFETY_MARGIN_DB - float(spec.dut_to_rx.gain_db_at(f))
-        keep = [v for v in level_grid(levels) if (lim is None or v <= lim + 1e-9) and v <= rx_max]
-        dropped = sorted(set(level_grid(levels)) - set(keep))
+        keep = [v for v in grid if (lim is None or v <= lim + 1e-9) and v <= rx_max]
+        dropped = sorted(set(grid) - set(keep))
         if dropped:
             notes.append(f"{f / 1e6:.6g} MHz: levels {', '.join(f'{v:g}' for v in dropped)} dBm not calibrated "
-                         f"(rig limits through a thru; the nearest calibrated level is used there)")
+                         f"(rig limits through a thru); a run refuses levels more than "
+                         f"{LEVEL_TOLERANCE_DB:g} dB beyond the calibrated ones")
         if not keep:
             raise CalibrationError(f"{f / 1e6:.6g} MHz: no level can be calibrated within the rig's limits",
                                    spec.file)
-        points.append(CalPoint(float(f), float(rates[f]), tuple(keep)))
+        points.append(CalPoint(float(f), float(rate), tuple(keep)))
     return points, notes
 
 
