@@ -161,6 +161,7 @@ class CaptureRecord:
     dropped_samples: int = 0
     overload: bool = False
     clipped_samples: int = 0
+    retries: int = 0  # captures taken again because they lost samples (never stitched)
     peak_dbfs: float = math.nan
     dut_bypassed: bool = False
     calibration: str | None = None  # the calibration applied (file and date), None: nominal paths
@@ -199,7 +200,7 @@ class CaptureRecord:
 
     _META = ("label", "sample_rate_hz", "freq_hz", "rx_gain_db", "full_scale_dbm", "rf_bandwidth_hz", "timestamp_s",
              "tx_sample_index", "overflow", "underflow", "dropped_samples", "overload", "clipped_samples",
-             "peak_dbfs", "dut_bypassed", "calibration")
+             "retries", "peak_dbfs", "dut_bypassed", "calibration")
 
     def meta(self) -> dict:
         """Everything but the samples, JSON-ready (non-finite floats as None)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -24,7 +25,8 @@ def _console(quiet: bool = False):
 
 
 def _err(msg: str) -> None:
-    print(f"harness: {msg}", file=sys.stderr)
+    """One line on stderr, however long or multi-line the cause."""
+    print(f"harness: {_one_line(msg, 400)}", file=sys.stderr)
 
 
 def resolve(path: str, kind: str) -> Path:
@@ -40,12 +42,29 @@ def resolve(path: str, kind: str) -> Path:
 
 
 # ----------------------------------------------------------------- run
+def _record_refusal(args, name: str, file: str | None, error: Exception) -> None:
+    """A plan or rig refused before the run began still leaves a run directory whose junit.xml is red."""
+    from harness.rundir import open_run_dir
+    from harness.runner import write_rejection
+
+    try:
+        run_dir = open_run_dir(Path(args.out) if args.out else None, name, force=args.force)
+    except ConfigError as e:
+        _err(f"(no junit.xml written: {e})")
+        return
+    try:
+        write_rejection(run_dir.path, name, file, error)
+        print(f"Results: {run_dir.path / 'results.json'}")
+    finally:
+        run_dir.close()
+
+
 def cmd_run(args) -> int:
     from devices import DeviceError
     from harness.plan import load_plan
     from harness.rig import load_rig
     from harness.runner import Reporter, run_plan
-    from harness.session import EXIT_CONFIG
+    from harness.session import EXIT_CONFIG, EXIT_ERROR
 
     try:
         plan = load_plan(resolve(args.plan, "plan"))
@@ -55,23 +74,53 @@ def cmd_run(args) -> int:
         rig = load_rig(resolve(str(rig_path), "rig"))
     except ConfigError as e:
         _err(str(e))
+        _record_refusal(args, Path(args.plan).stem, args.plan, e)
         return EXIT_CONFIG
     rig.uncalibrated = args.uncalibrated  # nominal paths, no calibration required (recorded in results)
     console = _console(args.quiet)
     try:
         code, rec = run_plan(plan, rig, Path(args.out) if args.out else None, seed=args.seed,
-                             reporter=Reporter(console))
+                             reporter=Reporter(console), force=args.force)
     except ConfigError as e:
         _err(str(e))
         return EXIT_CONFIG
     except DeviceError as e:  # the rig could not be opened: nothing was transmitted
         _err(f"{rig.file}: device {rig.device!r}: {e}")
         return EXIT_CONFIG
+    write_error = getattr(rec, "write_error", None)
+    if write_error:
+        _err(f"{write_error}; the run was stopped and the transmitter switched off")
+        return EXIT_ERROR
     verdict = rec.verdict()
     print(f"Verdict: {verdict}  (exit {code})")
     print(f"Results: {rec.results_path}")
     print(f"Report: {rec.report_path}")
     return code
+
+
+# ----------------------------------------------------------------- report
+def cmd_report(args) -> int:
+    """Rebuild junit.xml and report.html from results.json; a run whose process died is marked killed."""
+    from harness.results import write_outputs
+    from harness.rundir import mark_dead
+
+    run_dir = Path(args.run_dir)
+    try:
+        data = mark_dead(run_dir)
+    except FileNotFoundError:
+        _err(f"{run_dir}: no results.json: not a run directory")
+        return 2
+    except (OSError, ValueError) as e:
+        _err(f"{run_dir / 'results.json'}: cannot read: {e}")
+        return 2
+    try:
+        write_outputs(run_dir, data)
+    except OSError as e:
+        _err(f"{run_dir}: cannot write: {e.strerror or e}")
+        return 3
+    print(f"{run_dir}: {data.get('status')}, verdict {data.get('verdict')}")
+    print(f"Report: {run_dir / 'report.html'}")
+    return 0
 
 
 # ----------------------------------------------------------------- plans
@@ -284,16 +333,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     r = sub.add_parser("run", help="run a test plan on a rig",
-                       description="Run a test plan. Exit codes: 0 all pass, 1 any FAIL, 2 plan or rig error, "
-                                   "3 any ERROR.")
+                       description="Run a test plan. Exit codes: 0 all PASS; 1 any FAIL; 2 plan, rig or set-up "
+                                   "error (nothing transmitted); 3 any ERROR, a lost device, unwritable results, or "
+                                   "interrupted (Ctrl-C, SIGTERM); 4 INCONCLUSIVE (the rig's floor too close to a "
+                                   "limit); 5 internal error of the harness (traceback in the run log).")
     r.add_argument("plan", help="plan file (YAML)")
     r.add_argument("--rig", help="rig file (default: the plan's rig)")
-    r.add_argument("--out", help="run directory (default: runs/<time>-<plan>)")
+    r.add_argument("--out", help="run directory (default: runs/<time>-<plan>, made unique); one that holds "
+                                 "another run is refused unless --force")
+    r.add_argument("--force", action="store_true", help="clear --out if it holds another run")
     r.add_argument("--seed", type=int, default=0, help="seed of simulated rigs and stimulus (default 0)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--uncalibrated", action="store_true",
                    help="run on the rig's nominal paths without (or ignoring) its calibration; recorded in the results")
     r.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("report", help="rebuild a run's junit.xml and report.html from its results.json",
+                        description="Rebuild junit.xml and report.html from results.json. A run whose results say "
+                                    "running while no process holds it (killed, power loss, full disk) is marked "
+                                    "killed (verdict ERROR).")
+    rp.add_argument("run_dir", help="run directory")
+    rp.set_defaults(func=cmd_report)
 
     pl = sub.add_parser("plans", help="list the test plans with their descriptions",
                         description="List test plans (default: the repository's testplans/).")
@@ -355,12 +415,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: every failure that is not the DUT's exits 2 or 3 with one line; an internal error
+    exits 5 with its traceback in a log file, never on the console."""
+    from harness.session import EXIT_ERROR, EXIT_INTERNAL, Interrupted, signals_raise
+
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return 3
+        with signals_raise():  # a signal before the first step also ends the run with 3
+            return args.func(args)
+    except (KeyboardInterrupt, Interrupted) as e:
+        _err(f"interrupted ({e or 'Ctrl-C'})")
+        return EXIT_ERROR
+    except BrokenPipeError:  # e.g. `harness plans | head`
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except Exception as e:  # noqa: BLE001 - whatever escaped is the harness's fault, not the DUT's
+        log = getattr(e, "run_log", None) or _crash_log(e)
+        _err(f"internal error: {type(e).__name__}: {_one_line(str(e))} (traceback in {log})")
+        return EXIT_INTERNAL
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _crash_log(e: BaseException) -> str:
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    try:
+        fd, path = tempfile.mkstemp(prefix="harness-crash-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+    except OSError:
+        return "(no log: the temporary folder is not writable)"
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ class StepRecord:
                 "sample_rate_hz": self.sample_rate_hz, "seed": self.seed,
                 "measurements": [m.to_dict() for m in self.measurements], "plots": self.plots,
                 "info": _jsonable(self.info), "declared_captures": self.declared_captures,
+                "capture_retries": sum(int(c.get("retries") or 0) for c in self.captures),
                 "captures": _jsonable(self.captures)}
 
 
@@ -103,27 +104,53 @@ def combine(verdicts: list[str]) -> str:
     return "PASS"
 
 
+class ResultsWriteError(RuntimeError):
+    """The run directory cannot be written (full disk, read-only, removed): the run must stop."""
+
+
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old or the new file,
+    never a part. The temporary file is removed when writing fails (a full disk leaves nothing behind)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+#: the run verdict while a run has not completed: no reader may take it for PASS
+INCOMPLETE = "INCOMPLETE"
 
 
 class RunRecorder:
-    """Keeps the run directory up to date as steps complete."""
+    """Keeps the run directory up to date as steps complete.
+
+    From the first write the files say the run is incomplete (verdict
+    INCOMPLETE, a JUnit error, the report's title); only :meth:`finish` with
+    status ``complete`` lets them say PASS. results.json is written first, so
+    a run killed while finishing leaves the other files saying incomplete.
+    """
 
     def __init__(self, run_dir: Path, header: dict):
         self.dir = Path(run_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "plots").mkdir(exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "plots").mkdir(exist_ok=True)
+        except OSError as e:
+            raise ResultsWriteError(f"cannot write the run directory {self.dir}: {e.strerror or e}") from None
         self.header = header
         self.steps: list[StepRecord] = []
         self.started_at = now_iso()
         self.ended_at: str | None = None
-        self.status = "running"  # running | complete | interrupted | aborted
+        self.status = "running"  # running | complete | interrupted | aborted | crashed (killed: see rundir)
         self.note: str | None = None
         self.flush()
 
@@ -136,8 +163,10 @@ class RunRecorder:
         return self.dir / "report.html"
 
     def verdict(self) -> str:
+        if self.status == "running":
+            return INCOMPLETE
         v = combine([s.verdict for s in self.steps])
-        if self.status == "interrupted" or (self.status == "aborted" and v != "FAIL"):
+        if self.status in ("interrupted", "killed", "crashed") or (self.status == "aborted" and v != "FAIL"):
             return "ERROR"  # an unfinished run passes nothing; one stopped by a FAIL has failed
         return v
 
@@ -157,10 +186,18 @@ class RunRecorder:
                 "steps": [s.to_dict() for s in self.steps]}
 
     def flush(self) -> None:
-        data = self.to_dict()
-        write_atomic(self.results_path, json.dumps(_jsonable(data), indent=2) + "\n")
-        write_atomic(self.dir / "junit.xml", junit_xml(data))
-        write_atomic(self.report_path, report_html(data))
+        """Rewrite results.json, junit.xml and report.html; :class:`ResultsWriteError` if the disk refuses."""
+        try:
+            write_outputs(self.dir, self.to_dict())
+        except OSError as e:
+            raise ResultsWriteError(f"cannot write results to {self.dir}: {e.strerror or e}") from None
+
+
+def write_outputs(run_dir: Path, data: dict) -> None:
+    """results.json first (it decides), then junit.xml and report.html from it."""
+    write_atomic(Path(run_dir) / "results.json", json.dumps(_jsonable(data), indent=2) + "\n")
+    write_atomic(Path(run_dir) / "junit.xml", junit_xml(data))
+    write_atomic(Path(run_dir) / "report.html", report_html(data))
 
 
 # ----------------------------------------------------------------- JUnit XML
@@ -196,6 +233,15 @@ def junit_xml(results: dict) -> str:
                 ET.SubElement(case, "system-out").text = (
                     f"{m['name']} = {m['value']} {m['unit']} (low {m['low']}, high {m['high']}) {m['verdict']}")
         total_time += step["duration_s"]
+    if results.get("status") != "complete":
+        # an unfinished run is an error whatever its steps say: CI must not read it as green
+        tests += 1
+        errors += 1
+        why = {"running": "the run has not completed (still running, or killed without a trace)"}.get(
+            results.get("status"), f"the run is {results.get('status')}")
+        msg = why + (f": {results['note']}" if results.get("note") else "")
+        case = ET.SubElement(suite, "testcase", classname=plan, name="run complete", time="0.000")
+        ET.SubElement(case, "error", message=msg, type=str(results.get("status"))).text = msg
     suite.set("tests", str(tests))
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
@@ -208,7 +254,7 @@ def junit_xml(results: dict) -> str:
 
 
 # ----------------------------------------------------------------- HTML report
-_COLORS = {"SKIPPED": "#8c959f", "PASS": "#1a7f37", "FAIL": "#cf222e", "ERROR": "#9a6700", "INFO": "#57606a", "INCONCLUSIVE": "#8250df"}
+_COLORS = {"SKIPPED": "#8c959f", "INCOMPLETE": "#9a6700", "PASS": "#1a7f37", "FAIL": "#cf222e", "ERROR": "#9a6700", "INFO": "#57606a", "INCONCLUSIVE": "#8250df"}
 
 
 def _badge(v: str) -> str:

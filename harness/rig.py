@@ -241,6 +241,11 @@ def load_rig(path: str | Path) -> RigSpec:
 TxSetting = TxRecord
 
 
+def _underflow(meta) -> bool:
+    """Whether the driver reported a TX underflow during the capture."""
+    return bool(meta.extra.get("tx_underflow") or meta.extra.get("underflow"))
+
+
 class Rig:
     """An open rig: a radio plus the paths and calibration around the DUT."""
 
@@ -248,6 +253,8 @@ class Rig:
     TARGET_PEAK_DBFS = -6.0
     PEAK_WINDOW_DBFS = (-20.0, -1.0)
     TX_PEAK_DBFS = -1.0  # digital back-off of the waveform peak
+    #: a capture that lost samples (overflow, drops, TX underflow) is taken again this many times at most
+    INTEGRITY_RETRIES = 3
 
     def __init__(self, spec: RigSpec, radio: Radio):
         self.spec = spec
@@ -469,12 +476,10 @@ class Rig:
         gr = self.caps.rx_gain_range_db
         fixed = self.spec.rx.gain_db is not None or not autorange
         ceiling = gr.high  # a gain that overloaded is never tried again: a fluctuating signal cannot make it hunt
+        retries = 0
         for _attempt in range(10):
-            t0 = time.perf_counter()
-            try:
-                cap = self.radio.capture(n_samples)
-            finally:
-                self.device_time_s += time.perf_counter() - t0
+            cap, tries = self._intact_capture(n_samples)
+            retries += tries
             s = cap.samples
             peak_lin = float(max(np.max(np.abs(s.real)), np.max(np.abs(s.imag)), 1e-12))
             peak_dbfs = 20 * math.log10(peak_lin)
@@ -493,8 +498,6 @@ class Rig:
                 break  # at the end of the usable gain range: keep what we have
             self._rx_gain_db = new_gain
             self._configure_rx()
-        if cap.meta.overflow or cap.meta.dropped_samples:
-            raise DeviceError(f"capture corrupted: {', '.join(cap.meta.faults())}")
         if cap.meta.overload:
             raise DeviceError(f"RX overload at gain {self._rx_gain_db:g} dB (range {gr.describe('dB')}): the DUT "
                               f"output is too strong or too unsteady for the rig (add attenuation in dut_to_rx)")
@@ -513,9 +516,27 @@ class Rig:
             rx_gain_db=cfg.gain_db, full_scale_dbm=out_fs_dbm, tx=self.tx_setting, label=label,
             rf_bandwidth_hz=cfg.rf_bandwidth_hz, timestamp_s=meta.timestamp,
             tx_sample_index=None if tx_index is None else int(tx_index), overflow=meta.overflow,
-            underflow=bool(meta.extra.get("underflow", False)), dropped_samples=meta.dropped_samples,
+            underflow=_underflow(meta), dropped_samples=meta.dropped_samples, retries=retries,
             overload=meta.overload, clipped_samples=meta.clipped_samples, peak_dbfs=peak_dbfs,
             dut_bypassed=self.dut_bypassed, calibration=self._calibration_id(), extra=extra)
+
+    def _intact_capture(self, n_samples: int):
+        """A capture without lost samples: one with an RX overflow, dropped samples or a TX underflow is taken
+        again, at most INTEGRITY_RETRIES times (never stitched). Returns (capture, retries); exhaustion raises
+        DeviceError naming the faults."""
+        for attempt in range(self.INTEGRITY_RETRIES + 1):
+            t0 = time.perf_counter()
+            try:
+                cap = self.radio.capture(n_samples)
+            finally:
+                self.device_time_s += time.perf_counter() - t0
+            faults = [f for f in cap.meta.faults() if not f.startswith("ADC overload")]
+            if _underflow(cap.meta):
+                faults.append("TX underflow")
+            if not faults:
+                return cap, attempt
+        raise DeviceError(f"capture corrupted in {self.INTEGRITY_RETRIES + 1} attempts "
+                          f"(last: {', '.join(faults)}): samples were lost between the radio and the host")
 
     def _calibration_id(self) -> str | None:
         st = self.calibration_status

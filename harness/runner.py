@@ -1,38 +1,38 @@
 """Running a plan on a rig: steps in order, verdicts, the run directory, exit codes.
 
-Exit codes: 0 all PASS, 1 any FAIL, 2 plan or rig error (nothing transmitted),
-3 any ERROR (a step raised, or the run was interrupted), 4 no FAIL or ERROR but
-a verdict INCONCLUSIVE (the rig's own floor too close to a limit).
+Exit codes (:mod:`harness.session`): 0 all PASS, 1 any FAIL, 2 plan, rig or
+set-up error (nothing transmitted), 3 any ERROR (a step raised, the device was
+lost, the results could not be written, or the run was interrupted), 4 no FAIL
+or ERROR but a verdict INCONCLUSIVE (the rig's own floor too close to a
+limit), 5 an internal error of the harness (its traceback in the run log).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from harness.config import format_quantity
+from devices import DeviceError
+from harness.config import ConfigError, format_quantity
 from harness.acquisition import StepContext, run_measurement
 from harness.capture import Acquisition, CaptureRecord
 from harness.measurements import MeasurementError, StepData, floor_correct, floor_sensitivity, floor_too_close
 from harness.plan import Plan, Step, check_plan_against, step_seed
 from harness.plots import render_png
-from harness.results import MeasurementRecord, RunRecorder, StepRecord, combine, now_iso
+from harness.results import (MeasurementRecord, ResultsWriteError, RunRecorder, StepRecord, combine, now_iso,
+                             write_outputs)
+from harness.rundir import open_run_dir
 from harness.rig import Rig, RigSpec
-from harness.session import EXIT_ERROR, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, Interrupted, software_version
-from harness.session import signals_raise as _signals_raise  # the name run_plan uses
-
-
-def default_run_dir(plan: Plan, root: Path = Path("runs")) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", plan.name).strip("-") or "plan"
-    return root / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{slug}"
+from harness.session import (EXIT_ERROR, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, Interrupted, signals_raise,
+                             software_version)
 
 
 @dataclass
@@ -164,83 +164,164 @@ RecordSink = Callable[[int, Step, list[CaptureRecord], StepData], None]
 
 
 def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: int = 0,
-             reporter: Reporter | None = None, record_sink: RecordSink | None = None
+             reporter: Reporter | None = None, record_sink: RecordSink | None = None, force: bool = False
              ) -> tuple[int, RunRecorder | None]:
-    """Run ``plan`` on ``rig_spec``. Returns (exit code, recorder); never leaves a transmitter running."""
+    """Run ``plan`` on ``rig_spec``. Returns (exit code, recorder); never leaves a transmitter running.
+
+    The run directory is created and locked first (``out_dir``, refused if it
+    holds another run unless ``force``); a plan the rig refuses is recorded
+    there as a rejected run (exit 2 via :class:`ConfigError`, nothing transmitted).
+    """
     reporter = reporter or Reporter()
-    rig = Rig.open(rig_spec, seed=seed)  # DeviceError here -> caller maps to exit 2
+    run_dir = open_run_dir(Path(out_dir) if out_dir else None, plan.name, force=force)
+    log = run_log(run_dir.path)
     try:
-        declared = check_plan_against(plan, rig, seed)  # every declared capture, before anything transmits
-        run_dir = Path(out_dir) if out_dir else default_run_dir(plan)
-        header = {
-            "plan": {"name": plan.name, "description": plan.description, "file": plan.file,
-                     "sha256": file_sha256(plan.file)},
-            "rig": {"name": rig_spec.name, "file": rig_spec.file, "device": rig_spec.device,
-                    "simulated": rig_spec.simulated, "serial": rig.caps.serial,
-                    "sha256": file_sha256(rig_spec.file), "setup_sha256": rig_spec.setup_sha256},
-            "dut": {"type": plan.dut.type, "model": plan.dut.model, "serial": plan.dut.serial},
-            "calibration": rig.calibration_status,
-            "software_version": software_version(), "seed": seed,
-        }
-        rec = RunRecorder(run_dir, header)
-        reporter.plan_start(plan, rig_spec, run_dir)
-        status, note = "complete", None
-        floors: dict[str, StepData] = {}
-        with _signals_raise():
+        try:
+            rig = Rig.open(rig_spec, seed=seed)
+        except (ConfigError, DeviceError) as e:
+            write_rejection(run_dir.path, plan.name, plan.file, e)
+            raise
+        try:
             try:
-                for i, step in enumerate(plan.steps, 1):
-                    t0, started = time.perf_counter(), now_iso()
-                    error = None
-                    records: list[CaptureRecord] = []
-                    with reporter.step(i, len(plan.steps), step) as progress:
-                        try:
-                            records, data = run_step(rig, step, declared[i - 1], progress)
-                            if record_sink is not None:
-                                record_sink(i, step, records, data)
-                            verdict, meas = evaluate(step, data, floors.get(step.floor))
-                            if step.thru:
-                                floors[step.name] = data
-                            if data.invalid:
-                                error = data.invalid
-                            elif verdict == "ERROR":
-                                error = "measurement returned no value for limited output(s): " + ", ".join(
-                                    n for n in step.limits if n not in data.values)
-                        except (Interrupted, KeyboardInterrupt):
-                            raise
-                        except Exception as e:  # noqa: BLE001 - any step failure is recorded as ERROR
-                            data, meas, verdict = StepData(), [], "ERROR"
-                            error = f"{type(e).__name__}: {e}"
-                            if not isinstance(e, (MeasurementError, RuntimeError, ValueError)):
-                                error += "\n" + traceback.format_exc(limit=4)
-                    srec = StepRecord(step.name, step.measurement.name, verdict, started, now_iso(),
-                                      time.perf_counter() - t0, meas, error, step.freq_hz, step.sample_rate_hz,
-                                      info=data.info, seed=step_seed(seed, i), declared_captures=len(declared[i - 1]),
-                                      captures=[r.meta() for r in records])
-                    srec.plots = _save_plots(rec.dir, i, data)
-                    rec.add(srec)
-                    reporter.step_done(i, len(plan.steps), srec)
-                    stop = None
-                    if verdict == "ERROR" and step.on_error == "stop":
-                        stop = f"stopped after ERROR in step {step.name!r} (on_error: stop)"
-                    elif verdict == "FAIL" and step.on_fail == "stop":
-                        stop = f"stopped after FAIL in step {step.name!r} (on_fail: stop)"
-                    if stop:
-                        status, note = "aborted", stop
-                        for rest in plan.steps[i:]:
-                            t = now_iso()
-                            rec.add(StepRecord(rest.name, rest.measurement.name, "SKIPPED", t, t, 0.0,
-                                               error=f"not run: {stop}", freq_hz=rest.freq_hz,
-                                               sample_rate_hz=rest.sample_rate_hz))
-                        break
-            except (Interrupted, KeyboardInterrupt) as e:
+                declared = check_plan_against(plan, rig, seed)  # every declared capture, before anything transmits
+            except ConfigError as e:
+                write_rejection(run_dir.path, plan.name, plan.file, e)
+                raise
+            rec = RunRecorder(run_dir.path, _header(plan, rig_spec, rig, seed))
+            reporter.plan_start(plan, rig_spec, run_dir.path)
+            log.info("run %s on %s (%s), seed %d", plan.file, rig_spec.file, rig_spec.device, seed)
+            try:
+                _run_steps(plan, rig, rec, declared, seed, reporter, record_sink, log)
+            except ResultsWriteError as e:  # the disk refused: stop here, the files on disk say incomplete
                 rig.stop()
-                status, note = "interrupted", f"interrupted ({e or 'Ctrl-C'}) during step {len(rec.steps) + 1}"
-        rec.finish(status, note)
+                rec.write_error = str(e)
+                log.error("%s", e)
+                return EXIT_ERROR, rec
+            except Exception as e:  # a harness bug: the run ends as ERROR, its traceback in run.log
+                rig.stop()
+                log.exception("internal error")
+                e.run_log = str(run_dir.path / "run.log")
+                try:
+                    rec.finish("crashed", f"internal error of the harness: {type(e).__name__}: {e}")
+                except ResultsWriteError:
+                    pass
+                raise
+        finally:
+            rig.close()
     finally:
-        rig.close()
+        log.handlers.clear()
+        run_dir.close()
     v = rec.verdict()
     code = {"PASS": EXIT_PASS, "FAIL": EXIT_FAIL, "INCONCLUSIVE": EXIT_INCONCLUSIVE}.get(v, EXIT_ERROR)
     return code, rec
+
+
+def _header(plan: Plan, rig_spec: RigSpec, rig: Rig, seed: int) -> dict:
+    return {
+        "plan": {"name": plan.name, "description": plan.description, "file": plan.file,
+                 "sha256": file_sha256(plan.file)},
+        "rig": {"name": rig_spec.name, "file": rig_spec.file, "device": rig_spec.device,
+                "simulated": rig_spec.simulated, "serial": rig.caps.serial,
+                "sha256": file_sha256(rig_spec.file), "setup_sha256": rig_spec.setup_sha256},
+        "dut": {"type": plan.dut.type, "model": plan.dut.model, "serial": plan.dut.serial},
+        "calibration": rig.calibration_status,
+        "software_version": software_version(), "seed": seed,
+    }
+
+
+def _skip_rest(rec: RunRecorder, steps: list[Step], why: str) -> None:
+    for rest in steps:
+        t = now_iso()
+        rec.add(StepRecord(rest.name, rest.measurement.name, "SKIPPED", t, t, 0.0, error=f"not run: {why}",
+                           freq_hz=rest.freq_hz, sample_rate_hz=rest.sample_rate_hz))
+
+
+def _run_steps(plan: Plan, rig: Rig, rec: RunRecorder, declared, seed: int, reporter: Reporter,
+               record_sink: RecordSink | None, log: logging.Logger) -> None:
+    """The steps in order, their verdicts and the stop rules; the run's status at the end."""
+    status, note = "complete", None
+    floors: dict[str, StepData] = {}
+    i = 0
+    with signals_raise():
+        try:
+            for i, step in enumerate(plan.steps, 1):
+                t0, started = time.perf_counter(), now_iso()
+                error = None
+                records: list[CaptureRecord] = []
+                with reporter.step(i, len(plan.steps), step) as progress:
+                    try:
+                        records, data = run_step(rig, step, declared[i - 1], progress)
+                        if record_sink is not None:
+                            record_sink(i, step, records, data)
+                        verdict, meas = evaluate(step, data, floors.get(step.floor))
+                        if step.thru:
+                            floors[step.name] = data
+                        if data.invalid:
+                            error = data.invalid
+                        elif verdict == "ERROR":
+                            error = "measurement returned no value for limited output(s): " + ", ".join(
+                                n for n in step.limits if n not in data.values)
+                    except (Interrupted, KeyboardInterrupt, ResultsWriteError):
+                        raise
+                    except Exception as e:  # noqa: BLE001 - any step failure is recorded as ERROR
+                        data, meas, verdict = StepData(), [], "ERROR"
+                        error = f"{type(e).__name__}: {e}"
+                        log.error("step %d %r: %s", i, step.name, traceback.format_exc())
+                        if not isinstance(e, (MeasurementError, RuntimeError, ValueError)):
+                            # not a measurement's own refusal: likely a harness bug; its traceback is kept
+                            data.info["traceback"] = traceback.format_exc()
+                            error += " (an internal error of the harness: traceback in run.log)"
+                srec = StepRecord(step.name, step.measurement.name, verdict, started, now_iso(),
+                                  time.perf_counter() - t0, meas, error, step.freq_hz, step.sample_rate_hz,
+                                  info=data.info, seed=step_seed(seed, i), declared_captures=len(declared[i - 1]),
+                                  captures=[r.meta() for r in records])
+                srec.plots = _save_plots(rec.dir, i, data)
+                rec.add(srec)
+                log.info("step %d %r: %s%s", i, step.name, verdict, f" ({error.splitlines()[0]})" if error else "")
+                reporter.step_done(i, len(plan.steps), srec)
+                stop = None
+                if verdict == "ERROR" and step.on_error == "stop":
+                    stop = f"stopped after ERROR in step {step.name!r} (on_error: stop)"
+                elif verdict == "FAIL" and step.on_fail == "stop":
+                    stop = f"stopped after FAIL in step {step.name!r} (on_fail: stop)"
+                if stop:
+                    status, note = "aborted", stop
+                    _skip_rest(rec, plan.steps[i:], stop)
+                    break
+        except (Interrupted, KeyboardInterrupt) as e:
+            rig.stop()
+            status, note = "interrupted", f"interrupted ({e or 'Ctrl-C'}) during step {i}"
+            log.warning("%s", note)
+            done = len(rec.steps)
+            _skip_rest(rec, plan.steps[done:], note)
+    rec.finish(status, note)
+    log.info("run %s: %s", status, rec.verdict())
+
+
+def run_log(run_dir: Path) -> logging.Logger:
+    """The run's log file (run.log in its directory): step outcomes and the full traceback of every error."""
+    log = logging.getLogger(f"harness.run.{run_dir}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.handlers[:] = [handler]
+    return log
+
+
+def write_rejection(run_dir: Path, name: str, file: str | None, error: Exception) -> None:
+    """Record a plan or rig the harness refused (before anything transmitted) as an ERROR run, so that CI
+    shows red: results.json, a junit.xml with one error test case naming the file and line, a report."""
+    t = now_iso()
+    data = {"schema": "rf-harness/results/1", "plan": {"name": name, "file": file}, "rig": {"name": ""},
+            "verdict": "ERROR", "status": "rejected", "note": str(error), "started_at": t, "ended_at": t,
+            "software_version": software_version(),
+            "steps": [{"name": "plan validation", "measurement": "validation", "verdict": "ERROR",
+                       "error": str(error), "duration_s": 0.0, "measurements": [], "plots": [], "info": {}}]}
+    try:
+        write_outputs(run_dir, data)
+    except OSError:
+        pass  # the refusal itself is reported on the console
 
 
 def _save_plots(run_dir: Path, index: int, data: StepData) -> list[str]:

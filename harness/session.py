@@ -1,20 +1,22 @@
 """What every run shares, whatever it runs (a plan, a calibration): exit codes, the interruption that
 ends it, the signal handling that raises that interruption, and the software version it records.
 
-``EXIT_*``: 0 all PASS, 1 any FAIL, 2 plan or rig error (nothing transmitted), 3 any ERROR or
-interrupted, 4 INCONCLUSIVE (see :mod:`harness.runner`).
+``EXIT_*``: 0 all PASS, 1 any FAIL, 2 plan, rig or set-up error (nothing transmitted), 3 any ERROR,
+lost device, unwritable results or interrupted, 4 INCONCLUSIVE, 5 internal error of the harness
+(see :mod:`harness.runner`).
 """
 
 from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 from harness import __version__
 
-EXIT_PASS, EXIT_FAIL, EXIT_CONFIG, EXIT_ERROR, EXIT_INCONCLUSIVE = 0, 1, 2, 3, 4
+EXIT_PASS, EXIT_FAIL, EXIT_CONFIG, EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_INTERNAL = 0, 1, 2, 3, 4, 5
 
 
 class Interrupted(BaseException):
@@ -34,21 +36,40 @@ def software_version() -> str:
     return __version__
 
 
+_state = {"depth": 0, "raised": None}
+
+
 @contextmanager
 def signals_raise():
-    """Turn SIGTERM (and SIGINT) into :class:`Interrupted` so every exit path stops the transmitter."""
+    """Turn SIGTERM and SIGINT into :class:`Interrupted` so every exit path stops the transmitter.
+
+    Only the first signal raises: a second Ctrl-C (or a SIGTERM after it)
+    while the run is already stopping is noted, not raised, so the clean-up
+    that stops the transmitter and writes the results is not cut short. The
+    CLI wraps whole commands in it, so a signal before the first step ends
+    the run the same way (exit 3, never the shell's 130 or 143).
+    """
 
     def handler(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if _state["raised"] is not None:
+            sys.stderr.write(f"harness: {name} again: already stopping after {_state['raised']}, please wait\n")
+            return
+        _state["raised"] = name
+        raise Interrupted(name)
 
     old = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            old[sig] = signal.signal(sig, handler)
-        except ValueError:  # not in the main thread
-            pass
+    if _state["depth"] == 0:
+        _state["raised"] = None
+    _state["depth"] += 1
     try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                old[sig] = signal.signal(sig, handler)
+            except ValueError:  # not in the main thread
+                pass
         yield
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
+        _state["depth"] -= 1

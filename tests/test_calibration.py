@@ -241,7 +241,8 @@ def test_real_rig_refuses_to_run_without_calibration(tmp_path, real_rig, capsys)
     assert main(["run", str(plan), "--rig", str(real_rig), "--out", str(tmp_path / "r"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert str(real_rig) in err and "not calibrated" in err and "--uncalibrated" in err
-    assert not (tmp_path / "r").exists()  # nothing ran
+    res = json.loads((tmp_path / "r" / "results.json").read_text())  # nothing ran: the refusal is recorded
+    assert res["status"] == "rejected" and res["verdict"] == "ERROR" and "not calibrated" in res["note"]
 
     spec = load_rig(real_rig)
     spec.uncalibrated = True  # what --uncalibrated sets

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import json
+
 import pytest
 
 from conftest import PLANS, RIGS, write_plan, write_rig
@@ -45,6 +47,17 @@ def error_of(capsys) -> str:
     return capsys.readouterr().err
 
 
+def assert_rejected(out, where: str) -> None:
+    """Nothing ran; the run directory records the refusal: an ERROR run, one JUnit error naming file:line."""
+    import xml.etree.ElementTree as ET
+
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "rejected" and res["verdict"] == "ERROR" and where in res["note"]
+    suite = ET.parse(out / "junit.xml").getroot().find("testsuite")
+    assert suite.get("tests") == "2" and suite.get("errors") == "2" and suite.get("failures") == "0"
+    assert where in suite.find("testcase/error").get("message")
+
+
 def test_good_plan_loads(tmp_path):
     plan = load_plan(write_plan(tmp_path, plan_text(RIGS / "sim-amplifier.yaml")))
     assert plan.steps[0].freq_hz == 2140e6
@@ -75,7 +88,7 @@ def test_plan_errors_name_file_and_line(tmp_path, capsys, replace, line, words):
     code, out = run_cli(tmp_path, path)
     assert code == 2
     assert f"{path}:{line}:" in error_of(capsys)
-    assert not out.exists()  # nothing ran, nothing written
+    assert_rejected(out, f"{path}:{line}:")
 
 
 def test_frequency_outside_device_range_rejected_before_transmitting(tmp_path, capsys, monkeypatch):
@@ -88,7 +101,8 @@ def test_frequency_outside_device_range_rejected_before_transmitting(tmp_path, c
     err = error_of(capsys)
     assert code == 2
     assert f"{path}:7:" in err and "6500 MHz" in err and "tuning range" in err
-    assert sent == [] and not out.exists()
+    assert sent == []
+    assert_rejected(out, f"{path}:")
 
 
 def test_rig_typo_names_file_line_field(tmp_path, capsys):
@@ -134,7 +148,7 @@ def test_unknown_device_scheme(tmp_path, capsys):
     err = error_of(capsys)
     assert code == 2
     assert "unknown device URI scheme 'hackrf'" in err and "sim:" in err
-    assert not out.exists()
+    assert_rejected(out, "unknown device URI scheme 'hackrf'")
 
 
 def test_shipped_plans_are_valid():

@@ -118,8 +118,10 @@ def test_ctrl_c_keeps_results_and_stops_transmitter(tmp_path, spy):
     code, rec = _run(tmp_path)
     res = read_results(rec.dir)
     assert code == 3 and res["verdict"] == "ERROR" and res["status"] == "interrupted"
-    assert [s["name"] for s in res["steps"]] == ["one"]
-    assert res["steps"][0]["verdict"] == "PASS"
+    # the steps not run (the interrupted one included) are SKIPPED with the reason
+    assert [(s["name"], s["verdict"]) for s in res["steps"]] == [("one", "PASS"), ("two", "SKIPPED"),
+                                                                   ("three", "SKIPPED")]
+    assert "interrupted" in res["steps"][1]["error"]
     assert opened[0].radio.transmitting is False
     assert opened[0].radio not in set(_ACTIVE_TX)
 
@@ -141,7 +143,7 @@ def test_sigterm_mid_run_stops_and_keeps_results(tmp_path):
     assert proc.returncode == 3
     res = read_results(out)
     assert res["status"] == "interrupted" and "SIGTERM" in res["note"]
-    assert [s["name"] for s in res["steps"]] == ["one"]
+    assert [s["verdict"] for s in res["steps"]] == ["PASS", "SKIPPED"]
 
 
 def test_unknown_scheme_lists_known():
