@@ -17,6 +17,13 @@ Each capture opens a fresh RX buffer (so no sample predates the current settings
 and the DMA is idle, not overflowing, between captures) of ``n`` samples when
 ``n <= max_buffer_samples``, else several equal blocks (contiguous only if no
 overflow is reported). Retuning or gain changes wait ``settle_s``.
+
+Deadlines: libiio's own timeout is kept 1 s beyond the radio's deadlines (it is
+a round trip to IIOD, so only raised, never lowered), so a stalled device is
+noticed by the radio's deadline (DeviceTimeout, the radio is lost) and the
+abandoned call unwinds soon after. ``reconnect()`` opens a new context at the
+same URI (the old one is dropped, not closed, since a stuck call may still be
+inside it), puts it in the known safe state and confirms the stop.
 """
 
 from __future__ import annotations
@@ -91,25 +98,34 @@ class PlutoRadio(Radio):
         self.settle_s = float(settle_s)
         self.flush_buffers = int(flush_buffers)
         self.max_buffer_samples = int(max_buffer_samples)
-        self._timeout_ms: int | None = None
+        self._iio_timeout: tuple | None = None  # (context, ms) last given to set_timeout
+        self._sdr = None
+        self._sdr = self._open_device()
         try:
-            import adi  # noqa: PLC0415 - only users of pluto: URIs need pyadi-iio
-        except Exception as e:  # noqa: BLE001 - ImportError or libiio failing to load
-            raise DeviceError(f"{uri}: the pluto driver needs pyadi-iio and pylibiio==0.25 with libiio 0.24/0.25 "
-                              f"(apt libiio0): {e}") from e
-        try:
-            self._sdr = adi.Pluto(iio_uri)
-        except Exception as e:  # noqa: BLE001 - pyadi raises bare Exception("No device found")
-            raise DeviceError(f"{uri}: cannot open PlutoSDR at {iio_uri or '(auto)'}: {e}") from e
-        try:
-            # Known safe state: no DDS tone, no TX buffer, TX LO off until transmit().
-            self._sdr.disable_dds()
-            self._sdr.tx_destroy_buffer()
-            self._lo_powerdown(True)
-            self._sdr.gain_control_mode_chan0 = "manual"
             self._caps = self._read_capabilities(tx_full_scale_dbm, rx_full_scale_dbm)
         except Exception as e:
             raise DeviceError(f"{uri}: PlutoSDR setup failed: {e}") from e
+
+    def _open_device(self):
+        """A new adi.Pluto context at ``iio_uri``, put in the known safe state."""
+        try:
+            import adi  # noqa: PLC0415 - only users of pluto: URIs need pyadi-iio
+        except Exception as e:  # noqa: BLE001 - ImportError or libiio failing to load
+            raise DeviceError(f"{self.uri}: the pluto driver needs pyadi-iio and pylibiio==0.25 with libiio "
+                              f"0.24/0.25 (apt libiio0): {e}") from e
+        try:
+            sdr = adi.Pluto(self.iio_uri)
+        except Exception as e:  # noqa: BLE001 - pyadi raises bare Exception("No device found")
+            raise DeviceError(f"{self.uri}: cannot open PlutoSDR at {self.iio_uri or '(auto)'}: {e}") from e
+        try:
+            # Known safe state: no DDS tone, no TX buffer, TX LO off until transmit().
+            sdr.disable_dds()
+            sdr.tx_destroy_buffer()
+            self._lo_powerdown(True, sdr)
+            sdr.gain_control_mode_chan0 = "manual"
+        except Exception as e:
+            raise DeviceError(f"{self.uri}: PlutoSDR setup failed: {e}") from e
+        return sdr
 
     # ----- helpers ------------------------------------------------------------------
     def _attr(self, dev, chn: str | None, attr: str, output: bool = False) -> str:
@@ -117,8 +133,23 @@ class PlutoRadio(Radio):
             return dev.attrs[attr].value
         return dev.find_channel(chn, output).attrs[attr].value
 
-    def _lo_powerdown(self, off: bool) -> None:
-        self._sdr._ctrl.find_channel("altvoltage1", True).attrs["powerdown"].value = "1" if off else "0"
+    def _lo_powerdown(self, off: bool, sdr=None) -> None:
+        sdr = self._sdr if sdr is None else sdr
+        sdr._ctrl.find_channel("altvoltage1", True).attrs["powerdown"].value = "1" if off else "0"
+
+    def _iio_timeout_for(self, seconds: float = 0.0) -> None:
+        """Keep libiio's own timeout 1 s beyond every deadline, so the radio's deadline is what notices a stall.
+
+        ``set_timeout`` is a round trip to IIOD (the TIMEOUT command), so it is
+        only sent when a longer capture needs more than was set on this context.
+        """
+        d = self.deadlines
+        want = int(1000 * (max(d.configure_s, d.transmit_s, d.stop_s, d.close_s, seconds) + 1.0))
+        sdr, last = self._sdr, self._iio_timeout
+        if last is not None and last[0] is sdr and last[1] >= want:
+            return
+        sdr.ctx.set_timeout(want)
+        self._iio_timeout = (sdr, want)
 
     def _read_capabilities(self, tx_fs: float | None, rx_fs: float | None) -> Capabilities:
         phy = self._sdr._ctrl
@@ -151,6 +182,7 @@ class PlutoRadio(Radio):
 
     def _wrap(self, what: str, fn, *args):
         try:
+            self._iio_timeout_for()
             return fn(*args)
         except DeviceError:
             raise
@@ -228,7 +260,7 @@ class PlutoRadio(Radio):
 
     def _stop_tx(self) -> None:
         errors = []
-        for step in (self._sdr.tx_destroy_buffer, lambda: self._lo_powerdown(True)):
+        for step in (self._iio_timeout_for, self._sdr.tx_destroy_buffer, lambda: self._lo_powerdown(True)):
             try:
                 step()
             except Exception as e:  # noqa: BLE001 - try every step, then report
@@ -250,10 +282,7 @@ class PlutoRadio(Radio):
         block = math.ceil(n_samples / blocks)
 
         def run():
-            ms = max(1, int(timeout_s * 1000))
-            if ms != self._timeout_ms:
-                sdr.ctx.set_timeout(ms)
-                self._timeout_ms = ms
+            self._iio_timeout_for(timeout_s)
             sdr.rx_destroy_buffer()
             sdr.rx_buffer_size = block
             self._clear_status(sdr._rxadc)
@@ -293,17 +322,15 @@ class PlutoRadio(Radio):
                 pass
         del sdr
 
+    def _reconnect(self) -> None:
+        # A new context; the old one is dropped, not closed: an abandoned call may still be inside it.
+        self._sdr = self._open_device()
+        self._iio_timeout = None
+
     def _check_open(self) -> None:
         super()._check_open()
         if self._sdr is None:
             raise DeviceError(f"{self.uri}: device is closed")
-
-    # stop_tx after close() (atexit) must not touch a released context
-    def stop_tx(self) -> None:
-        if getattr(self, "_sdr", None) is None:
-            self._transmitting = False
-            return
-        super().stop_tx()
 
 
 def iio_uri_from(rest: str) -> str:

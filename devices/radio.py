@@ -10,13 +10,30 @@ Conventions (shared by all drivers and the simulator):
 
 A driver subclasses :class:`Radio` and implements the ``_``-prefixed hooks; the
 base class owns the safety rules (closing always stops the transmitter, a
-radio with an active transmitter is stopped at interpreter exit).
+radio with an active transmitter is stopped at interpreter exit) and the
+deadlines:
+
+* every hook called through the public methods runs on the radio's own worker
+  thread (one per radio, so calls stay in order) while the caller waits for it
+  with a deadline (:class:`Deadlines`, per radio in :attr:`Radio.deadlines`),
+  in short slices, so SIGINT/SIGTERM handlers run at once even while a hook is
+  stuck inside a C call;
+* an exception raised by a hook reaches the caller unchanged;
+* a missed deadline raises :class:`DeviceTimeout`, and the radio is *lost*
+  (:attr:`Radio.lost` holds that root cause): every later call raises
+  :class:`DeviceLost` at once, quoting it; the stuck worker is abandoned.
+  ``stop_tx`` on a lost radio still tries once, on a fresh thread, with its own
+  deadline, and never raises: :attr:`Radio.tx_confirmed_off` tells whether the
+  transmitter is known to be off. :meth:`Radio.reconnect` (driver hook
+  ``_reconnect``) re-opens the device and clears ``lost`` only once a stop has
+  been confirmed.
 """
 
 from __future__ import annotations
 
 import abc
 import atexit
+import sys
 import threading
 import time
 import weakref
@@ -31,6 +48,31 @@ class DeviceError(RuntimeError):
 
 class CapabilityError(DeviceError):
     """A requested setting lies outside what the device can do."""
+
+
+class DeviceTimeout(DeviceError):
+    """A device call missed its deadline; the radio is lost from then on."""
+
+
+class DeviceLost(DeviceError):
+    """The radio missed a deadline earlier; nothing more is asked of it until :meth:`Radio.reconnect`."""
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long the caller waits for each driver call (seconds)."""
+
+    configure_s: float = 5.0
+    transmit_s: float = 5.0
+    stop_s: float = 3.0
+    close_s: float = 3.0
+    reconnect_s: float = 10.0
+    #: a capture of n samples at rate fs: capture_margin_s + capture_factor * n / fs
+    capture_margin_s: float = 2.0
+    capture_factor: float = 2.0
+
+    def capture_s(self, n_samples: int, sample_rate_hz: float) -> float:
+        return self.capture_margin_s + self.capture_factor * n_samples / sample_rate_hz
 
 
 @dataclass(frozen=True)
@@ -152,13 +194,113 @@ class Capture:
     meta: CaptureMeta
 
 
-# Radios with a transmitter running; stopped at interpreter exit whatever happens.
+# Radios whose transmitter is not known to be off; stopped at interpreter exit whatever happens.
 _ACTIVE_TX: "weakref.WeakSet[Radio]" = weakref.WeakSet()
 _ACTIVE_LOCK = threading.Lock()
+#: the caller wakes at least this often while it waits for a hook (signal handlers run in between)
+_WAIT_SLICE_S = 0.05
+
+
+class _Call:
+    """One hook call handed to a worker thread; ``done`` is set when it returned or raised."""
+
+    def __init__(self, what: str, fn, args: tuple):
+        self.what, self.fn, self.args = what, fn, args
+        self.done = threading.Event()
+        self.result = None
+        self.error: BaseException | None = None
+        self.started: float | None = None  # time.monotonic() when the worker began it
+
+    def run(self) -> None:
+        self.started = time.monotonic()
+        try:
+            self.result = self.fn(*self.args)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller as it is
+            self.error = e
+        finally:
+            self.fn = self.args = None  # no reference to the radio outlives the call
+            self.done.set()
+
+    def wait(self, deadline: float) -> bool:
+        """Wait until the call is done (True) or ``time.monotonic()`` reaches ``deadline`` (False)."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return self.done.is_set()
+            if self.done.wait(min(remaining, _WAIT_SLICE_S)):
+                return True
+
+    def outcome(self):
+        """The hook's result, or its exception raised unchanged."""
+        if self.error is not None:
+            e, self.error = self.error, None
+            raise e
+        return self.result
+
+
+class _Worker:
+    """The daemon thread that runs one radio's hooks in order (it holds no reference to the radio).
+
+    Started on demand; it ends when idle for ``IDLE_EXIT_S``, on :meth:`retire`
+    (after the call it runs, if any), and is never waited for at exit.
+    """
+
+    IDLE_EXIT_S = 30.0
+
+    def __init__(self, name: str):
+        self.name = name
+        self._queue: list[_Call] = []
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._retired = False
+        self.current: _Call | None = None
+
+    def submit(self, call: _Call) -> None:
+        with self._cv:
+            if self._retired:
+                raise RuntimeError(f"{self.name}: worker retired")
+            self._queue.append(call)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+            else:
+                self._cv.notify()
+
+    def busy(self) -> bool:
+        with self._cv:
+            return bool(self._queue) or self.current is not None
+
+    def on_worker_thread(self) -> bool:
+        return self._thread is threading.current_thread()
+
+    def retire(self) -> None:
+        """No more calls: the thread ends after the call it runs (which may never return)."""
+        with self._cv:
+            self._retired = True
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                if not self._queue and not self._retired:
+                    self._cv.wait(self.IDLE_EXIT_S)
+                if self._retired or not self._queue:
+                    self._thread = None
+                    return
+                call = self._queue.pop(0)
+                self.current = call
+            call.run()
+            with self._cv:
+                self.current = None
+            call = None
 
 
 def stop_all_transmitters() -> None:
-    """Stop every transmitter this process started (safety net for exit paths)."""
+    """Stop every transmitter this process started (safety net for exit paths).
+
+    Bounded in time: each radio's stop has its deadline (a lost radio's is
+    tried once on a fresh thread), so a hung device cannot hold the exit.
+    """
     with _ACTIVE_LOCK:
         radios = list(_ACTIVE_TX)
     for r in radios:
@@ -176,6 +318,8 @@ class Radio(abc.ABC):
 
     #: URI scheme the driver is registered under (set by subclasses)
     scheme: str = ""
+    #: how long each call may take; assign a radio its own (``radio.deadlines = Deadlines(stop_s=1.0)``)
+    deadlines: Deadlines = Deadlines()
 
     def __init__(self, uri: str):
         self.uri = uri
@@ -183,6 +327,12 @@ class Radio(abc.ABC):
         self._rx_config: StreamConfig | None = None
         self._transmitting = False
         self._closed = False
+        #: why the radio is lost (the first missed deadline), None while it answers in time
+        self.lost: str | None = None
+        self._tx_off = True  # the last stop completed, or nothing was ever transmitted
+        self._worker: _Worker | None = None
+        self._busy_until = 0.0  # time.monotonic() by which the calls queued so far must be done
+        self._rescue: _Call | None = None  # the stop tried on a lost radio, on a thread of its own
 
     # ----- public interface -------------------------------------------------
     @property
@@ -194,14 +344,14 @@ class Radio(abc.ABC):
         """Apply TX settings; returns what the device actually set."""
         self._check_open()
         self._check(config, "tx")
-        self._tx_config = self._configure_tx(config)
+        self._tx_config = self._call("configure_tx", self.deadlines.configure_s, self._configure_tx, config)
         return self._tx_config
 
     def configure_rx(self, config: StreamConfig) -> StreamConfig:
         """Apply RX settings; returns what the device actually set."""
         self._check_open()
         self._check(config, "rx")
-        self._rx_config = self._configure_rx(config)
+        self._rx_config = self._call("configure_rx", self.deadlines.configure_s, self._configure_rx, config)
         return self._rx_config
 
     @property
@@ -215,6 +365,11 @@ class Radio(abc.ABC):
     @property
     def transmitting(self) -> bool:
         return self._transmitting
+
+    @property
+    def tx_confirmed_off(self) -> bool:
+        """True only if the last stop completed, or nothing was ever transmitted."""
+        return self._tx_off
 
     def transmit(self, samples: np.ndarray, cyclic: bool = True) -> None:
         """Start sending ``samples`` (complex, |I|,|Q| <= 1): repeated if ``cyclic``, else once."""
@@ -233,30 +388,72 @@ class Radio(abc.ABC):
         with _ACTIVE_LOCK:
             _ACTIVE_TX.add(self)
         self._transmitting = True
+        self._tx_off = False
         try:
-            self._transmit(x, cyclic)
+            self._call("transmit", self.deadlines.transmit_s, self._transmit, x, cyclic)
         except BaseException:
             self.stop_tx()
             raise
 
-    def stop_tx(self) -> None:
-        """Stop transmitting. Safe to call at any time, any number of times."""
-        try:
-            if self._transmitting:
-                self._stop_tx()
-        finally:
-            self._transmitting = False
+    def stop_tx(self) -> bool:
+        """Stop transmitting. Safe to call at any time, any number of times; returns :attr:`tx_confirmed_off`.
+
+        A stop that fails or misses its deadline raises (DeviceTimeout: the radio
+        is lost). On a lost radio the stop is tried once, on a fresh thread with
+        the stop deadline, and never raises: the answer is the return value.
+        """
+        if self._closed:  # close() stopped it; the device is released
             with _ACTIVE_LOCK:
                 _ACTIVE_TX.discard(self)
+            return self._tx_off
+        try:
+            if self._transmitting or not self._tx_off:
+                if self.lost is not None:
+                    self._tx_off = self._stop_lost()
+                else:
+                    self._call("stop_tx", self.deadlines.stop_s, self._stop_tx)
+                    self._tx_off = True
+        finally:
+            self._transmitting = False
+            if self._tx_off:
+                with _ACTIVE_LOCK:
+                    _ACTIVE_TX.discard(self)
+        return self._tx_off
 
-    def capture(self, n_samples: int, timeout_s: float = 10.0) -> Capture:
-        """Capture ``n_samples`` contiguous samples from the configured RX channel."""
+    def capture(self, n_samples: int, timeout_s: float | None = None) -> Capture:
+        """Capture ``n_samples`` contiguous samples from the configured RX channel.
+
+        ``timeout_s``: the deadline; default ``deadlines.capture_s(n, rate)``. The
+        driver hook gets it as its own time limit.
+        """
         self._check_open()
         if self._rx_config is None:
             raise DeviceError(f"{self.uri}: configure_rx() before capture()")
         if n_samples <= 0:
             raise DeviceError(f"{self.uri}: capture of {n_samples} samples requested")
-        return self._capture(int(n_samples), timeout_s)
+        n = int(n_samples)
+        if timeout_s is None:
+            timeout_s = self.deadlines.capture_s(n, self._rx_config.sample_rate_hz)
+        return self._call("capture", timeout_s, self._capture, n, float(timeout_s))
+
+    def reconnect(self) -> None:
+        """Re-open a lost device and clear :attr:`lost` once its transmitter is confirmed off.
+
+        The driver re-opens the device (hook ``_reconnect``, deadline
+        ``deadlines.reconnect_s``), then the transmitter is stopped (deadline
+        ``deadlines.stop_s``); only if both complete is the radio usable again
+        (its settings are the ones last applied). Otherwise it stays lost and
+        the error is raised. Nothing is done for a radio that is not lost.
+        """
+        if self._closed:
+            raise DeviceError(f"{self.uri}: device is closed")
+        if self.lost is None:
+            return
+        self._call("reconnect", self.deadlines.reconnect_s, self._reconnect, lost_ok=True)
+        self._call("stop_tx", self.deadlines.stop_s, self._stop_tx, lost_ok=True)
+        self._tx_off, self._transmitting, self.lost, self._rescue = True, False, None, None
+        with _ACTIVE_LOCK:
+            _ACTIVE_TX.discard(self)
 
     def set_dut_bypass(self, on: bool) -> None:
         """Switch a thru in place of the DUT (True) or the DUT back (False).
@@ -267,14 +464,26 @@ class Radio(abc.ABC):
         raise CapabilityError(f"{self.uri}: no DUT bypass switch")
 
     def close(self) -> None:
-        """Stop the transmitter and release the device (idempotent)."""
+        """Stop the transmitter and release the device (idempotent).
+
+        On a lost radio the release is tried on a fresh thread within
+        ``deadlines.close_s`` and its failure is not raised (the loss was).
+        """
         if self._closed:
             return
         try:
             self.stop_tx()
         finally:
             self._closed = True
-            self._close()
+            try:
+                if self.lost is None:
+                    self._call("close", self.deadlines.close_s, self._close)
+                else:
+                    self._detached("close", self._close).wait(time.monotonic() + self.deadlines.close_s)
+            finally:
+                if self._worker is not None:
+                    self._worker.retire()
+                    self._worker = None
 
     def __enter__(self) -> "Radio":
         return self
@@ -308,10 +517,71 @@ class Radio(abc.ABC):
     def _close(self) -> None:
         pass
 
+    def _reconnect(self) -> None:
+        """Re-open the device after a stall (on a fresh worker; the old one may still be stuck)."""
+        raise DeviceError(f"{self.uri}: the {self.scheme or type(self).__name__} driver cannot reconnect; "
+                          "close the radio and open it again")
+
+    # ----- deadlines --------------------------------------------------------
+    def _call(self, what: str, deadline_s: float, fn, *args, lost_ok: bool = False):
+        """Run hook ``fn(*args)`` on the worker; wait at most ``deadline_s`` (after the calls queued before it)."""
+        if self.lost is not None and not lost_ok:
+            raise self._lost_error()
+        if sys.is_finalizing():  # no new threads now; the interpreter is going anyway
+            return fn(*args)
+        if self._worker is None:
+            self._worker = _Worker(f"radio {self.uri}")
+        worker = self._worker
+        if worker.on_worker_thread():  # a hook calling back into the radio (or __del__ there)
+            return fn(*args)
+        call = _Call(what, fn, args)
+        now = time.monotonic()
+        end = (max(now, self._busy_until) if worker.busy() else now) + deadline_s
+        self._busy_until = end
+        worker.submit(call)
+        if not call.wait(end):
+            msg = f"{self.uri}: {what} did not complete within its {deadline_s:.3g} s deadline"
+            other = worker.current
+            if other is not None and other is not call:
+                age = "" if other.started is None else f", running for {time.monotonic() - other.started:.3g} s"
+                msg += f" (queued behind {other.what}{age})"
+            self._lose(msg)
+            raise DeviceTimeout(msg)
+        return call.outcome()
+
+    def _lose(self, why: str) -> None:
+        """Mark the radio lost (the first cause is kept) and abandon its worker."""
+        if self.lost is None:
+            self.lost = why
+        if self._worker is not None:
+            self._worker.retire()
+            self._worker = None
+
+    def _lost_error(self) -> DeviceLost:
+        return DeviceLost(f"device lost: {self.lost}; reconnect() or close and open it again")
+
+    def _detached(self, what: str, fn, *args) -> _Call:
+        """Start ``fn(*args)`` on a thread of its own (the worker may be stuck); the caller waits on the call."""
+        call = _Call(what, fn, args)
+        threading.Thread(target=call.run, name=f"radio {self.uri} {what}", daemon=True).start()
+        return call
+
+    def _stop_lost(self) -> bool:
+        """One bounded stop attempt on a lost radio; True if it completed without error."""
+        call = self._rescue
+        if call is None or call.done.is_set():  # never more than one attempt in flight
+            call = self._rescue = self._detached("stop_tx", self._stop_tx)
+        if not call.wait(time.monotonic() + self.deadlines.stop_s):
+            return False
+        self._rescue = None
+        return call.error is None
+
     # ----- helpers ----------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
             raise DeviceError(f"{self.uri}: device is closed")
+        if self.lost is not None:
+            raise self._lost_error()
 
     def _check(self, config: StreamConfig, direction: str) -> None:
         caps = self.capabilities

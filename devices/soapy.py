@@ -602,6 +602,9 @@ class SoapyRadio(Radio):
             _call(self._dev.closeStream, s)
 
     def _capture(self, n_samples: int, timeout_s: float) -> Capture:
+        # timeout_s is also the radio's deadline: give up reading 0.5 s before it, so a stream that
+        # delivers nothing is reported (with its events) by read_contiguous and the radio is not lost.
+        read_until = time.monotonic() + max(timeout_s - 0.5, 0.5 * timeout_s)
         cfg = self._rx_config
         w = self._tx_worker
         if self._transmitting and w is not None and w.error:
@@ -619,8 +622,8 @@ class SoapyRadio(Radio):
         if rc:
             raise DeviceError(f"{self.uri}: activateStream(RX) failed with {err_name(rc)} ({rc})")
         try:
-            res = read_contiguous(dev, self._rx_stream, buf, cfg.sample_rate_hz, timeout_s,
-                                  max_restarts=self.max_restarts)
+            res = read_contiguous(dev, self._rx_stream, buf, cfg.sample_rate_hz,
+                                  max(read_until - time.monotonic(), 0.01), max_restarts=self.max_restarts)
         finally:
             _call(dev.deactivateStream, self._rx_stream)
         if fmt == CF32:

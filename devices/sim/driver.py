@@ -64,6 +64,9 @@ class SimRadio(Radio):
     def _stop_tx(self) -> None:
         self.bench.stop_tx()
 
+    def _reconnect(self) -> None:
+        pass  # the bench cannot stall; nothing to re-open
+
     def _capture(self, n_samples: int, timeout_s: float) -> Capture:
         timestamp = self.now()
         samples, clipped = self.bench.read(n_samples)
