@@ -571,7 +571,9 @@ class Radio(abc.ABC):
         call = self._rescue
         if call is None or call.done.is_set():  # never more than one attempt in flight
             call = self._rescue = self._detached("stop_tx", self._stop_tx)
-        if not call.wait(time.monotonic() + self.deadlines.stop_s):
+            self._rescue_until = time.monotonic() + self.deadlines.stop_s
+        # an attempt already past its deadline is not waited for again (it is still stuck)
+        if not call.wait(max(getattr(self, "_rescue_until", 0.0), time.monotonic())):
             return False
         self._rescue = None
         return call.error is None

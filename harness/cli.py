@@ -228,7 +228,7 @@ def cmd_emulate(args) -> int:
         return 2
     bench = build_bench(**spec.bench_options(seed=args.seed))
     print(f"emulated PlutoSDR streaming rig {spec.name} on ip:127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
-    run_emulator(bench, args.port)
+    run_emulator(bench, args.port, model=args.model)
     return 0
 
 
@@ -384,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--rig", required=True, help="simulated rig whose bench the board streams")
     ep.add_argument("--port", type=int, default=30431, help="TCP port (default 30431; 30431 is IIOD's own)")
     ep.add_argument("--seed", type=int, default=None, help="seed (default: the rig's)")
+    ep.add_argument("--model", choices=("ad9363a", "ad9364"), default="ad9363a",
+                    help="the transceiver: ad9363a as shipped (325 MHz-3.8 GHz, RF bandwidth <= 20 MHz) or ad9364 "
+                         "(70 MHz-6 GHz, <= 56 MHz)")
     ep.set_defaults(func=cmd_emulate)
 
     from harness.calibration import REFERENCES

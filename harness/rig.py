@@ -457,14 +457,19 @@ class Rig:
         self.tx_setting = TxRecord(self._freq_hz, power, actual.gain_db, rms_dbfs, port_dbm, waveform.source, bound)
         return self.tx_setting
 
-    def stop(self) -> None:
-        """Stop transmitting (safe at any time)."""
+    def stop(self) -> bool:
+        """Stop transmitting (safe at any time); True when the transmitter is confirmed off."""
         t0 = time.perf_counter()
         try:
-            self.radio.stop_tx()
+            return bool(self.radio.stop_tx())
         finally:
             self.device_time_s += time.perf_counter() - t0
             self.tx_setting = None
+
+    @property
+    def lost(self) -> str | None:
+        """Why the radio is lost (a missed deadline), None while it answers."""
+        return getattr(self.radio, "lost", None)
 
     def capture(self, n_samples: int, autorange: bool = True, label: str = "") -> CaptureRecord:
         """Capture at the DUT output; with ``autorange`` the RX gain is adjusted until the peak sits well.

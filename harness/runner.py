@@ -142,11 +142,25 @@ def run_step(rig: Rig, step: Step, acquisitions: list[Acquisition],
     if step.thru:
         rig.bypass_dut(True)
     try:
-        return run_measurement(StepContext(rig, progress), step.measurement, step.params, acquisitions)
-    finally:
-        rig.stop()
+        result = run_measurement(StepContext(rig, progress), step.measurement, step.params, acquisitions)
+    except BaseException as e:
+        # the cause stays the error: a failing stop after it (a broken pipe) is only a note
+        _quietly(rig.stop, e)
         if step.thru:
-            rig.bypass_dut(False)
+            _quietly(lambda: rig.bypass_dut(False), e)
+        raise
+    rig.stop()
+    if step.thru:
+        rig.bypass_dut(False)
+    return result
+
+
+def _quietly(fn, cause: BaseException) -> None:
+    """Run clean-up ``fn`` while ``cause`` propagates; its own failure is noted on the cause, not raised."""
+    try:
+        fn()
+    except Exception as after:  # noqa: BLE001
+        cause.add_note(f"then: {type(after).__name__}: {after}")
 
 
 def file_sha256(path: str | Path | None) -> str | None:
@@ -280,7 +294,12 @@ def _run_steps(plan: Plan, rig: Rig, rec: RunRecorder, declared, seed: int, repo
                 log.info("step %d %r: %s%s", i, step.name, verdict, f" ({error.splitlines()[0]})" if error else "")
                 reporter.step_done(i, len(plan.steps), srec)
                 stop = None
-                if verdict == "ERROR" and step.on_error == "stop":
+                if rig.lost:  # a missed deadline: nothing more can be measured, the transmitter is in doubt
+                    confirmed = rig.stop()
+                    stop = f"device lost: {rig.lost}" + (
+                        "" if confirmed else "; the transmitter could not be confirmed off: switch the rig off")
+                    log.error("%s", stop)
+                elif verdict == "ERROR" and step.on_error == "stop":
                     stop = f"stopped after ERROR in step {step.name!r} (on_error: stop)"
                 elif verdict == "FAIL" and step.on_fail == "stop":
                     stop = f"stopped after FAIL in step {step.name!r} (on_fail: stop)"
@@ -289,7 +308,7 @@ def _run_steps(plan: Plan, rig: Rig, rec: RunRecorder, declared, seed: int, repo
                     _skip_rest(rec, plan.steps[i:], stop)
                     break
         except (Interrupted, KeyboardInterrupt) as e:
-            rig.stop()
+            _quietly(rig.stop, e)
             status, note = "interrupted", f"interrupted ({e or 'Ctrl-C'}) during step {i}"
             log.warning("%s", note)
             done = len(rec.steps)

@@ -1,0 +1,93 @@
+"""A device that freezes mid-plan: the run stops within the capture deadline plus a few seconds, exit 3,
+the remaining steps SKIPPED with the root cause (the missed deadline), never 'complete'."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import PLANS, REPO, RIGS, read_results
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc, timeout_s: float = 30.0) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        assert proc.poll() is None, "the emulator died"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("the emulator did not listen")
+
+
+@pytest.mark.parametrize("ctrl_c", [False, True], ids=["frozen", "frozen-then-ctrl-c"])
+def test_frozen_emulated_pluto_ends_the_run(tmp_path, ctrl_c):
+    """The 11-step UTRA repeater plan on an emulated Pluto (AD9364: the AD9363A's 20 MHz RX filter cannot pass
+    the plan's +-22.5 MHz out-of-band sweep, which validation refuses) frozen (SIGSTOP) after two steps."""
+    port = _free_port()
+    emu = subprocess.Popen([sys.executable, "-m", "harness.cli", "emulate", "pluto", "--rig",
+                            str(RIGS / "sim-repeater-utra.yaml"), "--port", str(port), "--model", "ad9364"],
+                           cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(port, emu)
+        rig = yaml.safe_load((RIGS / "sim-repeater-utra.yaml").read_text())
+        rig = {k: v for k, v in rig.items() if k not in ("dut", "sim")}
+        rig.update(name="frozen-pluto", device=f"pluto:ip:127.0.0.1:{port}")
+        rig_file = tmp_path / "frozen-pluto.yaml"
+        rig_file.write_text(yaml.safe_dump(rig))
+        out = tmp_path / "run"
+        run = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(PLANS / "repeater_utra_ts25143.yaml"),
+                                "--rig", str(rig_file), "--uncalibrated", "--out", str(out), "--quiet"], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and run.poll() is None:
+            if (out / "results.json").exists() and len(read_results(out)["steps"]) >= 2:
+                break
+            time.sleep(0.05)
+        assert run.poll() is None, run.communicate()
+        emu.send_signal(signal.SIGSTOP)
+        frozen = time.monotonic()
+        if ctrl_c:  # the operator gives up while a device call hangs
+            time.sleep(0.5)
+            run.send_signal(signal.SIGINT)
+            frozen = time.monotonic()
+            stdout, stderr = run.communicate(timeout=60)
+            elapsed = time.monotonic() - frozen
+            print(f"\nCtrl-C with the device frozen -> harness exit in {elapsed:.2f} s")
+            res = read_results(out)
+            assert run.returncode == 3 and res["status"] == "interrupted" and "Traceback" not in stderr
+            # the interrupt lands at once (tests/test_deadlines.py: < 1 ms); the clean-up then waits for the hung
+            # call's deadline (2.1 s), a stop behind it (3 s) and one stop attempt on a fresh thread (3 s)
+            assert elapsed < 2.1 + 3.0 + 3.0 + 1.0
+            return
+        stdout, stderr = run.communicate(timeout=60)
+        elapsed = time.monotonic() - frozen
+        print(f"\nfrozen device -> harness exit in {elapsed:.2f} s")
+        res = read_results(out)
+        assert run.returncode == 3, (stdout, stderr)
+        assert res["status"] == "aborted" and res["verdict"] == "ERROR"
+        assert res["note"].startswith("device lost: ") and "deadline" in res["note"]
+        lost = next(s for s in res["steps"] if s["verdict"] == "ERROR")
+        assert "DeviceTimeout" in lost["error"] and "deadline" in lost["error"]  # the root cause, not a pipe
+        rest = res["steps"][res["steps"].index(lost) + 1:]
+        assert rest and all(s["verdict"] == "SKIPPED" and "device lost" in s["error"] for s in rest)
+        # the longest capture of the plan lasts 34 ms: its deadline is 2 s + 2 x that; 5 s more at most
+        assert elapsed < 2.1 + 5.0
+    finally:
+        emu.send_signal(signal.SIGCONT)
+        emu.kill()
+        emu.wait(timeout=30)
