@@ -178,14 +178,22 @@ class CaptureMeta:
         return not (self.overflow or self.dropped_samples or self.overload)
 
     def faults(self) -> list[str]:
-        out = []
-        if self.overflow:
-            out.append("RX overflow")
-        if self.dropped_samples:
-            out.append(f"{self.dropped_samples} dropped samples")
-        if self.overload:
-            out.append(f"ADC overload ({self.clipped_samples} clipped samples)")
-        return out
+        return describe_faults(self.overflow, False, self.dropped_samples, self.overload, self.clipped_samples)
+
+
+def describe_faults(overflow: bool, underflow: bool, dropped_samples: int, overload: bool,
+                    clipped_samples: int) -> list[str]:
+    """A capture's integrity faults in words (empty: none)."""
+    out = []
+    if overflow:
+        out.append("RX overflow")
+    if underflow:
+        out.append("TX underflow")
+    if dropped_samples:
+        out.append(f"{dropped_samples} dropped samples")
+    if overload:
+        out.append(f"ADC overload ({clipped_samples} clipped samples)")
+    return out
 
 
 @dataclass

@@ -18,6 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from devices.radio import describe_faults
 from harness.stimulus import STIMULI, StimulusSpec, Waveform
 
 
@@ -181,16 +182,8 @@ class CaptureRecord:
         return int(self.samples.size)
 
     def faults(self) -> list[str]:
-        out = []
-        if self.overflow:
-            out.append("RX overflow")
-        if self.underflow:
-            out.append("TX underflow")
-        if self.dropped_samples:
-            out.append(f"{self.dropped_samples} dropped samples")
-        if self.overload:
-            out.append(f"ADC overload ({self.clipped_samples} clipped samples)")
-        return out
+        return describe_faults(self.overflow, self.underflow, self.dropped_samples, self.overload,
+                               self.clipped_samples)
 
     def waveform(self) -> Waveform:
         """The stimulus that was playing (regenerated from its reference)."""
