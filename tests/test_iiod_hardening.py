@@ -1,6 +1,6 @@
 """The emulated PlutoSDR defends itself like a server: bounded reads, connections and idle time,
-clients that vanish release what they held, other clients are answered during a large read.
-All on 127.0.0.1."""
+clients that vanish release what they held, other clients are answered during a large read,
+and the emulator's own work never shows up as an RX overflow. All on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -389,3 +389,52 @@ def test_client_killed_while_transmitting_releases_the_tx(start):
     finally:
         del sdr
         gc.collect()
+
+
+# ----------------------------------------------------------------------------- overflow
+def test_emulator_time_never_counts_as_a_client_overrun(start):
+    bench, server, port = start()
+    real_read = bench.read
+
+    def slow_read(n):  # computing a block takes 0.15 s: 4x the 34 ms (4 blocks) the DMA holds
+        time.sleep(0.15)
+        return real_read(n)
+
+    bench.read = slow_read
+    emu = server.emulator
+    samples = 1 << 16
+    a, b = Raw(port), Raw(port)
+    assert a.ask(f"OPEN {RX} {samples} 00000003") == b"0\n"
+    assert b.ask(f"OPEN {RX} {samples} 00000003") == b"0\n"
+    before = emu.rx_overflows
+    lo = b"1000000000\0"
+
+    def stream(buf: Raw) -> None:
+        ctl = Raw(port)  # the client's control connection
+        for _ in range(4):
+            buf.readbuf(4 * samples)
+            # between its reads the client retunes: the change waits for the other client's block
+            assert ctl.write_attr(f"WRITE {PHY} OUTPUT altvoltage0 frequency", lo) == b"%d\n" % len(lo)
+        ctl.close()
+
+    # two clients streaming at once: each waits for the other's blocks, on both connections
+    threads = [threading.Thread(target=stream, args=(c,)) for c in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+    assert emu.rx_overflows == before
+    # a client that really falls behind still overruns the DMA
+    time.sleep(0.2)
+    a.readbuf(4 * samples)
+    assert emu.rx_overflows == before + 1
+    # the first READBUF after OPEN leaves the client time for its set-up requests
+    bench.read = real_read
+    assert a.ask(f"CLOSE {RX}") == b"0\n"
+    assert a.ask(f"OPEN {RX} 1024 00000003") == b"0\n"  # 4 blocks = 0.53 ms
+    time.sleep(0.01)
+    a.readbuf(4096)
+    assert emu.rx_overflows == before + 1
+    a.close()
+    b.close()

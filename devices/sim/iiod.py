@@ -33,6 +33,7 @@ answered while a large read is under way.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno as _errno
 import logging
 import socket
@@ -136,9 +137,12 @@ class IIOChannel:
 class BufferHandle:
     """An open buffer of one device for one connection (subclassed by devices)."""
 
-    def read(self, n_samples: int) -> bytes:
+    def read(self, n_samples: int, idle_s: float = 0.0) -> bytes:
         """``n_samples`` interleaved samples of the enabled channels (RX).
 
+        ``idle_s``: how long the client left this buffer since its previous READBUF
+        (or OPEN) while the server was serving nobody, i.e. the client's own delay
+        (time spent computing, sending or answering any connection is not counted).
         Called without the context lock: the device locks what it shares.
         """
         raise IIOError(_errno.ENOSYS, "not an input buffer")
@@ -250,12 +254,14 @@ class _ProtocolError(Exception):
 
 @dataclass
 class _OpenBuffer:
-    """A buffer a connection opened."""
+    """A buffer a connection opened, and when its client last had samples from it."""
 
     handle: BufferHandle
     sample_size: int  # bytes per sample of the enabled channels
     samples: int
     mask_hex: str
+    since: float  # monotonic time of the OPEN or of the end of the last READBUF
+    busy_since: float  # the server's busy clock at that moment
 
     @property
     def nbytes(self) -> int:
@@ -272,6 +278,8 @@ class _Handler(socketserver.BaseRequestHandler):
         self.sock.settimeout(self.server.idle_timeout_s)
         self.rfile = self.sock.makefile("rb", buffering=1 << 16)
         self.buffers: dict[IIODevice, _OpenBuffer] = {}
+        #: (monotonic time, server busy clock) when the request being served arrived
+        self.arrival = (0.0, 0.0)
 
     def finish(self) -> None:
         # A client that disappears (crash, kill -9, idle timeout) releases its buffers.
@@ -316,8 +324,10 @@ class _Handler(socketserver.BaseRequestHandler):
                 return
             if not line:
                 return
-            if self._request(line) is False:
-                return
+            self.arrival = (time.monotonic(), self.server.busy_clock())
+            with self.server.busy():
+                if self._request(line) is False:
+                    return
 
     def _request(self, line: bytes) -> bool | None:
         """Serve one request line; False = close the connection."""
@@ -489,7 +499,7 @@ class _Handler(socketserver.BaseRequestHandler):
             raise IIOError(_errno.EBUSY)
         with self.server.context.lock:
             handle = dev.open_buffer(samples, enabled, cyclic)
-        self.buffers[dev] = _OpenBuffer(handle, size, samples, mask_hex)
+        self.buffers[dev] = _OpenBuffer(handle, size, samples, mask_hex, time.monotonic(), self.server.busy_clock())
         self._reply(0)
 
     def _close_buffer(self, dev: IIODevice, abandoned: bool = False) -> None:
@@ -521,11 +531,14 @@ class _Handler(socketserver.BaseRequestHandler):
         if n == 0:
             self._reply(0)
             return
-        data = buf.handle.read(n)  # the handle locks what it shares
+        t, busy = self.arrival
+        idle = max(0.0, (t - buf.since) - (busy - buf.busy_since))
+        data = buf.handle.read(n, idle_s=idle)  # the handle locks what it shares
         if len(data) != n * buf.sample_size:
             raise IIOError(_errno.EIO, "device returned a short buffer")
         self._send(b"%d\n%s\n" % (len(data), buf.mask_hex.encode()))
         self._send(data)
+        buf.since, buf.busy_since = time.monotonic(), self.server.busy_clock()
 
     def _writebuf(self, tok: list[str]) -> None:
         buf, nbytes = self._buffer(tok)  # refused before the client sends the bytes
@@ -565,6 +578,10 @@ class IIODServer(socketserver.ThreadingTCPServer):
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
         self._refused: collections.deque[tuple[float, socket.socket]] = collections.deque()
+        self._busy_lock = threading.Lock()
+        self._busy_active = 0  # requests being served now
+        self._busy_total = 0.0
+        self._busy_mark = 0.0
         self._thread: threading.Thread | None = None
         self._serving = False
         super().__init__((host, port), _Handler)
@@ -578,6 +595,31 @@ class IIODServer(socketserver.ThreadingTCPServer):
         """Connections being served."""
         with self._conns_lock:
             return len(self._conns)
+
+    # ----- time the server spends serving (not counted against a client's pace) -------------------
+    @contextlib.contextmanager
+    def busy(self):
+        """Count the time of one request in :meth:`busy_clock`."""
+        self._busy_step(1)
+        try:
+            yield
+        finally:
+            self._busy_step(-1)
+
+    def _busy_step(self, delta: int) -> None:
+        with self._busy_lock:
+            now = time.monotonic()
+            if self._busy_active:
+                self._busy_total += now - self._busy_mark
+            self._busy_mark = now
+            self._busy_active += delta
+
+    def busy_clock(self) -> float:
+        """Seconds so far during which at least one request was being served."""
+        with self._busy_lock:
+            if self._busy_active:
+                return self._busy_total + time.monotonic() - self._busy_mark
+            return self._busy_total
 
     # ----- connections ------------------------------------------------------------------------------
     def process_request(self, request, client_address) -> None:

@@ -33,8 +33,11 @@ three IIO devices pyadi-iio uses, with the AD9361 Linux driver's behaviour:
 * ``direct_reg_access`` on all three devices; register 0x80000088 of the two HDL
   cores is the DMA status (RX bit 2 overflow, TX bit 0 underflow; write 1 to clear).
   An RX overflow is flagged when a client leaves more than BUFFERS_COUNT (default 4)
-  blocks' worth of time between READBUFs (time spent computing the block in the
-  emulator is not counted against the client); tests can also inject one.
+  blocks' worth of time between READBUFs, counting only the time the emulator was
+  serving nobody (computing, sending and answering any client's requests is the
+  emulator's time, not the client's); before the first READBUF after OPEN the client
+  also has ``overflow_margin_s`` (default 50 ms) for its set-up requests. Tests can
+  also inject one.
 
 Samples are computed outside the device lock: the lock is held only to reserve the
 stream position and snapshot the state, so other clients' attribute requests (and
@@ -69,6 +72,8 @@ DEFAULT_PORT = 30431
 REG_DMA_STATUS = 0x80000088
 RX_OVERFLOW_BIT = 1 << 2
 TX_UNDERFLOW_BIT = 1 << 0
+#: extra time (s) a client has between OPEN and its first READBUF before the RX DMA overflows
+OVERFLOW_MARGIN_S = 0.05
 
 MODELS = {
     # model: (LO min, LO max, RX rf_bandwidth max, TX rf_bandwidth max, hw_model text)
@@ -238,16 +243,20 @@ class _RxBuffer(BufferHandle):
         self.emu = emu
         self.samples = samples
         self.cols = [int(c.id[-1]) for c in channels]  # 0 = I, 1 = Q
-        self.idle_since = time.monotonic()  # emulated DMA starts at enable
+        self.started = False  # a READBUF came since the DMA was enabled
 
-    def read(self, n_samples: int) -> bytes:
+    def read(self, n_samples: int, idle_s: float = 0.0) -> bytes:
         emu = self.emu
         with emu.lock:
             emu._begin_read()
             try:
-                # The DMA keeps filling BUFFERS_COUNT blocks while the client is away.
-                idle_s = time.monotonic() - self.idle_since
-                if idle_s * emu.rate_hz > emu.buffers_count * self.samples or emu._pending_overflow:
+                # The DMA keeps filling BUFFERS_COUNT blocks while the client is away (idle_s: the
+                # client's own delay, the emulator's serving time excluded by the server).
+                budget = emu.buffers_count * self.samples / emu.rate_hz
+                if not self.started:
+                    budget += emu.overflow_margin_s
+                    self.started = True
+                if idle_s > budget or emu._pending_overflow:
                     emu._pending_overflow = False
                     emu.rx_regs.values[REG_DMA_STATUS] = emu.rx_regs.values.get(REG_DMA_STATUS, 0) | RX_OVERFLOW_BIT
                     emu.rx_overflows += 1
@@ -260,7 +269,6 @@ class _RxBuffer(BufferHandle):
         finally:
             with emu.lock:
                 emu._end_read()
-                self.idle_since = time.monotonic()
         if level_dbfs is not None:
             with emu.lock:
                 emu._agc(level_dbfs)
@@ -301,7 +309,8 @@ class _TxBuffer(BufferHandle):
 class PlutoEmulator:
     """AD9363/AD9364 + Pluto HDL device model on a :class:`SimBench` (see module doc)."""
 
-    def __init__(self, bench, model: str = "ad9363a", buffers_count: int = 4):
+    def __init__(self, bench, model: str = "ad9363a", buffers_count: int = 4,
+                 overflow_margin_s: float = OVERFLOW_MARGIN_S):
         if model not in MODELS:
             raise ValueError(f"unknown Pluto model {model!r}; known: {', '.join(MODELS)}")
         self.bench = bench
@@ -317,6 +326,7 @@ class PlutoEmulator:
         self._reads_in_flight = 0
         self._bench_waiters = 0
         self.buffers_count = int(buffers_count)
+        self.overflow_margin_s = float(overflow_margin_s)
         # AD9361 state (Pluto power-on defaults)
         self.rx_lo_hz = rfpll_actual_hz(min(max(2.4e9, self.lo_min), self.lo_max))
         self.tx_lo_hz = rfpll_actual_hz(min(max(2.45e9, self.lo_min), self.lo_max))
@@ -820,9 +830,10 @@ class _ServerWithEmulator(IIODServer):
     emulator: PlutoEmulator
 
 
-def _server(bench, port: int, host: str, model: str, buffers_count: int = 4, max_connections: int = MAX_CONNECTIONS,
+def _server(bench, port: int, host: str, model: str, buffers_count: int = 4,
+            overflow_margin_s: float = OVERFLOW_MARGIN_S, max_connections: int = MAX_CONNECTIONS,
             idle_timeout_s: float | None = IDLE_TIMEOUT_S, max_buffer_bytes: int = MAX_BUFFER_BYTES) -> IIODServer:
-    emu = PlutoEmulator(bench, model=model, buffers_count=buffers_count)
+    emu = PlutoEmulator(bench, model=model, buffers_count=buffers_count, overflow_margin_s=overflow_margin_s)
     server = _ServerWithEmulator(emu.context, host, port, max_connections=max_connections,
                                  idle_timeout_s=idle_timeout_s, max_buffer_bytes=max_buffer_bytes)
     server.emulator = emu
@@ -835,8 +846,8 @@ def serve(bench, port: int = 0, host: str = "127.0.0.1", model: str = "ad9363a",
 
     Returns ``(server, port)``; ``server.emulator`` is the device model,
     ``server.stop()`` drops all clients (their buffers close, the transmitter stops)
-    and frees the port. Options: ``buffers_count`` (RX DMA blocks, 4) and the
-    server's limits ``max_connections`` (32),
+    and frees the port. Options: ``buffers_count`` (RX DMA blocks, 4),
+    ``overflow_margin_s`` (0.05), and the server's limits ``max_connections`` (32),
     ``idle_timeout_s`` (60 s; None: never) and ``max_buffer_bytes`` (64 MiB).
     """
     server = _server(bench, port, host, model, **options)
