@@ -19,10 +19,21 @@ buffers are :class:`BufferHandle` objects made by the device. Protocol facts
 * ``WRITEBUF <dev> <n>`` answers ``0\\n``, takes ``n`` bytes, answers ``n\\n``;
 * libiio opens one extra connection per buffer, so connections are served
   concurrently and share the device state.
+
+The server defends itself as a network service must: at most
+``max_connections`` clients at once (one more is answered ``-EBUSY`` and
+closed); a connection that sends nothing for ``idle_timeout_s`` is closed; a
+buffer is at most ``max_buffer_bytes`` and a ``READBUF``/``WRITEBUF`` at most
+the buffer the client opened (``-EINVAL``, never attempted); a client that
+disconnects or times out releases its buffers (:meth:`BufferHandle.abandon`).
+Devices compute samples outside the context lock, so attribute requests are
+answered while a large read is under way.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import errno as _errno
 import logging
 import socket
@@ -39,6 +50,18 @@ log = logging.getLogger(__name__)
 MAX_LINE = 4096
 #: largest WRITE payload accepted for an attribute (FIR configs are a few kB)
 MAX_ATTR_WRITE = 1 << 20
+#: simultaneous connections served (a libiio client uses one, plus one per open buffer)
+MAX_CONNECTIONS = 32
+#: a connection that sends nothing for this long (s) is closed and its buffers released
+IDLE_TIMEOUT_S = 60.0
+#: largest buffer a client may open (bytes of interleaved samples)
+MAX_BUFFER_BYTES = 64 << 20
+#: sample data is sent in chunks of this size, each within the idle timeout
+_SEND_CHUNK = 1 << 20
+#: a refused connection is closed this long (s) after its error line, so the client reads it
+_REFUSAL_LINGER_S = 0.25
+#: refused connections waiting to be closed, at most
+_REFUSED_PENDING_MAX = 64
 
 # The context DTD that libiio validates the PRINT answer against.
 _DTD = (
@@ -114,8 +137,14 @@ class IIOChannel:
 class BufferHandle:
     """An open buffer of one device for one connection (subclassed by devices)."""
 
-    def read(self, n_samples: int) -> bytes:
-        """``n_samples`` interleaved samples of the enabled channels (RX)."""
+    def read(self, n_samples: int, idle_s: float = 0.0) -> bytes:
+        """``n_samples`` interleaved samples of the enabled channels (RX).
+
+        ``idle_s``: how long the client left this buffer since its previous READBUF
+        (or OPEN) while the server was serving nobody, i.e. the client's own delay
+        (time spent computing, sending or answering any connection is not counted).
+        Called without the context lock: the device locks what it shares.
+        """
         raise IIOError(_errno.ENOSYS, "not an input buffer")
 
     def write(self, data: bytes) -> None:
@@ -124,6 +153,10 @@ class BufferHandle:
 
     def close(self) -> None:
         pass
+
+    def abandon(self) -> None:
+        """The client went away (disconnected, timed out) without closing: by default, close."""
+        self.close()
 
 
 class IIODevice:
@@ -219,21 +252,39 @@ class _ProtocolError(Exception):
     """The connection cannot continue (client gone, framing lost)."""
 
 
+@dataclass
+class _OpenBuffer:
+    """A buffer a connection opened, and when its client last had samples from it."""
+
+    handle: BufferHandle
+    sample_size: int  # bytes per sample of the enabled channels
+    samples: int
+    mask_hex: str
+    since: float  # monotonic time of the OPEN or of the end of the last READBUF
+    busy_since: float  # the server's busy clock at that moment
+
+    @property
+    def nbytes(self) -> int:
+        return self.samples * self.sample_size
+
+
 class _Handler(socketserver.BaseRequestHandler):
     server: "IIODServer"
 
     def setup(self) -> None:
         self.sock: socket.socket = self.request
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Every wait for the client (next request, payload bytes, room to send) is bounded.
+        self.sock.settimeout(self.server.idle_timeout_s)
         self.rfile = self.sock.makefile("rb", buffering=1 << 16)
-        self.buffers: dict[IIODevice, tuple[BufferHandle, list[IIOChannel], int, str]] = {}
-        self.server._track(self.sock, True)
+        self.buffers: dict[IIODevice, _OpenBuffer] = {}
+        #: (monotonic time, server busy clock) when the request being served arrived
+        self.arrival = (0.0, 0.0)
 
     def finish(self) -> None:
-        # A client that disappears (crash, kill -9) closes its buffers: the transmitter stops.
+        # A client that disappears (crash, kill -9, idle timeout) releases its buffers.
         for dev in list(self.buffers):
-            self._close_buffer(dev)
-        self.server._track(self.sock, False)
+            self._close_buffer(dev, abandoned=True)
         try:
             self.rfile.close()
         except OSError:
@@ -241,16 +292,22 @@ class _Handler(socketserver.BaseRequestHandler):
 
     # ----- I/O ------------------------------------------------------------------
     def _send(self, data: bytes | bytearray | memoryview) -> None:
+        # In chunks: the idle timeout bounds each wait for the client to make room, not the whole transfer.
+        view = memoryview(data)
         try:
-            self.sock.sendall(data)
-        except OSError as e:
+            while view:
+                view = view[self.sock.send(view[:_SEND_CHUNK]):]
+        except OSError as e:  # including the timeout: the client stopped reading
             raise _ProtocolError(str(e)) from e
 
     def _reply(self, value: int) -> None:
         self._send(b"%d\n" % value)
 
     def _recv_exact(self, n: int) -> bytes:
-        data = self.rfile.read(n)
+        try:
+            data = self.rfile.read(n)
+        except OSError as e:  # including the timeout
+            raise _ProtocolError(str(e)) from e
         if data is None or len(data) != n:
             raise _ProtocolError("client closed the connection mid-transfer")
         return data
@@ -260,33 +317,40 @@ class _Handler(socketserver.BaseRequestHandler):
         while not self.server.stopping:
             try:
                 line = self.rfile.readline(MAX_LINE + 1)
+            except TimeoutError:
+                log.info("iiod: closing %s:%d, idle for %g s", *self.client_address[:2], self.server.idle_timeout_s)
+                return
             except OSError:
                 return
             if not line:
                 return
-            if len(line) > MAX_LINE and not line.endswith(b"\n"):
-                try:
-                    self._reply(-_errno.EINVAL)
-                except _ProtocolError:
-                    pass
-                return  # framing is lost
-            try:
-                text = line.decode("ascii").strip()
-            except UnicodeDecodeError:
-                self._safe_reply(-_errno.EINVAL)
-                continue
-            if not text:
-                continue
-            try:
-                if self._dispatch(text.split()) is False:
+            self.arrival = (time.monotonic(), self.server.busy_clock())
+            with self.server.busy():
+                if self._request(line) is False:
                     return
-            except _ProtocolError:
-                return
-            except IIOError as e:
-                self._safe_reply(-e.errno)
-            except Exception:  # noqa: BLE001 - a bug in a device model must not kill the server
-                log.exception("iiod: request %r failed", text)
-                self._safe_reply(-_errno.EIO)
+
+    def _request(self, line: bytes) -> bool | None:
+        """Serve one request line; False = close the connection."""
+        if len(line) > MAX_LINE and not line.endswith(b"\n"):
+            self._safe_reply(-_errno.EINVAL)
+            return False  # framing is lost
+        try:
+            text = line.decode("ascii").strip()
+        except UnicodeDecodeError:
+            self._safe_reply(-_errno.EINVAL)
+            return None
+        if not text:
+            return None
+        try:
+            return self._dispatch(text.split())
+        except _ProtocolError:
+            return False
+        except IIOError as e:
+            self._safe_reply(-e.errno)
+        except Exception:  # noqa: BLE001 - a bug in a device model must not kill the server
+            log.exception("iiod: request %r failed", text)
+            self._safe_reply(-_errno.EIO)
+        return None
 
     def _safe_reply(self, value: int) -> None:
         try:
@@ -347,7 +411,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 raise IIOError(_errno.ENOENT)
             self._reply(0)
         elif cmd == "SET":
-            if len(tok) != 4 or tok[2].upper() != "BUFFERS_COUNT" or not tok[3].isdigit() or int(tok[3]) < 1:
+            if (len(tok) != 4 or tok[2].upper() != "BUFFERS_COUNT" or not tok[3].isdigit()
+                    or not 1 <= int(tok[3]) <= 0xFFFFFFFF):  # an unsigned int in libiio
                 raise IIOError(_errno.EINVAL)
             dev = self._device(tok[1])
             with ctx.lock:
@@ -427,66 +492,96 @@ class _Handler(socketserver.BaseRequestHandler):
         enabled = [c for i, c in enumerate(dev.channels) if mask >> i & 1]
         if not enabled or any(c.scan is None for c in enabled):
             raise IIOError(_errno.EINVAL, "mask selects no buffer channel")
+        size = sum(c.scan.length_bytes for c in enabled)
+        if samples * size > self.server.max_buffer_bytes:
+            raise IIOError(_errno.ENOMEM, f"a buffer of {samples} samples exceeds {self.server.max_buffer_bytes} bytes")
         if dev in self.buffers:
             raise IIOError(_errno.EBUSY)
         with self.server.context.lock:
             handle = dev.open_buffer(samples, enabled, cyclic)
-        self.buffers[dev] = (handle, enabled, sum(c.scan.length_bytes for c in enabled), mask_hex)
+        self.buffers[dev] = _OpenBuffer(handle, size, samples, mask_hex, time.monotonic(), self.server.busy_clock())
         self._reply(0)
 
-    def _close_buffer(self, dev: IIODevice) -> None:
-        handle = self.buffers.pop(dev)[0]
+    def _close_buffer(self, dev: IIODevice, abandoned: bool = False) -> None:
+        handle = self.buffers.pop(dev).handle
         with self.server.context.lock:
             try:
-                handle.close()
+                handle.abandon() if abandoned else handle.close()
             except Exception:  # noqa: BLE001 - closing must always finish
                 log.exception("iiod: closing a buffer of %s failed", dev.id)
+        if abandoned:
+            log.info("iiod: %s:%d went away with a %s buffer open: released", *self.client_address[:2], dev.id)
 
-    def _buffer(self, tok: list[str]):
+    def _buffer(self, tok: list[str]) -> tuple[_OpenBuffer, int]:
+        """The connection's open buffer named by ``tok[1]`` and the byte count ``tok[2]``, at most its size."""
         if len(tok) != 3 or not tok[2].isdigit():
             raise IIOError(_errno.EINVAL)
         dev = self._device(tok[1])
-        if dev not in self.buffers:
+        buf = self.buffers.get(dev)
+        if buf is None:
             raise IIOError(_errno.EBADF)
-        return dev, int(tok[2])
+        nbytes = int(tok[2])
+        if nbytes > buf.nbytes:
+            raise IIOError(_errno.EINVAL, f"{nbytes} bytes exceed the {buf.nbytes}-byte buffer")
+        return buf, nbytes
 
     def _readbuf(self, tok: list[str]) -> None:
-        dev, nbytes = self._buffer(tok)
-        handle, _, sample_size, mask_hex = self.buffers[dev]
-        n = nbytes // sample_size
+        buf, nbytes = self._buffer(tok)
+        n = nbytes // buf.sample_size
         if n == 0:
             self._reply(0)
             return
-        data = handle.read(n)  # the handle locks what it shares
-        if len(data) != n * sample_size:
+        t, busy = self.arrival
+        idle = max(0.0, (t - buf.since) - (busy - buf.busy_since))
+        data = buf.handle.read(n, idle_s=idle)  # the handle locks what it shares
+        if len(data) != n * buf.sample_size:
             raise IIOError(_errno.EIO, "device returned a short buffer")
-        self._send(b"%d\n%s\n" % (len(data), mask_hex.encode()))
+        self._send(b"%d\n%s\n" % (len(data), buf.mask_hex.encode()))
         self._send(data)
+        buf.since, buf.busy_since = time.monotonic(), self.server.busy_clock()
 
     def _writebuf(self, tok: list[str]) -> None:
-        dev, nbytes = self._buffer(tok)
-        handle, _, sample_size, _ = self.buffers[dev]
+        buf, nbytes = self._buffer(tok)  # refused before the client sends the bytes
         self._reply(0)
         data = self._recv_exact(nbytes)
-        usable = len(data) - len(data) % sample_size
+        usable = len(data) - len(data) % buf.sample_size
         if usable == 0:
             raise IIOError(_errno.EINVAL)
-        handle.write(data[:usable])
+        buf.handle.write(data[:usable])
         self._reply(nbytes)
 
 
 class IIODServer(socketserver.ThreadingTCPServer):
-    """Threaded IIOD server on ``host:port`` (port 0 = a free port) serving ``context``."""
+    """Threaded IIOD server on ``host:port`` (port 0 = a free port) serving ``context``.
+
+    ``max_connections``: clients served at once (one more gets ``-EBUSY`` and is closed);
+    ``idle_timeout_s``: a connection silent this long is closed, its buffers released
+    (None: never); ``max_buffer_bytes``: the largest buffer a client may open.
+    """
 
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False
+    request_queue_size = 64
 
-    def __init__(self, context: IIOContext, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, context: IIOContext, host: str = "127.0.0.1", port: int = 0, *,
+                 max_connections: int = MAX_CONNECTIONS, idle_timeout_s: float | None = IDLE_TIMEOUT_S,
+                 max_buffer_bytes: int = MAX_BUFFER_BYTES):
+        if max_connections < 1 or max_buffer_bytes < 1 or (idle_timeout_s is not None and not idle_timeout_s > 0):
+            raise ValueError("max_connections and max_buffer_bytes must be >= 1, idle_timeout_s > 0 or None")
         self.context = context
+        self.max_connections = int(max_connections)
+        self.idle_timeout_s = None if idle_timeout_s is None else float(idle_timeout_s)
+        self.max_buffer_bytes = int(max_buffer_bytes)
         self.stopping = False
+        self.refused = 0  # connections refused so far
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
+        self._refused: collections.deque[tuple[float, socket.socket]] = collections.deque()
+        self._busy_lock = threading.Lock()
+        self._busy_active = 0  # requests being served now
+        self._busy_total = 0.0
+        self._busy_mark = 0.0
         self._thread: threading.Thread | None = None
         self._serving = False
         super().__init__((host, port), _Handler)
@@ -495,10 +590,94 @@ class IIODServer(socketserver.ThreadingTCPServer):
     def port(self) -> int:
         return self.server_address[1]
 
-    def _track(self, sock: socket.socket, add: bool) -> None:
+    @property
+    def connections(self) -> int:
+        """Connections being served."""
         with self._conns_lock:
-            (self._conns.add if add else self._conns.discard)(sock)
+            return len(self._conns)
 
+    # ----- time the server spends serving (not counted against a client's pace) -------------------
+    @contextlib.contextmanager
+    def busy(self):
+        """Count the time of one request in :meth:`busy_clock`."""
+        self._busy_step(1)
+        try:
+            yield
+        finally:
+            self._busy_step(-1)
+
+    def _busy_step(self, delta: int) -> None:
+        with self._busy_lock:
+            now = time.monotonic()
+            if self._busy_active:
+                self._busy_total += now - self._busy_mark
+            self._busy_mark = now
+            self._busy_active += delta
+
+    def busy_clock(self) -> float:
+        """Seconds so far during which at least one request was being served."""
+        with self._busy_lock:
+            if self._busy_active:
+                return self._busy_total + time.monotonic() - self._busy_mark
+            return self._busy_total
+
+    # ----- connections ------------------------------------------------------------------------------
+    def process_request(self, request, client_address) -> None:
+        with self._conns_lock:
+            full = len(self._conns) >= self.max_connections
+            if not full:
+                self._conns.add(request)
+        if full:
+            log.warning("iiod: refusing %s:%d: %d connections open (max_connections)", *client_address[:2],
+                        self.max_connections)
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)  # a thread serves it
+        except RuntimeError as e:  # the system cannot start another thread
+            with self._conns_lock:
+                self._conns.discard(request)
+            log.warning("iiod: refusing %s:%d: %s", *client_address[:2], e)
+            self._refuse(request)
+
+    def shutdown_request(self, request) -> None:
+        with self._conns_lock:
+            self._conns.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:
+        log.exception("iiod: serving %s failed", client_address)
+
+    def _refuse(self, sock: socket.socket) -> None:
+        """Answer ``-EBUSY`` and end the connection; it is closed a moment later, so the client reads the line."""
+        self.refused += 1
+        try:
+            sock.setblocking(False)
+            sock.send(b"%d\n" % -_errno.EBUSY)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self._refused.append((time.monotonic() + _REFUSAL_LINGER_S, sock))
+        while len(self._refused) > _REFUSED_PENDING_MAX:
+            self._drop(self._refused.popleft()[1])
+
+    @staticmethod
+    def _drop(sock: socket.socket) -> None:
+        # Read what the client sent (a bounded amount) so closing sends FIN, not a reset that would eat the error line.
+        try:
+            for _ in range(16):
+                if not sock.recv(1 << 16):
+                    break
+        except OSError:
+            pass
+        sock.close()
+
+    def service_actions(self) -> None:
+        now = time.monotonic()
+        while self._refused and self._refused[0][0] <= now:
+            self._drop(self._refused.popleft()[1])
+
+    # ----- running ----------------------------------------------------------------------------------
     def serve_forever(self, poll_interval: float = 0.05) -> None:
         self._serving = True
         try:
@@ -520,6 +699,8 @@ class IIODServer(socketserver.ThreadingTCPServer):
         self.stopping = True
         if self._serving:
             self.shutdown()
+        while self._refused:
+            self._drop(self._refused.popleft()[1])
         with self._conns_lock:
             conns = list(self._conns)
         for s in conns:

@@ -24,14 +24,26 @@ three IIO devices pyadi-iio uses, with the AD9361 Linux driver's behaviour:
 * ``cf-ad9361-dds-core-lpc`` (TX DMA + DDS): ``voltage0``/``voltage1``, ``le:S16/16>>0``;
   the DAC uses the 12 MSBs: ``x = (sample >> 4) / 2048``. A cyclic buffer repeats,
   a non-cyclic push is one burst (TX underflow is flagged once it has played out).
-  Closing the buffer (or losing the connection) stops the transmitter. The four DDS
+  Closing the buffer stops the transmitter; a client that goes away without closing
+  it (disconnected, killed, idle past the server's timeout) also has the TX LO powered
+  down (``altvoltage1`` ``powerdown`` reads 1) and TX underflow flagged, and the next
+  client can open the TX buffer at once. The four DDS
   tones (TX1_I_F1, TX1_I_F2, TX1_Q_F1, TX1_Q_F2: ``scale*sin(2 pi f t + phase)``,
   16-bit phase accumulator) drive the DAC while ``raw`` = 1 and no buffer is open.
 * ``direct_reg_access`` on all three devices; register 0x80000088 of the two HDL
   cores is the DMA status (RX bit 2 overflow, TX bit 0 underflow; write 1 to clear).
   An RX overflow is flagged when a client leaves more than BUFFERS_COUNT (default 4)
-  blocks' worth of time between READBUFs (time spent computing the block in the
-  emulator is not counted against the client); tests can also inject one.
+  blocks' worth of time between READBUFs, counting only the time the emulator was
+  serving nobody (computing, sending and answering any client's requests is the
+  emulator's time, not the client's); before the first READBUF after OPEN the client
+  also has ``overflow_margin_s`` (default 50 ms) for its set-up requests. Tests can
+  also inject one.
+
+Samples are computed outside the device lock: the lock is held only to reserve the
+stream position and snapshot the state, so other clients' attribute requests (and
+``iio_info``) are answered while a large block is computed. A change that reaches the
+bench (LO, gain, rate, TX data) waits, without holding the lock, for the blocks being
+computed; new reads wait for such pending changes.
 
 Not modelled: the FPGA's decimate/interpolate-by-8 (only the base rate is accepted on
 the HDL cores' ``sampling_frequency``), FIR passband shape and gain (taken as 0 dB, as
@@ -50,7 +62,8 @@ import time
 import numpy as np
 
 from devices.radio import DeviceError, StreamConfig
-from devices.sim.iiod import Attr, BufferHandle, IIOChannel, IIOContext, IIODevice, IIODServer, IIOError, ScanElement
+from devices.sim.iiod import (IDLE_TIMEOUT_S, MAX_BUFFER_BYTES, MAX_CONNECTIONS, Attr, BufferHandle, IIOChannel,
+                             IIOContext, IIODevice, IIODServer, IIOError, ScanElement)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +72,8 @@ DEFAULT_PORT = 30431
 REG_DMA_STATUS = 0x80000088
 RX_OVERFLOW_BIT = 1 << 2
 TX_UNDERFLOW_BIT = 1 << 0
+#: extra time (s) a client has between OPEN and its first READBUF before the RX DMA overflows
+OVERFLOW_MARGIN_S = 0.05
 
 MODELS = {
     # model: (LO min, LO max, RX rf_bandwidth max, TX rf_bandwidth max, hw_model text)
@@ -228,20 +243,35 @@ class _RxBuffer(BufferHandle):
         self.emu = emu
         self.samples = samples
         self.cols = [int(c.id[-1]) for c in channels]  # 0 = I, 1 = Q
-        self.idle_since = time.monotonic()  # emulated DMA starts at enable
+        self.started = False  # a READBUF came since the DMA was enabled
 
-    def read(self, n_samples: int) -> bytes:
+    def read(self, n_samples: int, idle_s: float = 0.0) -> bytes:
         emu = self.emu
         with emu.lock:
-            now = time.monotonic()
-            fs = emu.rate_hz
-            # The DMA keeps filling BUFFERS_COUNT blocks while the client is away.
-            if (now - self.idle_since) * fs > emu.buffers_count * max(n_samples, self.samples) or emu._pending_overflow:
-                emu._pending_overflow = False
-                emu.rx_regs.values[REG_DMA_STATUS] = emu.rx_regs.values.get(REG_DMA_STATUS, 0) | RX_OVERFLOW_BIT
-                emu.rx_overflows += 1
-            iq = emu._rx_block(n_samples)
-            self.idle_since = time.monotonic()
+            emu._begin_read()
+            try:
+                # The DMA keeps filling BUFFERS_COUNT blocks while the client is away (idle_s: the
+                # client's own delay, the emulator's serving time excluded by the server).
+                budget = emu.buffers_count * self.samples / emu.rate_hz
+                if not self.started:
+                    budget += emu.overflow_margin_s
+                    self.started = True
+                if idle_s > budget or emu._pending_overflow:
+                    emu._pending_overflow = False
+                    emu.rx_regs.values[REG_DMA_STATUS] = emu.rx_regs.values.get(REG_DMA_STATUS, 0) | RX_OVERFLOW_BIT
+                    emu.rx_overflows += 1
+                plan = emu._rx_plan(n_samples)
+            except BaseException:
+                emu._end_read()
+                raise
+        try:
+            iq, level_dbfs = emu._rx_compute(plan, n_samples)  # the slow part, without the lock
+        finally:
+            with emu.lock:
+                emu._end_read()
+        if level_dbfs is not None:
+            with emu.lock:
+                emu._agc(level_dbfs)
         if self.cols != [0, 1]:
             iq = np.ascontiguousarray(iq[:, self.cols])
         return iq.tobytes()
@@ -271,11 +301,16 @@ class _TxBuffer(BufferHandle):
         with self.emu.lock:
             self.emu._dma_close(self)
 
+    def abandon(self) -> None:
+        with self.emu.lock:
+            self.emu._dma_abandon(self)
+
 
 class PlutoEmulator:
     """AD9363/AD9364 + Pluto HDL device model on a :class:`SimBench` (see module doc)."""
 
-    def __init__(self, bench, model: str = "ad9363a", buffers_count: int = 4):
+    def __init__(self, bench, model: str = "ad9363a", buffers_count: int = 4,
+                 overflow_margin_s: float = OVERFLOW_MARGIN_S):
         if model not in MODELS:
             raise ValueError(f"unknown Pluto model {model!r}; known: {', '.join(MODELS)}")
         self.bench = bench
@@ -286,7 +321,12 @@ class PlutoEmulator:
         self.lo_min = max(lo_min, caps.tune_range_hz.low)
         self.lo_max = min(lo_max, caps.tune_range_hz.high)
         self.lock = threading.RLock()
+        #: RX blocks being computed outside the lock, and changes to the bench waiting for them
+        self._stream = threading.Condition(self.lock)
+        self._reads_in_flight = 0
+        self._bench_waiters = 0
         self.buffers_count = int(buffers_count)
+        self.overflow_margin_s = float(overflow_margin_s)
         # AD9361 state (Pluto power-on defaults)
         self.rx_lo_hz = rfpll_actual_hz(min(max(2.4e9, self.lo_min), self.lo_max))
         self.tx_lo_hz = rfpll_actual_hz(min(max(2.45e9, self.lo_min), self.lo_max))
@@ -329,7 +369,34 @@ class PlutoEmulator:
     def tx_gain_db(self) -> float:
         return -self.tx_atten_mdb / 1000.0
 
+    def _begin_read(self) -> None:
+        """(Lock held) count an RX block about to be computed; pending bench changes go first."""
+        while self._bench_waiters:
+            self._stream.wait()
+        self._reads_in_flight += 1
+
+    def _end_read(self) -> None:
+        """(Lock held) the block is computed."""
+        self._reads_in_flight -= 1
+        if not self._reads_in_flight:
+            self._stream.notify_all()
+
+    def _quiesce(self) -> None:
+        """(Lock held) before changing the bench: wait, with the lock released, until no RX block
+        is being computed, so the lock is never held while the bench is busy."""
+        if not self._reads_in_flight:
+            return
+        self._bench_waiters += 1
+        try:
+            while self._reads_in_flight:
+                self._stream.wait()
+        finally:
+            self._bench_waiters -= 1
+            if not self._bench_waiters:
+                self._stream.notify_all()
+
     def _apply_rx(self) -> None:
+        self._quiesce()
         try:
             self.bench.set_rx(StreamConfig(float(self.rx_lo_hz), float(self.rate_hz), float(self.rx_gain_db),
                                            float(self.rx_bw_hz)))
@@ -337,6 +404,7 @@ class PlutoEmulator:
             raise IIOError(errno.EINVAL, str(e)) from e
 
     def _apply_tx(self) -> None:
+        self._quiesce()
         try:
             self.bench.set_tx(StreamConfig(float(self.tx_lo_hz), float(self.rate_hz), self.tx_gain_db,
                                            float(self.tx_bw_hz)))
@@ -353,6 +421,7 @@ class PlutoEmulator:
 
     def _update_tx(self) -> None:
         """Start or stop the bench transmitter after a change of data source or power state."""
+        self._quiesce()
         codes, cyclic = self._tx_codes()
         if codes is None or not self.rf_on or self.lo_powerdown[1]:
             self.bench.stop_tx()
@@ -375,6 +444,7 @@ class PlutoEmulator:
         return np.clip(np.rint(out * 2048), -2048, 2047).astype(np.int16)
 
     def _dma_push(self, codes: np.ndarray, cyclic: bool) -> None:
+        self._quiesce()
         self.dma_codes, self.dma_cyclic = codes, cyclic
         if cyclic:
             self._update_tx()
@@ -384,23 +454,44 @@ class PlutoEmulator:
             self.dma_burst_end = max(now, self.dma_burst_end) + codes.shape[0] / self.rate_hz
 
     def _dma_close(self, owner: _TxBuffer) -> None:
+        self._quiesce()
         if self.dma_owner is owner:
             self.dma_owner = None
             self.dma_codes = None
             self.bench.stop_tx()  # the core falls back to the DDS (off unless enabled)
             self._update_tx()
 
-    def _rx_block(self, n: int) -> np.ndarray:
-        """``n`` RX samples as (n, 2) int16 12-bit I/Q codes; runs the AGC."""
+    def _dma_abandon(self, owner: _TxBuffer) -> None:
+        """The owner's client went away without closing: fail safe, the TX stops and its LO powers down."""
+        if self.dma_owner is owner:
+            self.lo_powerdown[1] = True
+            self.tx_regs.values[REG_DMA_STATUS] |= TX_UNDERFLOW_BIT  # its stimulus was cut short
+            log.info("emulated Pluto: the TX buffer's client went away; TX stopped, TX LO powered down")
+        self._dma_close(owner)
+
+    def _rx_plan(self, n: int) -> tuple | None:
+        """(Lock held) what the next ``n`` RX samples are made of: None (RF off: zeros),
+        ``("loop", codes, start)`` (digital loopback; the position is reserved here) or
+        ``("bench", agc)``."""
         if not self.rf_on:
-            return np.zeros((n, 2), dtype=np.int16)
+            return None
         if self.loopback == 1:
             codes, _ = self._tx_codes()
             if codes is None:
-                return np.zeros((n, 2), dtype=np.int16)
-            idx = (self._loop_index + np.arange(n)) % codes.shape[0]
-            self._loop_index = int((self._loop_index + n) % codes.shape[0])
-            return codes[idx]
+                return None
+            start = self._loop_index
+            self._loop_index = int((start + n) % codes.shape[0])
+            return ("loop", codes, start)
+        return ("bench", self.gain_mode != "manual")
+
+    def _rx_compute(self, plan: tuple | None, n: int) -> tuple[np.ndarray, float | None]:
+        """(No lock) ``n`` RX samples of ``plan`` as (n, 2) int16 12-bit I/Q codes, and the
+        block's level (dBFS) when the AGC needs it. The bench serialises its own state."""
+        if plan is None:
+            return np.zeros((n, 2), dtype=np.int16), None
+        if plan[0] == "loop":
+            _, codes, start = plan
+            return codes[(start + np.arange(n)) % codes.shape[0]], None
         try:
             x, _clipped = self.bench.read(n)
         except DeviceError as e:
@@ -408,13 +499,15 @@ class PlutoEmulator:
         # complex64 viewed as interleaved float32 I, Q: one pass to int16 codes
         v = np.asarray(x, dtype=np.complex64).view(np.float32) * np.float32(2048)
         iq = np.rint(v, out=v).astype(np.int16).reshape(n, 2)
-        if self.gain_mode != "manual":
-            self._agc(x)
-        return iq
-
-    def _agc(self, x: np.ndarray) -> None:
+        if not plan[1]:
+            return iq, None
         p = float(np.mean(x.real.astype(np.float64) ** 2 + x.imag.astype(np.float64) ** 2))
-        p_dbfs = 10 * math.log10(max(p, 1e-12))
+        return iq, 10 * math.log10(max(p, 1e-12))
+
+    def _agc(self, p_dbfs: float) -> None:
+        """(Lock held) steer the RX gain from a block's level."""
+        if self.gain_mode == "manual":
+            return
         step = AGC_TARGET_DBFS - p_dbfs
         if self.gain_mode != "fast_attack":
             step = max(-3.0, min(3.0, step))
@@ -737,26 +830,38 @@ class _ServerWithEmulator(IIODServer):
     emulator: PlutoEmulator
 
 
+def _server(bench, port: int, host: str, model: str, buffers_count: int = 4,
+            overflow_margin_s: float = OVERFLOW_MARGIN_S, max_connections: int = MAX_CONNECTIONS,
+            idle_timeout_s: float | None = IDLE_TIMEOUT_S, max_buffer_bytes: int = MAX_BUFFER_BYTES) -> IIODServer:
+    emu = PlutoEmulator(bench, model=model, buffers_count=buffers_count, overflow_margin_s=overflow_margin_s)
+    server = _ServerWithEmulator(emu.context, host, port, max_connections=max_connections,
+                                 idle_timeout_s=idle_timeout_s, max_buffer_bytes=max_buffer_bytes)
+    server.emulator = emu
+    return server
+
+
 def serve(bench, port: int = 0, host: str = "127.0.0.1", model: str = "ad9363a",
-          buffers_count: int = 4) -> tuple[IIODServer, int]:
+          **options) -> tuple[IIODServer, int]:
     """Start an emulated Pluto for ``bench`` in a background thread.
 
     Returns ``(server, port)``; ``server.emulator`` is the device model,
     ``server.stop()`` drops all clients (their buffers close, the transmitter stops)
-    and frees the port.
+    and frees the port. Options: ``buffers_count`` (RX DMA blocks, 4),
+    ``overflow_margin_s`` (0.05), and the server's limits ``max_connections`` (32),
+    ``idle_timeout_s`` (60 s; None: never) and ``max_buffer_bytes`` (64 MiB).
     """
-    emu = PlutoEmulator(bench, model=model, buffers_count=buffers_count)
-    server = _ServerWithEmulator(emu.context, host, port)
-    server.emulator = emu
+    server = _server(bench, port, host, model, **options)
     server.start()
     return server, server.port
 
 
-def run_emulator(bench, port: int = DEFAULT_PORT, host: str = "127.0.0.1", model: str = "ad9363a") -> None:
-    """Serve an emulated Pluto in the foreground until Ctrl-C (``harness emulate pluto``)."""
-    emu = PlutoEmulator(bench, model=model)
-    server = _ServerWithEmulator(emu.context, host, port)
-    server.emulator = emu
+def run_emulator(bench, port: int = DEFAULT_PORT, host: str = "127.0.0.1", model: str = "ad9363a",
+                 **options) -> None:
+    """Serve an emulated Pluto in the foreground until Ctrl-C (``harness emulate pluto``).
+
+    Options as :func:`serve`.
+    """
+    server = _server(bench, port, host, model, **options)
     print(f"Emulated PlutoSDR ({model}) on ip:{host}:{server.port} -- e.g. iio_info -u ip:{host}:{server.port}; "
           "Ctrl-C stops", flush=True)
     try:
