@@ -120,6 +120,9 @@ class Capabilities:
     rx_full_scale_dbm: float | None = None
     serial: str = ""
     description: str = ""
+    #: how captures are timed against the transmitter: "tx_timestamps" (each capture says which transmitted
+    #: sample was leaving when it began: a shared TX/RX sample clock), or None (no such relation)
+    timing: str | None = None
 
     def check_frequency(self, freq_hz: float, what: str = "frequency") -> None:
         if freq_hz not in self.tune_range_hz:

@@ -99,6 +99,8 @@ class Acquisition:
     settle_s: float = 0.0
     thru: bool = False
     optional: bool = False
+    #: what the analysis needs of the radio besides samples: "tx_timing" (captures timed against the TX)
+    requires: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         d = {"label": self.label, "freq_hz": self.freq_hz, "sample_rate_hz": self.sample_rate_hz,

@@ -183,3 +183,24 @@ def test_level_outside_the_calibration_is_refused_or_bounded(tmp_path):
         plan = load_plan(write_plan(tmp_path, gain.replace("power: -20 dBm", "power: -10 dBm"), name="p2.yaml"))
         with pytest.raises(ConfigError, match="more than 3 dB outside the levels calibrated"):
             check_plan_against(plan, r)
+
+
+def test_delay_needs_a_radio_that_times_captures_against_its_transmitter(tmp_path, capsys):
+    """A Pluto has no TX/RX timestamps: the delay step is refused before anything transmits (exit 2)."""
+    plan = write_plan(tmp_path, """\
+name: delay
+dut: {type: amplifier}
+defaults: {frequency: 2140 MHz, sample_rate: 15.36 MHz}
+steps:
+  - name: delay
+    measurement: delay
+    stimulus: {type: noise, power: -20 dBm, bandwidth: 5 MHz}
+    limits: {delay: {max: 1 us}}
+""")
+    code = main(["run", str(plan), "--rig", str(RIGS / "pluto-emulated.yaml"), "--out", str(tmp_path / "run"),
+                 "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{plan}:5: step 'delay', capture 'capture'" in err
+    assert "does not timestamp them (timing: none)" in err
+    with Rig.open(load_rig(RIGS / "sim-amplifier.yaml")) as r:  # the simulated board does
+        assert r.caps.timing == "tx_timestamps" and check_plan_against(load_plan(plan), r)

@@ -15,6 +15,7 @@ Closing that radio stops the server.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -47,7 +48,8 @@ class SimRadio(Radio):
 
     @property
     def capabilities(self) -> Capabilities:
-        return self.bench.capabilities
+        # the simulated board counts RX and TX samples on one clock, like a timestamped stream
+        return dataclasses.replace(self.bench.capabilities, timing="tx_timestamps")
 
     def set_dut_bypass(self, on: bool) -> None:
         self.bench.bypass_dut = bool(on)

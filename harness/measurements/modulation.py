@@ -126,7 +126,11 @@ class DelayParams:
     n_samples: int = field(default=65536, metadata=doc("capture length"))
 
 
-@register_measurement("delay", DelayParams, outputs=[
+def _declare_delay(p: DelayParams, s: StepSettings):
+    return [dataclasses.replace(s.capture("capture", p.stimulus, p.n_samples), requires=("tx_timing",))]
+
+
+@register_measurement("delay", DelayParams, declare=_declare_delay, outputs=[
     Output("delay_s", "input-to-output propagation delay (minus the thru delay when a floor step is given)",
            floor="offset")])
 def delay(records: list[CaptureRecord], p: DelayParams) -> StepData:
