@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("plan", help="plan file (YAML)")
     r.add_argument("--rig", help="rig file (default: the plan's rig)")
     r.add_argument("--out", help="run directory (default: runs/<time>-<plan>)")
-    r.add_argument("--seed", type=int, default=0, help="seed of simulated rigs and stimulus (default 0)")
+    r.add_argument("--seed", type=__import__("harness.config").config.seed_arg, default=0, help="seed of simulated rigs and stimulus (default 0)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--uncalibrated", action="store_true",
                    help="run on the rig's nominal paths without (or ignoring) its calibration; recorded in the results")
