@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.config import ConfigError
+from harness.config import ConfigError, excerpt, read_text
 from harness.errors import LevelError
 
 SCHEMA = "rf-harness/calibration/1"
@@ -254,15 +254,20 @@ def _parse_time(text: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
+#: largest calibration file read (bytes)
+MAX_CALIBRATION_BYTES = 16 << 20
+
+
 def load_calibration(path: str | Path) -> Calibration:
     """Read a calibration file; raises :class:`CalibrationError` if absent or malformed."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CalibrationError("calibration file not found", path) from None
-    except (OSError, ValueError) as e:
-        raise CalibrationError(f"cannot read calibration: {e}", path) from None
+    try:  # a regular UTF-8 file of bounded size: a FIFO or /dev/zero named by the rig must not hang the run
+        data = json.loads(read_text(path, MAX_CALIBRATION_BYTES))
+    except ConfigError as e:
+        raise CalibrationError(e.message if e.message != "file not found" else "calibration file not found",
+                               path, e.line) from None
+    except ValueError as e:
+        raise CalibrationError(f"cannot read calibration: {excerpt(str(e), quote=False)}", path) from None
     return Calibration.from_dict(data, path)
 
 

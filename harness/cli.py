@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from harness.config import ConfigError, format_quantity, parse_quantity, unit_of
+from harness.config import ConfigError, format_quantity, parse_quantity, seed_arg, unit_of
 
 if TYPE_CHECKING:
     from harness.calibration import Calibration
@@ -342,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run directory (default: runs/<time>-<plan>, made unique); one that holds "
                                  "another run is refused unless --force")
     r.add_argument("--force", action="store_true", help="clear --out if it holds another run")
-    r.add_argument("--seed", type=int, default=0, help="seed of simulated rigs and stimulus (default 0)")
+    r.add_argument("--seed", type=seed_arg, default=0, help="seed of simulated rigs and stimulus, 0..2**32-1 "
+                                                            "(default 0)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--uncalibrated", action="store_true",
                    help="run on the rig's nominal paths without (or ignoring) its calibration; recorded in the results")

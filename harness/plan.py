@@ -4,6 +4,10 @@ A plan (YAML) has a name, description, DUT (type, model, serial), a default
 rig, defaults (frequency, sample rate, settle time) and steps. A step names a
 measurement type, that type's parameters (its stimulus or sweep) and limits
 on the type's outputs. Every rejection names the file and line.
+
+A plan is refused at load time when its declared captures are estimated to
+take longer than an hour (:func:`estimate_duration`), unless it raises that
+bound itself (``max_duration: 3 h``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.config import ConfigError, LineMap, Section, base_name, build, load_yaml, parse_quantity
+from harness.config import (MAX_SAMPLES, UNIT_RANGES, ConfigError, LineMap, Section, base_name, build, check_quantity,
+                            excerpt, fail_closed, format_quantity, load_yaml, name_in, parse_quantity)
 from harness.capture import Acquisition
 from harness.measurements import MeasurementType, StepSettings, load_all
 
@@ -50,6 +55,17 @@ class _PlanHead:
     description: str = ""
     rig: str | None = field(default=None, metadata={"doc": "default rig file, relative to the plan"})
     stop_on_error: bool = field(default=False, metadata={"doc": "stop the run at the first ERROR step"})
+    max_duration_s: float | None = field(default=None, metadata={
+        "doc": "the longest the plan may take (estimated from its captures); default 1 h",
+        "bounds": (1.0, 7 * 86400.0)})
+
+
+#: a plan has at most this many steps
+MAX_STEPS = 200
+#: a plan estimated to run longer than this is refused unless it states ``max_duration``
+DEFAULT_MAX_DURATION_S = 3600.0
+#: what the estimate adds per capture besides its signal: tuning, gain setting, transfer (s)
+CAPTURE_OVERHEAD_S = 0.1
 
 
 @dataclass
@@ -121,6 +137,10 @@ class Plan:
     file: str
     rig_file: Path | None
     stop_on_error: bool
+    #: the longest the plan may take (None: DEFAULT_MAX_DURATION_S)
+    max_duration_s: float | None = None
+    #: the line of ``max_duration`` in the file (for messages)
+    max_duration_line: int | None = None
 
 
 def _alias(node: LineMap, canonical: str, *aliases: str) -> None:
@@ -162,19 +182,22 @@ def _parse_limits(node: Any, mtype: MeasurementType, sec: Section, key_line: int
     for key, spec in node.items():
         o = mtype.output(key) or _output_by_base(mtype, key, spec, lsec)
         if o is None:
-            raise lsec.error(f"{mtype.name!r} has no output {key!r}; outputs: "
+            raise lsec.error(f"{mtype.name!r} has no output {excerpt(key)}; outputs: "
                              f"{', '.join(o.name for o in mtype.outputs)}", key)
         line = node.line_of(key)
         if not isinstance(spec, dict):
             raise lsec.error(f"limit {key!r} must be a mapping with min and/or max", key)
         unknown = set(spec) - {"min", "max"}
         if unknown:
-            raise lsec.error(f"limit {key!r}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; use min/max", key)
+            raise lsec.error(f"limit {key!r}: unknown key(s) {', '.join(excerpt(k) for k in sorted(unknown))}; "
+                             f"use min/max", key)
         if spec.get("min") is None and spec.get("max") is None:
             raise lsec.error(f"limit {key!r} has neither min nor max", key)
-        try:
-            low = parse_quantity(spec["min"], o.unit) if spec.get("min") is not None else None
-            high = parse_quantity(spec["max"], o.unit) if spec.get("max") is not None else None
+        bounds = UNIT_RANGES.get(o.unit, UNIT_RANGES[""])
+        try:  # finite and within the unit's physical range (a NaN limit would pass everything)
+            low, high = (None if spec.get(k) is None else
+                         check_quantity(parse_quantity(spec[k], o.unit), o.name, o.unit, bounds)
+                         for k in ("min", "max"))
         except ValueError as e:
             raise ConfigError(f"{lsec.what}.{key}: {e} (output {o.name} is in {o.unit or 'no unit'})",
                               sec.file, line) from None
@@ -186,8 +209,9 @@ def _parse_limits(node: Any, mtype: MeasurementType, sec: Section, key_line: int
     return out
 
 
+@fail_closed("plan")
 def load_plan(path: str | Path) -> Plan:
-    """Read and validate a plan. Raises :class:`ConfigError` (file:line: message)."""
+    """Read and validate a plan. Raises :class:`ConfigError` (file:line: message), and nothing else."""
     measurements = load_all()
     data = load_yaml(path)
     file = str(path)
@@ -201,7 +225,11 @@ def load_plan(path: str | Path) -> Plan:
     if not isinstance(steps_node, list) or not steps_node:
         raise ConfigError("plan: 'steps' must be a non-empty list", file, data.line_of("steps") if "steps" in data
                           else 1)
+    if len(steps_node) > MAX_STEPS:
+        raise ConfigError(f"plan: {len(steps_node)} steps; a plan has at most {MAX_STEPS}", file,
+                          data.line_of("steps"))
     steps: list[Step] = []
+    declared: list[list[Acquisition]] = []
     names = set()
     for i, node in enumerate(steps_node):
         line = steps_node.item_lines[i]
@@ -209,17 +237,14 @@ def load_plan(path: str | Path) -> Plan:
         if not isinstance(node, LineMap):
             raise ConfigError(f"{what}: expected a mapping", file, line)
         if isinstance(node.get("name"), str):
-            what = f"step {i + 1} ({node['name']!r})"
+            what = f"step {i + 1} ({excerpt(node['name'])})"
         _alias(node, "freq_hz", "frequency", "freq")
         _alias(node, "sample_rate_hz", "sample_rate")
         _alias(node, "settle_s", "settle")
         sec = Section(node, what, file, line)
         if "measurement" not in node:
             raise sec.error(f"missing 'measurement' (one of: {', '.join(sorted(measurements))})")
-        mtype = measurements.get(node["measurement"])
-        if mtype is None:
-            raise sec.error(f"unknown measurement {node['measurement']!r}; known: {', '.join(sorted(measurements))}",
-                            "measurement")
+        mtype = name_in(node, "measurement", measurements, sec, "measurement")
         thru = node.get("thru") is True
         if "limits" not in node and not thru:
             raise sec.error("missing limits: every step needs at least one limit (min and/or max) on its outputs "
@@ -236,16 +261,16 @@ def load_plan(path: str | Path) -> Plan:
         if sh.floor is not None:
             ref = next((s for s in steps if s.name == sh.floor), None)
             if ref is None or not ref.thru:
-                raise sec.error(f"floor {sh.floor!r} must name an earlier thru step (thru: true)", "floor")
+                raise sec.error(f"floor {excerpt(sh.floor)} must name an earlier thru step (thru: true)", "floor")
             if ref.measurement is not mtype:
-                raise sec.error(f"floor step {sh.floor!r} measures {ref.measurement.name!r}, not {mtype.name!r}",
-                                "floor")
+                raise sec.error(f"floor step {excerpt(sh.floor)} measures {ref.measurement.name!r}, "
+                                f"not {mtype.name!r}", "floor")
             if not any(mtype.output(n) and mtype.output(n).floor for n in mtype.output_names()):
                 raise sec.error(f"{mtype.name!r} has no output that a floor applies to", "floor")
         if sh.thru and sh.floor:
             raise sec.error("a thru step cannot itself have a floor", "floor")
         if sh.name in names:
-            raise sec.error(f"duplicate step name {sh.name!r}", "name")
+            raise sec.error(f"duplicate step name {excerpt(sh.name)}", "name")
         names.add(sh.name)
         step = Step(sh.name, mtype, params, limits,
                     sh.freq_hz if sh.freq_hz is not None else head.defaults.freq_hz,
@@ -253,27 +278,109 @@ def load_plan(path: str | Path) -> Plan:
                     sh.settle_s if sh.settle_s is not None else head.defaults.settle_s,
                     sh.on_error or ("stop" if head.stop_on_error else "continue"), line, sh.thru, sh.floor,
                     sh.on_fail)
-        _check_step(step, sec, node)
+        declared.append(_check_step(step, sec, step_seed(0, i + 1)))
         steps.append(step)
     rig_file = (Path(path).parent / head.rig) if head.rig else None
-    return Plan(head.name, head.description, head.dut, head.defaults, steps, file, rig_file, head.stop_on_error)
+    plan = Plan(head.name, head.description, head.dut, head.defaults, steps, file, rig_file, head.stop_on_error,
+                head.max_duration_s, data.key_lines.get("max_duration_s") or data.key_lines.get("max_duration"))
+    check_duration(plan, declared)
+    return plan
 
 
-def _check_step(step: Step, sec: Section, node: LineMap) -> None:
-    """Generate each stimulus and run the type's own check, so bad settings fail at load time."""
+def _check_step(step: Step, sec: Section, seed: int) -> list[Acquisition]:
+    """Generate each stimulus, run the type's own check and declare the captures, so bad settings fail at load
+    time. ``seed``: the step's seed in a run seeded 0 (the waveforms are cached for the run and the estimate)."""
+    from harness.capture import StimulusRef
     from harness.stimulus import StimulusSpec
 
     for name, value in vars(step.params).items():
         if isinstance(value, StimulusSpec):
             try:
-                value.generate(step.sample_rate_hz, 0)
-            except ValueError as e:
+                StimulusRef.of(value, step.sample_rate_hz, seed).waveform()
+            except (ValueError, ArithmeticError) as e:
                 raise sec.error(f"{name}: {e}", name) from None
-    if step.measurement.check is not None:
-        try:
+    try:
+        if step.measurement.check is not None:
             step.measurement.check(step.params, step.freq_hz, step.sample_rate_hz)
-        except ValueError as e:
-            raise sec.error(str(e)) from None
+        acqs = step.declare(seed)
+        for a in acqs:
+            _check_declared(a)
+        return acqs
+    except (ValueError, ArithmeticError) as e:
+        raise sec.error(str(e)) from None
+
+
+def _check_declared(a: Acquisition) -> None:
+    """What every declared capture must be, whatever the measurement computed it from (ValueError)."""
+    if not 1 <= a.n_samples <= MAX_SAMPLES:
+        raise ValueError(f"capture {excerpt(a.label)} would take {a.n_samples} samples; at most {MAX_SAMPLES}")
+    for name, value in (("freq_hz", a.freq_hz), ("sample_rate_hz", a.sample_rate_hz), ("span_hz", a.span_hz),
+                        ("settle_s", a.settle_s), ("power_dbm", a.power_dbm)):
+        if value is not None:
+            try:
+                check_quantity(value, name)
+            except ValueError as e:
+                raise ValueError(f"capture {excerpt(a.label)}: {name} {e}") from None
+
+
+@dataclass
+class DurationEstimate:
+    """How long a plan's declared captures take: their signal (captured and settling) plus an overhead each."""
+
+    captures: int
+    signal_s: float
+    overhead_s: float
+    #: (step name, seconds) of the longest step
+    longest: tuple[str, float] | None = None
+
+    @property
+    def total_s(self) -> float:
+        return self.signal_s + self.overhead_s
+
+    def describe(self) -> str:
+        text = (f"{_duration(self.total_s)} ({self.captures} captures: {_duration(self.signal_s)} of signal and "
+                f"settling plus {CAPTURE_OVERHEAD_S:g} s overhead each)")
+        if self.longest:
+            text += f"; longest step {excerpt(self.longest[0])}: {_duration(self.longest[1])}"
+        return text
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.3g} min"
+    return format_quantity(seconds, "s")
+
+
+def estimate_duration(plan: Plan, declared: list[list[Acquisition]] | None = None) -> DurationEstimate:
+    """The estimated duration of ``plan``: every declared capture (optional ones included) for its samples
+    and settling time at its rate, plus :data:`CAPTURE_OVERHEAD_S` each. ``declared``: the steps' declarations
+    (e.g. from :func:`check_plan_against`); default: declared here with run seed 0."""
+    if declared is None:
+        declared = [s.declare(step_seed(0, i)) for i, s in enumerate(plan.steps, 1)]
+    captures, signal, longest = 0, 0.0, None
+    for step, acqs in zip(plan.steps, declared):
+        step_signal = sum(a.n_samples / a.sample_rate_hz + a.settle_s for a in acqs)
+        step_total = step_signal + CAPTURE_OVERHEAD_S * len(acqs)
+        captures += len(acqs)
+        signal += step_signal
+        if longest is None or step_total > longest[1]:
+            longest = (step.name, step_total)
+    return DurationEstimate(captures, signal, CAPTURE_OVERHEAD_S * captures, longest)
+
+
+def check_duration(plan: Plan, declared: list[list[Acquisition]] | None = None) -> DurationEstimate:
+    """:func:`estimate_duration`, raising :class:`ConfigError` when it exceeds the plan's ``max_duration``
+    (default :data:`DEFAULT_MAX_DURATION_S`)."""
+    est = estimate_duration(plan, declared)
+    limit = plan.max_duration_s if plan.max_duration_s is not None else DEFAULT_MAX_DURATION_S
+    if est.total_s > limit:
+        hint = ("raise max_duration if that is intended" if plan.max_duration_s is not None else
+                f"if that is intended, say so with a top-level 'max_duration: {_duration(est.total_s * 1.2)}'")
+        raise ConfigError(f"plan: estimated duration {est.describe()} exceeds the limit {_duration(limit)}; {hint}",
+                          plan.file, plan.max_duration_line or 1)
+    return est
 
 
 def step_seed(run_seed: int, index: int) -> int:
@@ -295,7 +402,7 @@ def check_plan_against(plan: Plan, rig, seed: int = 0) -> list[list[Acquisition]
     for i, s in enumerate(plan.steps, 1):
         try:
             acqs = s.declare(step_seed(seed, i))
-        except ValueError as e:
+        except (ValueError, ArithmeticError) as e:
             raise ConfigError(f"step {s.name!r}: {e}", plan.file, s.line) from None
         for a in acqs:
             problem = _check_acquisition(a, plan, rig)

@@ -26,7 +26,7 @@ import numpy as np
 
 from devices import CapabilityError, DeviceError, Radio, StreamConfig, driver_option_types, open_radio
 from devices.paths import PATH_ELEMENTS, Path as RFPath
-from harness.config import ConfigError, LineMap, Section, build, load_yaml
+from harness.config import ConfigError, LineMap, Section, build, excerpt, fail_closed, kind_of, load_yaml, name_in
 from harness.calibration import attach_calibration
 from harness.capture import CaptureRecord, TxRecord
 from harness.errors import LevelError
@@ -55,7 +55,7 @@ class CalibrationSpec:
     sample_rate_hz: float | None = field(default=None, metadata={
         "doc": "sample rate for frequencies listed here (default: the plans' rate, else 7.68 MHz)"})
     max_age_days: float = field(default=30.0, metadata={
-        "doc": "a real rig refuses to run on an older calibration (unless --uncalibrated)"})
+        "doc": "a real rig refuses to run on an older calibration (unless --uncalibrated)", "bounds": (0.0, 3650.0)})
     file: str | None = field(default=None, metadata={
         "doc": "calibration file, relative to the rig file (default: <rig stem>.cal.json)"})
 
@@ -64,6 +64,14 @@ class CalibrationSpec:
 class RigLimits:
     max_rx_input_dbm: float = field(default=10.0, metadata={"doc": "damage level of the RX port"})
     max_dut_input_dbm: float | None = field(default=None, metadata={"doc": "never drive the DUT harder"})
+
+    def __post_init__(self):
+        # a NaN or infinite protection limit would compare false everywhere: no protection at all
+        for name in ("max_rx_input_dbm", "max_dut_input_dbm"):
+            v = getattr(self, name)
+            if (v is not None or name == "max_rx_input_dbm") and not (isinstance(v, (int, float))
+                                                                     and math.isfinite(v)):
+                raise ValueError(f"{name} must be a finite power in dBm, got {excerpt(v)}")
 
 
 @dataclass
@@ -163,17 +171,16 @@ def _parse_path(node: Any, what: str, file: str | None, line: int | None) -> RFP
     if node is None:
         return RFPath([])
     if not isinstance(node, list):
-        raise sec.error("expected a list of path elements (each with 'kind')")
+        raise sec.error(f"expected a list of path elements (each with 'kind'), got {kind_of(node)}")
+    if len(node) > MAX_PATH_ELEMENTS:
+        raise sec.error(f"{len(node)} path elements; at most {MAX_PATH_ELEMENTS} allowed")
     elements = []
     for i, item in enumerate(node):
         iline = node.item_lines[i] if hasattr(node, "item_lines") else line
         isec = Section(item, f"{what}[{i}]", file, iline)
         if not isinstance(item, dict) or "kind" not in item:
             raise isec.error(f"a path element needs 'kind' (one of: {', '.join(sorted(PATH_ELEMENTS))})")
-        cls = PATH_ELEMENTS.get(item["kind"])
-        if cls is None:
-            raise isec.error(f"unknown path element kind {item['kind']!r}; known: {', '.join(sorted(PATH_ELEMENTS))}",
-                             "kind")
+        cls = name_in(item, "kind", PATH_ELEMENTS, isec, "path element kind")
         elements.append(build(cls, item, f"{what}[{i}] ({item['kind']})", file, iline, ignore=("kind",)))
     return RFPath(elements)
 
@@ -181,10 +188,10 @@ def _parse_path(node: Any, what: str, file: str | None, line: int | None) -> RFP
 def _parse_paths(node: Any, what: str, file: str | None, line: int | None) -> tuple[RFPath, RFPath]:
     sec = Section(node, what, file, line)
     if not isinstance(node, dict):
-        raise sec.error("expected a mapping with 'tx_to_dut' and 'dut_to_rx'")
+        raise sec.error(f"expected a mapping with 'tx_to_dut' and 'dut_to_rx', got {kind_of(node)}")
     for key in node:
         if key not in ("tx_to_dut", "dut_to_rx"):
-            raise sec.error(f"unknown path {key!r}; known: dut_to_rx, tx_to_dut", key)
+            raise sec.error(f"unknown path {excerpt(key)}; known: dut_to_rx, tx_to_dut", key)
     for key in ("tx_to_dut", "dut_to_rx"):
         if key not in node:
             raise sec.error(f"missing path {key!r}")
@@ -198,14 +205,17 @@ def parse_dut_model(node: Any, what: str, file: str | None, line: int | None,
     sec = Section(node, what, file, line)
     if not isinstance(node, dict) or "model" not in node:
         raise sec.error(f"a simulated DUT needs 'model' (one of: {', '.join(sorted(models))})")
-    cls = models.get(node["model"])
-    if cls is None:
-        raise sec.error(f"unknown DUT model {node['model']!r}; known: {', '.join(sorted(models))}", "model")
+    cls = name_in(node, "model", models, sec, "DUT model")
     return node["model"], build(cls, node, f"{what} ({node['model']})", file, line, ignore=("model",))
 
 
+#: a path has at most this many elements
+MAX_PATH_ELEMENTS = 50
+
+
+@fail_closed("rig")
 def load_rig(path: str | Path) -> RigSpec:
-    """Read and validate a rig file; raises :class:`ConfigError` naming file, line and field."""
+    """Read and validate a rig file; raises :class:`ConfigError` naming file, line and field, and nothing else."""
     data = load_yaml(path)
     file = str(path)
     head = build(_RigFile, data, "rig", file, 1, ignore=_SECTIONS)

@@ -179,6 +179,12 @@ class MeasurementType:
 
 MEASUREMENTS: dict[str, MeasurementType] = {}
 
+#: bounds the parameter checks share: points of a frequency sweep (each a retune), of a level sweep (adaptive:
+#: it stops past compression, so this only bounds what it declares), levels of a two-tone step
+MAX_SWEEP_POINTS = 1000
+MAX_LEVEL_POINTS = 5000
+MAX_LEVELS = 50
+
 #: modules that register measurement types (imported on first use)
 _MODULES = ["harness.measurements.basic", "harness.measurements.amplifier", "harness.measurements.spectral",
             "harness.measurements.modulation", "harness.measurements.repeater"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,7 +12,8 @@ from harness.figures import compression_figure, intercept_figure, spectrum_figur
 from harness.dsp.amplifier import compression_point, third_order_intercept, two_tone_levels
 from harness.capture import CaptureRecord
 from harness.dsp.spectrum import psd, stimulus_power_dbm, tone_power_dbm, tone_power_uncertainty_db
-from harness.measurements import Output, StepData, StepSettings, by_label, register_measurement
+from harness.measurements import (MAX_LEVEL_POINTS, MAX_LEVELS, Output, StepData, StepSettings, by_label,
+                                  register_measurement)
 from harness.stimulus import StimulusSpec
 from harness.stimulus.tones import CWParams, TwoToneParams, cw, two_tone
 
@@ -57,6 +59,13 @@ class CompressionParams:
             raise ValueError("stop_power_dbm must be above start_power_dbm")
         if not 0.01 <= self.step_db <= 5:
             raise ValueError("step_db must lie in 0.01..5 dB")
+        points = math.floor((self.stop_power_dbm - self.start_power_dbm) / self.step_db + 0.5) + 1
+        if points > MAX_LEVEL_POINTS:
+            raise ValueError(f"the sweep has {points} points; at most {MAX_LEVEL_POINTS} (raise step_db)")
+        if not 0 < self.compression_db <= 10:
+            raise ValueError(f"compression_db must lie in 0..10 dB, got {self.compression_db:g}")
+        if not 0 <= self.overdrive_db <= 20:
+            raise ValueError(f"overdrive_db must lie in 0..20 dB, got {self.overdrive_db:g}")
 
 
 def _check_compression(p: CompressionParams, freq_hz: float, fs_hz: float) -> None:
@@ -136,6 +145,14 @@ class IP3Params:
     slope_tolerance_db_per_db: float = field(default=0.5, metadata=doc(
         "accepted deviation of the IM3 slope from 3 dB/dB"))
     n_samples: int = field(default=131072, metadata=doc("capture length per level"))
+
+    def __post_init__(self):
+        if len(self.levels_db) > MAX_LEVELS:
+            raise ValueError(f"{len(self.levels_db)} levels_db; at most {MAX_LEVELS}")
+        if len({f"{x:+g}" for x in self.levels_db}) != len(self.levels_db):  # each level labels its capture
+            raise ValueError("levels_db lists a level twice")
+        if self.slope_tolerance_db_per_db <= 0:
+            raise ValueError("slope_tolerance_db_per_db must be above 0")
 
 
 def _tones(p: IP3Params, fs_hz: float):

@@ -165,6 +165,10 @@ class AmAmParams:
     n_samples: int = field(default=262144, metadata=doc("capture length"))
     bin_width_db: float = field(default=0.5, metadata=doc("input power bin"))
 
+    def __post_init__(self):
+        if not 0.01 <= self.bin_width_db <= 10:
+            raise ValueError(f"bin_width_db must lie in 0.01..10 dB, got {self.bin_width_db:g}")
+
 
 @register_measurement("am_am_pm", AmAmParams, outputs=[
     Output("small_signal_gain_db", "gain at low instantaneous input power"),

@@ -8,16 +8,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.capture import CaptureRecord
-from harness.config import doc
+from harness.config import doc, excerpt
 from harness.figures import spectrum_figure
 from harness.dsp.ripple import feedback_ripple, line_level_db, smoothed_ripple_db, transfer_magnitude
 from harness.dsp.spectrum import band_power_uncertainty_db, psd, tone_power_dbm, tone_power_uncertainty_db
-from harness.measurements import (MeasurementError, Output, StepData, StepSettings, by_label,
+from harness.measurements import (MAX_SWEEP_POINTS, MeasurementError, Output, StepData, StepSettings, by_label,
                                   register_measurement)
 from harness.plots import Plot
 from harness.stimulus import StimulusSpec, Waveform
 from harness.stimulus.noise import NoiseParams
-from harness.stimulus.tones import CWParams, MultiToneParams, TonesParams, multitone, snap_to_grid
+from harness.stimulus.tones import MAX_TONES, CWParams, MultiToneParams, TonesParams, multitone, snap_to_grid
 
 
 # ------------------------------------------------------------------ gain flatness
@@ -28,6 +28,10 @@ class FlatnessParams:
     n_tones: int = field(default=41, metadata=doc("tones across the span"))
     center_offset_hz: float = field(default=0.0, metadata=doc("centre of the span vs the LO"))
     n_samples: int = field(default=131072, metadata=doc("capture length"))
+
+    def __post_init__(self):
+        if self.n_tones > MAX_TONES:
+            raise ValueError(f"n_tones {self.n_tones} is above {MAX_TONES}")
 
 
 def _comb_spec(p: FlatnessParams) -> StimulusSpec:
@@ -80,6 +84,16 @@ class OobGainParams:
     def __post_init__(self):
         if self.passband_high_hz <= self.passband_low_hz:
             raise ValueError("passband_high_hz must be above passband_low_hz")
+        points = 2 * sum(_range_points(lo, self.max_offset_hz if hi is None else hi, self.step_hz)
+                         for _, lo, hi in OOB_RANGES)
+        if points > MAX_SWEEP_POINTS:
+            raise ValueError(f"the sweep has {points} points; at most {MAX_SWEEP_POINTS} (raise step_hz to "
+                             f"{self.step_hz * points / MAX_SWEEP_POINTS:.3g} Hz or more)")
+
+
+def _range_points(lo: float, hi: float, step: float) -> int:
+    """How many points ``np.arange(lo, hi + step / 2, step)`` has (without making them)."""
+    return max(0, math.ceil((hi + step / 2 - lo) / step))
 
 
 def oob_offsets(p: OobGainParams) -> list[tuple[str, float]]:
@@ -183,6 +197,12 @@ class InputImdParams:
         "and IQ images out of the measurement bandwidth"))
     n_samples: int = field(default=131072, metadata=doc("capture length"))
 
+    def __post_init__(self):
+        if self.channel_high_hz <= self.channel_low_hz:
+            raise ValueError("channel_high_hz must be above channel_low_hz")
+        if self.side not in ("upper", "lower"):
+            raise ValueError(f"side must be 'upper' or 'lower', not {excerpt(self.side)}")
+
 
 def _lo_rf(p: InputImdParams) -> float:
     mid = (p.channel_low_hz + p.channel_high_hz) / 2
@@ -254,6 +274,10 @@ class OscillationParams:
     line_threshold_db: float = field(default=15.0, metadata=doc(
         "a spectral line this far above the in-band noise, with no input, is an oscillation"))
     n_samples: int = field(default=262144, metadata=doc("capture length"))
+
+    def __post_init__(self):
+        if self.line_threshold_db <= 0:
+            raise ValueError("line_threshold_db must be above 0 dB")
 
 
 #: period of the noise stimulus whose whole periods give |H|

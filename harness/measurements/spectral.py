@@ -23,6 +23,16 @@ from harness.measurements import (MeasurementError, Output, StepData, StepSettin
 from harness.stimulus import StimulusSpec
 
 
+#: most adjacent channel offsets of an ACRR step, most rows of an emission mask
+MAX_ADJACENT = 10
+MAX_MASK_ROWS = 100
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0 < value <= 1:
+        raise ValueError(f"{name} must lie in 0..1 (above 0), got {value:g}")
+
+
 def carrier_of(stimulus: StimulusSpec | None, standard: str | None = None,
                channel_bandwidth_hz: float | None = None) -> tuple[str, float]:
     """(standard "utra" | "eutra", channel bandwidth Hz) of a stimulus, unless given explicitly."""
@@ -64,6 +74,10 @@ class OutputPowerParams:
     channel_bandwidth_hz: float | None = None
     alc_settle_s: float = field(default=10e-3, metadata=doc("let the ALC settle after each level change"))
     n_samples: int = field(default=131072, metadata=doc("capture length"))
+
+    def __post_init__(self):
+        if not 0 <= self.overdrive_db <= 40:
+            raise ValueError(f"overdrive_db must lie in 0..40 dB, got {self.overdrive_db:g}")
 
 
 def _declare_output_power(p: OutputPowerParams, s: StepSettings):
@@ -110,6 +124,9 @@ class AclrParams:
     channel_bandwidth_hz: float | None = field(default=None, metadata=doc("E-UTRA channel; default the stimulus'"))
     usable_fraction: float = field(default=0.9, metadata=doc("fraction of ±fs/2 trusted (anti-alias roll-off)"))
     n_samples: int = field(default=262144, metadata=doc("capture length"))
+
+    def __post_init__(self):
+        _check_fraction("usable_fraction", self.usable_fraction)
 
 
 def _worst(*vals):
@@ -164,6 +181,13 @@ class AcrrParams:
     standard: Literal["utra", "eutra"] | None = None
     channel_bandwidth_hz: float | None = None
     n_samples: int = field(default=131072, metadata=doc("capture length"))
+
+    def __post_init__(self):
+        if not 1 <= len(self.adjacent_offsets_hz) <= MAX_ADJACENT:
+            raise ValueError(f"adjacent_offsets_hz needs 1..{MAX_ADJACENT} offsets, "
+                             f"got {len(self.adjacent_offsets_hz)}")
+        if any(off <= 0 for off in self.adjacent_offsets_hz):
+            raise ValueError("adjacent_offsets_hz must be above 0 (each is measured below and above)")
 
 
 def _check_acrr(p: AcrrParams, freq_hz: float, fs_hz: float) -> None:
@@ -231,6 +255,10 @@ class MaskRowSpec:
     mbw_hz: float = field(metadata=doc("measurement bandwidth"))
     limit_stop_dbm: float | None = field(default=None, metadata=doc("limit at the stop (sloped rows)"))
 
+    def __post_init__(self):
+        if self.stop_hz <= self.start_hz:
+            raise ValueError(f"stop_hz {self.stop_hz:g} must be above start_hz {self.start_hz:g}")
+
 
 @dataclass
 class EmissionMaskParams:
@@ -243,6 +271,11 @@ class EmissionMaskParams:
     standard: Literal["utra", "eutra"] | None = None
     usable_fraction: float = 0.9
     n_samples: int = 262144
+
+    def __post_init__(self):
+        if not 1 <= len(self.mask) <= MAX_MASK_ROWS:
+            raise ValueError(f"mask needs 1..{MAX_MASK_ROWS} rows, got {len(self.mask)}")
+        _check_fraction("usable_fraction", self.usable_fraction)
 
 
 @register_measurement("emission_mask", EmissionMaskParams, declare=_declare_wideband, outputs=[
@@ -280,6 +313,10 @@ class ObwParams:
     stimulus: StimulusSpec = field(metadata=doc("carrier at the DUT input"))
     fraction: float = field(default=0.99, metadata=doc("power fraction"))
     n_samples: int = 131072
+
+    def __post_init__(self):
+        if not 0 < self.fraction < 1:
+            raise ValueError(f"fraction must lie strictly between 0 and 1, got {self.fraction:g}")
 
 
 def _declare_obw(p: ObwParams, s: StepSettings):

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.config import Section, build
+from harness.config import MAX_SAMPLES, Section, build, name_in
 
 
 @dataclass
@@ -73,6 +73,23 @@ class StimulusKind:
 
 STIMULI: dict[str, StimulusKind] = {}
 
+#: longest waveform period a stimulus may have (samples), shortest a tonal one may have
+MAX_PERIOD = 1 << 20
+MIN_PERIOD = 16
+
+
+def check_period(n_samples: int) -> None:
+    """A stimulus' waveform period: MIN_PERIOD..MAX_PERIOD samples (ValueError otherwise)."""
+    if not MIN_PERIOD <= n_samples <= MAX_PERIOD:
+        raise ValueError(f"n_samples {n_samples} is outside {MIN_PERIOD}..{MAX_PERIOD}")
+
+
+def check_length(n_samples: float, what: str) -> None:
+    """A waveform of ``n_samples`` at its rate may be generated (before generating it)."""
+    if n_samples > MAX_SAMPLES:
+        raise ValueError(f"{what} would be {n_samples:.4g} samples long; at most {MAX_SAMPLES} "
+                         f"(lower the sample rate or the period)")
+
 
 def register_stimulus(name: str, params: type):
     """Decorator: register ``generate(params, sample_rate_hz, seed) -> Waveform`` as stimulus ``name``."""
@@ -104,9 +121,7 @@ def parse_stimulus(node: Any, what: str, file: str | None = None, line: int | No
     sec = Section(node, what, file, line)
     if not isinstance(node, dict) or "type" not in node:
         raise sec.error(f"a stimulus needs 'type' (one of: {', '.join(sorted(STIMULI))})")
-    kind = STIMULI.get(node["type"])
-    if kind is None:
-        raise sec.error(f"unknown stimulus type {node['type']!r}; known: {', '.join(sorted(STIMULI))}", "type")
+    kind = name_in(node, "type", STIMULI, sec, "stimulus type")
     return StimulusSpec(kind.name, build(kind.params, node, what, file, line, ignore=("type",)))
 
 

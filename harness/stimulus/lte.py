@@ -28,7 +28,7 @@ from scipy import fft as sfft
 from scipy import signal
 
 from harness.config import doc
-from harness.stimulus import Waveform, register_stimulus
+from harness.stimulus import Waveform, check_length, register_stimulus
 
 SUBCARRIER_HZ = 15e3
 N_RB_MAX = 110
@@ -424,13 +424,18 @@ class LteParams:
             raise ValueError(f"test_model must be one of {', '.join(TEST_MODELS)}, not {self.test_model!r}")
         if not 0 <= self.cell_id <= 503:
             raise ValueError(f"cell_id {self.cell_id} outside 0..503")
-        if self.n_subframes < 1:
-            raise ValueError("n_subframes must be at least 1")
+        if not 1 <= self.n_subframes <= MAX_SUBFRAMES:
+            raise ValueError(f"n_subframes must lie in 1..{MAX_SUBFRAMES}, got {self.n_subframes}")
+
+
+#: longest waveform period in subframes (1 ms each)
+MAX_SUBFRAMES = 20
 
 
 @register_stimulus("lte", LteParams)
 def lte(p: LteParams, sample_rate_hz: float, seed: int = 0) -> Waveform:
     """LTE downlink E-TM1.1 / E-TM3.1-like test model (one port, normal CP)."""
+    check_length(p.n_subframes * 1e-3 * max(sample_rate_hz, 30.72e6), "the LTE waveform")
     x, fr = lte_downlink(p.bandwidth_hz, p.test_model, sample_rate_hz, seed, p.cell_id, p.n_subframes,
                          p.center_offset_hz)
     df = sample_rate_hz / x.size

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.config import doc
-from harness.stimulus import Waveform, register_stimulus
+from harness.stimulus import Waveform, check_period, register_stimulus
 
 
 @dataclass
@@ -27,8 +27,7 @@ class NoiseParams:
     def __post_init__(self):
         if self.bandwidth_hz <= 0:
             raise ValueError("bandwidth_hz must be positive")
-        if self.n_samples < 16:
-            raise ValueError("n_samples must be at least 16")
+        check_period(self.n_samples)
 
 
 def noise_bins(bandwidth_hz: float, center_offset_hz: float, sample_rate_hz: float, n_samples: int) -> np.ndarray:

@@ -11,7 +11,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.config import doc
-from harness.stimulus import Waveform, register_stimulus
+from harness.stimulus import Waveform, check_period, register_stimulus
+
+#: most tones of a multi-tone or tones stimulus, and most tones x period samples (generation time)
+MAX_TONES = 1000
+MAX_TONE_SAMPLES = 1 << 26
+
+
+def _check_comb(n_tones: int, n_samples: int, what: str = "n_tones") -> None:
+    if not 1 <= n_tones <= MAX_TONES:
+        raise ValueError(f"{what} must lie in 1..{MAX_TONES}, got {n_tones}")
+    if n_tones * n_samples > MAX_TONE_SAMPLES:
+        raise ValueError(f"{n_tones} tones over a period of {n_samples} samples is too long to generate "
+                         f"(at most {MAX_TONE_SAMPLES} tone samples)")
 
 
 def snap_to_grid(freq_hz: float, sample_rate_hz: float, n_samples: int) -> float:
@@ -42,6 +54,9 @@ class CWParams:
     offset_hz: float | None = field(default=None, metadata=doc("offset from the centre frequency; default fs/10"))
     n_samples: int = field(default=16384, metadata=doc("waveform period in samples"))
 
+    def __post_init__(self):
+        check_period(self.n_samples)
+
 
 @register_stimulus("cw", CWParams)
 def cw(p: CWParams, sample_rate_hz: float, seed: int = 0) -> Waveform:
@@ -58,6 +73,9 @@ class TwoToneParams:
     spacing_hz: float = field(default=1e6, metadata=doc("tone spacing f2 - f1"))
     center_offset_hz: float | None = field(default=None, metadata=doc("midpoint of the tones vs the LO; default fs/10"))
     n_samples: int = field(default=16384, metadata=doc("waveform period in samples"))
+
+    def __post_init__(self):
+        check_period(self.n_samples)
 
 
 @register_stimulus("two_tone", TwoToneParams)
@@ -82,6 +100,10 @@ class MultiToneParams:
     spacing_hz: float = field(default=100e3, metadata=doc("tone spacing"))
     center_offset_hz: float = field(default=0.0, metadata=doc("centre of the tone comb vs the LO"))
     n_samples: int = field(default=16384, metadata=doc("waveform period in samples"))
+
+    def __post_init__(self):
+        check_period(self.n_samples)
+        _check_comb(self.n_tones, self.n_samples)
 
 
 @register_stimulus("multitone", MultiToneParams)
@@ -109,8 +131,8 @@ class TonesParams:
     n_samples: int = field(default=65536, metadata=doc("waveform period in samples"))
 
     def __post_init__(self):
-        if not self.tones_hz:
-            raise ValueError("tones_hz needs at least one tone")
+        check_period(self.n_samples)
+        _check_comb(len(self.tones_hz), self.n_samples, "the number of tones_hz")
         if self.phases_rad and len(self.phases_rad) != len(self.tones_hz):
             raise ValueError("phases_rad needs one phase per tone")
 

@@ -27,7 +27,7 @@ import numpy as np
 from scipy import signal
 
 from harness.config import doc
-from harness.stimulus import Waveform, register_stimulus
+from harness.stimulus import Waveform, check_length, register_stimulus
 
 CHIP_RATE_HZ = 3.84e6
 ROLL_OFF = 0.22
@@ -304,6 +304,10 @@ def wcdma_chips(n_dpch: int = 64, scrambling_code_number: int = 0, n_frames: int
 
 
 # --------------------------------------------------------------------------- stimulus
+#: longest waveform period in frames (10 ms each)
+MAX_FRAMES = 8
+
+
 @dataclass
 class WcdmaParams:
     power_dbm: float = field(metadata=doc("total mean power at the DUT input"))
@@ -317,8 +321,8 @@ class WcdmaParams:
             raise ValueError(f"n_dpch must be 16, 32 or 64, not {self.n_dpch}")
         if not 0 <= self.scrambling_code < 512:
             raise ValueError(f"scrambling_code must be 0..511, not {self.scrambling_code}")
-        if self.n_frames < 1:
-            raise ValueError("n_frames must be at least 1")
+        if not 1 <= self.n_frames <= MAX_FRAMES:
+            raise ValueError(f"n_frames must lie in 1..{MAX_FRAMES}, got {self.n_frames}")
 
 
 def rate_plan(sample_rate_hz: float, chip_rate_hz: float = CHIP_RATE_HZ) -> tuple[int, int, int]:
@@ -330,12 +334,17 @@ def rate_plan(sample_rate_hz: float, chip_rate_hz: float = CHIP_RATE_HZ) -> tupl
         return ratio.numerator, 1, 1
     osr = 8
     r = ratio / osr
+    if max(r.numerator, r.denominator) > 4096:  # a polyphase filter that long would take minutes to build
+        raise ValueError(f"sample rate {sample_rate_hz:.9g} Hz is not a simple ratio of the chip rate "
+                         f"{chip_rate_hz / 1e6:g} Mcps")
     return osr, r.numerator, r.denominator
 
 
 @register_stimulus("wcdma", WcdmaParams)
 def wcdma(p: WcdmaParams, sample_rate_hz: float, seed: int = 0) -> Waveform:
     """WCDMA downlink close to UTRA Test Model 1 (3.84 Mcps, RRC 0.22)."""
+    check_length(p.n_frames * CHIPS_PER_FRAME / CHIP_RATE_HZ * max(sample_rate_hz, 8 * CHIP_RATE_HZ),
+                 "the WCDMA waveform")
     half_bw = (1 + ROLL_OFF) * CHIP_RATE_HZ / 2
     if abs(p.center_offset_hz) + half_bw > 0.5 * sample_rate_hz:
         raise ValueError(f"WCDMA carrier at {p.center_offset_hz / 1e6:.4g} MHz (±{half_bw / 1e6:.4g} MHz) does not fit "
