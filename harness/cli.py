@@ -42,21 +42,31 @@ def resolve(path: str, kind: str) -> Path:
 
 
 # ----------------------------------------------------------------- run
-def _record_refusal(args, name: str, file: str | None, error: Exception) -> None:
-    """A plan or rig refused before the run began still leaves a run directory whose junit.xml is red."""
+def _record_refusal(args, name: str, file: str | None, error: Exception) -> str:
+    """A plan or rig refused before the run began still leaves a run directory whose junit.xml is red.
+    Returns what to add to the refusal's one line when that record cannot be written."""
     from harness.rundir import open_run_dir
     from harness.runner import write_rejection
 
     try:
         run_dir = open_run_dir(Path(args.out) if args.out else None, name, force=args.force)
     except ConfigError as e:
-        _err(f"(no junit.xml written: {e})")
-        return
+        return f" (no junit.xml written: {e})"
     try:
         write_rejection(run_dir.path, name, file, error)
-        print(f"Results: {run_dir.path / 'results.json'}")
     finally:
         run_dir.close()
+    return ""
+
+
+def _operator(yes: bool):
+    """Who makes the connections a rig cannot switch (dut_bypass: manual): the person at the terminal,
+    nobody to ask (--yes: the connection is made already), or None when neither."""
+    if yes:
+        return lambda message: None
+    if sys.stdin is not None and sys.stdin.isatty():
+        return lambda message: input(f"{message} Press Enter when done (Ctrl-C aborts): ")
+    return None
 
 
 def cmd_run(args) -> int:
@@ -73,14 +83,13 @@ def cmd_run(args) -> int:
             raise ConfigError("plan names no rig; give --rig RIG", plan.file)
         rig = load_rig(resolve(str(rig_path), "rig"))
     except ConfigError as e:
-        _err(str(e))
-        _record_refusal(args, Path(args.plan).stem, args.plan, e)
+        _err(str(e) + _record_refusal(args, Path(args.plan).stem, args.plan, e))
         return EXIT_CONFIG
     rig.uncalibrated = args.uncalibrated  # nominal paths, no calibration required (recorded in results)
     console = _console(args.quiet)
     try:
         code, rec = run_plan(plan, rig, Path(args.out) if args.out else None, seed=args.seed,
-                             reporter=Reporter(console), force=args.force)
+                             reporter=Reporter(console), force=args.force, operator=_operator(args.yes))
     except ConfigError as e:
         _err(str(e))
         return EXIT_CONFIG
@@ -342,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run directory (default: runs/<time>-<plan>, made unique); one that holds "
                                  "another run is refused unless --force")
     r.add_argument("--force", action="store_true", help="clear --out if it holds another run")
+    r.add_argument("--yes", action="store_true", help="on a rig whose thru is connected by hand "
+                                                      "(dut_bypass: manual): do not ask, it is connected")
     r.add_argument("--seed", type=seed_arg, default=0, help="seed of simulated rigs and stimulus, 0..2**32-1 "
                                                             "(default 0)")
     r.add_argument("--quiet", action="store_true", help="no progress output")

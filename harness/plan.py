@@ -420,6 +420,10 @@ def _check_acquisition(a: Acquisition, plan: Plan, rig) -> str | None:
         rig.check(a.freq_hz, a.sample_rate_hz, a.span_hz)
     except CapabilityError as e:
         return str(e)
+    if a.thru:
+        problem = rig.bypass_problem()
+        if problem:
+            return f"a thru step needs the DUT bypassed, and {problem}"
     if "tx_timing" in a.requires and rig.caps.timing != "tx_timestamps":
         return (f"the analysis needs captures timed against the transmitter, and {rig.caps.driver} does not "
                 f"timestamp them (timing: {rig.caps.timing or 'none'}); an absolute delay cannot be measured "

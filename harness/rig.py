@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -99,6 +99,9 @@ class RigSpec:
     setup_sha256: str = ""
     #: run option (--uncalibrated): ignore any calibration, use the nominal paths
     uncalibrated: bool = False
+    #: how the DUT is replaced by a thru (thru and floor steps, calibration): "switch" (an RF switch the
+    #: radio drives; the simulated bench has one), "manual" (the operator connects it), "none"
+    dut_bypass: str = "none"
 
     @property
     def calibration_file(self) -> Path | None:
@@ -144,6 +147,9 @@ class _RigFile:
     limits: RigLimits = field(default_factory=RigLimits)
     emulate: Literal["pluto"] | None = field(default=None, metadata={
         "doc": "start an emulated board of this kind streaming the sim bench; device is then e.g. 'pluto:'"})
+    dut_bypass: Literal["switch", "manual", "none"] = field(default="none", metadata={
+        "doc": "how thru/floor steps replace the DUT: switch (an RF switch the radio drives), manual (the "
+               "operator is asked), none (such steps are refused)"})
 
 
 _SECTIONS = ("paths", "dut", "sim")
@@ -224,7 +230,8 @@ def load_rig(path: str | Path) -> RigSpec:
     tx_path, rx_path = _parse_paths(data["paths"], "paths", file, data.line_of("paths"))
     spec = RigSpec(name=head.name, device=head.device, tx_to_dut=tx_path, dut_to_rx=rx_path,
                    description=head.description, tx=head.tx, rx=head.rx, calibration=head.calibration,
-                   limits=head.limits, file=file, setup_sha256=setup_hash(data), emulate=head.emulate)
+                   limits=head.limits, file=file, setup_sha256=setup_hash(data), emulate=head.emulate,
+                   dut_bypass=head.dut_bypass)
     if spec.emulate and not spec.device.startswith(f"{spec.emulate}:"):
         raise ConfigError(f"rig: an emulated {spec.emulate} needs device '{spec.emulate}:' (its address is filled in "
                           f"when the emulator starts)", file, data.line_of("device"))
@@ -278,6 +285,8 @@ class Rig:
         self._rx_bw_hz: float | None = None
         self.tx_setting: TxSetting | None = None
         self.dut_bypassed = False
+        #: asks the operator to make a connection (``input``-like; for dut_bypass: manual), None: nobody
+        self.operator: Callable[[str], Any] | None = None
         #: the thru calibration in use (harness.calibration.Calibration), None: nominal paths
         self.calibration = None
         #: how the DUT-plane levels are obtained, for the results header
@@ -308,17 +317,40 @@ class Rig:
         self.radio.close()
 
     def bypass_dut(self, on: bool) -> None:
-        """Switch a thru in place of the DUT (True) or the DUT back (False).
+        """Put a thru in place of the DUT (True) or the DUT back (False), as the rig file declares.
 
-        Only a simulated bench has the switch today (the radio's set_dut_bypass); a real
-        bench would need an RF switch driver, so thru steps on it fail with a clear message.
+        ``dut_bypass: switch``: the radio's RF switch (the simulated bench has
+        one); ``manual``: :attr:`operator` is asked to connect it (the
+        transmitter is off meanwhile); ``none``: refused (validation refuses
+        thru steps on such a rig before anything transmits).
         """
-        try:
-            self.radio.set_dut_bypass(bool(on))
-        except CapabilityError:
-            raise DeviceError(f"rig {self.spec.name!r} has no DUT bypass switch: thru (floor) and calibration "
-                              f"steps cannot switch the DUT out unattended") from None
+        how = self.spec.dut_bypass
+        if how == "switch":
+            try:
+                self.radio.set_dut_bypass(bool(on))
+            except CapabilityError as e:
+                raise DeviceError(f"rig {self.spec.name!r} declares a DUT bypass switch, but {e}") from None
+        elif how == "manual":
+            if self.operator is None:
+                raise DeviceError(f"rig {self.spec.name!r}: the thru is connected by hand (dut_bypass: manual) "
+                                  f"and nobody can be asked (no terminal, no --yes)")
+            self.stop()
+            self.operator("Connect the thru in place of the DUT (DUT input plane to DUT output plane)." if on
+                          else "Reconnect the DUT in place of the thru.")
+        else:
+            raise DeviceError(f"rig {self.spec.name!r} declares no DUT bypass (dut_bypass: none): thru and "
+                              f"floor steps cannot replace the DUT")
         self.dut_bypassed = bool(on)
+
+    def bypass_problem(self) -> str | None:
+        """Why a thru cannot be put in place of the DUT on this rig (None: it can)."""
+        how = self.spec.dut_bypass
+        if how == "none":
+            return ("the rig declares no DUT bypass (dut_bypass: none): declare 'switch' for an RF switch the "
+                    "radio drives or 'manual' to be asked to connect the thru")
+        if how == "manual" and self.operator is None:
+            return "the thru is connected by hand (dut_bypass: manual): run from a terminal or give --yes"
+        return None
 
     def __enter__(self) -> "Rig":
         return self

@@ -178,13 +178,15 @@ RecordSink = Callable[[int, Step, list[CaptureRecord], StepData], None]
 
 
 def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: int = 0,
-             reporter: Reporter | None = None, record_sink: RecordSink | None = None, force: bool = False
-             ) -> tuple[int, RunRecorder | None]:
+             reporter: Reporter | None = None, record_sink: RecordSink | None = None, force: bool = False,
+             operator: Callable[[str], object] | None = None) -> tuple[int, RunRecorder | None]:
     """Run ``plan`` on ``rig_spec``. Returns (exit code, recorder); never leaves a transmitter running.
 
     The run directory is created and locked first (``out_dir``, refused if it
     holds another run unless ``force``); a plan the rig refuses is recorded
     there as a rejected run (exit 2 via :class:`ConfigError`, nothing transmitted).
+    ``operator`` is asked to make connections on a rig whose thru is connected
+    by hand (``dut_bypass: manual``); None: nobody can be asked.
     """
     reporter = reporter or Reporter()
     run_dir = open_run_dir(Path(out_dir) if out_dir else None, plan.name, force=force)
@@ -192,6 +194,7 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
     try:
         try:
             rig = Rig.open(rig_spec, seed=seed)
+            rig.operator = operator
         except (ConfigError, DeviceError) as e:
             write_rejection(run_dir.path, plan.name, plan.file, e)
             raise

@@ -204,3 +204,56 @@ steps:
     assert "does not timestamp them (timing: none)" in err
     with Rig.open(load_rig(RIGS / "sim-amplifier.yaml")) as r:  # the simulated board does
         assert r.caps.timing == "tx_timestamps" and check_plan_against(load_plan(plan), r)
+
+
+THRU_PLAN = """\
+name: floor
+dut: {type: amplifier}
+defaults: {frequency: 2140 MHz, sample_rate: 30.72 MHz}
+steps:
+  - name: ACLR floor
+    measurement: aclr
+    thru: true
+    stimulus: {type: wcdma, power: 10 dBm}
+  - name: ACLR
+    measurement: aclr
+    floor: ACLR floor
+    stimulus: {type: wcdma, power: -10 dBm}
+    limits: {aclr_adjacent: {max: -45 dBc}}
+"""
+
+
+def test_dut_bypass_is_a_declared_rig_resource(tmp_path, monkeypatch, capsys):
+    """A thru step needs the rig to declare how the DUT is bypassed: none is refused before transmitting,
+    a switch is driven, a manual bypass asks the operator (or --yes), and nobody to ask is refused."""
+    played = _plays(monkeypatch)
+    plan = write_plan(tmp_path, THRU_PLAN)
+    none = write_rig(tmp_path, name="none.yaml", dut_bypass="none")
+    code = main(["run", str(plan), "--rig", str(none), "--out", str(tmp_path / "r1"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and played == [] and "'ACLR floor', capture 'capture': a thru step needs the DUT bypassed" \
+        in err and "dut_bypass: none" in err
+
+    manual = load_rig(write_rig(tmp_path, name="manual.yaml", dut_bypass="manual"))
+    with pytest.raises(ConfigError, match="connected by hand .* run from a terminal or give --yes"):
+        run_plan(load_plan(plan), manual, tmp_path / "r2")  # nobody to ask
+    asked = []
+
+    def operator(message):  # the person at the bench, who has the simulated bench's thru at hand
+        asked.append(message)
+        rig.radio.set_dut_bypass(message.startswith("Connect the thru"))
+
+    real_open = Rig.open.__func__
+
+    def open_(cls, *a, **k):
+        nonlocal rig
+        rig = real_open(cls, *a, **k)
+        return rig
+
+    rig = None
+    monkeypatch.setattr(Rig, "open", classmethod(open_))
+    code, rec = run_plan(load_plan(plan), manual, tmp_path / "r3", operator=operator)
+    assert code == 0 and [a.split(" ")[0] for a in asked] == ["Connect", "Reconnect"]
+    switched, _ = run_plan(load_plan(plan), load_rig(RIGS / "sim-amplifier.yaml"), tmp_path / "r4")
+    floors = [read_results(d)["steps"][0]["measurements"][0]["value"] for d in (tmp_path / "r3", tmp_path / "r4")]
+    assert floors[0] == pytest.approx(floors[1], abs=1.0)  # the same thru, by hand or by switch
