@@ -53,6 +53,7 @@ channel, triggers.
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import math
@@ -96,6 +97,15 @@ CALIB_MODES = ("auto", "manual", "manual_tx_quad", "tx_quad", "rf_dc_offs", "rss
 ENSM_MODES = ("sleep", "wait", "alert", "fdd", "pinctrl", "pinctrl_fdd_indep")
 _ENSM_RF_ON = ("fdd", "pinctrl", "pinctrl_fdd_indep")
 AGC_TARGET_DBFS = -12.0
+#: slow_attack/hybrid AGC: gain update interval (s of sample time) and largest step per update (dB)
+AGC_UPDATE_S = 1e-3
+AGC_SLOW_STEP_DB = 2.0
+#: the sample timeline's clocks (see PlutoEmulator)
+CLOCK_MODES = ("lockstep", "paced")
+#: lockstep: longest an RX block waits for a streaming TX client's next push (s)
+STREAM_WAIT_MAX_S = 1.0
+#: longest a streamed push waits for room in the DMA queue (s)
+PUSH_WAIT_MAX_S = 20.0
 DDS_ACC_BITS = 16
 
 
@@ -244,23 +254,15 @@ class _RxBuffer(BufferHandle):
         self.samples = samples
         self.cols = [int(c.id[-1]) for c in channels]  # 0 = I, 1 = Q
         self.started = False  # a READBUF came since the DMA was enabled
+        self.pos = emu._rx_open_position()  # timeline index of this buffer's next sample
 
     def read(self, n_samples: int, idle_s: float = 0.0) -> bytes:
         emu = self.emu
         with emu.lock:
+            start = emu._rx_reserve(self, n_samples, idle_s)
             emu._begin_read()
             try:
-                # The DMA keeps filling BUFFERS_COUNT blocks while the client is away (idle_s: the
-                # client's own delay, the emulator's serving time excluded by the server).
-                budget = emu.buffers_count * self.samples / emu.rate_hz
-                if not self.started:
-                    budget += emu.overflow_margin_s
-                    self.started = True
-                if idle_s > budget or emu._pending_overflow:
-                    emu._pending_overflow = False
-                    emu.rx_regs.values[REG_DMA_STATUS] = emu.rx_regs.values.get(REG_DMA_STATUS, 0) | RX_OVERFLOW_BIT
-                    emu.rx_overflows += 1
-                plan = emu._rx_plan(n_samples)
+                plan = emu._rx_plan(start, n_samples)
             except BaseException:
                 emu._end_read()
                 raise
@@ -271,7 +273,7 @@ class _RxBuffer(BufferHandle):
                 emu._end_read()
         if level_dbfs is not None:
             with emu.lock:
-                emu._agc(level_dbfs)
+                emu._agc(level_dbfs, n_samples / emu.rate_hz)
         if self.cols != [0, 1]:
             iq = np.ascontiguousarray(iq[:, self.cols])
         return iq.tobytes()
@@ -295,7 +297,10 @@ class _TxBuffer(BufferHandle):
             if self.cyclic and self.pushed:
                 raise IIOError(errno.EBUSY, "a cyclic buffer takes one push")
             self.pushed = True
-            self.emu._dma_push(codes, self.cyclic)
+            if self.cyclic:
+                self.emu._dma_push(codes, True)
+            else:
+                self.emu._stream_push(self, codes)
 
     def close(self) -> None:
         with self.emu.lock:
@@ -310,9 +315,12 @@ class PlutoEmulator:
     """AD9363/AD9364 + Pluto HDL device model on a :class:`SimBench` (see module doc)."""
 
     def __init__(self, bench, model: str = "ad9363a", buffers_count: int = 4,
-                 overflow_margin_s: float = OVERFLOW_MARGIN_S):
+                 overflow_margin_s: float = OVERFLOW_MARGIN_S, clock: str = "lockstep"):
         if model not in MODELS:
             raise ValueError(f"unknown Pluto model {model!r}; known: {', '.join(MODELS)}")
+        if clock not in CLOCK_MODES:
+            raise ValueError(f"unknown clock {clock!r}; known: {', '.join(CLOCK_MODES)}")
+        self.clock = clock
         self.bench = bench
         self.model = model
         lo_min, lo_max, self.rx_bw_max, self.tx_bw_max, hw_model = MODELS[model]
@@ -323,6 +331,7 @@ class PlutoEmulator:
         self.lock = threading.RLock()
         #: RX blocks being computed outside the lock, and changes to the bench waiting for them
         self._stream = threading.Condition(self.lock)
+        self._bench_lock = threading.Lock()  # one RX block at a time loads the TX window and reads
         self._reads_in_flight = 0
         self._bench_waiters = 0
         self.buffers_count = int(buffers_count)
@@ -347,7 +356,17 @@ class PlutoEmulator:
         self.dma_codes: np.ndarray | None = None  # (n, 2) int16 12-bit codes of the TX buffer
         self.dma_cyclic = False
         self.dma_owner: _TxBuffer | None = None
-        self.dma_burst_end = 0.0  # monotonic time the last one-shot burst has played out
+        # The sample timeline shared by RX and TX (absolute samples at the current rate).
+        self._t = 0.0  # "now": the DMA's position on the timeline
+        self._mark = time.monotonic()  # wall-clock time at which _t was last advanced
+        self._gaps = np.random.default_rng(getattr(bench, "seed", 0) + 0x9361)  # new RX buffers' start
+        self.tx_origin = 0  # timeline index where sample 0 of a cyclic DMA buffer or the DDS plays
+        self.tx_queue: collections.deque = collections.deque()  # streamed pushes: (start, codes)
+        self.tx_next = 0  # timeline index where the next streamed push plays
+        self.tx_underflows = 0
+        self.tx_wanted = 0  # (lockstep) the furthest timeline index an RX block waits for
+        self.tx_last_push = 0.0
+        self.rssi_db = 0.0
         self.rx_buffers: set[_RxBuffer] = set()
         self.rx_overflows = 0
         self._pending_overflow = False
@@ -373,10 +392,12 @@ class PlutoEmulator:
         """(Lock held) count an RX block about to be computed; pending bench changes go first."""
         while self._bench_waiters:
             self._stream.wait()
+        self._advance()
         self._reads_in_flight += 1
 
     def _end_read(self) -> None:
         """(Lock held) the block is computed."""
+        self._advance()
         self._reads_in_flight -= 1
         if not self._reads_in_flight:
             self._stream.notify_all()
@@ -412,22 +433,32 @@ class PlutoEmulator:
             raise IIOError(errno.EINVAL, str(e)) from e
 
     def _tx_codes(self) -> tuple[np.ndarray | None, bool]:
-        """What the DAC plays now: (12-bit I/Q codes, cyclic) or (None, _)."""
+        """What the DAC plays now: (12-bit I/Q codes, cyclic) or (None, _); a streamed
+        buffer's codes are on the timeline (:meth:`_tx_window`)."""
         if self.dma_owner is not None:
             return self.dma_codes, self.dma_cyclic
         if self.dds_raw and any(d["scale"] > 0 for d in self.dds):
             return self._dds_codes(), True
         return None, True
 
+    def _tx_live(self) -> bool:
+        """The transmitter is on: a data source, RF on and the TX LO up."""
+        if not self.rf_on or self.lo_powerdown[1]:
+            return False
+        if self.dma_owner is not None:
+            return self.dma_codes is not None or not self.dma_owner.cyclic
+        return self._tx_codes()[0] is not None
+
     def _update_tx(self) -> None:
-        """Start or stop the bench transmitter after a change of data source or power state."""
+        """Start or stop the bench transmitter after a change of data source or power state
+        (what it plays is set per RX block from the timeline, :meth:`_tx_window`)."""
         self._quiesce()
-        codes, cyclic = self._tx_codes()
-        if codes is None or not self.rf_on or self.lo_powerdown[1]:
+        codes, _cyclic = self._tx_codes()
+        if not self._tx_live():
             self.bench.stop_tx()
-        elif cyclic:
-            self.bench.start_tx(self._codes_to_complex(codes), cyclic=True)
-        # a one-shot burst is started by its push only
+        else:
+            self.bench.start_tx(self._codes_to_complex(codes if codes is not None else np.zeros((1, 2))),
+                                cyclic=True)
 
     @staticmethod
     def _codes_to_complex(codes: np.ndarray) -> np.ndarray:
@@ -443,23 +474,140 @@ class PlutoEmulator:
                 out[:, idx // 2] += d["scale"] * np.sin(ph)
         return np.clip(np.rint(out * 2048), -2048, 2047).astype(np.int16)
 
+    # ----- the sample timeline ------------------------------------------------------
+    def _advance(self) -> float:
+        """(Lock held) bring the timeline to now and return it. Paced: wall clock. Lockstep:
+        wall clock except while an RX block is computed, and never behind what a reader has
+        taken (a reader runs ahead of it, a streamed TX waits for that reader), so the emulator's
+        own slowness never shows as an overflow or an underflow."""
+        mono = time.monotonic()
+        if self.clock == "paced" or not self._reads_in_flight:
+            self._t += (mono - self._mark) * self.rate_hz
+        self._mark = mono
+        return self._t
+
+    def _timeline_reset(self) -> None:
+        """(Lock held) the rate changed: the streamed queue is dropped (as the driver's DMA restart)."""
+        self._advance()
+        self.tx_queue.clear()
+        self.tx_next = int(self._t)
+
+    def _rx_open_position(self) -> int:
+        """(Lock held) where a new RX buffer's DMA starts: paced, now; lockstep, now plus a random gap
+        (as the bench placed independent captures at random phases of a cyclic stimulus)."""
+        t = self._advance()
+        if self.clock == "lockstep":
+            t += int(self._gaps.integers(0, 1 << 20))
+            self._t = t
+        return int(t)
+
+    def _rx_reserve(self, buf: _RxBuffer, n: int, idle_s: float) -> int:
+        """(Lock held) the timeline position of ``buf``'s next ``n`` samples; flags an overflow."""
+        now = self._advance()
+        overflow = self._pending_overflow
+        self._pending_overflow = False
+        budget_s = self.buffers_count * buf.samples / self.rate_hz
+        if self.clock == "paced":
+            if now - buf.pos > self.buffers_count * buf.samples + (0 if buf.started else
+                                                                 self.overflow_margin_s * self.rate_hz):
+                overflow = True
+                buf.pos = int(now) - buf.samples  # the DMA kept the newest block
+            deadline = time.monotonic() + n / self.rate_hz + 1.0
+            while self._advance() < buf.pos + n and time.monotonic() < deadline:
+                self._stream.wait(timeout=max(1e-3, (buf.pos + n - self._t) / self.rate_hz))
+        else:
+            # The DMA keeps filling BUFFERS_COUNT blocks while the client is away (idle_s: the
+            # client's own delay, the emulator's serving time excluded by the server).
+            if not buf.started:
+                budget_s += self.overflow_margin_s
+            if idle_s > budget_s:
+                overflow = True
+                buf.pos += int(min(idle_s, 10.0) * self.rate_hz)  # what the DMA dropped meanwhile
+        buf.started = True
+        if overflow:
+            self.rx_regs.values[REG_DMA_STATUS] = self.rx_regs.values.get(REG_DMA_STATUS, 0) | RX_OVERFLOW_BIT
+            self.rx_overflows += 1
+        start = buf.pos
+        buf.pos += n
+        if self.clock == "lockstep":
+            self._t = max(self._t, float(buf.pos))
+            self._wait_stream_tx(start + n + self._bench_margins(n)[1])
+        self._stream.notify_all()  # a streamed push may be waiting for the timeline
+        return start
+
+    def _wait_stream_tx(self, until: int) -> None:
+        """(Lock held; lockstep) a streaming TX client has not yet pushed what RX samples up to
+        ``until`` need: wait for it (bounded), as if the emulator were as fast as the Pluto."""
+        deadline = time.monotonic() + STREAM_WAIT_MAX_S
+        while (self.dma_owner is not None and not self.dma_owner.cyclic and self.tx_queue
+               and self.tx_next < until and time.monotonic() < deadline
+               and time.monotonic() - self.tx_last_push < STREAM_WAIT_MAX_S):
+            self.tx_wanted = max(self.tx_wanted, until)
+            self._stream.notify_all()
+            self._stream.wait(timeout=0.01)
+
+    def _tx_window(self, a: int, b: int) -> np.ndarray | None:
+        """(Lock held) the DAC's 12-bit codes for timeline samples [a, b), None if the TX is off."""
+        if not self._tx_live():
+            return None
+        n = b - a
+        if self.dma_owner is not None and not self.dma_owner.cyclic:
+            out = np.zeros((n, 2), dtype=np.int16)  # an empty queue plays zeros (underflow)
+            for start, codes in self.tx_queue:
+                lo, hi = max(a, start), min(b, start + codes.shape[0])
+                if hi > lo:
+                    out[lo - a:hi - a] = codes[lo - start:hi - start]
+            return out
+        codes, _ = self._tx_codes()
+        w = codes.shape[0]
+        return codes[(np.arange(n) + (a - self.tx_origin) % w) % w]
+
+    def _stream_push(self, owner: _TxBuffer, codes: np.ndarray) -> None:
+        """(Lock held) queue a streamed (non-cyclic) buffer on the timeline. Like the DMA, it waits
+        while BUFFERS_COUNT buffers are queued ahead of the DAC (bounded); a queue that ran dry
+        before it is an underflow, and it plays from now."""
+        deadline = time.monotonic() + PUSH_WAIT_MAX_S
+        while (self.tx_next - self._advance() > self.buffers_count * owner.samples
+               and self.tx_next >= self.tx_wanted
+               and time.monotonic() < deadline and self.dma_owner is owner):
+            self._stream.wait(timeout=0.01)
+        if self.dma_owner is not owner:
+            raise IIOError(errno.EBADF, "the TX buffer was released")
+        now = int(self._t)
+        if self.tx_queue and self.tx_next < now:
+            self._flag_underflow()
+        start = max(self.tx_next, now)
+        self.tx_queue.append((start, codes))
+        self.tx_next = start + codes.shape[0]
+        self.tx_last_push = time.monotonic()
+        self._stream.notify_all()
+        keep_from = now - (1 << 20)  # RX blocks look back up to their lead-in
+        while self.tx_queue and self.tx_queue[0][0] + self.tx_queue[0][1].shape[0] < keep_from:
+            self.tx_queue.popleft()
+        if self.dma_codes is None:
+            self.dma_codes, self.dma_cyclic = codes, False
+            self._update_tx()
+
+    def _flag_underflow(self) -> None:
+        if not self.tx_regs.values.get(REG_DMA_STATUS, 0) & TX_UNDERFLOW_BIT:
+            self.tx_underflows += 1
+        self.tx_regs.values[REG_DMA_STATUS] = self.tx_regs.values.get(REG_DMA_STATUS, 0) | TX_UNDERFLOW_BIT
+
     def _dma_push(self, codes: np.ndarray, cyclic: bool) -> None:
         self._quiesce()
         self.dma_codes, self.dma_cyclic = codes, cyclic
-        if cyclic:
-            self._update_tx()
-        elif self.rf_on and not self.lo_powerdown[1]:
-            self.bench.start_tx(self._codes_to_complex(codes), cyclic=False)
-            now = time.monotonic()
-            self.dma_burst_end = max(now, self.dma_burst_end) + codes.shape[0] / self.rate_hz
+        self.tx_origin = int(self._advance())
+        self._update_tx()
 
     def _dma_close(self, owner: _TxBuffer) -> None:
         self._quiesce()
         if self.dma_owner is owner:
             self.dma_owner = None
             self.dma_codes = None
+            self.tx_queue.clear()
             self.bench.stop_tx()  # the core falls back to the DDS (off unless enabled)
             self._update_tx()
+            self._stream.notify_all()
 
     def _dma_abandon(self, owner: _TxBuffer) -> None:
         """The owner's client went away without closing: fail safe, the TX stops and its LO powers down."""
@@ -469,48 +617,66 @@ class PlutoEmulator:
             log.info("emulated Pluto: the TX buffer's client went away; TX stopped, TX LO powered down")
         self._dma_close(owner)
 
-    def _rx_plan(self, n: int) -> tuple | None:
-        """(Lock held) what the next ``n`` RX samples are made of: None (RF off: zeros),
-        ``("loop", codes, start)`` (digital loopback; the position is reserved here) or
-        ``("bench", agc)``."""
+    def _rx_plan(self, start: int, n: int) -> tuple | None:
+        """(Lock held) what RX timeline samples [start, start + n) are made of: None (RF off:
+        zeros), ``("loop", codes)`` (digital loopback: the DAC's codes) or ``("bench", window,
+        lead, agc)`` (the TX window around the block, see :meth:`_rx_compute`)."""
         if not self.rf_on:
             return None
         if self.loopback == 1:
-            codes, _ = self._tx_codes()
-            if codes is None:
-                return None
-            start = self._loop_index
-            self._loop_index = int((start + n) % codes.shape[0])
-            return ("loop", codes, start)
-        return ("bench", self.gain_mode != "manual")
+            codes = self._tx_window(start, start + n)
+            return None if codes is None else ("loop", codes)
+        lead, tail = self._bench_margins(n)
+        window = self._tx_window(start - lead, start + n + tail)
+        return ("bench", window, lead, True)
+
+    def _bench_margins(self, n: int) -> tuple[int, int]:
+        """Lead-in and tail (samples) the bench's block around ``n`` samples takes, at most."""
+        b = self.bench
+        delay_s = (b.tx_path.delay_s + b.rx_path.delay_s + max(float(getattr(b.dut, "delay_s", 0.0) or 0.0),
+                                                               float(getattr(b.dut, "settle_s", 0.0) or 0.0)))
+        lead = int(math.ceil(delay_s * self.rate_hz)) + 512
+        return lead, 512 + (lead + n) // 8
 
     def _rx_compute(self, plan: tuple | None, n: int) -> tuple[np.ndarray, float | None]:
         """(No lock) ``n`` RX samples of ``plan`` as (n, 2) int16 12-bit I/Q codes, and the
-        block's level (dBFS) when the AGC needs it. The bench serialises its own state."""
+        block's level (dBFS).
+
+        The bench places each read at a fresh point of its own clock; the TX waveform is made
+        contiguous on the emulator's timeline by loading, for each block, the DAC's codes
+        around it as a cyclic waveform whose sample 0 is the block's first sample (the lead-in
+        wraps to the waveform's end). One block at a time (``_bench_lock``)."""
         if plan is None:
             return np.zeros((n, 2), dtype=np.int16), None
         if plan[0] == "loop":
-            _, codes, start = plan
-            return codes[(start + np.arange(n)) % codes.shape[0]], None
-        try:
-            x, _clipped = self.bench.read(n)
-        except DeviceError as e:
-            raise IIOError(errno.EIO, str(e)) from e
+            return plan[1], None
+        _, window, lead, _agc = plan
+        with self._bench_lock:
+            try:
+                if window is None:
+                    self.bench.stop_tx()
+                else:
+                    self.bench.start_tx(self._codes_to_complex(np.roll(window, -lead, axis=0)), cyclic=True)
+                x, _clipped = self.bench.read(n)
+            except DeviceError as e:
+                raise IIOError(errno.EIO, str(e)) from e
         # complex64 viewed as interleaved float32 I, Q: one pass to int16 codes
         v = np.asarray(x, dtype=np.complex64).view(np.float32) * np.float32(2048)
         iq = np.rint(v, out=v).astype(np.int16).reshape(n, 2)
-        if not plan[1]:
-            return iq, None
         p = float(np.mean(x.real.astype(np.float64) ** 2 + x.imag.astype(np.float64) ** 2))
         return iq, 10 * math.log10(max(p, 1e-12))
 
-    def _agc(self, p_dbfs: float) -> None:
-        """(Lock held) steer the RX gain from a block's level."""
+    def _agc(self, p_dbfs: float, duration_s: float) -> None:
+        """(Lock held) RSSI, and the AGC steering the RX gain from a block's level on the
+        timeline: fast_attack settles within a block; slow_attack and hybrid move at most
+        AGC_SLOW_STEP_DB per AGC_UPDATE_S of sample time (the block's duration)."""
+        self.rssi_db = max(0.0, self.rx_gain_db - p_dbfs)
         if self.gain_mode == "manual":
             return
         step = AGC_TARGET_DBFS - p_dbfs
         if self.gain_mode != "fast_attack":
-            step = max(-3.0, min(3.0, step))
+            limit = AGC_SLOW_STEP_DB * max(1, int(duration_s / AGC_UPDATE_S))
+            step = max(-limit, min(limit, step))
         lo, hi = self.rx_gain_range()
         new = int(min(max(round(self.rx_gain_db + step), lo), hi))
         if new != self.rx_gain_db:
@@ -533,10 +699,10 @@ class PlutoEmulator:
             self.tx_regs.values[REG_DMA_STATUS] |= TX_UNDERFLOW_BIT
 
     def _tx_status_read(self) -> str:
-        # A one-shot burst that has played out leaves the DMA empty: underflow.
-        if (self.dma_owner is not None and not self.dma_cyclic and self.dma_codes is not None
-                and time.monotonic() > self.dma_burst_end):
-            self.tx_regs.values[REG_DMA_STATUS] |= TX_UNDERFLOW_BIT
+        # A streamed queue the DAC has played out leaves the DMA empty: underflow.
+        if self.dma_owner is not None and not self.dma_owner.cyclic and self.tx_queue:
+            if self._advance() > self.tx_next:
+                self._flag_underflow()
         return self.tx_regs.read()
 
     # ----- attribute semantics ------------------------------------------------------
@@ -574,7 +740,9 @@ class PlutoEmulator:
     def _set_rate(self, text: str) -> None:
         rate = int(round(_parse_float(text)))
         self._check_rate(rate, self.rx_fir_en, self.tx_fir_en)
+        self._advance()
         self.rate_hz = rate
+        self._timeline_reset()
         self._apply_rx()
         self._apply_tx()
         self._update_tx()  # the DDS frequencies scale with the rate
@@ -832,8 +1000,10 @@ class _ServerWithEmulator(IIODServer):
 
 def _server(bench, port: int, host: str, model: str, buffers_count: int = 4,
             overflow_margin_s: float = OVERFLOW_MARGIN_S, max_connections: int = MAX_CONNECTIONS,
-            idle_timeout_s: float | None = IDLE_TIMEOUT_S, max_buffer_bytes: int = MAX_BUFFER_BYTES) -> IIODServer:
-    emu = PlutoEmulator(bench, model=model, buffers_count=buffers_count, overflow_margin_s=overflow_margin_s)
+            idle_timeout_s: float | None = IDLE_TIMEOUT_S, max_buffer_bytes: int = MAX_BUFFER_BYTES,
+            clock: str = "lockstep") -> IIODServer:
+    emu = PlutoEmulator(bench, model=model, buffers_count=buffers_count, overflow_margin_s=overflow_margin_s,
+                        clock=clock)
     server = _ServerWithEmulator(emu.context, host, port, max_connections=max_connections,
                                  idle_timeout_s=idle_timeout_s, max_buffer_bytes=max_buffer_bytes)
     server.emulator = emu
