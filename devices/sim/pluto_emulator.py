@@ -78,7 +78,7 @@ OVERFLOW_MARGIN_S = 0.05
 
 MODELS = {
     # model: (LO min, LO max, RX rf_bandwidth max, TX rf_bandwidth max, hw_model text)
-    "ad9363a": (325e6, 3.8e9, 20e6, 20e6, "Analog Devices PlutoSDR Rev.C (Z7010-AD9363A)"),
+    "ad9363a": (325e6, 3.8e9, 56e6, 40e6, "Analog Devices PlutoSDR Rev.C (Z7010-AD9363A)"),
     "ad9364": (70e6, 6e9, 56e6, 40e6, "Analog Devices PlutoSDR Rev.C (Z7010-AD9364)"),
 }
 RF_BW_MIN_HZ = 200e3
@@ -107,6 +107,25 @@ STREAM_WAIT_MAX_S = 1.0
 #: longest a streamed push waits for room in the DMA queue (s)
 PUSH_WAIT_MAX_S = 20.0
 DDS_ACC_BITS = 16
+DEFAULT_TEMP_C = 35.0
+XADC_TEMP_SCALE = 123.040771484
+XADC_TEMP_OFFSET = -2219
+#: channel attributes the kernel drivers share between channels of one type (``in_voltage_rf_bandwidth``)
+SHARED_ATTRS = frozenset({
+    "bb_dc_offset_tracking_en", "filter_fir_en", "gain_control_mode_available", "quadrature_tracking_en",
+    "rf_bandwidth", "rf_bandwidth_available", "rf_dc_offset_tracking_en", "rf_port_select_available",
+    "sampling_frequency", "sampling_frequency_available", "samples_pps"})
+
+
+def sysfs_filename(chn: IIOChannel, attr: Attr) -> str:
+    """The sysfs file of a channel attribute: ``in_voltage0_hardwaregain``,
+    ``out_altvoltage0_RX_LO_frequency``, shared ones ``in_voltage_sampling_frequency``."""
+    if chn.id == "out":
+        return f"in_out_{attr.name}"
+    direction = "out" if chn.output else "in"
+    if attr.name in SHARED_ATTRS:
+        return f"{direction}_{chn.id.rstrip('0123456789')}_{attr.name}"
+    return f"{direction}_{chn.id}{'_' + chn.name if chn.name else ''}_{attr.name}"
 
 
 def _parse_float(text: str) -> float:
@@ -180,14 +199,15 @@ def parse_fir_config(text: str) -> dict:
     return cfg
 
 
-def clock_chain(rate_hz: int, fir_dec: int) -> dict[str, int] | None:
+def clock_chain(rate_hz: int, fir_dec: int, governor: str = "highest_osr") -> dict[str, int] | None:
     """RX/TX clock chain for ``rate_hz`` with a FIR decimating/interpolating by ``fir_dec``.
 
     Picks the highest half-band decimation whose ADC clock fits (<= 640 MHz) with a BBPLL
     (ADC x 2^k) in 715..1430 MHz; DAC = ADC, or ADC/2 when ADC > 320 MHz. None if no
-    chain exists (the driver's -EINVAL).
+    chain exists (the driver's -EINVAL). The ``nominal`` governor (the driver's default)
+    starts at x8 (30.72 MS/s: ADC 245.76 MHz, DAC 122.88 MHz, as a Pluto reports).
     """
-    for hb3, hb2, hb1 in _HB_CHAINS:
+    for hb3, hb2, hb1 in _HB_CHAINS[1:] if governor == "nominal" else _HB_CHAINS:
         rf = rate_hz * fir_dec
         adc = rf * hb1 * hb2 * hb3
         if adc > ADC_MAX_HZ:
@@ -199,7 +219,7 @@ def clock_chain(rate_hz: int, fir_dec: int) -> dict[str, int] | None:
                 break
         if bbpll is None:
             continue
-        dac = adc if adc <= DAC_MAX_HZ else adc // 2
+        dac = adc // 2 if adc > DAC_MAX_HZ or hb3 == 2 else adc
         return {"BBPLL": int(bbpll), "ADC": int(adc), "R2": int(rf * hb1 * hb2), "R1": int(rf * hb1),
                 "RF": int(rf), "RXSAMP": int(rate_hz), "DAC": int(dac), "T2": int(rf * hb1 * hb2),
                 "T1": int(rf * hb1), "TF": int(rf), "TXSAMP": int(rate_hz)}
@@ -349,10 +369,14 @@ class PlutoEmulator:
         self.rx_gain_db = 71
         self.tx_atten_mdb = 10000
         self.calib_mode = "auto"
+        self.governor = "nominal"
         self.ensm = "fdd"
         self.loopback = 0
-        self.dds = [{"ftw": 0, "phase_mdeg": 0, "scale": 0.0} for _ in range(4)]
-        self.dds_raw = False
+        # power-on DDS: 9.28 MHz, I at 90 deg, scale 0 (silent), enabled
+        self.dds = [{"ftw": int(round(9279985 * (1 << DDS_ACC_BITS) / 30_720_000)), "freq_hz": 9279985,
+                     "phase_mdeg": 90000 if i < 2 else 0, "scale": 0.0} for i in range(4)]
+        self.dds_raw = True
+        self.fir_loaded = False  # "FIR Rx: 0,0 Tx: 0,0" until a configuration is written
         self.dma_codes: np.ndarray | None = None  # (n, 2) int16 12-bit codes of the TX buffer
         self.dma_cyclic = False
         self.dma_owner: _TxBuffer | None = None
@@ -729,10 +753,10 @@ class PlutoEmulator:
 
     def _check_rate(self, rate: int, rx_fir: bool, tx_fir: bool) -> None:
         dec = self.fir["rx_dec"] if rx_fir else 1
-        chain = clock_chain(rate, dec)
+        chain = clock_chain(rate, dec, self.governor)
         if chain is None or not 0 < rate <= RATE_MAX_HZ:
             raise IIOError(errno.EINVAL, f"no clock chain for {rate} S/s")
-        if rate * dec * 12 < 25_000_000:
+        if rate < 25_000_000 // (12 * dec):
             raise IIOError(errno.EINVAL, f"{rate} S/s needs a FIR decimating by more than {dec}")
         if tx_fir and self.fir["taps"] > min(128, 16 * (chain["DAC"] // chain["TXSAMP"])):
             raise IIOError(errno.EINVAL, f"{self.fir['taps']} FIR taps exceed what {rate} S/s allows")
@@ -758,10 +782,11 @@ class PlutoEmulator:
         if self.rx_fir_en or self.tx_fir_en:
             raise IIOError(errno.EBUSY, "disable the FIR before loading a new one")
         self.fir = cfg
+        self.fir_loaded = True
 
     def path_rates(self, tx: bool) -> str:
         dec = (self.fir["tx_int"] if self.tx_fir_en else 1) if tx else (self.fir["rx_dec"] if self.rx_fir_en else 1)
-        c = clock_chain(self.rate_hz, dec) or clock_chain(self.rate_hz, 1)
+        c = clock_chain(self.rate_hz, dec, self.governor) or clock_chain(self.rate_hz, 1, self.governor)
         keys = ("BBPLL", "DAC", "T2", "T1", "TF", "TXSAMP") if tx else ("BBPLL", "ADC", "R2", "R1", "RF", "RXSAMP")
         return " ".join(f"{k}:{c[k]}" for k in keys)
 
@@ -825,6 +850,7 @@ class PlutoEmulator:
             if not 0 <= f <= self.rate_hz / 2:
                 raise IIOError(errno.EINVAL, f"DDS frequency {f:g} outside 0..fs/2")
             d["ftw"] = int(round(f * (1 << DDS_ACC_BITS) / self.rate_hz))
+            d["freq_hz"] = int(round(f))
         elif key == "phase":
             p = _parse_int(text)
             if not 0 <= p <= 360000:
@@ -850,7 +876,7 @@ class PlutoEmulator:
         ctx.lock = self.lock
         ctx.attrs.update({
             "hw_model": hw_model,
-            "hw_model_variant": "1",
+            "hw_model_variant": "0",
             "hw_serial": caps.serial,
             "fw_version": "emulated",
             "ad9361-phy,xo_correction": str(int(REFCLK_HZ)),
@@ -860,9 +886,34 @@ class PlutoEmulator:
             "emulator,rx_full_scale_dbm": "" if caps.rx_full_scale_dbm is None else f"{caps.rx_full_scale_dbm:g}",
         })
         ctx.add_device(self._phy())
+        ctx.add_device(self._xadc())
         ctx.add_device(self._dds_core())
         ctx.add_device(self._rx_core())
+        for dev in ctx.devices:  # sysfs file names as the kernel drivers make them
+            for c in dev.channels:
+                for a in c.attrs.values():
+                    a.filename = sysfs_filename(c, a)
         return ctx
+
+    def _xadc(self) -> IIODevice:
+        """The Zynq's XADC: die temperature (``(raw + offset) * scale`` m degC) and supplies."""
+        d = IIODevice("iio:device1", "xadc")
+        t = d.add_channel(IIOChannel("temp0", False))
+        t.add(Attr("offset", lambda: str(XADC_TEMP_OFFSET)))
+        t.add(Attr("raw", lambda: str(int(round(self.temperature_c() * 1000 / XADC_TEMP_SCALE)) - XADC_TEMP_OFFSET)))
+        t.add(Attr("scale", lambda: f"{XADC_TEMP_SCALE:.9f}"))
+        for idx, name, mv in ((0, "vccint", 1.0), (1, "vccaux", 1.8), (2, "vccbram", 1.0), (3, "vccpint", 1.0),
+                              (4, "vccpaux", 1.8), (5, "vccoddr", 1.36), (6, "vrefp", 1.26), (7, "vrefn", 0.01)):
+            c = d.add_channel(IIOChannel(f"voltage{idx}", False, name))
+            c.add(Attr("raw", lambda v=mv: str(int(round(v * 1000 / 0.732421875)))))
+            c.add(Attr("scale", lambda: "0.732421875"))
+        d.attrs["sampling_frequency"] = Attr("sampling_frequency", lambda: "961538")
+        return d
+
+    def temperature_c(self) -> float:
+        """Die temperature: the bench's (``temperature_c``) if it states one, else 35 degC."""
+        t = getattr(self.bench, "temperature_c", None)
+        return float(t) if isinstance(t, (int, float)) else DEFAULT_TEMP_C
 
     def _phy(self) -> IIODevice:
         d = IIODevice("iio:device0", "ad9361-phy")
@@ -887,6 +938,7 @@ class PlutoEmulator:
         self._rate_attrs(rx)
         rx.add(Attr("filter_fir_en", lambda: str(int(self.rx_fir_en)), lambda t: self._set_fir_en(_parse_bool(t), None)))
         rx.add(Attr("rf_port_select", lambda: "A_BALANCED", lambda t: None))
+        rx.add(Attr("rssi", lambda: f"{self.rssi_db:.2f} dB"))
         rx.add(Attr("rf_port_select_available", lambda: "A_BALANCED B_BALANCED C_BALANCED A_N A_P B_N B_P C_N C_P "
                                                          "TX_MONITOR1 TX_MONITOR2 TX_MONITOR1_2"))
         for a in ("quadrature_tracking_en", "rf_dc_offset_tracking_en", "bb_dc_offset_tracking_en"):
@@ -899,23 +951,26 @@ class PlutoEmulator:
         self._rate_attrs(tx)
         tx.add(Attr("filter_fir_en", lambda: str(int(self.tx_fir_en)), lambda t: self._set_fir_en(None, _parse_bool(t))))
         tx.add(Attr("rf_port_select", lambda: "A", lambda t: None))
+        tx.add(Attr("rssi", lambda: "0.00 dB"))
         tx.add(Attr("rf_port_select_available", lambda: "A B"))
         out = d.add_channel(IIOChannel("out", False))
         out.add(Attr("voltage_filter_fir_en", lambda: str(int(self.rx_fir_en and self.tx_fir_en)),
                      lambda t: self._set_fir_en(_parse_bool(t), _parse_bool(t)), "in_out_voltage_filter_fir_en"))
         temp = d.add_channel(IIOChannel("temp0", False))
-        temp.add(Attr("input", lambda: "35000"))
+        temp.add(Attr("input", lambda: str(int(round(self.temperature_c() * 1000)))))
         d.attrs.update({a.name: a for a in (
             Attr("calib_mode", lambda: self.calib_mode, self._set_calib),
             Attr("calib_mode_available", lambda: " ".join(CALIB_MODES)),
             Attr("ensm_mode", lambda: self.ensm, self._set_ensm),
             Attr("ensm_mode_available", lambda: " ".join(ENSM_MODES)),
             Attr("filter_fir_config", lambda: "FIR Rx: {} Tx: {}".format(
-                f"{self.fir['taps']},{self.fir['rx_dec']}", f"{self.fir['taps']},{self.fir['tx_int']}"),
+                f"{self.fir['taps']},{self.fir['rx_dec']}", f"{self.fir['taps']},{self.fir['tx_int']}")
+                if self.fir_loaded else "FIR Rx: 0,0 Tx: 0,0",
                 self._set_fir_config),
             Attr("rx_path_rates", lambda: self.path_rates(False)),
             Attr("tx_path_rates", lambda: self.path_rates(True)),
-            Attr("trx_rate_governor", lambda: "highest_osr", lambda t: None),
+            Attr("trx_rate_governor", lambda: self.governor,
+                 lambda t: self._set_choice("governor", ("nominal", "highest_osr"), t)),
             Attr("trx_rate_governor_available", lambda: "nominal highest_osr"),
             Attr("xo_correction", lambda: str(int(REFCLK_HZ)), lambda t: None),
             Attr("xo_correction_available", lambda: "[39992000 1 40008000]"),
@@ -930,7 +985,7 @@ class PlutoEmulator:
     def _rate_attrs(self, c: IIOChannel) -> None:
         c.add(Attr("sampling_frequency", lambda: str(self.rate_hz), self._set_rate))
         c.add(Attr("sampling_frequency_available", lambda: "[{} 1 {}]".format(
-            -(-25_000_000 // (12 * (self.fir["rx_dec"] if self.rx_fir_en else 1))), RATE_MAX_HZ)))
+            25_000_000 // (12 * (self.fir["rx_dec"] if self.rx_fir_en else 1)), RATE_MAX_HZ)))
 
     def _hdl_channel(self, cid: str, output: bool, fmt: str, index: int) -> IIOChannel:
         c = IIOChannel(cid, output, None, ScanElement(index, fmt))
@@ -954,7 +1009,7 @@ class PlutoEmulator:
             def set_buffers_count(self, n):
                 emu.buffers_count = n
 
-        d = RxCore("iio:device2", "cf-ad9361-lpc")
+        d = RxCore("iio:device3", "cf-ad9361-lpc")
         for i in (0, 1):
             c = d.add_channel(self._hdl_channel(f"voltage{i}", False, "le:S12/16>>0", i))
             c.add(Attr("calibbias", lambda: "0", lambda t: None))
@@ -976,13 +1031,13 @@ class PlutoEmulator:
             def set_buffers_count(self, n):
                 pass
 
-        d = DdsCore("iio:device1", "cf-ad9361-dds-core-lpc")
+        d = DdsCore("iio:device2", "cf-ad9361-dds-core-lpc")
         for i in (0, 1):
             d.add_channel(self._hdl_channel(f"voltage{i}", True, "le:S16/16>>0", i))
         for idx, name in enumerate(("TX1_I_F1", "TX1_I_F2", "TX1_Q_F1", "TX1_Q_F2")):
             c = d.add_channel(IIOChannel(f"altvoltage{idx}", True, name))
             fn = f"out_altvoltage{idx}_{name}_"
-            c.add(Attr("frequency", lambda i=idx: str(int(round(self.dds[i]["ftw"] * self.rate_hz / (1 << DDS_ACC_BITS)))),
+            c.add(Attr("frequency", lambda i=idx: str(self.dds[i]["freq_hz"]),
                        lambda t, i=idx: self._dds_attr(i, "frequency", t), fn + "frequency"))
             c.add(Attr("phase", lambda i=idx: str(self.dds[i]["phase_mdeg"]),
                        lambda t, i=idx: self._dds_attr(i, "phase", t), fn + "phase"))
