@@ -104,6 +104,8 @@ AGC_SLOW_STEP_DB = 2.0
 CLOCK_MODES = ("lockstep", "paced")
 #: lockstep: longest an RX block waits for a streaming TX client's next push (s)
 STREAM_WAIT_MAX_S = 1.0
+#: samples by which an RX block overlaps the last one delivered (to align the bench's reads)
+RX_OVERLAP = 1024
 #: longest a streamed push waits for room in the DMA queue (s)
 PUSH_WAIT_MAX_S = 20.0
 DDS_ACC_BITS = 16
@@ -275,6 +277,9 @@ class _RxBuffer(BufferHandle):
         self.cols = [int(c.id[-1]) for c in channels]  # 0 = I, 1 = Q
         self.started = False  # a READBUF came since the DMA was enabled
         self.pos = emu._rx_open_position()  # timeline index of this buffer's next sample
+        #: the last samples delivered (complex, full scale 1.0) and the timeline index after them
+        self.tail: np.ndarray | None = None
+        self.tail_end = -1
 
     def read(self, n_samples: int, idle_s: float = 0.0) -> bytes:
         emu = self.emu
@@ -282,7 +287,7 @@ class _RxBuffer(BufferHandle):
             start = emu._rx_reserve(self, n_samples, idle_s)
             emu._begin_read()
             try:
-                plan = emu._rx_plan(start, n_samples)
+                plan = emu._rx_plan(start, n_samples, self)
             except BaseException:
                 emu._end_read()
                 raise
@@ -641,7 +646,7 @@ class PlutoEmulator:
             log.info("emulated Pluto: the TX buffer's client went away; TX stopped, TX LO powered down")
         self._dma_close(owner)
 
-    def _rx_plan(self, start: int, n: int) -> tuple | None:
+    def _rx_plan(self, start: int, n: int, buf: _RxBuffer | None = None) -> tuple | None:
         """(Lock held) what RX timeline samples [start, start + n) are made of: None (RF off:
         zeros), ``("loop", codes)`` (digital loopback: the DAC's codes) or ``("bench", window,
         lead, agc)`` (the TX window around the block, see :meth:`_rx_compute`)."""
@@ -650,9 +655,13 @@ class PlutoEmulator:
         if self.loopback == 1:
             codes = self._tx_window(start, start + n)
             return None if codes is None else ("loop", codes)
-        lead, tail = self._bench_margins(n)
-        window = self._tx_window(start - lead, start + n + tail)
-        return ("bench", window, lead, True)
+        # A block that continues the buffer's last one is read with an overlap of what was
+        # delivered, to align it (see _rx_compute).
+        k = (buf.tail.size if buf is not None and buf.tail is not None and buf.tail_end == start
+             and self._tx_live() else 0)
+        lead, tail = self._bench_margins(n + k)
+        window = self._tx_window(start - k - lead, start + n + tail)
+        return ("bench", window, lead, k, buf, start + n)
 
     def _bench_margins(self, n: int) -> tuple[int, int]:
         """Lead-in and tail (samples) the bench's block around ``n`` samples takes, at most."""
@@ -674,16 +683,30 @@ class PlutoEmulator:
             return np.zeros((n, 2), dtype=np.int16), None
         if plan[0] == "loop":
             return plan[1], None
-        _, window, lead, _agc = plan
+        _, window, lead, k, buf, end = plan
         with self._bench_lock:
             try:
                 if window is None:
                     self.bench.stop_tx()
                 else:
                     self.bench.start_tx(self._codes_to_complex(np.roll(window, -lead, axis=0)), cyclic=True)
-                x, _clipped = self.bench.read(n)
+                x, _clipped = self.bench.read(n + k)
             except DeviceError as e:
                 raise IIOError(errno.EIO, str(e)) from e
+        if k:
+            # The bench's TX phase noise walks on across its own gap between reads (and a TX-RX
+            # LO offset turns on across it): the overlap tells that phase step; undo it, so the
+            # block continues the last one. Thermal noise is invariant to the rotation, and a
+            # memoryless band-pass DUT commutes with it.
+            c = np.vdot(x[:k].astype(np.complex128), buf.tail)
+            x = x[k:]
+            if abs(c) > 0:
+                x = (x.astype(np.complex128) * (c / abs(c)))
+                q = np.rint(x.view(np.float64) * 2048.0)
+                np.clip(q, -2048, 2047, out=q)
+                x = (q.view(np.complex128) / 2048.0).astype(np.complex64)
+        if buf is not None:
+            buf.tail, buf.tail_end = np.asarray(x[-RX_OVERLAP:], dtype=np.complex128), end
         # complex64 viewed as interleaved float32 I, Q: one pass to int16 codes
         v = np.asarray(x, dtype=np.complex64).view(np.float32) * np.float32(2048)
         iq = np.rint(v, out=v).astype(np.int16).reshape(n, 2)
