@@ -298,7 +298,7 @@ class _RxBuffer(BufferHandle):
                 emu._end_read()
         if level_dbfs is not None:
             with emu.lock:
-                emu._agc(level_dbfs, n_samples / emu.rate_hz)
+                emu._agc(level_dbfs, n_samples / emu.rx_dma_hz)
         if self.cols != [0, 1]:
             iq = np.ascontiguousarray(iq[:, self.cols])
         return iq.tobytes()
@@ -366,6 +366,7 @@ class PlutoEmulator:
         self.tx_lo_hz = rfpll_actual_hz(min(max(2.45e9, self.lo_min), self.lo_max))
         self.lo_powerdown = {0: False, 1: False}
         self.rate_hz = 30_720_000
+        self.rx_dec8 = self.tx_int8 = False  # the HDL's x8 decimation (RX) / interpolation (TX)
         self.fir = parse_fir_config("RX 3 GAIN 0 DEC 1\nTX 3 GAIN 0 INT 1\n" + "0,0\n" * 15 + "32767,32767\n")
         self.rx_fir_en = self.tx_fir_en = False
         self.rx_bw_hz = int(min(18e6, self.rx_bw_max))
@@ -414,6 +415,19 @@ class PlutoEmulator:
         return self.ensm in _ENSM_RF_ON
 
     @property
+    def rx_dma_hz(self) -> float:
+        """Sample rate of the RX DMA (the timeline's unit, and the bench's rate)."""
+        return self.rate_hz / 8 if self.rx_dec8 else float(self.rate_hz)
+
+    @property
+    def tx_dma_hz(self) -> float:
+        return self.rate_hz / 8 if self.tx_int8 else float(self.rate_hz)
+
+    def _tx_ratio(self) -> int | float:
+        """TX DMA samples per timeline (RX DMA) sample: 8, 1 or 1/8."""
+        return self.tx_dma_hz / self.rx_dma_hz
+
+    @property
     def tx_gain_db(self) -> float:
         return -self.tx_atten_mdb / 1000.0
 
@@ -448,7 +462,7 @@ class PlutoEmulator:
     def _apply_rx(self) -> None:
         self._quiesce()
         try:
-            self.bench.set_rx(StreamConfig(float(self.rx_lo_hz), float(self.rate_hz), float(self.rx_gain_db),
+            self.bench.set_rx(StreamConfig(float(self.rx_lo_hz), float(self.rx_dma_hz), float(self.rx_gain_db),
                                            float(self.rx_bw_hz)))
         except DeviceError as e:
             raise IIOError(errno.EINVAL, str(e)) from e
@@ -456,7 +470,7 @@ class PlutoEmulator:
     def _apply_tx(self) -> None:
         self._quiesce()
         try:
-            self.bench.set_tx(StreamConfig(float(self.tx_lo_hz), float(self.rate_hz), self.tx_gain_db,
+            self.bench.set_tx(StreamConfig(float(self.tx_lo_hz), float(self.rx_dma_hz), self.tx_gain_db,
                                            float(self.tx_bw_hz)))
         except DeviceError as e:
             raise IIOError(errno.EINVAL, str(e)) from e
@@ -511,7 +525,7 @@ class PlutoEmulator:
         own slowness never shows as an overflow or an underflow."""
         mono = time.monotonic()
         if self.clock == "paced" or not self._reads_in_flight:
-            self._t += (mono - self._mark) * self.rate_hz
+            self._t += (mono - self._mark) * self.rx_dma_hz
         self._mark = mono
         return self._t
 
@@ -519,7 +533,7 @@ class PlutoEmulator:
         """(Lock held) the rate changed: the streamed queue is dropped (as the driver's DMA restart)."""
         self._advance()
         self.tx_queue.clear()
-        self.tx_next = int(self._t)
+        self.tx_next = int(self._t * self._tx_ratio())
 
     def _rx_open_position(self) -> int:
         """(Lock held) where a new RX buffer's DMA starts: paced, now; lockstep, now plus a random gap
@@ -535,15 +549,15 @@ class PlutoEmulator:
         now = self._advance()
         overflow = self._pending_overflow
         self._pending_overflow = False
-        budget_s = self.buffers_count * buf.samples / self.rate_hz
+        budget_s = self.buffers_count * buf.samples / self.rx_dma_hz
         if self.clock == "paced":
             if now - buf.pos > self.buffers_count * buf.samples + (0 if buf.started else
-                                                                 self.overflow_margin_s * self.rate_hz):
+                                                                 self.overflow_margin_s * self.rx_dma_hz):
                 overflow = True
                 buf.pos = int(now) - buf.samples  # the DMA kept the newest block
-            deadline = time.monotonic() + n / self.rate_hz + 1.0
+            deadline = time.monotonic() + n / self.rx_dma_hz + 1.0
             while self._advance() < buf.pos + n and time.monotonic() < deadline:
-                self._stream.wait(timeout=max(1e-3, (buf.pos + n - self._t) / self.rate_hz))
+                self._stream.wait(timeout=max(1e-3, (buf.pos + n - self._t) / self.rx_dma_hz))
         else:
             # The DMA keeps filling BUFFERS_COUNT blocks while the client is away (idle_s: the
             # client's own delay, the emulator's serving time excluded by the server).
@@ -551,7 +565,7 @@ class PlutoEmulator:
                 budget_s += self.overflow_margin_s
             if idle_s > budget_s:
                 overflow = True
-                buf.pos += int(min(idle_s, 10.0) * self.rate_hz)  # what the DMA dropped meanwhile
+                buf.pos += int(min(idle_s, 10.0) * self.rx_dma_hz)  # what the DMA dropped meanwhile
         buf.started = True
         if overflow:
             self.rx_regs.values[REG_DMA_STATUS] = self.rx_regs.values.get(REG_DMA_STATUS, 0) | RX_OVERFLOW_BIT
@@ -569,16 +583,34 @@ class PlutoEmulator:
         ``until`` need: wait for it (bounded), as if the emulator were as fast as the Pluto."""
         deadline = time.monotonic() + STREAM_WAIT_MAX_S
         while (self.dma_owner is not None and not self.dma_owner.cyclic and self.tx_queue
-               and self.tx_next < until and time.monotonic() < deadline
+               and self.tx_next < until * self._tx_ratio() and time.monotonic() < deadline
                and time.monotonic() - self.tx_last_push < STREAM_WAIT_MAX_S):
-            self.tx_wanted = max(self.tx_wanted, until)
+            self.tx_wanted = max(self.tx_wanted, int(until * self._tx_ratio()))
             self._stream.notify_all()
             self._stream.wait(timeout=0.01)
 
     def _tx_window(self, a: int, b: int) -> np.ndarray | None:
-        """(Lock held) the DAC's 12-bit codes for timeline samples [a, b), None if the TX is off."""
+        """(Lock held) the DAC's 12-bit codes for timeline samples [a, b), None if the TX is off.
+        A source at another rate than the RX DMA's (the DDS or an x8-interpolated DMA against
+        x8-decimated RX, or the reverse) is resampled by 8 onto the timeline."""
         if not self._tx_live():
             return None
+        src_hz = self.tx_dma_hz if self.dma_owner is not None else float(self.rate_hz)
+        if src_hz == self.rx_dma_hz:
+            return self._tx_source(a, b)
+        from scipy.signal import resample_poly
+        pad = 64  # filter settling, in the slower rate's samples
+        if src_hz > self.rx_dma_hz:  # 8 source samples per timeline sample: low-pass, decimate
+            x = self._tx_source(8 * (a - pad), 8 * (b + pad)).astype(np.float64)
+            y = resample_poly(x, 1, 8, axis=0)[pad:pad + b - a]
+        else:  # interpolate the source by 8
+            a8, b8 = a // 8 - pad, -(-b // 8) + pad
+            x = self._tx_source(a8, b8).astype(np.float64)
+            y = resample_poly(x, 8, 1, axis=0)[a - 8 * a8:a - 8 * a8 + b - a]
+        return np.clip(np.rint(y), -2048, 2047).astype(np.int16)
+
+    def _tx_source(self, a: int, b: int) -> np.ndarray:
+        """(Lock held) the TX source's codes for its own sample indices [a, b)."""
         n = b - a
         if self.dma_owner is not None and not self.dma_owner.cyclic:
             out = np.zeros((n, 2), dtype=np.int16)  # an empty queue plays zeros (underflow)
@@ -596,13 +628,13 @@ class PlutoEmulator:
         while BUFFERS_COUNT buffers are queued ahead of the DAC (bounded); a queue that ran dry
         before it is an underflow, and it plays from now."""
         deadline = time.monotonic() + PUSH_WAIT_MAX_S
-        while (self.tx_next - self._advance() > self.buffers_count * owner.samples
+        while (self.tx_next - self._advance() * self._tx_ratio() > self.buffers_count * owner.samples
                and self.tx_next >= self.tx_wanted
                and time.monotonic() < deadline and self.dma_owner is owner):
             self._stream.wait(timeout=0.01)
         if self.dma_owner is not owner:
             raise IIOError(errno.EBADF, "the TX buffer was released")
-        now = int(self._t)
+        now = int(self._t * self._tx_ratio())
         if self.tx_queue and self.tx_next < now:
             self._flag_underflow()
         start = max(self.tx_next, now)
@@ -625,7 +657,7 @@ class PlutoEmulator:
     def _dma_push(self, codes: np.ndarray, cyclic: bool) -> None:
         self._quiesce()
         self.dma_codes, self.dma_cyclic = codes, cyclic
-        self.tx_origin = int(self._advance())
+        self.tx_origin = int(self._advance() * self._tx_ratio())
         self._update_tx()
 
     def _dma_close(self, owner: _TxBuffer) -> None:
@@ -668,7 +700,7 @@ class PlutoEmulator:
         b = self.bench
         delay_s = (b.tx_path.delay_s + b.rx_path.delay_s + max(float(getattr(b.dut, "delay_s", 0.0) or 0.0),
                                                                float(getattr(b.dut, "settle_s", 0.0) or 0.0)))
-        lead = int(math.ceil(delay_s * self.rate_hz)) + 512
+        lead = int(math.ceil(delay_s * self.rx_dma_hz)) + 512
         return lead, 512 + (lead + n) // 8
 
     def _rx_compute(self, plan: tuple | None, n: int) -> tuple[np.ndarray, float | None]:
@@ -748,7 +780,7 @@ class PlutoEmulator:
     def _tx_status_read(self) -> str:
         # A streamed queue the DAC has played out leaves the DMA empty: underflow.
         if self.dma_owner is not None and not self.dma_owner.cyclic and self.tx_queue:
-            if self._advance() > self.tx_next:
+            if self._advance() * self._tx_ratio() > self.tx_next:
                 self._flag_underflow()
         return self.tx_regs.read()
 
@@ -888,9 +920,30 @@ class PlutoEmulator:
             self.dds_raw = _parse_bool(text)  # one enable for the whole DDS
         self._update_tx()
 
-    def _hdl_rate(self, text: str) -> None:
-        if int(round(_parse_float(text))) != self.rate_hz:
-            raise IIOError(errno.EINVAL, "the FPGA's x8 decimation/interpolation is not emulated")
+    def _hdl_rate(self, tx: bool, text: str) -> None:
+        """The HDL core's rate: the AD9361's, or an eighth of it (the FPGA's x8 stage)."""
+        f = _parse_float(text)
+        if f not in (self.rate_hz, self.rate_hz / 8, self.rate_hz // 8):
+            raise IIOError(errno.EINVAL, f"{f:g} S/s: the core runs at {self.rate_hz} or {self.rate_hz // 8}")
+        on = f != self.rate_hz
+        old = (self.rx_dec8, self.tx_int8)
+        self._advance()
+        if tx:
+            self.tx_int8 = on
+        else:
+            self.rx_dec8 = on
+        try:
+            self._apply_rx()
+            self._apply_tx()
+        except IIOError:
+            self.rx_dec8, self.tx_int8 = old
+            self._apply_rx()
+            self._apply_tx()
+            raise
+        if old[0] != self.rx_dec8:  # the timeline counts RX DMA samples
+            self._t = self._t / 8 if self.rx_dec8 else self._t * 8
+        self._timeline_reset()
+        self._update_tx()
 
     # ----- context --------------------------------------------------------------------
     def _build_context(self, hw_model: str) -> IIOContext:
@@ -1010,11 +1063,14 @@ class PlutoEmulator:
         c.add(Attr("sampling_frequency_available", lambda: "[{} 1 {}]".format(
             25_000_000 // (12 * (self.fir["rx_dec"] if self.rx_fir_en else 1)), RATE_MAX_HZ)))
 
+    def _hdl_rate_read(self, tx: bool) -> str:
+        return str(int(self.tx_dma_hz if tx else self.rx_dma_hz))
+
     def _hdl_channel(self, cid: str, output: bool, fmt: str, index: int) -> IIOChannel:
         c = IIOChannel(cid, output, None, ScanElement(index, fmt))
         c.add(Attr("calibscale", lambda: "1.000000", lambda t: None))
         c.add(Attr("calibphase", lambda: "0.000000", lambda t: None))
-        c.add(Attr("sampling_frequency", lambda: str(self.rate_hz), self._hdl_rate))
+        c.add(Attr("sampling_frequency", lambda: self._hdl_rate_read(output), lambda t: self._hdl_rate(output, t)))
         c.add(Attr("sampling_frequency_available", lambda: f"{self.rate_hz} {self.rate_hz // 8} "))
         return c
 
