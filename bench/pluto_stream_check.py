@@ -40,8 +40,13 @@ def make_bench(seed: int = 3) -> SimBench:
 
 
 def configure(emu, rate: float, rx_gain: int = 10) -> None:
-    """Rate, LOs, manual gain through the model (what iio_attr would write)."""
+    """Rate, LOs, manual gain through the model (what iio_attr would write). Below 2.083 MS/s
+    a decimating/interpolating-by-4 FIR is loaded and enabled first, as libad9361 does."""
     with emu.lock:
+        if rate < 25e6 / 12:
+            emu._set_fir_en(False, False)
+            emu._set_fir_config("RX 3 GAIN -6 DEC 4\nTX 3 GAIN 0 INT 4\n" + "0,0\n" * 63 + "32767,32767\n")
+            emu._set_fir_en(True, True)
         emu._set_rate(str(int(rate)))
         emu._set_lo(0, str(F0))
         emu._set_lo(1, str(F0))

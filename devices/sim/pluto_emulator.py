@@ -537,9 +537,11 @@ class PlutoEmulator:
 
     def _rx_open_position(self) -> int:
         """(Lock held) where a new RX buffer's DMA starts: paced, now; lockstep, now plus a random gap
-        (as the bench placed independent captures at random phases of a cyclic stimulus)."""
+        (as the bench placed independent captures at random phases of a cyclic stimulus), unless
+        a streamed TX is playing."""
         t = self._advance()
-        if self.clock == "lockstep":
+        streaming = self.dma_owner is not None and not self.dma_owner.cyclic
+        if self.clock == "lockstep" and not streaming:  # (a streamed TX plays on, gapless)
             t += int(self._gaps.integers(0, 1 << 20))
             self._t = t
         return int(t)
@@ -573,7 +575,7 @@ class PlutoEmulator:
         start = buf.pos
         buf.pos += n
         if self.clock == "lockstep":
-            self._t = max(self._t, float(buf.pos))
+            self._t = max(self._t, float(start))  # the DMA is at this block: pushes land from here on
             self._wait_stream_tx(start + n + self._bench_margins(n)[1])
         self._stream.notify_all()  # a streamed push may be waiting for the timeline
         return start
