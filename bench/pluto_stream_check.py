@@ -134,7 +134,16 @@ def main() -> int:
     ap.add_argument("--buffer", type=int, default=16384)
     ap.add_argument("--clock", default=None, help="emulator clock: lockstep or paced (default: the emulator's)")
     ap.add_argument("--skip", default="", help="comma list: contiguity,duty")
+    ap.add_argument("--serve", type=int, default=None, metavar="PORT",
+                    help="only serve this bench's emulated Pluto on PORT until killed (for bench/gr_iio_check.py)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="(--serve) log overflows and underflows")
     a = ap.parse_args()
+    if a.serve is not None:
+        import logging
+        from devices.sim.pluto_emulator import run_emulator
+        logging.basicConfig(level=logging.DEBUG if a.verbose else logging.WARNING, stream=sys.stderr)
+        run_emulator(make_bench(), port=a.serve, **({} if a.clock is None else {"clock": a.clock}))
+        return 0
     for tool in ("iio_readdev", "iio_writedev"):
         if shutil.which(tool) is None:
             print(f"{tool} not installed (libiio-utils)")

@@ -104,8 +104,9 @@ AGC_SLOW_STEP_DB = 2.0
 CLOCK_MODES = ("lockstep", "paced")
 #: lockstep: longest an RX block waits for a streaming TX client's next push (s)
 STREAM_WAIT_MAX_S = 1.0
-#: samples by which an RX block overlaps the last one delivered (to align the bench's reads)
-RX_OVERLAP = 1024
+#: samples by which an RX block overlaps the last one delivered, to align the bench's reads (few: the
+#: two reads' TX phase noise walks apart over the overlap, ~sqrt(2 N0 K / 3 fs) rad)
+RX_OVERLAP = 64
 #: longest a streamed push waits for room in the DMA queue (s)
 PUSH_WAIT_MAX_S = 20.0
 DDS_ACC_BITS = 16
@@ -570,6 +571,7 @@ class PlutoEmulator:
                 buf.pos += int(min(idle_s, 10.0) * self.rx_dma_hz)  # what the DMA dropped meanwhile
         buf.started = True
         if overflow:
+            log.debug("emulated Pluto: RX overflow at timeline %d (client idle %.3f s)", buf.pos, idle_s)
             self.rx_regs.values[REG_DMA_STATUS] = self.rx_regs.values.get(REG_DMA_STATUS, 0) | RX_OVERFLOW_BIT
             self.rx_overflows += 1
         start = buf.pos
@@ -654,6 +656,7 @@ class PlutoEmulator:
     def _flag_underflow(self) -> None:
         if not self.tx_regs.values.get(REG_DMA_STATUS, 0) & TX_UNDERFLOW_BIT:
             self.tx_underflows += 1
+            log.debug("emulated Pluto: TX underflow at timeline %d (queue played out at %d)", self._t, self.tx_next)
         self.tx_regs.values[REG_DMA_STATUS] = self.tx_regs.values.get(REG_DMA_STATUS, 0) | TX_UNDERFLOW_BIT
 
     def _dma_push(self, codes: np.ndarray, cyclic: bool) -> None:
