@@ -1,20 +1,53 @@
 """An emulated ADALM-PLUTO (AD9363/AD9364) on libiio's network protocol, streaming a :class:`SimBench`.
 
 ``serve(bench)`` starts an IIOD server on 127.0.0.1; ``adi.Pluto("ip:127.0.0.1:PORT")``,
-``iio_info``, ``iio_attr`` and ``iio_readdev`` talk to it unmodified. It presents the
-three IIO devices pyadi-iio uses, with the AD9361 Linux driver's behaviour:
+``iio_info``, ``iio_attr``, ``iio_readdev``/``iio_writedev`` and GNU Radio's gr-iio talk
+to it unmodified. Its devices, channels, attributes and their sysfs file names are a
+Rev.C Pluto's on firmware v0.32 (``ad9361-phy`` iio:device0, ``xadc`` device1, the DDS
+core device2, the ADC core device3), with that Pluto's power-on values, and the AD9361
+Linux driver's behaviour:
+
+**One sample timeline.** RX and TX share a timeline counted in RX DMA samples. Each RX
+buffer has a position on it; consecutive buffers are contiguous. For every RX block the
+DAC's codes around it (cyclic buffer, DDS, or the streamed queue) are loaded into the bench
+as its waveform, so the TX content runs on across buffers; the bench places each read
+at a fresh point of its own clock, and its TX phase noise (and a TX-RX LO offset) turns
+on across that hidden gap, so a block that continues its buffer is read with a
+``RX_OVERLAP``-sample overlap of what was delivered and rotated onto it. Streamed
+(non-cyclic) pushes are queued back to back; a push waits while BUFFERS_COUNT buffers are
+queued ahead of the DAC; a queue that runs dry is a TX underflow (DMA status bit 0). Two
+clocks (``serve(bench, clock=...)``):
+
+* ``lockstep`` (default, and what the shipped rigs use): the timeline follows wall clock
+  except while an RX block is computed, and never lags what a reader has taken; an RX
+  block waits (at most 1 s) for a streaming TX client's samples. The emulator's own
+  slowness never shows as an overflow, an underflow or a gap, on any machine. An RX
+  overflow is the client's own delay (below); the DMA then drops that time.
+* ``paced``: the timeline is wall clock. A reader gets samples no faster than the sample
+  rate and overflows when it falls BUFFERS_COUNT blocks behind (the DMA keeps the newest
+  block); a streamed TX underflows when its client (or the emulator) is slower than real time.
+
+A new RX buffer starts where the DMA is (lockstep: after a random gap of up to 2^20
+samples unless a streamed TX plays, so separate captures land at random phases of a
+cyclic stimulus, as with the bench). The x8 decimation/interpolation of the HDL
+(``sampling_frequency`` of the cores: the AD9361's rate or an eighth of it) sets the DMA
+rates; a source at another rate than the RX DMA's is resampled by 8.
+
 
 * ``ad9361-phy``: LOs (``altvoltage0`` RX_LO, ``altvoltage1`` TX_LO) on the RF PLL's
   fractional-N grid (40 MHz reference, modulus 8388593), range 325 MHz - 3.8 GHz for
-  the Pluto as shipped (``model="ad9363a"``, RF bandwidth <= 20 MHz) or 70 MHz - 6 GHz
-  (``"ad9364"``); one sample rate for RX and TX, checked against the clock chain
+  the Pluto as shipped (``model="ad9363a"``; RF bandwidth up to 56 MHz RX, 40 MHz TX,
+  as its v0.32 driver reports) or 70 MHz - 6 GHz (``"ad9364"``); one sample rate for RX and TX, checked against the clock chain
   (``rx_path_rates``/``tx_path_rates``: BBPLL 715-1430 MHz, ADC <= 640 MHz, half-band
-  stages x2/x2/x2-or-x3, DAC = ADC or ADC/2) and the FIR (``filter_fir_config``
+  stages x2/x2/x2-or-x3, DAC = ADC or ADC/2, ``trx_rate_governor`` nominal) and the FIR (``filter_fir_config``
   DEC/INT and taps: rates below 25 MHz/12 need the FIR's decimation, the TX FIR may
   have at most 16 x DAC/TXSAMP taps); ``rf_bandwidth`` clamped to its range;
   ``gain_control_mode`` manual/fast_attack/slow_attack/hybrid (the AGC modes steer
-  ``hardwaregain`` from each RX block's level, toward -12 dBFS; writing the gain is
-  refused outside manual); RX ``hardwaregain`` -3..71 dB (-10..62 above 4 GHz) in
+  ``hardwaregain`` toward -12 dBFS from each RX block's level, in sample time:
+  fast_attack settles within a block, slow_attack/hybrid move at most 2 dB per 1 ms of
+  samples; writing the gain is refused outside manual); ``rssi`` (gain minus the last
+  block's level, dB); ``temp0`` and the XADC's ``temp0`` from ``bench.temperature_c``
+  (35 degC if the bench states none); RX ``hardwaregain`` -3..71 dB (-10..62 above 4 GHz) in
   1 dB steps; TX ``hardwaregain`` (attenuation) -89.75..0 dB in 0.25 dB steps;
   ``calib_mode``, ``ensm_mode`` (no RF outside fdd/pinctrl modes), debug ``loopback``
   (0 off, 1 digital: RX returns the TX data; 2, RF BIST loopback, is refused).
@@ -22,8 +55,8 @@ three IIO devices pyadi-iio uses, with the AD9361 Linux driver's behaviour:
   An RX block is ``bench.read(n)`` (full scale 1.0) times 2048, i.e. 12-bit two's
   complement sign-extended into int16, as the HDL delivers it.
 * ``cf-ad9361-dds-core-lpc`` (TX DMA + DDS): ``voltage0``/``voltage1``, ``le:S16/16>>0``;
-  the DAC uses the 12 MSBs: ``x = (sample >> 4) / 2048``. A cyclic buffer repeats,
-  a non-cyclic push is one burst (TX underflow is flagged once it has played out).
+  the DAC uses the 12 MSBs: ``x = (sample >> 4) / 2048``. A cyclic buffer repeats;
+  non-cyclic pushes play back to back on the timeline (underflow once the queue is empty).
   Closing the buffer stops the transmitter; a client that goes away without closing
   it (disconnected, killed, idle past the server's timeout) also has the TX LO powered
   down (``altvoltage1`` ``powerdown`` reads 1) and TX underflow flagged, and the next
@@ -36,8 +69,8 @@ three IIO devices pyadi-iio uses, with the AD9361 Linux driver's behaviour:
   blocks' worth of time between READBUFs, counting only the time the emulator was
   serving nobody (computing, sending and answering any client's requests is the
   emulator's time, not the client's); before the first READBUF after OPEN the client
-  also has ``overflow_margin_s`` (default 50 ms) for its set-up requests. Tests can
-  also inject one.
+  also has ``overflow_margin_s`` (default 50 ms) for its set-up requests (the lockstep
+  clock; paced compares the reader's position with wall clock). Tests can also inject one.
 
 Samples are computed outside the device lock: the lock is held only to reserve the
 stream position and snapshot the state, so other clients' attribute requests (and
@@ -45,10 +78,10 @@ stream position and snapshot the state, so other clients' attribute requests (an
 bench (LO, gain, rate, TX data) waits, without holding the lock, for the blocks being
 computed; new reads wait for such pending changes.
 
-Not modelled: the FPGA's decimate/interpolate-by-8 (only the base rate is accepted on
-the HDL cores' ``sampling_frequency``), FIR passband shape and gain (taken as 0 dB, as
-pyadi-iio's filters are normalised with their GAIN setting), RSSI, the second AD9361
-channel, triggers.
+Not modelled: FIR passband shape and gain (taken as 0 dB, as pyadi-iio's filters are
+normalised with their GAIN setting), the x8 stage's filter shape (scipy's
+``resample_poly``), the BBPLL's XO correction (40 MHz exactly), the TX monitor RSSI (0),
+the second AD9361 channel, the auxiliary ADC/DACs, fastlock, triggers.
 """
 
 from __future__ import annotations
@@ -206,8 +239,8 @@ def clock_chain(rate_hz: int, fir_dec: int, governor: str = "highest_osr") -> di
     """RX/TX clock chain for ``rate_hz`` with a FIR decimating/interpolating by ``fir_dec``.
 
     Picks the highest half-band decimation whose ADC clock fits (<= 640 MHz) with a BBPLL
-    (ADC x 2^k) in 715..1430 MHz; DAC = ADC, or ADC/2 when ADC > 320 MHz. None if no
-    chain exists (the driver's -EINVAL). The ``nominal`` governor (the driver's default)
+    (ADC x 2^k) in 715..1430 MHz; DAC = ADC/2 when the third half-band decimates by 2 or
+    ADC > 320 MHz, else ADC. None if no chain exists (the driver's -EINVAL). The ``nominal`` governor (the driver's default)
     starts at x8 (30.72 MS/s: ADC 245.76 MHz, DAC 122.88 MHz, as a Pluto reports).
     """
     for hb3, hb2, hb1 in _HB_CHAINS[1:] if governor == "nominal" else _HB_CHAINS:
