@@ -72,7 +72,8 @@ def main() -> int:
     port = free_port()
     uri = f"ip:127.0.0.1:{port}"
     env = dict(os.environ, PYTHONPATH=str(HERE.parent))
-    emu = subprocess.Popen([a.emu_python, str(HERE / "pluto_stream_check.py"), "--serve", str(port), "-v"],
+    emu = subprocess.Popen([a.emu_python, str(HERE / "pluto_stream_check.py"), "--serve", str(port)]
+                           + (["-v"] if a.emu_log else []),
                            env=env, stdout=subprocess.DEVNULL, stderr=open(a.emu_log, "w") if a.emu_log else None)
     try:
         wait_port(port, 30)
