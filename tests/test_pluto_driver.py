@@ -85,7 +85,7 @@ def test_capabilities_come_from_the_available_attributes(emulated):
     assert (caps.tune_range_hz.low, caps.tune_range_hz.high) == (325e6, 3.8e9)
     assert (caps.tx_gain_range_db.low, caps.tx_gain_range_db.high, caps.tx_gain_range_db.step) == (-89.75, 0.0, 0.25)
     assert (caps.rx_gain_range_db.low, caps.rx_gain_range_db.high, caps.rx_gain_range_db.step) == (-3, 71, 1)
-    assert caps.rf_bandwidth_range_hz.high == 20e6 and caps.sample_rate_range_hz.high == 61.44e6
+    assert caps.rf_bandwidth_range_hz.high == 56e6 and caps.sample_rate_range_hz.high == 61.44e6  # a v0.32 Pluto reports [200000 1 56000000]
     assert caps.tx_full_scale_dbm == bench.config.tx.full_scale_dbm
     assert caps.serial == bench.capabilities.serial
 

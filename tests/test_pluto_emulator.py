@@ -128,9 +128,9 @@ def test_attribute_semantics_follow_the_ad9361_driver(rig):
     assert sdr.rx_hardwaregain_chan0 == 33
     with pytest.raises(OSError):
         sdr.rx_hardwaregain_chan0 = 72
-    # RF bandwidth: clamped to the AD9363's 20 MHz
-    sdr.rx_rf_bandwidth = 30_000_000
-    assert sdr.rx_rf_bandwidth == 20_000_000
+    # RF bandwidth: clamped to the driver's range (a v0.32 Pluto reports [200000 1 56000000])
+    sdr.rx_rf_bandwidth = 60_000_000
+    assert sdr.rx_rf_bandwidth == 56_000_000
     # Low rates need the decimating FIR; pyadi's setter loads it (reading tx_path_rates)
     sdr._set_iio_attr("out", "voltage_filter_fir_en", False, 0)
     with pytest.raises(OSError):

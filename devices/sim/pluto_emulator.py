@@ -1,20 +1,53 @@
 """An emulated ADALM-PLUTO (AD9363/AD9364) on libiio's network protocol, streaming a :class:`SimBench`.
 
 ``serve(bench)`` starts an IIOD server on 127.0.0.1; ``adi.Pluto("ip:127.0.0.1:PORT")``,
-``iio_info``, ``iio_attr`` and ``iio_readdev`` talk to it unmodified. It presents the
-three IIO devices pyadi-iio uses, with the AD9361 Linux driver's behaviour:
+``iio_info``, ``iio_attr``, ``iio_readdev``/``iio_writedev`` and GNU Radio's gr-iio talk
+to it unmodified. Its devices, channels, attributes and their sysfs file names are a
+Rev.C Pluto's on firmware v0.32 (``ad9361-phy`` iio:device0, ``xadc`` device1, the DDS
+core device2, the ADC core device3), with that Pluto's power-on values, and the AD9361
+Linux driver's behaviour:
+
+**One sample timeline.** RX and TX share a timeline counted in RX DMA samples. Each RX
+buffer has a position on it; consecutive buffers are contiguous. For every RX block the
+DAC's codes around it (cyclic buffer, DDS, or the streamed queue) are loaded into the bench
+as its waveform, so the TX content runs on across buffers; the bench places each read
+at a fresh point of its own clock, and its TX phase noise (and a TX-RX LO offset) turns
+on across that hidden gap, so a block that continues its buffer is read with a
+``RX_OVERLAP``-sample overlap of what was delivered and rotated onto it. Streamed
+(non-cyclic) pushes are queued back to back; a push waits while BUFFERS_COUNT buffers are
+queued ahead of the DAC; a queue that runs dry is a TX underflow (DMA status bit 0). Two
+clocks (``serve(bench, clock=...)``):
+
+* ``lockstep`` (default, and what the shipped rigs use): the timeline follows wall clock
+  except while an RX block is computed, and never lags what a reader has taken; an RX
+  block waits (at most 1 s) for a streaming TX client's samples. The emulator's own
+  slowness never shows as an overflow, an underflow or a gap, on any machine. An RX
+  overflow is the client's own delay (below); the DMA then drops that time.
+* ``paced``: the timeline is wall clock. A reader gets samples no faster than the sample
+  rate and overflows when it falls BUFFERS_COUNT blocks behind (the DMA keeps the newest
+  block); a streamed TX underflows when its client (or the emulator) is slower than real time.
+
+A new RX buffer starts where the DMA is (lockstep: after a random gap of up to 2^20
+samples unless a streamed TX plays, so separate captures land at random phases of a
+cyclic stimulus, as with the bench). The x8 decimation/interpolation of the HDL
+(``sampling_frequency`` of the cores: the AD9361's rate or an eighth of it) sets the DMA
+rates; a source at another rate than the RX DMA's is resampled by 8.
+
 
 * ``ad9361-phy``: LOs (``altvoltage0`` RX_LO, ``altvoltage1`` TX_LO) on the RF PLL's
   fractional-N grid (40 MHz reference, modulus 8388593), range 325 MHz - 3.8 GHz for
-  the Pluto as shipped (``model="ad9363a"``, RF bandwidth <= 20 MHz) or 70 MHz - 6 GHz
-  (``"ad9364"``); one sample rate for RX and TX, checked against the clock chain
+  the Pluto as shipped (``model="ad9363a"``; RF bandwidth up to 56 MHz RX, 40 MHz TX,
+  as its v0.32 driver reports) or 70 MHz - 6 GHz (``"ad9364"``); one sample rate for RX and TX, checked against the clock chain
   (``rx_path_rates``/``tx_path_rates``: BBPLL 715-1430 MHz, ADC <= 640 MHz, half-band
-  stages x2/x2/x2-or-x3, DAC = ADC or ADC/2) and the FIR (``filter_fir_config``
+  stages x2/x2/x2-or-x3, DAC = ADC or ADC/2, ``trx_rate_governor`` nominal) and the FIR (``filter_fir_config``
   DEC/INT and taps: rates below 25 MHz/12 need the FIR's decimation, the TX FIR may
   have at most 16 x DAC/TXSAMP taps); ``rf_bandwidth`` clamped to its range;
   ``gain_control_mode`` manual/fast_attack/slow_attack/hybrid (the AGC modes steer
-  ``hardwaregain`` from each RX block's level, toward -12 dBFS; writing the gain is
-  refused outside manual); RX ``hardwaregain`` -3..71 dB (-10..62 above 4 GHz) in
+  ``hardwaregain`` toward -12 dBFS from each RX block's level, in sample time:
+  fast_attack settles within a block, slow_attack/hybrid move at most 2 dB per 1 ms of
+  samples; writing the gain is refused outside manual); ``rssi`` (gain minus the last
+  block's level, dB); ``temp0`` and the XADC's ``temp0`` from ``bench.temperature_c``
+  (35 degC if the bench states none); RX ``hardwaregain`` -3..71 dB (-10..62 above 4 GHz) in
   1 dB steps; TX ``hardwaregain`` (attenuation) -89.75..0 dB in 0.25 dB steps;
   ``calib_mode``, ``ensm_mode`` (no RF outside fdd/pinctrl modes), debug ``loopback``
   (0 off, 1 digital: RX returns the TX data; 2, RF BIST loopback, is refused).
@@ -22,8 +55,8 @@ three IIO devices pyadi-iio uses, with the AD9361 Linux driver's behaviour:
   An RX block is ``bench.read(n)`` (full scale 1.0) times 2048, i.e. 12-bit two's
   complement sign-extended into int16, as the HDL delivers it.
 * ``cf-ad9361-dds-core-lpc`` (TX DMA + DDS): ``voltage0``/``voltage1``, ``le:S16/16>>0``;
-  the DAC uses the 12 MSBs: ``x = (sample >> 4) / 2048``. A cyclic buffer repeats,
-  a non-cyclic push is one burst (TX underflow is flagged once it has played out).
+  the DAC uses the 12 MSBs: ``x = (sample >> 4) / 2048``. A cyclic buffer repeats;
+  non-cyclic pushes play back to back on the timeline (underflow once the queue is empty).
   Closing the buffer stops the transmitter; a client that goes away without closing
   it (disconnected, killed, idle past the server's timeout) also has the TX LO powered
   down (``altvoltage1`` ``powerdown`` reads 1) and TX underflow flagged, and the next
@@ -36,8 +69,8 @@ three IIO devices pyadi-iio uses, with the AD9361 Linux driver's behaviour:
   blocks' worth of time between READBUFs, counting only the time the emulator was
   serving nobody (computing, sending and answering any client's requests is the
   emulator's time, not the client's); before the first READBUF after OPEN the client
-  also has ``overflow_margin_s`` (default 50 ms) for its set-up requests. Tests can
-  also inject one.
+  also has ``overflow_margin_s`` (default 50 ms) for its set-up requests (the lockstep
+  clock; paced compares the reader's position with wall clock). Tests can also inject one.
 
 Samples are computed outside the device lock: the lock is held only to reserve the
 stream position and snapshot the state, so other clients' attribute requests (and
@@ -45,14 +78,15 @@ stream position and snapshot the state, so other clients' attribute requests (an
 bench (LO, gain, rate, TX data) waits, without holding the lock, for the blocks being
 computed; new reads wait for such pending changes.
 
-Not modelled: the FPGA's decimate/interpolate-by-8 (only the base rate is accepted on
-the HDL cores' ``sampling_frequency``), FIR passband shape and gain (taken as 0 dB, as
-pyadi-iio's filters are normalised with their GAIN setting), RSSI, the second AD9361
-channel, triggers.
+Not modelled: FIR passband shape and gain (taken as 0 dB, as pyadi-iio's filters are
+normalised with their GAIN setting), the x8 stage's filter shape (scipy's
+``resample_poly``), the BBPLL's XO correction (40 MHz exactly), the TX monitor RSSI (0),
+the second AD9361 channel, the auxiliary ADC/DACs, fastlock, triggers.
 """
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import math
@@ -77,7 +111,7 @@ OVERFLOW_MARGIN_S = 0.05
 
 MODELS = {
     # model: (LO min, LO max, RX rf_bandwidth max, TX rf_bandwidth max, hw_model text)
-    "ad9363a": (325e6, 3.8e9, 20e6, 20e6, "Analog Devices PlutoSDR Rev.C (Z7010-AD9363A)"),
+    "ad9363a": (325e6, 3.8e9, 56e6, 40e6, "Analog Devices PlutoSDR Rev.C (Z7010-AD9363A)"),
     "ad9364": (70e6, 6e9, 56e6, 40e6, "Analog Devices PlutoSDR Rev.C (Z7010-AD9364)"),
 }
 RF_BW_MIN_HZ = 200e3
@@ -96,7 +130,38 @@ CALIB_MODES = ("auto", "manual", "manual_tx_quad", "tx_quad", "rf_dc_offs", "rss
 ENSM_MODES = ("sleep", "wait", "alert", "fdd", "pinctrl", "pinctrl_fdd_indep")
 _ENSM_RF_ON = ("fdd", "pinctrl", "pinctrl_fdd_indep")
 AGC_TARGET_DBFS = -12.0
+#: slow_attack/hybrid AGC: gain update interval (s of sample time) and largest step per update (dB)
+AGC_UPDATE_S = 1e-3
+AGC_SLOW_STEP_DB = 2.0
+#: the sample timeline's clocks (see PlutoEmulator)
+CLOCK_MODES = ("lockstep", "paced")
+#: lockstep: longest an RX block waits for a streaming TX client's next push (s)
+STREAM_WAIT_MAX_S = 1.0
+#: samples by which an RX block overlaps the last one delivered, to align the bench's reads (few: the
+#: two reads' TX phase noise walks apart over the overlap, ~sqrt(2 N0 K / 3 fs) rad)
+RX_OVERLAP = 64
+#: longest a streamed push waits for room in the DMA queue (s)
+PUSH_WAIT_MAX_S = 20.0
 DDS_ACC_BITS = 16
+DEFAULT_TEMP_C = 35.0
+XADC_TEMP_SCALE = 123.040771484
+XADC_TEMP_OFFSET = -2219
+#: channel attributes the kernel drivers share between channels of one type (``in_voltage_rf_bandwidth``)
+SHARED_ATTRS = frozenset({
+    "bb_dc_offset_tracking_en", "filter_fir_en", "gain_control_mode_available", "quadrature_tracking_en",
+    "rf_bandwidth", "rf_bandwidth_available", "rf_dc_offset_tracking_en", "rf_port_select_available",
+    "sampling_frequency", "sampling_frequency_available", "samples_pps"})
+
+
+def sysfs_filename(chn: IIOChannel, attr: Attr) -> str:
+    """The sysfs file of a channel attribute: ``in_voltage0_hardwaregain``,
+    ``out_altvoltage0_RX_LO_frequency``, shared ones ``in_voltage_sampling_frequency``."""
+    if chn.id == "out":
+        return f"in_out_{attr.name}"
+    direction = "out" if chn.output else "in"
+    if attr.name in SHARED_ATTRS:
+        return f"{direction}_{chn.id.rstrip('0123456789')}_{attr.name}"
+    return f"{direction}_{chn.id}{'_' + chn.name if chn.name else ''}_{attr.name}"
 
 
 def _parse_float(text: str) -> float:
@@ -170,14 +235,15 @@ def parse_fir_config(text: str) -> dict:
     return cfg
 
 
-def clock_chain(rate_hz: int, fir_dec: int) -> dict[str, int] | None:
+def clock_chain(rate_hz: int, fir_dec: int, governor: str = "highest_osr") -> dict[str, int] | None:
     """RX/TX clock chain for ``rate_hz`` with a FIR decimating/interpolating by ``fir_dec``.
 
     Picks the highest half-band decimation whose ADC clock fits (<= 640 MHz) with a BBPLL
-    (ADC x 2^k) in 715..1430 MHz; DAC = ADC, or ADC/2 when ADC > 320 MHz. None if no
-    chain exists (the driver's -EINVAL).
+    (ADC x 2^k) in 715..1430 MHz; DAC = ADC/2 when the third half-band decimates by 2 or
+    ADC > 320 MHz, else ADC. None if no chain exists (the driver's -EINVAL). The ``nominal`` governor (the driver's default)
+    starts at x8 (30.72 MS/s: ADC 245.76 MHz, DAC 122.88 MHz, as a Pluto reports).
     """
-    for hb3, hb2, hb1 in _HB_CHAINS:
+    for hb3, hb2, hb1 in _HB_CHAINS[1:] if governor == "nominal" else _HB_CHAINS:
         rf = rate_hz * fir_dec
         adc = rf * hb1 * hb2 * hb3
         if adc > ADC_MAX_HZ:
@@ -189,7 +255,7 @@ def clock_chain(rate_hz: int, fir_dec: int) -> dict[str, int] | None:
                 break
         if bbpll is None:
             continue
-        dac = adc if adc <= DAC_MAX_HZ else adc // 2
+        dac = adc // 2 if adc > DAC_MAX_HZ or hb3 == 2 else adc
         return {"BBPLL": int(bbpll), "ADC": int(adc), "R2": int(rf * hb1 * hb2), "R1": int(rf * hb1),
                 "RF": int(rf), "RXSAMP": int(rate_hz), "DAC": int(dac), "T2": int(rf * hb1 * hb2),
                 "T1": int(rf * hb1), "TF": int(rf), "TXSAMP": int(rate_hz)}
@@ -244,23 +310,18 @@ class _RxBuffer(BufferHandle):
         self.samples = samples
         self.cols = [int(c.id[-1]) for c in channels]  # 0 = I, 1 = Q
         self.started = False  # a READBUF came since the DMA was enabled
+        self.pos = emu._rx_open_position()  # timeline index of this buffer's next sample
+        #: the last samples delivered (complex, full scale 1.0) and the timeline index after them
+        self.tail: np.ndarray | None = None
+        self.tail_end = -1
 
     def read(self, n_samples: int, idle_s: float = 0.0) -> bytes:
         emu = self.emu
         with emu.lock:
+            start = emu._rx_reserve(self, n_samples, idle_s)
             emu._begin_read()
             try:
-                # The DMA keeps filling BUFFERS_COUNT blocks while the client is away (idle_s: the
-                # client's own delay, the emulator's serving time excluded by the server).
-                budget = emu.buffers_count * self.samples / emu.rate_hz
-                if not self.started:
-                    budget += emu.overflow_margin_s
-                    self.started = True
-                if idle_s > budget or emu._pending_overflow:
-                    emu._pending_overflow = False
-                    emu.rx_regs.values[REG_DMA_STATUS] = emu.rx_regs.values.get(REG_DMA_STATUS, 0) | RX_OVERFLOW_BIT
-                    emu.rx_overflows += 1
-                plan = emu._rx_plan(n_samples)
+                plan = emu._rx_plan(start, n_samples, self)
             except BaseException:
                 emu._end_read()
                 raise
@@ -271,7 +332,7 @@ class _RxBuffer(BufferHandle):
                 emu._end_read()
         if level_dbfs is not None:
             with emu.lock:
-                emu._agc(level_dbfs)
+                emu._agc(level_dbfs, n_samples / emu.rx_dma_hz)
         if self.cols != [0, 1]:
             iq = np.ascontiguousarray(iq[:, self.cols])
         return iq.tobytes()
@@ -295,7 +356,10 @@ class _TxBuffer(BufferHandle):
             if self.cyclic and self.pushed:
                 raise IIOError(errno.EBUSY, "a cyclic buffer takes one push")
             self.pushed = True
-            self.emu._dma_push(codes, self.cyclic)
+            if self.cyclic:
+                self.emu._dma_push(codes, True)
+            else:
+                self.emu._stream_push(self, codes)
 
     def close(self) -> None:
         with self.emu.lock:
@@ -310,9 +374,12 @@ class PlutoEmulator:
     """AD9363/AD9364 + Pluto HDL device model on a :class:`SimBench` (see module doc)."""
 
     def __init__(self, bench, model: str = "ad9363a", buffers_count: int = 4,
-                 overflow_margin_s: float = OVERFLOW_MARGIN_S):
+                 overflow_margin_s: float = OVERFLOW_MARGIN_S, clock: str = "lockstep"):
         if model not in MODELS:
             raise ValueError(f"unknown Pluto model {model!r}; known: {', '.join(MODELS)}")
+        if clock not in CLOCK_MODES:
+            raise ValueError(f"unknown clock {clock!r}; known: {', '.join(CLOCK_MODES)}")
+        self.clock = clock
         self.bench = bench
         self.model = model
         lo_min, lo_max, self.rx_bw_max, self.tx_bw_max, hw_model = MODELS[model]
@@ -323,6 +390,7 @@ class PlutoEmulator:
         self.lock = threading.RLock()
         #: RX blocks being computed outside the lock, and changes to the bench waiting for them
         self._stream = threading.Condition(self.lock)
+        self._bench_lock = threading.Lock()  # one RX block at a time loads the TX window and reads
         self._reads_in_flight = 0
         self._bench_waiters = 0
         self.buffers_count = int(buffers_count)
@@ -332,6 +400,7 @@ class PlutoEmulator:
         self.tx_lo_hz = rfpll_actual_hz(min(max(2.45e9, self.lo_min), self.lo_max))
         self.lo_powerdown = {0: False, 1: False}
         self.rate_hz = 30_720_000
+        self.rx_dec8 = self.tx_int8 = False  # the HDL's x8 decimation (RX) / interpolation (TX)
         self.fir = parse_fir_config("RX 3 GAIN 0 DEC 1\nTX 3 GAIN 0 INT 1\n" + "0,0\n" * 15 + "32767,32767\n")
         self.rx_fir_en = self.tx_fir_en = False
         self.rx_bw_hz = int(min(18e6, self.rx_bw_max))
@@ -340,14 +409,28 @@ class PlutoEmulator:
         self.rx_gain_db = 71
         self.tx_atten_mdb = 10000
         self.calib_mode = "auto"
+        self.governor = "nominal"
         self.ensm = "fdd"
         self.loopback = 0
-        self.dds = [{"ftw": 0, "phase_mdeg": 0, "scale": 0.0} for _ in range(4)]
-        self.dds_raw = False
+        # power-on DDS: 9.28 MHz, I at 90 deg, scale 0 (silent), enabled
+        self.dds = [{"ftw": int(round(9279985 * (1 << DDS_ACC_BITS) / 30_720_000)), "freq_hz": 9279985,
+                     "phase_mdeg": 90000 if i < 2 else 0, "scale": 0.0} for i in range(4)]
+        self.dds_raw = True
+        self.fir_loaded = False  # "FIR Rx: 0,0 Tx: 0,0" until a configuration is written
         self.dma_codes: np.ndarray | None = None  # (n, 2) int16 12-bit codes of the TX buffer
         self.dma_cyclic = False
         self.dma_owner: _TxBuffer | None = None
-        self.dma_burst_end = 0.0  # monotonic time the last one-shot burst has played out
+        # The sample timeline shared by RX and TX (absolute samples at the current rate).
+        self._t = 0.0  # "now": the DMA's position on the timeline
+        self._mark = time.monotonic()  # wall-clock time at which _t was last advanced
+        self._gaps = np.random.default_rng(getattr(bench, "seed", 0) + 0x9361)  # new RX buffers' start
+        self.tx_origin = 0  # timeline index where sample 0 of a cyclic DMA buffer or the DDS plays
+        self.tx_queue: collections.deque = collections.deque()  # streamed pushes: (start, codes)
+        self.tx_next = 0  # timeline index where the next streamed push plays
+        self.tx_underflows = 0
+        self.tx_wanted = 0  # (lockstep) the furthest timeline index an RX block waits for
+        self.tx_last_push = 0.0
+        self.rssi_db = 0.0
         self.rx_buffers: set[_RxBuffer] = set()
         self.rx_overflows = 0
         self._pending_overflow = False
@@ -366,6 +449,19 @@ class PlutoEmulator:
         return self.ensm in _ENSM_RF_ON
 
     @property
+    def rx_dma_hz(self) -> float:
+        """Sample rate of the RX DMA (the timeline's unit, and the bench's rate)."""
+        return self.rate_hz / 8 if self.rx_dec8 else float(self.rate_hz)
+
+    @property
+    def tx_dma_hz(self) -> float:
+        return self.rate_hz / 8 if self.tx_int8 else float(self.rate_hz)
+
+    def _tx_ratio(self) -> int | float:
+        """TX DMA samples per timeline (RX DMA) sample: 8, 1 or 1/8."""
+        return self.tx_dma_hz / self.rx_dma_hz
+
+    @property
     def tx_gain_db(self) -> float:
         return -self.tx_atten_mdb / 1000.0
 
@@ -373,10 +469,12 @@ class PlutoEmulator:
         """(Lock held) count an RX block about to be computed; pending bench changes go first."""
         while self._bench_waiters:
             self._stream.wait()
+        self._advance()
         self._reads_in_flight += 1
 
     def _end_read(self) -> None:
         """(Lock held) the block is computed."""
+        self._advance()
         self._reads_in_flight -= 1
         if not self._reads_in_flight:
             self._stream.notify_all()
@@ -398,7 +496,7 @@ class PlutoEmulator:
     def _apply_rx(self) -> None:
         self._quiesce()
         try:
-            self.bench.set_rx(StreamConfig(float(self.rx_lo_hz), float(self.rate_hz), float(self.rx_gain_db),
+            self.bench.set_rx(StreamConfig(float(self.rx_lo_hz), float(self.rx_dma_hz), float(self.rx_gain_db),
                                            float(self.rx_bw_hz)))
         except DeviceError as e:
             raise IIOError(errno.EINVAL, str(e)) from e
@@ -406,28 +504,38 @@ class PlutoEmulator:
     def _apply_tx(self) -> None:
         self._quiesce()
         try:
-            self.bench.set_tx(StreamConfig(float(self.tx_lo_hz), float(self.rate_hz), self.tx_gain_db,
+            self.bench.set_tx(StreamConfig(float(self.tx_lo_hz), float(self.rx_dma_hz), self.tx_gain_db,
                                            float(self.tx_bw_hz)))
         except DeviceError as e:
             raise IIOError(errno.EINVAL, str(e)) from e
 
     def _tx_codes(self) -> tuple[np.ndarray | None, bool]:
-        """What the DAC plays now: (12-bit I/Q codes, cyclic) or (None, _)."""
+        """What the DAC plays now: (12-bit I/Q codes, cyclic) or (None, _); a streamed
+        buffer's codes are on the timeline (:meth:`_tx_window`)."""
         if self.dma_owner is not None:
             return self.dma_codes, self.dma_cyclic
         if self.dds_raw and any(d["scale"] > 0 for d in self.dds):
             return self._dds_codes(), True
         return None, True
 
+    def _tx_live(self) -> bool:
+        """The transmitter is on: a data source, RF on and the TX LO up."""
+        if not self.rf_on or self.lo_powerdown[1]:
+            return False
+        if self.dma_owner is not None:
+            return self.dma_codes is not None or not self.dma_owner.cyclic
+        return self._tx_codes()[0] is not None
+
     def _update_tx(self) -> None:
-        """Start or stop the bench transmitter after a change of data source or power state."""
+        """Start or stop the bench transmitter after a change of data source or power state
+        (what it plays is set per RX block from the timeline, :meth:`_tx_window`)."""
         self._quiesce()
-        codes, cyclic = self._tx_codes()
-        if codes is None or not self.rf_on or self.lo_powerdown[1]:
+        codes, _cyclic = self._tx_codes()
+        if not self._tx_live():
             self.bench.stop_tx()
-        elif cyclic:
-            self.bench.start_tx(self._codes_to_complex(codes), cyclic=True)
-        # a one-shot burst is started by its push only
+        else:
+            self.bench.start_tx(self._codes_to_complex(codes if codes is not None else np.zeros((1, 2))),
+                                cyclic=True)
 
     @staticmethod
     def _codes_to_complex(codes: np.ndarray) -> np.ndarray:
@@ -443,23 +551,162 @@ class PlutoEmulator:
                 out[:, idx // 2] += d["scale"] * np.sin(ph)
         return np.clip(np.rint(out * 2048), -2048, 2047).astype(np.int16)
 
+    # ----- the sample timeline ------------------------------------------------------
+    def _advance(self) -> float:
+        """(Lock held) bring the timeline to now and return it. Paced: wall clock. Lockstep:
+        wall clock except while an RX block is computed, and never behind what a reader has
+        taken (a reader runs ahead of it, a streamed TX waits for that reader), so the emulator's
+        own slowness never shows as an overflow or an underflow."""
+        mono = time.monotonic()
+        if self.clock == "paced" or not self._reads_in_flight:
+            self._t += (mono - self._mark) * self.rx_dma_hz
+        self._mark = mono
+        return self._t
+
+    def _timeline_reset(self) -> None:
+        """(Lock held) the rate changed: the streamed queue is dropped (as the driver's DMA restart)."""
+        self._advance()
+        self.tx_queue.clear()
+        self.tx_next = int(self._t * self._tx_ratio())
+
+    def _rx_open_position(self) -> int:
+        """(Lock held) where a new RX buffer's DMA starts: paced, now; lockstep, now plus a random gap
+        (as the bench placed independent captures at random phases of a cyclic stimulus), unless
+        a streamed TX is playing."""
+        t = self._advance()
+        streaming = self.dma_owner is not None and not self.dma_owner.cyclic
+        if self.clock == "lockstep" and not streaming:  # (a streamed TX plays on, gapless)
+            t += int(self._gaps.integers(0, 1 << 20))
+            self._t = t
+        return int(t)
+
+    def _rx_reserve(self, buf: _RxBuffer, n: int, idle_s: float) -> int:
+        """(Lock held) the timeline position of ``buf``'s next ``n`` samples; flags an overflow."""
+        now = self._advance()
+        overflow = self._pending_overflow
+        self._pending_overflow = False
+        budget_s = self.buffers_count * buf.samples / self.rx_dma_hz
+        if self.clock == "paced":
+            if now - buf.pos > self.buffers_count * buf.samples + (0 if buf.started else
+                                                                 self.overflow_margin_s * self.rx_dma_hz):
+                overflow = True
+                buf.pos = int(now) - buf.samples  # the DMA kept the newest block
+            deadline = time.monotonic() + n / self.rx_dma_hz + 1.0
+            while self._advance() < buf.pos + n and time.monotonic() < deadline:
+                self._stream.wait(timeout=max(1e-3, (buf.pos + n - self._t) / self.rx_dma_hz))
+        else:
+            # The DMA keeps filling BUFFERS_COUNT blocks while the client is away (idle_s: the
+            # client's own delay, the emulator's serving time excluded by the server).
+            if not buf.started:
+                budget_s += self.overflow_margin_s
+            if idle_s > budget_s:
+                overflow = True
+                buf.pos += int(min(idle_s, 10.0) * self.rx_dma_hz)  # what the DMA dropped meanwhile
+        buf.started = True
+        if overflow:
+            log.debug("emulated Pluto: RX overflow at timeline %d (client idle %.3f s)", buf.pos, idle_s)
+            self.rx_regs.values[REG_DMA_STATUS] = self.rx_regs.values.get(REG_DMA_STATUS, 0) | RX_OVERFLOW_BIT
+            self.rx_overflows += 1
+        start = buf.pos
+        buf.pos += n
+        if self.clock == "lockstep":
+            self._t = max(self._t, float(start))  # the DMA is at this block: pushes land from here on
+            self._wait_stream_tx(start + n + self._bench_margins(n)[1])
+        self._stream.notify_all()  # a streamed push may be waiting for the timeline
+        return start
+
+    def _wait_stream_tx(self, until: int) -> None:
+        """(Lock held; lockstep) a streaming TX client has not yet pushed what RX samples up to
+        ``until`` need: wait for it (bounded), as if the emulator were as fast as the Pluto."""
+        deadline = time.monotonic() + STREAM_WAIT_MAX_S
+        while (self.dma_owner is not None and not self.dma_owner.cyclic and self.tx_queue
+               and self.tx_next < until * self._tx_ratio() and time.monotonic() < deadline
+               and time.monotonic() - self.tx_last_push < STREAM_WAIT_MAX_S):
+            self.tx_wanted = max(self.tx_wanted, int(until * self._tx_ratio()))
+            self._stream.notify_all()
+            self._stream.wait(timeout=0.01)
+
+    def _tx_window(self, a: int, b: int) -> np.ndarray | None:
+        """(Lock held) the DAC's 12-bit codes for timeline samples [a, b), None if the TX is off.
+        A source at another rate than the RX DMA's (the DDS or an x8-interpolated DMA against
+        x8-decimated RX, or the reverse) is resampled by 8 onto the timeline."""
+        if not self._tx_live():
+            return None
+        src_hz = self.tx_dma_hz if self.dma_owner is not None else float(self.rate_hz)
+        if src_hz == self.rx_dma_hz:
+            return self._tx_source(a, b)
+        from scipy.signal import resample_poly
+        pad = 64  # filter settling, in the slower rate's samples
+        if src_hz > self.rx_dma_hz:  # 8 source samples per timeline sample: low-pass, decimate
+            x = self._tx_source(8 * (a - pad), 8 * (b + pad)).astype(np.float64)
+            y = resample_poly(x, 1, 8, axis=0)[pad:pad + b - a]
+        else:  # interpolate the source by 8
+            a8, b8 = a // 8 - pad, -(-b // 8) + pad
+            x = self._tx_source(a8, b8).astype(np.float64)
+            y = resample_poly(x, 8, 1, axis=0)[a - 8 * a8:a - 8 * a8 + b - a]
+        return np.clip(np.rint(y), -2048, 2047).astype(np.int16)
+
+    def _tx_source(self, a: int, b: int) -> np.ndarray:
+        """(Lock held) the TX source's codes for its own sample indices [a, b)."""
+        n = b - a
+        if self.dma_owner is not None and not self.dma_owner.cyclic:
+            out = np.zeros((n, 2), dtype=np.int16)  # an empty queue plays zeros (underflow)
+            for start, codes in self.tx_queue:
+                lo, hi = max(a, start), min(b, start + codes.shape[0])
+                if hi > lo:
+                    out[lo - a:hi - a] = codes[lo - start:hi - start]
+            return out
+        codes, _ = self._tx_codes()
+        w = codes.shape[0]
+        return codes[(np.arange(n) + (a - self.tx_origin) % w) % w]
+
+    def _stream_push(self, owner: _TxBuffer, codes: np.ndarray) -> None:
+        """(Lock held) queue a streamed (non-cyclic) buffer on the timeline. Like the DMA, it waits
+        while BUFFERS_COUNT buffers are queued ahead of the DAC (bounded); a queue that ran dry
+        before it is an underflow, and it plays from now."""
+        deadline = time.monotonic() + PUSH_WAIT_MAX_S
+        while (self.tx_next - self._advance() * self._tx_ratio() > self.buffers_count * owner.samples
+               and self.tx_next >= self.tx_wanted
+               and time.monotonic() < deadline and self.dma_owner is owner):
+            self._stream.wait(timeout=0.01)
+        if self.dma_owner is not owner:
+            raise IIOError(errno.EBADF, "the TX buffer was released")
+        now = int(self._t * self._tx_ratio())
+        if self.tx_queue and self.tx_next < now:
+            self._flag_underflow()
+        start = max(self.tx_next, now)
+        self.tx_queue.append((start, codes))
+        self.tx_next = start + codes.shape[0]
+        self.tx_last_push = time.monotonic()
+        self._stream.notify_all()
+        keep_from = now - (1 << 20)  # RX blocks look back up to their lead-in
+        while self.tx_queue and self.tx_queue[0][0] + self.tx_queue[0][1].shape[0] < keep_from:
+            self.tx_queue.popleft()
+        if self.dma_codes is None:
+            self.dma_codes, self.dma_cyclic = codes, False
+            self._update_tx()
+
+    def _flag_underflow(self) -> None:
+        if not self.tx_regs.values.get(REG_DMA_STATUS, 0) & TX_UNDERFLOW_BIT:
+            self.tx_underflows += 1
+            log.debug("emulated Pluto: TX underflow at timeline %d (queue played out at %d)", self._t, self.tx_next)
+        self.tx_regs.values[REG_DMA_STATUS] = self.tx_regs.values.get(REG_DMA_STATUS, 0) | TX_UNDERFLOW_BIT
+
     def _dma_push(self, codes: np.ndarray, cyclic: bool) -> None:
         self._quiesce()
         self.dma_codes, self.dma_cyclic = codes, cyclic
-        if cyclic:
-            self._update_tx()
-        elif self.rf_on and not self.lo_powerdown[1]:
-            self.bench.start_tx(self._codes_to_complex(codes), cyclic=False)
-            now = time.monotonic()
-            self.dma_burst_end = max(now, self.dma_burst_end) + codes.shape[0] / self.rate_hz
+        self.tx_origin = int(self._advance() * self._tx_ratio())
+        self._update_tx()
 
     def _dma_close(self, owner: _TxBuffer) -> None:
         self._quiesce()
         if self.dma_owner is owner:
             self.dma_owner = None
             self.dma_codes = None
+            self.tx_queue.clear()
             self.bench.stop_tx()  # the core falls back to the DDS (off unless enabled)
             self._update_tx()
+            self._stream.notify_all()
 
     def _dma_abandon(self, owner: _TxBuffer) -> None:
         """The owner's client went away without closing: fail safe, the TX stops and its LO powers down."""
@@ -469,48 +716,84 @@ class PlutoEmulator:
             log.info("emulated Pluto: the TX buffer's client went away; TX stopped, TX LO powered down")
         self._dma_close(owner)
 
-    def _rx_plan(self, n: int) -> tuple | None:
-        """(Lock held) what the next ``n`` RX samples are made of: None (RF off: zeros),
-        ``("loop", codes, start)`` (digital loopback; the position is reserved here) or
-        ``("bench", agc)``."""
+    def _rx_plan(self, start: int, n: int, buf: _RxBuffer | None = None) -> tuple | None:
+        """(Lock held) what RX timeline samples [start, start + n) are made of: None (RF off:
+        zeros), ``("loop", codes)`` (digital loopback: the DAC's codes) or ``("bench", window,
+        lead, agc)`` (the TX window around the block, see :meth:`_rx_compute`)."""
         if not self.rf_on:
             return None
         if self.loopback == 1:
-            codes, _ = self._tx_codes()
-            if codes is None:
-                return None
-            start = self._loop_index
-            self._loop_index = int((start + n) % codes.shape[0])
-            return ("loop", codes, start)
-        return ("bench", self.gain_mode != "manual")
+            codes = self._tx_window(start, start + n)
+            return None if codes is None else ("loop", codes)
+        # A block that continues the buffer's last one is read with an overlap of what was
+        # delivered, to align it (see _rx_compute).
+        k = (buf.tail.size if buf is not None and buf.tail is not None and buf.tail_end == start
+             and self._tx_live() else 0)
+        lead, tail = self._bench_margins(n + k)
+        window = self._tx_window(start - k - lead, start + n + tail)
+        return ("bench", window, lead, k, buf, start + n)
+
+    def _bench_margins(self, n: int) -> tuple[int, int]:
+        """Lead-in and tail (samples) the bench's block around ``n`` samples takes, at most."""
+        b = self.bench
+        delay_s = (b.tx_path.delay_s + b.rx_path.delay_s + max(float(getattr(b.dut, "delay_s", 0.0) or 0.0),
+                                                               float(getattr(b.dut, "settle_s", 0.0) or 0.0)))
+        lead = int(math.ceil(delay_s * self.rx_dma_hz)) + 512
+        return lead, 512 + (lead + n) // 8
 
     def _rx_compute(self, plan: tuple | None, n: int) -> tuple[np.ndarray, float | None]:
         """(No lock) ``n`` RX samples of ``plan`` as (n, 2) int16 12-bit I/Q codes, and the
-        block's level (dBFS) when the AGC needs it. The bench serialises its own state."""
+        block's level (dBFS).
+
+        The bench places each read at a fresh point of its own clock; the TX waveform is made
+        contiguous on the emulator's timeline by loading, for each block, the DAC's codes
+        around it as a cyclic waveform whose sample 0 is the block's first sample (the lead-in
+        wraps to the waveform's end). One block at a time (``_bench_lock``)."""
         if plan is None:
             return np.zeros((n, 2), dtype=np.int16), None
         if plan[0] == "loop":
-            _, codes, start = plan
-            return codes[(start + np.arange(n)) % codes.shape[0]], None
-        try:
-            x, _clipped = self.bench.read(n)
-        except DeviceError as e:
-            raise IIOError(errno.EIO, str(e)) from e
+            return plan[1], None
+        _, window, lead, k, buf, end = plan
+        with self._bench_lock:
+            try:
+                if window is None:
+                    self.bench.stop_tx()
+                else:
+                    self.bench.start_tx(self._codes_to_complex(np.roll(window, -lead, axis=0)), cyclic=True)
+                x, _clipped = self.bench.read(n + k)
+            except DeviceError as e:
+                raise IIOError(errno.EIO, str(e)) from e
+        if k:
+            # The bench's TX phase noise walks on across its own gap between reads (and a TX-RX
+            # LO offset turns on across it): the overlap tells that phase step; undo it, so the
+            # block continues the last one. Thermal noise is invariant to the rotation, and a
+            # memoryless band-pass DUT commutes with it.
+            c = np.vdot(x[:k].astype(np.complex128), buf.tail)
+            x = x[k:]
+            if abs(c) > 0:
+                x = (x.astype(np.complex128) * (c / abs(c)))
+                q = np.rint(x.view(np.float64) * 2048.0)
+                np.clip(q, -2048, 2047, out=q)
+                x = (q.view(np.complex128) / 2048.0).astype(np.complex64)
+        if buf is not None:
+            buf.tail, buf.tail_end = np.asarray(x[-RX_OVERLAP:], dtype=np.complex128), end
         # complex64 viewed as interleaved float32 I, Q: one pass to int16 codes
         v = np.asarray(x, dtype=np.complex64).view(np.float32) * np.float32(2048)
         iq = np.rint(v, out=v).astype(np.int16).reshape(n, 2)
-        if not plan[1]:
-            return iq, None
         p = float(np.mean(x.real.astype(np.float64) ** 2 + x.imag.astype(np.float64) ** 2))
         return iq, 10 * math.log10(max(p, 1e-12))
 
-    def _agc(self, p_dbfs: float) -> None:
-        """(Lock held) steer the RX gain from a block's level."""
+    def _agc(self, p_dbfs: float, duration_s: float) -> None:
+        """(Lock held) RSSI, and the AGC steering the RX gain from a block's level on the
+        timeline: fast_attack settles within a block; slow_attack and hybrid move at most
+        AGC_SLOW_STEP_DB per AGC_UPDATE_S of sample time (the block's duration)."""
+        self.rssi_db = max(0.0, self.rx_gain_db - p_dbfs)
         if self.gain_mode == "manual":
             return
         step = AGC_TARGET_DBFS - p_dbfs
         if self.gain_mode != "fast_attack":
-            step = max(-3.0, min(3.0, step))
+            limit = AGC_SLOW_STEP_DB * max(1, int(duration_s / AGC_UPDATE_S))
+            step = max(-limit, min(limit, step))
         lo, hi = self.rx_gain_range()
         new = int(min(max(round(self.rx_gain_db + step), lo), hi))
         if new != self.rx_gain_db:
@@ -533,10 +816,10 @@ class PlutoEmulator:
             self.tx_regs.values[REG_DMA_STATUS] |= TX_UNDERFLOW_BIT
 
     def _tx_status_read(self) -> str:
-        # A one-shot burst that has played out leaves the DMA empty: underflow.
-        if (self.dma_owner is not None and not self.dma_cyclic and self.dma_codes is not None
-                and time.monotonic() > self.dma_burst_end):
-            self.tx_regs.values[REG_DMA_STATUS] |= TX_UNDERFLOW_BIT
+        # A streamed queue the DAC has played out leaves the DMA empty: underflow.
+        if self.dma_owner is not None and not self.dma_owner.cyclic and self.tx_queue:
+            if self._advance() * self._tx_ratio() > self.tx_next:
+                self._flag_underflow()
         return self.tx_regs.read()
 
     # ----- attribute semantics ------------------------------------------------------
@@ -563,10 +846,10 @@ class PlutoEmulator:
 
     def _check_rate(self, rate: int, rx_fir: bool, tx_fir: bool) -> None:
         dec = self.fir["rx_dec"] if rx_fir else 1
-        chain = clock_chain(rate, dec)
+        chain = clock_chain(rate, dec, self.governor)
         if chain is None or not 0 < rate <= RATE_MAX_HZ:
             raise IIOError(errno.EINVAL, f"no clock chain for {rate} S/s")
-        if rate * dec * 12 < 25_000_000:
+        if rate < 25_000_000 // (12 * dec):
             raise IIOError(errno.EINVAL, f"{rate} S/s needs a FIR decimating by more than {dec}")
         if tx_fir and self.fir["taps"] > min(128, 16 * (chain["DAC"] // chain["TXSAMP"])):
             raise IIOError(errno.EINVAL, f"{self.fir['taps']} FIR taps exceed what {rate} S/s allows")
@@ -574,7 +857,9 @@ class PlutoEmulator:
     def _set_rate(self, text: str) -> None:
         rate = int(round(_parse_float(text)))
         self._check_rate(rate, self.rx_fir_en, self.tx_fir_en)
+        self._advance()
         self.rate_hz = rate
+        self._timeline_reset()
         self._apply_rx()
         self._apply_tx()
         self._update_tx()  # the DDS frequencies scale with the rate
@@ -590,10 +875,11 @@ class PlutoEmulator:
         if self.rx_fir_en or self.tx_fir_en:
             raise IIOError(errno.EBUSY, "disable the FIR before loading a new one")
         self.fir = cfg
+        self.fir_loaded = True
 
     def path_rates(self, tx: bool) -> str:
         dec = (self.fir["tx_int"] if self.tx_fir_en else 1) if tx else (self.fir["rx_dec"] if self.rx_fir_en else 1)
-        c = clock_chain(self.rate_hz, dec) or clock_chain(self.rate_hz, 1)
+        c = clock_chain(self.rate_hz, dec, self.governor) or clock_chain(self.rate_hz, 1, self.governor)
         keys = ("BBPLL", "DAC", "T2", "T1", "TF", "TXSAMP") if tx else ("BBPLL", "ADC", "R2", "R1", "RF", "RXSAMP")
         return " ".join(f"{k}:{c[k]}" for k in keys)
 
@@ -657,6 +943,7 @@ class PlutoEmulator:
             if not 0 <= f <= self.rate_hz / 2:
                 raise IIOError(errno.EINVAL, f"DDS frequency {f:g} outside 0..fs/2")
             d["ftw"] = int(round(f * (1 << DDS_ACC_BITS) / self.rate_hz))
+            d["freq_hz"] = int(round(f))
         elif key == "phase":
             p = _parse_int(text)
             if not 0 <= p <= 360000:
@@ -671,9 +958,30 @@ class PlutoEmulator:
             self.dds_raw = _parse_bool(text)  # one enable for the whole DDS
         self._update_tx()
 
-    def _hdl_rate(self, text: str) -> None:
-        if int(round(_parse_float(text))) != self.rate_hz:
-            raise IIOError(errno.EINVAL, "the FPGA's x8 decimation/interpolation is not emulated")
+    def _hdl_rate(self, tx: bool, text: str) -> None:
+        """The HDL core's rate: the AD9361's, or an eighth of it (the FPGA's x8 stage)."""
+        f = _parse_float(text)
+        if f not in (self.rate_hz, self.rate_hz / 8, self.rate_hz // 8):
+            raise IIOError(errno.EINVAL, f"{f:g} S/s: the core runs at {self.rate_hz} or {self.rate_hz // 8}")
+        on = f != self.rate_hz
+        old = (self.rx_dec8, self.tx_int8)
+        self._advance()
+        if tx:
+            self.tx_int8 = on
+        else:
+            self.rx_dec8 = on
+        try:
+            self._apply_rx()
+            self._apply_tx()
+        except IIOError:
+            self.rx_dec8, self.tx_int8 = old
+            self._apply_rx()
+            self._apply_tx()
+            raise
+        if old[0] != self.rx_dec8:  # the timeline counts RX DMA samples
+            self._t = self._t / 8 if self.rx_dec8 else self._t * 8
+        self._timeline_reset()
+        self._update_tx()
 
     # ----- context --------------------------------------------------------------------
     def _build_context(self, hw_model: str) -> IIOContext:
@@ -682,7 +990,7 @@ class PlutoEmulator:
         ctx.lock = self.lock
         ctx.attrs.update({
             "hw_model": hw_model,
-            "hw_model_variant": "1",
+            "hw_model_variant": "0",
             "hw_serial": caps.serial,
             "fw_version": "emulated",
             "ad9361-phy,xo_correction": str(int(REFCLK_HZ)),
@@ -692,9 +1000,34 @@ class PlutoEmulator:
             "emulator,rx_full_scale_dbm": "" if caps.rx_full_scale_dbm is None else f"{caps.rx_full_scale_dbm:g}",
         })
         ctx.add_device(self._phy())
+        ctx.add_device(self._xadc())
         ctx.add_device(self._dds_core())
         ctx.add_device(self._rx_core())
+        for dev in ctx.devices:  # sysfs file names as the kernel drivers make them
+            for c in dev.channels:
+                for a in c.attrs.values():
+                    a.filename = sysfs_filename(c, a)
         return ctx
+
+    def _xadc(self) -> IIODevice:
+        """The Zynq's XADC: die temperature (``(raw + offset) * scale`` m degC) and supplies."""
+        d = IIODevice("iio:device1", "xadc")
+        t = d.add_channel(IIOChannel("temp0", False))
+        t.add(Attr("offset", lambda: str(XADC_TEMP_OFFSET)))
+        t.add(Attr("raw", lambda: str(int(round(self.temperature_c() * 1000 / XADC_TEMP_SCALE)) - XADC_TEMP_OFFSET)))
+        t.add(Attr("scale", lambda: f"{XADC_TEMP_SCALE:.9f}"))
+        for idx, name, mv in ((0, "vccint", 1.0), (1, "vccaux", 1.8), (2, "vccbram", 1.0), (3, "vccpint", 1.0),
+                              (4, "vccpaux", 1.8), (5, "vccoddr", 1.36), (6, "vrefp", 1.26), (7, "vrefn", 0.01)):
+            c = d.add_channel(IIOChannel(f"voltage{idx}", False, name))
+            c.add(Attr("raw", lambda v=mv: str(int(round(v * 1000 / 0.732421875)))))
+            c.add(Attr("scale", lambda: "0.732421875"))
+        d.attrs["sampling_frequency"] = Attr("sampling_frequency", lambda: "961538")
+        return d
+
+    def temperature_c(self) -> float:
+        """Die temperature: the bench's (``temperature_c``) if it states one, else 35 degC."""
+        t = getattr(self.bench, "temperature_c", None)
+        return float(t) if isinstance(t, (int, float)) else DEFAULT_TEMP_C
 
     def _phy(self) -> IIODevice:
         d = IIODevice("iio:device0", "ad9361-phy")
@@ -719,6 +1052,7 @@ class PlutoEmulator:
         self._rate_attrs(rx)
         rx.add(Attr("filter_fir_en", lambda: str(int(self.rx_fir_en)), lambda t: self._set_fir_en(_parse_bool(t), None)))
         rx.add(Attr("rf_port_select", lambda: "A_BALANCED", lambda t: None))
+        rx.add(Attr("rssi", lambda: f"{self.rssi_db:.2f} dB"))
         rx.add(Attr("rf_port_select_available", lambda: "A_BALANCED B_BALANCED C_BALANCED A_N A_P B_N B_P C_N C_P "
                                                          "TX_MONITOR1 TX_MONITOR2 TX_MONITOR1_2"))
         for a in ("quadrature_tracking_en", "rf_dc_offset_tracking_en", "bb_dc_offset_tracking_en"):
@@ -731,23 +1065,26 @@ class PlutoEmulator:
         self._rate_attrs(tx)
         tx.add(Attr("filter_fir_en", lambda: str(int(self.tx_fir_en)), lambda t: self._set_fir_en(None, _parse_bool(t))))
         tx.add(Attr("rf_port_select", lambda: "A", lambda t: None))
+        tx.add(Attr("rssi", lambda: "0.00 dB"))
         tx.add(Attr("rf_port_select_available", lambda: "A B"))
         out = d.add_channel(IIOChannel("out", False))
         out.add(Attr("voltage_filter_fir_en", lambda: str(int(self.rx_fir_en and self.tx_fir_en)),
                      lambda t: self._set_fir_en(_parse_bool(t), _parse_bool(t)), "in_out_voltage_filter_fir_en"))
         temp = d.add_channel(IIOChannel("temp0", False))
-        temp.add(Attr("input", lambda: "35000"))
+        temp.add(Attr("input", lambda: str(int(round(self.temperature_c() * 1000)))))
         d.attrs.update({a.name: a for a in (
             Attr("calib_mode", lambda: self.calib_mode, self._set_calib),
             Attr("calib_mode_available", lambda: " ".join(CALIB_MODES)),
             Attr("ensm_mode", lambda: self.ensm, self._set_ensm),
             Attr("ensm_mode_available", lambda: " ".join(ENSM_MODES)),
             Attr("filter_fir_config", lambda: "FIR Rx: {} Tx: {}".format(
-                f"{self.fir['taps']},{self.fir['rx_dec']}", f"{self.fir['taps']},{self.fir['tx_int']}"),
+                f"{self.fir['taps']},{self.fir['rx_dec']}", f"{self.fir['taps']},{self.fir['tx_int']}")
+                if self.fir_loaded else "FIR Rx: 0,0 Tx: 0,0",
                 self._set_fir_config),
             Attr("rx_path_rates", lambda: self.path_rates(False)),
             Attr("tx_path_rates", lambda: self.path_rates(True)),
-            Attr("trx_rate_governor", lambda: "highest_osr", lambda t: None),
+            Attr("trx_rate_governor", lambda: self.governor,
+                 lambda t: self._set_choice("governor", ("nominal", "highest_osr"), t)),
             Attr("trx_rate_governor_available", lambda: "nominal highest_osr"),
             Attr("xo_correction", lambda: str(int(REFCLK_HZ)), lambda t: None),
             Attr("xo_correction_available", lambda: "[39992000 1 40008000]"),
@@ -762,13 +1099,16 @@ class PlutoEmulator:
     def _rate_attrs(self, c: IIOChannel) -> None:
         c.add(Attr("sampling_frequency", lambda: str(self.rate_hz), self._set_rate))
         c.add(Attr("sampling_frequency_available", lambda: "[{} 1 {}]".format(
-            -(-25_000_000 // (12 * (self.fir["rx_dec"] if self.rx_fir_en else 1))), RATE_MAX_HZ)))
+            25_000_000 // (12 * (self.fir["rx_dec"] if self.rx_fir_en else 1)), RATE_MAX_HZ)))
+
+    def _hdl_rate_read(self, tx: bool) -> str:
+        return str(int(self.tx_dma_hz if tx else self.rx_dma_hz))
 
     def _hdl_channel(self, cid: str, output: bool, fmt: str, index: int) -> IIOChannel:
         c = IIOChannel(cid, output, None, ScanElement(index, fmt))
         c.add(Attr("calibscale", lambda: "1.000000", lambda t: None))
         c.add(Attr("calibphase", lambda: "0.000000", lambda t: None))
-        c.add(Attr("sampling_frequency", lambda: str(self.rate_hz), self._hdl_rate))
+        c.add(Attr("sampling_frequency", lambda: self._hdl_rate_read(output), lambda t: self._hdl_rate(output, t)))
         c.add(Attr("sampling_frequency_available", lambda: f"{self.rate_hz} {self.rate_hz // 8} "))
         return c
 
@@ -786,7 +1126,7 @@ class PlutoEmulator:
             def set_buffers_count(self, n):
                 emu.buffers_count = n
 
-        d = RxCore("iio:device2", "cf-ad9361-lpc")
+        d = RxCore("iio:device3", "cf-ad9361-lpc")
         for i in (0, 1):
             c = d.add_channel(self._hdl_channel(f"voltage{i}", False, "le:S12/16>>0", i))
             c.add(Attr("calibbias", lambda: "0", lambda t: None))
@@ -808,13 +1148,13 @@ class PlutoEmulator:
             def set_buffers_count(self, n):
                 pass
 
-        d = DdsCore("iio:device1", "cf-ad9361-dds-core-lpc")
+        d = DdsCore("iio:device2", "cf-ad9361-dds-core-lpc")
         for i in (0, 1):
             d.add_channel(self._hdl_channel(f"voltage{i}", True, "le:S16/16>>0", i))
         for idx, name in enumerate(("TX1_I_F1", "TX1_I_F2", "TX1_Q_F1", "TX1_Q_F2")):
             c = d.add_channel(IIOChannel(f"altvoltage{idx}", True, name))
             fn = f"out_altvoltage{idx}_{name}_"
-            c.add(Attr("frequency", lambda i=idx: str(int(round(self.dds[i]["ftw"] * self.rate_hz / (1 << DDS_ACC_BITS)))),
+            c.add(Attr("frequency", lambda i=idx: str(self.dds[i]["freq_hz"]),
                        lambda t, i=idx: self._dds_attr(i, "frequency", t), fn + "frequency"))
             c.add(Attr("phase", lambda i=idx: str(self.dds[i]["phase_mdeg"]),
                        lambda t, i=idx: self._dds_attr(i, "phase", t), fn + "phase"))
@@ -832,8 +1172,10 @@ class _ServerWithEmulator(IIODServer):
 
 def _server(bench, port: int, host: str, model: str, buffers_count: int = 4,
             overflow_margin_s: float = OVERFLOW_MARGIN_S, max_connections: int = MAX_CONNECTIONS,
-            idle_timeout_s: float | None = IDLE_TIMEOUT_S, max_buffer_bytes: int = MAX_BUFFER_BYTES) -> IIODServer:
-    emu = PlutoEmulator(bench, model=model, buffers_count=buffers_count, overflow_margin_s=overflow_margin_s)
+            idle_timeout_s: float | None = IDLE_TIMEOUT_S, max_buffer_bytes: int = MAX_BUFFER_BYTES,
+            clock: str = "lockstep") -> IIODServer:
+    emu = PlutoEmulator(bench, model=model, buffers_count=buffers_count, overflow_margin_s=overflow_margin_s,
+                        clock=clock)
     server = _ServerWithEmulator(emu.context, host, port, max_connections=max_connections,
                                  idle_timeout_s=idle_timeout_s, max_buffer_bytes=max_buffer_bytes)
     server.emulator = emu
