@@ -397,8 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--port", type=int, default=30431, help="TCP port (default 30431; 30431 is IIOD's own)")
     ep.add_argument("--seed", type=int, default=None, help="seed (default: the rig's)")
     ep.add_argument("--model", choices=("ad9363a", "ad9364"), default="ad9363a",
-                    help="the transceiver: ad9363a as shipped (325 MHz-3.8 GHz, RF bandwidth <= 20 MHz) or ad9364 "
-                         "(70 MHz-6 GHz, <= 56 MHz)")
+                    help="the transceiver: ad9363a as shipped (LO 325 MHz-3.8 GHz) or ad9364 after the well-known "
+                         "firmware change (70 MHz-6 GHz); both report the firmware's RF bandwidth range up to 56 MHz")
     ep.set_defaults(func=cmd_emulate)
 
     from harness.calibration import REFERENCES

@@ -35,9 +35,8 @@ def _wait_port(port: int, proc, timeout_s: float = 30.0) -> None:
 
 @pytest.mark.parametrize("ctrl_c", [False, True], ids=["frozen", "frozen-then-ctrl-c"])
 def test_frozen_emulated_pluto_ends_the_run(tmp_path, ctrl_c):
-    """The UTRA repeater plan (its 9 steps that need no TX timestamps) on an emulated Pluto (AD9364: the AD9363A's
-    20 MHz RX filter cannot pass the plan's +-22.5 MHz out-of-band sweep, which validation refuses) frozen
-    (SIGSTOP) after two steps."""
+    """The UTRA repeater plan (its 9 steps that need no TX timestamps) on an emulated Pluto frozen (SIGSTOP)
+    after two steps."""
     port = _free_port()
     emu = subprocess.Popen([sys.executable, "-m", "harness.cli", "emulate", "pluto", "--rig",
                             str(RIGS / "sim-repeater-utra.yaml"), "--port", str(port), "--model", "ad9364"],
