@@ -32,8 +32,11 @@ def _err(msg: str) -> None:
 def resolve(path: str, kind: str) -> Path:
     """A plan or rig path as given, else relative to the repository's testplans/."""
     p = Path(path)
-    if p.exists():
-        return p
+    try:
+        if p.exists():
+            return p
+    except OSError as e:  # e.g. a name longer than the file system allows
+        raise ConfigError(f"{kind} file cannot be looked up: {e.strerror or e}", path[:200]) from None
     for cand in (REPO_ROOT / path, REPO_ROOT / "testplans" / path, REPO_ROOT / "testplans" / "rigs" / path):
         for c in (cand, cand.with_suffix(".yaml")):
             if c.exists():

@@ -509,6 +509,11 @@ class Rig:
             self.tx_setting = None
 
     @property
+    def tx_confirmed_off(self) -> bool:
+        """Whether the radio confirmed its last stop (or never transmitted)."""
+        return bool(getattr(self.radio, "tx_confirmed_off", True))
+
+    @property
     def lost(self) -> str | None:
         """Why the radio is lost (a missed deadline), None while it answers."""
         return getattr(self.radio, "lost", None)

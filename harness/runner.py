@@ -155,6 +155,14 @@ def run_step(rig: Rig, step: Step, acquisitions: list[Acquisition],
     return result
 
 
+def _stopped(rig: Rig) -> bool:
+    """One more stop; whether the transmitter is confirmed off (a failing stop is not raised here)."""
+    try:
+        return rig.stop()
+    except Exception:  # noqa: BLE001 - the answer is the point
+        return False
+
+
 def _quietly(fn, cause: BaseException) -> None:
     """Run clean-up ``fn`` while ``cause`` propagates; its own failure is noted on the cause, not raised."""
     try:
@@ -210,12 +218,12 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
             try:
                 _run_steps(plan, rig, rec, declared, seed, reporter, record_sink, log)
             except ResultsWriteError as e:  # the disk refused: stop here, the files on disk say incomplete
-                rig.stop()
+                _stopped(rig)
                 rec.write_error = str(e)
                 log.error("%s", e)
                 return EXIT_ERROR, rec
             except Exception as e:  # a harness bug: the run ends as ERROR, its traceback in run.log
-                rig.stop()
+                _stopped(rig)
                 log.exception("internal error")
                 e.run_log = str(run_dir.path / "run.log")
                 try:
@@ -224,7 +232,10 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
                     pass
                 raise
         finally:
-            rig.close()
+            try:
+                rig.close()
+            except Exception as e:  # noqa: BLE001 - the run's outcome stands; closing a broken device is noted
+                log.error("closing the radio failed: %s", e)
     finally:
         log.handlers.clear()
         run_dir.close()
@@ -297,9 +308,11 @@ def _run_steps(plan: Plan, rig: Rig, rec: RunRecorder, declared, seed: int, repo
                 log.info("step %d %r: %s%s", i, step.name, verdict, f" ({error.splitlines()[0]})" if error else "")
                 reporter.step_done(i, len(plan.steps), srec)
                 stop = None
-                if rig.lost:  # a missed deadline: nothing more can be measured, the transmitter is in doubt
-                    confirmed = rig.stop()
-                    stop = f"device lost: {rig.lost}" + (
+                if rig.lost or not rig.tx_confirmed_off:
+                    # a missed deadline, or a transmitter nobody can confirm is off: nothing more can be measured
+                    confirmed = _stopped(rig)
+                    cause = rig.lost or f"the transmitter could not be confirmed off after: {error}"
+                    stop = f"device lost: {cause}" + (
                         "" if confirmed else "; the transmitter could not be confirmed off: switch the rig off")
                     log.error("%s", stop)
                 elif verdict == "ERROR" and step.on_error == "stop":
