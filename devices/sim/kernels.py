@@ -4,6 +4,9 @@ The physics is defined in the modules that call these (``devices.sim.repeater``,
 ``devices.sim.dut``); the kernels do the same arithmetic one sample at a time,
 compiled, where numpy would need one Python call per small block. They never
 draw random numbers: the callers draw them, in the same order as before.
+The entry points have explicit signatures, so they are compiled (or loaded
+from numba's cache) when this module is imported, never inside a capture
+and its deadline.
 
 * :func:`rapp_chain`: a memoryless Rapp AM/AM + AM/PM stage on a block.
 * :func:`repeater_loop`: the repeater's feedback loop and ALC. The fed-back
@@ -49,7 +52,7 @@ def _stage(x: complex, g: float, k_u: float, p: float, alpha: float, beta: float
     return x * gain
 
 
-@njit(cache=True)
+@njit("complex128[::1](complex128[::1], float64, float64, float64, float64, float64)", cache=True, nogil=True)
 def rapp_chain(x, g, k_u, p, alpha, beta):
     """Rapp stage on every sample of ``x`` (complex128): gain ``g``, drive ``k_u``|x|, AM/PM ``alpha``, ``beta``."""
     y = np.empty_like(x)
@@ -100,7 +103,9 @@ def _fft(a, rev, tw):
         half *= 2
 
 
-@njit(cache=True)
+@njit("Tuple((complex128[::1], float64, float64))(complex128[::1], complex128[::1], boolean, complex128[::1], "
+      "int64, complex128[:, ::1], int64, int64, int64, int64[::1], complex128[::1], complex128, int64, boolean, "
+      "float64, float64, float64, float64, float64, float64, float64, float64, float64)", cache=True, nogil=True)
 def repeater_loop(wx, lo, has_lo, ybuf, hy, hspec, L, N, ml, rev, tw, kfb, block,
                   alc, alc_db, det_mw, rated_mw, tau_d, tau_i, k_u, p, alpha, beta):
     """Feedback loop and ALC of the repeater on ``wx`` (its forward signal before the ALC).
