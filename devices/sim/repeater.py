@@ -63,7 +63,7 @@ from scipy import signal, special
 
 from devices.sim.dut import RappAmplifier, register_dut
 from devices.sim.kernels import fft_plan, repeater_loop
-from devices.paths import complex_noise, thermal_noise_mw, unit_phasor
+from devices.paths import complex_noise, linear_phasor, thermal_noise_mw
 
 #: rate and centre used by truth() before the first process() call
 REFERENCE_RATE_HZ = 30.72e6
@@ -282,13 +282,13 @@ class Repeater:
         # Channel filter on the input: overlap-save with the kept history.
         ux = np.concatenate((self._u_hist, u))
         self._u_hist = ux[ux.size - (d.h_x.size - 1):]
-        vx = signal.fftconvolve(ux, d.h_x, mode="valid")
+        vx = signal.oaconvolve(ux, d.h_x, mode="valid")  # overlap-add: FFTs of a few h lengths, not of the block
         vv = np.concatenate((self._v_hist, vx))  # integer forward delay line
         self._v_hist = vv[n:]
         wx = vv[:n] * d.c_fwd
         lo = None
         if d.shift_hz:
-            lo = unit_phasor(2 * np.pi * np.mod(self._lo_cycles + (d.shift_hz / fs_hz) * np.arange(n), 1.0))
+            lo = linear_phasor(self._lo_cycles, d.shift_hz / fs_hz, n)
             self._lo_cycles = math.fmod(self._lo_cycles + d.shift_hz / fs_hz * n, 1.0)
         alc = self.rated_output_power_dbm is not None
         if not alc and d.h_f is None:
