@@ -153,7 +153,7 @@ class LinearElement:
 
     def response(self, f_abs_hz: np.ndarray) -> np.ndarray:
         """Complex voltage response at absolute RF frequencies."""
-        h = 10 ** (np.asarray(self.gain_db_at(f_abs_hz), dtype=np.float64) / 20)
+        h = np.exp(np.asarray(self.gain_db_at(f_abs_hz), dtype=np.float64) * (math.log(10) / 20))
         if self.delay_s:
             h = h * delay_response(f_abs_hz, self.delay_s)
         return h
@@ -250,8 +250,10 @@ class Amplifier:
         g = 10 ** (self.gain_db / 20)
         if self.output_p1db_dbm is None:
             return g * x
+        from devices.sim.kernels import rapp_chain  # compiled; devices.sim imports this module
+
         a_sat = 10 ** (self.saturation_power_dbm / 20)
-        return g * x * rapp_gain(g * np.abs(x) / a_sat, self.SMOOTHNESS)
+        return rapp_chain(np.ascontiguousarray(x), g, g / a_sat, self.SMOOTHNESS, 0.0, 0.0)
 
 
 PATH_ELEMENTS: dict[str, type] = {"cable": Cable, "attenuator": Attenuator, "amplifier": Amplifier}

@@ -34,7 +34,8 @@ import numpy as np
 from scipy import fft as sfft
 
 from devices.radio import Capabilities, CapabilityError, DeviceError, Range, StreamConfig
-from devices.paths import Path, _gaussian_table, complex_noise, linear_phasor, thermal_noise_mw, unit_phasor
+from devices.paths import Path, _gaussian_table, complex_noise, linear_phasor, thermal_noise_mw
+from devices.sim.kernels import wiener_phasor
 
 #: lead-in and tail margin (samples) around each block, beyond the path delays
 _MARGIN = 256
@@ -315,7 +316,7 @@ class SimBench:
             steps[0] *= math.sqrt(max(start - self._phase_clock + 1, 1))
             phi = self._phase + np.cumsum(steps)
             self._phase, self._phase_clock = float(phi[-1]), start + n
-            x *= unit_phasor(phi)
+            x *= wiener_phasor(phi, steps, 0.02, 4096)  # exp(j phi), by products between exact anchors
         return x
 
     # ----- RX -------------------------------------------------------------------
