@@ -59,7 +59,19 @@ class Plot:
         return self
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The plot as plain data (what dataclasses.asdict gives, without deep-copying every number)."""
+        d = {k: getattr(self, k) for k in ("title", "xlabel", "ylabel")}
+        d["series"] = [_series_dict(s) for s in self.series]
+        d["markers"] = [dict(m) for m in self.markers]
+        d["hlines"] = [dict(h) for h in self.hlines]
+        d["vlines"] = [dict(v) for v in self.vlines]
+        d["limits"] = [_series_dict(s) for s in self.limits]
+        d["aspect_equal"] = self.aspect_equal
+        return d
+
+
+def _series_dict(s: Series) -> dict:
+    return {"x": list(s.x), "y": list(s.y), "label": s.label, "style": s.style}
 
 
 def _clean(a: np.ndarray) -> list:
