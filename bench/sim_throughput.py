@@ -24,7 +24,7 @@ import numpy as np
 REPO = FsPath(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from devices import StreamConfig, open_radio  # noqa: E402
+from devices import Deadlines, StreamConfig, open_radio  # noqa: E402
 from harness.rig import load_rig  # noqa: E402
 from harness.stimulus import parse_stimulus  # noqa: E402
 
@@ -47,6 +47,7 @@ def open_case(rig_file: str, fc: float | None, tx_gain: float, kind: str, fs: fl
     spec = load_rig(RIGS / rig_file)
     uri, options = spec.radio_options(1)
     radio = open_radio(uri, **options)
+    radio.deadlines = Deadlines(capture_margin_s=60.0)  # a busy machine must not abort the measurement
     if fc is None:  # centre of the repeater's channel
         dut = options["dut"]
         fc = 0.5 * (dut.passband_low_hz + dut.passband_high_hz)
