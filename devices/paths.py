@@ -38,6 +38,8 @@ def _finite(name: str, value, allow_none: bool = False) -> None:
         raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
+#: block geometries whose path response a Path keeps
+_H_CACHE_SIZE = 4
 _NOISE_TABLE_SIZE = 1 << 22
 _noise_table: np.ndarray | None = None
 
@@ -83,6 +85,20 @@ def unit_phasor(phi_rad: np.ndarray) -> np.ndarray:
     return z
 
 
+def linear_phasor(cycles0: float, cycles_per_sample: float, n: int) -> np.ndarray:
+    """exp(j 2 pi (cycles0 + cycles_per_sample * k)), k < n: a carrier of continuous phase.
+
+    A table of 1024 fine steps times the carrier at every 1024th sample (each
+    phase reduced modulo one cycle, as ``unit_phasor`` of the whole ramp
+    would): one complex product per sample instead of a cosine and a sine.
+    """
+    fine_n = 1024
+    coarse_n = -(-n // fine_n)
+    fine = unit_phasor(2 * np.pi * np.mod(cycles_per_sample * np.arange(fine_n), 1.0))
+    coarse = unit_phasor(2 * np.pi * np.mod(cycles0 + (cycles_per_sample * fine_n) * np.arange(coarse_n), 1.0))
+    return np.multiply.outer(coarse, fine).reshape(-1)[:n]
+
+
 def thermal_noise_mw(noise_figure_db: float, fs_hz: float) -> float:
     """Input-referred noise power kT0*F*fs (mW) of a device with noise figure ``noise_figure_db``."""
     return 10 ** ((KT0_DBM_HZ + noise_figure_db) / 10) * fs_hz
@@ -119,7 +135,7 @@ def delay_response(f_abs_hz: np.ndarray, delay_s: float) -> np.ndarray:
     Using the RF frequency (not the baseband offset) includes the carrier
     phase rotation a real cable gives.
     """
-    return np.exp(-2j * np.pi * np.mod(f_abs_hz * delay_s, 1.0))
+    return unit_phasor(-2 * np.pi * np.mod(f_abs_hz * delay_s, 1.0))
 
 
 class LinearElement:
@@ -137,7 +153,7 @@ class LinearElement:
 
     def response(self, f_abs_hz: np.ndarray) -> np.ndarray:
         """Complex voltage response at absolute RF frequencies."""
-        h = 10 ** (np.asarray(self.gain_db_at(f_abs_hz), dtype=np.float64) / 20)
+        h = np.exp(np.asarray(self.gain_db_at(f_abs_hz), dtype=np.float64) * (math.log(10) / 20))
         if self.delay_s:
             h = h * delay_response(f_abs_hz, self.delay_s)
         return h
@@ -234,8 +250,10 @@ class Amplifier:
         g = 10 ** (self.gain_db / 20)
         if self.output_p1db_dbm is None:
             return g * x
+        from devices.sim.kernels import rapp_chain  # compiled; devices.sim imports this module
+
         a_sat = 10 ** (self.saturation_power_dbm / 20)
-        return g * x * rapp_gain(g * np.abs(x) / a_sat, self.SMOOTHNESS)
+        return rapp_chain(np.ascontiguousarray(x), g, g / a_sat, self.SMOOTHNESS, 0.0, 0.0)
 
 
 PATH_ELEMENTS: dict[str, type] = {"cable": Cable, "attenuator": Attenuator, "amplifier": Amplifier}
@@ -284,17 +302,20 @@ class Path:
         if all(e.flat for e in elements):
             gain_db = sum(float(e.gain_db_at(fc_hz)) for e in elements)
             return x * 10 ** (gain_db / 20) if gain_db else x
-        # The response only depends on the block geometry: keep the last one per run.
+        # The response only depends on the block geometry: keep the last few per run (block sizes alternate).
         cache = self.__dict__.setdefault("_h_cache", {})
-        geometry = (fc_hz, fs_hz, x.size, tuple(repr(e) for e in elements))
-        hit = cache.get(key)
-        if hit is None or hit[0] != geometry:
+        geometry = (key, fc_hz, fs_hz, x.size, tuple(repr(e) for e in elements))
+        h = cache.pop(geometry, None)
+        if h is None:
             f_abs = fc_hz + sfft.fftfreq(x.size, 1.0 / fs_hz)
             h = np.ones(x.size, dtype=np.complex128)
             for e in elements:
                 h *= e.response(f_abs)
-            cache[key] = hit = (geometry, h.astype(np.complex64))
+            h = h.astype(np.complex64)
+            while len(cache) >= _H_CACHE_SIZE:
+                cache.pop(next(iter(cache)))  # the least recently used
+        cache[geometry] = h
         # single precision: twice as fast, and its ~-140 dB rounding lies far below a 12-bit radio's floor
         y = sfft.fft(x.astype(np.complex64), workers=-1)
-        y *= hit[1]
+        y *= h
         return sfft.ifft(y, overwrite_x=True, workers=-1).astype(np.complex128)

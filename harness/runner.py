@@ -26,7 +26,7 @@ from harness.acquisition import StepContext, run_measurement
 from harness.capture import Acquisition, CaptureRecord
 from harness.measurements import MeasurementError, StepData, floor_correct, floor_sensitivity, floor_too_close
 from harness.plan import Plan, Step, check_plan_against, step_seed
-from harness.plots import render_png
+from harness.plots import PlotWriter
 from harness.results import (MeasurementRecord, ResultsWriteError, RunRecorder, StepRecord, combine, now_iso,
                              write_outputs)
 from harness.rundir import open_run_dir
@@ -270,7 +270,7 @@ def _run_steps(plan: Plan, rig: Rig, rec: RunRecorder, declared, seed: int, repo
     status, note = "complete", None
     floors: dict[str, StepData] = {}
     i = 0
-    with signals_raise():
+    with PlotWriter() as plots, signals_raise():  # plots render in the background; all done before finish()
         try:
             for i, step in enumerate(plan.steps, 1):
                 t0, started = time.perf_counter(), now_iso()
@@ -303,7 +303,7 @@ def _run_steps(plan: Plan, rig: Rig, rec: RunRecorder, declared, seed: int, repo
                                   time.perf_counter() - t0, meas, error, step.freq_hz, step.sample_rate_hz,
                                   info=data.info, seed=step_seed(seed, i), declared_captures=len(declared[i - 1]),
                                   captures=[r.meta() for r in records])
-                srec.plots = _save_plots(rec.dir, i, data)
+                srec.plots = _save_plots(rec.dir, i, data, plots)
                 rec.add(srec)
                 log.info("step %d %r: %s%s", i, step.name, verdict, f" ({error.splitlines()[0]})" if error else "")
                 reporter.step_done(i, len(plan.steps), srec)
@@ -323,8 +323,10 @@ def _run_steps(plan: Plan, rig: Rig, rec: RunRecorder, declared, seed: int, repo
                     status, note = "aborted", stop
                     _skip_rest(rec, plan.steps[i:], stop)
                     break
+            plots.close()
         except (Interrupted, KeyboardInterrupt) as e:
             _quietly(rig.stop, e)
+            _quietly(plots.close, e)
             status, note = "interrupted", f"interrupted ({e or 'Ctrl-C'}) during step {i}"
             log.warning("%s", note)
             done = len(rec.steps)
@@ -359,15 +361,19 @@ def write_rejection(run_dir: Path, name: str, file: str | None, error: Exception
         pass  # the refusal itself is reported on the console
 
 
-def _save_plots(run_dir: Path, index: int, data: StepData) -> list[str]:
+def _save_plots(run_dir: Path, index: int, data: StepData, plots: PlotWriter) -> list[str]:
+    """Write each plot's JSON and queue its PNG; a PNG that fails is dropped from the list, its error in info."""
     out = []
     for key, plot in data.plots.items():
         stem = f"plots/step{index:02d}-{re.sub(r'[^A-Za-z0-9_-]+', '-', key)}"
-        try:
-            render_png(plot, run_dir / f"{stem}.png")
-            out.append(f"{stem}.png")
-        except Exception as e:  # noqa: BLE001 - a plot must never lose a measurement
+
+        def failed(e, key=key, png=f"{stem}.png"):  # a plot must never lose a measurement
             data.info.setdefault("plot_errors", []).append(f"{key}: {e}")
+            if png in out:
+                out.remove(png)
+
+        plots.submit(plot, run_dir / f"{stem}.png", failed)
+        out.append(f"{stem}.png")
         (run_dir / f"{stem}.json").write_text(json.dumps(plot.to_dict()))
         out.append(f"{stem}.json")
     return out

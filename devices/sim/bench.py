@@ -34,7 +34,8 @@ import numpy as np
 from scipy import fft as sfft
 
 from devices.radio import Capabilities, CapabilityError, DeviceError, Range, StreamConfig
-from devices.paths import Path, complex_noise, thermal_noise_mw, unit_phasor
+from devices.paths import Path, _gaussian_table, complex_noise, linear_phasor, thermal_noise_mw
+from devices.sim.kernels import wiener_phasor
 
 #: lead-in and tail margin (samples) around each block, beyond the path delays
 _MARGIN = 256
@@ -192,6 +193,7 @@ class SimBench:
         #: DUT bypass switch (a lossless coaxial thru, as in an automated bench): when
         #: True, tx_path feeds rx_path directly and the DUT is not run (its state is kept).
         self.bypass_dut = False
+        _gaussian_table()  # built now (about 0.5 s), not inside the first capture's deadline
 
     # ----- configuration --------------------------------------------------------
     @property
@@ -295,8 +297,9 @@ class SimBench:
         """TX port output (sqrt(mW)) for absolute samples [start, start + n)."""
         wave, w = self._wave, self._wave.size
         if self._cyclic:
-            # (np.take(mode="wrap") subtracts w repeatedly: slow for a large clock)
-            x = wave[(np.arange(n) + (start - self._tx_start) % w) % w]
+            # the waveform repeated from its sample (start - tx_start) mod w (copies, no index arithmetic)
+            first = (start - self._tx_start) % w
+            x = np.tile(wave, -(-(first + n) // w))[first:first + n]
         else:
             x = np.full(n, self._idle, dtype=np.complex128)
             a, b = max(self._tx_start, start), min(self._tx_start + w, start + n)
@@ -313,7 +316,7 @@ class SimBench:
             steps[0] *= math.sqrt(max(start - self._phase_clock + 1, 1))
             phi = self._phase + np.cumsum(steps)
             self._phase, self._phase_clock = float(phi[-1]), start + n
-            x *= unit_phasor(phi)
+            x *= wiener_phasor(phi, steps, 0.02, 4096)  # exp(j phi), by products between exact anchors
         return x
 
     # ----- RX -------------------------------------------------------------------
@@ -384,7 +387,7 @@ def _shift(x: np.ndarray, df_hz: float, fs_hz: float, start: int) -> np.ndarray:
     """Move ``x`` by ``df_hz`` in frequency; what lands beyond +-fs/2 is removed, not aliased."""
     n = x.size
     phase0 = math.fmod(df_hz / fs_hz * start, 1.0)  # carrier phase continuous in absolute time
-    y = x * unit_phasor(2 * np.pi * np.mod(phase0 + (df_hz / fs_hz) * np.arange(n), 1.0))
+    y = x * linear_phasor(phase0, df_hz / fs_hz, n)
     # After the shift, the content of the output band [-fs/2, fs/2) that came
     # from across the band edge is an alias: zero it.
     f = sfft.fftfreq(n, 1.0 / fs_hz)

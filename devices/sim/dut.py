@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from devices.paths import Attenuator, complex_noise, rapp_gain, thermal_noise_mw, unit_phasor
+from devices.paths import Attenuator, complex_noise, rapp_gain, thermal_noise_mw
+from devices.sim.kernels import rapp_chain
 
 DUT_MODELS: dict[str, type] = {}
 
@@ -117,12 +118,9 @@ class RappAmplifier:
         x = np.asarray(x, dtype=np.complex128)
         if self.noise_figure_db is not None:
             x = x + complex_noise(rng, x.size, thermal_noise_mw(self.noise_figure_db, fs_hz))
-        u = self._u(np.abs(x))
-        gain = self._g * rapp_gain(u, self.smoothness)
-        if self.am_pm_alpha_deg:
-            u2 = u * u
-            gain = gain * unit_phasor(math.radians(self.am_pm_alpha_deg) * u2 / (1 + self.am_pm_beta * u2))
-        return x * gain
+        # compiled: G rapp(u) exp(j phi(u)) per sample, as am_am() and am_pm_rad()
+        return rapp_chain(np.ascontiguousarray(x), self._g, self._g / self._a_sat, float(self.smoothness),
+                          math.radians(self.am_pm_alpha_deg), float(self.am_pm_beta))
 
     # ----- truth --------------------------------------------------------------
     def cubic_coefficient(self) -> complex:

@@ -62,7 +62,8 @@ import numpy as np
 from scipy import signal, special
 
 from devices.sim.dut import RappAmplifier, register_dut
-from devices.paths import complex_noise, thermal_noise_mw, unit_phasor
+from devices.sim.kernels import fft_plan, repeater_loop
+from devices.paths import complex_noise, linear_phasor, thermal_noise_mw
 
 #: rate and centre used by truth() before the first process() call
 REFERENCE_RATE_HZ = 30.72e6
@@ -71,6 +72,9 @@ _ALC_K = 1 / 8
 _ALC_TAU_I = (1 - math.sqrt(1 - 4 * _ALC_K)) / (2 * _ALC_K)
 #: longest settling the bench is asked to feed as lead-in (s)
 _MAX_SETTLE_S = 1e-3
+#: longest chunk of the feedback loop's partitioned convolution (samples)
+_MAX_CHUNK = 512
+_NO_LO = np.ones(1, dtype=np.complex128)
 
 
 def _finite(name: str, value, allow_none: bool = False) -> None:
@@ -97,6 +101,31 @@ class _Design:
     m_loop: int  # loop latency: integer samples of delay_s + feedback_delay_s
     g_fb: complex  # isolation and over-the-air carrier phase
     shift_hz: float  # frequency error
+
+
+def _feedback_plan(d: _Design) -> tuple:
+    """The feedback FIR as partitions for the compiled loop: (spectra (Q, N) / N, chunk L, N, bit reversal, twiddles).
+
+    Chunks of L <= the loop latency outputs, so each chunk's feedback only
+    needs outputs computed before it; Q = 0 without feedback. Kept on the design.
+    """
+    plan = getattr(d, "_fb_plan", None)
+    if plan is None:
+        if d.h_f is None:
+            chunk, nfft = 1, 2
+            hspec = np.zeros((0, nfft), dtype=np.complex128)
+        else:
+            chunk = min(d.m_loop, _MAX_CHUNK)
+            nfft = 1 << (2 * chunk - 1).bit_length()
+            q = -(-d.h_f.size // chunk)
+            parts = np.zeros((q, nfft), dtype=np.complex128)
+            for j in range(q):
+                part = d.h_f[j * chunk:(j + 1) * chunk]
+                parts[j, :part.size] = part
+            hspec = np.fft.fft(parts, axis=1) / nfft
+        rev, tw = fft_plan(nfft)
+        plan = d._fb_plan = (np.ascontiguousarray(hspec), chunk, nfft, rev, tw)
+    return plan
 
 
 @register_dut("repeater")
@@ -253,13 +282,13 @@ class Repeater:
         # Channel filter on the input: overlap-save with the kept history.
         ux = np.concatenate((self._u_hist, u))
         self._u_hist = ux[ux.size - (d.h_x.size - 1):]
-        vx = signal.fftconvolve(ux, d.h_x, mode="valid")
+        vx = signal.oaconvolve(ux, d.h_x, mode="valid")  # overlap-add: FFTs of a few h lengths, not of the block
         vv = np.concatenate((self._v_hist, vx))  # integer forward delay line
         self._v_hist = vv[n:]
         wx = vv[:n] * d.c_fwd
         lo = None
         if d.shift_hz:
-            lo = unit_phasor(2 * np.pi * np.mod(self._lo_cycles + (d.shift_hz / fs_hz) * np.arange(n), 1.0))
+            lo = linear_phasor(self._lo_cycles, d.shift_hz / fs_hz, n)
             self._lo_cycles = math.fmod(self._lo_cycles + d.shift_hz / fs_hz * n, 1.0)
         alc = self.rated_output_power_dbm is not None
         if not alc and d.h_f is None:
@@ -275,44 +304,32 @@ class Repeater:
         return min(b, d.m_loop) if d.h_f is not None else b
 
     def _run_blocks(self, wx, lo, d: _Design, fs_hz: float, rng) -> np.ndarray:
-        """Feedback loop and ALC, block by block (blocks no longer than the loop latency)."""
+        """Feedback loop and ALC, block by block (blocks no longer than the loop latency), compiled.
+
+        The ALC gain holds over each block and is updated from the block's
+        output power; the feedback of each sample comes from outputs at least
+        the loop latency older (see :func:`devices.sim.kernels.repeater_loop`).
+        """
         n = wx.size
         b = self._block_len(d, fs_hz)
         alc = self.rated_output_power_dbm is not None
+        rated_mw = tau_i = tau_d = 1.0
         if alc:
             rated_mw = 10 ** (self.rated_output_power_dbm / 10)
             tau_i = _ALC_TAU_I * self.alc_time_constant_s * fs_hz  # samples
             tau_d = _ALC_K * tau_i
-        fb = d.h_f is not None
-        if fb:
-            hy = self._y_hist.size
-            ybuf = np.concatenate((self._y_hist, np.zeros(n, dtype=np.complex128)))
-            lf, ml = d.h_f.size, d.m_loop
-            kfb = d.c_fwd * d.g_fb
-        y = np.empty(n, dtype=np.complex128)
+        hspec, chunk, nfft, rev, tw = _feedback_plan(d)
+        hy = self._y_hist.size
+        ybuf = np.zeros(nfft + hy + n, dtype=np.complex128)
+        ybuf[nfft:nfft + hy] = self._y_hist
         pa = self._pa
-        for s in range(0, n, b):
-            e = min(s + b, n)
-            w = wx[s:e]
-            if fb:
-                seg = ybuf[hy + s - ml - (lf - 1):hy + e - ml]
-                w = w + kfb * np.convolve(seg, d.h_f, mode="valid")
-            if alc:
-                w = w * (10 ** (self._alc_db / 20))
-            yb = pa.process(w, d.fc_hz, fs_hz, rng)
-            if lo is not None:
-                yb *= lo[s:e]
-            y[s:e] = yb
-            if fb:
-                ybuf[hy + s:hy + e] = yb
-            if alc:
-                m = e - s
-                p = float(np.vdot(yb, yb).real) / m
-                self._detector_mw += min(1.0, m / tau_d) * (p - self._detector_mw)
-                err_db = 10 * math.log10(max(self._detector_mw, 1e-30) / rated_mw)
-                self._alc_db = min(0.0, self._alc_db - min(0.5, m / tau_i) * err_db)
-        if fb:
-            self._y_hist = ybuf[ybuf.size - self._y_hist.size:]
+        y, self._alc_db, self._detector_mw = repeater_loop(
+            np.ascontiguousarray(wx, dtype=np.complex128), _NO_LO if lo is None else lo, lo is not None,
+            ybuf, hy, hspec, chunk, nfft, d.m_loop, rev, tw, d.c_fwd * d.g_fb, b,
+            alc, float(self._alc_db), float(self._detector_mw), rated_mw, tau_d, tau_i,
+            pa._g / pa._a_sat, float(pa.smoothness), math.radians(pa.am_pm_alpha_deg), float(pa.am_pm_beta))
+        if hy:
+            self._y_hist = ybuf[ybuf.size - hy:].copy()
         return y
 
     # ----- truth --------------------------------------------------------------

@@ -1,0 +1,112 @@
+"""Throughput of the simulated bench (the ``sim:`` driver) for CW and LTE through the shipped rigs.
+
+    python bench/sim_throughput.py [--samples 1048576] [--rounds 5] [--seconds 0.6] [--rate 30.72e6]
+
+For each case (stimulus x rig: the amplifier bench, the UTRA and E-UTRA
+repeaters with their feedback paths), back-to-back ``capture(n)`` calls on
+the sim: driver built from the rig file, in alternating short rounds so every
+case sees the same machine load; prints the median MS/s over the rounds, its
+ratio to the 61.44 MS/s goal, and the same ratio for a fixed numpy reference
+workload measured in the same rounds (noise, FFT, quantisation of as many
+samples), so runs on machines of different load can be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path as FsPath
+
+import numpy as np
+
+REPO = FsPath(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from devices import Deadlines, StreamConfig, open_radio  # noqa: E402
+from harness.rig import load_rig  # noqa: E402
+from harness.stimulus import parse_stimulus  # noqa: E402
+
+GOAL_MSPS = 61.44
+RIGS = REPO / "testplans" / "rigs"
+#: (rig, RF centre, TX gain giving about the rated input at the DUT)
+BENCHES = {"amplifier": ("sim-amplifier.yaml", 2.14e9, -20.0),
+           "UTRA repeater": ("sim-repeater-utra.yaml", 2140.1e6, -27.0),
+           "E-UTRA repeater": ("sim-repeater-eutra.yaml", None, -27.0)}
+
+
+def waveform(kind: str, fs: float) -> np.ndarray:
+    if kind == "CW":
+        return (0.5 * np.exp(2j * np.pi * (fs / 64) * np.arange(4096) / fs)).astype(np.complex64)
+    w = parse_stimulus({"type": "lte", "bandwidth": 5e6, "power": -10}, "stimulus").generate(fs, 1)
+    return (0.25 * w.samples).astype(np.complex64)
+
+
+def open_case(rig_file: str, fc: float | None, tx_gain: float, kind: str, fs: float):
+    spec = load_rig(RIGS / rig_file)
+    uri, options = spec.radio_options(1)
+    radio = open_radio(uri, **options)
+    radio.deadlines = Deadlines(capture_margin_s=60.0)  # a busy machine must not abort the measurement
+    if fc is None:  # centre of the repeater's channel
+        dut = options["dut"]
+        fc = 0.5 * (dut.passband_low_hz + dut.passband_high_hz)
+    radio.configure_tx(StreamConfig(fc, fs, tx_gain))
+    radio.configure_rx(StreamConfig(fc, fs, 0.0))
+    radio.transmit(waveform(kind, fs))
+    return radio
+
+
+def reference(n: int, rng: np.random.Generator) -> None:
+    """A fixed numpy chain of about the bench's kind of work: noise, FFT there and back, 12-bit rounding."""
+    x = rng.standard_normal(2 * n, dtype=np.float32).view(np.complex64).astype(np.complex128)
+    y = np.fft.ifft(np.fft.fft(x))
+    np.rint(y.real * 2048), np.rint(y.imag * 2048)
+
+
+def msps(fn, n: int, seconds: float) -> float:
+    """MS/s of back-to-back calls of ``fn`` (``n`` samples each) for about ``seconds`` (at least one call)."""
+    t0, count = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds or count == 0:
+        fn()
+        count += 1
+    return count * n / (time.perf_counter() - t0) / 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=1 << 20, help="samples per capture")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds (median)")
+    ap.add_argument("--seconds", type=float, default=0.6, help="time per case per round")
+    ap.add_argument("--rate", type=float, default=30.72e6, help="sample rate (S/s)")
+    args = ap.parse_args(argv)
+    n, fs = args.samples, args.rate
+
+    cases = {}
+    for name, (rig, fc, gain) in BENCHES.items():
+        for kind in ("CW", "LTE"):
+            radio = open_case(rig, fc, gain, kind, fs)
+            radio.capture(n)  # warm-up: noise table, compiled kernels, filter designs
+            cases[f"{kind} through the {name}"] = radio
+    rates: dict[str, list[float]] = {k: [] for k in [*cases, "numpy reference"]}
+    rng = np.random.default_rng(0)
+    work = {**{name: (lambda r=radio: r.capture(n)) for name, radio in cases.items()},
+            "numpy reference": lambda: reference(n, rng)}
+    try:
+        for _ in range(args.rounds):
+            for name, fn in work.items():
+                rates[name].append(msps(fn, n, args.seconds))
+    finally:
+        for radio in cases.values():
+            radio.close()
+    print(f"sim: bench, captures of {n} samples at {fs / 1e6:g} MS/s, median of {args.rounds} alternating rounds")
+    ref = statistics.median(rates["numpy reference"])
+    for name, r in rates.items():
+        m = statistics.median(r)
+        print(f"  {name:<32} {m:7.2f} MS/s  x{m / GOAL_MSPS:5.2f} of {GOAL_MSPS} MS/s"
+              f"  x{m / ref:5.2f} of the numpy reference  (rounds: {', '.join(f'{v:.1f}' for v in r)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

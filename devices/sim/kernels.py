@@ -1,0 +1,209 @@
+"""Compiled (numba) sample-by-sample kernels of the simulated rig.
+
+The physics is defined in the modules that call these (``devices.sim.repeater``,
+``devices.sim.dut``); the kernels do the same arithmetic one sample at a time,
+compiled, where numpy would need one Python call per small block. They never
+draw random numbers: the callers draw them, in the same order as before.
+The entry points have explicit signatures, so they are compiled (or loaded
+from numba's cache) when this module is imported, never inside a capture
+and its deadline.
+
+* :func:`rapp_chain`: a memoryless Rapp AM/AM + AM/PM stage on a block.
+* :func:`repeater_loop`: the repeater's feedback loop and ALC. The fed-back
+  signal is the channel FIR on the delayed output, computed as a uniformly
+  partitioned overlap-save convolution (chunks of ``L`` <= the loop latency
+  outputs, FFT size ``N``, one FFT of the newest output window per chunk,
+  the filter's partitions multiplied against the spectra of the previous
+  windows): the same sums as the direct convolution, rounded differently.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, inline="always")
+def _rapp(u: float, p: float) -> float:
+    """(1 + u^(2p))^(-1/(2p)), overflow-free (see devices.paths.rapp_gain)."""
+    if p == 1.0:
+        return 1.0 / math.sqrt(1.0 + u * u)
+    if u > 1.0:
+        m, s = u, 1.0 / u
+    else:
+        m, s = 1.0, u
+    if p == 2.0:
+        s2 = s * s
+        return 1.0 / (math.sqrt(math.sqrt(1.0 + s2 * s2)) * m)
+    return (1.0 + s ** (2.0 * p)) ** (-1.0 / (2.0 * p)) / m
+
+
+@njit(cache=True, inline="always")
+def _stage(x: complex, g: float, k_u: float, p: float, alpha: float, beta: float) -> complex:
+    """Rapp output stage on one sample: gain g, normalised drive u = k_u |x|, AM/PM alpha, beta (rad)."""
+    u = k_u * math.sqrt(x.real * x.real + x.imag * x.imag)
+    gain = g * _rapp(u, p)
+    if alpha != 0.0:
+        u2 = u * u
+        phi = alpha * u2 / (1.0 + beta * u2)
+        return x * complex(gain * math.cos(phi), gain * math.sin(phi))
+    return x * gain
+
+
+@njit("complex128[::1](complex128[::1], float64, float64, float64, float64, float64)", cache=True, nogil=True)
+def rapp_chain(x, g, k_u, p, alpha, beta):
+    """Rapp stage on every sample of ``x`` (complex128): gain ``g``, drive ``k_u``|x|, AM/PM ``alpha``, ``beta``."""
+    y = np.empty_like(x)
+    for i in range(x.size):
+        y[i] = _stage(x[i], g, k_u, p, alpha, beta)
+    return y
+
+
+# ----- FFT (radix 2, in place) ---------------------------------------------------
+def fft_plan(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bit-reversal permutation and per-stage twiddles for :func:`_fft` (``n`` a power of 2).
+
+    Stage with half-width h (1, 2, 4, ...) uses exp(-j pi k / h), k < h, at offset h - 1.
+    """
+    bits = n.bit_length() - 1
+    rev = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        rev[i] = int(format(i, f"0{bits}b")[::-1], 2) if bits else 0
+    tw = np.concatenate([np.exp(-1j * np.pi * np.arange(h) / h) for h in (1 << np.arange(bits))]) if bits \
+        else np.ones(1, dtype=np.complex128)
+    return rev, tw
+
+
+@njit(cache=True, fastmath=True)
+def _fft(a, rev, tw):
+    """In-place radix-2 DIT forward FFT of ``a`` (unscaled)."""
+    n = a.size
+    for i in range(n):
+        j = rev[i]
+        if j > i:
+            t = a[i]
+            a[i] = a[j]
+            a[j] = t
+    for i in range(0, n - 1, 2):
+        t = a[i + 1]
+        a[i + 1] = a[i] - t
+        a[i] = a[i] + t
+    half = 2
+    while half < n:
+        off = half - 1
+        for start in range(0, n, 2 * half):
+            for k in range(half):
+                i = start + k
+                j = i + half
+                t = a[j] * tw[off + k]
+                a[j] = a[i] - t
+                a[i] = a[i] + t
+        half *= 2
+
+
+@njit("Tuple((complex128[::1], float64, float64))(complex128[::1], complex128[::1], boolean, complex128[::1], "
+      "int64, complex128[:, ::1], int64, int64, int64, int64[::1], complex128[::1], complex128, int64, boolean, "
+      "float64, float64, float64, float64, float64, float64, float64, float64, float64)", cache=True, nogil=True)
+def repeater_loop(wx, lo, has_lo, ybuf, hy, hspec, L, N, ml, rev, tw, kfb, block,
+                  alc, alc_db, det_mw, rated_mw, tau_d, tau_i, k_u, p, alpha, beta):
+    """Feedback loop and ALC of the repeater on ``wx`` (its forward signal before the ALC).
+
+    ``ybuf``: N zeros, the ``hy`` kept outputs, then room for the n new ones
+    (filled here). ``hspec``: (Q, N) spectra of the feedback FIR's partitions
+    of ``L`` taps, scaled by 1/N (Q = 0: no feedback). The ALC gain holds over
+    each block of ``block`` samples and is updated after it, from its output
+    power. Returns (y, alc_db, det_mw).
+    """
+    n = wx.size
+    q = hspec.shape[0]
+    base = N + hy  # ybuf index of output 0
+    y = np.empty(n, dtype=np.complex128)
+    f = np.zeros(L, dtype=np.complex128)  # feedback of the current chunk
+    ring = np.zeros((max(q, 1), N), dtype=np.complex128)  # spectra of the last q windows
+    acc = np.empty(N, dtype=np.complex128)
+    head = 0  # ring row of the newest window
+    if q > 0:
+        # windows of the chunks before this call, oldest first (from the kept outputs)
+        for c in range(-(q - 1) * L, 0, L):
+            head = (head + 1) % q
+            w0 = base + c - ml + L - N
+            for i in range(N):
+                ring[head, i] = ybuf[w0 + i]
+            _fft(ring[head], rev, tw)
+    next_chunk = 0
+    g_alc = 10.0 ** (alc_db / 20.0)
+    block_end = min(block, n)
+    p_acc = 0.0
+    m = block_end
+    for t in range(n):
+        w = wx[t]
+        if q > 0:
+            if t == next_chunk:
+                head = (head + 1) % q
+                w0 = base + t - ml + L - N  # needs outputs up to t - ml + L - 1 < t
+                for i in range(N):
+                    ring[head, i] = ybuf[w0 + i]
+                _fft(ring[head], rev, tw)
+                for i in range(N):
+                    acc[i] = 0.0
+                r = head
+                for j in range(q):
+                    for i in range(N):
+                        acc[i] += hspec[j, i] * ring[r, i]
+                    r = r - 1 if r > 0 else q - 1
+                # inverse FFT as conj(FFT(conj(.))); hspec carries the 1/N
+                for i in range(N):
+                    acc[i] = acc[i].conjugate()
+                _fft(acc, rev, tw)
+                for i in range(L):
+                    f[i] = acc[N - L + i].conjugate()
+                next_chunk += L
+            w = w + kfb * f[t - (next_chunk - L)]
+        if alc:
+            w = w * g_alc
+        yt = _stage(w, 1.0, k_u, p, alpha, beta)
+        if has_lo:
+            yt = yt * lo[t]
+        y[t] = yt
+        ybuf[base + t] = yt
+        if alc:
+            p_acc += yt.real * yt.real + yt.imag * yt.imag
+            if t + 1 == block_end:
+                pw = p_acc / m
+                det_mw += min(1.0, m / tau_d) * (pw - det_mw)
+                err_db = 10.0 * math.log10(max(det_mw, 1e-30) / rated_mw)
+                alc_db = min(0.0, alc_db - min(0.5, m / tau_i) * err_db)
+                g_alc = 10.0 ** (alc_db / 20.0)
+                p_acc = 0.0
+                start = block_end
+                block_end = min(start + block, n)
+                m = block_end - start
+    return y, alc_db, det_mw
+
+
+@njit("complex128[::1](float64[::1], float64[::1], float64, int64)", cache=True, nogil=True)
+def wiener_phasor(phi, steps, small, anchor):
+    """exp(j phi[k]) for a random-walk phase phi (phi[k] - phi[k-1] = steps[k]).
+
+    Every ``anchor`` samples (and where a step exceeds ``small`` rad) the
+    phasor is exp(j phi) computed directly; in between it is advanced by
+    exp(j steps[k]) from its Taylor series (exact to rounding for |step| <=
+    ``small`` <= 0.02 rad): a product per sample instead of a cosine and a
+    sine, its rounding bounded by ``anchor`` steps (~1e-12 for 4096).
+    """
+    n = phi.size
+    z = np.empty(n, dtype=np.complex128)
+    zr, zi = 0.0, 0.0
+    for k in range(n):
+        s = steps[k]
+        if k % anchor == 0 or abs(s) > small:
+            zr, zi = math.cos(phi[k]), math.sin(phi[k])
+        else:
+            s2 = s * s
+            c = 1.0 - s2 * (0.5 - s2 * (1.0 / 24.0 - s2 * (1.0 / 720.0)))
+            si = s * (1.0 - s2 * (1.0 / 6.0 - s2 * (1.0 / 120.0 - s2 * (1.0 / 5040.0))))
+            zr, zi = zr * c - zi * si, zr * si + zi * c
+        z[k] = complex(zr, zi)
+    return z
