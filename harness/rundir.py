@@ -123,6 +123,8 @@ def mark_dead(path: Path) -> dict:
     """
     data = json.loads((Path(path) / "results.json").read_text(encoding="utf-8"))
     if data.get("status") == "running" and not is_locked(path):
+        for tmp in Path(path).glob(".*.tmp"):  # a write the kill cut short: never read, now removed
+            tmp.unlink(missing_ok=True)
         data["status"] = "killed"
         data["verdict"] = "ERROR"
         data["note"] = ("the run's process died before it completed (killed, power loss or full disk); "
