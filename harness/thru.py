@@ -50,6 +50,12 @@ DEFAULT_SAMPLE_RATE_HZ = 7.68e6
 MAX_LEVEL_STEP_DB = 6.0
 #: keep the thru's RX port power this far below the rig's max_rx_input_dbm (nominal paths may be optimistic)
 RX_SAFETY_MARGIN_DB = 6.0
+#: a thru reading is refused below this signal-to-noise ratio (dB) of its tone, or above this uncertainty (dB)
+MIN_THRU_SNR_DB = 30.0
+MAX_THRU_U_DB = 0.2
+#: a thru differing from the rig's declared (nominal) paths by more than this (dB) is refused: a DUT left in
+#: place, a wrong attenuator or a mis-declared path, not a correction
+MAX_NOMINAL_DEVIATION_DB = 6.0
 #: 10 / ln(10): dB per unit of relative power change
 _DB_PER_NEPER_POWER = 10 / math.log(10)
 
@@ -167,6 +173,27 @@ def measure_thru_point(rig: Rig, waveform, level_dbm: float, repeats: int, n_sam
     return ThruReading(setting, thru, snr, rx_gain)
 
 
+def check_thru_quality(entry: LevelEntry, freq_hz: float, file: str | None = None) -> None:
+    """Refuse a thru reading too noisy to calibrate with (CalibrationError names the level and the cure)."""
+    if entry.snr_db < MIN_THRU_SNR_DB or entry.u_db > MAX_THRU_U_DB:
+        raise CalibrationError(
+            f"{freq_hz / 1e6:.6g} MHz, {entry.set_level_dbm:g} dBm: the thru reading's tone is "
+            f"{entry.snr_db:.1f} dB above the noise (u = {entry.u_db:.2f} dB); a calibration needs at least "
+            f"{MIN_THRU_SNR_DB:g} dB and u <= {MAX_THRU_U_DB:g} dB: raise the lowest calibrated level, "
+            f"reduce the loss before the receiver, or drop the level from the plans", file)
+
+
+def check_thru_nominal(thru_db: float, nominal_db: float, freq_hz: float, tolerance_db: float,
+                       file: str | None = None) -> None:
+    """Refuse a thru that differs from the rig's declared paths by more than ``tolerance_db``."""
+    dev = thru_db - nominal_db
+    if abs(dev) > tolerance_db:
+        raise CalibrationError(
+            f"{freq_hz / 1e6:.6g} MHz: the thru measures {thru_db:+.1f} dB where the rig's declared paths give "
+            f"{nominal_db:+.1f} dB ({dev:+.1f} dB, tolerance ±{tolerance_db:g} dB): is the DUT (or an amplifier "
+            f"or attenuator) still in place of the thru, or a path declared wrongly? Nothing saved", file)
+
+
 def _level_entry(reading: ThruReading, b_dbm: float) -> LevelEntry:
     t = np.array(reading.thru_db)
     n = t.size
@@ -210,6 +237,7 @@ def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter:
               attenuator_loss_db: float | None = None, repeats: int = 3, n_samples: int = 65536,
               connect: Callable[[str, str], None] = lambda kind, msg: None, temperature_c: float | None = None,
               plans: list[str] | None = None, notes: list[str] | None = None,
+              max_nominal_deviation_db: float = MAX_NOMINAL_DEVIATION_DB,
               progress: Callable[[str], None] = lambda msg: None) -> Calibration:
     """Measure a thru calibration on an open ``rig`` (opened with ``calibration="off"``).
 
@@ -218,6 +246,11 @@ def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter:
     a simulated one switches its bench. ``meter`` is required for
     ``reference="meter"``. The reference level (default: the calibrated level
     nearest 0 dBm) is where the meter is read, or where the TX side is trusted.
+
+    Quality gate (CalibrationError, nothing returned): every thru reading
+    needs its tone MIN_THRU_SNR_DB above the noise and u <= MAX_THRU_U_DB, and
+    the thru may differ from the rig's declared paths (A_nominal - B_nominal)
+    by at most ``max_nominal_deviation_db``.
     """
     if reference not in REFERENCES:
         raise ValueError(f"reference {reference!r}: expected one of {', '.join(REFERENCES)}")
@@ -257,7 +290,10 @@ def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter:
             a_nom = rig.tx_full_scale_dbm + float(spec.tx_to_dut.gain_db_at(pt.freq_hz))
             b_nom = rig.rx_full_scale_dbm - float(spec.dut_to_rx.gain_db_at(pt.freq_hz))
             t_ref = float(np.mean(r_ref.thru_db))
-            u_ref = _level_entry(r_ref, 0.0).u_db
+            e_ref = _level_entry(r_ref, 0.0)
+            check_thru_quality(e_ref, pt.freq_hz, spec.file)
+            check_thru_nominal(t_ref, a_nom - b_nom, pt.freq_hz, max_nominal_deviation_db, spec.file)
+            u_ref = e_ref.u_db
             if reference == "rx":
                 b, u_b = b_nom, None
                 ref = {"kind": "rx", "note": "RX side nominal (rig RX calibration and declared dut_to_rx path)"}
@@ -282,6 +318,9 @@ def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter:
             try:
                 entry.levels = sorted((_level_entry(measure_thru_point(rig, w, lv, repeats, n_samples, loss), b)
                                        for lv in pt.levels_dbm), key=lambda e: e.level_dbm)
+                for e in entry.levels:
+                    check_thru_quality(e, pt.freq_hz, spec.file)
+                    check_thru_nominal(e.thru_db, a_nom - b_nom, pt.freq_hz, max_nominal_deviation_db, spec.file)
             finally:
                 rig.calibration = None
                 rig.stop()
@@ -326,14 +365,18 @@ def run_calibration(spec: RigSpec, plans=(), *, seed: int = 0, meter: Meter | No
                 rig.stop()
                 if ask is not None:
                     ask(f"{msg} Press Enter when connected (Ctrl-C aborts): ")
+        done = False
         try:
-            return calibrate(rig, points, meter=meter, connect=connect, notes=notes,
-                             plans=[p.file for p in plans], **kw)
+            cal = calibrate(rig, points, meter=meter, connect=connect, notes=notes,
+                            plans=[p.file for p in plans], **kw)
+            done = True
+            return cal
         finally:
             rig.stop()
             if spec.simulated:
                 rig.bypass_dut(False)
             elif ask is not None:
-                ask("Calibration done: reconnect the DUT. Press Enter: ")
+                ask(("Calibration done" if done else "Calibration stopped, nothing saved")
+                    + ": reconnect the DUT. Press Enter: ")
     finally:
         rig.close()
