@@ -10,7 +10,7 @@ from harness.config import doc
 from harness.figures import compression_figure, intercept_figure, spectrum_figure
 from harness.dsp.amplifier import compression_point, third_order_intercept, two_tone_levels
 from harness.capture import CaptureRecord
-from harness.dsp.spectrum import psd, stimulus_power_dbm, tone_power_dbm, tone_power_uncertainty_db
+from harness.dsp.spectrum import psd, stimulus_power_dbm, tone_power_dbm, tone_power_uncertainty_db, tone_snr_db
 from harness.measurements import Output, StepData, StepSettings, by_label, register_measurement
 from harness.stimulus import StimulusSpec
 from harness.stimulus.tones import CWParams, TwoToneParams, cw, two_tone
@@ -174,30 +174,38 @@ def two_tone_ip3(records: list[CaptureRecord], p: IP3Params) -> StepData:
     w = records[0].waveform()
     f1, f2 = w.tones_hz
     levels = _ip3_levels(p)
-    pin, pt, pim, u_im = [], [], [], []
+    pin, pt, pim, u_im, snr_im = [], [], [], [], []
     spectra = {}
     for rel in levels:
         m = by_label(records, f"level {rel:+g} dB")
         per_tone = p.power_per_tone_dbm + rel
         lv = two_tone_levels(m.x, m.sample_rate_hz, f1, f2)
-        u_im.append(float(np.hypot(tone_power_uncertainty_db(lv.spectrum, 2 * f1 - f2),
-                                   tone_power_uncertainty_db(lv.spectrum, 2 * f2 - f1)) / 2))
+        ims = (2 * f1 - f2, 2 * f2 - f1)
+        # the mean of the two products: each one's noise scatter, halved in power
+        u_im.append(float(np.hypot(*(tone_power_uncertainty_db(lv.spectrum, f) for f in ims)) / 2))
+        snr_im.append(min(tone_snr_db(lv.spectrum, f) for f in ims))
         pin.append(per_tone)
         pt.append(lv.tone_dbm)
         pim.append(lv.im3_dbm)
         if rel == levels[len(levels) // 2]:
             spectra["spectrum"] = spectrum_figure(lv.spectrum, f"Two-tone output, {per_tone:.1f} dBm/tone in")
-    r = third_order_intercept(pin, pt, pim)
+    # levels weighted by their IM3 uncertainty; IM3 within MIN_IM3_SNR_DB of the noise left out
+    r = third_order_intercept(pin, pt, pim, im3_u_db=u_im, im3_snr_db=snr_im)
     info = {"stimulus": w.describe(), "levels": {"input_tone_dbm": pin, "output_tone_dbm": pt,
-                                                  "output_im3_dbm": pim}}
+                                                  "output_im3_dbm": pim, "im3_snr_db": snr_im,
+                                                  "im3_uncertainty_db": u_im, "used": r.used.tolist()}}
     slope = r.im3_slope_db_per_db
     data = StepData({"oip3_dbm": r.oip3_dbm, "iip3_dbm": r.iip3_dbm, "imd3_dbc": r.imd3_dbc,
                      "im3_slope_db_per_db": None if np.isnan(slope) else slope},
                     {"intercept": intercept_figure(r), **spectra}, info)
-    u_oip3 = float(np.sqrt(np.mean(np.square(u_im))) / 2 / np.sqrt(len(u_im)))
-    data.details = {"oip3_dbm": {"uncertainty": u_oip3}, "iip3_dbm": {"uncertainty": u_oip3},
-                    "imd3_dbc": {"uncertainty": u_im[len(u_im) // 2]}}
-    if len(levels) >= 2 and abs(slope - 3) > p.slope_tolerance_db_per_db:
+    mid = len(u_im) // 2
+    data.details = {"imd3_dbc": {"uncertainty": 2 * u_im[mid], "coverage_factor": 2}}
+    if r.oip3_dbm is not None:
+        data.details.update({"oip3_dbm": {"uncertainty": 2 * r.oip3_u_db, "coverage_factor": 2},
+                             "iip3_dbm": {"uncertainty": 2 * r.oip3_u_db, "coverage_factor": 2}})
+    if r.refused:
+        data.invalid = r.refused
+    elif len(levels) >= 2 and abs(slope - 3) > p.slope_tolerance_db_per_db:
         data.invalid = (f"IM3 rises {slope:.2f} dB/dB (expected 3 ± {p.slope_tolerance_db_per_db:g}): the DUT is not "
                         f"in the weakly non-linear regime at these levels or IM3 is buried in the floor, so the "
                         f"intercept is not meaningful")
