@@ -11,7 +11,7 @@ from harness.figures import compression_figure, intercept_figure, spectrum_figur
 from harness.dsp.amplifier import compression_point, third_order_intercept, two_tone_levels
 from harness.capture import CaptureRecord
 from harness.dsp.spectrum import psd, stimulus_power_dbm, tone_power_dbm, tone_power_uncertainty_db, tone_snr_db
-from harness.measurements import Output, StepData, StepSettings, by_label, register_measurement
+from harness.measurements import Output, StepData, StepSettings, by_label, expanded, register_measurement
 from harness.stimulus import StimulusSpec
 from harness.stimulus.tones import CWParams, TwoToneParams, cw, two_tone
 
@@ -35,7 +35,7 @@ def gain(records: list[CaptureRecord], p: GainParams) -> StepData:
     details = {}
     if len(w.tones_hz) == 1:
         u = tone_power_uncertainty_db(spec, w.tones_hz[0])
-        details = {"gain_db": {"uncertainty": u}, "output_power_dbm": {"uncertainty": u}}
+        details = {"gain_db": expanded(u), "output_power_dbm": expanded(u)}
     return StepData({"gain_db": pout - setting.power_dbm, "output_power_dbm": pout,
                      "input_power_dbm": setting.power_dbm},
                     {"spectrum": spectrum_figure(spec, "DUT output spectrum")}, {"stimulus": w.describe()}, details)
@@ -116,10 +116,10 @@ def compression_sweep(records: list[CaptureRecord], p: CompressionParams) -> Ste
         k = min(max(k, 1), len(pin) - 1)
         slope = (comp[k] - comp[k - 1]) / (pin[k] - pin[k - 1])
         u_in = float(np.hypot(u_pt[k], u_pt[k - 1]) / max(slope, 1e-3))
-        data.details = {"input_p1db_dbm": {"uncertainty": u_in},
-                        "output_p1db_dbm": {"uncertainty": float(np.hypot(u_in, u_pt[k]))},
-                        "small_signal_gain_db": {"uncertainty": float(np.max(u_pt[:4]) / 2)},
-                        "max_compression_db": {"uncertainty": float(np.hypot(u_pt[-1], np.max(u_pt[:4]) / 2))}}
+        data.details = {"input_p1db_dbm": expanded(u_in),
+                        "output_p1db_dbm": expanded(np.hypot(u_in, u_pt[k])),
+                        "small_signal_gain_db": expanded(np.max(u_pt[:4]) / 2),
+                        "max_compression_db": expanded(np.hypot(u_pt[-1], np.max(u_pt[:4]) / 2))}
     if r.output_p1db_dbm is None:
         data.invalid = (f"the DUT compressed only {r.max_compression_db:.2f} dB up to {pin[-1]:.1f} dBm input; "
                         f"raise stop_power_dbm to reach the {p.compression_db:g} dB point")
@@ -199,10 +199,9 @@ def two_tone_ip3(records: list[CaptureRecord], p: IP3Params) -> StepData:
                      "im3_slope_db_per_db": None if np.isnan(slope) else slope},
                     {"intercept": intercept_figure(r), **spectra}, info)
     mid = len(u_im) // 2
-    data.details = {"imd3_dbc": {"uncertainty": 2 * u_im[mid], "coverage_factor": 2}}
+    data.details = {"imd3_dbc": expanded(u_im[mid])}
     if r.oip3_dbm is not None:
-        data.details.update({"oip3_dbm": {"uncertainty": 2 * r.oip3_u_db, "coverage_factor": 2},
-                             "iip3_dbm": {"uncertainty": 2 * r.oip3_u_db, "coverage_factor": 2}})
+        data.details.update({"oip3_dbm": expanded(r.oip3_u_db), "iip3_dbm": expanded(r.oip3_u_db)})
     if r.refused:
         data.invalid = r.refused
     elif len(levels) >= 2 and abs(slope - 3) > p.slope_tolerance_db_per_db:

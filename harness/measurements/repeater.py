@@ -13,7 +13,7 @@ from harness.figures import spectrum_figure
 from harness.dsp.ripple import feedback_ripple, line_level_db, smoothed_ripple_db, transfer_magnitude
 from harness.dsp.spectrum import band_power_uncertainty_db, psd, tone_power_dbm, tone_power_uncertainty_db
 from harness.measurements import (MeasurementError, Output, StepData, StepSettings, by_label,
-                                  register_measurement)
+                                  expanded, register_measurement)
 from harness.plots import Plot
 from harness.stimulus import StimulusSpec, Waveform
 from harness.stimulus.noise import NoiseParams
@@ -58,8 +58,8 @@ def gain_flatness(records: list[CaptureRecord], p: FlatnessParams) -> StepData:
     return StepData({"gain_flatness_db": float(np.ptp(gains)), "gain_min_db": float(gains.min()),
                      "gain_max_db": float(gains.max())}, {"flatness": plot},
                     {"stimulus": w.describe(), "gain_db": gains.tolist()},
-                    {"gain_flatness_db": {"uncertainty": u_tone * math.sqrt(2)},
-                     "gain_min_db": {"uncertainty": u_tone}, "gain_max_db": {"uncertainty": u_tone}})
+                    {"gain_flatness_db": expanded(u_tone * math.sqrt(2)),
+                     "gain_min_db": expanded(u_tone), "gain_max_db": expanded(u_tone)})
 
 
 # ------------------------------------------------------------------ out-of-band gain
@@ -165,7 +165,7 @@ def out_of_band_gain(records: list[CaptureRecord], p: OobGainParams) -> StepData
     plot.add(np.array(xs)[order], np.array(ys)[order], "gain", style="line")
     for x in (p.passband_low_hz - centre, p.passband_high_hz - centre):
         plot.vlines.append({"value": x / 1e6})
-    details = {k: {**v, "uncertainty": uncert[v["freq_hz"]]} for k, v in where.items()}
+    details = {k: expanded(uncert[v["freq_hz"]], **v) for k, v in where.items()}
     return StepData(values, {"oob": plot}, {"worst": where}, details)
 
 
@@ -243,7 +243,7 @@ def input_intermodulation(records: list[CaptureRecord], p: InputImdParams) -> St
     u = band_power_uncertainty_db(p.measurement_bandwidth_hz, m.n_samples / fs)
     return StepData({"power_rise_db": p1 - p0, "imd_power_dbm": p1}, {"spectrum": plot},
                     {"stimulus": w.describe(), "quiet_power_dbm": p0, "tones_hz": [f1, f2], "im3_hz": 2 * f1 - f2},
-                    {"power_rise_db": {"uncertainty": u * math.sqrt(2)}, "imd_power_dbm": {"uncertainty": u}})
+                    {"power_rise_db": expanded(u * math.sqrt(2)), "imd_power_dbm": expanded(u)})
 
 
 # ------------------------------------------------------------------ oscillation / isolation margin
@@ -322,6 +322,5 @@ def oscillation_margin(records: list[CaptureRecord], p: OscillationParams) -> St
         # is first order, and the loop's gain varies across the band by the filter's ripple): the
         # residual error over true margins 5-30 dB on the simulated rig was up to 0.035 dB.
         u_fit = 20 / math.log(10) * r.rho_std / r.rho
-        details["isolation_margin_db"] = {"uncertainty": float(2 * math.hypot(u_fit, _MARGIN_SYSTEMATIC_DB)),
-                                          "coverage_factor": 2}
+        details["isolation_margin_db"] = expanded(math.hypot(u_fit, _MARGIN_SYSTEMATIC_DB))
     return StepData(values, plots, info, details)
