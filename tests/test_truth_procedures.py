@@ -127,3 +127,144 @@ def test_input_intermodulation_against_repeater_model(tmp_path, seed, tone_dbm):
     # IM3 grows 3 dB per dB of tone level: the stated uncertainty (noise of the two band powers) leaves out
     # the level accuracy, and a 0.1 dB level error moves the rise 0.3 dB (seed 5 reads -0.45 dB): not covered
     _check(record(res, "imd", "power_rise_db"), truth, 0.5, covered=False)
+
+
+# ------------------------------------------------------------------ output power with ALC
+OUTPUT_PLAN = """\
+name: output-power
+dut: {{type: repeater}}
+defaults: {{frequency: {fc} MHz, sample_rate: 30.72 MHz}}
+steps:
+  - name: pout
+    measurement: output_power
+    stimulus: {{type: wcdma, power: {pin} dBm}}
+    overdrive: 10 dB
+    limits: {{output_power: {{min: 0 dBm}}}}
+"""
+
+
+def _rrc_power_dbm(y: np.ndarray) -> float:
+    f, p = periodic_bin_powers(y, FS)
+    return 10 * math.log10(float(np.sum(rrc_power_response(f) * p)))
+
+
+@pytest.mark.parametrize("seed, rated_dbm, pin_dbm", [(7, 37.0, -43.0), (8, 33.0, -45.0), (9, 37.0, -50.0)])
+def test_output_power_with_alc_against_repeater_model(tmp_path, seed, rated_dbm, pin_dbm):
+    """The ALC holds the mean output at the rated power; through the RRC filter the channel power is the model's
+    own settled output of the same stimulus (noise off). At -50 dBm in (30 dBm out) the ALC does not act."""
+    rig = write_rig(tmp_path, base="sim-repeater-utra.yaml",
+                    dut={"isolation_db": None, "rated_output_power_dbm": rated_dbm})
+    res, spec = run(tmp_path, rig, OUTPUT_PLAN.format(fc=UTRA_CENTRE_HZ / 1e6, pin=pin_dbm), seed)
+    w = stimulus_spec(stimulus_yaml("utra", pin_dbm)).generate(FS, 0)  # TM1 does not depend on the seed
+    played = _step(res, "pout")["info"]["stimulus"]
+    assert (played["n_samples"], played["crest_factor_db"]) == (w.n_samples, pytest.approx(w.crest_factor_db, abs=1e-3))
+    truths = {}
+    for key, extra in (("output_power_dbm", 0.0), ("overdrive_output_power_dbm", 10.0)):
+        x = w.samples.astype(np.complex128) * math.sqrt(10 ** ((pin_dbm + extra) / 10))
+        truths[key] = _rrc_power_dbm(_noiseless_periodic_output(spec.dut, x, periods=4))
+        _check(record(res, "pout", key), truths[key], 0.2)
+    if pin_dbm + 80 > rated_dbm:
+        assert truths["overdrive_output_power_dbm"] == pytest.approx(truths["output_power_dbm"], abs=0.2)
+    _check(record(res, "pout", "alc_hold_db"), truths["overdrive_output_power_dbm"] - truths["output_power_dbm"], 0.2)
+
+
+# ------------------------------------------------------------------ ACRR
+ACRR_PLAN = """\
+name: acrr
+dut: {{type: repeater}}
+defaults: {{frequency: {fc} MHz, sample_rate: 30.72 MHz}}
+steps:
+  - name: acrr
+    measurement: acrr
+    stimulus: {{type: wcdma, power: -53 dBm}}
+    adjacent_offsets: [5 MHz, 10 MHz]
+    limits: {{acrr_first: {{min: 0 dB}}}}
+"""
+
+
+@pytest.mark.parametrize("seed, rig_base", [(10, "sim-repeater-utra-wide-filter.yaml"), (11, "sim-repeater-utra.yaml")])
+def test_acrr_against_repeater_response(tmp_path, seed, rig_base):
+    """Wanted: the stimulus' bin powers through |G(f)|² and the RRC filter; adjacent: the same moved by the
+    offset. Both carry the repeater's own noise kT0·F·|G|² through the filter (it limits a good filter's ACRR)."""
+    rig = write_rig(tmp_path, base=rig_base, dut={"isolation_db": None})
+    res, spec = run(tmp_path, rig, ACRR_PLAN.format(fc=UTRA_CENTRE_HZ / 1e6), seed)
+    dut = spec.dut
+    w = stimulus_spec(stimulus_yaml("utra", -53.0)).generate(FS, 0)
+    f, px = periodic_bin_powers(w.samples.astype(np.complex128) * math.sqrt(10 ** (-53 / 10)), FS)
+    order = np.argsort(f)
+    f, px = f[order], px[order]
+    g2 = 10 ** (np.asarray(dut.gain_at(UTRA_CENTRE_HZ + f, UTRA_CENTRE_HZ, FS)) / 10)
+    rrc = rrc_power_response(f)
+    df = f[1] - f[0]
+    noise = KT0_MW_HZ * 10 ** (dut.noise_figure_db / 10) * float(np.sum(g2 * rrc)) * df
+    wanted = float(np.sum(px * g2 * rrc)) + noise
+    worst = {}
+    for off in (5e6, 10e6):
+        vals = []
+        for sign in (-1, 1):
+            shift = int(round(sign * off / df))
+            vals.append(10 * math.log10(wanted / (float(np.sum(np.roll(px, shift) * g2 * rrc)) + noise)))
+        worst[off] = min(vals)
+    _check(record(res, "acrr", "acrr_first_db"), worst[5e6], 0.5)
+    _check(record(res, "acrr", "acrr_second_db"), worst[10e6], 0.5)
+
+
+# ------------------------------------------------------------------ AM/AM, AM/PM and CCDF (amplifier rig)
+AMP_PLAN = """\
+name: amam-ccdf
+dut: {{type: amplifier}}
+defaults: {{frequency: 2140 MHz, sample_rate: 30.72 MHz}}
+steps:
+  - name: amam
+    measurement: am_am_pm
+    stimulus: {{type: lte, power: {pin} dBm, bandwidth: 10 MHz, test_model: E-TM1.1}}
+    limits: {{small_signal_gain: {{min: 0 dB}}}}
+  - name: ccdf
+    measurement: ccdf
+    stimulus: {{type: lte, power: {pin} dBm, bandwidth: 10 MHz, test_model: E-TM1.1}}
+    limits: {{papr: {{min: 0 dB}}}}
+"""
+AMP_DUTS = [  # (gain, Psat, Rapp p, AM/PM alpha, beta, input level dBm), seed
+    ((20.0, 36.9, 1.0, 5.0, 1.0, 3.0), 12),
+    ((15.0, 30.0, 2.0, 8.0, 1.0, 1.0), 13),
+    ((25.0, 40.0, 3.0, 0.0, 0.0, -2.0), 14),
+]
+
+
+@pytest.mark.parametrize("dut, seed", AMP_DUTS)
+def test_am_am_pm_and_ccdf_against_rapp_model(tmp_path, dut, seed):
+    g, psat, p, alpha, beta, pin = dut
+    rig = write_rig(tmp_path, dut={"model": "rapp_amplifier", "gain_db": g, "saturation_power_dbm": psat,
+                                   "smoothness": p, "am_pm_alpha_deg": alpha, "am_pm_beta": beta,
+                                   "noise_figure_db": 5.0})
+    res, spec = run(tmp_path, rig, AMP_PLAN.format(pin=pin), seed)
+    model = spec.dut
+    truth = model.truth()
+    # AM/AM: every bin of the curve against the model at the bin's input power
+    curve = _step(res, "amam")["info"]["curve"]
+    p_in = np.array(curve["input_power_dbm"])
+    r = np.sqrt(10 ** (p_in / 10))
+    g_true = 20 * np.log10(model.am_am(r) / r)
+    ph_true = np.degrees(model.am_pm_rad(r) - model.am_pm_rad(r[0] * 1e-3))
+    # bins from 10 dB below the mean input power (lower: few samples, low SNR) to 1 dB below the top
+    ok = (p_in >= pin - 10.0) & (p_in <= np.max(p_in) - 1.0)
+    assert np.max(np.abs(np.array(curve["gain_db"])[ok] - g_true[ok])) <= 0.15
+    assert np.max(np.abs(np.array(curve["phase_deg"])[ok] - ph_true[ok])) <= 0.5
+    _check(record(res, "amam", "small_signal_gain_db"), truth["gain_db"], 0.05)
+    ip1 = record(res, "amam", "input_p1db_dbm")["value"]
+    if ip1 is not None:
+        assert ip1 == pytest.approx(truth["input_p1db_dbm"], abs=0.3)
+    # CCDF: PAPR at 0.01 % of the model's noiseless output of the same stimulus, and of the stimulus itself
+    st = stimulus_spec(f"{{type: lte, power: {pin} dBm, bandwidth: 10 MHz, test_model: E-TM1.1}}")
+    w = st.generate(FS, 0)  # E-TM1.1 does not depend on the seed (checked: the played crest factor)
+    played = _step(res, "ccdf")["info"]["stimulus"]
+    assert played["crest_factor_db"] == pytest.approx(w.crest_factor_db, abs=1e-3)
+    x = w.samples.astype(np.complex128) * math.sqrt(10 ** (pin / 10))
+    y = dataclasses.replace(model, noise_figure_db=None).process(x, 2140e6, FS, np.random.default_rng(0))
+
+    def papr(v):
+        pw = np.abs(v) ** 2
+        return 10 * math.log10(np.quantile(pw, 1 - 1e-4) / np.mean(pw))
+
+    _check(record(res, "ccdf", "papr_db"), papr(y), 0.25)
+    assert record(res, "ccdf", "input_papr_db")["value"] == pytest.approx(papr(x), abs=0.05)
