@@ -9,12 +9,15 @@ without AM/PM has no third-order intercept (truth None): never a valid OIP3, at 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from conftest import read_results, write_plan, write_rig
 from harness.plan import load_plan
 from harness.rig import load_rig
 from harness.runner import run_plan
+from test_accuracy_truth import Row
 
 PLAN = """\
 name: ip3-truth
@@ -49,6 +52,20 @@ def outcome(step: dict) -> tuple[float | None, float | None]:
         return None, None
     assert m["coverage_factor"] == 2
     return m["value"], m["uncertainty"]
+
+
+def ip3_rows(tmp, smoothness: float, tone_rel_ip1_db: float, seed: int) -> list[Row]:
+    """Accuracy-table row: a valid OIP3 against truth (±0.5 dB); a refusal is INFO where the DUT has an OIP3
+    and correct where it has none; a valid OIP3 of a DUT without one FAILs."""
+    step, truth = ip3_step(tmp, smoothness, tone_rel_ip1_db, seed)
+    value, u = outcome(step)
+    case = f"Rapp 35 dB / 20 dBm p {smoothness:g}, tones ip1{tone_rel_ip1_db:+g} dB"
+    if value is None:
+        return [Row("ip3", case, "OIP3 (dBm)", math.nan if truth is None else truth, None, None, "dBm",
+                    "refused" + (" (correct: no OIP3)" if truth is None else ""))]
+    if truth is None:
+        return [Row("ip3", case, "OIP3 (dBm)", math.nan, value, 0.0, "dBm", "valid OIP3 for a DUT without one")]
+    return [Row("ip3", case, "OIP3 (dBm)", truth, value, 0.5, "dBm", f"U {u:.3f} dB (k=2)", u)]
 
 
 @pytest.mark.parametrize("tone_rel_ip1_db", [-25.0, -20.0])

@@ -18,7 +18,7 @@ from devices.sim.repeater import Repeater
 from harness.dsp.ripple import feedback_ripple, transfer_magnitude
 from harness.stimulus import StimulusSpec
 from harness.stimulus.noise import NoiseParams
-from test_accuracy_truth import UTRA_CENTRE_HZ, UTRA_HIGH_HZ, UTRA_LOW_HZ, record, run
+from test_accuracy_truth import UTRA_CENTRE_HZ, UTRA_HIGH_HZ, UTRA_LOW_HZ, Row, record, run
 
 PLAN = """\
 name: osc-accuracy
@@ -44,6 +44,13 @@ def margin_row(tmp, margin_db: float, fb_delay_s: float, seed: int) -> tuple[flo
     m = record(res, "osc", "isolation_margin_db")
     assert m["coverage_factor"] == 2
     return rig.dut.truth()["isolation_margin_db"], m["value"], m["uncertainty"]
+
+
+def margin_rows(tmp, margin_db: float, fb_delay_s: float, seed: int) -> list[Row]:
+    """The accuracy-table row (bench/accuracy.py) of one isolation-margin run."""
+    truth, value, u = margin_row(tmp, margin_db, fb_delay_s, seed)
+    return [Row("osc", f"repeater margin {margin_db:g} dB, feedback {fb_delay_s * 1e9:g} ns", "isolation margin (dB)",
+                truth, value, BOUND_DB, "dB", f"U {u:.3f} dB (k=2)", u)]
 
 
 @pytest.mark.parametrize("margin_db, fb_delay_s, seed", CASES)
