@@ -26,12 +26,28 @@ def test_good_thru_passes_the_gate(tmp_path):
 
 def test_thru_with_poor_signal_to_noise_is_refused(tmp_path):
     """-60 dBm at the DUT input reaches the receiver through 47.5 dB of pads and cable: below its noise.
-    Before the gate this was saved with u = 1.87 dB and set -49.2 dBm when -60 dBm was asked."""
-    spec = load_rig(write_rig(tmp_path, base=RIG, calibration={"frequencies": ["2140 MHz"],
-                                                               "levels": ["-60 dBm", "16 dBm"]}))
-    with pytest.raises(CalibrationError, match=r"-60 dBm: the thru reading's tone is .* above the noise"):
+    (A -60 dBm level was once saved with u = 1.87 dB, setting -49.2 dBm when -60 dBm was asked.) As the only
+    level of a frequency, -85 dBm (37.5 dB under what the receiver sees well here) is refused."""
+    spec = load_rig(write_rig(tmp_path, base=RIG, calibration={"frequencies": ["2140 MHz"], "levels": ["-85 dBm"]}))
+    with pytest.raises(CalibrationError, match=r"-85 dBm: the thru reading's tone is .* above the noise"):
         run_calibration(spec, seed=3, repeats=2)
     assert not spec.calibration_file.exists()
+
+
+def test_noisy_level_takes_the_thru_of_a_good_one(tmp_path):
+    """Beside a good level, a noisy one keeps its own TX setting and the good level's thru (a thru is linear),
+    with a note: it lands where it was asked, within the TX step allowance."""
+    spec = load_rig(write_rig(tmp_path, base=RIG, calibration={"frequencies": ["2140 MHz"],
+                                                               "levels": ["-85 dBm", "16 dBm"]}))
+    cal = run_calibration(spec, seed=3, repeats=2)
+    (entry,) = cal.frequencies
+    low = min(entry.levels, key=lambda e: e.set_level_dbm)
+    good = [e for e in entry.levels if e.snr_db >= MIN_THRU_SNR_DB and e.u_db <= MAX_THRU_U_DB]
+    nearest = min(good, key=lambda e: abs(e.set_level_dbm - low.set_level_dbm))
+    assert low.set_level_dbm == pytest.approx(-85.0, abs=0.5) and low.snr_db < MIN_THRU_SNR_DB
+    assert low.thru_db == nearest.thru_db and low.u_db <= MAX_THRU_U_DB
+    assert low.level_dbm == pytest.approx(-85.0, abs=0.5)
+    assert any("-85 dBm: the thru's tone stood only" in n for n in cal.notes)
 
 
 def test_dut_left_in_place_is_refused(tmp_path):
