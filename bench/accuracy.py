@@ -11,7 +11,14 @@ the target is stated); the test checks the level at the tone it played. The
 bench adds hard-limiting PAs to the ACLR cases, where the ACLR estimator's
 spread over capture starts shows (see the xfail test).
 
-    python bench/accuracy.py [--quick] [--only aclr,evm,delay,freq,oob]
+Issue 9 part 3 adds: isolation margin (osc: repeater model's isolation - gain,
+with the stated k=2 uncertainty in the note), OIP3 at low SNR (ip3: a valid
+value within ±0.5 dB, a refusal INFO, a valid OIP3 for a DUT without one FAIL),
+gain flatness (flat), input intermodulation (imd), output power with ALC
+(pout), ACRR (acrr), AM/AM-AM/PM and CCDF (amam, ccdf): cases and truths from
+tests/test_truth_oscillation.py, test_truth_ip3.py, test_truth_procedures.py.
+
+    python bench/accuracy.py [--quick] [--only aclr,evm,delay,freq,oob,osc,ip3,proc]
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import test_accuracy_truth as t  # noqa: E402
+import test_truth_ip3 as tip3  # noqa: E402
+import test_truth_oscillation as tosc  # noqa: E402
+import test_truth_procedures as tproc  # noqa: E402
 
 
 def aclr_cases(quick: bool) -> list:
@@ -78,7 +88,7 @@ def oob_cases(quick: bool) -> list:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="only the test suite's cases")
-    ap.add_argument("--only", default="aclr,evm,delay,freq,oob", help="comma-separated targets")
+    ap.add_argument("--only", default="aclr,evm,delay,freq,oob,osc,ip3,proc", help="comma-separated targets")
     args = ap.parse_args()
     only = set(args.only.split(","))
     rows: list[t.Row] = []
@@ -109,9 +119,34 @@ def main() -> int:
         if "oob" in only:
             for i, case in enumerate(oob_cases(args.quick)):
                 rows += t.oob_rows(tmp(), case, seed=80 + i)
+        if "osc" in only:
+            cases = tosc.CASES if args.quick else tosc.CASES + [(m, 60e-9, 20 + i) for i, m in
+                                                                enumerate((6.0, 10.0, 12.0, 18.0, 25.0))]
+            for margin, delay, seed in cases:
+                rows += tosc.margin_rows(tmp(), margin, delay, seed)
+        if "ip3" in only:
+            seeds = list(tip3.SEEDS)[:3] if args.quick else list(tip3.SEEDS)
+            for rel in (-25.0, -20.0):
+                for seed in seeds:
+                    rows += tip3.ip3_rows(tmp(), 1.0, rel, seed)
+            for rel in (-25.0, -10.0, -7.0, -6.0, -5.0):
+                rows += tip3.ip3_rows(tmp(), 3.0, rel, 1)
+        if "proc" in only:
+            for case in tproc.FLATNESS_CASES:
+                rows += tproc.flatness_rows(tmp(), *case)
+            for case in tproc.IMD_CASES:
+                rows += tproc.imd_rows(tmp(), *case)
+            for case in tproc.POUT_CASES:
+                rows += tproc.output_power_rows(tmp(), *case)
+            for case in tproc.ACRR_CASES:
+                rows += tproc.acrr_rows(tmp(), *case)
+            for dut, seed in tproc.AMP_DUTS:
+                rows += tproc.amam_ccdf_rows(tmp(), dut, seed)
     print(f"{'target':<6} {'case':<62} {'quantity':<24} {'truth':>9} {'measured':>9} {'error':>7} {'bound':>6}  verdict")
     for r in rows:
         meas = "None" if r.measured is None else f"{r.measured:9.3f}"
+        if r.uncertainty is not None and r.error is not None and abs(r.error) > r.uncertainty:
+            r.note += "  (error beyond U)"
         err = "" if r.error is None else f"{r.error:+7.3f}"
         bound = "" if r.bound is None else f"±{r.bound:g}"
         print(f"{r.target:<6} {r.case:<62} {r.quantity:<24} {r.truth:9.3f} {meas:>9} {err:>7} {bound:>6}  {r.verdict}  {r.note}")

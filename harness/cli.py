@@ -311,6 +311,12 @@ def cmd_calibrate(args) -> int:
         _err(str(e))
         return 2
     ask = None if args.yes else input
+    if ask is not None and not sys.stdin.isatty() and not spec.simulated:
+        # a real bench prompts the operator (connect the thru, meter readings, reconnect the DUT): with no
+        # terminal input() would read EOF or a pipe's garbage mid-way. A simulated bench asks nothing.
+        _err(f"{spec.file}: calibrate asks the operator to connect the thru and has no terminal to ask on "
+             f"(stdin is not a tty): run it at a terminal, or pass --yes once the thru is connected")
+        return 2
     meter = None
     if args.reference == "meter" and (not spec.simulated or readings):
         meter = _prompt_meter(ask, readings)

@@ -136,7 +136,12 @@ def intercept_figure(r: InterceptResult) -> Plot:
     pin = r.input_tone_dbm
     p = Plot("Two-tone intermodulation", "input power per tone (dBm)", "output power (dBm)")
     p.add(pin, r.output_tone_dbm, "tone", style="scatter")
-    p.add(pin, r.output_im3_dbm, "IM3", style="scatter")
+    used = np.ones(pin.size, bool) if r.used is None else r.used
+    p.add(pin[used], r.output_im3_dbm[used], "IM3", style="scatter")
+    if not np.all(used):
+        p.add(pin[~used], r.output_im3_dbm[~used], "IM3 near the noise (not used)", style="scatter")
+    if r.oip3_dbm is None:
+        return p
     ext = np.linspace(pin.min(), r.iip3_dbm + 1, 50)
     p.add(ext, ext + r.gain_db, "tone, 1:1 extrapolation")
     p.add(ext, r.oip3_dbm + 3 * (ext - r.iip3_dbm), "IM3, 3:1 extrapolation")

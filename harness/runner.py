@@ -116,7 +116,7 @@ def evaluate(step: Step, data: StepData, floor: StepData | None = None) -> tuple
                 else:
                     dm, df = floor_sensitivity(out.floor, value, f)
                     if u_m is not None or u_f is not None:
-                        details["uncertainty"] = ((dm * (u_m or 0.0)) ** 2 + (df * (u_f or 0.0)) ** 2) ** 0.5
+                        details.update(uncertainty=((dm * (u_m or 0)) ** 2 + (df * (u_f or 0)) ** 2) ** 0.5, coverage_factor=2)
                     value = corrected
                 if lim is not None and floor_too_close(out.floor, f, low, high):
                     inconclusive = True

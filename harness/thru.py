@@ -30,6 +30,7 @@ with a DUT the RX gain differs from the thru's by the DUT gain.
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
@@ -50,6 +51,14 @@ DEFAULT_SAMPLE_RATE_HZ = 7.68e6
 MAX_LEVEL_STEP_DB = 6.0
 #: keep the thru's RX port power this far below the rig's max_rx_input_dbm (nominal paths may be optimistic)
 RX_SAFETY_MARGIN_DB = 6.0
+#: a thru reading is refused below this signal-to-noise ratio (dB) of its tone, or above this uncertainty (dB)
+MIN_THRU_SNR_DB = 20.0
+MAX_THRU_U_DB = 0.5
+#: a thru differing from the rig's declared (nominal) paths by more than this (dB) is refused: a DUT left in
+#: place, a wrong attenuator or a mis-declared path, not a correction
+MAX_NOMINAL_DEVIATION_DB = 6.0
+#: standard uncertainty (dB) allowed for a nominal TX gain / digital level step (levels carried from another)
+TX_STEP_U_DB = 0.1
 #: 10 / ln(10): dB per unit of relative power change
 _DB_PER_NEPER_POWER = 10 / math.log(10)
 
@@ -167,6 +176,58 @@ def measure_thru_point(rig: Rig, waveform, level_dbm: float, repeats: int, n_sam
     return ThruReading(setting, thru, snr, rx_gain)
 
 
+def check_thru_quality(entry: LevelEntry, freq_hz: float, file: str | None = None) -> None:
+    """Refuse a thru reading too noisy to calibrate with (CalibrationError names the level and the cure)."""
+    if entry.snr_db < MIN_THRU_SNR_DB or entry.u_db > MAX_THRU_U_DB:
+        raise CalibrationError(
+            f"{freq_hz / 1e6:.6g} MHz, {entry.set_level_dbm:g} dBm: the thru reading's tone is "
+            f"{entry.snr_db:.1f} dB above the noise (u = {entry.u_db:.2f} dB); a calibration needs at least "
+            f"{MIN_THRU_SNR_DB:g} dB and u <= {MAX_THRU_U_DB:g} dB: raise the lowest calibrated level, "
+            f"reduce the loss before the receiver, or drop the level from the plans", file)
+
+
+def _usable_levels(levels: list[LevelEntry], b_dbm: float, freq_hz: float, notes: list[str],
+                   file: str | None = None) -> list[LevelEntry]:
+    """The levels, those whose thru reading fails the quality gate carried from the nearest good one.
+
+    A thru is linear: what differs between levels is only the TX setting
+    (gain and digital level), which is taken as nominal. So a level whose
+    tone the receiver cannot see well (a plan's -60 dBm through a 60 dB
+    output pad) keeps its own TX setting and the thru T of the nearest level
+    that passed the gate, with that level's uncertainty plus
+    TX_STEP_U_DB for the nominal TX step (and a note). Before, such a level
+    was saved as measured: u = 1.87 dB, and -49.2 dBm set where -60 dBm was
+    asked. With no good level at the frequency the calibration is refused.
+    """
+    good = [e for e in levels if e.snr_db >= MIN_THRU_SNR_DB and e.u_db <= MAX_THRU_U_DB]
+    if not good:
+        check_thru_quality(max(levels, key=lambda e: e.snr_db), freq_hz, file)
+    out = []
+    for e in levels:
+        if e in good:
+            out.append(e)
+            continue
+        g = min(good, key=lambda c: abs(c.set_level_dbm - e.set_level_dbm))
+        out.append(dataclasses.replace(
+            e, thru_db=g.thru_db, u_db=math.hypot(g.u_db, TX_STEP_U_DB),
+            level_dbm=round(b_dbm + g.thru_db + e.tx_gain_db + e.digital_rms_dbfs, 4)))
+        notes.append(f"{freq_hz / 1e6:.6g} MHz, {e.set_level_dbm:g} dBm: the thru's tone stood only "
+                     f"{e.snr_db:.1f} dB above the noise (u = {e.u_db:.2f} dB); its thru is taken from "
+                     f"{g.set_level_dbm:g} dBm, the TX setting's step as nominal")
+    return out
+
+
+def check_thru_nominal(thru_db: float, nominal_db: float, freq_hz: float, tolerance_db: float,
+                       file: str | None = None) -> None:
+    """Refuse a thru that differs from the rig's declared paths by more than ``tolerance_db``."""
+    dev = thru_db - nominal_db
+    if abs(dev) > tolerance_db:
+        raise CalibrationError(
+            f"{freq_hz / 1e6:.6g} MHz: the thru measures {thru_db:+.1f} dB where the rig's declared paths give "
+            f"{nominal_db:+.1f} dB ({dev:+.1f} dB, tolerance ±{tolerance_db:g} dB): is the DUT (or an amplifier "
+            f"or attenuator) still in place of the thru, or a path declared wrongly? Nothing saved", file)
+
+
 def _level_entry(reading: ThruReading, b_dbm: float) -> LevelEntry:
     t = np.array(reading.thru_db)
     n = t.size
@@ -210,6 +271,7 @@ def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter:
               attenuator_loss_db: float | None = None, repeats: int = 3, n_samples: int = 65536,
               connect: Callable[[str, str], None] = lambda kind, msg: None, temperature_c: float | None = None,
               plans: list[str] | None = None, notes: list[str] | None = None,
+              max_nominal_deviation_db: float = MAX_NOMINAL_DEVIATION_DB,
               progress: Callable[[str], None] = lambda msg: None) -> Calibration:
     """Measure a thru calibration on an open ``rig`` (opened with ``calibration="off"``).
 
@@ -218,6 +280,13 @@ def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter:
     a simulated one switches its bench. ``meter`` is required for
     ``reference="meter"``. The reference level (default: the calibrated level
     nearest 0 dBm) is where the meter is read, or where the TX side is trusted.
+
+    Quality gate (CalibrationError, nothing returned): a thru reading needs
+    its tone MIN_THRU_SNR_DB above the noise and u <= MAX_THRU_U_DB; a level
+    failing that is carried from the nearest good one (:func:`_usable_levels`),
+    a frequency with none, or a failing reference reading for ``tx``/``meter``
+    (which transfer it), is refused; and the thru may differ from the rig's declared paths (A_nominal - B_nominal)
+    by at most ``max_nominal_deviation_db``.
     """
     if reference not in REFERENCES:
         raise ValueError(f"reference {reference!r}: expected one of {', '.join(REFERENCES)}")
@@ -227,6 +296,7 @@ def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter:
         raise ValueError("calibrate on the nominal paths: open the rig with calibration='off'")
     spec = rig.spec
     loss = float(attenuator_loss_db or 0.0)
+    notes_out = list(notes or [])
 
     def ref_level(pt: CalPoint) -> float:
         want = 0.0 if reference_level_dbm is None else reference_level_dbm
@@ -257,7 +327,11 @@ def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter:
             a_nom = rig.tx_full_scale_dbm + float(spec.tx_to_dut.gain_db_at(pt.freq_hz))
             b_nom = rig.rx_full_scale_dbm - float(spec.dut_to_rx.gain_db_at(pt.freq_hz))
             t_ref = float(np.mean(r_ref.thru_db))
-            u_ref = _level_entry(r_ref, 0.0).u_db
+            e_ref = _level_entry(r_ref, 0.0)
+            if reference != "rx":  # the TX side or a meter reading is transferred through this reading
+                check_thru_quality(e_ref, pt.freq_hz, spec.file)
+            check_thru_nominal(t_ref, a_nom - b_nom, pt.freq_hz, max_nominal_deviation_db, spec.file)
+            u_ref = e_ref.u_db
             if reference == "rx":
                 b, u_b = b_nom, None
                 ref = {"kind": "rx", "note": "RX side nominal (rig RX calibration and declared dut_to_rx path)"}
@@ -282,6 +356,9 @@ def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter:
             try:
                 entry.levels = sorted((_level_entry(measure_thru_point(rig, w, lv, repeats, n_samples, loss), b)
                                        for lv in pt.levels_dbm), key=lambda e: e.level_dbm)
+                entry.levels = _usable_levels(entry.levels, b, pt.freq_hz, notes_out, spec.file)
+                for e in entry.levels:
+                    check_thru_nominal(e.thru_db, a_nom - b_nom, pt.freq_hz, max_nominal_deviation_db, spec.file)
             finally:
                 rig.calibration = None
                 rig.stop()
@@ -300,7 +377,7 @@ def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter:
                                "input_dbm_at_0dbfs": "A = B + thru_db: DUT-input dBm of 0 dBFS RMS at TX gain 0 dB",
                                "thru_db": "T = A - B, what the thru measures (dBFS out - dBFS in - gains)"}},
         frequencies=entries, temperature_c=temperature_c, plans=list(plans or []),
-        software_version=software_version(), notes=list(notes or []))
+        software_version=software_version(), notes=notes_out)
 
 
 def run_calibration(spec: RigSpec, plans=(), *, seed: int = 0, meter: Meter | None = None,
@@ -326,14 +403,18 @@ def run_calibration(spec: RigSpec, plans=(), *, seed: int = 0, meter: Meter | No
                 rig.stop()
                 if ask is not None:
                     ask(f"{msg} Press Enter when connected (Ctrl-C aborts): ")
+        done = False
         try:
-            return calibrate(rig, points, meter=meter, connect=connect, notes=notes,
-                             plans=[p.file for p in plans], **kw)
+            cal = calibrate(rig, points, meter=meter, connect=connect, notes=notes,
+                            plans=[p.file for p in plans], **kw)
+            done = True
+            return cal
         finally:
             rig.stop()
             if spec.simulated:
                 rig.bypass_dut(False)
             elif ask is not None:
-                ask("Calibration done: reconnect the DUT. Press Enter: ")
+                ask(("Calibration done" if done else "Calibration stopped, nothing saved")
+                    + ": reconnect the DUT. Press Enter: ")
     finally:
         rig.close()

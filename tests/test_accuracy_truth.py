@@ -128,6 +128,7 @@ class Row:
     bound: float | None  # None: outside the target's range, reported only
     unit: str
     note: str = ""  # e.g. the raw value and the rig floor before floor correction
+    uncertainty: float | None = None  # the step's stated expanded uncertainty (k = 2), where checked
 
     @property
     def error(self) -> float | None:

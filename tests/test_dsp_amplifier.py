@@ -67,7 +67,9 @@ def test_two_tone_levels_and_noise_correction():
     assert lv.tone_low_dbm == pytest.approx(0.0, abs=0.02)
     assert lv.tone_high_dbm == pytest.approx(-0.5, abs=0.02)
     assert lv.im3_low_dbm == pytest.approx(-70.0, abs=0.15)
-    assert lv.im3_high_dbm == pytest.approx(-72.0, abs=0.2)
+    # one realisation at 8 dB SNR: the product scatters 0.64 dB rms over noise seeds (mean -0.11 dB since
+    # the noise under it is no longer over-subtracted; see test_truth_spectrum_noise.py)
+    assert lv.im3_high_dbm == pytest.approx(-72.0, abs=0.7)
     # without the correction the same product reads high
     spec = psd(x, fs, nperseg=65536)
     assert tone_power_dbm(spec, 2 * f2 - f1, noise_correct=False) > -72.0 + 0.1

@@ -15,10 +15,20 @@ capture (:func:`averaged_psd`: Kaiser-Bessel-derived segments overlapping by
 half, single-precision FFTs in cache-sized blocks on all cores), then every
 channel power is the PSD integrated against the filter's power response |H(f)|²
 (raised-cosine weights for RRC, exact fractional-bin integration for square
-filters). Nothing is filtered in the time domain. The KBD window (alpha 10)
-keeps leakage 67 dB down 8 bins out and 77 dB 16 bins out, enough for -60 dBc
-neighbours, and its squares at half-segment shifts sum exactly to a constant,
-so every sample counts alike at 50 % overlap.
+filters). Nothing is filtered in the time domain. ACLR uses a KBD window
+(alpha 14) on 7.5 kHz bins (:data:`ACLR_WINDOW`, :data:`ACLR_MAX_BIN_HZ`): the
+analysis' own floor (the carrier's leakage into the neighbour) is -114 dBc at
+UTRA ±5 MHz. (KBD alpha 10 on 30 kHz bins had a floor of -86 dBc there, which
+read a true -84 dBc 2 dB high.) KBD windows' squares at half-segment shifts
+sum exactly to a constant, so every sample counts alike at 50 % overlap.
+
+Uncertainty: the capture is split into blocks (:data:`ACLR_BLOCKS`), each
+block's channel powers integrated from its own spectrum, and each ACLR's
+standard uncertainty is the block-to-block scatter of the ratio over
+sqrt(blocks) (the full spectrum is the blocks' mean). A formula for noise-like
+signals (4.34/sqrt(B T)) understated what a frame-structured signal does: the
+ACLR of a 20 MHz carrier's ±2xBW neighbour moved 0.23 dB from capture to
+capture against a stated 0.02 dB.
 
 A neighbour can only be measured if its whole filter lies inside the captured
 band ±fs/2 (times ``usable_fraction``). E-UTRA neighbours at ±2×BW reach
@@ -47,6 +57,11 @@ UTRA_ROLLOFF = 0.22
 #: E-UTRA channel bandwidth -> number of resource blocks (36.104 Table 5.6-1)
 EUTRA_N_RB = {1.4e6: 6, 3e6: 15, 5e6: 25, 10e6: 50, 15e6: 75, 20e6: 100}
 RB_BANDWIDTH_HZ = 180e3
+#: the ACLR spectrum: window and largest bin spacing (analysis floor -114 dBc at UTRA ±5 MHz)
+ACLR_WINDOW = ("kbd", 14.0)
+ACLR_MAX_BIN_HZ = 7.5e3
+#: blocks the capture is split into for the uncertainty (fewer when a block would hold < 4 segments)
+ACLR_BLOCKS = 16
 
 # ------------------------------------------------------------------ spectrum
 _POOL: ThreadPoolExecutor | None = None
@@ -105,6 +120,17 @@ def averaged_psd(x: np.ndarray, fs_hz: float, max_bin_hz: float = 30e3, window=(
     Sum over bins of ``psd * df`` equals the mean power of the used samples
     (Parseval), so integrating the PSD over a band gives band power in mW.
     """
+    freqs, psds, enbw_hz, nseg = _grouped_psd(x, fs_hz, max_bin_hz, window, workers, overlap, 1)
+    return Spectrum(freqs, psds[0], enbw_hz, int(nseg[0]))
+
+
+def _grouped_psd(x: np.ndarray, fs_hz: float, max_bin_hz: float, window, workers: int | None, overlap: float,
+                 groups: int) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """(freqs, PSD of each of ``groups`` consecutive runs of segments (groups x nfft), ENBW, segments per group).
+
+    Every segment belongs to exactly one group, so the groups' PSDs weighted by
+    their segment counts average to the PSD of the whole capture.
+    """
     x = np.ascontiguousarray(x)  # the segment view below steps through memory
     if x.ndim != 1 or x.size < 16:
         raise ValueError("x must be a 1-D capture of at least 16 samples")
@@ -118,20 +144,56 @@ def averaged_psd(x: np.ndarray, fs_hz: float, max_bin_hz: float = 30e3, window=(
         w = signal.windows.kaiser_bessel_derived(nfft, window[1]).astype(np.float32)
     else:
         w = signal.get_window(window, nfft).astype(np.float32)
+    groups = max(1, min(groups, nseg))
+    gb = np.linspace(0, nseg, groups + 1).astype(int)
     workers = max(1, min(workers or os.cpu_count() or 1, nseg * nfft // _BLOCK_SAMPLES or 1))
+    # chunks of work: the group bounds, each split further so that every worker has some
+    per = max(1, -(-workers // groups))
+    tasks = []
+    for g in range(groups):
+        sub = np.linspace(gb[g], gb[g + 1], per + 1).astype(int)
+        tasks += [(g, lo, hi) for lo, hi in zip(sub[:-1], sub[1:]) if hi > lo]
+    acc = np.zeros((groups, 2 * nfft))
     if workers == 1:
-        acc = _segment_power_sum(xs, w, 0, nseg)
+        for g, lo, hi in tasks:
+            acc[g] += _segment_power_sum(xs, w, lo, hi)
     else:
-        bounds = np.linspace(0, nseg, workers + 1).astype(int)
-        futs = [_pool(workers).submit(_segment_power_sum, xs, w, lo, hi)
-                for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
-        acc = sum(f.result() for f in futs)
-    power = acc[0::2] + acc[1::2]
+        futs = [(g, _pool(workers).submit(_segment_power_sum, xs, w, lo, hi)) for g, lo, hi in tasks]
+        for g, f in futs:
+            acc[g] += f.result()
+    power = acc[:, 0::2] + acc[:, 1::2]
     w64 = w.astype(np.float64)
-    psd_mw_hz = np.fft.fftshift(power) / (nseg * fs_hz * np.sum(w64 ** 2))
+    counts = np.diff(gb)
+    psds = np.fft.fftshift(power, axes=-1) / (counts[:, None] * fs_hz * np.sum(w64 ** 2))
     freqs = np.fft.fftshift(np.fft.fftfreq(nfft, 1 / fs_hz))
     enbw_hz = fs_hz * np.sum(w64 ** 2) / np.sum(w64) ** 2
-    return Spectrum(freqs, psd_mw_hz, float(enbw_hz))
+    return freqs, psds, float(enbw_hz), counts
+
+
+def block_psds(x: np.ndarray, fs_hz: float, max_bin_hz: float = ACLR_MAX_BIN_HZ, window=ACLR_WINDOW,
+               n_blocks: int = ACLR_BLOCKS, min_segments: int = 4) -> tuple[Spectrum, np.ndarray]:
+    """(the spectrum of ``x``, the PSDs of up to ``n_blocks`` consecutive runs of its segments, blocks x bins).
+
+    Each block holds at least ``min_segments`` segments; one FFT pass computes all.
+    """
+    nfft = min(1 << max(4, math.ceil(math.log2(fs_hz / max_bin_hz))), 1 << int(math.log2(max(np.size(x), 16))))
+    nseg = (np.size(x) - nfft) // (nfft // 2) + 1
+    k = max(1, min(n_blocks, nseg // min_segments))
+    freqs, psds, enbw, counts = _grouped_psd(x, fs_hz, max_bin_hz, window, None, 0.5, k)
+    total = np.sum(psds * counts[:, None], axis=0) / np.sum(counts)
+    return Spectrum(freqs, total, enbw, int(np.sum(counts))), psds
+
+
+def ratio_uncertainty_db(num_mw: np.ndarray, den_mw: np.ndarray) -> float:
+    """Standard uncertainty (dB) of sum(num)/sum(den) from per-block powers: the blocks' scatter / sqrt(n)."""
+    num, den = np.asarray(num_mw, float), np.asarray(den_mw, float)
+    if num.size < 2:
+        return float("nan")
+    # linearised ratio of means: residuals num_i - R den_i
+    r = np.sum(num) / np.sum(den)
+    res = num - r * den
+    rel = np.std(res, ddof=1) / np.sqrt(num.size) / np.mean(num) if np.mean(num) > 0 else np.inf
+    return float(10 / math.log(10) * rel)
 
 
 def band_power_mw(spec: Spectrum, f_lo_hz: float, f_hi_hz: float) -> float:
@@ -195,6 +257,20 @@ def _n_rb(channel_bw_hz: float) -> int:
                      f"known: {', '.join(f'{b / 1e6:g}' for b in EUTRA_N_RB)} MHz")
 
 
+def channel_weights(freqs_hz: np.ndarray, center_hz: float, filt: ChannelFilter) -> np.ndarray:
+    """Per-bin weights (|H|² x bin width, fractional edge bins for square filters): power = psd @ weights."""
+    df = freqs_hz[1] - freqs_hz[0]
+    if filt.kind == "square":
+        lo, hi = center_hz - filt.bandwidth_hz / 2, center_hz + filt.bandwidth_hz / 2
+        return np.clip(np.minimum(freqs_hz + df / 2, hi) - np.maximum(freqs_hz - df / 2, lo), 0.0, None)
+    if filt.kind == "rrc":
+        wts = np.zeros(freqs_hz.size)
+        sel = np.abs(freqs_hz - center_hz) < filt.half_extent_hz + df
+        wts[sel] = raised_cosine_power(freqs_hz[sel] - center_hz, filt.bandwidth_hz, filt.rolloff) * df
+        return wts
+    raise ValueError(f"unknown filter kind {filt.kind!r}")
+
+
 def channel_power_mw(spec: Spectrum, center_hz: float, filt: ChannelFilter) -> float:
     """Power of the channel centred at ``center_hz`` seen through ``filt``, mW."""
     if filt.kind == "square":
@@ -212,7 +288,7 @@ def _fits(fs_hz: float, center_hz: float, filt: ChannelFilter, usable_fraction: 
 
 
 def channel_power_dbm(x: np.ndarray | None, fs_hz: float, center_hz: float, filt: ChannelFilter,
-                      spectrum: Spectrum | None = None, max_bin_hz: float = 30e3,
+                      spectrum: Spectrum | None = None, max_bin_hz: float = ACLR_MAX_BIN_HZ,
                       usable_fraction: float = 1.0) -> float:
     """Filtered channel power (dBm) at baseband offset ``center_hz``.
 
@@ -223,7 +299,7 @@ def channel_power_dbm(x: np.ndarray | None, fs_hz: float, center_hz: float, filt
     if not _fits(fs_hz, center_hz, filt, usable_fraction):
         raise ValueError(f"channel at {center_hz / 1e6:+.4g} MHz ({filt.describe()}) lies outside "
                          f"±{usable_fraction * fs_hz / 2e6:.4g} MHz")
-    spec = spectrum if spectrum is not None else averaged_psd(x, fs_hz, max_bin_hz)
+    spec = spectrum if spectrum is not None else averaged_psd(x, fs_hz, max_bin_hz, ACLR_WINDOW)
     return float(dbm(channel_power_mw(spec, center_hz, filt)))
 
 
@@ -239,11 +315,22 @@ class AdjacentChannel:
     upper_dbc: float | None = None
     lower_power_dbm: float | None = None
     upper_power_dbm: float | None = None
+    lower_u_db: float | None = None  # standard uncertainty (1 sigma) from the block-to-block scatter
+    upper_u_db: float | None = None
 
     @property
     def worst_dbc(self) -> float | None:
         vals = [v for v in (self.lower_dbc, self.upper_dbc) if v is not None]
         return max(vals) if vals else None
+
+    @property
+    def worst_u_db(self) -> float | None:
+        """Standard uncertainty of the worst side (None: not estimated)."""
+        sides = [(v, u) for v, u in ((self.lower_dbc, self.lower_u_db), (self.upper_dbc, self.upper_u_db))
+                 if v is not None]
+        if not sides:
+            return None
+        return max(sides)[1]
 
 
 @dataclass
@@ -267,14 +354,15 @@ class AclrResult:
                 "carrier_filter": self.carrier_filter.describe(),
                 "channels": [{"label": c.label, "offset_hz": c.offset_hz, "filter": c.filter.describe(),
                               "lower_dbc": c.lower_dbc, "upper_dbc": c.upper_dbc,
-                              "lower_power_dbm": c.lower_power_dbm, "upper_power_dbm": c.upper_power_dbm}
+                              "lower_power_dbm": c.lower_power_dbm, "upper_power_dbm": c.upper_power_dbm,
+                              "lower_u_db": c.lower_u_db, "upper_u_db": c.upper_u_db}
                              for c in self.channels],
                 "not_measured": list(self.not_measured), "rbw_hz": self.rbw_hz}
 
 
 def aclr(x: np.ndarray | None, fs_hz: float, carrier_filter: ChannelFilter,
          neighbours: list[tuple[str, float, ChannelFilter]], center_offset_hz: float = 0.0,
-         spectrum: Spectrum | None = None, max_bin_hz: float = 30e3, usable_fraction: float = 1.0,
+         spectrum: Spectrum | None = None, max_bin_hz: float = ACLR_MAX_BIN_HZ, usable_fraction: float = 1.0,
          standard: str = "") -> AclrResult:
     """ACLR of a carrier against neighbours ``(label, offset_hz, filter)`` at ±offset_hz.
 
@@ -292,11 +380,19 @@ def aclr(x: np.ndarray | None, fs_hz: float, carrier_filter: ChannelFilter,
     Returns ACLR per side in dBc (neighbour power minus carrier power, so a
     clean carrier gives large negative values), the filtered carrier power in
     dBm, the neighbours that could not be measured, and the spectrum they were integrated from.
+    Computed from ``x`` (not a given ``spectrum``), each side also carries its
+    standard uncertainty from the scatter over the capture's blocks.
     """
     if not _fits(fs_hz, center_offset_hz, carrier_filter, usable_fraction):
         raise ValueError(f"the carrier ({carrier_filter.describe()}) does not fit in "
                          f"±{usable_fraction * fs_hz / 2e6:.4g} MHz")
-    spec = spectrum if spectrum is not None else averaged_psd(x, fs_hz, max_bin_hz)
+    if spectrum is not None:
+        spec, blocks = spectrum, None
+    else:
+        spec, blocks = block_psds(x, fs_hz, max_bin_hz)
+        blocks = blocks if len(blocks) > 1 else None
+    if blocks is not None:
+        car_blocks = blocks @ channel_weights(spec.freqs_hz, center_offset_hz, carrier_filter)
     p_car_mw = channel_power_mw(spec, center_offset_hz, carrier_filter)
     p_car_dbm = float(dbm(p_car_mw))
     channels, skipped = [], []
@@ -312,13 +408,16 @@ def aclr(x: np.ndarray | None, fs_hz: float, carrier_filter: ChannelFilter,
             p_dbm = float(dbm(channel_power_mw(spec, c, filt)))
             setattr(ch, f"{side}_power_dbm", p_dbm)
             setattr(ch, f"{side}_dbc", p_dbm - p_car_dbm)
+            if blocks is not None:
+                setattr(ch, f"{side}_u_db", ratio_uncertainty_db(blocks @ channel_weights(spec.freqs_hz, c, filt),
+                                                                 car_blocks))
         if ch.lower_dbc is not None or ch.upper_dbc is not None:
             channels.append(ch)
     return AclrResult(standard, p_car_dbm, carrier_filter, channels, skipped, spec.rbw_hz, spec, center_offset_hz)
 
 
 def utra_aclr(x: np.ndarray | None, fs_hz: float, center_offset_hz: float = 0.0,
-              spectrum: Spectrum | None = None, max_bin_hz: float = 30e3,
+              spectrum: Spectrum | None = None, max_bin_hz: float = ACLR_MAX_BIN_HZ,
               usable_fraction: float = 1.0) -> AclrResult:
     """UTRA (WCDMA) ACLR at ±5 and ±10 MHz, RRC 3.84 Mcps α 0.22 on every channel (25.141 §6.5.2.2)."""
     nb = [("UTRA 5 MHz", 5e6, UTRA_FILTER), ("UTRA 10 MHz", 10e6, UTRA_FILTER)]
@@ -335,7 +434,7 @@ def eutra_neighbours(channel_bw_hz: float) -> list[tuple[str, float, ChannelFilt
 
 
 def eutra_aclr(x: np.ndarray | None, fs_hz: float, channel_bw_hz: float, center_offset_hz: float = 0.0,
-               spectrum: Spectrum | None = None, max_bin_hz: float = 30e3,
+               spectrum: Spectrum | None = None, max_bin_hz: float = ACLR_MAX_BIN_HZ,
                usable_fraction: float = 1.0) -> AclrResult:
     """E-UTRA (LTE) ACLR: square carrier over N_RB×180 kHz, E-UTRA and UTRA neighbours.
 
@@ -347,6 +446,24 @@ def eutra_aclr(x: np.ndarray | None, fs_hz: float, channel_bw_hz: float, center_
 
 
 # ------------------------------------------------------------------ ACRR (repeaters)
+#: half-width of the LO-leakage line removed from ACRR spectra (its window's main lobe and a margin)
+LO_LINE_HALF_WIDTH_HZ = 60e3
+
+
+def without_lo_line(spec: Spectrum, half_width_hz: float = LO_LINE_HALF_WIDTH_HZ) -> Spectrum:
+    """``spec`` with the bins within ±``half_width_hz`` of 0 Hz (the LO) replaced by the line joining the
+    medians of equally wide stretches either side: removes the SDR's LO leakage, keeps a smooth spectrum."""
+    f, psd_ = spec.freqs_hz, spec.psd_mw_hz.copy()
+    inside = np.abs(f) <= half_width_hz
+    left = (f < -half_width_hz) & (f >= -2 * half_width_hz)
+    right = (f > half_width_hz) & (f <= 2 * half_width_hz)
+    if not inside.any() or not left.any() or not right.any():
+        return spec
+    fl, fr = float(np.mean(f[left])), float(np.mean(f[right]))
+    pl, pr = float(np.median(psd_[left])), float(np.median(psd_[right]))
+    psd_[inside] = pl + (pr - pl) * (f[inside] - fl) / (fr - fl)
+    return Spectrum(f, psd_, spec.rbw_hz, spec.n_avg)
+
 def acrr_db(p_out_wanted_dbm: float, p_out_adjacent_dbm: float) -> float:
     """Adjacent channel rejection ratio (TS 25.143 §13 / 36.143), dB.
 
@@ -371,7 +488,7 @@ class AcrrResult:
 
 def acrr_from_captures(x_wanted_drive: np.ndarray, x_adjacent_drive: np.ndarray, fs_hz: float,
                        wanted_center_hz: float = 0.0, filt: ChannelFilter = UTRA_FILTER,
-                       max_bin_hz: float = 30e3) -> AcrrResult:
+                       max_bin_hz: float = ACLR_MAX_BIN_HZ) -> AcrrResult:
     """ACRR from the two output captures of the repeater test procedure.
 
     ``x_wanted_drive``: output with the stimulus in the wanted channel;
@@ -379,9 +496,15 @@ def acrr_from_captures(x_wanted_drive: np.ndarray, x_adjacent_drive: np.ndarray,
     channel. Both are measured in the wanted channel (``wanted_center_hz``)
     with ``filt`` (UTRA_FILTER, or :func:`eutra_filter` for E-UTRA).
     The runner is responsible for keeping the input power identical.
+
+    The SDR's own LO leakage (a line at 0 Hz, about -50 dBFS) passes the
+    repeater at full gain when the LO sits in the wanted channel: with the
+    input moved to the adjacent channel it was most of what the wanted channel
+    held (ACRR read 37 dB where the repeater gave 49 dB). Its bins are
+    replaced by the spectrum interpolated across them (:func:`without_lo_line`).
     """
-    s1 = averaged_psd(x_wanted_drive, fs_hz, max_bin_hz)
-    s2 = averaged_psd(x_adjacent_drive, fs_hz, max_bin_hz)
+    s1 = without_lo_line(averaged_psd(x_wanted_drive, fs_hz, max_bin_hz, ACLR_WINDOW))
+    s2 = without_lo_line(averaged_psd(x_adjacent_drive, fs_hz, max_bin_hz, ACLR_WINDOW))
     p1 = channel_power_dbm(None, fs_hz, wanted_center_hz, filt, spectrum=s1)
     p2 = channel_power_dbm(None, fs_hz, wanted_center_hz, filt, spectrum=s2)
     return AcrrResult(acrr_db(p1, p2), p1, p2, wanted_center_hz, filt, s1, s2)

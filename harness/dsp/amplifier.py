@@ -116,9 +116,9 @@ def two_tone_levels(x: np.ndarray, fs_hz: float, f1_hz: float, f2_hz: float, npe
 
 @dataclass
 class InterceptResult:
-    oip3_dbm: float
-    iip3_dbm: float
-    im3_slope_db_per_db: float  # ~3 where the intercept is meaningful
+    oip3_dbm: float | None  # None: too few levels with IM3 above the noise (``refused`` says why)
+    iip3_dbm: float | None
+    im3_slope_db_per_db: float  # ~3 where the intercept is meaningful (nan: fewer than two usable levels)
     tone_slope_db_per_db: float  # ~1
     imd3_dbc: float  # at the reference (middle) level
     gain_db: float
@@ -126,29 +126,78 @@ class InterceptResult:
     input_tone_dbm: np.ndarray = field(repr=False, default=None)
     output_tone_dbm: np.ndarray = field(repr=False, default=None)
     output_im3_dbm: np.ndarray = field(repr=False, default=None)
+    oip3_u_db: float = float("nan")  # standard uncertainty (1 sigma) of the weighted OIP3
+    used: np.ndarray = field(repr=False, default=None)  # which levels entered the fit
+    refused: str | None = None  # why no intercept is given
 
 
-def third_order_intercept(input_tone_dbm, output_tone_dbm, output_im3_dbm) -> InterceptResult:
+#: IM3 products less than this far above the noise in their band are left out of the intercept (dB)
+MIN_IM3_SNR_DB = 10.0
+#: IM3 uncertainty floor (dB, 1 sigma) of a product far above the noise (the level's own repeatability)
+IM3_U_FLOOR_DB = 0.1
+#: IM3 levels may leave their fitted line by twice their uncertainty plus this (dB)
+LINE_TOLERANCE_DB = 0.3
+#: the tones' growth may differ from 1 dB/dB by this much (compression beyond it: no intercept)
+MAX_TONE_SLOPE_DEVIATION = 0.1
+
+
+def third_order_intercept(input_tone_dbm, output_tone_dbm, output_im3_dbm, im3_u_db=None, im3_snr_db=None,
+                          min_snr_db: float = MIN_IM3_SNR_DB) -> InterceptResult:
     """Intercept points from two-tone levels measured at one or more input levels.
 
-    Each level gives ``OIP3 = P_tone,out + (P_tone,out - P_IM3)/2``; the
-    result averages them. With two or more levels the IM3 and tone slopes
-    (dB/dB, least squares) are returned, which tell whether the amplifier is
-    in the weakly non-linear regime where the intercept is defined (IM3 slope
-    near 3). ``IIP3 = OIP3 - G`` with G the tone gain.
+    Each level gives ``OIP3 = P_tone,out + (P_tone,out - P_IM3)/2``. With
+    ``im3_snr_db`` (IM3 over the noise in its band, per level) levels whose
+    IM3 stands less than ``min_snr_db`` above the noise are left out: there the
+    product is the noise (or its subtraction), not the DUT. With ``im3_u_db``
+    (1-sigma IM3 uncertainty per level) the levels are weighted by 1/u^2, so a
+    level near the floor cannot pull the result; else they count equally.
+    With two or more usable levels the IM3 and tone slopes (dB/dB, weighted
+    least squares) tell whether the amplifier is in the weakly non-linear
+    regime where the intercept is defined (IM3 slope near 3). With fewer, no
+    intercept is given (``refused``): one level cannot show the slope. Also
+    refused: three or more IM3 levels off one straight line beyond their
+    uncertainty, or tones compressing (slope off 1 by more than 0.1 dB/dB).
+    ``IIP3 = OIP3 - G`` with G the tone gain.
     """
     pin = np.atleast_1d(np.asarray(input_tone_dbm, dtype=float))
     pt = np.atleast_1d(np.asarray(output_tone_dbm, dtype=float))
     pim = np.atleast_1d(np.asarray(output_im3_dbm, dtype=float))
     if not (pin.size == pt.size == pim.size) or pin.size == 0:
         raise ValueError("input, tone and IM3 levels must have the same, non-zero length")
-    oip3_each = pt + (pt - pim) / 2
+    # levels well above the noise count alike: their IM3 uncertainty is floored at IM3_U_FLOOR_DB
+    u = np.ones(pin.size) if im3_u_db is None else np.hypot(np.asarray(im3_u_db, dtype=float), IM3_U_FLOOR_DB)
+    used = np.ones(pin.size, bool) if im3_snr_db is None else np.asarray(im3_snr_db, dtype=float) >= min_snr_db
     gain = float(np.mean(pt - pin))
-    if pin.size >= 2 and np.ptp(pin) > 0:
-        im3_slope = float(np.polyfit(pin, pim, 1)[0])
-        tone_slope = float(np.polyfit(pin, pt, 1)[0])
+    mid = pin.size // 2
+    imd3 = float(pim[mid] - pt[mid])
+    refused = None
+    if im3_snr_db is not None and np.count_nonzero(used) < min(2, pin.size):
+        refused = (f"IM3 stands at least {min_snr_db:g} dB above the noise at only {np.count_nonzero(used)} of "
+                   f"{pin.size} levels: too few to show its 3 dB/dB slope, so no intercept can be given "
+                   f"(raise the levels, or the DUT has no third-order intercept): the intercept is not meaningful")
+    w = 1 / u[used] ** 2
+    if np.count_nonzero(used) >= 2 and np.ptp(pin[used]) > 0:
+        im3_slope = float(np.polyfit(pin[used], pim[used], 1, w=np.sqrt(w))[0])
+        tone_slope = float(np.polyfit(pin[used], pt[used], 1, w=np.sqrt(w))[0])
     else:
         im3_slope = tone_slope = float("nan")
-    oip3 = float(np.mean(oip3_each))
-    mid = pin.size // 2
-    return InterceptResult(oip3, oip3 - gain, im3_slope, tone_slope, float(pim[mid] - pt[mid]), gain, pin, pt, pim)
+    if refused is None and np.count_nonzero(used) >= 3 and im3_u_db is not None:
+        # three or more levels must lie on one straight line within their uncertainty: a hard limiter's IM3
+        # can average a 3 dB/dB slope between a steep and a flat pair (a Rapp p = 3 amplifier did)
+        line = np.polyval(np.polyfit(pin[used], pim[used], 1, w=np.sqrt(w)), pin[used])
+        dev = np.abs(pim[used] - line) - (2 * u[used] + LINE_TOLERANCE_DB)
+        if np.any(dev > 0):
+            worst = int(np.argmax(dev))
+            refused = (f"IM3 does not grow along a straight line: {pim[used][worst]:.1f} dBm at "
+                       f"{pin[used][worst]:.1f} dBm/tone lies {pim[used][worst] - line[worst]:+.1f} dB off it, "
+                       f"beyond its uncertainty: not the weakly non-linear regime, so the intercept is not meaningful")
+    if refused is None and np.count_nonzero(used) >= 2 and abs(tone_slope - 1) > MAX_TONE_SLOPE_DEVIATION:
+        refused = (f"the tones grow {tone_slope:.2f} dB/dB (expected 1 ± {MAX_TONE_SLOPE_DEVIATION:g}): the DUT "
+                   f"compresses at these levels, so the intercept is not meaningful")
+    if refused or not np.any(used):
+        return InterceptResult(None, None, im3_slope, tone_slope, imd3, gain, pin, pt, pim, float("nan"), used,
+                               refused)
+    oip3_each = pt[used] + (pt[used] - pim[used]) / 2
+    oip3 = float(np.sum(w * oip3_each) / np.sum(w))
+    oip3_u = float(0.5 / np.sqrt(np.sum(w))) if im3_u_db is not None else float("nan")
+    return InterceptResult(oip3, oip3 - gain, im3_slope, tone_slope, imd3, gain, pin, pt, pim, oip3_u, used)

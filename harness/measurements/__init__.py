@@ -103,6 +103,16 @@ def floor_too_close(kind: str, floor: float, low: float | None, high: float | No
     return any(lim is not None and floor > lim * RSS_FLOOR_FRACTION for lim in (high, low))
 
 
+#: coverage factor of every reported uncertainty: k = 2, about 95 % for a normal distribution
+COVERAGE_FACTOR = 2
+
+
+def expanded(u_std: float, **extra) -> dict:
+    """Details of an output from its standard uncertainty: the expanded uncertainty U = k u (k = 2, ~95 %)
+    and the coverage factor it was expanded with, plus ``extra`` entries."""
+    return {**extra, "uncertainty": float(COVERAGE_FACTOR * u_std), "coverage_factor": COVERAGE_FACTOR}
+
+
 @dataclass
 class StepData:
     """What an analysis returns: values by output name, plots, and context worth recording."""

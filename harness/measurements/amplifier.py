@@ -11,8 +11,8 @@ from harness.config import doc
 from harness.figures import compression_figure, intercept_figure, spectrum_figure
 from harness.dsp.amplifier import compression_point, third_order_intercept, two_tone_levels
 from harness.capture import CaptureRecord
-from harness.dsp.spectrum import psd, stimulus_power_dbm, tone_power_dbm, tone_power_uncertainty_db
-from harness.measurements import (MAX_LEVEL_POINTS, MAX_LEVELS, Output, StepData, StepSettings, by_label,
+from harness.dsp.spectrum import psd, stimulus_power_dbm, tone_power_dbm, tone_power_uncertainty_db, tone_snr_db
+from harness.measurements import (MAX_LEVEL_POINTS, MAX_LEVELS, Output, StepData, StepSettings, by_label, expanded,
                                   register_measurement)
 from harness.stimulus import StimulusSpec
 from harness.stimulus.tones import CWParams, TwoToneParams, cw, two_tone
@@ -37,7 +37,7 @@ def gain(records: list[CaptureRecord], p: GainParams) -> StepData:
     details = {}
     if len(w.tones_hz) == 1:
         u = tone_power_uncertainty_db(spec, w.tones_hz[0])
-        details = {"gain_db": {"uncertainty": u}, "output_power_dbm": {"uncertainty": u}}
+        details = {"gain_db": expanded(u), "output_power_dbm": expanded(u)}
     return StepData({"gain_db": pout - setting.power_dbm, "output_power_dbm": pout,
                      "input_power_dbm": setting.power_dbm},
                     {"spectrum": spectrum_figure(spec, "DUT output spectrum")}, {"stimulus": w.describe()}, details)
@@ -125,10 +125,10 @@ def compression_sweep(records: list[CaptureRecord], p: CompressionParams) -> Ste
         k = min(max(k, 1), len(pin) - 1)
         slope = (comp[k] - comp[k - 1]) / (pin[k] - pin[k - 1])
         u_in = float(np.hypot(u_pt[k], u_pt[k - 1]) / max(slope, 1e-3))
-        data.details = {"input_p1db_dbm": {"uncertainty": u_in},
-                        "output_p1db_dbm": {"uncertainty": float(np.hypot(u_in, u_pt[k]))},
-                        "small_signal_gain_db": {"uncertainty": float(np.max(u_pt[:4]) / 2)},
-                        "max_compression_db": {"uncertainty": float(np.hypot(u_pt[-1], np.max(u_pt[:4]) / 2))}}
+        data.details = {"input_p1db_dbm": expanded(u_in),
+                        "output_p1db_dbm": expanded(np.hypot(u_in, u_pt[k])),
+                        "small_signal_gain_db": expanded(np.max(u_pt[:4]) / 2),
+                        "max_compression_db": expanded(np.hypot(u_pt[-1], np.max(u_pt[:4]) / 2))}
     if r.output_p1db_dbm is None:
         data.invalid = (f"the DUT compressed only {r.max_compression_db:.2f} dB up to {pin[-1]:.1f} dBm input; "
                         f"raise stop_power_dbm to reach the {p.compression_db:g} dB point")
@@ -191,30 +191,37 @@ def two_tone_ip3(records: list[CaptureRecord], p: IP3Params) -> StepData:
     w = records[0].waveform()
     f1, f2 = w.tones_hz
     levels = _ip3_levels(p)
-    pin, pt, pim, u_im = [], [], [], []
+    pin, pt, pim, u_im, snr_im = [], [], [], [], []
     spectra = {}
     for rel in levels:
         m = by_label(records, f"level {rel:+g} dB")
         per_tone = p.power_per_tone_dbm + rel
         lv = two_tone_levels(m.x, m.sample_rate_hz, f1, f2)
-        u_im.append(float(np.hypot(tone_power_uncertainty_db(lv.spectrum, 2 * f1 - f2),
-                                   tone_power_uncertainty_db(lv.spectrum, 2 * f2 - f1)) / 2))
+        ims = (2 * f1 - f2, 2 * f2 - f1)
+        # the mean of the two products: each one's noise scatter, halved in power
+        u_im.append(float(np.hypot(*(tone_power_uncertainty_db(lv.spectrum, f) for f in ims)) / 2))
+        snr_im.append(min(tone_snr_db(lv.spectrum, f) for f in ims))
         pin.append(per_tone)
         pt.append(lv.tone_dbm)
         pim.append(lv.im3_dbm)
         if rel == levels[len(levels) // 2]:
             spectra["spectrum"] = spectrum_figure(lv.spectrum, f"Two-tone output, {per_tone:.1f} dBm/tone in")
-    r = third_order_intercept(pin, pt, pim)
+    # levels weighted by their IM3 uncertainty; IM3 within MIN_IM3_SNR_DB of the noise left out
+    r = third_order_intercept(pin, pt, pim, im3_u_db=u_im, im3_snr_db=snr_im)
     info = {"stimulus": w.describe(), "levels": {"input_tone_dbm": pin, "output_tone_dbm": pt,
-                                                  "output_im3_dbm": pim}}
+                                                  "output_im3_dbm": pim, "im3_snr_db": snr_im,
+                                                  "im3_uncertainty_db": u_im, "used": r.used.tolist()}}
     slope = r.im3_slope_db_per_db
     data = StepData({"oip3_dbm": r.oip3_dbm, "iip3_dbm": r.iip3_dbm, "imd3_dbc": r.imd3_dbc,
                      "im3_slope_db_per_db": None if np.isnan(slope) else slope},
                     {"intercept": intercept_figure(r), **spectra}, info)
-    u_oip3 = float(np.sqrt(np.mean(np.square(u_im))) / 2 / np.sqrt(len(u_im)))
-    data.details = {"oip3_dbm": {"uncertainty": u_oip3}, "iip3_dbm": {"uncertainty": u_oip3},
-                    "imd3_dbc": {"uncertainty": u_im[len(u_im) // 2]}}
-    if len(levels) >= 2 and abs(slope - 3) > p.slope_tolerance_db_per_db:
+    mid = len(u_im) // 2
+    data.details = {"imd3_dbc": expanded(u_im[mid])}
+    if r.oip3_dbm is not None:
+        data.details.update({"oip3_dbm": expanded(r.oip3_u_db), "iip3_dbm": expanded(r.oip3_u_db)})
+    if r.refused:
+        data.invalid = r.refused
+    elif len(levels) >= 2 and abs(slope - 3) > p.slope_tolerance_db_per_db:
         data.invalid = (f"IM3 rises {slope:.2f} dB/dB (expected 3 ± {p.slope_tolerance_db_per_db:g}): the DUT is not "
                         f"in the weakly non-linear regime at these levels or IM3 is buried in the floor, so the "
                         f"intercept is not meaningful")

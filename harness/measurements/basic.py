@@ -13,7 +13,7 @@ from harness.capture import CaptureRecord
 from harness.dsp.spectrum import band_power_uncertainty_db, psd, tone_power_uncertainty_db
 from harness.dsp.spectrum import stimulus_power_dbm
 from harness.measurements import (MeasurementError, Output, StepData, StepSettings, by_label,
-                                  register_measurement)
+                                  expanded, register_measurement)
 from harness.stimulus import StimulusSpec
 
 
@@ -49,7 +49,7 @@ def channel_power(records: list[CaptureRecord], p: ChannelPowerParams) -> StepDa
     else:  # tones
         u = max(tone_power_uncertainty_db(spec, f) for f in w.tones_hz)
     return StepData({"channel_power_dbm": power}, {"spectrum": spectrum_figure(spec, "DUT output spectrum")},
-                    {"stimulus": w.describe()}, {"channel_power_dbm": {"uncertainty": float(u)}})
+                    {"stimulus": w.describe()}, {"channel_power_dbm": expanded(u)})
 
 
 @dataclass
@@ -96,8 +96,7 @@ def spectrum(records: list[CaptureRecord], p: SpectrumParams) -> StepData:
     # the total power is a band power over the whole capture
     bin_hz = float(spec.freqs_hz[1] - spec.freqs_hz[0])
     segments = max(1, int(round(2 * m.x.size * bin_hz / m.sample_rate_hz)) - 1)
-    details = {"peak_power_dbm": {"uncertainty": band_power_uncertainty_db(segments, 1.0)},
-               "peak_offset_hz": {"uncertainty": bin_hz / np.sqrt(12)},
-               "total_power_dbm": {"uncertainty": band_power_uncertainty_db(m.sample_rate_hz,
-                                                                           m.x.size / m.sample_rate_hz)}}
+    details = {"peak_power_dbm": expanded(band_power_uncertainty_db(segments, 1.0)),
+               "peak_offset_hz": expanded(bin_hz / np.sqrt(12)),
+               "total_power_dbm": expanded(band_power_uncertainty_db(m.sample_rate_hz, m.x.size / m.sample_rate_hz))}
     return StepData(values, {"spectrum": plot}, info, details)

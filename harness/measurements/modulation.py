@@ -15,7 +15,7 @@ from harness.dsp.timing import delay as xcorr_delay
 from harness.dsp.timing import frequency_error as tone_frequency_error
 from harness.capture import CaptureRecord
 from harness.measurements import (MeasurementError, Output, StepData, StepSettings, by_label,
-                                  register_measurement)
+                                  expanded, register_measurement)
 from harness.stimulus import StimulusSpec
 from harness.stimulus.tones import CWParams
 
@@ -79,7 +79,7 @@ def _evm_of(m, w, p: EvmParams) -> StepData:
         plots = {f"evm-{i}": pl for i, pl in enumerate(evm_figures(r))}
         n_symbols = r.n_re
     # EVM^2 is a mean of ~n_symbols squared errors: relative standard error 1/sqrt(n) (Gaussian errors)
-    details = {"evm_pct": {"uncertainty": values["evm_pct"] / math.sqrt(2 * max(n_symbols, 1))}}
+    details = {"evm_pct": expanded(values["evm_pct"] / math.sqrt(2 * max(n_symbols, 1)))}
     return StepData(values, plots, {"stimulus": w.describe()}, details)
 
 
@@ -112,8 +112,8 @@ def frequency_error(records: list[CaptureRecord], p: FreqErrorParams) -> StepDat
     f_tone = m.freq_hz + w.tones_hz[0]
     r = tone_frequency_error(m.x, m.sample_rate_hz, nominal_hz=w.tones_hz[0], carrier_freq_hz=f_tone,
                              search_span_hz=_search_span_hz(m.sample_rate_hz))
-    details = {"freq_error_hz": {"uncertainty": r.freq_std_hz},
-               "freq_error_ppm": {"uncertainty": r.freq_std_hz / f_tone * 1e6}}
+    details = {"freq_error_hz": expanded(r.freq_std_hz),
+               "freq_error_ppm": expanded(r.freq_std_hz / f_tone * 1e6)}
     return StepData({"freq_error_hz": r.freq_error_hz, "freq_error_ppm": r.freq_error_ppm},
                     {f"phase-{i}": pl for i, pl in enumerate(frequency_error_figures(r))},
                     {"stimulus": w.describe(), "tone_freq_hz": f_tone}, details)
@@ -155,7 +155,7 @@ def delay(records: list[CaptureRecord], p: DelayParams) -> StepData:
     u = 1.0 / (2 * math.pi * bw * math.sqrt(snr * m.x.size))
     return StepData({"delay_s": lag / m.sample_rate_hz}, {f"delay-{i}": pl for i, pl in enumerate(delay_figures(r))},
                     {"stimulus": w.describe(), "correlation": r.correlation, "lag_samples": r.lag_samples,
-                     "tx_sample_index": tx_index}, {"delay_s": {"uncertainty": u}})
+                     "tx_sample_index": tx_index}, {"delay_s": expanded(u)})
 
 
 # ------------------------------------------------------------------ AM/AM, AM/PM
@@ -208,12 +208,12 @@ def _am_am_uncertainty(x_in: np.ndarray, y: np.ndarray, fs_hz: float, r) -> dict
         gt = g[top] / np.mean(g[top])
         n = np.count_nonzero(top)
         u_db = float(20 / np.log(10) * np.std(np.abs(gt)) / np.sqrt(n))
-        out["compression_at_peak_db"] = {"uncertainty": u_db}
-        out["am_pm_at_peak_deg"] = {"uncertainty": float(np.degrees(np.std(np.angle(gt))) / np.sqrt(n))}
+        out["compression_at_peak_db"] = expanded(u_db)
+        out["am_pm_at_peak_deg"] = expanded(np.degrees(np.std(np.angle(gt))) / np.sqrt(n))
     if np.count_nonzero(low) >= 4:
         # least-squares gain of the low half: relative error sqrt(sum|e|^2) / sqrt(sum|x|^2)
         gl = np.vdot(x_al[low], y[low]) / np.vdot(x_al[low], x_al[low])
         e = y[low] - gl * x_al[low]
         rel = np.sqrt(np.sum(np.abs(e) ** 2) / np.sum(np.abs(gl * x_al[low]) ** 2))
-        out["small_signal_gain_db"] = {"uncertainty": float(20 / np.log(10) * rel / np.sqrt(2 * np.count_nonzero(low)))}
+        out["small_signal_gain_db"] = expanded(20 / np.log(10) * rel / np.sqrt(2 * np.count_nonzero(low)))
     return out

@@ -19,7 +19,7 @@ from harness.dsp.obw import ccdf, occupied_bandwidth
 from harness.capture import CaptureRecord
 from harness.dsp.spectrum import band_power_uncertainty_db
 from harness.measurements import (MeasurementError, Output, StepData, StepSettings, by_label,
-                                  register_measurement)
+                                  expanded, register_measurement)
 from harness.stimulus import StimulusSpec
 
 
@@ -111,8 +111,8 @@ def output_power(records: list[CaptureRecord], p: OutputPowerParams) -> StepData
     values["alc_hold_db"] = values["overdrive_output_power_dbm"] - values["output_power_dbm"]
     values["gain_db"] = values["output_power_dbm"] - w.power_dbm
     u = band_power_uncertainty_db(filt.noise_bandwidth_hz, m.n_samples / m.sample_rate_hz)
-    details = {k: {"uncertainty": u} for k in ("output_power_dbm", "overdrive_output_power_dbm", "gain_db")}
-    details["alc_hold_db"] = {"uncertainty": u * math.sqrt(2)}
+    details = {k: expanded(u) for k in ("output_power_dbm", "overdrive_output_power_dbm", "gain_db")}
+    details["alc_hold_db"] = expanded(u * math.sqrt(2))
     return StepData(values, plots, {"stimulus": w.describe(), "filter": filt.describe()}, details)
 
 
@@ -161,9 +161,11 @@ def aclr(records: list[CaptureRecord], p: AclrParams) -> StepData:
         if key is None:
             continue
         values[key] = c.worst_dbc
-        u = math.hypot(band_power_uncertainty_db(c.filter.noise_bandwidth_hz, duration),
-                       band_power_uncertainty_db(r.carrier_filter.noise_bandwidth_hz, duration))
-        details[key] = {"lower_dbc": c.lower_dbc, "upper_dbc": c.upper_dbc, "uncertainty": u}
+        u = c.worst_u_db  # from the block-to-block scatter (harness.dsp.aclr)
+        if u is None or not math.isfinite(u):  # too short to split: the noise-like formula
+            u = math.hypot(band_power_uncertainty_db(c.filter.noise_bandwidth_hz, duration),
+                           band_power_uncertainty_db(r.carrier_filter.noise_bandwidth_hz, duration))
+        details[key] = expanded(u, lower_dbc=c.lower_dbc, upper_dbc=c.upper_dbc)
     info = {"aclr": r.as_dict()}
     if w is not None:
         info["stimulus"] = w.describe()
@@ -243,7 +245,7 @@ def acrr(records: list[CaptureRecord], p: AcrrParams) -> StepData:
     return StepData(values, plots, {"stimulus": w.describe(), "per_offset": {
         f"{k:g}": {"acrr_db": r.acrr_db, "p_out_wanted_dbm": r.p_out_wanted_dbm,
                    "p_out_adjacent_dbm": r.p_out_adjacent_dbm} for k, r in per_offset.items()}},
-                    {k: {"uncertainty": u} for k in values})
+                    {k: expanded(u) for k in values})
 
 
 # ------------------------------------------------------------ emission mask
@@ -304,7 +306,7 @@ def emission_mask_step(records: list[CaptureRecord], p: EmissionMaskParams) -> S
     u = band_power_uncertainty_db(mbw, m.x.size / m.sample_rate_hz)
     return StepData({"mask_margin_db": r.worst_margin_db, "worst_offset_hz": r.worst_offset_hz,
                      "worst_power_dbm": r.worst_power_dbm}, {"mask": mask_figure(r)}, info,
-                    {"mask_margin_db": {"uncertainty": u}, "worst_power_dbm": {"uncertainty": u}})
+                    {"mask_margin_db": expanded(u), "worst_power_dbm": expanded(u)})
 
 
 # ------------------------------------------------------------ OBW and CCDF
@@ -334,7 +336,7 @@ def obw(records: list[CaptureRecord], p: ObwParams) -> StepData:
     bin_hz = float(spec.freqs_hz[1] - spec.freqs_hz[0]) if spec is not None else 10e3
     # each edge is interpolated within a bin: uniform error of one bin width, two edges
     return StepData({"occupied_bandwidth_hz": r.obw_hz}, {"obw": obw_figure(r)}, {"stimulus": w.describe()},
-                    {"occupied_bandwidth_hz": {"uncertainty": bin_hz / math.sqrt(6)}})
+                    {"occupied_bandwidth_hz": expanded(bin_hz / math.sqrt(6))})
 
 
 @dataclass
@@ -361,7 +363,7 @@ def ccdf_step(records: list[CaptureRecord], p: CcdfParams) -> StepData:
     return StepData({"papr_db": out.papr_db, "input_papr_db": ref.papr_db,
                      "papr_compression_db": ref.papr_db - out.papr_db}, {"ccdf": plot},
                     {"stimulus": w.describe(), "levels_db": {f"{k:g}": v for k, v in out.levels_db.items()}},
-                    {"papr_db": {"uncertainty": u}, "papr_compression_db": {"uncertainty": u}})
+                    {"papr_db": expanded(u), "papr_compression_db": expanded(u)})
 
 
 def _ccdf_level_uncertainty_db(r, prob: float) -> float:

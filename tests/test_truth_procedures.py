@@ -1,0 +1,319 @@
+"""Accuracy of the procedures that had no truth test (issue 9 part 3, point 5), through run_plan.
+
+Every figure comes from ``run_plan`` on a simulated rig and is compared with a truth computed here from
+the DUT model's own responses (``gain_at``, ``am_am``, ``am_pm_rad``, its ``process`` with noise off),
+never from the harness function under test:
+
+* gain flatness: the repeater's ``gain_at`` at the comb's tones (the wide-skirt filter, so the gain varies).
+* input intermodulation: the in-band IM3 power from the repeater's noiseless ``process`` of the two tones
+  (periodic: exact bin powers), over the repeater's own noise kT0·F·|G|² in the measurement band.
+* output power with ALC: the repeater's noiseless output (ALC settled) through the RRC filter.
+* ACRR: the stimulus' bin powers through |G(f)|², in the wanted channel and moved to the adjacent one,
+  plus the repeater's own noise in the wanted channel (it limits ACRR of a good filter).
+* AM/AM and AM/PM: the Rapp model's ``am_am`` and ``am_pm_rad`` at each bin's input power.
+* CCDF: the PAPR (0.01 %) of the amplifier's noiseless output of the same stimulus.
+
+Input reference (PAPR of the input, AM/AM x-axis): the harness regenerates the stimulus the TX played
+(exact digital samples) and scales it to the calibrated DUT-input level. On these rigs the TX chain is
+linear at these levels (the 30 dB driver of the amplifier rig has P1dB +40 dBm), so that is what the
+DUT received to within the TX noise; the tests check the input PAPR against the stimulus' own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from conftest import write_rig
+from harness.plan import step_seed
+from test_accuracy_truth import (KT0_MW_HZ, UTRA_CENTRE_HZ, Row, assert_rows, periodic_bin_powers, record,
+                                 rrc_power_response, run, stimulus_spec, stimulus_yaml)
+
+FS = 30.72e6
+
+
+def _step(res: dict, name: str) -> dict:
+    return next(s for s in res["steps"] if s["name"] == name)
+
+
+def _row(target: str, case: str, m: dict, truth: float, bound: float, covered: bool = True) -> Row:
+    """A row of the accuracy table from a results record; ``covered``: the stated k = 2 uncertainty is checked."""
+    if not covered and "uncertainty" not in m:
+        return Row(target, case, m["name"], truth, m["value"], bound, "", "no uncertainty stated")
+    assert m["coverage_factor"] == 2
+    return Row(target, case, m["name"], truth, m["value"], bound, "", f"U {m['uncertainty']:.3g} (k=2)",
+               m["uncertainty"] if covered else None)
+
+
+def assert_covered(rows: list[Row]) -> None:
+    """Every row within its bound, and within its stated k = 2 uncertainty plus a quarter bound for the model."""
+    assert_rows(rows)
+    bad = [r for r in rows if r.uncertainty is not None and abs(r.error) > r.uncertainty + r.bound / 4]
+    assert not bad, [(r.case, r.quantity, r.error, r.uncertainty) for r in bad]
+
+
+def _noiseless_periodic_output(dut, x: np.ndarray, periods: int = 4) -> np.ndarray:
+    """The last period of the DUT's noiseless output for a periodic input (state settled by the earlier ones)."""
+    quiet = dataclasses.replace(dut, noise_figure_db=None)
+    y = quiet.process(np.tile(x, periods), UTRA_CENTRE_HZ, FS, np.random.default_rng(0))
+    return y[-x.size:]
+
+
+# ------------------------------------------------------------------ gain flatness
+FLATNESS_PLAN = """\
+name: flatness
+dut: {{type: repeater}}
+defaults: {{frequency: {fc} MHz, sample_rate: 30.72 MHz}}
+steps:
+  - name: flat
+    measurement: gain_flatness
+    power: -50 dBm
+    bandwidth: {bw} MHz
+    limits: {{gain_flatness: {{max: 30 dB}}}}
+"""
+
+
+FLATNESS_CASES = [(1, 4.5, 2e6), (2, 4.0, 0.5e6), (3, 5.0, 2e6)]
+
+
+def flatness_rows(tmp_path, seed: int, bw_mhz: float, transition_hz: float) -> list[Row]:
+    rig = write_rig(tmp_path, base="sim-repeater-utra.yaml",
+                    dut={"isolation_db": None, "transition_hz": transition_hz, "stopband_rejection_db": 40})
+    res, spec = run(tmp_path, rig, FLATNESS_PLAN.format(fc=UTRA_CENTRE_HZ / 1e6, bw=bw_mhz), seed)
+    n = 41
+    tones = np.array(_step(res, "flat")["info"]["stimulus"]["tones_hz"])
+    spacing = bw_mhz * 1e6 / (n - 1)  # the comb sits a quarter spacing off the LO (images between tones)
+    assert tones == pytest.approx(np.linspace(-bw_mhz / 2, bw_mhz / 2, n) * 1e6 + spacing / 4, abs=spacing / 50)
+    g = np.array([spec.dut.gain_at(UTRA_CENTRE_HZ + f, UTRA_CENTRE_HZ, FS) for f in tones])
+    case = f"repeater skirts {transition_hz / 1e6:g} MHz, comb {bw_mhz:g} MHz"
+    return [_row("flat", case, record(res, "flat", "gain_flatness_db"), float(np.ptp(g)), 0.1),
+            _row("flat", case, record(res, "flat", "gain_min_db"), float(g.min()), 0.3),
+            _row("flat", case, record(res, "flat", "gain_max_db"), float(g.max()), 0.3)]
+
+
+@pytest.mark.parametrize("seed, bw_mhz, transition_hz", FLATNESS_CASES)
+def test_gain_flatness_against_repeater_response(tmp_path, seed, bw_mhz, transition_hz):
+    assert_covered(flatness_rows(tmp_path, seed, bw_mhz, transition_hz))
+
+
+# ------------------------------------------------------------------ input intermodulation
+IMD_PLAN = """\
+name: input-imd
+dut: {{type: repeater}}
+defaults: {{frequency: {fc} MHz, sample_rate: 30.72 MHz}}
+steps:
+  - name: imd
+    measurement: input_intermodulation
+    channel_low: 2137.6 MHz
+    channel_high: 2142.6 MHz
+    tone_power: {tone} dBm
+    limits: {{power_rise: {{max: 60 dB}}}}
+"""
+
+
+IMD_CASES = [(4, -40.0), (5, -30.0), (6, -50.0)]
+
+
+def imd_rows(tmp_path, seed: int, tone_dbm: float) -> list[Row]:
+    """Wide skirts (2 MHz, 40 dB) let the tones reach the output stage; no ALC so the noise stays put."""
+    rig = write_rig(tmp_path, base="sim-repeater-utra-wide-filter.yaml",
+                    dut={"isolation_db": None, "rated_output_power_dbm": None, "output_saturation_power_dbm": 40.0})
+    res, spec = run(tmp_path, rig, IMD_PLAN.format(fc=UTRA_CENTRE_HZ / 1e6, tone=tone_dbm), seed)
+    info = _step(res, "imd")["info"]
+    f1, f2 = info["tones_hz"]
+    lo = info["im3_hz"] - (2 * f1 - f2)  # the IM3 product the analysis names is the tones' own
+    lo_rf = (2137.6e6 + 2142.6e6) / 2 - 2.5e6  # the step's LO: lo_offset 2.5 MHz below the channel centre
+    period = 65536
+    t = np.arange(period) / FS
+    amp = math.sqrt(10 ** (tone_dbm / 10))
+    x = amp * (np.exp(2j * np.pi * f1 * t) + np.exp(2j * np.pi * f2 * t))  # IM3 power does not depend on phases
+    dut = spec.dut
+    quiet = dataclasses.replace(dut, noise_figure_db=None)
+    y = quiet.process(np.tile(x, 6), lo_rf, FS, np.random.default_rng(0))[-period:]
+    f, p = periodic_bin_powers(y, FS)
+    mid = (2137.6e6 + 2142.6e6) / 2 - lo_rf
+    band = np.abs(f - mid) < 0.5e6
+    p_im = float(np.sum(p[band]))
+    g2 = 10 ** (np.array([dut.gain_at(lo_rf + fb, lo_rf, FS) for fb in f[band]]) / 10)
+    p_noise = KT0_MW_HZ * 10 ** (dut.noise_figure_db / 10) * float(np.sum(g2)) * (FS / period)
+    truth = 10 * math.log10(1 + p_im / p_noise)
+    assert lo == 0.0
+    # IM3 grows 3 dB per dB of tone level: the stated uncertainty (noise of the two band powers) leaves out
+    # the level accuracy, and a 0.1 dB level error moves the rise 0.3 dB (seed 5 reads -0.45 dB): not covered
+    return [_row("imd", f"wide-skirt repeater, tones {tone_dbm:g} dBm", record(res, "imd", "power_rise_db"), truth,
+                 0.5, covered=False)]
+
+
+@pytest.mark.parametrize("seed, tone_dbm", IMD_CASES)
+def test_input_intermodulation_against_repeater_model(tmp_path, seed, tone_dbm):
+    assert_covered(imd_rows(tmp_path, seed, tone_dbm))
+
+
+# ------------------------------------------------------------------ output power with ALC
+OUTPUT_PLAN = """\
+name: output-power
+dut: {{type: repeater}}
+defaults: {{frequency: {fc} MHz, sample_rate: 30.72 MHz}}
+steps:
+  - name: pout
+    measurement: output_power
+    stimulus: {{type: wcdma, power: {pin} dBm}}
+    overdrive: 10 dB
+    limits: {{output_power: {{min: 0 dBm}}}}
+"""
+
+
+def _rrc_power_dbm(y: np.ndarray) -> float:
+    f, p = periodic_bin_powers(y, FS)
+    return 10 * math.log10(float(np.sum(rrc_power_response(f) * p)))
+
+
+POUT_CASES = [(7, 37.0, -43.0), (8, 33.0, -45.0), (9, 37.0, -50.0)]
+
+
+def output_power_rows(tmp_path, seed: int, rated_dbm: float, pin_dbm: float) -> list[Row]:
+    """The ALC holds the mean output at the rated power; through the RRC filter the channel power is the model's
+    own settled output of the same stimulus (noise off). At -50 dBm in (30 dBm out) the ALC does not act."""
+    rig = write_rig(tmp_path, base="sim-repeater-utra.yaml",
+                    dut={"isolation_db": None, "rated_output_power_dbm": rated_dbm})
+    res, spec = run(tmp_path, rig, OUTPUT_PLAN.format(fc=UTRA_CENTRE_HZ / 1e6, pin=pin_dbm), seed)
+    w = stimulus_spec(stimulus_yaml("utra", pin_dbm)).generate(FS, step_seed(seed, 1))  # the step's own seed
+    played = _step(res, "pout")["info"]["stimulus"]
+    assert (played["n_samples"], played["crest_factor_db"]) == (w.n_samples, pytest.approx(w.crest_factor_db, abs=1e-3))
+    truths, rows = {}, []
+    case = f"repeater rated {rated_dbm:g} dBm, input {pin_dbm:g} dBm"
+    for key, extra in (("output_power_dbm", 0.0), ("overdrive_output_power_dbm", 10.0)):
+        x = w.samples.astype(np.complex128) * math.sqrt(10 ** ((pin_dbm + extra) / 10))
+        truths[key] = _rrc_power_dbm(_noiseless_periodic_output(spec.dut, x, periods=4))
+        rows.append(_row("pout", case, record(res, "pout", key), truths[key], 0.2))
+    if pin_dbm + 80 > rated_dbm:
+        assert truths["overdrive_output_power_dbm"] == pytest.approx(truths["output_power_dbm"], abs=0.2)
+    rows.append(_row("pout", case, record(res, "pout", "alc_hold_db"),
+                     truths["overdrive_output_power_dbm"] - truths["output_power_dbm"], 0.2))
+    return rows
+
+
+@pytest.mark.parametrize("seed, rated_dbm, pin_dbm", POUT_CASES)
+def test_output_power_with_alc_against_repeater_model(tmp_path, seed, rated_dbm, pin_dbm):
+    assert_covered(output_power_rows(tmp_path, seed, rated_dbm, pin_dbm))
+
+
+# ------------------------------------------------------------------ ACRR
+ACRR_PLAN = """\
+name: acrr
+dut: {{type: repeater}}
+defaults: {{frequency: {fc} MHz, sample_rate: 30.72 MHz}}
+steps:
+  - name: acrr
+    measurement: acrr
+    stimulus: {{type: wcdma, power: -53 dBm}}
+    adjacent_offsets: [5 MHz, 10 MHz]
+    limits: {{acrr_first: {{min: 0 dB}}}}
+"""
+
+
+ACRR_CASES = [(10, "sim-repeater-utra-wide-filter.yaml"), (11, "sim-repeater-utra.yaml")]
+
+
+def acrr_rows(tmp_path, seed: int, rig_base: str) -> list[Row]:
+    """Wanted: the stimulus' bin powers through |G(f)|² and the RRC filter; adjacent: the same moved by the
+    offset. Both carry the repeater's own noise kT0·F·|G|² through the filter (it limits a good filter's ACRR)."""
+    rig = write_rig(tmp_path, base=rig_base, dut={"isolation_db": None})
+    res, spec = run(tmp_path, rig, ACRR_PLAN.format(fc=UTRA_CENTRE_HZ / 1e6), seed)
+    dut = spec.dut
+    w = stimulus_spec(stimulus_yaml("utra", -53.0)).generate(FS, step_seed(seed, 1))
+    f, px = periodic_bin_powers(w.samples.astype(np.complex128) * math.sqrt(10 ** (-53 / 10)), FS)
+    order = np.argsort(f)
+    f, px = f[order], px[order]
+    g2 = 10 ** (np.asarray(dut.gain_at(UTRA_CENTRE_HZ + f, UTRA_CENTRE_HZ, FS)) / 10)
+    rrc = rrc_power_response(f)
+    df = f[1] - f[0]
+    noise = KT0_MW_HZ * 10 ** (dut.noise_figure_db / 10) * float(np.sum(g2 * rrc)) * df
+    wanted = float(np.sum(px * g2 * rrc)) + noise
+    worst = {}
+    for off in (5e6, 10e6):
+        vals = []
+        for sign in (-1, 1):
+            shift = int(round(sign * off / df))
+            vals.append(10 * math.log10(wanted / (float(np.sum(np.roll(px, shift) * g2 * rrc)) + noise)))
+        worst[off] = min(vals)
+    case = rig_base.removesuffix(".yaml")
+    return [_row("acrr", case, record(res, "acrr", "acrr_first_db"), worst[5e6], 0.5),
+            _row("acrr", case, record(res, "acrr", "acrr_second_db"), worst[10e6], 0.5)]
+
+
+@pytest.mark.parametrize("seed, rig_base", ACRR_CASES)
+def test_acrr_against_repeater_response(tmp_path, seed, rig_base):
+    assert_covered(acrr_rows(tmp_path, seed, rig_base))
+
+
+# ------------------------------------------------------------------ AM/AM, AM/PM and CCDF (amplifier rig)
+AMP_PLAN = """\
+name: amam-ccdf
+dut: {{type: amplifier}}
+defaults: {{frequency: 2140 MHz, sample_rate: 30.72 MHz}}
+steps:
+  - name: amam
+    measurement: am_am_pm
+    stimulus: {{type: lte, power: {pin} dBm, bandwidth: 10 MHz, test_model: E-TM1.1}}
+    limits: {{small_signal_gain: {{min: 0 dB}}}}
+  - name: ccdf
+    measurement: ccdf
+    stimulus: {{type: lte, power: {pin} dBm, bandwidth: 10 MHz, test_model: E-TM1.1}}
+    limits: {{papr: {{min: 0 dB}}}}
+"""
+AMP_DUTS = [  # (gain, Psat, Rapp p, AM/PM alpha, beta, input level dBm), seed
+    ((20.0, 36.9, 1.0, 5.0, 1.0, 3.0), 12),
+    ((15.0, 30.0, 2.0, 8.0, 1.0, 1.0), 13),
+    ((25.0, 40.0, 3.0, 0.0, 0.0, -2.0), 14),
+]
+
+
+def amam_ccdf_rows(tmp_path, dut: tuple, seed: int) -> list[Row]:
+    g, psat, p, alpha, beta, pin = dut
+    rig = write_rig(tmp_path, dut={"model": "rapp_amplifier", "gain_db": g, "saturation_power_dbm": psat,
+                                   "smoothness": p, "am_pm_alpha_deg": alpha, "am_pm_beta": beta,
+                                   "noise_figure_db": 5.0})
+    res, spec = run(tmp_path, rig, AMP_PLAN.format(pin=pin), seed)
+    model = spec.dut
+    truth = model.truth()
+    # AM/AM: every bin of the curve against the model at the bin's input power
+    curve = _step(res, "amam")["info"]["curve"]
+    p_in = np.array(curve["input_power_dbm"])
+    r = np.sqrt(10 ** (p_in / 10))
+    g_true = 20 * np.log10(model.am_am(r) / r)
+    ph_true = np.degrees(model.am_pm_rad(r) - model.am_pm_rad(r[0] * 1e-3))
+    # bins from 10 dB below the mean input power (lower: few samples, low SNR) to 1 dB below the top
+    ok = (p_in >= pin - 10.0) & (p_in <= np.max(p_in) - 1.0)
+    case = f"Rapp G {g:g} Psat {psat:g} p {p:g} AM/PM {alpha:g}/{beta:g}, {pin:g} dBm in"
+    dg = np.array(curve["gain_db"])[ok] - g_true[ok]
+    dph = np.array(curve["phase_deg"])[ok] - ph_true[ok]
+    rows = [Row("amam", case, "AM/AM curve worst (dB)", 0.0, float(dg[np.argmax(np.abs(dg))]), 0.15, "dB"),
+            Row("amam", case, "AM/PM curve worst (deg)", 0.0, float(dph[np.argmax(np.abs(dph))]), 0.5, "deg"),
+            _row("amam", case, record(res, "amam", "small_signal_gain_db"), truth["gain_db"], 0.05)]
+    ip1 = record(res, "amam", "input_p1db_dbm")
+    if ip1["value"] is not None:
+        rows.append(_row("amam", case, ip1, truth["input_p1db_dbm"], 0.3, covered=False))
+    # CCDF: PAPR at 0.01 % of the model's noiseless output of the same stimulus, and of the stimulus itself
+    st = stimulus_spec(f"{{type: lte, power: {pin} dBm, bandwidth: 10 MHz, test_model: E-TM1.1}}")
+    w = st.generate(FS, step_seed(seed, 2))  # the ccdf step's own seed (checked: the played crest factor)
+    played = _step(res, "ccdf")["info"]["stimulus"]
+    assert played["crest_factor_db"] == pytest.approx(w.crest_factor_db, abs=1e-3)
+    x = w.samples.astype(np.complex128) * math.sqrt(10 ** (pin / 10))
+    y = dataclasses.replace(model, noise_figure_db=None).process(x, 2140e6, FS, np.random.default_rng(0))
+
+    def papr(v):
+        pw = np.abs(v) ** 2
+        return 10 * math.log10(np.quantile(pw, 1 - 1e-4) / np.mean(pw))
+
+    rows.append(_row("ccdf", case, record(res, "ccdf", "papr_db"), papr(y), 0.25))
+    rows.append(Row("ccdf", case, "input_papr_db", papr(x), record(res, "ccdf", "input_papr_db")["value"], 0.05, "dB"))
+    return rows
+
+
+@pytest.mark.parametrize("dut, seed", AMP_DUTS)
+def test_am_am_pm_and_ccdf_against_rapp_model(tmp_path, dut, seed):
+    assert_covered(amam_ccdf_rows(tmp_path, dut, seed))
