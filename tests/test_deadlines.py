@@ -76,6 +76,15 @@ class FakeRadio(Radio):
         return Capture(np.zeros(n_samples, np.complex64), CaptureMeta(self.rx_config, self.now(), n_samples))
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt here whatever the parent did (a process started in the background by a
+    shell, or by some runners, inherits SIGINT ignored)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 @pytest.fixture
 def fakes():
     made = []
