@@ -119,10 +119,9 @@ class Calibration:
         return f.min() - FREQ_TOLERANCE_HZ <= freq_hz <= f.max() + FREQ_TOLERANCE_HZ
 
     def _need(self, freq_hz: float) -> None:
-        if not self.covers(freq_hz):
-            f = self._freqs()
-            raise LevelError(f"{freq_hz / 1e6:.6g} MHz lies outside the calibrated range "
-                             f"{f.min() / 1e6:.6g}..{f.max() / 1e6:.6g} MHz of {self.path or 'the calibration'}")
+        problem = self.problem(freq_hz)
+        if problem:
+            raise LevelError(problem)
 
     def problem(self, freq_hz: float, level_dbm: float | None = None) -> str | None:
         """Why this calibration cannot serve a capture at LO ``freq_hz`` and DUT-input ``level_dbm`` (None: it can).
@@ -187,19 +186,6 @@ class Calibration:
         self._need(freq_hz)
         return float(np.interp(freq_hz, self._freqs(), [e.input_dbm_at_0dbfs(level_dbm) for e in self.frequencies]))
 
-    def check_coverage(self, freqs_hz, spec: Any = None) -> None:
-        """Raise :class:`CalibrationError` naming the frequencies a plan needs but the calibration lacks
-        (and the file of the rig ``spec``, if given)."""
-        missing = sorted({f for f in freqs_hz if not self.covers(f)})
-        if missing:
-            f = self._freqs()
-            raise CalibrationError(
-                f"calibration {self.path} covers {f.min() / 1e6:.6g}..{f.max() / 1e6:.6g} MHz, not "
-                + ", ".join(f"{m / 1e6:.6g} MHz" for m in missing)
-                + "; recalibrate with this plan (harness calibrate --rig RIG --plan PLAN) or give --uncalibrated",
-                spec.file if spec else None)
-
-    # ----- file
     def to_dict(self) -> dict:
         d = {"schema": SCHEMA, "created_at": self.created_at, "temperature_c": self.temperature_c,
              "rig": self.rig, "devices": self.devices, "software_version": self.software_version,

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from harness.config import ConfigError, format_quantity, parse_quantity, seed_arg, unit_of
+from harness.config import ConfigError, format_quantity, one_line, parse_quantity, seed_arg, unit_of
 
 if TYPE_CHECKING:
     from harness.calibration import Calibration
@@ -26,7 +26,7 @@ def _console(quiet: bool = False):
 
 def _err(msg: str) -> None:
     """One line on stderr, however long or multi-line the cause."""
-    print(f"harness: {_one_line(msg, 400)}", file=sys.stderr)
+    print(f"harness: {one_line(msg, 400)}", file=sys.stderr)
 
 
 def resolve(path: str, kind: str) -> Path:
@@ -458,13 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as e:  # noqa: BLE001 - whatever escaped is the harness's fault, not the DUT's
         log = getattr(e, "run_log", None) or _crash_log(e)
-        _err(f"internal error: {type(e).__name__}: {_one_line(str(e))} (traceback in {log})")
+        _err(f"internal error: {type(e).__name__}: {one_line(str(e), 200)} (traceback in {log})")
         return EXIT_INTERNAL
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _crash_log(e: BaseException) -> str:

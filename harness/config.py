@@ -74,10 +74,12 @@ def excerpt(value: Any, limit: int = EXCERPT_CHARS, quote: bool = True) -> str:
 _CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
 
 
-def _one_line(text: str) -> str:
-    """``text`` with line breaks and other control characters escaped (a message is one line)."""
-    return _CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], text.replace("\n", "\\n").replace("\r", "\\r")
+def one_line(text: str, limit: int | None = None) -> str:
+    """``text`` with line breaks and other control characters escaped (a message is one line), cut to
+    ``limit`` characters with an ellipsis."""
+    text = _CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], text.replace("\n", "\\n").replace("\r", "\\r")
                            .replace("\t", "\\t"))
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 class ConfigError(Exception):
@@ -92,11 +94,8 @@ class ConfigError(Exception):
     def __str__(self) -> str:
         where = ""
         if self.file:
-            where = _one_line(self.file) + (f":{self.line}" if self.line else "") + ": "
-        msg = _one_line(self.message)
-        if len(msg) > MAX_MESSAGE_CHARS:
-            msg = msg[: MAX_MESSAGE_CHARS - 1] + "…"
-        return where + msg
+            where = one_line(self.file) + (f":{self.line}" if self.line else "") + ": "
+        return where + one_line(self.message, MAX_MESSAGE_CHARS)
 
 
 def fail_closed(what: str):

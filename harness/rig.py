@@ -394,11 +394,6 @@ class Rig:
             return self.calibration.output_dbm_at_0dbfs(freq_hz)
         return self.rx_full_scale_dbm - float(self.spec.dut_to_rx.gain_db_at(freq_hz))
 
-    def check_calibration(self, freqs_hz) -> None:
-        """Raise CalibrationError (a ConfigError) if a frequency lies outside the attached calibration."""
-        if self.calibration is not None:
-            self.calibration.check_coverage(freqs_hz, self.spec)
-
     def rx_port_dbm(self, freq_hz: float, dut_output_dbm: float) -> float:
         """Power at the RX port for ``dut_output_dbm`` at the DUT output (calibrated, else nominal paths)."""
         return dut_output_dbm + self.rx_full_scale_dbm - self.output_dbm_at_0dbfs(freq_hz)
