@@ -102,13 +102,6 @@ class Acquisition:
     #: what the analysis needs of the radio besides samples: "tx_timing" (captures timed against the TX)
     requires: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict:
-        d = {"label": self.label, "freq_hz": self.freq_hz, "sample_rate_hz": self.sample_rate_hz,
-             "n_samples": self.n_samples, "power_dbm": self.power_dbm, "span_hz": self.span_hz,
-             "settle_s": self.settle_s, "thru": self.thru, "optional": self.optional,
-             "stimulus": self.stimulus.to_dict() if self.stimulus else None}
-        return d
-
 
 # ------------------------------------------------------------------ records
 @dataclass(frozen=True)
