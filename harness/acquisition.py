@@ -59,7 +59,7 @@ def acquire(ctx: StepContext, acquisitions: list[Acquisition],
             if a.stimulus is None:
                 rig.stop()
             else:
-                rig.play(a.stimulus.waveform(), a.power_dbm, timed=timed)
+                rig.play(a.stimulus.waveform(), a.power_dbm, **({"timed": True} if timed else {}))
             settle(rig, a.settle_s, a.sample_rate_hz)
             if timed and rig.timing_method() == "reference_channel":
                 # the DUT output and, on the same clock, its input through the rig's splitter: two records
