@@ -253,3 +253,29 @@ def test_emulated_pluto_2r2t_captures_both_receivers_on_one_clock(tmp_path):
     p_in = 10 * np.log10(np.mean(np.abs(ref.x) ** 2))
     assert p_out - p_in == pytest.approx(-10.0, abs=0.5)
     assert p_in == pytest.approx(-30.0, abs=1.0)
+
+
+@pytest.mark.parametrize("rig_name, method", [("sim-repeater-utra.yaml", "hardware_time"),
+                                              ("sim-repeater-utra-reference.yaml", "reference_channel"),
+                                              ("pluto-emulated-repeater-utra.yaml", "reference_channel")])
+def test_shipped_repeater_plan_delay_steps_run_with_the_rigs_method(tmp_path, rig_name, method):
+    """The UTRA repeater plan's own delay steps (thru floor, then the delay against it), on the shipped rigs
+    with each method: PASS, by that method."""
+    import yaml
+
+    from conftest import PLANS, read_results
+    from harness.runner import run_plan
+
+    plan = yaml.safe_load((PLANS / "repeater_utra_ts25143.yaml").read_text())
+    plan["steps"] = [s for s in plan["steps"] if s["measurement"] == "delay"]
+    plan.pop("rig", None)
+    plan_file = tmp_path / "delay.yaml"
+    plan_file.write_text(yaml.safe_dump(plan, sort_keys=False))
+    code, rec = run_plan(load_plan(plan_file), load_rig(RIGS / rig_name), tmp_path / "run")
+    res = read_results(rec.dir)
+    assert code == 0 and [s["verdict"] for s in res["steps"]] == ["PASS", "PASS"]
+    assert {s["info"]["method"] for s in res["steps"]} == {method}
+    delay = res["steps"][1]["measurements"][0]
+    truth = load_rig(RIGS / rig_name).dut.truth(2140.1e6, 30.72e6)["delay_s"]  # the plan's LO
+    assert abs(delay["value"] - truth) < 5e-9  # the plan's -50 dBm thru is noisy: its stated uncertainty
+    assert delay["uncertainty"] < 5e-9
