@@ -101,7 +101,7 @@ class Acquisition:
     optional: bool = False
     #: what the analysis needs of the rig besides samples: "timing" (the capture timed against the TX: the
     #: radio's hardware time, or a reference channel the rig splits off the DUT input, captured with it as a
-    #: second record labelled ``<label>/reference``; see :meth:`harness.rig.Rig.timing_method`)
+    #: second record labelled ``<label>.reference``; see :meth:`harness.rig.Rig.timing_method`)
     requires: tuple[str, ...] = ()
 
 

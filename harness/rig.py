@@ -599,7 +599,7 @@ class Rig:
 
     def capture_with_reference(self, n_samples: int, label: str = "") -> tuple[CaptureRecord, CaptureRecord]:
         """The DUT output (as :meth:`capture`) and, taken at the same instants on the same clock, the DUT input
-        through the rig's reference channel (record ``<label>/reference``, scaled to the DUT input plane by
+        through the rig's reference channel (record ``<label>.reference``, scaled to the DUT input plane by
         the nominal ``paths.reference``)."""
         if self.timing_method() != "reference_channel":
             raise DeviceError(f"rig {self.spec.name!r} has no reference channel: {self.timing_problem()}")
@@ -677,7 +677,7 @@ class Rig:
             ref_fs_dbm = self.rx_full_scale_dbm - ref_cap.meta.config.gain_db - float(
                 self.spec.reference_path.gain_db_at(f))
             ref_peak = 20 * math.log10(float(max(np.max(np.abs(rs.real)), np.max(np.abs(rs.imag)), 1e-12)))
-            records.append(self._record(ref_cap, ref_fs_dbm, f"{label}/reference", retries, ref_peak))
+            records.append(self._record(ref_cap, ref_fs_dbm, f"{label}.reference", retries, ref_peak))
         return records
 
     def _record(self, cap, full_scale_dbm: float, label: str, retries: int, peak_dbfs: float) -> CaptureRecord:

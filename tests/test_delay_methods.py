@@ -242,7 +242,7 @@ def test_emulated_pluto_2r2t_captures_both_receivers_on_one_clock(tmp_path):
         rig.tune(2140e6, FS, 3e6)
         rig.play(w, -30.0)
         out, ref = rig.capture_with_reference(65536, label="capture")
-    assert (out.rx_channel, ref.rx_channel, ref.label) == (0, 1, "capture/reference")
+    assert (out.rx_channel, ref.rx_channel, ref.label) == (0, 1, "capture.reference")
     assert ref.rx_gain_db != out.rx_gain_db  # each receiver at its own gain
     r = xcorr_delay(out.x, ref.x, FS, cyclic=False, max_lag_s=1e-4)
     # output: DUT 0.5 us + dut_to_rx cable 4 ns; reference: its cable 2.5 ns (splitters and pads have none)

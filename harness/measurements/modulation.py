@@ -142,7 +142,7 @@ def delay(records: list[CaptureRecord], p: DelayParams) -> StepData:
 
     By the rig's method (:meth:`harness.rig.Rig.timing_method`), read from the records:
 
-    * reference channel (a record ``capture/reference``: the DUT input through the rig's splitter, captured
+    * reference channel (a record ``capture.reference``: the DUT input through the rig's splitter, captured
       with the output on one clock): the cross-correlation lag of the output against that reference;
     * hardware time (the TX record's ``start_time_ns`` and the capture's ``rx_time_ns``, one device clock):
       the lag of the output against the stimulus (circular), plus the whole number of samples between the
@@ -154,7 +154,7 @@ def delay(records: list[CaptureRecord], p: DelayParams) -> StepData:
     m = by_label(records, "capture")
     w = m.waveform()
     fs = m.sample_rate_hz
-    ref = next((r for r in records if r.label == "capture/reference"), None)
+    ref = next((r for r in records if r.label == "capture.reference"), None)
     bw = w.bandwidth_hz or 0.8 * fs
     if ref is not None:
         if ref.n_samples != m.n_samples or ref.sample_rate_hz != fs:
