@@ -271,8 +271,15 @@ def test_shipped_repeater_plan_delay_steps_run_with_the_rigs_method(tmp_path, ri
     plan.pop("rig", None)
     plan_file = tmp_path / "delay.yaml"
     plan_file.write_text(yaml.safe_dump(plan, sort_keys=False))
-    code, rec = run_plan(load_plan(plan_file), load_rig(RIGS / rig_name), tmp_path / "run")
+    from conftest import RecordKeeper
+
+    keeper = RecordKeeper()
+    code, rec = run_plan(load_plan(plan_file), load_rig(RIGS / rig_name), tmp_path / "run", record_sink=keeper)
     res = read_results(rec.dir)
+    # the timing travels with the records: re-analysed from their metadata and samples alone, bit for bit
+    assert keeper.mismatches(through_files=True) == []
+    labels = [[c["label"] for c in s["captures"]] for s in res["steps"]]
+    assert labels == [["capture", "capture.reference"]] * 2 if method == "reference_channel" else [["capture"]] * 2
     assert code == 0 and [s["verdict"] for s in res["steps"]] == ["PASS", "PASS"]
     assert {s["info"]["method"] for s in res["steps"]} == {method}
     delay = res["steps"][1]["measurements"][0]
