@@ -18,6 +18,10 @@ gain flatness (flat), input intermodulation (imd), output power with ALC
 (pout), ACRR (acrr), AM/AM-AM/PM and CCDF (amam, ccdf): cases and truths from
 tests/test_truth_oscillation.py, test_truth_ip3.py, test_truth_procedures.py.
 
+Delay rows come by each timing method (issue 9 part 1), each on its stock rig: hardware time
+(sim-repeater-utra), reference channel (sim-repeater-utra-reference) and reference channel through
+the emulated Pluto in 2r2t mode (pluto-emulated-repeater-utra).
+
     python bench/accuracy.py [--quick] [--only aclr,evm,delay,freq,oob,osc,ip3,proc]
 """
 
@@ -111,8 +115,12 @@ def main() -> int:
             for i, case in enumerate(evm_cases(args.quick)):
                 rows += t.evm_rows(tmp(), case, seed=40 + i)
         if "delay" in only:
-            for i, case in enumerate(delay_cases(args.quick)):
-                rows += t.delay_rows(tmp(), case, seed=60 + i)
+            for method in t.DELAY_METHODS:  # each timing method, each on its stock rig
+                cases = delay_cases(args.quick)
+                if method.startswith("reference_channel (") and not args.quick:
+                    cases = cases[::2]  # the emulated Pluto streams slower: every other case
+                for i, case in enumerate(cases):
+                    rows += t.delay_rows(tmp(), case, seed=60 + i, method=method)
         if "freq" in only:
             for i, case in enumerate(freq_cases(args.quick)):
                 rows += t.freq_rows(tmp(), case, seed=70 + i)

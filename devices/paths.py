@@ -256,7 +256,14 @@ class Amplifier:
         return rapp_chain(np.ascontiguousarray(x), g, g / a_sat, self.SMOOTHNESS, 0.0, 0.0)
 
 
-PATH_ELEMENTS: dict[str, type] = {"cable": Cable, "attenuator": Attenuator, "amplifier": Amplifier}
+@dataclass
+class Splitter(Attenuator):
+    """One arm of a power splitter or coupler: its loss from the common port (e.g. 6 dB resistive, 3.5 dB
+    Wilkinson, 20 dB coupler), optional delay. The other arm's loss belongs to the path it feeds."""
+
+
+PATH_ELEMENTS: dict[str, type] = {"cable": Cable, "attenuator": Attenuator, "amplifier": Amplifier,
+                                  "splitter": Splitter}
 
 
 @dataclass

@@ -99,6 +99,7 @@ class PlutoRadio(Radio):
         self.flush_buffers = int(flush_buffers)
         self.max_buffer_samples = int(max_buffer_samples)
         self._iio_timeout: tuple | None = None  # (context, ms) last given to set_timeout
+        self._two_rx = False  # a Pluto in 2r2t mode (both receivers streamed)
         self._sdr = None
         self._sdr = self._open_device()
         try:
@@ -115,6 +116,14 @@ class PlutoRadio(Radio):
                               f"0.24/0.25 (apt libiio0): {e}") from e
         try:
             sdr = adi.Pluto(self.iio_uri)
+            # A Pluto in 2r2t mode (fw_setenv mode 2r2t) streams both receivers: I/Q of RX1 and RX2 on
+            # cf-ad9361-lpc voltage0..3, which pyadi-iio's ad9361 class drives (rx_enabled_channels=[0, 1]).
+            n_rx_scan = sum(1 for c in sdr._rxadc.channels if c.scan_element and not c.output)
+            self._two_rx = n_rx_scan >= 4
+            if self._two_rx:
+                sdr = adi.ad9361(self.iio_uri)
+                sdr.rx_enabled_channels = [0]
+                sdr.tx_enabled_channels = [0]
         except Exception as e:  # noqa: BLE001 - pyadi raises bare Exception("No device found")
             raise DeviceError(f"{self.uri}: cannot open PlutoSDR at {self.iio_uri or '(auto)'}: {e}") from e
         try:
@@ -123,6 +132,8 @@ class PlutoRadio(Radio):
             sdr.tx_destroy_buffer()
             self._lo_powerdown(True, sdr)
             sdr.gain_control_mode_chan0 = "manual"
+            if self._two_rx:
+                sdr.gain_control_mode_chan1 = "manual"
         except Exception as e:
             raise DeviceError(f"{self.uri}: PlutoSDR setup failed: {e}") from e
         return sdr
@@ -173,7 +184,10 @@ class PlutoRadio(Radio):
             tx_full_scale_dbm=nominal(tx_fs, "emulator,tx_full_scale_dbm"),
             rx_full_scale_dbm=nominal(rx_fs, "emulator,rx_full_scale_dbm"),
             serial=ctx_attrs.get("hw_serial", ""),
-            description=ctx_attrs.get("hw_model", "PlutoSDR"),
+            description=ctx_attrs.get("hw_model", "PlutoSDR") + (" (2r2t)" if self._two_rx else ""),
+            # no hardware time; in 2r2t mode both receivers share the AD9361's sample clock
+            rx_channels=2 if self._two_rx else 1,
+            timing=("coherent_rx",) if self._two_rx else (),
         )
 
     @property
@@ -277,6 +291,29 @@ class PlutoRadio(Radio):
         return v
 
     def _capture(self, n_samples: int, timeout_s: float) -> Capture:
+        return self._capture_on(n_samples, timeout_s, (0,))[0]
+
+    def _capture_channels(self, n_samples: int, channels: tuple[int, ...], gains_db: tuple[float, ...],
+                          timeout_s: float) -> list[Capture]:
+        if sorted(channels) != [0, 1] or not self._two_rx:
+            raise CapabilityError(f"{self.uri}: captures RX channels 0 and 1 together (2r2t mode), "
+                                  f"not {list(channels)}")
+        g = dict(zip(channels, gains_db))
+
+        def set_gain():
+            if abs(g[0] - self.rx_config.gain_db) > 1e-9:
+                self._sdr.rx_hardwaregain_chan0 = float(self._caps.rx_gain_range_db.clip(g[0]))
+            self._sdr.rx_hardwaregain_chan1 = float(self._caps.rx_gain_range_db.clip(g[1]))
+            return float(self._sdr.rx_hardwaregain_chan0), float(self._sdr.rx_hardwaregain_chan1)
+
+        g0, g1 = self._wrap("setting the RX gains", set_gain)
+        caps = self._capture_on(n_samples, timeout_s, (0, 1))
+        caps[0].meta.config = caps[0].meta.config.with_(gain_db=g0)
+        caps[1].meta.config = caps[1].meta.config.with_(gain_db=g1, channel=1)
+        return [caps[0] if c == 0 else caps[1] for c in channels]
+
+    def _capture_on(self, n_samples: int, timeout_s: float, channels: tuple[int, ...]) -> list[Capture]:
+        """One capture of each of ``channels`` (0, or 0 and 1 in 2r2t mode), from one RX buffer."""
         sdr = self._sdr
         blocks = math.ceil(n_samples / self.max_buffer_samples)
         block = math.ceil(n_samples / blocks)
@@ -284,6 +321,8 @@ class PlutoRadio(Radio):
         def run():
             self._iio_timeout_for(timeout_s)
             sdr.rx_destroy_buffer()
+            if self._two_rx:
+                sdr.rx_enabled_channels = list(channels)
             sdr.rx_buffer_size = block
             self._clear_status(sdr._rxadc)
             tx_watch = self.transmitting
@@ -296,19 +335,27 @@ class PlutoRadio(Radio):
                 parts = [sdr.rx() for _ in range(blocks)]
             finally:
                 sdr.rx_destroy_buffer()  # the DMA stops: no overflow piles up between captures
+                if self._two_rx and len(channels) > 1:
+                    sdr.rx_enabled_channels = [0]
             rx_status = self._clear_status(sdr._rxadc)
             tx_status = self._clear_status(sdr._txdac) if tx_watch else 0
-            y = parts[0] if blocks == 1 else np.concatenate(parts)
-            return timestamp, y[:n_samples], rx_status, tx_status
+            # one array per channel (pyadi returns a list when several are enabled)
+            per = [[p] if len(channels) == 1 else list(p) for p in parts]
+            ys = [(per[0][c] if blocks == 1 else np.concatenate([b[c] for b in per]))[:n_samples]
+                  for c in range(len(channels))]
+            return timestamp, ys, rx_status, tx_status
 
-        timestamp, y, rx_status, tx_status = self._wrap("capture", run)
-        samples, clipped = from_rx_codes(y)
-        meta = CaptureMeta(config=self.rx_config, timestamp=timestamp, n_samples=int(samples.size),
-                           overflow=bool(rx_status & RX_OVERFLOW_BIT), overload=clipped > 0,
-                           clipped_samples=clipped,
-                           extra={"rx_dma_status": rx_status, "tx_underflow": bool(tx_status & TX_UNDERFLOW_BIT),
-                                  "blocks": blocks})
-        return Capture(samples, meta)
+        timestamp, ys, rx_status, tx_status = self._wrap("capture", run)
+        out = []
+        for y in ys:
+            samples, clipped = from_rx_codes(y)
+            meta = CaptureMeta(config=self.rx_config, timestamp=timestamp, n_samples=int(samples.size),
+                               overflow=bool(rx_status & RX_OVERFLOW_BIT), overload=clipped > 0,
+                               clipped_samples=clipped,
+                               extra={"rx_dma_status": rx_status,
+                                      "tx_underflow": bool(tx_status & TX_UNDERFLOW_BIT), "blocks": blocks})
+            out.append(Capture(samples, meta))
+        return out
 
     def _close(self) -> None:
         sdr, self._sdr = self._sdr, None

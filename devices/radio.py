@@ -120,9 +120,12 @@ class Capabilities:
     rx_full_scale_dbm: float | None = None
     serial: str = ""
     description: str = ""
-    #: how captures are timed against the transmitter: "tx_timestamps" (each capture says which transmitted
-    #: sample was leaving when it began: a shared TX/RX sample clock), or None (no such relation)
-    timing: str | None = None
+    #: how captures can be timed against the transmitter (the delay measurement's methods):
+    #: "hardware_time": timestamped streams on one device clock (SoapySDR hasHardwareTime): a transmission starts
+    #: at a commanded time (``transmit(..., at_time_ns=)``) and each capture reports the time of its first
+    #: sample (``CaptureMeta.time_ns``); "coherent_rx": two or more RX channels captured at once on one clock
+    #: (``capture_channels``), so a rig splitting the DUT input onto a second RX channel has a reference
+    timing: tuple[str, ...] = ()
 
     def check_frequency(self, freq_hz: float, what: str = "frequency") -> None:
         if freq_hz not in self.tune_range_hz:
@@ -170,6 +173,8 @@ class CaptureMeta:
     config: StreamConfig  # actual settings, as the device applied them
     timestamp: float  # POSIX time of the first sample (as well as the driver knows it)
     n_samples: int
+    #: device time (ns) of the first sample, on the clock that times transmissions (hardware time), else None
+    time_ns: int | None = None
     overflow: bool = False  # samples were lost between device and host
     dropped_samples: int = 0
     overload: bool = False  # the ADC clipped
@@ -331,6 +336,9 @@ class Radio(abc.ABC):
     scheme: str = ""
     #: how long each call may take; assign a radio its own (``radio.deadlines = Deadlines(stop_s=1.0)``)
     deadlines: Deadlines = Deadlines()
+    #: how far ahead of the device clock a timed transmission is commanded (hardware time; the command
+    #: must reach the board before its time), and waited for before capturing
+    timed_start_lead_s: float = 0.05
 
     def __init__(self, uri: str):
         self.uri = uri
@@ -382,8 +390,15 @@ class Radio(abc.ABC):
         """True only if the last stop completed, or nothing was ever transmitted."""
         return self._tx_off
 
-    def transmit(self, samples: np.ndarray, cyclic: bool = True) -> None:
-        """Start sending ``samples`` (complex, |I|,|Q| <= 1): repeated if ``cyclic``, else once."""
+    def transmit(self, samples: np.ndarray, cyclic: bool = True, at_time_ns: int | None = None) -> None:
+        """Start sending ``samples`` (complex, |I|,|Q| <= 1): repeated if ``cyclic``, else once.
+
+        ``at_time_ns``: sample 0 leaves the TX port at this device time (``"hardware_time"`` in
+        :attr:`Capabilities.timing`; a time in the past starts at once, the device's own rule).
+        """
+        if at_time_ns is not None and "hardware_time" not in self.capabilities.timing:
+            raise CapabilityError(f"{self.uri}: {self.capabilities.driver} has no hardware time: a transmission "
+                                  f"cannot start at a commanded time")
         self._check_open()
         if self._tx_config is None:
             raise DeviceError(f"{self.uri}: configure_tx() before transmit()")
@@ -401,7 +416,10 @@ class Radio(abc.ABC):
         self._transmitting = True
         self._tx_off = False
         try:
-            self._call("transmit", self.deadlines.transmit_s, self._transmit, x, cyclic)
+            if at_time_ns is None:
+                self._call("transmit", self.deadlines.transmit_s, self._transmit, x, cyclic)
+            else:
+                self._call("transmit", self.deadlines.transmit_s, self._transmit_at, x, cyclic, int(at_time_ns))
         except BaseException:
             self.stop_tx()
             raise
@@ -446,6 +464,47 @@ class Radio(abc.ABC):
         if timeout_s is None:
             timeout_s = self.deadlines.capture_s(n, self._rx_config.sample_rate_hz)
         return self._call("capture", timeout_s, self._capture, n, float(timeout_s))
+
+    def capture_channels(self, n_samples: int, channels: tuple[int, ...], gains_db: tuple[float, ...] | None = None,
+                         timeout_s: float | None = None) -> list[Capture]:
+        """Capture ``n_samples`` from several RX channels at once, on one clock (``"coherent_rx"`` in
+        :attr:`Capabilities.timing`): sample k of every channel is taken at the same instant.
+
+        LO, rate and bandwidth are the configured RX settings; ``gains_db`` per channel (default: the
+        configured gain). One :class:`Capture` per channel, in the order asked, each with its channel and
+        gain in ``meta.config``.
+        """
+        self._check_open()
+        if self._rx_config is None:
+            raise DeviceError(f"{self.uri}: configure_rx() before capture_channels()")
+        caps = self.capabilities
+        if "coherent_rx" not in caps.timing:
+            raise CapabilityError(f"{self.uri}: {caps.driver} cannot capture RX channels together on one clock")
+        chans = tuple(int(c) for c in channels)
+        if len(set(chans)) != len(chans) or not chans:
+            raise DeviceError(f"{self.uri}: capture_channels needs distinct channels, got {channels!r}")
+        for c in chans:
+            caps.check_channel(c, "rx")
+        gains = tuple(float(g) for g in gains_db) if gains_db is not None else (self._rx_config.gain_db,) * len(chans)
+        if len(gains) != len(chans):
+            raise DeviceError(f"{self.uri}: {len(gains)} gains for {len(chans)} channels")
+        for g in gains:
+            if g not in caps.rx_gain_range_db:
+                raise CapabilityError(f"RX gain {g:g} dB is outside {caps.driver}'s range "
+                                      f"{caps.rx_gain_range_db.describe('dB')}")
+        if n_samples <= 0:
+            raise DeviceError(f"{self.uri}: capture of {n_samples} samples requested")
+        n = int(n_samples)
+        if timeout_s is None:
+            timeout_s = self.deadlines.capture_s(n * len(chans), self._rx_config.sample_rate_hz)
+        return self._call("capture_channels", timeout_s, self._capture_channels, n, chans, gains, float(timeout_s))
+
+    def hardware_time_ns(self) -> int:
+        """The device clock now (ns), the clock of ``at_time_ns`` and ``CaptureMeta.time_ns``."""
+        self._check_open()
+        if "hardware_time" not in self.capabilities.timing:
+            raise CapabilityError(f"{self.uri}: {self.capabilities.driver} has no hardware time")
+        return int(self._call("hardware_time", self.deadlines.configure_s, self._hardware_time_ns))
 
     def reconnect(self) -> None:
         """Re-open a lost device and clear :attr:`lost` once its transmitter is confirmed off.
@@ -524,6 +583,16 @@ class Radio(abc.ABC):
 
     @abc.abstractmethod
     def _capture(self, n_samples: int, timeout_s: float) -> Capture: ...
+
+    def _transmit_at(self, samples: np.ndarray, cyclic: bool, time_ns: int) -> None:
+        raise CapabilityError(f"{self.uri}: no timed transmission")
+
+    def _capture_channels(self, n_samples: int, channels: tuple[int, ...], gains_db: tuple[float, ...],
+                          timeout_s: float) -> list[Capture]:
+        raise CapabilityError(f"{self.uri}: no simultaneous capture of several RX channels")
+
+    def _hardware_time_ns(self) -> int:
+        raise CapabilityError(f"{self.uri}: no hardware time")
 
     def _close(self) -> None:
         pass

@@ -30,6 +30,12 @@ RX capture policy (:func:`read_contiguous`)
     timeout, then :class:`DeviceError`.  STREAM_ERROR, NOT_SUPPORTED,
     TIME_ERROR, UNDERFLOW and unknown codes raise :class:`DeviceError` at once.
 
+Hardware time
+    A device that reports ``hasHardwareTime()`` (a USRP, a bladeRF) has the ``"hardware_time"``
+    timing capability: ``transmit(..., at_time_ns=T)`` flags the first ``writeStream`` HAS_TIME with
+    ``timeNs=T`` (the burst starts at that device time), ``hardware_time_ns()`` is ``getHardwareTime()``,
+    and each capture's ``meta.time_ns`` is the ``timeNs`` of its first sample (``readStream``, HAS_TIME).
+
 TX
     ``transmit`` starts a background writer thread (cyclic: the waveform
     repeated until ``stop_tx``; burst: written once, the last packet flagged
@@ -338,7 +344,7 @@ class TxWorker:
 
     def __init__(self, dev, stream, data: np.ndarray, cyclic: bool, fs_hz: float, mtu: int,
                  faults: list[dict], lock: threading.Lock, stall_s: float = 2.0,
-                 timeout_us: int = 100_000):
+                 timeout_us: int = 100_000, start_time_ns: int | None = None):
         self.dev, self.stream, self.cyclic, self.fs_hz = dev, stream, cyclic, fs_hz
         self.mtu = max(1, int(mtu))
         self.n = data.shape[0]
@@ -347,6 +353,7 @@ class TxWorker:
         self.data = np.ascontiguousarray(np.concatenate([data] * reps) if reps > 1 else data)
         self.faults, self.lock = faults, lock
         self.stall_s, self.timeout_us = stall_s, timeout_us
+        self.start_time_ns = start_time_ns  # the first write is flagged HAS_TIME at this device time
         self.stop_event = threading.Event()
         self.done = threading.Event()
         self.error: str | None = None
@@ -407,8 +414,12 @@ class TxWorker:
             else:
                 chunk = self.data[pos:pos + self.mtu]
                 flags = END_BURST if pos + chunk.shape[0] >= self.n else 0
-            ret = int(self.dev.writeStream(self.stream, [chunk], chunk.shape[0], flags,
-                                           timeoutUs=self.timeout_us).ret)
+            if self.samples_written == 0 and self.start_time_ns is not None:
+                ret = int(self.dev.writeStream(self.stream, [chunk], chunk.shape[0], flags | HAS_TIME,
+                                               timeNs=int(self.start_time_ns), timeoutUs=self.timeout_us).ret)
+            else:
+                ret = int(self.dev.writeStream(self.stream, [chunk], chunk.shape[0], flags,
+                                               timeoutUs=self.timeout_us).ret)
             if ret > 0:
                 ret = min(ret, chunk.shape[0])
                 self.samples_written += ret
@@ -510,6 +521,8 @@ class SoapyRadio(Radio):
             return Range(min(r.low for r in rs), max(r.high for r in rs)) if rs else Range(0.0, 0.0)
 
         self.hardware_info = hw
+        has_time = getattr(dev, "hasHardwareTime", None)  # (absent on some hosts' bindings and fakes)
+        hw_time = bool(_call(has_time, "", default=False)) if has_time is not None else False
         return Capabilities(
             driver=f"soapy/{driver_key}",
             tune_range_hz=_span([r for i in all_info for r in i.freq_hz]),
@@ -520,6 +533,7 @@ class SoapyRadio(Radio):
             tx_full_scale_dbm=tx_fs_dbm, rx_full_scale_dbm=rx_fs_dbm,
             serial=serial,
             description=" ".join(x for x in (hw_key, ", ".join(f"{k}={v}" for k, v in hw.items())) if x),
+            timing=("hardware_time",) if hw_time else (),
         )
 
     @property
@@ -647,11 +661,21 @@ class SoapyRadio(Radio):
             extra["hw_time_ns"] = res.hw_time_ns
         meta = CaptureMeta(config=cfg, timestamp=res.first_sample_time, n_samples=n_samples,
                            overflow=res.overflow, dropped_samples=res.dropped_samples,
-                           overload=clipped > 0, clipped_samples=clipped, extra=extra)
+                           overload=clipped > 0, clipped_samples=clipped, extra=extra,
+                           time_ns=res.hw_time_ns if "hardware_time" in self._caps.timing else None)
         return Capture(samples=x, meta=meta)
 
     # ----- TX --------------------------------------------------------------------------
-    def _transmit(self, samples: np.ndarray, cyclic: bool) -> None:
+    def _hardware_time_ns(self) -> int:
+        try:
+            return int(self._dev.getHardwareTime(""))
+        except Exception as e:  # noqa: BLE001 - SoapySDR raises RuntimeError for driver errors
+            raise DeviceError(f"{self.uri}: getHardwareTime failed: {e}") from e
+
+    def _transmit_at(self, samples: np.ndarray, cyclic: bool, time_ns: int) -> None:
+        self._transmit(samples, cyclic, time_ns)
+
+    def _transmit(self, samples: np.ndarray, cyclic: bool, start_time_ns: int | None = None) -> None:
         cfg = self._tx_config
         fmt, full = self._format("tx", cfg.channel)
         if fmt == CF32:
@@ -672,7 +696,7 @@ class SoapyRadio(Radio):
             self._tx_faults.clear()
             self._tx_faults_reported = 0
         self._tx_worker = TxWorker(dev, self._tx_stream, data, cyclic, cfg.sample_rate_hz, mtu,
-                                   self._tx_faults, self._tx_lock)
+                                   self._tx_faults, self._tx_lock, start_time_ns=start_time_ns)
         self._tx_worker.start()
 
     def wait_tx(self, timeout_s: float | None = None) -> bool:

@@ -3,7 +3,9 @@
 The only code that plays and captures for a plan step. It runs exactly the
 declared :class:`~harness.capture.Acquisition` list, in order: tune where the
 LO or rate changes, play the stimulus at its level (or stop the
-transmitter), let the DUT settle (captured and discarded: on hardware it takes
+transmitter; a capture that ``requires`` timing is played at a commanded
+hardware time, or captured with the rig's reference channel as a second
+record), let the DUT settle (captured and discarded: on hardware it takes
 that long, and a simulated DUT lives through the same samples), then take
 the capture that becomes a record. An adaptive sweep may stop before its
 optional captures; it can never take one it did not declare.
@@ -53,12 +55,17 @@ def acquire(ctx: StepContext, acquisitions: list[Acquisition],
             if tuned != (a.freq_hz, a.sample_rate_hz, a.span_hz):
                 rig.tune(a.freq_hz, a.sample_rate_hz, a.span_hz)
                 tuned = (a.freq_hz, a.sample_rate_hz, a.span_hz)
+            timed = "timing" in a.requires
             if a.stimulus is None:
                 rig.stop()
             else:
-                rig.play(a.stimulus.waveform(), a.power_dbm)
+                rig.play(a.stimulus.waveform(), a.power_dbm, **({"timed": True} if timed else {}))
             settle(rig, a.settle_s, a.sample_rate_hz)
-            records.append(rig.capture(a.n_samples, label=a.label))
+            if timed and rig.timing_method() == "reference_channel":
+                # the DUT output and, on the same clock, its input through the rig's splitter: two records
+                records.extend(rig.capture_with_reference(a.n_samples, label=a.label))
+            else:
+                records.append(rig.capture(a.n_samples, label=a.label))
             ctx.progress(i + 1, len(acquisitions))
             nxt = acquisitions[i + 1] if i + 1 < len(acquisitions) else None
             if nxt is not None and nxt.optional and done is not None and done(records):

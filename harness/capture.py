@@ -99,7 +99,9 @@ class Acquisition:
     settle_s: float = 0.0
     thru: bool = False
     optional: bool = False
-    #: what the analysis needs of the radio besides samples: "tx_timing" (captures timed against the TX)
+    #: what the analysis needs of the rig besides samples: "timing" (the capture timed against the TX: the
+    #: radio's hardware time, or a reference channel the rig splits off the DUT input, captured with it as a
+    #: second record labelled ``<label>.reference``; see :meth:`harness.rig.Rig.timing_method`)
     requires: tuple[str, ...] = ()
 
 
@@ -116,11 +118,13 @@ class TxRecord:
     stimulus: StimulusRef | None = None
     #: stated bound (dB) on the level where it lies outside the calibrated levels (0: inside, or nominal paths)
     level_bound_db: float = 0.0
+    #: device time (ns, hardware time) at which stimulus sample 0 left the TX port (None: not timed)
+    start_time_ns: int | None = None
 
     def to_dict(self) -> dict:
         return {"freq_hz": self.freq_hz, "power_dbm": self.power_dbm, "tx_gain_db": self.tx_gain_db,
                 "digital_rms_dbfs": self.digital_rms_dbfs, "port_power_dbm": self.port_power_dbm,
-                "level_bound_db": self.level_bound_db,
+                "level_bound_db": self.level_bound_db, "start_time_ns": self.start_time_ns,
                 "stimulus": self.stimulus.to_dict() if self.stimulus else None}
 
     @classmethod
@@ -128,7 +132,8 @@ class TxRecord:
         st = d.get("stimulus")
         return cls(float(d["freq_hz"]), float(d["power_dbm"]), float(d["tx_gain_db"]), float(d["digital_rms_dbfs"]),
                    float(d["port_power_dbm"]), StimulusRef.from_dict(st) if st else None,
-                   float(d.get("level_bound_db") or 0.0))
+                   float(d.get("level_bound_db") or 0.0),
+                   None if d.get("start_time_ns") is None else int(d["start_time_ns"]))
 
     def waveform(self) -> Waveform:
         if self.stimulus is None:
@@ -150,8 +155,10 @@ class CaptureRecord:
     label: str = ""
     rf_bandwidth_hz: float | None = None
     timestamp_s: float | None = None  # host POSIX time of the first sample, as well as the driver knows it
-    #: which transmitted sample was leaving the TX port when this capture began (radios sharing a TX/RX clock)
-    tx_sample_index: int | None = None
+    #: device time (ns, hardware time) of the first sample, on the clock of ``tx.start_time_ns`` (None: none)
+    rx_time_ns: int | None = None
+    #: the radio's RX channel (a reference channel's record is 1 on a rig with a splitter at the DUT input)
+    rx_channel: int = 0
     overflow: bool = False
     underflow: bool = False
     dropped_samples: int = 0
@@ -187,7 +194,7 @@ class CaptureRecord:
         return self.tx.waveform()
 
     _META = ("label", "sample_rate_hz", "freq_hz", "rx_gain_db", "full_scale_dbm", "rf_bandwidth_hz", "timestamp_s",
-             "tx_sample_index", "overflow", "underflow", "dropped_samples", "overload", "clipped_samples",
+             "rx_time_ns", "rx_channel", "overflow", "underflow", "dropped_samples", "overload", "clipped_samples",
              "retries", "peak_dbfs", "dut_bypassed", "calibration")
 
     def meta(self) -> dict:

@@ -240,7 +240,8 @@ def cmd_emulate(args) -> int:
         return 2
     bench = build_bench(**spec.bench_options(seed=args.seed))
     print(f"emulated PlutoSDR streaming rig {spec.name} on ip:127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
-    run_emulator(bench, args.port, model=args.model)
+    # a rig with a reference channel is a Pluto in 2r2t mode: its bench feeds the second receiver
+    run_emulator(bench, args.port, model=args.model, mode="2r2t" if bench.reference_path is not None else "1r1t")
     return 0
 
 

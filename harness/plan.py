@@ -424,10 +424,10 @@ def _check_acquisition(a: Acquisition, plan: Plan, rig) -> str | None:
         problem = rig.bypass_problem()
         if problem:
             return f"a thru step needs the DUT bypassed, and {problem}"
-    if "tx_timing" in a.requires and rig.caps.timing != "tx_timestamps":
-        return (f"the analysis needs captures timed against the transmitter, and {rig.caps.driver} does not "
-                f"timestamp them (timing: {rig.caps.timing or 'none'}); an absolute delay cannot be measured "
-                f"on this rig")
+    if "timing" in a.requires:
+        problem = rig.timing_problem()
+        if problem:
+            return f"the analysis needs the capture timed against the transmitter, and {problem}"
     limits = rig.spec.limits
     if a.power_dbm is not None:
         if not a.thru and limits.max_dut_input_dbm is not None and a.power_dbm > limits.max_dut_input_dbm + 1e-9:

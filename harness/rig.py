@@ -42,6 +42,15 @@ class PortSpec:
 
 
 @dataclass
+class RxPortSpec(PortSpec):
+    reference_channel: int | None = field(default=None, metadata={
+        "doc": "RX channel fed by a splitter at the DUT input (paths.reference): the delay measurement's "
+               "reference, captured with the DUT output on one clock; omitted: none"})
+    reference_gain_db: float | None = field(default=None, metadata={
+        "doc": "fixed gain of the reference channel; omitted: set from the stimulus level and paths.reference"})
+
+
+@dataclass
 class CalibrationSpec:
     tx_full_scale_dbm: float | None = field(default=None, metadata={
         "doc": "TX port power of a full-scale CW at TX gain 0 dB; default: the device's nominal value"})
@@ -82,9 +91,12 @@ class RigSpec:
     dut_to_rx: RFPath
     description: str = ""
     tx: PortSpec = field(default_factory=PortSpec)
-    rx: PortSpec = field(default_factory=PortSpec)
+    rx: RxPortSpec = field(default_factory=RxPortSpec)
     calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
     limits: RigLimits = field(default_factory=RigLimits)
+    #: DUT input plane (a splitter there) to the reference RX channel, None: no reference channel
+    reference_path: RFPath | None = None
+    sim_reference_path: RFPath | None = None
     dut: Any = None  # simulated DUT model (sim rigs only)
     dut_model: str | None = None
     sim: Any = None  # the simulated radio's physics: the sim: driver's 'sim' option (sim rigs only)
@@ -121,8 +133,12 @@ class RigSpec:
     def bench_options(self, seed: int | None = None) -> dict[str, Any]:
         """A simulated rig's bench as options of the sim: driver: the radio's physics, the DUT, the physical
         paths (``sim: paths:``, else the declared ones) and the seed (None: the ``sim`` section's)."""
-        return {"sim": self.sim, "dut": self.dut, "tx_path": self.sim_tx_to_dut or self.tx_to_dut,
-                "rx_path": self.sim_dut_to_rx or self.dut_to_rx, "seed": seed}
+        out = {"sim": self.sim, "dut": self.dut, "tx_path": self.sim_tx_to_dut or self.tx_to_dut,
+               "rx_path": self.sim_dut_to_rx or self.dut_to_rx, "seed": seed}
+        ref = self.sim_reference_path or self.reference_path
+        if ref is not None:  # (the option only appears on a rig with a splitter: other drivers never see it)
+            out["reference_path"] = ref
+        return out
 
     def radio_options(self, seed: int | None = None) -> tuple[str, dict[str, Any]]:
         """The URI and options :meth:`Rig.open` opens the radio with.
@@ -142,7 +158,7 @@ class _RigFile:
     device: str = field(metadata={"doc": "radio URI: sim:, pluto:ip:192.168.2.1, soapy:driver=uhd, ..."})
     description: str = ""
     tx: PortSpec = field(default_factory=PortSpec)
-    rx: PortSpec = field(default_factory=PortSpec)
+    rx: RxPortSpec = field(default_factory=RxPortSpec)
     calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
     limits: RigLimits = field(default_factory=RigLimits)
     emulate: Literal["pluto"] | None = field(default=None, metadata={
@@ -196,8 +212,8 @@ def _parse_paths(node: Any, what: str, file: str | None, line: int | None) -> tu
     if not isinstance(node, dict):
         raise sec.error(f"expected a mapping with 'tx_to_dut' and 'dut_to_rx', got {kind_of(node)}")
     for key in node:
-        if key not in ("tx_to_dut", "dut_to_rx"):
-            raise sec.error(f"unknown path {excerpt(key)}; known: dut_to_rx, tx_to_dut", key)
+        if key not in ("tx_to_dut", "dut_to_rx", "reference"):
+            raise sec.error(f"unknown path {excerpt(key)}; known: dut_to_rx, reference, tx_to_dut", key)
     for key in ("tx_to_dut", "dut_to_rx"):
         if key not in node:
             raise sec.error(f"missing path {key!r}")
@@ -215,6 +231,13 @@ def parse_dut_model(node: Any, what: str, file: str | None, line: int | None,
     return node["model"], build(cls, node, f"{what} ({node['model']})", file, line, ignore=("model",))
 
 
+def _reference_path(node: Any, what: str, file: str | None) -> RFPath | None:
+    """The optional ``reference`` path of a paths section (None when absent)."""
+    if not isinstance(node, dict) or "reference" not in node:
+        return None
+    return _parse_path(node["reference"], f"{what}.reference", file, node.line_of("reference"))
+
+
 #: a path has at most this many elements
 MAX_PATH_ELEMENTS = 50
 
@@ -228,10 +251,18 @@ def load_rig(path: str | Path) -> RigSpec:
     if "paths" not in data:
         raise ConfigError("rig: missing section 'paths' (tx_to_dut, dut_to_rx)", file, 1)
     tx_path, rx_path = _parse_paths(data["paths"], "paths", file, data.line_of("paths"))
+    ref_path = _reference_path(data["paths"], "paths", file)
     spec = RigSpec(name=head.name, device=head.device, tx_to_dut=tx_path, dut_to_rx=rx_path,
                    description=head.description, tx=head.tx, rx=head.rx, calibration=head.calibration,
                    limits=head.limits, file=file, setup_sha256=setup_hash(data), emulate=head.emulate,
-                   dut_bypass=head.dut_bypass)
+                   dut_bypass=head.dut_bypass, reference_path=ref_path)
+    if (head.rx.reference_channel is None) != (ref_path is None):
+        raise ConfigError("rig: a reference channel needs both rx.reference_channel (the RX channel the splitter "
+                          "feeds) and paths.reference (DUT input plane to that channel, the splitter first)", file,
+                          data.line_of("rx") if "rx" in data else data.line_of("paths"))
+    if head.rx.reference_channel is not None and head.rx.reference_channel == head.rx.channel:
+        raise ConfigError(f"rig: rx.reference_channel {head.rx.reference_channel} is the DUT output's channel",
+                          file, data.line_of("rx"))
     if spec.emulate and not spec.device.startswith(f"{spec.emulate}:"):
         raise ConfigError(f"rig: an emulated {spec.emulate} needs device '{spec.emulate}:' (its address is filled in "
                           f"when the emulator starts)", file, data.line_of("device"))
@@ -245,6 +276,7 @@ def load_rig(path: str | Path) -> RigSpec:
         if isinstance(sim_node, dict) and "paths" in sim_node:
             spec.sim_tx_to_dut, spec.sim_dut_to_rx = _parse_paths(sim_node["paths"], "sim.paths", file,
                                                                   sim_node.line_of("paths"))
+            spec.sim_reference_path = _reference_path(sim_node["paths"], "sim.paths", file)
     else:
         for key in ("dut", "sim"):
             if key in data:
@@ -341,6 +373,32 @@ class Rig:
             raise DeviceError(f"rig {self.spec.name!r} declares no DUT bypass (dut_bypass: none): thru and "
                               f"floor steps cannot replace the DUT")
         self.dut_bypassed = bool(on)
+
+    # ----- timing against the transmitter (the delay measurement)
+    def timing_method(self) -> str | None:
+        """How this rig times captures against its transmitter: ``"reference_channel"`` (the rig declares a
+        splitter at the DUT input onto an RX channel the radio captures with the DUT output's, on one
+        clock), ``"hardware_time"`` (the radio's timestamped streams), or None (:meth:`timing_problem`)."""
+        ref = self.spec.rx.reference_channel
+        if ref is not None and "coherent_rx" in self.caps.timing and ref < self.caps.rx_channels:
+            return "reference_channel"
+        if "hardware_time" in self.caps.timing:
+            return "hardware_time"
+        return None
+
+    def timing_problem(self) -> str | None:
+        """Why captures cannot be timed against the transmitter on this rig (None: they can)."""
+        if self.timing_method() is not None:
+            return None
+        ref = self.spec.rx.reference_channel
+        if ref is not None:
+            why = ("cannot capture RX channels together on one clock" if "coherent_rx" not in self.caps.timing
+                   else f"has no RX channel {ref} ({self.caps.rx_channels} RX channel"
+                        f"{'s' if self.caps.rx_channels != 1 else ''})")
+            return (f"the rig declares reference channel {ref}, but {self.caps.driver} {why}, and the radio has "
+                    f"no hardware time")
+        return (f"the radio has no hardware time and the rig declares no reference channel ({self.caps.driver}: "
+                f"declare rx.reference_channel and paths.reference for a splitter at the DUT input)")
 
     def bypass_problem(self) -> str | None:
         """Why a thru cannot be put in place of the DUT on this rig (None: it can)."""
@@ -452,8 +510,15 @@ class Rig:
             self.device_time_s += time.perf_counter() - t0
         self._rx_gain_db = actual.gain_db
 
-    def play(self, waveform: Waveform, power_dbm: float | None = None) -> TxSetting:
-        """Transmit ``waveform`` cyclically at ``power_dbm`` (default: its own) at the DUT input."""
+    #: a timed start is commanded this far ahead of the device clock on a board whose clock runs in real time
+    TIMED_START_LEAD_S = 0.05
+
+    def play(self, waveform: Waveform, power_dbm: float | None = None, timed: bool = False) -> TxSetting:
+        """Transmit ``waveform`` cyclically at ``power_dbm`` (default: its own) at the DUT input.
+
+        ``timed`` on a hardware-time rig: sample 0 leaves at a commanded device time (recorded as the
+        TX record's ``start_time_ns``), and this returns once the device clock has passed it.
+        """
         if self._freq_hz is None:
             raise DeviceError("rig: tune() before play()")
         if abs(waveform.sample_rate_hz - self._rate_hz) > 1e-6 * self._rate_hz:
@@ -486,12 +551,19 @@ class Rig:
                                  f"({rms_dbfs:.1f} dBFS at minimum gain)")
             if rms_dbfs > best_rms_dbfs + 0.5:
                 raise LevelError(f"TX gain setting {actual.gain_db:g} dB leaves too little digital headroom")
-            self.radio.transmit(x * np.float32(10 ** (rms_dbfs / 20)), cyclic=True)
+            at_ns = None
+            if timed and self.timing_method() == "hardware_time":
+                lead_s = float(getattr(self.radio, "timed_start_lead_s", self.TIMED_START_LEAD_S))
+                at_ns = self.radio.hardware_time_ns() + int(round(lead_s * 1e9))
+            self.radio.transmit(x * np.float32(10 ** (rms_dbfs / 20)), cyclic=True, at_time_ns=at_ns)
+            if at_ns is not None and lead_s > 0:
+                time.sleep(lead_s)  # a real board's clock runs with the wall clock: the start is past
         finally:
             self.device_time_s += time.perf_counter() - t0
         port_dbm = self.tx_full_scale_dbm + actual.gain_db + rms_dbfs  # nominal port level, for the record
         bound = 0.0 if self.calibration is None else self.calibration.level_bound_db(self._freq_hz, power)
-        self.tx_setting = TxRecord(self._freq_hz, power, actual.gain_db, rms_dbfs, port_dbm, waveform.source, bound)
+        self.tx_setting = TxRecord(self._freq_hz, power, actual.gain_db, rms_dbfs, port_dbm, waveform.source, bound,
+                                   at_ns)
         return self.tx_setting
 
     def stop(self) -> bool:
@@ -520,13 +592,42 @@ class Rig:
         as delivered, the settings actually applied, what was playing, the
         integrity flags and the dBFS -> dBm scaling with the calibration behind it.
         """
+        return self._capture(n_samples, autorange, label, False)[0]
+
+    #: the reference channel's RMS level aimed at (dBFS): room for a 12 dB crest factor and 12-bit resolution
+    REFERENCE_RMS_DBFS = -20.0
+
+    def capture_with_reference(self, n_samples: int, label: str = "") -> tuple[CaptureRecord, CaptureRecord]:
+        """The DUT output (as :meth:`capture`) and, taken at the same instants on the same clock, the DUT input
+        through the rig's reference channel (record ``<label>.reference``, scaled to the DUT input plane by
+        the nominal ``paths.reference``)."""
+        if self.timing_method() != "reference_channel":
+            raise DeviceError(f"rig {self.spec.name!r} has no reference channel: {self.timing_problem()}")
+        return self._capture(n_samples, True, label, True)
+
+    def _reference_gain_db(self) -> float:
+        if self.spec.rx.reference_gain_db is not None:
+            return float(self.spec.rx.reference_gain_db)
+        gr = self.caps.rx_gain_range_db
+        if self.tx_setting is None:
+            return gr.high
+        port_dbm = self.tx_setting.power_dbm + float(self.spec.reference_path.gain_db_at(self._freq_hz))
+        return float(gr.clip(self.REFERENCE_RMS_DBFS - port_dbm + self.rx_full_scale_dbm))
+
+    def _capture(self, n_samples: int, autorange: bool, label: str, reference: bool):
         gr = self.caps.rx_gain_range_db
         fixed = self.spec.rx.gain_db is not None or not autorange
         ceiling = gr.high  # a gain that overloaded is never tried again: a fluctuating signal cannot make it hunt
         retries = 0
+        ref_gain = self._reference_gain_db() if reference else None
+        ref_cap = None
         for _attempt in range(10):
-            cap, tries = self._intact_capture(n_samples)
+            cap, ref_cap, tries = self._intact_capture(n_samples, ref_gain)
             retries += tries
+            if ref_cap is not None and ref_cap.meta.overload and self.spec.rx.reference_gain_db is None \
+                    and ref_gain > gr.low:
+                ref_gain = gr.clip(ref_gain - 10.0)  # the reference channel clipped: again, 10 dB lower
+                continue
             s = cap.samples
             peak_lin = float(max(np.max(np.abs(s.real)), np.max(np.abs(s.imag)), 1e-12))
             peak_dbfs = 20 * math.log10(peak_lin)
@@ -548,40 +649,71 @@ class Rig:
         if cap.meta.overload:
             raise DeviceError(f"RX overload at gain {self._rx_gain_db:g} dB (range {gr.describe('dB')}): the DUT "
                               f"output is too strong or too unsteady for the rig (add attenuation in dut_to_rx)")
+        if ref_cap is not None and ref_cap.meta.overload:
+            raise DeviceError(f"reference channel overload at gain {ref_gain:g} dB: add attenuation in "
+                              f"paths.reference")
+        tx = self.tx_setting
+        if (tx is not None and tx.start_time_ns is not None and cap.meta.time_ns is not None
+                and cap.meta.time_ns < tx.start_time_ns):
+            raise DeviceError(f"the capture began at device time {cap.meta.time_ns} ns, before the timed "
+                              f"transmission's start {tx.start_time_ns} ns")
         fs_dbm = self.rx_full_scale_dbm - cap.meta.config.gain_db
         port_dbm = 10 * math.log10(max(float(np.mean(np.abs(s) ** 2)), 1e-30)) + fs_dbm
         if port_dbm > self.spec.limits.max_rx_input_dbm:
             self.stop()
             raise LevelError(f"{port_dbm:.1f} dBm at the RX port exceeds its limit "
                              f"{self.spec.limits.max_rx_input_dbm:g} dBm; transmitter stopped")
-        cfg, meta = cap.meta.config, cap.meta
-        out_fs_dbm = self.output_dbm_at_0dbfs(cfg.freq_hz) - cfg.gain_db
-        extra = {k: v for k, v in meta.extra.items() if k != "tx_sample_index"}
-        tx_index = meta.extra.get("tx_sample_index")
-        return CaptureRecord(
-            samples=np.asarray(s, dtype=np.complex64), sample_rate_hz=cfg.sample_rate_hz, freq_hz=cfg.freq_hz,
-            rx_gain_db=cfg.gain_db, full_scale_dbm=out_fs_dbm, tx=self.tx_setting, label=label,
-            rf_bandwidth_hz=cfg.rf_bandwidth_hz, timestamp_s=meta.timestamp,
-            tx_sample_index=None if tx_index is None else int(tx_index), overflow=meta.overflow,
-            underflow=_underflow(meta), dropped_samples=meta.dropped_samples, retries=retries,
-            overload=meta.overload, clipped_samples=meta.clipped_samples, peak_dbfs=peak_dbfs,
-            dut_bypassed=self.dut_bypassed, calibration=self._calibration_id(), extra=extra)
+        out_fs_dbm = self.output_dbm_at_0dbfs(cap.meta.config.freq_hz) - cap.meta.config.gain_db
+        records = [self._record(cap, out_fs_dbm, label, retries, peak_dbfs)]
+        if ref_cap is not None:
+            rs = ref_cap.samples
+            ref_port_dbm = (10 * math.log10(max(float(np.mean(np.abs(rs) ** 2)), 1e-30)) + self.rx_full_scale_dbm
+                            - ref_cap.meta.config.gain_db)
+            if ref_port_dbm > self.spec.limits.max_rx_input_dbm:
+                self.stop()
+                raise LevelError(f"{ref_port_dbm:.1f} dBm at the reference RX port exceeds its limit "
+                                 f"{self.spec.limits.max_rx_input_dbm:g} dBm; transmitter stopped")
+            f = ref_cap.meta.config.freq_hz
+            ref_fs_dbm = self.rx_full_scale_dbm - ref_cap.meta.config.gain_db - float(
+                self.spec.reference_path.gain_db_at(f))
+            ref_peak = 20 * math.log10(float(max(np.max(np.abs(rs.real)), np.max(np.abs(rs.imag)), 1e-12)))
+            records.append(self._record(ref_cap, ref_fs_dbm, f"{label}.reference", retries, ref_peak))
+        return records
 
-    def _intact_capture(self, n_samples: int):
+    def _record(self, cap, full_scale_dbm: float, label: str, retries: int, peak_dbfs: float) -> CaptureRecord:
+        cfg, meta = cap.meta.config, cap.meta
+        return CaptureRecord(
+            samples=np.asarray(cap.samples, dtype=np.complex64), sample_rate_hz=cfg.sample_rate_hz,
+            freq_hz=cfg.freq_hz, rx_gain_db=cfg.gain_db, full_scale_dbm=full_scale_dbm, tx=self.tx_setting,
+            label=label, rf_bandwidth_hz=cfg.rf_bandwidth_hz, timestamp_s=meta.timestamp,
+            rx_time_ns=None if meta.time_ns is None else int(meta.time_ns), rx_channel=int(cfg.channel),
+            overflow=meta.overflow, underflow=_underflow(meta), dropped_samples=meta.dropped_samples,
+            retries=retries, overload=meta.overload, clipped_samples=meta.clipped_samples, peak_dbfs=peak_dbfs,
+            dut_bypassed=self.dut_bypassed, calibration=self._calibration_id(), extra=dict(meta.extra))
+
+    def _intact_capture(self, n_samples: int, reference_gain_db: float | None = None):
         """A capture without lost samples: one with an RX overflow, dropped samples or a TX underflow is taken
-        again, at most INTEGRITY_RETRIES times (never stitched). Returns (capture, retries); exhaustion raises
-        DeviceError naming the faults."""
+        again, at most INTEGRITY_RETRIES times (never stitched). Returns (capture, reference capture or None,
+        retries); exhaustion raises DeviceError naming the faults. ``reference_gain_db``: the reference
+        channel is captured too, at that gain."""
         for attempt in range(self.INTEGRITY_RETRIES + 1):
             t0 = time.perf_counter()
             try:
-                cap = self.radio.capture(n_samples)
+                if reference_gain_db is None:
+                    cap, ref = self.radio.capture(n_samples), None
+                else:
+                    cap, ref = self.radio.capture_channels(
+                        n_samples, (self.spec.rx.channel, self.spec.rx.reference_channel),
+                        (self._rx_gain_db, reference_gain_db))
             finally:
                 self.device_time_s += time.perf_counter() - t0
             faults = [f for f in cap.meta.faults() if not f.startswith("ADC overload")]
+            if ref is not None:
+                faults += [f"reference channel {f}" for f in ref.meta.faults() if not f.startswith("ADC overload")]
             if _underflow(cap.meta):
                 faults.append("TX underflow")
             if not faults:
-                return cap, attempt
+                return cap, ref, attempt
         raise DeviceError(f"capture corrupted in {self.INTEGRITY_RETRIES + 1} attempts "
                           f"(last: {', '.join(faults)}): samples were lost between the radio and the host")
 

@@ -21,7 +21,10 @@ from a computation written here, never from the function under test:
   points for 1-15 %; the rig's own EVM (LO leakage, IQ imbalance, phase
   noise) is removed root-sum-square by a thru floor step.
 * Delay: repeater ``truth()["delay_s"]`` (group delay of its realised filter
-  plus delay line); a thru step removes the rig's cables. Bound ±1 ns.
+  plus delay line); a thru step removes the rig's cables. Bound ±1 ns, by
+  each timing method: hardware time (``sim-repeater-utra``), reference
+  channel (``sim-repeater-utra-reference``, and through the emulated Pluto in
+  2r2t mode, ``pluto-emulated-repeater-utra``).
 * Frequency error: repeater ``freq_error_ppm`` x pass-band centre (2.14 GHz),
   computed here. Bound ±1 Hz (the rig's TX phase noise alone gives 0.3 Hz rms
   over the 137 ms capture).
@@ -474,9 +477,9 @@ UTRA_LOW_HZ, UTRA_HIGH_HZ = 2137.6e6, 2142.6e6  # the stock UTRA repeater rig's 
 UTRA_CENTRE_HZ = 0.5 * (UTRA_LOW_HZ + UTRA_HIGH_HZ)
 
 
-def repeater_rig(tmp: Path, **dut) -> Path:
+def repeater_rig(tmp: Path, base: str = "sim-repeater-utra.yaml", **dut) -> Path:
     """The stock UTRA repeater bench (20 dB pad in, 60 dB out), conducted: no antenna feedback."""
-    return write_rig(tmp, base="sim-repeater-utra.yaml", dut={"isolation_db": None, **dut})
+    return write_rig(tmp, base=base, dut={"isolation_db": None, **dut})
 
 
 @dataclass(frozen=True)
@@ -507,14 +510,24 @@ steps:
 DELAY_BOUND_S = 1e-9
 
 
-def delay_rows(tmp: Path, case: DelayCase, seed: int) -> list[Row]:
-    """Delay step with a thru floor vs the repeater's realised group delay at the pass-band centre."""
-    res, rig = run(tmp, repeater_rig(tmp, delay_s=case.delay_s, transition_hz=case.transition_hz),
+#: the delay measurement's timing methods and a stock rig that has each
+DELAY_METHODS = {"hardware_time": "sim-repeater-utra.yaml", "reference_channel": "sim-repeater-utra-reference.yaml",
+                 "reference_channel (emulated Pluto 2r2t)": "pluto-emulated-repeater-utra.yaml"}
+
+
+def delay_rows(tmp: Path, case: DelayCase, seed: int, method: str = "hardware_time") -> list[Row]:
+    """Delay step with a thru floor vs the repeater's realised group delay at the pass-band centre, on the
+    stock rig of timing ``method`` (:data:`DELAY_METHODS`)."""
+    res, rig = run(tmp, repeater_rig(tmp, DELAY_METHODS[method], delay_s=case.delay_s,
+                                     transition_hz=case.transition_hz),
                    DELAY_PLAN.format(fc_mhz=UTRA_CENTRE_HZ / 1e6), seed)
     truth = rig.dut.truth(UTRA_CENTRE_HZ, 30.72e6)["delay_s"]
     m = record(res, "delay", "delay_s")
+    used = next(s for s in res["steps"] if s["name"] == "delay")["info"]["method"]
+    assert method.startswith(used), (method, used)  # the rig's method, not another
     note = f"raw {m['raw_value'] * 1e9:.3f} ns, thru {m['floor'] * 1e9:.3f} ns" if "floor" in m else ""
-    return [Row("delay", case.name, "delay (ns)", truth * 1e9, m["value"] * 1e9, DELAY_BOUND_S * 1e9, "ns", note)]
+    return [Row("delay", f"{method}: {case.name}", "delay (ns)", truth * 1e9, m["value"] * 1e9,
+                DELAY_BOUND_S * 1e9, "ns", note)]
 
 
 DELAY_CASES = [DelayCase(0.5e-6), DelayCase(2e-6), DelayCase(3.3e-6, 0.5e6), DelayCase(7.654321e-6)]
@@ -523,6 +536,20 @@ DELAY_CASES = [DelayCase(0.5e-6), DelayCase(2e-6), DelayCase(3.3e-6, 0.5e6), Del
 @pytest.mark.parametrize("i, case", list(enumerate(DELAY_CASES)), ids=[c.name for c in DELAY_CASES])
 def test_delay_against_repeater_group_delay(tmp_path, i, case):
     assert_rows(delay_rows(tmp_path, case, seed=60 + i))
+
+
+@pytest.mark.parametrize("i, case", list(enumerate(DELAY_CASES)), ids=[c.name for c in DELAY_CASES])
+def test_delay_by_reference_channel_against_repeater_group_delay(tmp_path, i, case):
+    """The reference-channel method: a splitter at the DUT input onto RX1, lag of output against it minus
+    the thru's; several true delays and seeds."""
+    assert_rows(delay_rows(tmp_path, case, seed=70 + i, method="reference_channel"))
+
+
+@pytest.mark.parametrize("i, case", list(enumerate(DELAY_CASES[1:3])), ids=[c.name for c in DELAY_CASES[1:3]])
+def test_delay_by_reference_channel_through_the_emulated_pluto(tmp_path, i, case):
+    """The same through the pluto: driver (pyadi-iio rx_enabled_channels=[0, 1]) and an emulated Pluto in
+    2r2t mode: a board without hardware time."""
+    assert_rows(delay_rows(tmp_path, case, seed=80 + i, method="reference_channel (emulated Pluto 2r2t)"))
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,8 @@ def test_level_outside_the_calibration_is_refused_or_bounded(tmp_path):
 
 
 def test_delay_needs_a_radio_that_times_captures_against_its_transmitter(tmp_path, capsys):
-    """A Pluto has no TX/RX timestamps: the delay step is refused before anything transmits (exit 2)."""
+    """A Pluto has no hardware time, and this rig declares no reference channel: the delay step is refused
+    before anything transmits (exit 2), naming the plan line, the step and the reason."""
     plan = write_plan(tmp_path, """\
 name: delay
 dut: {type: amplifier}
@@ -201,9 +202,11 @@ steps:
                  "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and f"{plan}:5: step 'delay', capture 'capture'" in err
-    assert "does not timestamp them (timing: none)" in err
-    with Rig.open(load_rig(RIGS / "sim-amplifier.yaml")) as r:  # the simulated board does
-        assert r.caps.timing == "tx_timestamps" and check_plan_against(load_plan(plan), r)
+    assert "the radio has no hardware time and the rig declares no reference channel" in err
+    assert "Traceback" not in err and not (tmp_path / "run" / "plots").exists()
+    with Rig.open(load_rig(RIGS / "sim-amplifier.yaml")) as r:  # the simulated board has hardware time
+        assert "hardware_time" in r.caps.timing and r.timing_method() == "hardware_time"
+        assert check_plan_against(load_plan(plan), r)
 
 
 THRU_PLAN = """\

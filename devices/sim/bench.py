@@ -10,11 +10,17 @@ loads a waveform, ``read(n)`` returns ``n`` RX samples. Each read is one block:
 2. frequency offset f_tx - f_rx (content pushed beyond +-fs/2 is lost);
 3. tx_path -> dut -> rx_path at the RX centre frequency (tx_path -> rx_path
    when ``bypass_dut`` is set: the rig's own floor, the DUT left untouched);
+   a second receiver (RX channel 1, :meth:`SimBench.read_channels`) sees the
+   DUT input through ``reference_path`` (a splitter there), on the same block;
 4. RX port: thermal noise kT0*F*fs, scaling to full scale, ADC quantisation
    with clipping.
 
 The bench keeps a sample clock: every read starts ``n`` + a random gap after
-the previous one, so captures land at random phases of a cyclic waveform. A
+the previous one, so captures land at random phases of a cyclic waveform.
+That clock is the board's hardware time: :attr:`SimBench.last_rx_index` is the
+index of the last read's first sample, :meth:`SimBench.next_rx_index` where
+the next read may start, and ``start_tx(..., at_index=k)`` makes waveform
+sample 0 leave the TX port at index k. A
 block carries lead-in (path and DUT delays + margin) and tail samples that
 are processed and discarded, so frequency-domain filtering never wraps
 around into the returned samples (a DUT with memory declares it as
@@ -166,7 +172,7 @@ class SimBench:
     """SDR + rig paths + DUT, modelled sample by sample (vectorised per block)."""
 
     def __init__(self, config: SimConfig, tx_path: Path | None, dut, rx_path: Path | None,
-                 seed: int | None = None):
+                 seed: int | None = None, reference_path: Path | None = None):
         if not isinstance(config, SimConfig):
             raise TypeError(f"config must be a SimConfig, got {type(config).__name__}")
         if not hasattr(dut, "process"):
@@ -174,6 +180,8 @@ class SimBench:
         self.config = config
         self.tx_path = tx_path if tx_path is not None else Path([])
         self.rx_path = rx_path if rx_path is not None else Path([])
+        #: what feeds RX channel 1: the DUT input through a splitter (None: nothing connected, noise only)
+        self.reference_path = reference_path
         self.dut = dut
         self.seed = int(config.seed if seed is None else seed)
         self.rng = np.random.default_rng(self.seed)
@@ -185,7 +193,7 @@ class SimBench:
         self._cyclic = True
         self._tx_start: int | None = None  # absolute sample index of waveform sample 0
         self._clock = 0  # absolute index of the next read's first returned sample
-        self.last_tx_index: int | None = None  # see read()
+        self.last_rx_index: int | None = None  # clock index of the last read's first sample
         self._phase = 0.0  # TX phase-noise phase at the last generated sample
         self._phase_clock = 0  # absolute index just after that sample
         # A fixed (seeded) LO leakage phase, as on a real board.
@@ -206,6 +214,7 @@ class SimBench:
             rf_bandwidth_range_hz=Range(c.rf_bandwidth_min_hz, c.rf_bandwidth_max_hz),
             tx_gain_range_db=Range(c.tx_gain_min_db, c.tx_gain_max_db, c.tx_gain_step_db),
             rx_gain_range_db=Range(c.rx_gain_min_db, c.rx_gain_max_db, c.rx_gain_step_db),
+            rx_channels=2,  # a two-receiver board (AD9361-like): RX1 is read with RX0 by read_channels
             tx_full_scale_dbm=c.tx.full_scale_dbm,
             rx_full_scale_dbm=c.rx.full_scale_dbm,
             serial=f"SIM-{self.seed}",
@@ -271,10 +280,11 @@ class SimBench:
         qq, _ = _quantise(q2, tx.bits)
         return iq + 1j * qq
 
-    def start_tx(self, samples: np.ndarray, cyclic: bool) -> None:
+    def start_tx(self, samples: np.ndarray, cyclic: bool, at_index: int | None = None) -> None:
         """Start transmitting ``samples``: repeated if ``cyclic``, else once, then silence.
 
-        A one-shot burst starts 0..1023 samples (at random) into the next read.
+        A one-shot burst starts 0..1023 samples (at random) into the next read;
+        ``at_index``: waveform sample 0 leaves the TX port at that clock index (a timed start).
         """
         x = np.asarray(samples)
         if x.ndim != 1 or x.size == 0:
@@ -285,7 +295,7 @@ class SimBench:
             self._wave = self.tx_digital(x)
             self._idle = complex(self.tx_digital(np.zeros(1))[0])
             self._cyclic = bool(cyclic)
-            self._tx_start = self._clock if cyclic else None
+            self._tx_start = int(at_index) if at_index is not None else (self._clock if cyclic else None)
 
     def stop_tx(self) -> None:
         """Stop transmitting (the port then emits nothing). Safe to call any time."""
@@ -320,8 +330,21 @@ class SimBench:
         return x
 
     # ----- RX -------------------------------------------------------------------
+    def next_rx_index(self) -> int:
+        """The clock index at or after which the next read starts (the board's time now)."""
+        with self._lock:
+            return self._clock
+
     def read(self, n: int) -> tuple[np.ndarray, int]:
         """``n`` contiguous RX samples (complex64, full scale 1.0) and the number of clipped samples."""
+        return self._read(n)[0]
+
+    def read_channels(self, n: int, reference_gain_db: float) -> list[tuple[np.ndarray, int]]:
+        """``n`` samples of RX0 (at the set RX gain) and RX1 (at ``reference_gain_db``) taken at the same
+        instants, each with its clipped-sample count. RX1 sees the DUT input through ``reference_path``."""
+        return self._read(n, float(reference_gain_db))
+
+    def _read(self, n: int, reference_gain_db: float | None = None) -> list[tuple[np.ndarray, int]]:
         n = int(n)
         if n <= 0:
             raise DeviceError(f"sim: read of {n} samples requested")
@@ -336,6 +359,9 @@ class SimBench:
                                   f"vs {fs / 1e6:.6g} MS/s); the simulated SDR needs them equal")
             bypass = bool(self.bypass_dut)
             delay_s = self.tx_path.delay_s + (0.0 if bypass else self._dut_lead_s()) + self.rx_path.delay_s
+            ref_path = self.reference_path if self.reference_path is not None else Path([])
+            if reference_gain_db is not None:
+                delay_s = max(delay_s, self.tx_path.delay_s + ref_path.delay_s)
             lead = int(math.ceil(delay_s * fs)) + _MARGIN
             total = sfft.next_fast_len(lead + n + _MARGIN)
             tail = total - lead - n
@@ -353,19 +379,23 @@ class SimBench:
             if x is None:
                 x = np.zeros(total, dtype=np.complex128)
             y = self.tx_path.apply(x, fc, fs, self.rng)
+            y_ref = None
+            if reference_gain_db is not None:
+                # nothing on RX1 without a reference path: its receiver's noise only
+                y_ref = (np.array(ref_path.apply(y, fc, fs, self.rng), dtype=np.complex128)
+                         if self.reference_path is not None else np.zeros(total, dtype=np.complex128))
             if not bypass:
                 y = self.dut.process(y, fc, fs, self.rng)
             y = self.rx_path.apply(y, fc, fs, self.rng)
             y = np.asarray(y, dtype=np.complex128)[lead:lead + n]
             if y.size != n:
                 raise DeviceError(f"sim: DUT {type(self.dut).__name__} changed the block length")
-            out, clipped = self._rx_port(y, rx.gain_db, fs)
-            # What a radio with one clock for TX and RX timestamps: the cyclic-buffer sample
-            # being sent when the first RX sample was taken (None without cyclic TX).
-            self.last_tx_index = ((self._clock - self._tx_start) % self._wave.size
-                                  if transmitting and self._cyclic else None)
+            out = [self._rx_port(y, rx.gain_db, fs)]
+            if y_ref is not None:
+                out.append(self._rx_port(y_ref[lead:lead + n], reference_gain_db, fs))
+            self.last_rx_index = self._clock  # the hardware time of the first sample, in samples
             self._clock += n + tail + lead + int(self.rng.integers(0, _MAX_GAP))
-            return out, clipped
+            return out
 
     def _dut_lead_s(self) -> float:
         """Lead-in (s) the DUT needs: its group delay, or its memory (``settle_s``) when it declares one."""

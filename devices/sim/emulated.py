@@ -22,7 +22,9 @@ class EmulatedPlutoRadio(PlutoRadio):
 
     def __init__(self, bench: SimBench):
         self.bench = bench
-        self._server, port = pluto_emulator.serve(bench, port=0)
+        # a bench with something on its second receiver is a Pluto in 2r2t mode (fw_setenv mode 2r2t)
+        mode = "2r2t" if getattr(bench, "reference_path", None) is not None else "1r1t"
+        self._server, port = pluto_emulator.serve(bench, port=0, mode=mode)
         try:
             super().__init__(f"pluto:ip:127.0.0.1:{port}", f"ip:127.0.0.1:{port}")
         except BaseException:

@@ -81,7 +81,9 @@ computed; new reads wait for such pending changes.
 Not modelled: FIR passband shape and gain (taken as 0 dB, as pyadi-iio's filters are
 normalised with their GAIN setting), the x8 stage's filter shape (scipy's
 ``resample_poly``), the BBPLL's XO correction (40 MHz exactly), the TX monitor RSSI (0),
-the second AD9361 channel, the auxiliary ADC/DACs, fastlock, triggers.
+the auxiliary ADC/DACs, fastlock, triggers; in ``mode="2r2t"`` (the firmware's ``fw_setenv mode 2r2t``)
+the second receiver is the bench's RX channel 1 (its reference path) with its own manual gain and no
+AGC, on the same timeline as RX1; TX2 drives nothing.
 """
 
 from __future__ import annotations
@@ -135,6 +137,8 @@ AGC_UPDATE_S = 1e-3
 AGC_SLOW_STEP_DB = 2.0
 #: the sample timeline's clocks (see PlutoEmulator)
 CLOCK_MODES = ("lockstep", "paced")
+#: the firmware's channel modes: one receiver and transmitter (as shipped), or both (RX2 = the bench's RX1)
+MODES = ("1r1t", "2r2t")
 #: lockstep: longest an RX block waits for a streaming TX client's next push (s)
 STREAM_WAIT_MAX_S = 1.0
 #: samples by which an RX block overlaps the last one delivered, to align the bench's reads (few: the
@@ -304,11 +308,20 @@ class _Regs:
             raise IIOError(errno.EINVAL, f"bad register access {text!r}")
 
 
+def _rotate(x: np.ndarray, phasor: complex) -> np.ndarray:
+    """``x`` (full scale 1.0) rotated by ``phasor`` and requantised to the 12-bit grid."""
+    y = x.astype(np.complex128) * phasor
+    q = np.rint(y.view(np.float64) * 2048.0)
+    np.clip(q, -2048, 2047, out=q)
+    return (q.view(np.complex128) / 2048.0).astype(np.complex64)
+
+
 class _RxBuffer(BufferHandle):
     def __init__(self, emu: "PlutoEmulator", samples: int, channels: list[IIOChannel]):
         self.emu = emu
         self.samples = samples
-        self.cols = [int(c.id[-1]) for c in channels]  # 0 = I, 1 = Q
+        self.cols = [int(c.id[-1]) for c in channels]  # 0 = I, 1 = Q (2, 3: RX2's, in 2r2t mode)
+        self.rx2 = any(c >= 2 for c in self.cols)
         self.started = False  # a READBUF came since the DMA was enabled
         self.pos = emu._rx_open_position()  # timeline index of this buffer's next sample
         #: the last samples delivered (complex, full scale 1.0) and the timeline index after them
@@ -333,6 +346,8 @@ class _RxBuffer(BufferHandle):
         if level_dbfs is not None:
             with emu.lock:
                 emu._agc(level_dbfs, n_samples / emu.rx_dma_hz)
+        if self.rx2 and iq.shape[1] == 2:  # RF off or RX1-only data: RX2 reads zeros
+            iq = np.concatenate([iq, np.zeros_like(iq)], axis=1)
         if self.cols != [0, 1]:
             iq = np.ascontiguousarray(iq[:, self.cols])
         return iq.tobytes()
@@ -351,7 +366,8 @@ class _TxBuffer(BufferHandle):
         raw = np.frombuffer(data, dtype="<i2").reshape(-1, len(self.cols))
         codes = np.zeros((raw.shape[0], 2), dtype=np.int16)
         for k, col in enumerate(self.cols):
-            codes[:, col] = raw[:, k] >> 4  # the DAC takes the 12 MSBs
+            if col < 2:  # (2r2t: TX2's I/Q, voltage2/3, drive a port the bench leaves unconnected)
+                codes[:, col] = raw[:, k] >> 4  # the DAC takes the 12 MSBs
         with self.emu.lock:
             if self.cyclic and self.pushed:
                 raise IIOError(errno.EBUSY, "a cyclic buffer takes one push")
@@ -374,9 +390,13 @@ class PlutoEmulator:
     """AD9363/AD9364 + Pluto HDL device model on a :class:`SimBench` (see module doc)."""
 
     def __init__(self, bench, model: str = "ad9363a", buffers_count: int = 4,
-                 overflow_margin_s: float = OVERFLOW_MARGIN_S, clock: str = "lockstep"):
+                 overflow_margin_s: float = OVERFLOW_MARGIN_S, clock: str = "lockstep", mode: str = "1r1t"):
         if model not in MODELS:
             raise ValueError(f"unknown Pluto model {model!r}; known: {', '.join(MODELS)}")
+        if mode not in MODES:
+            raise ValueError(f"unknown Pluto mode {mode!r}; known: {', '.join(MODES)}")
+        #: the firmware's channel mode (``fw_setenv mode``): 1r1t as shipped, 2r2t: both AD9361 receivers
+        self.mode = mode
         if clock not in CLOCK_MODES:
             raise ValueError(f"unknown clock {clock!r}; known: {', '.join(CLOCK_MODES)}")
         self.clock = clock
@@ -407,6 +427,8 @@ class PlutoEmulator:
         self.tx_bw_hz = int(min(18e6, self.tx_bw_max))
         self.gain_mode = "slow_attack"
         self.rx_gain_db = 71
+        self.gain_mode2 = "slow_attack"  # RX2 (2r2t); its gain is held (no AGC modelled on RX2)
+        self.rx2_gain_db = 71
         self.tx_atten_mdb = 10000
         self.calib_mode = "auto"
         self.governor = "nominal"
@@ -722,8 +744,11 @@ class PlutoEmulator:
         lead, agc)`` (the TX window around the block, see :meth:`_rx_compute`)."""
         if not self.rf_on:
             return None
+        rx2 = buf is not None and buf.rx2
         if self.loopback == 1:
             codes = self._tx_window(start, start + n)
+            if codes is not None and rx2:  # digital loopback feeds RX1 only
+                codes = np.concatenate([codes, np.zeros_like(codes)], axis=1)
             return None if codes is None else ("loop", codes)
         # A block that continues the buffer's last one is read with an overlap of what was
         # delivered, to align it (see _rx_compute).
@@ -731,7 +756,7 @@ class PlutoEmulator:
              and self._tx_live() else 0)
         lead, tail = self._bench_margins(n + k)
         window = self._tx_window(start - k - lead, start + n + tail)
-        return ("bench", window, lead, k, buf, start + n)
+        return ("bench", window, lead, k, buf, start + n, self.rx2_gain_db if rx2 else None)
 
     def _bench_margins(self, n: int) -> tuple[int, int]:
         """Lead-in and tail (samples) the bench's block around ``n`` samples takes, at most."""
@@ -753,14 +778,18 @@ class PlutoEmulator:
             return np.zeros((n, 2), dtype=np.int16), None
         if plan[0] == "loop":
             return plan[1], None
-        _, window, lead, k, buf, end = plan
+        _, window, lead, k, buf, end, rx2_gain = plan
+        x2 = None
         with self._bench_lock:
             try:
                 if window is None:
                     self.bench.stop_tx()
                 else:
                     self.bench.start_tx(self._codes_to_complex(np.roll(window, -lead, axis=0)), cyclic=True)
-                x, _clipped = self.bench.read(n + k)
+                if rx2_gain is None:
+                    x, _clipped = self.bench.read(n + k)
+                else:  # both receivers, sampled together (the bench's RX1 is the Pluto's RX2)
+                    (x, _clipped), (x2, _c2) = self.bench.read_channels(n + k, rx2_gain)
             except DeviceError as e:
                 raise IIOError(errno.EIO, str(e)) from e
         if k:
@@ -770,16 +799,20 @@ class PlutoEmulator:
             # memoryless band-pass DUT commutes with it.
             c = np.vdot(x[:k].astype(np.complex128), buf.tail)
             x = x[k:]
+            if x2 is not None:
+                x2 = x2[k:]
             if abs(c) > 0:
-                x = (x.astype(np.complex128) * (c / abs(c)))
-                q = np.rint(x.view(np.float64) * 2048.0)
-                np.clip(q, -2048, 2047, out=q)
-                x = (q.view(np.complex128) / 2048.0).astype(np.complex64)
+                x = _rotate(x, c / abs(c))
+                if x2 is not None:  # the same phase step: one TX, one LO
+                    x2 = _rotate(x2, c / abs(c))
         if buf is not None:
             buf.tail, buf.tail_end = np.asarray(x[-RX_OVERLAP:], dtype=np.complex128), end
         # complex64 viewed as interleaved float32 I, Q: one pass to int16 codes
         v = np.asarray(x, dtype=np.complex64).view(np.float32) * np.float32(2048)
         iq = np.rint(v, out=v).astype(np.int16).reshape(n, 2)
+        if x2 is not None:
+            v2 = np.asarray(x2, dtype=np.complex64).view(np.float32) * np.float32(2048)
+            iq = np.concatenate([iq, np.rint(v2, out=v2).astype(np.int16).reshape(n, 2)], axis=1)
         p = float(np.mean(x.real.astype(np.float64) ** 2 + x.imag.astype(np.float64) ** 2))
         return iq, 10 * math.log10(max(p, 1e-12))
 
@@ -1067,6 +1100,8 @@ class PlutoEmulator:
         tx.add(Attr("rf_port_select", lambda: "A", lambda t: None))
         tx.add(Attr("rssi", lambda: "0.00 dB"))
         tx.add(Attr("rf_port_select_available", lambda: "A B"))
+        if self.mode == "2r2t":
+            self._phy_second_channels(d)
         out = d.add_channel(IIOChannel("out", False))
         out.add(Attr("voltage_filter_fir_en", lambda: str(int(self.rx_fir_en and self.tx_fir_en)),
                      lambda t: self._set_fir_en(_parse_bool(t), _parse_bool(t)), "in_out_voltage_filter_fir_en"))
@@ -1095,6 +1130,38 @@ class PlutoEmulator:
             Attr("initialize", lambda: "0", lambda t: None),
         )})
         return d
+
+    def _phy_second_channels(self, d: IIODevice) -> None:
+        """2r2t mode: RX2 (``in_voltage1_*``: its own gain and gain mode) and TX2 (``out_voltage1_*``)."""
+        rx = d.add_channel(IIOChannel("voltage1", False))
+        rx.add(Attr("hardwaregain", lambda: f"{self.rx2_gain_db:.6f} dB", self._set_rx2_gain))
+        rx.add(Attr("hardwaregain_available", lambda: "[{} 1 {}]".format(*self.rx_gain_range())))
+        rx.add(Attr("gain_control_mode", lambda: self.gain_mode2,
+                    lambda t: self._set_choice("gain_mode2", GAIN_MODES, t)))
+        rx.add(Attr("rf_port_select", lambda: "A_BALANCED", lambda t: None))
+        rx.add(Attr("rssi", lambda: "0.00 dB"))
+        tx = d.add_channel(IIOChannel("voltage1", True))
+        tx.add(Attr("hardwaregain", lambda: f"{self.tx2_gain_db:.6f} dB", self._set_tx2_gain))
+        tx.add(Attr("rf_port_select", lambda: "A", lambda t: None))
+        tx.add(Attr("rssi", lambda: "0.00 dB"))
+
+    tx2_gain_db = -10.0  # TX2's attenuation (its port is not connected on the bench)
+
+    def _set_rx2_gain(self, text: str) -> None:
+        if self.gain_mode2 != "manual":
+            raise IIOError(errno.EINVAL, "hardwaregain is set by the AGC; select manual gain first")
+        g = _parse_float(text)
+        lo, hi = self.rx_gain_range()
+        if not lo <= g <= hi:
+            raise IIOError(errno.EINVAL, f"RX gain {g:g} outside {lo}..{hi} dB")
+        self._quiesce()
+        self.rx2_gain_db = int(math.floor(g + 0.5))
+
+    def _set_tx2_gain(self, text: str) -> None:
+        g = _parse_float(text)
+        if not -89.75 <= g <= 0:
+            raise IIOError(errno.EINVAL, f"TX attenuation {g:g} dB outside -89.75..0 dB")
+        self.tx2_gain_db = math.floor(g * 4) / 4
 
     def _rate_attrs(self, c: IIOChannel) -> None:
         c.add(Attr("sampling_frequency", lambda: str(self.rate_hz), self._set_rate))
@@ -1127,7 +1194,7 @@ class PlutoEmulator:
                 emu.buffers_count = n
 
         d = RxCore("iio:device3", "cf-ad9361-lpc")
-        for i in (0, 1):
+        for i in ((0, 1, 2, 3) if self.mode == "2r2t" else (0, 1)):
             c = d.add_channel(self._hdl_channel(f"voltage{i}", False, "le:S12/16>>0", i))
             c.add(Attr("calibbias", lambda: "0", lambda t: None))
         d.debug_attrs["direct_reg_access"] = Attr("direct_reg_access", self.rx_regs.read, self.rx_regs.write)
@@ -1149,7 +1216,7 @@ class PlutoEmulator:
                 pass
 
         d = DdsCore("iio:device2", "cf-ad9361-dds-core-lpc")
-        for i in (0, 1):
+        for i in ((0, 1, 2, 3) if self.mode == "2r2t" else (0, 1)):
             d.add_channel(self._hdl_channel(f"voltage{i}", True, "le:S16/16>>0", i))
         for idx, name in enumerate(("TX1_I_F1", "TX1_I_F2", "TX1_Q_F1", "TX1_Q_F2")):
             c = d.add_channel(IIOChannel(f"altvoltage{idx}", True, name))
@@ -1173,9 +1240,9 @@ class _ServerWithEmulator(IIODServer):
 def _server(bench, port: int, host: str, model: str, buffers_count: int = 4,
             overflow_margin_s: float = OVERFLOW_MARGIN_S, max_connections: int = MAX_CONNECTIONS,
             idle_timeout_s: float | None = IDLE_TIMEOUT_S, max_buffer_bytes: int = MAX_BUFFER_BYTES,
-            clock: str = "lockstep") -> IIODServer:
+            clock: str = "lockstep", mode: str = "1r1t") -> IIODServer:
     emu = PlutoEmulator(bench, model=model, buffers_count=buffers_count, overflow_margin_s=overflow_margin_s,
-                        clock=clock)
+                        clock=clock, mode=mode)
     server = _ServerWithEmulator(emu.context, host, port, max_connections=max_connections,
                                  idle_timeout_s=idle_timeout_s, max_buffer_bytes=max_buffer_bytes)
     server.emulator = emu
@@ -1188,7 +1255,8 @@ def serve(bench, port: int = 0, host: str = "127.0.0.1", model: str = "ad9363a",
 
     Returns ``(server, port)``; ``server.emulator`` is the device model,
     ``server.stop()`` drops all clients (their buffers close, the transmitter stops)
-    and frees the port. Options: ``buffers_count`` (RX DMA blocks, 4),
+    and frees the port. Options: ``mode`` ("1r1t" as shipped; "2r2t": both receivers, RX2 fed by the
+    bench's reference path), ``buffers_count`` (RX DMA blocks, 4),
     ``overflow_margin_s`` (0.05), and the server's limits ``max_connections`` (32),
     ``idle_timeout_s`` (60 s; None: never) and ``max_buffer_bytes`` (64 MiB).
     """

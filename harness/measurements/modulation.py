@@ -127,35 +127,57 @@ class DelayParams:
 
 
 def _declare_delay(p: DelayParams, s: StepSettings):
-    return [dataclasses.replace(s.capture("capture", p.stimulus, p.n_samples), requires=("tx_timing",))]
+    return [dataclasses.replace(s.capture("capture", p.stimulus, p.n_samples), requires=("timing",))]
+
+
+#: the reference-channel method searches lags within this fraction of the capture
+_MAX_LAG_FRACTION = 0.25
 
 
 @register_measurement("delay", DelayParams, declare=_declare_delay, outputs=[
     Output("delay_s", "input-to-output propagation delay (minus the thru delay when a floor step is given)",
            floor="offset")])
 def delay(records: list[CaptureRecord], p: DelayParams) -> StepData:
-    """Propagation delay by cross-correlation with sub-sample interpolation, from device timestamps.
+    """Propagation delay by cross-correlation with sub-sample interpolation, timed against the transmitter.
 
-    The radio reports which stimulus sample it was sending when the capture
-    started (the record's ``tx_sample_index``, from its shared TX/RX clock);
-    the correlation lag then gives the absolute delay through rig and DUT. A
-    thru step of this measurement (floor) removes the rig's part.
+    By the rig's method (:meth:`harness.rig.Rig.timing_method`), read from the records:
+
+    * reference channel (a record ``capture.reference``: the DUT input through the rig's splitter, captured
+      with the output on one clock): the cross-correlation lag of the output against that reference;
+    * hardware time (the TX record's ``start_time_ns`` and the capture's ``rx_time_ns``, one device clock):
+      the lag of the output against the stimulus (circular), plus the whole number of samples between the
+      TX start and the capture's first sample (a timed start lands on a sample tick of that clock).
+
+    Either includes the rig's own part (paths, converters; the reference path's against the output path's);
+    a thru step of this measurement (floor) removes it.
     """
     m = by_label(records, "capture")
     w = m.waveform()
-    tx_index = m.tx_sample_index
-    if tx_index is None:
-        raise MeasurementError("the radio does not timestamp captures against its transmitter, so an absolute "
-                               "delay cannot be measured")
-    r = xcorr_delay(m.x, w.samples, m.sample_rate_hz, cyclic=True)
-    lag = (r.lag_samples + tx_index) % w.n_samples  # samples between emission and capture of the same sample
+    fs = m.sample_rate_hz
+    ref = next((r for r in records if r.label == "capture.reference"), None)
+    bw = w.bandwidth_hz or 0.8 * fs
+    if ref is not None:
+        if ref.n_samples != m.n_samples or ref.sample_rate_hz != fs:
+            raise MeasurementError("the reference channel's capture does not match the output's")
+        r = xcorr_delay(m.x, ref.x, fs, cyclic=False, max_lag_s=_MAX_LAG_FRACTION * m.n_samples / fs)
+        lag = r.lag_samples
+        info = {"method": "reference_channel", "reference_channel": ref.rx_channel}
+    else:
+        t_tx = m.tx.start_time_ns if m.tx is not None else None
+        if m.rx_time_ns is None or t_tx is None:
+            raise MeasurementError("the capture is timed neither by hardware time (TX start and RX timestamps) "
+                                   "nor by a reference channel, so an absolute delay cannot be measured")
+        offset = int(round((m.rx_time_ns - t_tx) * 1e-9 * fs))  # whole samples between TX start and capture
+        r = xcorr_delay(m.x, w.samples, fs, cyclic=True)
+        lag = (r.lag_samples + offset) % w.n_samples  # samples between emission and capture of the same sample
+        info = {"method": "hardware_time", "tx_start_time_ns": t_tx, "rx_time_ns": m.rx_time_ns,
+                "offset_samples": offset}
     # correlation-peak timing precision: ~1 / (2 pi B sqrt(SNR * n)) with the stimulus bandwidth B
-    bw = w.bandwidth_hz or 0.8 * m.sample_rate_hz
     snr = max(r.correlation ** 2 / max(1 - r.correlation ** 2, 1e-12), 1e-3)
     u = 1.0 / (2 * math.pi * bw * math.sqrt(snr * m.x.size))
-    return StepData({"delay_s": lag / m.sample_rate_hz}, {f"delay-{i}": pl for i, pl in enumerate(delay_figures(r))},
-                    {"stimulus": w.describe(), "correlation": r.correlation, "lag_samples": r.lag_samples,
-                     "tx_sample_index": tx_index}, {"delay_s": expanded(u)})
+    return StepData({"delay_s": lag / fs}, {f"delay-{i}": pl for i, pl in enumerate(delay_figures(r))},
+                    {"stimulus": w.describe(), "correlation": r.correlation, "lag_samples": r.lag_samples, **info},
+                    {"delay_s": expanded(u)})
 
 
 # ------------------------------------------------------------------ AM/AM, AM/PM
