@@ -153,7 +153,7 @@ def delay(records: list[CaptureRecord], p: DelayParams) -> StepData:
     bw = w.bandwidth_hz or 0.8 * m.sample_rate_hz
     snr = max(r.correlation ** 2 / max(1 - r.correlation ** 2, 1e-12), 1e-3)
     u = 1.0 / (2 * math.pi * bw * math.sqrt(snr * m.x.size))
-    return StepData({"delay_s": lag / m.sample_rate_hz}, {f"delay-{i}": pl for i, pl in enumerate(delay_figures(r))},
+    return StepData({"delay_s": lag / m.sample_rate_hz}, {f"delay-{i}": pl for i, pl in enumerate(delay_figures(r, lag / m.sample_rate_hz))},
                     {"stimulus": w.describe(), "correlation": r.correlation, "lag_samples": r.lag_samples,
                      "tx_sample_index": tx_index}, {"delay_s": expanded(u)})
 
