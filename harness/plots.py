@@ -221,7 +221,11 @@ def render_png(plot: Plot, path, outcomes: dict | None = None) -> Path | None:
             off = m.get("offset", (6, 6))
             if plot.yscale != "log" and (m["y"] - ylim[0]) > 0.88 * (ylim[1] - ylim[0]):
                 off = (off[0] + 4, -off[1] - 12)  # near the top: label below, inside the axes
+            right = plot.xscale != "log" and (m["x"] - xlim[0]) > 0.8 * (xlim[1] - xlim[0])
+            if right:  # near the right edge: label to the left of the point
+                off = (-off[0], off[1])
             ax.annotate(m["label"], (m["x"], m["y"]), textcoords="offset points", xytext=off,
+                        ha="right" if right else "left",
                         fontsize=10, zorder=7, bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
                                                     "alpha": 0.75})
     for a in plot.annotations:
@@ -242,7 +246,8 @@ def render_png(plot: Plot, path, outcomes: dict | None = None) -> Path | None:
     handles, labels = ax.get_legend_handles_labels()
     if labels:
         ax.legend(fontsize=10, framealpha=0.85)
-    fig.tight_layout()
+    # fixed margins: tight_layout measured every tick label by drawing the axes once more (~40 % of the time)
+    fig.subplots_adjust(left=0.1 if plot.yticks_percent else 0.085, right=0.985, top=0.925, bottom=0.115)
     if hasattr(path, "write"):
         fig.savefig(path, format="png")
         return None
