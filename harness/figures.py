@@ -139,7 +139,7 @@ def acrr_figure(r: AcrrResult) -> Plot:
 def mask_figure(r: MaskResult) -> Plot:
     """Measured emission curve per side, the mask's limit line and the worst point."""
     p = Plot(f"Unwanted emissions: {r.mask_name} (worst margin {r.worst_margin_db:+.2f} dB)",
-             _FREQ_AXIS, "power (dBm / measurement bandwidth)")
+             _FREQ_AXIS, "power (dBm / meas. bandwidth)")
     lim_x, lim_y = [], []
     for sgn, name in ((-1, "lower"), (1, "upper")):
         sel = r.side == sgn

@@ -57,7 +57,8 @@ class Plot:
     #: tick labels of a log axis shown as percent (probabilities)
     yticks_percent: bool = False
 
-    def add(self, x, y, label: str = "", style: str = "line", max_points: int = 4096, color: str | None = None) -> "Plot":
+    def add(self, x, y, label: str = "", style: str = "line", max_points: int = 4096,
+            color: str | None = None) -> "Plot":
         """Add a series; long series are decimated (by max-hold on |y|) to keep results small."""
         x = np.asarray(x, dtype=float)
         y = np.asarray(y, dtype=float)
@@ -355,9 +356,9 @@ def _draw_limit_refs(ax, plot: Plot, outcomes: dict) -> None:
 class PlotWriter:
     """Renders PNGs in one background thread; :meth:`close` waits for all of them.
 
-    ``submit(plot, path, on_error, outcomes)`` queues a rendering (``outcomes``: see :func:`render_png`); ``on_error(exc)`` is
-    called (from :meth:`close`, on the caller's thread) for each one that
-    failed. Use as a context manager: leaving it waits, also on an exception.
+    ``submit(plot, path, on_error, outcomes)`` queues a rendering (``outcomes``: see :func:`render_png`);
+    ``on_error(exc)`` is called (from :meth:`close`, on the caller's thread) for each one that failed.
+    Use as a context manager: leaving it waits, also on an exception.
     """
 
     def __init__(self):

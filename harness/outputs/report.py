@@ -174,7 +174,8 @@ def explain(step: dict, steps: list[dict], floors: set[str]) -> str:
         w = worst_margin(step)
         if w and w[1] is not None:
             m, mg = w
-            return f"PASS: closest to its limit: {m['name']} {_q(m['value'], m['unit'])}, {_q(mg, _margin_unit(m['unit']))} inside {_limit_words(m)}"
+            return (f"PASS: closest to its limit: {m['name']} {_q(m['value'], m['unit'])}, "
+                    f"{_q(mg, _margin_unit(m['unit']))} inside {_limit_words(m)}")
         return "PASS"
     return str(v)
 
@@ -229,7 +230,8 @@ def _png_data_uri(data: bytes) -> str:
 def _figure(title: str, uri: str | None, missing: str) -> str:
     e = html.escape
     if uri is None:
-        return f'<figure class="fig missing"><div class=nofig>{e(missing)}</div><figcaption>{e(title)}</figcaption></figure>'
+        return (f'<figure class="fig missing"><div class=nofig>{e(missing)}</div>'
+                f'<figcaption>{e(title)}</figcaption></figure>')
     return (f'<figure class=fig><label title="click to enlarge, click again to close"><input type=checkbox>'
             f'<img src="{uri}" alt="{e(title)}"></label><figcaption>{e(title)}</figcaption></figure>')
 
@@ -249,7 +251,8 @@ def _step_figures(run_dir: Path | None, step: dict) -> str:
             except OSError:
                 pass
         figs.append(_figure(title, uri, "figure not rendered (yet): harness report RUN_DIR renders it"))
-    return f"<div class=figs>{''.join(figs)}</div>" if figs else ""
+    cls = "figs one" if len(figs) == 1 else "figs"  # a step's only figure is shown larger
+    return f"<div class=\"{cls}\">{''.join(figs)}</div>" if figs else ""
 
 
 def _history_section(history: Any, serial: str) -> str:
@@ -273,7 +276,8 @@ def _history_section(history: Any, serial: str) -> str:
     if not figs and not note:
         return ""
     return (f"<section id=history><h2>History of unit {html.escape(serial or '?')}</h2>"
-            + (f"<p class=meta>{html.escape(note)}</p>" if note else "") + f"<div class=figs>{''.join(figs)}</div></section>")
+            + (f"<p class=meta>{html.escape(note)}</p>" if note else "")
+            + f"<div class=figs>{''.join(figs)}</div></section>")
 
 
 # ------------------------------------------------------------------ the page
@@ -347,7 +351,8 @@ def _measurement_rows(step: dict) -> str:
             fl.append(m["note"])
         rows.append(f"<tr><td>{e(m['name'])}</td><td class=num>{e(val)}</td>"
                     f"<td class=num>{e(_q(m.get('low'), unit))}</td><td class=num>{e(_q(m.get('high'), unit))}</td>"
-                    f"<td class=num>{e(mg_s)}</td><td>{e('; '.join(fl))}</td><td>{_badge(m.get('verdict', ''))}</td></tr>")
+                    f"<td class=num>{e(mg_s)}</td><td>{e('; '.join(fl))}</td>"
+                    f"<td>{_badge(m.get('verdict', ''))}</td></tr>")
     if not rows:
         return ""
     return ("<table class=meas><tr><th>measurement</th><th>value (k=2)</th><th>low</th><th>high</th><th>margin</th>"
@@ -368,6 +373,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .why.SKIPPED{color:#57606a}
 section.step{border-top:2px solid #d0d7de;margin-top:1.5em;padding-top:.5em}
 .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:14px;margin:.6em 0}
+.figs.one{grid-template-columns:minmax(0,920px)}
 figure.fig{margin:0;border:1px solid #d0d7de;border-radius:6px;padding:4px;background:#fff}
 figure.fig img{width:100%;height:auto;display:block;cursor:zoom-in}
 figure.fig input{display:none}
