@@ -112,7 +112,9 @@ def cmd_run(args) -> int:
 
 # ----------------------------------------------------------------- report
 def cmd_report(args) -> int:
-    """Rebuild junit.xml and report.html from results.json; a run whose process died is marked killed."""
+    """Rebuild junit.xml and report.html (its figures from the saved plot data) from results.json; a run whose
+    process died is marked killed."""
+    from harness.outputs.report import render_step_figures
     from harness.results import write_outputs
     from harness.rundir import mark_dead
 
@@ -126,6 +128,8 @@ def cmd_report(args) -> int:
         _err(f"{run_dir / 'results.json'}: cannot read: {e}")
         return 2
     try:
+        for problem in render_step_figures(run_dir, data):  # the figures again, from plots/*.json and the limits
+            _err(f"{run_dir}: figure not rendered: {problem}")
         write_outputs(run_dir, data)
     except OSError as e:
         _err(f"{run_dir}: cannot write: {e.strerror or e}")
@@ -371,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     rp = sub.add_parser("report", help="rebuild a run's junit.xml and report.html from its results.json",
-                        description="Rebuild junit.xml and report.html from results.json. A run whose results say "
+                        description="Rebuild junit.xml and report.html from results.json, the figures from the "
+                                    "saved plot data (plots/*.json), no rig needed. A run whose results say "
                                     "running while no process holds it (killed, power loss, full disk) is marked "
                                     "killed (verdict ERROR).")
     rp.add_argument("run_dir", help="run directory")

@@ -21,17 +21,57 @@ from harness.dsp.spectrum import Spectrum, dbm
 from harness.dsp.timing import DelayResult, FrequencyErrorResult
 from harness.dsp.wcdma_evm import WcdmaEvmResult
 from harness.plots import Plot, Series
+from harness.stimulus.lte import TEST_MODELS
 
 _FREQ_AXIS = "offset from centre (MHz)"
 
 
 # ------------------------------------------------------------------ spectra
-def spectrum_figure(spec: Spectrum, title: str = "Spectrum", rbw_hz: float | None = None) -> Plot:
-    """PSD in dBm per ``rbw_hz`` (default: the bin ENBW)."""
+def spectrum_figure(spec: Spectrum, title: str = "Spectrum", rbw_hz: float | None = None, tones_hz=(),
+                    im3: bool = False) -> Plot:
+    """PSD in dBm per ``rbw_hz`` (default: the bin ENBW). With the stimulus ``tones_hz``, the tones and the
+    SDR's own spurs are labelled: LO leakage (0 Hz) and each tone's IQ image (-f), and with ``im3`` the
+    third-order products 2 f1 - f2 and 2 f2 - f1 of the first two tones."""
     rbw = rbw_hz or spec.rbw_hz
     p = Plot(title, _FREQ_AXIS, f"power (dBm / {rbw / 1e3:.3g} kHz)")
-    p.add(spec.freqs_hz / 1e6, dbm(spec.psd_mw_hz * rbw), "PSD")
+    level = dbm(spec.psd_mw_hz * rbw)
+    p.add(spec.freqs_hz / 1e6, level, "PSD")
+    tones = [float(t) for t in tones_hz]
+    if tones:
+        _label_lines(p, spec.freqs_hz, level, tones, im3)
     return p
+
+
+def _label_lines(p: Plot, f_hz: np.ndarray, level: np.ndarray, tones: list[float], im3: bool) -> None:
+    """Mark the tones, LO leakage, IQ images and (``im3``) IM3 products at their spectrum peaks."""
+    bin_hz = float(f_hz[1] - f_hz[0])
+    lines = [(t, f"tone {t / 1e6:.4g} MHz", "C2") for t in tones]
+    spurs = [(0.0, "LO leakage")] + [(-t, "image") for t in tones]
+    if im3 and len(tones) >= 2:
+        f1, f2 = tones[:2]
+        spurs += [(2 * f1 - f2, "IM3"), (2 * f2 - f1, "IM3")]
+    taken = [t for t in tones]
+    for f, what in spurs:
+        if any(abs(f - t) < 4 * bin_hz for t in taken):
+            continue  # on a tone (or another spur): the tone's label says enough
+        taken.append(f)
+        lines.append((f, what, "C3"))
+    span = float(f_hz[-1] - f_hz[0])
+    placed: list[float] = []
+    for f, what, color in sorted(lines):
+        if not f_hz[0] <= f <= f_hz[-1]:
+            continue
+        sel = np.abs(f_hz - f) <= 3 * bin_hz
+        if not np.any(sel):
+            continue
+        y = float(np.max(level[sel]))
+        if not np.isfinite(y):
+            continue
+        # labels of lines close together are stacked, not written over each other
+        near = sum(1 for x in placed if abs(f - x) < 0.12 * span)
+        placed.append(f)
+        p.markers.append({"x": f / 1e6, "y": y, "label": f"{what} {y:.1f} dBm".replace("-", "\u2212"),
+                          "color": color, "symbol": "v", "offset": (4, 4 + 13 * near)})
 
 
 def _analyser_plot(title: str, spec: Spectrum) -> tuple[Plot, float]:
@@ -41,25 +81,48 @@ def _analyser_plot(title: str, spec: Spectrum) -> tuple[Plot, float]:
     return Plot(title, _FREQ_AXIS, f"power (dBm / {disp_hz / 1e3:.3g} kHz)"), disp_hz
 
 
-def aclr_figure(r: AclrResult) -> Plot:
-    """The spectrum with the carrier and every measured neighbour drawn as a bar at its channel power."""
+def aclr_figure(r: AclrResult, outputs: dict[str, str] | None = None) -> Plot:
+    """The spectrum with the carrier and every measured neighbour shaded over its filter's extent, labelled
+    with its power (dBc) and drawn as a bar at its channel power. ``outputs`` maps a channel label to the
+    output reporting it, whose plan limit is drawn over the channel at the same scale as the bars."""
     spec = r.spectrum
     p, disp_hz = _analyser_plot(f"{r.standard or 'ACLR'} (RBW {spec.rbw_hz / 1e3:.3g} kHz)", spec)
-    p.add(spec.freqs_hz / 1e6, dbm(spec.psd_mw_hz * disp_hz), "spectrum")
-    bands = [(f"carrier {r.carrier_power_dbm:.2f} dBm", r.center_offset_hz, r.carrier_filter, r.carrier_power_dbm)]
-    for ch in r.channels:
+    p.add(spec.freqs_hz / 1e6, dbm(spec.psd_mw_hz * disp_hz), "spectrum", color="#57606a")
+    # a second family of neighbours (UTRA around an E-UTRA carrier) overlaps the first: its labels go lower
+    families = list(dict.fromkeys(ch.label.split()[0] for ch in r.channels))
+    bands = [(None, f"carrier {r.carrier_power_dbm:.2f} dBm", r.center_offset_hz, r.carrier_filter,
+              r.carrier_power_dbm, "#1f2328", 0)]
+    seen: dict[str, int] = {}
+    for k, ch in enumerate(r.channels):
+        color = _CHANNEL_COLORS[k % len(_CHANNEL_COLORS)]
+        family = ch.label.split()[0]
+        seen[family] = seen.get(family, -1) + 1
+        # the second family's channels are adjacent to each other: their labels alternate between two lines
+        row = 0 if families.index(family) == 0 else 1 + seen[family] % 2
         for side, sign in (("lower", -1), ("upper", +1)):
             p_dbm = getattr(ch, f"{side}_power_dbm")
             if p_dbm is not None:
-                bands.append((f"{ch.label} {side}: {getattr(ch, f'{side}_dbc'):.2f} dBc",
-                              r.center_offset_hz + sign * ch.offset_hz, ch.filter, p_dbm))
-    for label, c, filt, p_dbm in bands:
+                dbc = getattr(ch, f"{side}_dbc")
+                bands.append((ch.label, f"{dbc:.1f} dBc".replace("-", "\u2212"),
+                              r.center_offset_hz + sign * ch.offset_hz, ch.filter, p_dbm, color, row))
+    named = set()
+    for ch_label, label, c, filt, p_dbm, color, row in bands:
         # channel power spread evenly over the filter's noise bandwidth, drawn as a bar
-        level = p_dbm - 10 * np.log10(filt.noise_bandwidth_hz / disp_hz)
+        scale = 10 * np.log10(filt.noise_bandwidth_hz / disp_hz)
         half = filt.noise_bandwidth_hz / 2
-        p.add(np.array([c - half, c + half]) / 1e6, [level, level], label, "line")
-        p.vlines += [{"value": (c - filt.half_extent_hz) / 1e6}, {"value": (c + filt.half_extent_hz) / 1e6}]
+        p.bands.append({"x0": (c - filt.half_extent_hz) / 1e6, "x1": (c + filt.half_extent_hz) / 1e6,
+                        "label": label, "color": color, "row": row})
+        legend = "" if ch_label in named else (ch_label or "carrier")
+        named.add(ch_label)
+        p.add(np.array([c - half, c + half]) / 1e6, [p_dbm - scale] * 2, legend, "line", color=color)
+        out = (outputs or {}).get(ch_label) if ch_label else None
+        if out:
+            p.limit_ref(out, "y", offset=r.carrier_power_dbm - scale, span=((c - half) / 1e6, (c + half) / 1e6),
+                        label=ch_label, shade=True, inline=False)
     return p
+
+
+_CHANNEL_COLORS = ("#0969da", "#bf3989", "#bc4c00", "#1a7f37", "#8250df")
 
 
 def acrr_figure(r: AcrrResult) -> Plot:
@@ -76,7 +139,7 @@ def acrr_figure(r: AcrrResult) -> Plot:
 def mask_figure(r: MaskResult) -> Plot:
     """Measured emission curve per side, the mask's limit line and the worst point."""
     p = Plot(f"Unwanted emissions: {r.mask_name} (worst margin {r.worst_margin_db:+.2f} dB)",
-             _FREQ_AXIS, "power (dBm / measurement bandwidth)")
+             _FREQ_AXIS, "power (dBm / meas. bandwidth)")
     lim_x, lim_y = [], []
     for sgn, name in ((-1, "lower"), (1, "upper")):
         sel = r.side == sgn
@@ -106,14 +169,22 @@ def obw_figure(r: ObwResult) -> Plot:
     return p
 
 
-def ccdf_figure(r: CcdfResult) -> Plot:
-    """CCDF with y = log10(probability) (so -4 is 0.01 %) and the reported levels marked."""
+def ccdf_figure(r: CcdfResult, stimulus: CcdfResult | None = None) -> Plot:
+    """CCDF on a log axis in %, with the stimulus' own CCDF and a Gaussian signal's for reference, the
+    reported levels marked; the PAPR limit is the 0.01 % level."""
     p = Plot(f"CCDF (PAPR {r.papr_db:.2f} dB at 0.01 %, peak {r.peak_to_average_db:.2f} dB)",
-             "instantaneous power above mean (dB)", "log10 probability  (-1 = 10 %, -4 = 0.01 %)")
+             "instantaneous power above the mean (dB)", "probability of exceeding (%)", yscale="log",
+             yticks_percent=True, ylim=[1e-4, 100])
     ok = r.probability > 0
-    p.add(r.thresholds_db[ok], np.log10(r.probability[ok]), "measured")
+    p.add(r.thresholds_db[ok], 100 * r.probability[ok], "DUT output")
+    if stimulus is not None:
+        ok = stimulus.probability > 0
+        p.add(stimulus.thresholds_db[ok], 100 * stimulus.probability[ok], "stimulus (DUT input)")
+    x = np.linspace(0, max(float(np.max(r.thresholds_db)), 10.0), 200)
+    p.add(x, 100 * np.exp(-(10 ** (x / 10))), "Gaussian noise (reference)", "reference")
     for prob, lvl in r.levels_db.items():
-        p.markers.append({"x": lvl, "y": float(np.log10(prob)), "label": f"{prob * 100:g} %: {lvl:.2f} dB"})
+        p.markers.append({"x": lvl, "y": 100 * prob, "label": f"{prob * 100:g} %: {lvl:.2f} dB"})
+    p.limit_ref("papr_db", "x", label="PAPR at 0.01 %")
     return p
 
 
@@ -128,6 +199,11 @@ def compression_figure(r: CompressionResult) -> Plot:
     if r.input_p1db_dbm is not None:
         p.markers.append({"x": r.input_p1db_dbm, "y": g_ss - c_db,
                           "label": f"P{c_db:g}dB: in {r.input_p1db_dbm:.2f} dBm, out {r.output_p1db_dbm:.2f} dBm"})
+    # an output-referred limit lies where the compressed-gain line reaches it: the point must lie right of it
+    p.limit_ref("output_p1db_dbm", "x", offset=-(g_ss - c_db), label=f"output P{c_db:g}dB")
+    p.limit_ref("input_p1db_dbm", "x", label=f"input P{c_db:g}dB")
+    low_drive = (float(np.min(r.input_power_dbm)), float(np.percentile(r.input_power_dbm, 35)))
+    p.limit_ref("small_signal_gain_db", "y", span=low_drive, label="small-signal gain")
     return p
 
 
@@ -135,6 +211,8 @@ def intercept_figure(r: InterceptResult) -> Plot:
     """Tone and IM3 levels with their 1:1 and 3:1 extrapolations meeting at the intercept point."""
     pin = r.input_tone_dbm
     p = Plot("Two-tone intermodulation", "input power per tone (dBm)", "output power (dBm)")
+    if r.oip3_dbm is None:
+        p.limit_ref("oip3_dbm", "y", label="OIP3")
     p.add(pin, r.output_tone_dbm, "tone", style="scatter")
     used = np.ones(pin.size, bool) if r.used is None else r.used
     p.add(pin[used], r.output_im3_dbm[used], "IM3", style="scatter")
@@ -146,6 +224,8 @@ def intercept_figure(r: InterceptResult) -> Plot:
     p.add(ext, ext + r.gain_db, "tone, 1:1 extrapolation")
     p.add(ext, r.oip3_dbm + 3 * (ext - r.iip3_dbm), "IM3, 3:1 extrapolation")
     p.markers.append({"x": r.iip3_dbm, "y": r.oip3_dbm, "label": f"OIP3 {r.oip3_dbm:.2f} dBm"})
+    p.limit_ref("oip3_dbm", "y", label="OIP3")
+    p.limit_ref("iip3_dbm", "x", label="IIP3")
     return p
 
 
@@ -161,6 +241,11 @@ def am_am_pm_figures(r: AmAmPmResult) -> list[Plot]:
     p_pm.add(r.input_power_dbm, r.phase_deg, "binned", "line")
     if r.input_p1db_dbm is not None:
         p_am.markers.append({"x": r.input_p1db_dbm, "y": ss_db - 1.0, "label": f"P1dB in {r.input_p1db_dbm:.2f} dBm"})
+    low_drive = (float(np.nanmin(r.input_power_dbm)), float(np.nanmedian(r.input_power_dbm)))
+    p_am.limit_ref("small_signal_gain_db", "y", span=low_drive, label="small-signal gain")
+    p_am.limit_ref("input_p1db_dbm", "x", label="input P1dB")
+    p_am.limit_ref("compression_at_peak_db", "y", scale=-1, offset=ss_db, label="compression at peak")
+    p_pm.limit_ref("am_pm_at_peak_deg", "y", label="AM/PM at peak")
     return [p_am, p_pm]
 
 
@@ -172,11 +257,21 @@ def frequency_error_figures(r: FrequencyErrorResult) -> list[Plot]:
     return [p]
 
 
-def delay_figures(r: DelayResult) -> list[Plot]:
-    """The normalised cross-correlation around its peak, the refined peak marked."""
-    p = Plot("Cross-correlation", "lag (µs)", "normalised |correlation|")
-    p.add(r.corr_lag_s * 1e6, r.corr_magnitude, "|c|", "line")
-    p.vlines.append({"value": r.corr_peak_s * 1e6, "label": "peak"})
+def delay_figures(r: DelayResult, delay_s: float | None = None, window_samples: int = 24) -> list[Plot]:
+    """The normalised cross-correlation around its peak, on a lag axis that reads the measured delay
+    (``delay_s``: the lag after the radio's TX timestamp, before any thru correction), in µs or ns as fits."""
+    shift = 0.0 if delay_s is None else delay_s - r.corr_peak_s
+    peak = r.corr_peak_s + shift
+    scale, unit = (1e9, "ns") if abs(peak) < 1e-6 else (1e6, "\u00b5s")
+    lag = (np.asarray(r.corr_lag_s) + shift) * scale
+    p = Plot(f"Cross-correlation with the stimulus: delay {peak * scale:.4g} {unit}", f"delay ({unit})",
+             "normalised |correlation|")
+    p.add(lag, r.corr_magnitude, "|c|", "line")
+    if lag.size > 1:
+        step = float(np.median(np.diff(lag)))
+        p.xlim = [peak * scale - window_samples * step, peak * scale + window_samples * step]
+    p.vlines.append({"value": peak * scale, "label": f"peak {peak * scale:.4g} {unit}"})
+    p.limit_ref("delay_s", "x", scale=scale, label="delay")
     return [p]
 
 
@@ -192,10 +287,15 @@ def _lte_evm_figures(r: LteEvmResult) -> list[Plot]:
     c = r.constellation
     const = Plot(f"LTE {r.test_model} PDSCH constellation (EVM {r.evm_pct:.2f} %)", "I", "Q", aspect_equal=True)
     const.add(c.real, c.imag, "PDSCH", style="points", max_points=max(c.size, 1))
+    ideal = _ideal_points(TEST_MODELS.get(r.test_model, ""))
+    if ideal.size:
+        const.add(ideal.real, ideal.imag, f"ideal {TEST_MODELS[r.test_model]}", style="ideal")
     p_sc = Plot("LTE EVM per subcarrier", "frequency (MHz)", "EVM (%)")
     p_sc.add(r.subcarrier_freqs_hz / 1e6, r.evm_per_subcarrier_pct, "PDSCH")
     p_sym = Plot("LTE EVM per OFDM symbol", "symbol number in the stimulus period", "EVM (%)")
     p_sym.add(r.symbol_index, r.evm_per_symbol_pct, "PDSCH", style="scatter")
+    p_sc.limit_ref("evm_pct", "y", label="EVM", shade=True)
+    p_sym.limit_ref("evm_pct", "y", label="EVM", shade=True)
     return [const, p_sc, p_sym]
 
 
@@ -204,6 +304,7 @@ def _wcdma_evm_figures(r: WcdmaEvmResult) -> list[Plot]:
     p_slot = Plot("WCDMA EVM per slot", "slot (capture order)", "EVM (%)")
     p_slot.add(np.arange(evm_slot.size), evm_slot, "EVM per slot", "scatter")
     p_slot.hlines.append({"value": r.evm_pct, "label": f"composite {r.evm_pct:.2f} %"})
+    p_slot.limit_ref("evm_pct", "y", label="composite EVM", shade=True)
     # measured vs ideal chips of the worst slot, gain/phase-normalised
     w, z, ref = r.worst_slot, r.worst_slot_chips, r.worst_slot_reference
     zn = z / (np.vdot(ref, z) / np.vdot(ref, ref))
@@ -211,5 +312,54 @@ def _wcdma_evm_figures(r: WcdmaEvmResult) -> list[Plot]:
     p_con = Plot(f"WCDMA chips, slot {r.slot_numbers[w]} (EVM {evm_slot[w]:.2f} %)", "I (normalised)",
                  "Q (normalised)", aspect_equal=True)
     p_con.add(zn.real / scale, zn.imag / scale, "measured", "points", max_points=2560)
-    p_con.add(ref.real / scale, ref.imag / scale, "ideal", "points", max_points=2560)
+    p_con.add(ref.real / scale, ref.imag / scale, "ideal chips", "points", max_points=2560)
     return [p_slot, p_con]
+
+
+def _ideal_points(modulation: str) -> np.ndarray:
+    """A constellation's ideal points at unit mean power (QPSK, 16QAM, 64QAM)."""
+    m = {"QPSK": 2, "16QAM": 4, "64QAM": 8}.get(modulation)
+    if m is None:
+        return np.zeros(0, complex)
+    lv = np.arange(-(m - 1), m, 2, dtype=float)
+    pts = (lv[:, None] + 1j * lv[None, :]).ravel()
+    return pts / np.sqrt(np.mean(np.abs(pts) ** 2))
+
+
+# ------------------------------------------------------------------ repeater
+def oob_figure(offsets_mhz: np.ndarray, gains_db: np.ndarray, passband_mhz: tuple[float, float],
+               passband_gain_db: float, passband_point_mhz: float, ranges: list[tuple[str, float, float]]) -> Plot:
+    """Out-of-band gain: the whole measured response, each side of the pass band a curve of its own (no line
+    drawn across the band), the pass band shaded with its measured gain, and each offset range's limit drawn
+    over that range on both sides (``ranges``: output name, offsets from the edge in MHz)."""
+    lo, hi = passband_mhz
+    p = Plot(f"Out-of-band gain (pass band {passband_gain_db:.1f} dB)", "offset from the pass-band centre (MHz)",
+             "gain (dB)")
+    x, g = np.asarray(offsets_mhz, float), np.asarray(gains_db, float)
+    order = np.argsort(x)
+    x, g = x[order], g[order]
+    below, above = x < (lo + hi) / 2, x >= (lo + hi) / 2
+    p.add(x[below], g[below], "gain below the pass band", "line")
+    p.add(x[above], g[above], "gain above the pass band", "line")
+    p.bands.append({"x0": lo, "x1": hi, "label": f"pass band\n{passband_gain_db:.1f} dB", "color": "#1a7f37"})
+    p.add([lo, hi], [passband_gain_db] * 2, "pass-band gain (measured at the centre)", "line")
+    p.markers.append({"x": passband_point_mhz, "y": passband_gain_db, "color": "#1a7f37"})
+    for x_edge in (lo, hi):
+        p.vlines.append({"value": x_edge})
+    for name, a, b in ranges:
+        for span in ((hi + a, hi + b), (lo - b, lo - a)):
+            p.limit_ref(name, "y", span=span, label="limit", shade=True)
+    return p
+
+
+def no_input_figure(spec: Spectrum, line_db: float, line_hz: float, threshold_db: float) -> Plot:
+    """The output with no input: the strongest line above the in-band noise marked (an oscillation when it
+    stands more than the threshold above)."""
+    p = spectrum_figure(spec, "Output with no input")
+    level = dbm(spec.psd_mw_hz * spec.rbw_hz)
+    i = int(np.argmin(np.abs(spec.freqs_hz - line_hz)))
+    osc = line_db > threshold_db
+    p.markers.append({"x": line_hz / 1e6, "y": float(level[i]), "color": "C3" if osc else "C2",
+                      "label": f"{'oscillation: ' if osc else 'strongest '}line {line_db:.1f} dB above the noise"})
+    p.limit_ref("line_level_db", "text", label="line above the noise")
+    return p

@@ -7,7 +7,6 @@ half-written file.
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import format_quantity
+from harness.outputs.report import report_html
 
 VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "ERROR")  # steps may also be SKIPPED (not run)
 
@@ -61,6 +61,8 @@ class StepRecord:
     declared_captures: int = 0  # how many captures the step declared (an adaptive sweep may take fewer)
     #: per capture taken: its metadata (LO tuned, RX gain, scaling, TX setting and stimulus, integrity)
     captures: list[dict] = field(default_factory=list)
+    thru: bool = False  # a floor step: the DUT bypassed, measuring the rig's own floor
+    floor_step: str | None = None  # the thru step this step's values are reported against
 
     def to_dict(self) -> dict:
         return {"name": self.name, "measurement": self.measurement, "verdict": self.verdict,
@@ -70,7 +72,7 @@ class StepRecord:
                 "measurements": [m.to_dict() for m in self.measurements], "plots": self.plots,
                 "info": _jsonable(self.info), "declared_captures": self.declared_captures,
                 "capture_retries": sum(int(c.get("retries") or 0) for c in self.captures),
-                "captures": _jsonable(self.captures)}
+                "captures": _jsonable(self.captures), "thru": self.thru, "floor_step": self.floor_step}
 
 
 def _num(v: Any) -> Any:
@@ -197,7 +199,7 @@ def write_outputs(run_dir: Path, data: dict) -> None:
     """results.json first (it decides), then junit.xml and report.html from it."""
     write_atomic(Path(run_dir) / "results.json", json.dumps(_jsonable(data), indent=2) + "\n")
     write_atomic(Path(run_dir) / "junit.xml", junit_xml(data))
-    write_atomic(Path(run_dir) / "report.html", report_html(data))
+    write_atomic(Path(run_dir) / "report.html", report_html(data, run_dir))
 
 
 # ----------------------------------------------------------------- JUnit XML
@@ -251,70 +253,3 @@ def junit_xml(results: dict) -> str:
     root.append(suite)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-
-
-# ----------------------------------------------------------------- HTML report
-_COLORS = {"SKIPPED": "#8c959f", "INCOMPLETE": "#9a6700", "PASS": "#1a7f37", "FAIL": "#cf222e", "ERROR": "#9a6700", "INFO": "#57606a", "INCONCLUSIVE": "#8250df"}
-
-
-def _badge(v: str) -> str:
-    return f'<span class="v" style="background:{_COLORS.get(v, "#57606a")}">{html.escape(v)}</span>'
-
-
-def _floor_text(m: dict) -> str:
-    parts = []
-    if m.get("uncertainty") is not None:
-        parts.append(f"±{m['uncertainty']:.2g}")
-    if m.get("floor") is not None:
-        parts.append(f"floor {format_quantity(m['floor'], m['unit'])}, raw {format_quantity(m['raw_value'], m['unit'])}")
-    if m.get("floor_note"):
-        parts.append(m["floor_note"])
-    return "; ".join(parts)
-
-
-def report_html(results: dict) -> str:
-    e = html.escape
-    dut = results.get("dut", {})
-    rows = []
-    for i, step in enumerate(results["steps"], 1):
-        meas = "".join(
-            f"<tr><td>{e(m['name'])}</td><td class=num>{e(format_quantity(m['value'], m['unit']))}</td>"
-            f"<td class=num>{e(format_quantity(m['low'], m['unit']))}</td>"
-            f"<td class=num>{e(format_quantity(m['high'], m['unit']))}</td>"
-            f"<td class=num>{e(_floor_text(m))}</td><td>{_badge(m['verdict'])}</td></tr>"
-            for m in step["measurements"])
-        err = f"<p class=err>{e(step['error'])}</p>" if step.get("error") else ""
-        stim = step.get("info", {}).get("stimulus")
-        stim_s = (f"<p class=meta>stimulus: {e(json.dumps(stim))}</p>" if stim else "")
-        imgs = "".join(f'<img src="{e(p)}" alt="{e(p)}">' for p in step["plots"] if p.endswith(".png"))
-        rows.append(
-            f"<section><h2>{i}. {e(step['name'])} {_badge(step['verdict'])}</h2>"
-            f"<p class=meta>{e(step['measurement'])} · {e(format_quantity(step.get('freq_hz'), 'Hz'))} · "
-            f"{step['duration_s']:.2f} s</p>{err}{stim_s}"
-            f"<table><tr><th>measurement</th><th>value</th><th>low</th><th>high</th><th>uncertainty / floor</th>"
-            f"<th>verdict</th></tr>"
-            f"{meas}</table><div class=plots>{imgs}</div></section>")
-    status = results.get("status")
-    note = results.get("note")
-    return f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{e(results['plan']['name'])}: {e(results['verdict'])}</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#1f2328}}
-table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #d0d7de;padding:3px 8px;text-align:left}}
-td.num{{text-align:right;font-variant-numeric:tabular-nums}}
-.v{{color:#fff;border-radius:4px;padding:1px 6px;font-size:.8em;font-weight:600}}
-.meta{{color:#57606a;font-size:.9em;margin:.2em 0}} .err{{color:#9a6700;font-weight:600}}
-.plots img{{max-width:520px;margin:4px;border:1px solid #d0d7de}}
-</style></head><body>
-<h1>{e(results['plan']['name'])} {_badge(results['verdict'])}</h1>
-<p>{e(results['plan'].get('description') or '')}</p>
-<table>
-<tr><th>DUT</th><td>{e(dut.get('type', ''))} {e(dut.get('model', ''))} serial {e(dut.get('serial', ''))}</td></tr>
-<tr><th>rig</th><td>{e(results['rig']['name'])} ({e(results['rig'].get('device', ''))})</td></tr>
-<tr><th>started / ended</th><td>{e(results['started_at'])} / {e(results.get('ended_at') or 'running')}</td></tr>
-<tr><th>status</th><td>{e(status or '')}{(' — ' + e(note)) if note else ''}</td></tr>
-<tr><th>software</th><td>rf-harness {e(results.get('software_version', ''))}, seed {e(str(results.get('seed')))}</td></tr>
-</table>
-{''.join(rows)}
-</body></html>
-"""

@@ -261,7 +261,8 @@ def _skip_rest(rec: RunRecorder, steps: list[Step], why: str) -> None:
     for rest in steps:
         t = now_iso()
         rec.add(StepRecord(rest.name, rest.measurement.name, "SKIPPED", t, t, 0.0, error=f"not run: {why}",
-                           freq_hz=rest.freq_hz, sample_rate_hz=rest.sample_rate_hz))
+                           freq_hz=rest.freq_hz, sample_rate_hz=rest.sample_rate_hz, thru=rest.thru,
+                           floor_step=rest.floor))
 
 
 def _run_steps(plan: Plan, rig: Rig, rec: RunRecorder, declared, seed: int, reporter: Reporter,
@@ -302,8 +303,8 @@ def _run_steps(plan: Plan, rig: Rig, rec: RunRecorder, declared, seed: int, repo
                 srec = StepRecord(step.name, step.measurement.name, verdict, started, now_iso(),
                                   time.perf_counter() - t0, meas, error, step.freq_hz, step.sample_rate_hz,
                                   info=data.info, seed=step_seed(seed, i), declared_captures=len(declared[i - 1]),
-                                  captures=[r.meta() for r in records])
-                srec.plots = _save_plots(rec.dir, i, data, plots)
+                                  captures=[r.meta() for r in records], thru=step.thru, floor_step=step.floor)
+                srec.plots = _save_plots(rec.dir, i, data, plots, {m.name: m.to_dict() for m in meas})
                 rec.add(srec)
                 log.info("step %d %r: %s%s", i, step.name, verdict, f" ({error.splitlines()[0]})" if error else "")
                 reporter.step_done(i, len(plan.steps), srec)
@@ -361,8 +362,9 @@ def write_rejection(run_dir: Path, name: str, file: str | None, error: Exception
         pass  # the refusal itself is reported on the console
 
 
-def _save_plots(run_dir: Path, index: int, data: StepData, plots: PlotWriter) -> list[str]:
-    """Write each plot's JSON and queue its PNG; a PNG that fails is dropped from the list, its error in info."""
+def _save_plots(run_dir: Path, index: int, data: StepData, plots: PlotWriter, outcomes: dict) -> list[str]:
+    """Write each plot's JSON and queue its PNG (drawing the step's limits from ``outcomes``, its measurement
+    records by name); a PNG that fails is dropped from the list, its error in info."""
     out = []
     for key, plot in data.plots.items():
         stem = f"plots/step{index:02d}-{re.sub(r'[^A-Za-z0-9_-]+', '-', key)}"
@@ -372,7 +374,7 @@ def _save_plots(run_dir: Path, index: int, data: StepData, plots: PlotWriter) ->
             if png in out:
                 out.remove(png)
 
-        plots.submit(plot, run_dir / f"{stem}.png", failed)
+        plots.submit(plot, run_dir / f"{stem}.png", failed, outcomes)
         out.append(f"{stem}.png")
         (run_dir / f"{stem}.json").write_text(json.dumps(plot.to_dict()))
         out.append(f"{stem}.json")

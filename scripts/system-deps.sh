@@ -2,11 +2,12 @@
 # Install the Debian packages the real SDR drivers need and make a Python
 # interpreter see SoapySDR's bindings.
 #
-#   scripts/system-deps.sh [PYTHON]
+#   scripts/system-deps.sh [--browser] [PYTHON]
 #
-# 1. If any of libiio0, libiio-utils, python3-soapysdr, soapysdr-module-all is
-#    missing: as root with apt-get, `apt-get update` once and install them;
-#    otherwise print the command to run and carry on (exit 0).
+# 1. If any of libiio0, libiio-utils, python3-soapysdr, soapysdr-module-all
+#    (and with --browser, for the test suite: chromium, which opens the HTML
+#    reports headless) is missing: as root with apt-get, `apt-get update` once
+#    and install them; otherwise print the command to run and carry on (exit 0).
 # 2. With PYTHON (e.g. .venv/bin/python): symlink SoapySDR.py and
 #    _SoapySDR.cpython-311-*.so from Debian's dist-packages into PYTHON's
 #    site-packages (sysconfig purelib).  Only those two files: adding all of
@@ -20,6 +21,10 @@
 set -euo pipefail
 
 PACKAGES=(libiio0 libiio-utils python3-soapysdr soapysdr-module-all)
+if [[ ${1:-} == --browser ]]; then
+    PACKAGES+=(chromium)
+    shift
+fi
 DIST=/usr/lib/python3/dist-packages
 PY=${1:-}
 

@@ -40,7 +40,8 @@ def gain(records: list[CaptureRecord], p: GainParams) -> StepData:
         details = {"gain_db": expanded(u), "output_power_dbm": expanded(u)}
     return StepData({"gain_db": pout - setting.power_dbm, "output_power_dbm": pout,
                      "input_power_dbm": setting.power_dbm},
-                    {"spectrum": spectrum_figure(spec, "DUT output spectrum")}, {"stimulus": w.describe()}, details)
+                    {"spectrum": spectrum_figure(spec, "DUT output spectrum", tones_hz=w.tones_hz)}, {"stimulus": w.describe()},
+                    details)
 
 
 @dataclass
@@ -205,7 +206,8 @@ def two_tone_ip3(records: list[CaptureRecord], p: IP3Params) -> StepData:
         pt.append(lv.tone_dbm)
         pim.append(lv.im3_dbm)
         if rel == levels[len(levels) // 2]:
-            spectra["spectrum"] = spectrum_figure(lv.spectrum, f"Two-tone output, {per_tone:.1f} dBm/tone in")
+            spectra["spectrum"] = spectrum_figure(lv.spectrum, f"Two-tone output, {per_tone:.1f} dBm/tone in",
+                                                 tones_hz=(f1, f2), im3=True)
     # levels weighted by their IM3 uncertainty; IM3 within MIN_IM3_SNR_DB of the noise left out
     r = third_order_intercept(pin, pt, pim, im3_u_db=u_im, im3_snr_db=snr_im)
     info = {"stimulus": w.describe(), "levels": {"input_tone_dbm": pin, "output_tone_dbm": pt,

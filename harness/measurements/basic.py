@@ -48,7 +48,8 @@ def channel_power(records: list[CaptureRecord], p: ChannelPowerParams) -> StepDa
         u = band_power_uncertainty_db(bw, m.x.size / m.sample_rate_hz)
     else:  # tones
         u = max(tone_power_uncertainty_db(spec, f) for f in w.tones_hz)
-    return StepData({"channel_power_dbm": power}, {"spectrum": spectrum_figure(spec, "DUT output spectrum")},
+    return StepData({"channel_power_dbm": power},
+                    {"spectrum": spectrum_figure(spec, "DUT output spectrum", tones_hz=w.tones_hz)},
                     {"stimulus": w.describe()}, {"channel_power_dbm": expanded(u)})
 
 

@@ -175,7 +175,7 @@ def delay(records: list[CaptureRecord], p: DelayParams) -> StepData:
     # correlation-peak timing precision: ~1 / (2 pi B sqrt(SNR * n)) with the stimulus bandwidth B
     snr = max(r.correlation ** 2 / max(1 - r.correlation ** 2, 1e-12), 1e-3)
     u = 1.0 / (2 * math.pi * bw * math.sqrt(snr * m.x.size))
-    return StepData({"delay_s": lag / fs}, {f"delay-{i}": pl for i, pl in enumerate(delay_figures(r))},
+    return StepData({"delay_s": lag / fs}, {f"delay-{i}": pl for i, pl in enumerate(delay_figures(r, lag / fs))},
                     {"stimulus": w.describe(), "correlation": r.correlation, "lag_samples": r.lag_samples, **info},
                     {"delay_s": expanded(u)})
 

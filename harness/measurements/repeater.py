@@ -9,7 +9,7 @@ import numpy as np
 
 from harness.capture import CaptureRecord
 from harness.config import doc, excerpt
-from harness.figures import spectrum_figure
+from harness.figures import no_input_figure, oob_figure, spectrum_figure
 from harness.dsp.ripple import feedback_ripple, line_level_db, smoothed_ripple_db, transfer_magnitude
 from harness.dsp.spectrum import band_power_uncertainty_db, psd, tone_power_dbm, tone_power_uncertainty_db
 from harness.measurements import (MAX_SWEEP_POINTS, MeasurementError, Output, StepData, StepSettings, by_label,
@@ -189,12 +189,11 @@ def out_of_band_gain(records: list[CaptureRecord], p: OobGainParams) -> StepData
             ys.append(g)
             if g > values[name]:
                 values[name], where[name] = g, {"offset_hz": abs(played - edge), "side": side, "freq_hz": played}
-    values["passband_gain_db"], _, _ = gain_at(by_label(records, "passband"))
-    order = np.argsort(xs)
-    plot = Plot("Out-of-band gain", "offset from the pass-band centre (MHz)", "gain (dB)")
-    plot.add(np.array(xs)[order], np.array(ys)[order], "gain", style="line")
-    for x in (p.passband_low_hz - centre, p.passband_high_hz - centre):
-        plot.vlines.append({"value": x / 1e6})
+    values["passband_gain_db"], pb_played, _ = gain_at(by_label(records, "passband"))
+    plot = oob_figure(np.array(xs), np.array(ys), ((p.passband_low_hz - centre) / 1e6,
+                                                   (p.passband_high_hz - centre) / 1e6),
+                      values["passband_gain_db"], (pb_played - centre) / 1e6,
+                      [(name, lo / 1e6, (p.max_offset_hz if hi is None else hi) / 1e6) for name, lo, hi in OOB_RANGES])
     details = {k: expanded(uncert[v["freq_hz"]], **v) for k, v in where.items()}
     return StepData(values, {"oob": plot}, {"worst": where}, details)
 
@@ -274,7 +273,7 @@ def input_intermodulation(records: list[CaptureRecord], p: InputImdParams) -> St
     p0 = psd(quiet.x, fs).band_power_dbm(mid - half, mid + half)
     spec = psd(m.x, fs)
     p1 = spec.band_power_dbm(mid - half, mid + half)
-    plot = spectrum_figure(spec, "Output with two out-of-band tones")
+    plot = spectrum_figure(spec, "Output with two out-of-band tones", tones_hz=(f1, f2), im3=True)
     plot.vlines += [{"value": (mid - half) / 1e6}, {"value": (mid + half) / 1e6}]
     u = band_power_uncertainty_db(p.measurement_bandwidth_hz, m.n_samples / fs)
     return StepData({"power_rise_db": p1 - p0, "imd_power_dbm": p1}, {"spectrum": plot},
@@ -330,7 +329,7 @@ def oscillation_margin(records: list[CaptureRecord], p: OscillationParams) -> St
     half = p.bandwidth_hz / 2
     q = psd(quiet.x, fs, nperseg=16384)
     line_db, line_hz = line_level_db(q, 0.9 * half)
-    plots = {"no-input": spectrum_figure(q, "Output with no input")}
+    plots = {"no-input": no_input_figure(q, line_db, line_hz, p.line_threshold_db)}
     values = {"line_level_db": line_db}
     info = {"no_input_peak_hz": line_hz}
     fh, h_periods, xmag = transfer_magnitude(m.x, m.waveform().samples, fs, 0.8 * half, with_stimulus=True,
@@ -338,8 +337,10 @@ def oscillation_margin(records: list[CaptureRecord], p: OscillationParams) -> St
     lh_periods = np.log(h_periods)
     gain_db = 20 / math.log(10) * lh_periods.mean(axis=0)
     values["gain_ripple_db"] = smoothed_ripple_db(gain_db)
-    plot = Plot("Gain across the band (noise stimulus)", "offset from centre (MHz)", "gain (dB)")
-    plot.add(fh / 1e6, gain_db, "gain")
+    # |H| against the digital stimulus carries the TX scaling, not the DUT's gain: shown relative to its median
+    plot = Plot(f"Gain ripple across the band (noise stimulus): {values['gain_ripple_db']:.2f} dB",
+                "offset from centre (MHz)", "gain relative to its median (dB)")
+    plot.add(fh / 1e6, gain_db - np.median(gain_db), "gain")
     plots["ripple"] = plot
     if line_db > p.line_threshold_db:
         values["isolation_margin_db"] = None

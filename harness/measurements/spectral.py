@@ -169,7 +169,7 @@ def aclr(records: list[CaptureRecord], p: AclrParams) -> StepData:
     info = {"aclr": r.as_dict()}
     if w is not None:
         info["stimulus"] = w.describe()
-    data = StepData(values, {"aclr": aclr_figure(r)}, info, details)
+    data = StepData(values, {"aclr": aclr_figure(r, names)}, info, details)
     return data
 
 
@@ -354,9 +354,7 @@ def ccdf_step(records: list[CaptureRecord], p: CcdfParams) -> StepData:
     w, m = _the_capture(records)
     out = ccdf(m.x)
     ref = ccdf(np.tile(w.samples, max(1, int(np.ceil(m.x.size / w.n_samples))))[: m.x.size])
-    plot = ccdf_figure(out)
-    ok = ref.probability > 0
-    plot.add(ref.thresholds_db[ok], np.log10(ref.probability[ok]), "stimulus")
+    plot = ccdf_figure(out, ref)
     # The 0.01 % level rests on ~n*1e-4 exceeding samples (binomial, relative spread 1/sqrt(k)); the CCDF's
     # slope there converts that probability spread into dB.
     u = _ccdf_level_uncertainty_db(out, 1e-4)
