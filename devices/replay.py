@@ -24,6 +24,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,6 +53,36 @@ def recording_paths(path: str | Path) -> tuple[Path, Path]:
 def iso_utc(timestamp_s: float) -> str:
     """A POSIX time as SigMF's core:datetime (RFC 3339, UTC, 'Z')."""
     return datetime.fromtimestamp(timestamp_s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@lru_cache(maxsize=1)
+def _schema_validator():
+    """The ``sigmf`` package's metadata schema as a jsonschema validator, checked once (``sigmf.validate``
+    checks the schema itself on every call: ~75 ms a recording)."""
+    import jsonschema
+    from sigmf import schema
+
+    ref = schema.get_schema()
+    cls = jsonschema.validators.validator_for(ref)
+    cls.check_schema(ref)
+    return cls(ref)
+
+
+def validate_metadata(metadata: dict) -> None:
+    """What :func:`sigmf.validate.validate` checks (its schema, declared extension namespaces, sample_start
+    order), with the schema checked once per process; raises ``jsonschema.ValidationError``."""
+    import jsonschema
+    from sigmf import validate as sv
+
+    _schema_validator().validate(metadata)
+    undeclared = sv._get_namespaces_used(metadata) - sv._get_namespaces_declared(metadata)
+    if undeclared:
+        raise jsonschema.exceptions.ValidationError(
+            f"extension namespace(s) used but not declared in core:extensions: {', '.join(sorted(undeclared))}")
+    for key in ("captures", "annotations"):
+        starts = [item["core:sample_start"] for item in metadata[key]]
+        if starts != sorted(starts):
+            raise jsonschema.exceptions.ValidationError(f"{key} has incorrect sample start ordering")
 
 
 @dataclass
@@ -110,9 +141,7 @@ def write_recording(path: str | Path, samples: np.ndarray, sample_rate_hz: float
         mf.add_capture(0, metadata=cap)
         for a in annotations:
             mf.add_annotation(int(a.start), None if a.count is None else int(a.count), metadata=dict(a.fields))
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # an undeclared namespace is a warning in sigmf: make it count
-            mf.validate()
+        validate_metadata(mf.ordered_metadata())
         with open(tmp_meta, "w", encoding="utf-8") as f:
             mf.dump(f, pretty=True)
             f.write("\n")
@@ -171,9 +200,7 @@ def read_recording(path: str | Path, require_checksum: bool = True) -> Recording
     except json.JSONDecodeError as e:
         raise RecordingError(f"{meta_path}: invalid metadata: not JSON ({e})") from None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            SigMFFile(metadata=metadata).validate()
+        validate_metadata(metadata)
     except (jsonschema.exceptions.ValidationError, sigmf_error.SigMFError, Warning, KeyError, TypeError,
             AttributeError) as e:
         msg = getattr(e, "message", None) or str(e)
