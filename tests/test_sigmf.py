@@ -60,7 +60,9 @@ def test_record_round_trips_exactly_with_the_sigmf_fields(tmp_path):
     assert cap["core:datetime"] == "2026-11-29T11:49:01.953923Z"
     labels = {a["core:label"]: a for a in m["annotations"]}
     assert labels["stimulus"]["core:sample_count"] == 4096
-    assert labels["stimulus"]["core:freq_lower_edge"] == labels["stimulus"]["core:freq_upper_edge"] == 2.141e9
+    tone = 2.14e9 + r.waveform().tones_hz[0]  # the CW on its nearest whole-cycle frequency
+    assert abs(tone - 2.141e9) < 1e3
+    assert labels["stimulus"]["core:freq_lower_edge"] == labels["stimulus"]["core:freq_upper_edge"] == tone
     assert labels["analysis"]["core:sample_count"] == 4096
     assert "overflow gap" not in labels
     import hashlib
