@@ -259,7 +259,7 @@ def test_a_changed_plan_file_needs_plan_given_explicitly(tmp_path, lte_run, caps
     assert code == 2 and "the plan changed since the run" in capsys.readouterr().err
 
 
-def test_save_failed_keeps_only_steps_that_did_not_pass(tmp_path, monkeypatch):
+def test_save_failed_keeps_only_steps_that_did_not_pass(tmp_path, monkeypatch, capsys):
     from conftest import RIGS
 
     run = _run(tmp_path, PLANS / "amplifier_characterization.yaml", "--rig",
@@ -273,6 +273,15 @@ def test_save_failed_keeps_only_steps_that_did_not_pass(tmp_path, monkeypatch):
     assert again["steps"][0]["verdict"] == "SKIPPED" and "were not saved" in again["steps"][0]["error"]
     assert _same_steps({"steps": res["steps"][1:]}, {"steps": again["steps"][1:]}) == []
     assert again["status"] == "aborted" and again["verdict"] == "FAIL" and code == 1
+    # one of the two-tone step's levels lost: refused, naming the declared capture it lacks
+    lost = sorted((run / "captures").glob("step03-001-*.sigmf-meta"))[0]
+    label = load_record(lost).record.label
+    lost.unlink()
+    capsys.readouterr()
+    code, _ = _analyze(run, tmp_path / "third")
+    err = capsys.readouterr().err
+    assert code == 2 and f"step 'Two-tone third-order intercept': declared capture {label!r} (LO 2140 MHz" in err
+    assert "has no saved recording" in err
 
 
 # ------------------------------------------------------------------ harness capture, the replay board
