@@ -90,9 +90,15 @@ def cmd_run(args) -> int:
         return EXIT_CONFIG
     rig.uncalibrated = args.uncalibrated  # nominal paths, no calibration required (recorded in results)
     console = _console(args.quiet)
+    saver = None
+    if getattr(args, "save_captures", None):
+        from harness.outputs.sigmf import CaptureSaver
+
+        saver = CaptureSaver(args.save_captures)
     try:
         code, rec = run_plan(plan, rig, Path(args.out) if args.out else None, seed=args.seed,
-                             reporter=Reporter(console), force=args.force, operator=_operator(args.yes))
+                             reporter=Reporter(console), force=args.force, operator=_operator(args.yes),
+                             record_sink=saver)
     except ConfigError as e:
         _err(str(e))
         return EXIT_CONFIG
@@ -107,7 +113,129 @@ def cmd_run(args) -> int:
     print(f"Verdict: {verdict}  (exit {code})")
     print(f"Results: {rec.results_path}")
     print(f"Report: {rec.report_path}")
+    if saver is not None:
+        print(f"Captures: {len(saver.files)} SigMF recordings, {saver.bytes / 1e6:.1f} MB in "
+              f"{saver.write_s:.2f} s -> {rec.dir / 'captures'}")
     return code
+
+
+# ----------------------------------------------------------------- analyze
+def cmd_analyze(args) -> int:
+    """Re-analyse a run's saved captures (no rig): exit codes as ``run``; 2 when captures are missing."""
+    from harness.plan import load_plan
+    from harness.reanalysis import analyze_run
+    from harness.runner import Reporter
+
+    src = Path(args.run_dir)
+    try:
+        if args.plan:
+            plan = load_plan(resolve(args.plan, "plan"))
+        else:
+            try:
+                import json
+
+                res = json.loads((src / "results.json").read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                raise ConfigError("no results.json: give the plan with --plan", src) from None
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"cannot read results.json: {e}", src) from None
+            pf = (res.get("plan") or {}).get("file")
+            if not pf:
+                raise ConfigError("the run names no plan file: give it with --plan", src / "results.json")
+            plan = load_plan(resolve(pf, "plan"))
+            from harness.runner import file_sha256
+
+            if res["plan"].get("sha256") and file_sha256(plan.file) != res["plan"]["sha256"]:
+                raise ConfigError("the plan changed since the run (its sha256 differs): give it with --plan to "
+                                  "judge the captures with the edited plan", plan.file)
+        code, rec = analyze_run(src, plan, Path(args.out) if args.out else None, force=args.force,
+                                reporter=Reporter(_console(args.quiet)))
+    except ConfigError as e:
+        _err(str(e))
+        return 2
+    print(f"Verdict: {rec.verdict()}  (exit {code})")
+    print(f"Results: {rec.results_path}")
+    print(f"Report: {rec.report_path}")
+    return code
+
+
+# ----------------------------------------------------------------- capture
+def cmd_capture(args) -> int:
+    """One recording from a device URI; never transmits. Exit 0 written, 2 bad arguments or device,
+    3 samples lost after every retry (written, the gaps annotated) or the file cannot be written."""
+    import math
+
+    import numpy as np
+
+    from devices import DeviceError
+    from devices.radio import StreamConfig
+    from devices.registry import open_radio
+    from harness.capture import CaptureRecord
+    from harness.outputs.sigmf import save_record
+    from harness.results import _jsonable
+    from harness.session import software_version
+
+    try:
+        freq = parse_quantity(args.freq, "Hz")
+        rate = parse_quantity(args.rate, "Hz")
+        n = int(args.samples)
+        if not 1 <= n <= 1 << 26:
+            raise ValueError(f"--samples {n}: must be 1..{1 << 26}")
+        if not (0 < freq <= 100e9 and 0 < rate <= 1e10):
+            raise ValueError("--freq and --rate must be positive frequencies")
+        gain = parse_quantity(args.gain, "dB") if args.gain is not None else None
+        bw = parse_quantity(args.bandwidth, "Hz") if args.bandwidth is not None else None
+    except (ConfigError, ValueError) as e:
+        _err(str(e))
+        return 2
+    out = Path(args.out)
+    meta_path = out if out.suffix == ".sigmf-meta" else Path(str(out).removesuffix(".sigmf-data") + ".sigmf-meta")
+    if meta_path.exists() and not args.force:
+        _err(f"{meta_path}: exists; give --force to replace it")
+        return 2
+    try:
+        radio = open_radio(args.uri)
+    except DeviceError as e:
+        _err(f"device {args.uri!r}: {e}")
+        return 2
+    with radio:
+        caps = radio.capabilities
+        try:
+            g = caps.rx_gain_range_db.clip(gain if gain is not None else
+                                           (caps.rx_gain_range_db.low + caps.rx_gain_range_db.high) / 2)
+            cfg = radio.configure_rx(StreamConfig(freq, rate, g, bw or caps.rf_bandwidth_range_hz.clip(0.8 * rate),
+                                                  args.channel))
+            for attempt in range(4):  # samples lost: taken again, never stitched
+                cap = radio.capture(n)
+                if not (cap.meta.overflow or cap.meta.dropped_samples):
+                    break
+        except DeviceError as e:
+            _err(f"device {args.uri!r}: {e}")
+            return 2
+    s = cap.samples
+    peak = float(max(np.max(np.abs(s.real)), np.max(np.abs(s.imag)), 1e-12))
+    fs_dbm = (caps.rx_full_scale_dbm - cfg.gain_db) if caps.rx_full_scale_dbm is not None else math.nan
+    rec = CaptureRecord(np.asarray(s, np.complex64), cfg.sample_rate_hz, cfg.freq_hz, cfg.gain_db, fs_dbm, None,
+                        label="capture", rf_bandwidth_hz=cfg.rf_bandwidth_hz, timestamp_s=cap.meta.timestamp,
+                        overflow=cap.meta.overflow, dropped_samples=cap.meta.dropped_samples,
+                        overload=cap.meta.overload, clipped_samples=cap.meta.clipped_samples, retries=attempt,
+                        peak_dbfs=20 * math.log10(peak), extra=_jsonable(dict(cap.meta.extra)))
+    ctx = {"rig": {"device": args.uri, "driver": caps.driver, "serial": caps.serial},
+           "run": {"command": "harness capture", "software_version": software_version(),
+                   "full_scale": "the radio's nominal RX full scale, no rig paths" if caps.rx_full_scale_dbm
+                   is not None else "unknown: the radio states no RX full scale"}}
+    hw = " ".join(x for x in (caps.driver, caps.description, f"serial {caps.serial}" if caps.serial else "") if x)
+    try:
+        path = save_record(out, rec, ctx, hw=hw or args.uri)
+    except OSError as e:
+        _err(f"{out}: cannot write: {e.strerror or e}")
+        return 3
+    print(f"{path}: {n} samples at {cfg.freq_hz / 1e6:.6g} MHz, {cfg.sample_rate_hz / 1e6:.6g} MS/s, "
+          f"RX gain {cfg.gain_db:g} dB, peak {rec.peak_dbfs:.1f} dBFS")
+    if rec.faults():
+        _err(f"{path}: {', '.join(rec.faults())} after {attempt + 1} attempts: written with the gaps annotated")
+        return 3 if (rec.overflow or rec.dropped_samples) else 0
+    return 0
 
 
 # ----------------------------------------------------------------- report
@@ -372,7 +500,42 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--uncalibrated", action="store_true",
                    help="run on the rig's nominal paths without (or ignoring) its calibration; recorded in the results")
+    r.add_argument("--save-captures", nargs="?", const="all", choices=("all", "failed"), metavar="all|failed",
+                   help="save every capture record as SigMF in the run's captures/ (=failed: only the steps that "
+                        "did not PASS, and thru steps, the floors they need); re-analyse with 'harness analyze'")
     r.set_defaults(func=cmd_run)
+
+    an = sub.add_parser("analyze", help="re-run the analysis of a run's saved captures (no rig)",
+                        description="Re-analyse the SigMF captures a run saved (--save-captures) and write a new "
+                                    "run directory. With the run's plan every value is reproduced bit for bit; "
+                                    "with an edited plan (--plan: a limit, an analysis parameter) the old "
+                                    "captures are judged again. A step whose declared captures are not saved is "
+                                    "refused (exit 2) naming the missing capture. RUN_DIR may also be a folder of "
+                                    "recordings (e.g. captures/) with --plan. Exit codes as for run.")
+    an.add_argument("run_dir", help="run directory (or a folder of recordings, with --plan)")
+    an.add_argument("--plan", help="plan to judge with (default: the run's own, unchanged)")
+    an.add_argument("--out", help="new run directory (default: runs/<time>-<plan>-analyzed)")
+    an.add_argument("--force", action="store_true", help="clear --out if it holds another run")
+    an.add_argument("--quiet", action="store_true", help="no per-step output")
+    an.set_defaults(func=cmd_analyze)
+
+    cp = sub.add_parser("capture", help="record one SigMF capture from a device URI (never transmits)",
+                        description="Open a radio by URI (sim:, pluto:, soapy:, sigmf:, ...), tune, capture and "
+                                    "write one SigMF recording (cf32_le, SHA-512, the harness extension). A capture "
+                                    "that lost samples is taken again (3 times); if it still did, it is written "
+                                    "with the gaps annotated and the exit code is 3. The transmitter is never "
+                                    "started. Exit codes: 0 written, 2 bad argument or device, 3 samples lost or "
+                                    "write failed.")
+    cp.add_argument("uri", help="device URI")
+    cp.add_argument("--freq", required=True, help="centre frequency, e.g. '2140 MHz'")
+    cp.add_argument("--rate", required=True, help="sample rate, e.g. '30.72 MHz'")
+    cp.add_argument("--samples", required=True, type=int, help="number of samples")
+    cp.add_argument("--out", required=True, help="recording (base name, or NAME.sigmf-meta)")
+    cp.add_argument("--gain", help="RX gain, e.g. '30 dB' (default: mid-range)")
+    cp.add_argument("--bandwidth", help="RX analogue bandwidth (default: 0.8 x rate)")
+    cp.add_argument("--channel", type=int, default=0, help="RX channel (default 0)")
+    cp.add_argument("--force", action="store_true", help="replace an existing recording")
+    cp.set_defaults(func=cmd_capture)
 
     rp = sub.add_parser("report", help="rebuild a run's junit.xml and report.html from its results.json",
                         description="Rebuild junit.xml and report.html from results.json, the figures from the "

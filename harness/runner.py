@@ -181,7 +181,8 @@ def file_sha256(path: str | Path | None) -> str | None:
         return None
 
 
-#: ``sink(index, step, records, data)``: gets every step's capture records and analysis (saving, tests)
+#: ``sink(index, step, records, data)``: gets every step's capture records and analysis (saving, tests); a sink
+#: with a ``start(run_dir, header)`` method is told the run directory and results header before the first step
 RecordSink = Callable[[int, Step, list[CaptureRecord], StepData], None]
 
 
@@ -213,6 +214,8 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
                 write_rejection(run_dir.path, plan.name, plan.file, e)
                 raise
             rec = RunRecorder(run_dir.path, _header(plan, rig_spec, rig, seed))
+            if hasattr(record_sink, "start"):  # a sink that writes into the run directory (saved captures)
+                record_sink.start(run_dir.path, rec.header)
             reporter.plan_start(plan, rig_spec, run_dir.path)
             log.info("run %s on %s (%s), seed %d", plan.file, rig_spec.file, rig_spec.device, seed)
             try:
