@@ -237,8 +237,8 @@ def analyze_run(src_path: Path, plan: Plan, out: Path | None = None, force: bool
                     srec = StepRecord(step.name, step.measurement.name, verdict, started, now_iso(),
                                       time.perf_counter() - t0, meas, error, step.freq_hz, step.sample_rate_hz,
                                       info=data.info, seed=seed, declared_captures=n_declared,
-                                      captures=[r.meta() for r in records])
-                    srec.plots = _save_plots(rec.dir, i, data, plots)
+                                      captures=[r.meta() for r in records], thru=step.thru, floor_step=step.floor)
+                    srec.plots = _save_plots(rec.dir, i, data, plots, {m.name: m.to_dict() for m in meas})
                     rec.add(srec)
                     reporter.step_done(i, len(work), srec)
                     stop = None

@@ -24,12 +24,12 @@ SHIPPED = sorted(p.name for p in PLANS.glob("*.yaml"))
 def _cw_record(n=4096, **kw) -> CaptureRecord:
     spec = StimulusSpec("cw", STIMULI["cw"].params(power_dbm=-20.0, offset_hz=1e6))
     ref = StimulusRef.of(spec, 15.36e6, 7)
-    tx = TxRecord(2.14e9, -20.0, 10.0, -7.25, -3.1, ref, 0.0)
+    tx = TxRecord(2.14e9, -20.0, 10.0, -7.25, -3.1, ref, 0.0, start_time_ns=1_000_000_007)
     rng = np.random.default_rng(1)
     x = ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) * 0.01).astype(np.complex64)
     args = dict(samples=x, sample_rate_hz=15.36e6, freq_hz=2.14e9, rx_gain_db=31.5, full_scale_dbm=12.345678901234,
                 tx=tx, label="level 3", rf_bandwidth_hz=12.288e6, timestamp_s=1795952941.953923,
-                tx_sample_index=12345, peak_dbfs=-17.123456789, extra={"note": [1, 2.5]})
+                rx_time_ns=1_000_123_457, rx_channel=1, peak_dbfs=-17.123456789, extra={"note": [1, 2.5]})
     args.update(kw)
     return CaptureRecord(**args)
 
