@@ -174,6 +174,7 @@ class PlutoRadio(Radio):
             rx_full_scale_dbm=nominal(rx_fs, "emulator,rx_full_scale_dbm"),
             serial=ctx_attrs.get("hw_serial", ""),
             description=ctx_attrs.get("hw_model", "PlutoSDR"),
+            firmware=ctx_attrs.get("fw_version", ""),
         )
 
     @property

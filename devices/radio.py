@@ -120,6 +120,8 @@ class Capabilities:
     rx_full_scale_dbm: float | None = None
     serial: str = ""
     description: str = ""
+    #: the board's firmware version as it reports it ("" when it reports none)
+    firmware: str = ""
     #: how captures are timed against the transmitter: "tx_timestamps" (each capture says which transmitted
     #: sample was leaving when it began: a shared TX/RX sample clock), or None (no such relation)
     timing: str | None = None

@@ -520,6 +520,8 @@ class SoapyRadio(Radio):
             tx_full_scale_dbm=tx_fs_dbm, rx_full_scale_dbm=rx_fs_dbm,
             serial=serial,
             description=" ".join(x for x in (hw_key, ", ".join(f"{k}={v}" for k, v in hw.items())) if x),
+            firmware=next((hw[k] for k in ("fw_version", "firmware_version", "firmware", "fpga_version") if hw.get(k)),
+                          ""),
         )
 
     @property

@@ -19,9 +19,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _console(quiet: bool = False):
+    """Rich console on stdout; when stdout is not a terminal (a pipe, a CI log) nothing is wrapped or split."""
     from rich.console import Console
 
-    return None if quiet else Console(highlight=False)
+    if quiet:
+        return None
+    return Console(highlight=False, soft_wrap=not sys.stdout.isatty())
 
 
 def _err(msg: str) -> None:
@@ -72,42 +75,92 @@ def _operator(yes: bool):
     return None
 
 
+def _run_identity(args):
+    """--dut-serial/--operator/--station, else HARNESS_DUT_SERIAL/HARNESS_OPERATOR/HARNESS_STATION."""
+    from harness.provenance import RunIdentity
+
+    try:
+        return RunIdentity.resolve({"dut_serial": args.dut_serial, "operator": args.operator,
+                                    "station": args.station})
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _run_history(args):
+    """The results history a run records into (None: --no-history); ConfigError when it cannot be opened."""
+    if args.no_history:
+        return None
+    from harness.outputs.history import HistoryError, open_history
+
+    try:
+        return open_history(args.history)
+    except HistoryError as e:
+        raise ConfigError(f"{e} (give --no-history to run without recording, or --history PATH)") from None
+
+
 def cmd_run(args) -> int:
     from devices import DeviceError
     from harness.plan import load_plan
     from harness.rig import load_rig
-    from harness.runner import Reporter, run_plan
+    from harness.runner import Reporter, history_failed, run_plan
     from harness.session import EXIT_CONFIG, EXIT_ERROR
 
+    history = None
     try:
         plan = load_plan(resolve(args.plan, "plan"))
         rig_path = Path(args.rig) if args.rig else plan.rig_file
         if rig_path is None:
             raise ConfigError("plan names no rig; give --rig RIG", plan.file)
         rig = load_rig(resolve(str(rig_path), "rig"))
+        identity = _run_identity(args)
+        history = _run_history(args)
     except ConfigError as e:
         _err(str(e) + _record_refusal(args, Path(args.plan).stem, args.plan, e))
         return EXIT_CONFIG
     rig.uncalibrated = args.uncalibrated  # nominal paths, no calibration required (recorded in results)
-    console = _console(args.quiet)
+    console = _console(args.quiet or args.json)
+    reporter = Reporter(console)
     try:
         code, rec = run_plan(plan, rig, Path(args.out) if args.out else None, seed=args.seed,
-                             reporter=Reporter(console), force=args.force, operator=_operator(args.yes))
+                             reporter=reporter, force=args.force, operator=_operator(args.yes),
+                             identity=identity, history=history)
     except ConfigError as e:
         _err(str(e))
         return EXIT_CONFIG
     except DeviceError as e:  # the rig could not be opened: nothing was transmitted
         _err(f"{rig.file}: device {rig.device!r}: {e}")
         return EXIT_CONFIG
+    finally:
+        if history is not None:
+            history.close()
     write_error = getattr(rec, "write_error", None)
     if write_error:
         _err(f"{write_error}; the run was stopped and the transmitter switched off")
         return EXIT_ERROR
-    verdict = rec.verdict()
-    print(f"Verdict: {verdict}  (exit {code})")
+    results = rec.to_dict()
+    lost = history_failed(rec)
+    if lost:
+        _err(f"results history not recorded: {lost}; the results stand in {rec.results_path} (record them "
+             f"later: harness history --add {rec.dir})")
+    if args.json:
+        _print_json_summary(results, code, rec)
+        return code
+    reporter.summary(results)
+    print(f"Verdict: {rec.verdict()}  (exit {code})")
     print(f"Results: {rec.results_path}")
     print(f"Report: {rec.report_path}")
     return code
+
+
+def _print_json_summary(results: dict, code: int, rec) -> None:
+    import json
+
+    from harness.outputs.summary import run_summary
+
+    out = run_summary(results, code)
+    out.update(run_dir=str(rec.dir), results=str(rec.results_path), report=str(rec.report_path),
+               junit=str(rec.dir / "junit.xml"))
+    print(json.dumps(out, indent=2))
 
 
 # ----------------------------------------------------------------- report
@@ -132,6 +185,53 @@ def cmd_report(args) -> int:
         return 3
     print(f"{run_dir}: {data.get('status')}, verdict {data.get('verdict')}")
     print(f"Report: {run_dir / 'report.html'}")
+    return 0
+
+
+# ----------------------------------------------------------------- history
+def cmd_history(args) -> int:
+    """A unit's values across runs (--dut), or record a finished run directory (--add)."""
+    import json
+
+    from harness.outputs.history import HistoryError, history_table, open_history, rows_json
+
+    if not args.dut and not args.add:
+        _err("history: give --dut SERIAL (show a unit's values) or --add RUN_DIR (record a run)")
+        return 2
+    try:
+        store = open_history(args.history)
+    except HistoryError as e:
+        _err(str(e))
+        return 2
+    try:
+        for run_dir in args.add:
+            path = Path(run_dir) / "results.json"
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                _err(f"{path}: cannot read: {e}")
+                return 2
+            if data.get("status") in (None, "running", "rejected"):
+                _err(f"{path}: status {data.get('status')!r}: only finished runs are recorded")
+                return 2
+            run_id = store.record_run(data, str(Path(run_dir)))
+            print(f"{run_dir}: recorded as run {run_id} in {store.location}")
+        if args.dut:
+            rows = store.measurements(args.dut, args.measurement)
+            if args.json:
+                print(rows_json(rows))
+                return 0
+            if not rows:
+                what = f"measurement {args.measurement!r} of " if args.measurement else ""
+                print(f"no {what}DUT {args.dut!r} in {store.location}")
+                return 0
+            for line in history_table(rows):
+                print(line)
+    except HistoryError as e:
+        _err(str(e))
+        return 3
+    finally:
+        store.close()
     return 0
 
 
@@ -350,11 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 "using SDRs: run test plans, inspect rigs.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    r = sub.add_parser("run", help="run a test plan on a rig",
-                       description="Run a test plan. Exit codes: 0 all PASS; 1 any FAIL; 2 plan, rig or set-up "
-                                   "error (nothing transmitted); 3 any ERROR, a lost device, unwritable results, or "
-                                   "interrupted (Ctrl-C, SIGTERM); 4 INCONCLUSIVE (the rig's floor too close to a "
-                                   "limit); 5 internal error of the harness (traceback in the run log).")
+    from harness.session import exit_codes_help
+
+    r = sub.add_parser("run", help="run a test plan on a rig", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Run a test plan on a rig and write a run directory (results.json, junit.xml, "
+                                   "report.html, plots, run.log);\nrecord the run in the results history.",
+                       epilog=exit_codes_help())
     r.add_argument("plan", help="plan file (YAML)")
     r.add_argument("--rig", help="rig file (default: the plan's rig)")
     r.add_argument("--out", help="run directory (default: runs/<time>-<plan>, made unique); one that holds "
@@ -362,12 +463,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="clear --out if it holds another run")
     r.add_argument("--yes", action="store_true", help="on a rig whose thru is connected by hand "
                                                       "(dut_bypass: manual): do not ask, it is connected")
-    r.add_argument("--seed", type=seed_arg, default=0, help="seed of simulated rigs and stimulus, 0..2**32-1 "
-                                                            "(default 0)")
+    r.add_argument("--seed", type=seed_arg, default=None, help="seed of simulated rigs and stimulus, 0..2**32-1 "
+                                                               "(default: the rig's sim.seed; 0 on a real rig)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--uncalibrated", action="store_true",
                    help="run on the rig's nominal paths without (or ignoring) its calibration; recorded in the results")
+    _add_run_identity_args(r)
     r.set_defaults(func=cmd_run)
+
+    hs = sub.add_parser("history", help="a unit's values, limits and verdicts across runs",
+                        description="Show a DUT's measured values, limits and verdicts across the runs recorded in "
+                                    "the results history (oldest first), or record finished run directories.")
+    hs.add_argument("--dut", metavar="SERIAL", help="the DUT serial")
+    hs.add_argument("--measurement", metavar="NAME", help="one measurement, e.g. gain_db (default: all)")
+    hs.add_argument("--json", action="store_true", help="rows as JSON")
+    hs.add_argument("--add", action="append", default=[], metavar="RUN_DIR",
+                    help="record a finished run directory (e.g. one whose history write failed); repeatable")
+    hs.add_argument("--history", metavar="PATH", help="history database (default: $HARNESS_HISTORY, else "
+                                                      "~/.local/share/rf-harness/history.sqlite)")
+    hs.set_defaults(func=cmd_history)
 
     rp = sub.add_parser("report", help="rebuild a run's junit.xml and report.html from its results.json",
                         description="Rebuild junit.xml and report.html from results.json. A run whose results say "
@@ -438,6 +552,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_run_identity_args(r) -> None:
+    """Which unit, who, where; the results history; the console's machine-readable summary."""
+    r.add_argument("--dut-serial", metavar="SERIAL", help="serial of the unit under test, over the plan's dut.serial "
+                                                          "(else $HARNESS_DUT_SERIAL); names the run directory")
+    r.add_argument("--operator", help="who runs the test (else $HARNESS_OPERATOR)")
+    r.add_argument("--station", help="test station name (else $HARNESS_STATION)")
+    r.add_argument("--history", metavar="PATH", help="results history database (default: $HARNESS_HISTORY, else "
+                                                     "~/.local/share/rf-harness/history.sqlite)")
+    r.add_argument("--no-history", action="store_true", help="do not record the run in the results history")
+    r.add_argument("--json", action="store_true", help="no progress; print a machine-readable summary (JSON)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line: every failure that is not the DUT's exits 2 or 3 with one line; an internal error
     exits 5 with its traceback in a log file, never on the console."""
@@ -450,16 +576,24 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Interrupted) as e:
         _err(f"interrupted ({e or 'Ctrl-C'})")
         return EXIT_ERROR
-    except BrokenPipeError:  # e.g. `harness plans | head`
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
+    except BrokenPipeError:  # e.g. `harness plans | head`: the reader has gone, nothing more to say
+        _quiet_stdout()
         return 0
     except Exception as e:  # noqa: BLE001 - whatever escaped is the harness's fault, not the DUT's
         log = getattr(e, "run_log", None) or _crash_log(e)
         _err(f"internal error: {type(e).__name__}: {one_line(str(e), 200)} (traceback in {log})")
         return EXIT_INTERNAL
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush of what the closed pipe refused does not
+    print a BrokenPipeError of its own."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _crash_log(e: BaseException) -> str:

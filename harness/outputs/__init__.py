@@ -1,0 +1,1 @@
+"""Output sinks: results.json, JUnit, report, SigMF, history."""
