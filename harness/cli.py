@@ -572,7 +572,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with signals_raise():  # a signal before the first step also ends the run with 3
-            return args.func(args)
+            code = args.func(args)
+        sys.stdout.flush()  # a reader that went away (`| head`) shows here, not in the interpreter's exit
+        return code
     except (KeyboardInterrupt, Interrupted) as e:
         _err(f"interrupted ({e or 'Ctrl-C'})")
         return EXIT_ERROR
