@@ -269,5 +269,19 @@ td.num{{text-align:right;font-variant-numeric:tabular-nums}}
 <tr><th>software</th><td>rf-harness {e(results.get('software_version', ''))}, seed {e(str(results.get('seed')))}</td></tr>
 </table>
 {''.join(rows)}
+{_history_section(results)}
 </body></html>
 """
+
+
+def _history_section(results: dict) -> str:
+    """The unit's trends from the results history (results.json ``history.trend_plots``: plot data as JSON
+    and a PNG under plots/, one per limited measurement with earlier runs of this DUT serial)."""
+    trends = (results.get("history") or {}).get("trend_plots") or []
+    if not trends:
+        return ""
+    e = html.escape
+    serial = (results.get("dut") or {}).get("serial") or ""
+    imgs = "".join(f'<img src="{e(t["png"])}" alt="{e(t["title"])}">' for t in trends if t.get("png"))
+    return (f"<section><h2>History of unit {e(serial)}</h2><p class=meta>values, limits and verdicts of "
+            f"this serial across the runs in the results history</p><div class=plots>{imgs}</div></section>")

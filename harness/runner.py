@@ -454,7 +454,11 @@ def record_history(rec: RunRecorder, history: "HistoryStore", log: logging.Logge
     plots = []
     for k, (key, plot) in enumerate(trends.items(), 1):
         stem = f"plots/history{k:02d}-{slug(key)}"
-        (rec.dir / f"{stem}.json").write_text(json.dumps(plot.to_dict()))
+        try:
+            (rec.dir / f"{stem}.json").write_text(json.dumps(plot.to_dict()))
+        except OSError as e:  # the run is recorded; results.json's own write decides whether the disk is gone
+            log.error("trend plot %s: %s", key, e)
+            continue
         entry = {"key": key, "title": plot.title, "json": f"{stem}.json", "png": None}
         try:
             render_png(plot, rec.dir / f"{stem}.png")

@@ -74,7 +74,7 @@ def test_runs_are_recorded_and_shown_per_unit(two_runs, capsys):
     # the table: a header, a rule, one line per run, values with two decimals and their unit
     assert main(["history", "--history", str(db), "--dut", "SN-H1", "--measurement", "gain_db"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4 and lines[0].split()[:4] == ["started", "plan", "step", "measurement"]
+    assert len(lines) == 4 and lines[0].split()[:5] == ["started", "(UTC)", "plan", "step", "measurement"]
     for line, m in zip(lines[2:], want):
         assert f"{m['value']:.2f} dB" in line and "19.00 dB" in line and "PASS" in line
     # all of the unit's values: gain, the limited output power and the INFO input power, per run
@@ -219,3 +219,60 @@ def test_concurrent_writers_do_not_corrupt(tmp_path):
         vals = [r.value for r in store.measurements(f"SN-W{w}", "gain_db")]
         assert sorted(vals) == pytest.approx([20.0 + k / 1000 for k in range(n)])
     store.close()
+
+
+def test_concurrent_harness_runs_share_one_history(tmp_path):
+    """Three `harness run` processes started at once, one history: each run recorded whole, once."""
+    import os
+
+    plan, db = write_plan(tmp_path, PLAN), tmp_path / "lab.sqlite"
+    procs = [subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(plan), "--quiet", "--history", str(db),
+                               "--dut-serial", "SN-C", "--seed", str(seed), "--out", str(tmp_path / f"run{seed}")],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"})
+             for seed in (1, 2, 3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    results = [read_results(tmp_path / f"run{seed}") for seed in (1, 2, 3)]
+    assert all(r["history"]["recorded"] for r in results)
+    assert len({r["history"]["run_id"] for r in results}) == 3
+    store = SqliteHistory(db)
+    rows = store.measurements("SN-C", "gain_db")
+    assert sorted(r.value for r in rows) == sorted(r["steps"][0]["measurements"][0]["value"] for r in results)
+    assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    store.close()
+
+
+def test_report_shows_the_unit_trends(two_runs):
+    _, runs, _ = two_runs
+    html = (runs[1] / "report.html").read_text()
+    res = read_results(runs[1])
+    assert "History of unit SN-H1" in html
+    for t in res["history"]["trend_plots"]:
+        assert f'src="{t["png"]}"' in html
+    assert "History of unit" not in (runs[0] / "report.html").read_text()  # no earlier run: no trend
+
+
+def test_history_write_failure_keeps_results_and_verdict(tmp_path, monkeypatch, capsys):
+    """The database refuses the run (locked, disk full): the DUT's verdict and results.json stand, the run
+    exits 3 with one line saying how to record it later, and recording it later works."""
+    db = tmp_path / "h.sqlite"
+    real = SqliteHistory.record_run
+
+    def refuse(self, results, run_dir):
+        raise HistoryError(f"{self.path}: cannot record the run: database or disk is full")
+
+    monkeypatch.setattr(SqliteHistory, "record_run", refuse)
+    code = main(["run", str(write_plan(tmp_path, PLAN)), "--quiet", "--history", str(db), "--dut-serial", "SN-F",
+                 "--out", str(tmp_path / "run")])
+    out, err = capsys.readouterr()
+    assert code == 3
+    res = read_results(tmp_path / "run")
+    assert res["verdict"] == "PASS" and res["status"] == "complete"
+    assert res["history"] == {"recorded": False, "path": str(db),
+                              "error": f"{db}: cannot record the run: database or disk is full"}
+    assert len(err.strip().splitlines()) == 1 and f"harness history --add {tmp_path / 'run'}" in err
+    assert "Verdict: PASS  (exit 3)" in out
+    monkeypatch.setattr(SqliteHistory, "record_run", real)
+    assert main(["history", "--history", str(db), "--add", str(tmp_path / "run")]) == 0
+    assert [r.verdict for r in SqliteHistory(db).measurements("SN-F", "gain_db")] == ["PASS"]

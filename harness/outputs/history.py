@@ -28,7 +28,7 @@ import json
 import os
 import sqlite3
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
@@ -272,7 +272,8 @@ def trend_plot(rows: list[HistoryRow], measurement: str, step: str | None = None
     serial = rows[0].dut_serial or "?"
     p = Plot(f"{serial}: {measurement}" + (f" ({step})" if step else "") + f" over {len(rows)} runs",
              "run (oldest to newest)", f"{measurement} ({unit})" if unit else measurement)
-    p.add([i for i, _ in pts], [r.value for _, r in pts], "value", "line")
+    p.add([i for i, _ in pts], [r.value for _, r in pts], "", "line")
+    p.add([i for i, _ in pts], [r.value for _, r in pts], "value", "scatter")  # each run a point
     for side, label in (("low", "lower limit"), ("high", "upper limit")):
         lim = [(i, getattr(r, side)) for i, r in enumerate(rows, 1) if getattr(r, side) is not None]
         if lim:
@@ -302,12 +303,12 @@ def unit_trends(store: HistoryStore, results: dict) -> dict[str, Plot]:
 
 def history_table(rows: list[HistoryRow]) -> list[str]:
     """Rows as a plain-text table (no wrapping: one row per line)."""
-    head = ("started", "plan", "step", "measurement", "value", "low", "high", "verdict", "run")
+    head = ("started (UTC)", "plan", "step", "measurement", "value", "low", "high", "verdict", "run")
     body = []
     for r in rows:
         t = r.started_at
         try:
-            t = datetime.fromisoformat(r.started_at).strftime("%Y-%m-%d %H:%M:%S")
+            t = datetime.fromisoformat(r.started_at).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         except (TypeError, ValueError):
             pass
         u = r.unit or ""
