@@ -19,12 +19,29 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _console(quiet: bool = False):
-    """Rich console on stdout; when stdout is not a terminal (a pipe, a CI log) nothing is wrapped or split."""
+    """Rich console on stdout; when stdout is not a terminal (a pipe, a CI log) nothing is wrapped or split.
+
+    A reader that goes away (``harness run ... | head``) silences it; the run goes on to its end, its results
+    and its exit code (rich's own reaction, ``SystemExit(1)``, would stop a run mid-step and exit as a FAIL).
+    """
     from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            _quiet_stdout()
 
     if quiet:
         return None
-    return Console(highlight=False, soft_wrap=not sys.stdout.isatty())
+    return _Console(highlight=False, soft_wrap=not sys.stdout.isatty())
+
+
+def _say(text: str) -> None:
+    """print(), but a reader that went away costs nothing: the command's exit code stands."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _quiet_stdout()
 
 
 def _err(msg: str) -> None:
@@ -146,9 +163,7 @@ def cmd_run(args) -> int:
         _print_json_summary(results, code, rec)
         return code
     reporter.summary(results)
-    print(f"Verdict: {rec.verdict()}  (exit {code})")
-    print(f"Results: {rec.results_path}")
-    print(f"Report: {rec.report_path}")
+    _say(f"Verdict: {rec.verdict()}  (exit {code})\nResults: {rec.results_path}\nReport: {rec.report_path}")
     return code
 
 
@@ -160,7 +175,7 @@ def _print_json_summary(results: dict, code: int, rec) -> None:
     out = run_summary(results, code)
     out.update(run_dir=str(rec.dir), results=str(rec.results_path), report=str(rec.report_path),
                junit=str(rec.dir / "junit.xml"))
-    print(json.dumps(out, indent=2))
+    _say(json.dumps(out, indent=2))
 
 
 # ----------------------------------------------------------------- report

@@ -54,7 +54,7 @@ class Reporter:
 
     @contextmanager
     def step(self, i: int, n: int, step: Step):
-        if not self.console:
+        if not self.console or not self.console.is_terminal:  # a log or a pipe gets the step lines only
             yield (lambda done, total: None)
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

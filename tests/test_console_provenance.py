@@ -111,6 +111,20 @@ def test_closed_pipe_ends_quietly(tmp_path):
     assert r.stderr == b"" and r.stdout.decode().count("\n") == 1
 
 
+def test_run_into_a_closed_pipe_completes_with_its_own_exit_code(tmp_path):
+    """`harness run ... | head`: the run still ends complete, with its verdict's exit code (1: the FAIL step),
+    never rich's SystemExit(1) mid-run nor a traceback."""
+    p = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(write_plan(tmp_path, PLAN)), "--out",
+                          str(tmp_path / "run"), "--no-history"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg",
+                                            "HOME": str(tmp_path)})
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait() == 1 and err == b""
+    res = read_results(tmp_path / "run")
+    assert res["status"] == "complete" and res["verdict"] == "FAIL" and len(res["steps"]) == 2
+
+
 def test_run_help_lists_every_exit_code(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--help"])
