@@ -276,3 +276,6 @@ def test_history_write_failure_keeps_results_and_verdict(tmp_path, monkeypatch, 
     monkeypatch.setattr(SqliteHistory, "record_run", real)
     assert main(["history", "--history", str(db), "--add", str(tmp_path / "run")]) == 0
     assert [r.verdict for r in SqliteHistory(db).measurements("SN-F", "gain_db")] == ["PASS"]
+    res = read_results(tmp_path / "run")
+    assert res["history"]["recorded"] is True and res["history"]["added_later"] is True
+    assert "results history" not in (tmp_path / "run" / "junit.xml").read_text()
