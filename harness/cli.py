@@ -570,7 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. '30 dB'")
     c.add_argument("--temperature", metavar="C", help="ambient temperature in °C, recorded")
     c.add_argument("--repeats", type=int, default=3, help="captures per point (default 3)")
-    c.add_argument("--seed", type=int, default=0, help="seed of simulated rigs (default 0)")
+    c.add_argument("--seed", type=seed_arg, default=None,
+                   help="seed of simulated rigs (default: the rig's sim.seed, as runs and `rig show` use)")
     c.add_argument("--out", help="calibration file (default: next to the rig, <rig stem>.cal.json)")
     c.add_argument("--yes", action="store_true", help="no prompts (the thru is already connected)")
     c.add_argument("--quiet", action="store_true", help="no table")
