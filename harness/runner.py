@@ -237,8 +237,6 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
                      seeds["seed_source"])
             try:
                 _run_steps(plan, rig, rec, declared, seeds["seed"], reporter, record_sink, log)
-                if history is not None:
-                    record_history(rec, history, log)
             except ResultsWriteError as e:  # the disk refused: stop here, the files on disk say incomplete
                 _stopped(rig)
                 rec.write_error = str(e)
@@ -258,6 +256,13 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
                 rig.close()
             except Exception as e:  # noqa: BLE001 - the run's outcome stands; closing a broken device is noted
                 log.error("closing the radio failed: %s", e)
+        if history is not None:  # the radio is closed; the run directory is still ours
+            try:
+                record_history(rec, history, log)
+            except ResultsWriteError as e:
+                rec.write_error = str(e)
+                log.error("%s", e)
+                return EXIT_ERROR, rec
     finally:
         log.handlers.clear()
         run_dir.close()
