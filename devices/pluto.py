@@ -185,6 +185,7 @@ class PlutoRadio(Radio):
             rx_full_scale_dbm=nominal(rx_fs, "emulator,rx_full_scale_dbm"),
             serial=ctx_attrs.get("hw_serial", ""),
             description=ctx_attrs.get("hw_model", "PlutoSDR") + (" (2r2t)" if self._two_rx else ""),
+            firmware=ctx_attrs.get("fw_version", ""),
             # no hardware time; in 2r2t mode both receivers share the AD9361's sample clock
             rx_channels=2 if self._two_rx else 1,
             timing=("coherent_rx",) if self._two_rx else (),

@@ -120,6 +120,8 @@ class Capabilities:
     rx_full_scale_dbm: float | None = None
     serial: str = ""
     description: str = ""
+    #: the board's firmware version as it reports it ("" when it reports none)
+    firmware: str = ""
     #: how captures can be timed against the transmitter (the delay measurement's methods):
     #: "hardware_time": timestamped streams on one device clock (SoapySDR hasHardwareTime): a transmission starts
     #: at a commanded time (``transmit(..., at_time_ns=)``) and each capture reports the time of its first

@@ -534,6 +534,8 @@ class SoapyRadio(Radio):
             serial=serial,
             description=" ".join(x for x in (hw_key, ", ".join(f"{k}={v}" for k, v in hw.items())) if x),
             timing=("hardware_time",) if hw_time else (),
+            firmware=next((hw[k] for k in ("fw_version", "firmware_version", "firmware", "fpga_version") if hw.get(k)),
+                          ""),
         )
 
     @property

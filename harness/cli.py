@@ -19,9 +19,29 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _console(quiet: bool = False):
+    """Rich console on stdout; when stdout is not a terminal (a pipe, a CI log) nothing is wrapped or split.
+
+    A reader that goes away (``harness run ... | head``) silences it; the run goes on to its end, its results
+    and its exit code (rich's own reaction, ``SystemExit(1)``, would stop a run mid-step and exit as a FAIL).
+    """
     from rich.console import Console
 
-    return None if quiet else Console(highlight=False)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            _quiet_stdout()
+
+    if quiet:
+        return None
+    return _Console(highlight=False, soft_wrap=not sys.stdout.isatty())
+
+
+def _say(text: str) -> None:
+    """print(), but a reader that went away costs nothing: the command's exit code stands."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _quiet_stdout()
 
 
 def _err(msg: str) -> None:
@@ -72,24 +92,51 @@ def _operator(yes: bool):
     return None
 
 
+def _run_identity(args):
+    """--dut-serial/--operator/--station, else HARNESS_DUT_SERIAL/HARNESS_OPERATOR/HARNESS_STATION."""
+    from harness.provenance import RunIdentity
+
+    try:
+        return RunIdentity.resolve({"dut_serial": args.dut_serial, "operator": args.operator,
+                                    "station": args.station})
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _run_history(args):
+    """The results history a run records into (None: --no-history); ConfigError when it cannot be opened."""
+    if args.no_history:
+        return None
+    from harness.outputs.history import HistoryError, open_history
+
+    try:
+        return open_history(args.history)
+    except HistoryError as e:
+        raise ConfigError(f"{e} (give --no-history to run without recording, or --history PATH)") from None
+
+
 def cmd_run(args) -> int:
     from devices import DeviceError
     from harness.plan import load_plan
     from harness.rig import load_rig
-    from harness.runner import Reporter, run_plan
+    from harness.runner import Reporter, history_failed, run_plan
     from harness.session import EXIT_CONFIG, EXIT_ERROR
 
+    history = None
     try:
         plan = load_plan(resolve(args.plan, "plan"))
         rig_path = Path(args.rig) if args.rig else plan.rig_file
         if rig_path is None:
             raise ConfigError("plan names no rig; give --rig RIG", plan.file)
         rig = load_rig(resolve(str(rig_path), "rig"))
+        identity = _run_identity(args)
+        history = _run_history(args)
     except ConfigError as e:
         _err(str(e) + _record_refusal(args, Path(args.plan).stem, args.plan, e))
         return EXIT_CONFIG
     rig.uncalibrated = args.uncalibrated  # nominal paths, no calibration required (recorded in results)
-    console = _console(args.quiet)
+    console = _console(args.quiet or args.json)
+    reporter = Reporter(console)
     saver = None
     if getattr(args, "save_captures", None):
         from harness.outputs.sigmf import CaptureSaver
@@ -97,26 +144,46 @@ def cmd_run(args) -> int:
         saver = CaptureSaver(args.save_captures)
     try:
         code, rec = run_plan(plan, rig, Path(args.out) if args.out else None, seed=args.seed,
-                             reporter=Reporter(console), force=args.force, operator=_operator(args.yes),
-                             record_sink=saver)
+                             reporter=reporter, force=args.force, operator=_operator(args.yes),
+                             identity=identity, history=history, record_sink=saver)
     except ConfigError as e:
         _err(str(e))
         return EXIT_CONFIG
     except DeviceError as e:  # the rig could not be opened: nothing was transmitted
         _err(f"{rig.file}: device {rig.device!r}: {e}")
         return EXIT_CONFIG
+    finally:
+        if history is not None:
+            history.close()
     write_error = getattr(rec, "write_error", None)
     if write_error:
         _err(f"{write_error}; the run was stopped and the transmitter switched off")
         return EXIT_ERROR
-    verdict = rec.verdict()
-    print(f"Verdict: {verdict}  (exit {code})")
-    print(f"Results: {rec.results_path}")
-    print(f"Report: {rec.report_path}")
+    results = rec.to_dict()
+    lost = history_failed(rec)
+    if lost:
+        _err(f"results history not recorded: {lost}; the results stand in {rec.results_path} (record them "
+             f"later: harness history --add {rec.dir})")
+    if args.json:
+        _print_json_summary(results, code, rec)
+        return code
+    reporter.summary(results)
     if saver is not None:
-        print(f"Captures: {len(saver.files)} SigMF recordings, {saver.bytes / 1e6:.1f} MB in "
-              f"{saver.write_s:.2f} s -> {rec.dir / 'captures'}")
+        _say(f"Captures: {len(saver.files)} SigMF recordings, {saver.bytes / 1e6:.1f} MB in "
+             f"{saver.write_s:.2f} s -> {rec.dir / 'captures'}")
+    _say(f"Verdict: {rec.verdict()}  (exit {code})\nResults: {rec.results_path}\nReport: {rec.report_path}")
     return code
+
+
+def _print_json_summary(results: dict, code: int, rec) -> None:
+    import json
+
+    from harness.outputs.summary import run_summary
+
+    out = run_summary(results, code)
+    out.update(run_dir=str(rec.dir), results=str(rec.results_path), report=str(rec.report_path),
+               junit=str(rec.dir / "junit.xml"))
+    _say(json.dumps(out, indent=2))
 
 
 # ----------------------------------------------------------------- analyze
@@ -264,6 +331,64 @@ def cmd_report(args) -> int:
         return 3
     print(f"{run_dir}: {data.get('status')}, verdict {data.get('verdict')}")
     print(f"Report: {run_dir / 'report.html'}")
+    return 0
+
+
+# ----------------------------------------------------------------- history
+def cmd_history(args) -> int:
+    """A unit's values across runs (--dut), or record a finished run directory (--add)."""
+    import json
+
+    from harness.outputs.history import HistoryError, history_table, open_history, rows_json
+
+    if not args.dut and not args.add:
+        _err("history: give --dut SERIAL (show a unit's values) or --add RUN_DIR (record a run)")
+        return 2
+    try:
+        store = open_history(args.history)
+    except HistoryError as e:
+        _err(str(e))
+        return 2
+    try:
+        for run_dir in args.add:
+            path = Path(run_dir) / "results.json"
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                _err(f"{path}: cannot read: {e}")
+                return 2
+            if data.get("status") in (None, "running", "rejected"):
+                _err(f"{path}: status {data.get('status')!r}: only finished runs are recorded")
+                return 2
+            run_id = store.record_run(data, str(Path(run_dir)))
+            print(f"{run_dir}: recorded as run {run_id} in {store.location}")
+            if not (data.get("history") or {}).get("recorded"):
+                # its files said "not in the history" (junit error case): now they may say it is
+                from harness.results import write_outputs
+
+                data["history"] = {"recorded": True, "path": store.location, "run_id": run_id, "trend_plots": [],
+                                   "added_later": True}
+                try:
+                    write_outputs(Path(run_dir), data)
+                except OSError as e:
+                    _err(f"{run_dir}: recorded, but its files cannot be rewritten: {e.strerror or e}")
+                    return 3
+        if args.dut:
+            rows = store.measurements(args.dut, args.measurement)
+            if args.json:
+                print(rows_json(rows))
+                return 0
+            if not rows:
+                what = f"measurement {args.measurement!r} of " if args.measurement else ""
+                print(f"no {what}DUT {args.dut!r} in {store.location}")
+                return 0
+            for line in history_table(rows):
+                print(line)
+    except HistoryError as e:
+        _err(str(e))
+        return 3
+    finally:
+        store.close()
     return 0
 
 
@@ -483,11 +608,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 "using SDRs: run test plans, inspect rigs.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    r = sub.add_parser("run", help="run a test plan on a rig",
-                       description="Run a test plan. Exit codes: 0 all PASS; 1 any FAIL; 2 plan, rig or set-up "
-                                   "error (nothing transmitted); 3 any ERROR, a lost device, unwritable results, or "
-                                   "interrupted (Ctrl-C, SIGTERM); 4 INCONCLUSIVE (the rig's floor too close to a "
-                                   "limit); 5 internal error of the harness (traceback in the run log).")
+    from harness.session import exit_codes_help
+
+    r = sub.add_parser("run", help="run a test plan on a rig", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Run a test plan on a rig and write a run directory (results.json, junit.xml, "
+                                   "report.html, plots, run.log);\nrecord the run in the results history.",
+                       epilog=exit_codes_help())
     r.add_argument("plan", help="plan file (YAML)")
     r.add_argument("--rig", help="rig file (default: the plan's rig)")
     r.add_argument("--out", help="run directory (default: runs/<time>-<plan>, made unique); one that holds "
@@ -495,15 +621,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="clear --out if it holds another run")
     r.add_argument("--yes", action="store_true", help="on a rig whose thru is connected by hand "
                                                       "(dut_bypass: manual): do not ask, it is connected")
-    r.add_argument("--seed", type=seed_arg, default=0, help="seed of simulated rigs and stimulus, 0..2**32-1 "
-                                                            "(default 0)")
+    r.add_argument("--seed", type=seed_arg, default=None, help="seed of simulated rigs and stimulus, 0..2**32-1 "
+                                                               "(default: the rig's sim.seed; 0 on a real rig)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--uncalibrated", action="store_true",
                    help="run on the rig's nominal paths without (or ignoring) its calibration; recorded in the results")
     r.add_argument("--save-captures", nargs="?", const="all", choices=("all", "failed"), metavar="all|failed",
                    help="save every capture record as SigMF in the run's captures/ (=failed: only the steps that "
                         "did not PASS, and thru steps, the floors they need); re-analyse with 'harness analyze'")
+    _add_run_identity_args(r)
     r.set_defaults(func=cmd_run)
+
 
     an = sub.add_parser("analyze", help="re-run the analysis of a run's saved captures (no rig)",
                         description="Re-analyse the SigMF captures a run saved (--save-captures) and write a new "
@@ -536,6 +664,18 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--channel", type=int, default=0, help="RX channel (default 0)")
     cp.add_argument("--force", action="store_true", help="replace an existing recording")
     cp.set_defaults(func=cmd_capture)
+
+    hs = sub.add_parser("history", help="a unit's values, limits and verdicts across runs",
+                        description="Show a DUT's measured values, limits and verdicts across the runs recorded in "
+                                    "the results history (oldest first), or record finished run directories.")
+    hs.add_argument("--dut", metavar="SERIAL", help="the DUT serial")
+    hs.add_argument("--measurement", metavar="NAME", help="one measurement, e.g. gain_db (default: all)")
+    hs.add_argument("--json", action="store_true", help="rows as JSON")
+    hs.add_argument("--add", action="append", default=[], metavar="RUN_DIR",
+                    help="record a finished run directory (e.g. one whose history write failed); repeatable")
+    hs.add_argument("--history", metavar="PATH", help="history database (default: $HARNESS_HISTORY, else "
+                                                      "~/.local/share/rf-harness/history.sqlite)")
+    hs.set_defaults(func=cmd_history)
 
     rp = sub.add_parser("report", help="rebuild a run's junit.xml and report.html from its results.json",
                         description="Rebuild junit.xml and report.html from results.json, the figures from the "
@@ -599,12 +739,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. '30 dB'")
     c.add_argument("--temperature", metavar="C", help="ambient temperature in °C, recorded")
     c.add_argument("--repeats", type=int, default=3, help="captures per point (default 3)")
-    c.add_argument("--seed", type=int, default=0, help="seed of simulated rigs (default 0)")
+    c.add_argument("--seed", type=seed_arg, default=None,
+                   help="seed of simulated rigs (default: the rig's sim.seed, as runs and `rig show` use)")
     c.add_argument("--out", help="calibration file (default: next to the rig, <rig stem>.cal.json)")
     c.add_argument("--yes", action="store_true", help="no prompts (the thru is already connected)")
     c.add_argument("--quiet", action="store_true", help="no table")
     c.set_defaults(func=cmd_calibrate)
     return p
+
+
+def _add_run_identity_args(r) -> None:
+    """Which unit, who, where; the results history; the console's machine-readable summary."""
+    r.add_argument("--dut-serial", metavar="SERIAL", help="serial of the unit under test, over the plan's dut.serial "
+                                                          "(else $HARNESS_DUT_SERIAL); names the run directory")
+    r.add_argument("--operator", help="who runs the test (else $HARNESS_OPERATOR)")
+    r.add_argument("--station", help="test station name (else $HARNESS_STATION)")
+    r.add_argument("--history", metavar="PATH", help="results history database (default: $HARNESS_HISTORY, else "
+                                                     "~/.local/share/rf-harness/history.sqlite)")
+    r.add_argument("--no-history", action="store_true", help="do not record the run in the results history")
+    r.add_argument("--json", action="store_true", help="no progress; print a machine-readable summary (JSON)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -615,20 +768,30 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with signals_raise():  # a signal before the first step also ends the run with 3
-            return args.func(args)
+            code = args.func(args)
+        sys.stdout.flush()  # a reader that went away (`| head`) shows here, not in the interpreter's exit
+        return code
     except (KeyboardInterrupt, Interrupted) as e:
         _err(f"interrupted ({e or 'Ctrl-C'})")
         return EXIT_ERROR
-    except BrokenPipeError:  # e.g. `harness plans | head`
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
+    except BrokenPipeError:  # e.g. `harness plans | head`: the reader has gone, nothing more to say
+        _quiet_stdout()
         return 0
     except Exception as e:  # noqa: BLE001 - whatever escaped is the harness's fault, not the DUT's
         log = getattr(e, "run_log", None) or _crash_log(e)
         _err(f"internal error: {type(e).__name__}: {one_line(str(e), 200)} (traceback in {log})")
         return EXIT_INTERNAL
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush of what the closed pipe refused does not
+    print a BrokenPipeError of its own."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _crash_log(e: BaseException) -> str:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.config import format_quantity
 from harness.outputs.report import report_html
+from harness.outputs.junit import junit_xml
 
 VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "ERROR")  # steps may also be SKIPPED (not run)
 
@@ -63,12 +62,16 @@ class StepRecord:
     captures: list[dict] = field(default_factory=list)
     thru: bool = False  # a floor step: the DUT bypassed, measuring the rig's own floor
     floor_step: str | None = None  # the thru step this step's values are reported against
+    #: an ERROR raised by the step: the exception's type and full traceback (also in run.log)
+    error_type: str | None = None
+    traceback: str | None = None
 
     def to_dict(self) -> dict:
         return {"name": self.name, "measurement": self.measurement, "verdict": self.verdict,
                 "error": self.error, "started_at": self.started_at, "ended_at": self.ended_at,
                 "duration_s": round(self.duration_s, 4), "freq_hz": self.freq_hz,
                 "sample_rate_hz": self.sample_rate_hz, "seed": self.seed,
+                "error_type": self.error_type, "traceback": self.traceback,
                 "measurements": [m.to_dict() for m in self.measurements], "plots": self.plots,
                 "info": _jsonable(self.info), "declared_captures": self.declared_captures,
                 "capture_retries": sum(int(c.get("retries") or 0) for c in self.captures),
@@ -154,6 +157,8 @@ class RunRecorder:
         self.ended_at: str | None = None
         self.status = "running"  # running | complete | interrupted | aborted | crashed (killed: see rundir)
         self.note: str | None = None
+        #: the results history's outcome: {"recorded": bool, "path", "run_id" | "error", "trend_plots"}
+        self.history: dict | None = None
         self.flush()
 
     @property
@@ -185,7 +190,7 @@ class RunRecorder:
     def to_dict(self) -> dict:
         return {"schema": "rf-harness/results/1", **self.header, "verdict": self.verdict(), "status": self.status,
                 "note": self.note, "started_at": self.started_at, "ended_at": self.ended_at,
-                "steps": [s.to_dict() for s in self.steps]}
+                "history": self.history, "steps": [s.to_dict() for s in self.steps]}
 
     def flush(self) -> None:
         """Rewrite results.json, junit.xml and report.html; :class:`ResultsWriteError` if the disk refuses."""
@@ -200,56 +205,3 @@ def write_outputs(run_dir: Path, data: dict) -> None:
     write_atomic(Path(run_dir) / "results.json", json.dumps(_jsonable(data), indent=2) + "\n")
     write_atomic(Path(run_dir) / "junit.xml", junit_xml(data))
     write_atomic(Path(run_dir) / "report.html", report_html(data, run_dir))
-
-
-# ----------------------------------------------------------------- JUnit XML
-def junit_xml(results: dict) -> str:
-    """One test case per measurement (and one per step that errored before measuring)."""
-    plan = results["plan"]["name"]
-    suite = ET.Element("testsuite", name=plan, timestamp=results["started_at"])
-    tests = failures = errors = skipped = 0
-    total_time = 0.0
-    for step in results["steps"]:
-        cls = f"{plan}.{step['name']}"
-        cases = step["measurements"] or [None]
-        for m in cases:
-            tests += 1
-            name = m["name"] if m else step["name"]
-            case = ET.SubElement(suite, "testcase", classname=cls, name=name,
-                                 time=f"{step['duration_s'] / len(cases):.3f}")
-            if step["verdict"] == "SKIPPED":
-                skipped += 1
-                ET.SubElement(case, "skipped", message=step["error"] or "not run")
-            elif step["verdict"] == "ERROR":
-                errors += 1
-                ET.SubElement(case, "error", message=step["error"] or "error").text = step["error"] or ""
-            elif m and m["verdict"] in ("FAIL", "INCONCLUSIVE"):
-                failures += 1
-                rng = f"[{format_quantity(m['low'], m['unit'])}, {format_quantity(m['high'], m['unit'])}]"
-                msg = (f"{m['name']} = {format_quantity(m['value'], m['unit'])} outside {rng}"
-                       if m["verdict"] == "FAIL" else
-                       f"{m['name']} = {format_quantity(m['value'], m['unit'])} INCONCLUSIVE against {rng}: "
-                       f"{m.get('floor_note', 'rig floor too close to the limit')}")
-                ET.SubElement(case, "failure", message=msg).text = msg
-            if m:
-                ET.SubElement(case, "system-out").text = (
-                    f"{m['name']} = {m['value']} {m['unit']} (low {m['low']}, high {m['high']}) {m['verdict']}")
-        total_time += step["duration_s"]
-    if results.get("status") != "complete":
-        # an unfinished run is an error whatever its steps say: CI must not read it as green
-        tests += 1
-        errors += 1
-        why = {"running": "the run has not completed (still running, or killed without a trace)"}.get(
-            results.get("status"), f"the run is {results.get('status')}")
-        msg = why + (f": {results['note']}" if results.get("note") else "")
-        case = ET.SubElement(suite, "testcase", classname=plan, name="run complete", time="0.000")
-        ET.SubElement(case, "error", message=msg, type=str(results.get("status"))).text = msg
-    suite.set("tests", str(tests))
-    suite.set("failures", str(failures))
-    suite.set("errors", str(errors))
-    suite.set("skipped", str(skipped))
-    suite.set("time", f"{total_time:.3f}")
-    root = ET.Element("testsuites")
-    root.append(suite)
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

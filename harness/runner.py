@@ -18,21 +18,27 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from devices import DeviceError
-from harness.config import ConfigError, format_quantity
+from harness.config import ConfigError
 from harness.acquisition import StepContext, run_measurement
 from harness.capture import Acquisition, CaptureRecord
-from harness.measurements import MeasurementError, StepData, floor_correct, floor_sensitivity, floor_too_close
+from harness.measurements import (COVERAGE_FACTOR, MeasurementError, StepData, floor_correct, floor_sensitivity,
+                                  floor_too_close)
+from harness.outputs.summary import fixed, fixed_uncertainty, summary_lines
 from harness.plan import Plan, Step, check_plan_against, step_seed
-from harness.plots import PlotWriter
+from harness.plots import PlotWriter, render_png
+from harness.provenance import RunIdentity, dut_record, host_info, software_versions
 from harness.results import (MeasurementRecord, ResultsWriteError, RunRecorder, StepRecord, combine, now_iso,
                              write_outputs)
-from harness.rundir import open_run_dir
+from harness.rundir import open_run_dir, slug
 from harness.rig import Rig, RigSpec
 from harness.session import (EXIT_ERROR, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, Interrupted, signals_raise,
                              software_version)
+
+if TYPE_CHECKING:
+    from harness.outputs.history import HistoryStore
 
 
 @dataclass
@@ -48,7 +54,7 @@ class Reporter:
 
     @contextmanager
     def step(self, i: int, n: int, step: Step):
-        if not self.console:
+        if not self.console or not self.console.is_terminal:  # a log or a pipe gets the step lines only
             yield (lambda done, total: None)
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -68,17 +74,22 @@ class Reporter:
             mc = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "magenta"}.get(m.verdict, "dim")
             lim = ""
             if m.low is not None or m.high is not None:
-                lim = f"  [{format_quantity(m.low, m.unit)}, {format_quantity(m.high, m.unit)}]"
+                lim = f"  [{fixed(m.low, m.unit)}, {fixed(m.high, m.unit)}]"
             extra = ""
             if "floor" in m.details:
-                extra = f"  (raw {format_quantity(m.details['raw_value'], m.unit)}, floor " \
-                        f"{format_quantity(m.details['floor'], m.unit)})"
+                extra = f"  (raw {fixed(m.details['raw_value'], m.unit)}, floor {fixed(m.details['floor'], m.unit)})"
             if m.details.get("uncertainty") is not None:
-                extra = f"  ±{m.details['uncertainty']:.2g}" + extra
-            self.console.print(f"      {m.name:<24} {format_quantity(m.value, m.unit):>14}{lim}  "
+                extra = f"  {fixed_uncertainty(m.details['uncertainty'], m.unit, m.value)}" + extra
+            self.console.print(f"      {m.name:<30} {fixed(m.value, m.unit):>14}{lim}  "
                                f"[{mc}]{m.verdict}[/{mc}]{extra}")
         if rec.error:
             self.console.print(f"      [yellow]{rec.error}[/yellow]")
+
+    def summary(self, results: dict) -> None:
+        """The closing summary: every step that did not PASS and its worst margin."""
+        if self.console:
+            for line in summary_lines(results):
+                self.console.print(line, markup=False)
 
 
 def evaluate(step: Step, data: StepData, floor: StepData | None = None) -> tuple[str, list[MeasurementRecord]]:
@@ -121,6 +132,8 @@ def evaluate(step: Step, data: StepData, floor: StepData | None = None) -> tuple
                 if lim is not None and floor_too_close(out.floor, f, low, high):
                     inconclusive = True
                     details.setdefault("floor_note", "rig floor too close to the limit to trust a verdict")
+        if details.get("uncertainty") is not None:
+            details.setdefault("coverage_factor", COVERAGE_FACTOR)  # every uncertainty states its k
         if lim is None:
             verdict = "INFO"
         else:
@@ -186,9 +199,10 @@ def file_sha256(path: str | Path | None) -> str | None:
 RecordSink = Callable[[int, Step, list[CaptureRecord], StepData], None]
 
 
-def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: int = 0,
+def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: int | None = 0,
              reporter: Reporter | None = None, record_sink: RecordSink | None = None, force: bool = False,
-             operator: Callable[[str], object] | None = None) -> tuple[int, RunRecorder | None]:
+             operator: Callable[[str], object] | None = None, identity: RunIdentity | None = None,
+             history: "HistoryStore | None" = None) -> tuple[int, RunRecorder | None]:
     """Run ``plan`` on ``rig_spec``. Returns (exit code, recorder); never leaves a transmitter running.
 
     The run directory is created and locked first (``out_dir``, refused if it
@@ -196,30 +210,36 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
     there as a rejected run (exit 2 via :class:`ConfigError`, nothing transmitted).
     ``operator`` is asked to make connections on a rig whose thru is connected
     by hand (``dut_bypass: manual``); None: nobody can be asked.
+    ``seed``: the run's seed (stimulus, and the simulated bench's in place of
+    its ``sim.seed``); None: the rig's ``sim.seed`` serves both (0 on a real rig).
+    ``identity``: DUT serial, operator, station given for this run (over the plan's).
+    ``history``: where the finished run is recorded (None: nowhere), see :func:`record_history`.
     """
     reporter = reporter or Reporter()
-    run_dir = open_run_dir(Path(out_dir) if out_dir else None, plan.name, force=force)
+    seeds = applied_seeds(seed, rig_spec)
+    run_dir = open_run_dir(Path(out_dir) if out_dir else None, run_dir_name(plan, identity), force=force)
     log = run_log(run_dir.path)
     try:
         try:
-            rig = Rig.open(rig_spec, seed=seed)
+            rig = Rig.open(rig_spec, seed=seeds["sim_seed"])
             rig.operator = operator
         except (ConfigError, DeviceError) as e:
             write_rejection(run_dir.path, plan.name, plan.file, e)
             raise
         try:
             try:
-                declared = check_plan_against(plan, rig, seed)  # every declared capture, before anything transmits
+                declared = check_plan_against(plan, rig, seeds["seed"])  # every declared capture, before TX
             except ConfigError as e:
                 write_rejection(run_dir.path, plan.name, plan.file, e)
                 raise
-            rec = RunRecorder(run_dir.path, _header(plan, rig_spec, rig, seed))
+            rec = RunRecorder(run_dir.path, _header(plan, rig_spec, rig, seeds, identity))
             if hasattr(record_sink, "start"):  # a sink that writes into the run directory (saved captures)
                 record_sink.start(run_dir.path, rec.header)
             reporter.plan_start(plan, rig_spec, run_dir.path)
-            log.info("run %s on %s (%s), seed %d", plan.file, rig_spec.file, rig_spec.device, seed)
+            log.info("run %s on %s (%s), seed %d (%s)", plan.file, rig_spec.file, rig_spec.device, seeds["seed"],
+                     seeds["seed_source"])
             try:
-                _run_steps(plan, rig, rec, declared, seed, reporter, record_sink, log)
+                _run_steps(plan, rig, rec, declared, seeds["seed"], reporter, record_sink, log)
             except ResultsWriteError as e:  # the disk refused: stop here, the files on disk say incomplete
                 _stopped(rig)
                 rec.write_error = str(e)
@@ -239,24 +259,62 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
                 rig.close()
             except Exception as e:  # noqa: BLE001 - the run's outcome stands; closing a broken device is noted
                 log.error("closing the radio failed: %s", e)
+        if history is not None:  # the radio is closed; the run directory is still ours
+            try:
+                record_history(rec, history, log)
+            except ResultsWriteError as e:
+                rec.write_error = str(e)
+                log.error("%s", e)
+                return EXIT_ERROR, rec
     finally:
         log.handlers.clear()
         run_dir.close()
     v = rec.verdict()
     code = {"PASS": EXIT_PASS, "FAIL": EXIT_FAIL, "INCONCLUSIVE": EXIT_INCONCLUSIVE}.get(v, EXIT_ERROR)
+    if history_failed(rec):
+        code = EXIT_ERROR  # the DUT's verdict stands in the results; the station's record is incomplete
     return code, rec
 
 
-def _header(plan: Plan, rig_spec: RigSpec, rig: Rig, seed: int) -> dict:
+# ----------------------------------------------------------------- provenance
+def applied_seeds(seed: int | None, rig_spec: RigSpec) -> dict:
+    """The seeds as they will be applied: ``seed`` (stimulus and step seeds), ``sim_seed`` (the simulated
+    bench's; None on a real rig) and where they came from. A given seed replaces the rig's ``sim.seed``;
+    without one the rig's ``sim.seed`` serves both, so results name the bench ``rig show`` shows."""
+    if not rig_spec.simulated:
+        return {"seed": 0 if seed is None else seed, "sim_seed": None,
+                "seed_source": "default" if seed is None else "given"}
+    rig_seed = int(getattr(rig_spec.sim, "seed", 0) or 0)
+    if seed is None:
+        return {"seed": rig_seed, "sim_seed": rig_seed, "seed_source": "rig sim.seed"}
+    return {"seed": seed, "sim_seed": seed, "seed_source": "given"}
+
+
+def run_dir_name(plan: Plan, identity: RunIdentity | None) -> str:
+    """The run directory's name after the time: the plan, and the DUT serial (sanitised) when there is one."""
+    serial = (identity.dut_serial if identity else None) or plan.dut.serial or ""
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "-", serial).strip("-.")[:40].rstrip("-.")  # one safe path component
+    return slug(plan.name) + (f"-{clean}" if clean else "")
+
+
+def _header(plan: Plan, rig_spec: RigSpec, rig: Rig, seeds: dict, identity: RunIdentity | None) -> dict:
+    versions, absent = software_versions()
+    caps = rig.caps
     return {
         "plan": {"name": plan.name, "description": plan.description, "file": plan.file,
                  "sha256": file_sha256(plan.file)},
         "rig": {"name": rig_spec.name, "file": rig_spec.file, "device": rig_spec.device,
-                "simulated": rig_spec.simulated, "serial": rig.caps.serial,
+                "simulated": rig_spec.simulated, "driver": caps.driver, "serial": caps.serial or None,
+                "firmware": caps.firmware or None, "description": caps.description or None,
+                "sim_seed": seeds["sim_seed"],
                 "sha256": file_sha256(rig_spec.file), "setup_sha256": rig_spec.setup_sha256},
-        "dut": {"type": plan.dut.type, "model": plan.dut.model, "serial": plan.dut.serial},
+        "dut": dut_record(plan.dut, identity),
+        "operator": identity.operator if identity else None,
+        "station": identity.station if identity else None,
         "calibration": rig.calibration_status,
-        "software_version": software_version(), "seed": seed,
+        "software_version": software_version(), "versions": versions, "versions_absent": absent,
+        "host": host_info(), "seed": seeds["seed"], "seed_source": seeds["seed_source"],
+        "run_log": "run.log",
     }
 
 
@@ -278,7 +336,7 @@ def _run_steps(plan: Plan, rig: Rig, rec: RunRecorder, declared, seed: int, repo
         try:
             for i, step in enumerate(plan.steps, 1):
                 t0, started = time.perf_counter(), now_iso()
-                error = None
+                error = error_type = tb = None
                 records: list[CaptureRecord] = []
                 with reporter.step(i, len(plan.steps), step) as progress:
                     try:
@@ -297,16 +355,16 @@ def _run_steps(plan: Plan, rig: Rig, rec: RunRecorder, declared, seed: int, repo
                         raise
                     except Exception as e:  # noqa: BLE001 - any step failure is recorded as ERROR
                         data, meas, verdict = StepData(), [], "ERROR"
-                        error = f"{type(e).__name__}: {e}"
-                        log.error("step %d %r: %s", i, step.name, traceback.format_exc())
+                        error, error_type, tb = f"{type(e).__name__}: {e}", type(e).__name__, traceback.format_exc()
+                        log.error("step %d %r: %s", i, step.name, tb)
                         if not isinstance(e, (MeasurementError, RuntimeError, ValueError)):
-                            # not a measurement's own refusal: likely a harness bug; its traceback is kept
-                            data.info["traceback"] = traceback.format_exc()
+                            # not a measurement's own refusal: likely a harness bug
                             error += " (an internal error of the harness: traceback in run.log)"
                 srec = StepRecord(step.name, step.measurement.name, verdict, started, now_iso(),
                                   time.perf_counter() - t0, meas, error, step.freq_hz, step.sample_rate_hz,
                                   info=data.info, seed=step_seed(seed, i), declared_captures=len(declared[i - 1]),
-                                  captures=[r.meta() for r in records], thru=step.thru, floor_step=step.floor)
+                                  captures=[r.meta() for r in records], thru=step.thru, floor_step=step.floor,
+                                  error_type=error_type, traceback=tb)
                 srec.plots = _save_plots(rec.dir, i, data, plots, {m.name: m.to_dict() for m in meas})
                 rec.add(srec)
                 log.info("step %d %r: %s%s", i, step.name, verdict, f" ({error.splitlines()[0]})" if error else "")
@@ -356,7 +414,7 @@ def write_rejection(run_dir: Path, name: str, file: str | None, error: Exception
     t = now_iso()
     data = {"schema": "rf-harness/results/1", "plan": {"name": name, "file": file}, "rig": {"name": ""},
             "verdict": "ERROR", "status": "rejected", "note": str(error), "started_at": t, "ended_at": t,
-            "software_version": software_version(),
+            "software_version": software_version(), "host": host_info(), "versions": software_versions()[0],
             "steps": [{"name": "plan validation", "measurement": "validation", "verdict": "ERROR",
                        "error": str(error), "duration_s": 0.0, "measurements": [], "plots": [], "info": {}}]}
     try:
@@ -382,3 +440,49 @@ def _save_plots(run_dir: Path, index: int, data: StepData, plots: PlotWriter, ou
         (run_dir / f"{stem}.json").write_text(json.dumps(plot.to_dict()))
         out.append(f"{stem}.json")
     return out
+
+
+# ----------------------------------------------------------------- results history
+def record_history(rec: RunRecorder, history: "HistoryStore", log: logging.Logger) -> None:
+    """Record the finished run in the results history and draw the unit's trends next to its plots.
+
+    A failure here changes no verdict and loses nothing: results.json keeps the
+    DUT's verdict and says ``history.error``, junit.xml gets an error case
+    ``results history`` and ``harness run`` exits 3 (:func:`history_failed`).
+    On success results.json says ``history.recorded`` and lists the trend plots
+    (``history.trend_plots``: ``{"key", "json", "png"}`` under ``plots/``) for the report.
+    """
+    from harness.outputs.history import HistoryError, unit_trends
+
+    try:
+        run_id = history.record_run(rec.to_dict(), str(rec.dir))
+        trends = unit_trends(history, rec.to_dict())
+    except HistoryError as e:
+        log.error("results history: %s", e)
+        rec.history = {"recorded": False, "path": history.location, "error": str(e)}
+        rec.flush()
+        return
+    plots = []
+    for k, (key, plot) in enumerate(trends.items(), 1):
+        stem = f"plots/history{k:02d}-{slug(key)}"
+        try:
+            (rec.dir / f"{stem}.json").write_text(json.dumps(plot.to_dict()))
+        except OSError as e:  # the run is recorded; results.json's own write decides whether the disk is gone
+            log.error("trend plot %s: %s", key, e)
+            continue
+        entry = {"key": key, "title": plot.title, "json": f"{stem}.json", "png": None}
+        try:
+            render_png(plot, rec.dir / f"{stem}.png")
+            entry["png"] = f"{stem}.png"
+        except Exception as e:  # noqa: BLE001 - a trend picture never costs the run its results
+            log.error("trend plot %s: %s", key, e)
+        plots.append(entry)
+    rec.history = {"recorded": True, "path": history.location, "run_id": run_id, "trend_plots": plots}
+    rec.flush()
+    log.info("results history: run %d recorded in %s (%d trend plots)", run_id, history.location, len(plots))
+
+
+def history_failed(rec: RunRecorder | None) -> str | None:
+    """Why the run is not in the results history (None: recorded, or no history asked for)."""
+    h = getattr(rec, "history", None) or {}
+    return h.get("error")

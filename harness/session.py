@@ -18,6 +18,28 @@ from harness import __version__
 
 EXIT_PASS, EXIT_FAIL, EXIT_CONFIG, EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_INTERNAL = 0, 1, 2, 3, 4, 5
 
+#: what each exit code of ``harness run`` means (its --help prints these)
+EXIT_MEANINGS: tuple[tuple[int, str], ...] = (
+    (EXIT_PASS, "PASS: every step passed"),
+    (EXIT_FAIL, "FAIL: at least one step failed (and none errored); a DUT failed, nothing else"),
+    (EXIT_CONFIG, "plan, rig or set-up error: malformed plan or rig, device cannot be opened or cannot do what "
+                  "the plan asks, run directory or results history unusable; nothing was transmitted"),
+    (EXIT_ERROR, "ERROR: a step raised, the device was lost, samples were lost after every retry, the results "
+                 "or the results history could not be written; interrupted → 3 (Ctrl-C, SIGTERM, at any moment)"),
+    (EXIT_INCONCLUSIVE, "INCONCLUSIVE: no FAIL or ERROR, but the rig's own floor is too close to a limit to "
+                        "trust a verdict"),
+    (EXIT_INTERNAL, "internal error of the harness: one line on the console, the traceback in the run's run.log "
+                    "(or a harness-crash-*.log in the temporary folder)"),
+)
+
+
+def exit_codes_help() -> str:
+    """The exit codes as lines for a --help text."""
+    import textwrap
+
+    return "exit codes:\n" + "\n".join(textwrap.fill(text, 78, initial_indent=f"  {code}  ", subsequent_indent="     ")
+                                        for code, text in EXIT_MEANINGS)
+
 
 class Interrupted(BaseException):
     """SIGTERM/SIGINT during a run (a BaseException so steps cannot swallow it)."""

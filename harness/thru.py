@@ -380,7 +380,7 @@ def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter:
         software_version=software_version(), notes=notes_out)
 
 
-def run_calibration(spec: RigSpec, plans=(), *, seed: int = 0, meter: Meter | None = None,
+def run_calibration(spec: RigSpec, plans=(), *, seed: int | None = 0, meter: Meter | None = None,
                     ask: Callable[[str], str] | None = None, **kw) -> Calibration:
     """Open ``spec`` on its nominal paths, calibrate it over ``plans``' points, restore the DUT.
 

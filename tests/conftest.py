@@ -59,6 +59,23 @@ def required(missing: str | None):
     return deco
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_history(tmp_path_factory):
+    """CLI runs in tests (also in module-scoped fixtures) record into a throw-away results history, never the
+    user's, and no identity leaks in from the environment."""
+    import os
+
+    names = ("HARNESS_HISTORY", "HARNESS_DUT_SERIAL", "HARNESS_OPERATOR", "HARNESS_STATION")
+    saved = {k: os.environ.pop(k, None) for k in names}
+    os.environ["HARNESS_HISTORY"] = str(tmp_path_factory.mktemp("history") / "history.sqlite")
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture
 def repo() -> Path:
     return REPO

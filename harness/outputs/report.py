@@ -255,7 +255,7 @@ def _step_figures(run_dir: Path | None, step: dict) -> str:
     return f"<div class=\"{cls}\">{''.join(figs)}</div>" if figs else ""
 
 
-def _history_section(history: Any, serial: str) -> str:
+def _history_section(history: Any, serial: str, run_dir: Path | str | None = None) -> str:
     """Hook for the results history: plots of this unit's earlier runs (Plot objects or their dicts), given to
     :func:`report_html` or carried by results.json as ``history`` ({"plots": [...], "note": ...} or a list)."""
     from harness.plots import Plot, render_png
@@ -265,6 +265,13 @@ def _history_section(history: Any, serial: str) -> str:
     plots = history.get("plots", []) if isinstance(history, dict) else list(history)
     note = history.get("note") if isinstance(history, dict) else None
     figs = []
+    # a run recorded in the results history lists its unit's trends (plots/history*.png, their data as JSON)
+    for t in (history.get("trend_plots") or []) if isinstance(history, dict) and run_dir is not None else []:
+        png = Path(run_dir) / t["png"] if t.get("png") else None
+        if png is not None and png.is_file():
+            figs.append(_figure(t.get("title", t["key"]), _png_data_uri(png.read_bytes()), ""))
+        elif t.get("json") and (Path(run_dir) / t["json"]).is_file():
+            plots.append(json.loads((Path(run_dir) / t["json"]).read_text()))
     for p in plots:
         plot = p if isinstance(p, Plot) else Plot.from_dict(p)
         buf = io.BytesIO()
@@ -442,7 +449,8 @@ def report_html(results: dict, run_dir: Path | str | None = None, history: Any =
         v = shown_verdict(s, floors)
         counts[v] = counts.get(v, 0) + 1
     count_txt = ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: _SEVERITY.get(kv[0], 9)))
-    hist = _history_section(history if history is not None else results.get("history"), dut.get("serial", ""))
+    hist = _history_section(history if history is not None else results.get("history"), dut.get("serial", ""),
+                            run_dir)
     title = f"{plan.get('name', '')}: {verdict}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
