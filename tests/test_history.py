@@ -248,8 +248,11 @@ def test_report_shows_the_unit_trends(two_runs):
     html = (runs[1] / "report.html").read_text()
     res = read_results(runs[1])
     assert "History of unit SN-H1" in html
-    for t in res["history"]["trend_plots"]:
-        assert f'src="{t["png"]}"' in html
+    section = html.split("<section id=history>")[1].split("</section>")[0]
+    trends = res["history"]["trend_plots"]
+    assert trends and section.count("data:image/png;base64,") == len(trends)  # embedded: the report mails whole
+    for t in trends:
+        assert (runs[1] / t["png"]).is_file() and (runs[1] / t["json"]).is_file()
     assert "History of unit" not in (runs[0] / "report.html").read_text()  # no earlier run: no trend
 
 
