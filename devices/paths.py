@@ -65,16 +65,30 @@ def complex_noise(rng: np.random.Generator, n: int, power_mw: float) -> np.ndarr
     by ``rng``. Blocks longer than half the table are drawn fresh.
     """
     t = _gaussian_table()
-    if n > t.size // 2:
+    draw = noise_draw(rng, n, power_mw)
+    if draw is None:
         w = rng.standard_normal(2 * n, dtype=np.float32).view(np.complex64)
         return w.astype(np.complex128) * math.sqrt(power_mw / 2.0)
-    start = int(rng.integers(0, t.size - n))
-    k = int(rng.integers(0, 8))
+    start, rot, conj = draw
     out = t[start:start + n].astype(np.complex128)
-    out *= math.sqrt(power_mw) * (1j ** (k % 4))
-    if k >= 4:
+    out *= rot
+    if conj:
         np.conjugate(out, out=out)
     return out
+
+
+def noise_draw(rng: np.random.Generator, n: int, power_mw: float) -> tuple[int, complex, bool] | None:
+    """The draws of :func:`complex_noise` for a table block: (offset into the table, factor, conjugate?).
+
+    None when the block is drawn fresh (longer than half the table); then nothing is drawn here.
+    Compiled callers use the block ``table[offset:offset + n] * factor`` (conjugated) directly.
+    """
+    size = _gaussian_table().size
+    if n > size // 2:
+        return None
+    start = int(rng.integers(0, size - n))
+    k = int(rng.integers(0, 8))
+    return start, math.sqrt(power_mw) * (1j ** (k % 4)), k >= 4
 
 
 def unit_phasor(phi_rad: np.ndarray) -> np.ndarray:
