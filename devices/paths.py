@@ -38,8 +38,10 @@ def _finite(name: str, value, allow_none: bool = False) -> None:
         raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
-#: block geometries whose path response a Path keeps
-_H_CACHE_SIZE = 4
+#: block geometries whose path response a Path keeps (a plan's steps use a few block sizes each,
+#: alternating), and the bytes they may take
+_H_CACHE_SIZE = 32
+_H_CACHE_BYTES = 64 << 20
 _NOISE_TABLE_SIZE = 1 << 22
 _noise_table: np.ndarray | None = None
 
@@ -326,7 +328,8 @@ class Path:
             for e in elements:
                 h *= e.response(f_abs)
             h = h.astype(np.complex64)
-            while len(cache) >= _H_CACHE_SIZE:
+            while cache and (len(cache) >= _H_CACHE_SIZE
+                             or sum(v.nbytes for v in cache.values()) + h.nbytes > _H_CACHE_BYTES):
                 cache.pop(next(iter(cache)))  # the least recently used
         cache[geometry] = h
         # single precision: twice as fast, and its ~-140 dB rounding lies far below a 12-bit radio's floor

@@ -35,7 +35,7 @@ from scipy import fft as sfft
 
 from devices.radio import Capabilities, CapabilityError, DeviceError, Range, StreamConfig
 from devices.paths import Path, _gaussian_table, complex_noise, linear_phasor, noise_draw, thermal_noise_mw
-from devices.sim.kernels import rx_port, tx_samples, wiener_walk
+from devices.sim.kernels import rx_port, tx_dac, tx_samples, wiener_walk
 
 #: lead-in and tail margin (samples) around each block, beyond the path delays
 _MARGIN = 256
@@ -263,13 +263,9 @@ class SimBench:
         gi = 10 ** (-tx.iq_gain_imbalance_db / 40)
         gq = 10 ** (tx.iq_gain_imbalance_db / 40)
         c, s = math.cos(math.radians(tx.iq_phase_imbalance_deg) / 2), math.sin(math.radians(tx.iq_phase_imbalance_deg) / 2)
-        i, q = x.real, x.imag
         lo = 10 ** (tx.lo_leakage_dbfs / 20) * complex(math.cos(self._lo_phase), math.sin(self._lo_phase))
-        i2 = gi * (c * i + s * q) + lo.real
-        q2 = gq * (c * q + s * i) + lo.imag
-        iq, _ = _quantise(i2, tx.bits)
-        qq, _ = _quantise(q2, tx.bits)
-        return iq + 1j * qq
+        # compiled, per sample: I' = gi (c I + s Q) + Re(lo), Q' = gq (c Q + s I) + Im(lo), each to the DAC's grid
+        return tx_dac(np.ascontiguousarray(x), gi, gq, c, s, lo.real, lo.imag, tx.bits)
 
     def start_tx(self, samples: np.ndarray, cyclic: bool) -> None:
         """Start transmitting ``samples``: repeated if ``cyclic``, else once, then silence.

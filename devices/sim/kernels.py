@@ -293,3 +293,18 @@ def wiener_walk(steps, phase, small, anchor):
         c += steps[k]
         phi[k] = phase + c
     return wiener_phasor(phi, steps, small, anchor), phi[n - 1]
+
+
+@njit("complex128[::1](complex128[::1], float64, float64, float64, float64, float64, float64, int64)",
+      cache=True, nogil=True)
+def tx_dac(x, gi, gq, c, s, lo_r, lo_i, bits):
+    """TX digital chain of devices.sim.bench.SimBench.tx_digital on every sample: IQ imbalance, LO leakage, DAC."""
+    scale = float(1 << (bits - 1))
+    out = np.empty(x.size, dtype=np.complex128)
+    for k in range(x.size):
+        i, q = x[k].real, x[k].imag
+        qi, _ = _qcode(gi * (c * i + s * q) + lo_r, scale)
+        qq, _ = _qcode(gq * (c * q + s * i) + lo_i, scale)
+        # iq + 1j * qq as numpy evaluates it (the same zeros' signs too)
+        out[k] = complex(qi + (0.0 * qq - 0.0), 0.0 + (0.0 * 0.0 + qq))
+    return out
