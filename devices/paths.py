@@ -38,8 +38,10 @@ def _finite(name: str, value, allow_none: bool = False) -> None:
         raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
-#: block geometries whose path response a Path keeps
-_H_CACHE_SIZE = 4
+#: block geometries whose path response a Path keeps (a plan's steps use a few block sizes each,
+#: alternating), and the bytes they may take
+_H_CACHE_SIZE = 32
+_H_CACHE_BYTES = 64 << 20
 _NOISE_TABLE_SIZE = 1 << 22
 _noise_table: np.ndarray | None = None
 
@@ -65,16 +67,30 @@ def complex_noise(rng: np.random.Generator, n: int, power_mw: float) -> np.ndarr
     by ``rng``. Blocks longer than half the table are drawn fresh.
     """
     t = _gaussian_table()
-    if n > t.size // 2:
+    draw = noise_draw(rng, n, power_mw)
+    if draw is None:
         w = rng.standard_normal(2 * n, dtype=np.float32).view(np.complex64)
         return w.astype(np.complex128) * math.sqrt(power_mw / 2.0)
-    start = int(rng.integers(0, t.size - n))
-    k = int(rng.integers(0, 8))
+    start, rot, conj = draw
     out = t[start:start + n].astype(np.complex128)
-    out *= math.sqrt(power_mw) * (1j ** (k % 4))
-    if k >= 4:
+    out *= rot
+    if conj:
         np.conjugate(out, out=out)
     return out
+
+
+def noise_draw(rng: np.random.Generator, n: int, power_mw: float) -> tuple[int, complex, bool] | None:
+    """The draws of :func:`complex_noise` for a table block: (offset into the table, factor, conjugate?).
+
+    None when the block is drawn fresh (longer than half the table); then nothing is drawn here.
+    Compiled callers use the block ``table[offset:offset + n] * factor`` (conjugated) directly.
+    """
+    size = _gaussian_table().size
+    if n > size // 2:
+        return None
+    start = int(rng.integers(0, size - n))
+    k = int(rng.integers(0, 8))
+    return start, math.sqrt(power_mw) * (1j ** (k % 4)), k >= 4
 
 
 def unit_phasor(phi_rad: np.ndarray) -> np.ndarray:
@@ -319,7 +335,8 @@ class Path:
             for e in elements:
                 h *= e.response(f_abs)
             h = h.astype(np.complex64)
-            while len(cache) >= _H_CACHE_SIZE:
+            while cache and (len(cache) >= _H_CACHE_SIZE
+                             or sum(v.nbytes for v in cache.values()) + h.nbytes > _H_CACHE_BYTES):
                 cache.pop(next(iter(cache)))  # the least recently used
         cache[geometry] = h
         # single precision: twice as fast, and its ~-140 dB rounding lies far below a 12-bit radio's floor

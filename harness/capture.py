@@ -10,9 +10,11 @@ and read back for offline re-analysis.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -62,10 +64,51 @@ class StimulusRef:
 
 @lru_cache(maxsize=16)
 def _generate(ref: StimulusRef) -> Waveform:
-    w = ref.spec().generate(ref.sample_rate_hz, ref.seed)
+    spec = ref.spec()
+    # A waveform is RMS-normalised: its power is a label, its samples do not depend on it. So the
+    # same stimulus at another level (a level sweep, the next step) reuses the samples generated.
+    shape_key = _shape_key(ref)
+    base = _SHAPES.get(shape_key) if shape_key is not None else None
+    if base is not None:
+        _SHAPES.move_to_end(shape_key)
+        w = copy.copy(base)  # samples (read-only) and info shared, as between two users of one ref
+        w.power_dbm = stimulus_power_dbm(spec)
+        w.source = ref
+        return w
+    w = spec.generate(ref.sample_rate_hz, ref.seed)
     w.samples.setflags(write=False)  # shared between acquisition and analysis
     w.source = ref
+    if shape_key is not None and w.power_dbm == stimulus_power_dbm(spec):  # the label is the parameter's
+        _SHAPES[shape_key] = w
+        while sum(v.samples.nbytes for v in _SHAPES.values()) > _SHAPES_MAX_BYTES and len(_SHAPES) > 1:
+            _SHAPES.popitem(last=False)
     return w
+
+
+#: generated waveforms by everything but their power (least recently used first), and their size bound
+_SHAPES: OrderedDict = OrderedDict()
+_SHAPES_MAX_BYTES = 128 << 20
+_POWER_KEYS = ("power_dbm", "power_per_tone_dbm")
+
+
+def _forget_all() -> None:
+    """Forget every generated stimulus (both caches), as a fresh process would."""
+    _SHAPES.clear()
+    _clear_refs()
+
+
+_clear_refs = _generate.cache_clear
+_generate.cache_clear = _forget_all
+
+
+def _shape_key(ref: StimulusRef) -> tuple | None:
+    """(kind, parameters without the power, seed, rate); None when the power is not a plain parameter."""
+    params = ref.params
+    if sum(k in params for k in _POWER_KEYS) != 1:
+        return None
+    for k in _POWER_KEYS:
+        params.pop(k, None)
+    return ref.kind, json.dumps(params, sort_keys=True, separators=(",", ":")), ref.seed, ref.sample_rate_hz
 
 
 def stimulus_power_dbm(spec: StimulusSpec) -> float:
@@ -176,6 +219,7 @@ class CaptureRecord:
         cached = self.__dict__.get("_x")
         if cached is None:
             cached = self.samples.astype(np.complex128) * 10 ** (self.full_scale_dbm / 20)
+            cached.setflags(write=False)  # shared by every analysis of the record (and psd's cache)
             self.__dict__["_x"] = cached
         return cached
 

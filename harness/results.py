@@ -113,15 +113,17 @@ class ResultsWriteError(RuntimeError):
     """The run directory cannot be written (full disk, read-only, removed): the run must stop."""
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, durable: bool = True) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old or the new file,
-    never a part. The temporary file is removed when writing fails (a full disk leaves nothing behind)."""
+    never a part. The temporary file is removed when writing fails (a full disk leaves nothing behind).
+    ``durable``: on disk (fsync) before the rename; files rebuilt from results.json (``harness report``) skip it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -203,5 +205,5 @@ class RunRecorder:
 def write_outputs(run_dir: Path, data: dict) -> None:
     """results.json first (it decides), then junit.xml and report.html from it."""
     write_atomic(Path(run_dir) / "results.json", json.dumps(_jsonable(data), indent=2) + "\n")
-    write_atomic(Path(run_dir) / "junit.xml", junit_xml(data))
-    write_atomic(Path(run_dir) / "report.html", report_html(data, run_dir))
+    write_atomic(Path(run_dir) / "junit.xml", junit_xml(data), durable=False)  # both rebuilt from results.json
+    write_atomic(Path(run_dir) / "report.html", report_html(data, run_dir), durable=False)

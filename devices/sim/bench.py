@@ -40,8 +40,8 @@ import numpy as np
 from scipy import fft as sfft
 
 from devices.radio import Capabilities, CapabilityError, DeviceError, Range, StreamConfig
-from devices.paths import Path, _gaussian_table, complex_noise, linear_phasor, thermal_noise_mw
-from devices.sim.kernels import wiener_phasor
+from devices.paths import Path, _gaussian_table, complex_noise, linear_phasor, noise_draw, thermal_noise_mw
+from devices.sim.kernels import rx_port, tx_dac, tx_samples, wiener_walk
 
 #: lead-in and tail margin (samples) around each block, beyond the path delays
 _MARGIN = 256
@@ -272,13 +272,9 @@ class SimBench:
         gi = 10 ** (-tx.iq_gain_imbalance_db / 40)
         gq = 10 ** (tx.iq_gain_imbalance_db / 40)
         c, s = math.cos(math.radians(tx.iq_phase_imbalance_deg) / 2), math.sin(math.radians(tx.iq_phase_imbalance_deg) / 2)
-        i, q = x.real, x.imag
         lo = 10 ** (tx.lo_leakage_dbfs / 20) * complex(math.cos(self._lo_phase), math.sin(self._lo_phase))
-        i2 = gi * (c * i + s * q) + lo.real
-        q2 = gq * (c * q + s * i) + lo.imag
-        iq, _ = _quantise(i2, tx.bits)
-        qq, _ = _quantise(q2, tx.bits)
-        return iq + 1j * qq
+        # compiled, per sample: I' = gi (c I + s Q) + Re(lo), Q' = gq (c Q + s I) + Im(lo), each to the DAC's grid
+        return tx_dac(np.ascontiguousarray(x), gi, gq, c, s, lo.real, lo.imag, tx.bits)
 
     def start_tx(self, samples: np.ndarray, cyclic: bool, at_index: int | None = None) -> None:
         """Start transmitting ``samples``: repeated if ``cyclic``, else once, then silence.
@@ -306,27 +302,36 @@ class SimBench:
     def _tx_block(self, start: int, n: int, fs_hz: float) -> np.ndarray:
         """TX port output (sqrt(mW)) for absolute samples [start, start + n)."""
         wave, w = self._wave, self._wave.size
+        tx = self.config.tx
+        p_fs_mw = 10 ** ((tx.full_scale_dbm + self._tx_config.gain_db) / 10)
+        noise_mw = p_fs_mw * 10 ** (tx.noise_density_dbfs_hz / 10) * fs_hz
         if self._cyclic:
-            # the waveform repeated from its sample (start - tx_start) mod w (copies, no index arithmetic)
+            # the waveform repeated from its sample (start - tx_start) mod w, scaled, plus TX noise
+            # (compiled: what np.tile, *= and complex_noise gave, in one pass)
             first = (start - self._tx_start) % w
-            x = np.tile(wave, -(-(first + n) // w))[first:first + n]
+            draw = noise_draw(self.rng, n, noise_mw)
+            if draw is not None:
+                x = tx_samples(wave, first, n, math.sqrt(p_fs_mw), _gaussian_table(), *draw)
+            else:
+                x = np.tile(wave, -(-(first + n) // w))[first:first + n]
+                x *= math.sqrt(p_fs_mw)
+                x += complex_noise(self.rng, n, noise_mw)
         else:
             x = np.full(n, self._idle, dtype=np.complex128)
             a, b = max(self._tx_start, start), min(self._tx_start + w, start + n)
             if b > a:
                 x[a - start:b - start] = wave[a - self._tx_start:b - self._tx_start]
-        tx = self.config.tx
-        p_fs_mw = 10 ** ((tx.full_scale_dbm + self._tx_config.gain_db) / 10)
-        x *= math.sqrt(p_fs_mw)
-        x += complex_noise(self.rng, n, p_fs_mw * 10 ** (tx.noise_density_dbfs_hz / 10) * fs_hz)
+            x *= math.sqrt(p_fs_mw)
+            x += complex_noise(self.rng, n, noise_mw)
         n0 = tx.phase_noise_rad2_per_s()
         if n0 > 0:
             # Wiener phase: continue from the last generated sample across the gap.
             steps = self.rng.standard_normal(n) * math.sqrt(n0 / fs_hz)
             steps[0] *= math.sqrt(max(start - self._phase_clock + 1, 1))
-            phi = self._phase + np.cumsum(steps)
-            self._phase, self._phase_clock = float(phi[-1]), start + n
-            x *= wiener_phasor(phi, steps, 0.02, 4096)  # exp(j phi), by products between exact anchors
+            # exp(j phi), phi = phase + cumsum(steps), by products between exact anchors
+            z, self._phase = wiener_walk(steps, self._phase, 0.02, 4096)
+            self._phase_clock = start + n
+            x *= z
         return x
 
     # ----- RX -------------------------------------------------------------------
@@ -404,6 +409,11 @@ class SimBench:
     def _rx_port(self, y: np.ndarray, gain_db: float, fs_hz: float) -> tuple[np.ndarray, int]:
         """RX port: thermal noise, scaling to full scale, ADC quantisation with clipping."""
         rxm = self.config.rx
+        draw = noise_draw(self.rng, y.size, thermal_noise_mw(rxm.noise_figure_db, fs_hz))
+        if draw is not None:  # compiled: the numpy steps below in one pass
+            out, clipped = rx_port(np.ascontiguousarray(y), _gaussian_table(), *draw,
+                                   10 ** (-(rxm.full_scale_dbm - gain_db) / 20), rxm.bits)
+            return out, int(clipped)
         y = y + complex_noise(self.rng, y.size, thermal_noise_mw(rxm.noise_figure_db, fs_hz))
         y *= 10 ** (-(rxm.full_scale_dbm - gain_db) / 20)
         i, ci = _quantise(y.real, rxm.bits)

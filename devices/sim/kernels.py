@@ -207,3 +207,104 @@ def wiener_phasor(phi, steps, small, anchor):
             zr, zi = zr * c - zi * si, zr * si + zi * c
         z[k] = complex(zr, zi)
     return z
+
+
+# ----- the bench's ports ---------------------------------------------------------
+# Fused passes over a block: the same operations, in the same order and precision, as the numpy
+# expressions they replace in devices.sim.bench (so the samples are bit for bit the same), without
+# the temporaries. A table noise block is t[start:start + n] * rot (rot = sqrt(P) j^k, one part of it
+# zero, so each product is exact) and conjugated when ``conj``.
+
+
+@njit(cache=True, inline="always")
+def _qcode(v: float, scale: float) -> tuple[float, bool]:
+    """(v rounded to the grid of 1/scale with two's-complement clipping, clipped?) -- bench._quantise on one value."""
+    q = np.rint(v * scale)
+    clipped = q > scale - 1.0 or q < -scale
+    if q > scale - 1.0:
+        q = scale - 1.0
+    elif q < -scale:
+        q = -scale
+    return q / scale, clipped
+
+
+@njit("Tuple((complex64[::1], int64))(complex128[::1], complex64[::1], int64, complex128, boolean, float64, int64)",
+      cache=True, nogil=True)
+def rx_port(y, table, start, rot, conj, g, bits):
+    """RX port on ``y``: + table noise, times ``g``, ``bits``-bit ADC; (samples, clipped count)."""
+    n = y.size
+    scale = float(1 << (bits - 1))
+    out = np.empty(n, dtype=np.complex64)
+    cr, ci = rot.real, rot.imag
+    clipped = 0
+    for i in range(n):
+        t = table[start + i]
+        tr, ti = np.float64(t.real), np.float64(t.imag)
+        nr = tr * cr - ti * ci
+        ni = tr * ci + ti * cr
+        if conj:
+            ni = -ni
+        a = y[i].real + nr
+        b = y[i].imag + ni
+        # y *= g is a complex product with g + 0j
+        ar = a * g - b * 0.0
+        bi = a * 0.0 + b * g
+        qi, c1 = _qcode(ar, scale)
+        qq, c2 = _qcode(bi, scale)
+        out[i] = complex(np.float32(qi), np.float32(qq))
+        if c1 or c2:
+            clipped += 1
+    return out, clipped
+
+
+@njit("complex128[::1](complex128[::1], int64, int64, float64, complex64[::1], int64, complex128, boolean)",
+      cache=True, nogil=True)
+def tx_samples(wave, first, n, s, table, start, rot, conj):
+    """``n`` samples of cyclic ``wave`` from its sample ``first``, times ``s``, + table noise."""
+    w = wave.size
+    x = np.empty(n, dtype=np.complex128)
+    cr, ci = rot.real, rot.imag
+    j = first
+    for i in range(n):
+        v = wave[j]
+        j += 1
+        if j == w:
+            j = 0
+        # x *= s is a complex product with s + 0j
+        xr = v.real * s - v.imag * 0.0
+        xi = v.real * 0.0 + v.imag * s
+        t = table[start + i]
+        tr, ti = np.float64(t.real), np.float64(t.imag)
+        nr = tr * cr - ti * ci
+        ni = tr * ci + ti * cr
+        if conj:
+            ni = -ni
+        x[i] = complex(xr + nr, xi + ni)
+    return x
+
+
+@njit("Tuple((complex128[::1], float64))(float64[::1], float64, float64, int64)", cache=True, nogil=True)
+def wiener_walk(steps, phase, small, anchor):
+    """(exp(j phi), phi[-1]) for phi = phase + cumsum(steps): numpy's cumsum, then :func:`wiener_phasor`."""
+    n = steps.size
+    phi = np.empty(n, dtype=np.float64)
+    c = 0.0
+    for k in range(n):
+        c += steps[k]
+        phi[k] = phase + c
+    return wiener_phasor(phi, steps, small, anchor), phi[n - 1]
+
+
+@njit("complex128[::1](complex128[::1], float64, float64, float64, float64, float64, float64, int64)",
+      cache=True, nogil=True)
+def tx_dac(x, gi, gq, c, s, lo_r, lo_i, bits):
+    """TX digital chain of devices.sim.bench.SimBench.tx_digital on every sample: IQ imbalance, LO leakage, DAC."""
+    scale = float(1 << (bits - 1))
+    out = np.empty(x.size, dtype=np.complex128)
+    for k in range(x.size):
+        i, q = x[k].real, x[k].imag
+        qi, _ = _qcode(gi * (c * i + s * q) + lo_r, scale)
+        qq, _ = _qcode(gq * (c * q + s * i) + lo_i, scale)
+        # iq + 1j * qq as numpy evaluates it (the same zeros' signs too)
+        out[k] = complex(qi + (0.0 * qq - 0.0), 0.0 + (0.0 * 0.0 + qq))
+    return out

@@ -561,7 +561,10 @@ class PlutoEmulator:
 
     @staticmethod
     def _codes_to_complex(codes: np.ndarray) -> np.ndarray:
-        return ((codes[:, 0] + 1j * codes[:, 1]) / 2048.0).astype(np.complex64)
+        # (n, 2) I/Q codes as interleaved float32, viewed as complex64 (exact: 12-bit codes / 2048)
+        v = np.ascontiguousarray(codes, dtype=np.float32)
+        v *= np.float32(1 / 2048)
+        return v.view(np.complex64).reshape(-1)
 
     def _dds_codes(self) -> np.ndarray:
         n = 1 << DDS_ACC_BITS
@@ -680,7 +683,8 @@ class PlutoEmulator:
             return out
         codes, _ = self._tx_codes()
         w = codes.shape[0]
-        return codes[(np.arange(n) + (a - self.tx_origin) % w) % w]
+        first = (a - self.tx_origin) % w  # the cyclic buffer from this sample on (copies, no index arithmetic)
+        return np.tile(codes, (-(-(first + n) // w), 1))[first:first + n]
 
     def _stream_push(self, owner: _TxBuffer, codes: np.ndarray) -> None:
         """(Lock held) queue a streamed (non-cyclic) buffer on the timeline. Like the DMA, it waits

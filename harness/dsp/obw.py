@@ -116,7 +116,11 @@ def ccdf(x: np.ndarray, probabilities=CCDF_PROBABILITIES, resolution_db: float =
     papr = float(dbm(q[-1] / mean))
     top = max_db if max_db is not None else max(peak, 0.0) + resolution_db
     thr_db = np.arange(0.0, top + resolution_db / 2, resolution_db)
-    counts, _ = np.histogram(p, bins=np.append(mean * 10 ** (thr_db / 10), np.inf))
+    # np.histogram's counts over these edges ([e_i, e_i+1), the last one open to inf): one binary
+    # search per sample instead of its sorting of every block (half the time)
+    edges = np.append(mean * 10 ** (thr_db / 10), np.inf)
+    idx = np.searchsorted(edges, p, side="right") - 1
+    counts = np.bincount(idx[idx >= 0], minlength=edges.size - 1)[:edges.size - 1]
     exceed = np.cumsum(counts[::-1])[::-1] / p.size  # P(p >= threshold)
     weak = [pr for pr in probs if pr * p.size < 10]
     return CcdfResult(float(dbm(mean)), peak, papr, levels, weak, int(p.size), thr_db, exceed)

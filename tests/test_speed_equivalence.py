@@ -1,0 +1,135 @@
+"""The fast paths compute what the plain numpy / scipy expressions they replaced compute, bit for bit."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from devices.paths import _gaussian_table, noise_draw
+from devices.sim.bench import SimBench, SimConfig
+from devices.sim.dut import Thru
+from devices.sim.kernels import rx_port, tx_samples, wiener_phasor, wiener_walk
+from harness.capture import StimulusRef, _generate
+from harness.dsp.obw import ccdf
+from harness.dsp.spectrum import psd
+from harness.stimulus import parse_stimulus
+
+
+def _noise(rng, n):
+    return (rng.standard_normal(n) + 1j * rng.standard_normal(n)) * 0.3
+
+
+@pytest.mark.parametrize("n, nperseg", [(16384, 4096), (131072, 65536), (100001, 8192), (5000, 8192)])
+def test_psd_is_welch(n, nperseg):
+    rng = np.random.default_rng(n)
+    x = _noise(rng, n) + np.exp(2j * np.pi * 0.1 * np.arange(n))
+    f, p = signal.welch(x, fs=15.36e6, window="blackmanharris", nperseg=min(nperseg, n), noverlap=min(nperseg, n) // 2,
+                        return_onesided=False, scaling="density", detrend=False)
+    order = np.argsort(f)
+    s = psd(x, 15.36e6, nperseg)
+    assert s.freqs_hz.tobytes() == f[order].tobytes()
+    assert s.psd_mw_hz.tobytes() == p[order].tobytes()
+
+
+def test_psd_keeps_only_what_cannot_change():
+    rng = np.random.default_rng(1)
+    x = _noise(rng, 32768)
+    x.setflags(write=False)
+    a, b = psd(x, 1e6), psd(x, 1e6)
+    assert a is not b and np.array_equal(a.psd_mw_hz, b.psd_mw_hz)
+    with pytest.raises(ValueError):
+        a.psd_mw_hz[0] = 0.0  # shared with the cache: read-only
+    y = x.copy()  # writeable: never served from the cache
+    y[:100] = 0
+    assert not np.array_equal(psd(y, 1e6).psd_mw_hz, a.psd_mw_hz)
+    z = _noise(rng, 32768)
+    z.setflags(write=False)
+    assert not np.array_equal(psd(z, 1e6).psd_mw_hz, a.psd_mw_hz)
+
+
+def test_ccdf_counts_are_numpy_histogram():
+    rng = np.random.default_rng(2)
+    x = _noise(rng, 200_000)
+    x[:20] = 0  # below the first edge
+    x[20:30] = np.sqrt(np.mean(np.abs(x) ** 2))  # near the first edge (the mean)
+    r = ccdf(x)
+    p = np.abs(x) ** 2
+    counts, _ = np.histogram(p, bins=np.append(np.mean(p) * 10 ** (r.thresholds_db / 10), np.inf))
+    assert np.array_equal(np.cumsum(counts[::-1])[::-1] / p.size, r.probability)
+
+
+def _quantise(v, bits):
+    scale = float(1 << (bits - 1))
+    q = np.rint(v * scale)
+    clipped = (q > scale - 1) | (q < -scale)
+    np.clip(q, -scale, scale - 1, out=q)
+    return q / scale, clipped
+
+
+def test_tx_digital_is_the_numpy_chain():
+    bench = SimBench(SimConfig(seed=3), None, Thru(), None)
+    tx = bench.config.tx
+    rng = np.random.default_rng(3)
+    x = (_noise(rng, 50_000) * 2).astype(np.complex64)  # clips too
+    x[:10] = 0
+    xx = x.astype(np.complex128)
+    gi, gq = 10 ** (-tx.iq_gain_imbalance_db / 40), 10 ** (tx.iq_gain_imbalance_db / 40)
+    c = math.cos(math.radians(tx.iq_phase_imbalance_deg) / 2)
+    s = math.sin(math.radians(tx.iq_phase_imbalance_deg) / 2)
+    lo = 10 ** (tx.lo_leakage_dbfs / 20) * complex(math.cos(bench._lo_phase), math.sin(bench._lo_phase))
+    iq, _ = _quantise(gi * (c * xx.real + s * xx.imag) + lo.real, tx.bits)
+    qq, _ = _quantise(gq * (c * xx.imag + s * xx.real) + lo.imag, tx.bits)
+    assert bench.tx_digital(x).tobytes() == (iq + 1j * qq).tobytes()
+
+
+def _table_noise(draw, n):
+    start, rot, conj = draw
+    out = _gaussian_table()[start:start + n].astype(np.complex128)
+    out *= rot
+    return np.conj(out) if conj else out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5, 6, 7])
+def test_port_kernels_are_the_numpy_steps(seed):
+    rng = np.random.default_rng(seed)
+    n = 30_000
+    draw = noise_draw(rng, n, 1e-3)
+    # RX port: + noise, * gain, 12-bit ADC with clipping
+    y = _noise(rng, n) * 3
+    g = 0.7
+    v = (y + _table_noise(draw, n)) * g
+    i, ci = _quantise(v.real, 12)
+    q, cq = _quantise(v.imag, 12)
+    want = np.empty(n, dtype=np.complex64)
+    want.real, want.imag = i, q
+    got, clipped = rx_port(y, _gaussian_table(), *draw, g, 12)
+    assert got.tobytes() == want.tobytes() and clipped == np.count_nonzero(ci | cq)
+    # TX samples: cyclic waveform from a sample on, scaled, + noise
+    wave = _noise(rng, 4096)
+    first = int(rng.integers(0, 4096))
+    x = np.tile(wave, -(-(first + n) // 4096))[first:first + n]
+    x *= 0.3
+    x += _table_noise(draw, n)
+    assert tx_samples(wave, first, n, 0.3, _gaussian_table(), *draw).tobytes() == x.tobytes()
+    # Wiener phase: phase + cumsum(steps), then the anchored phasor
+    steps = rng.standard_normal(n) * 1e-4
+    z, last = wiener_walk(steps, 0.25, 0.02, 4096)
+    phi = 0.25 + np.cumsum(steps)
+    assert z.tobytes() == wiener_phasor(phi, steps, 0.02, 4096).tobytes() and last == phi[-1]
+
+
+@pytest.mark.parametrize("stimulus", [{"type": "lte", "bandwidth": 5e6, "power": -10},
+                                      {"type": "two_tone", "power_per_tone": -10, "spacing": 1e6},
+                                      {"type": "cw", "power": -10, "offset": 1e6}])
+def test_a_stimulus_at_another_level_is_the_one_generated_there(stimulus):
+    key = "power_per_tone" if "power_per_tone" in stimulus else "power"
+    for level in (-10.0, -3.25, 7.5):
+        spec = parse_stimulus({**stimulus, key: level}, "stimulus")
+        w = _generate(StimulusRef.of(spec, 15.36e6, 4))
+        fresh = spec.generate(15.36e6, 4)
+        assert w.samples.tobytes() == fresh.samples.tobytes()
+        assert (w.power_dbm, w.tones_hz, w.bandwidth_hz, w.center_offset_hz) == \
+            (fresh.power_dbm, fresh.tones_hz, fresh.bandwidth_hz, fresh.center_offset_hz)
