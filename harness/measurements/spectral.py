@@ -345,25 +345,38 @@ class CcdfParams:
     n_samples: int = field(default=1 << 20, metadata=doc("capture length (0.01 % needs >= 10^5 samples)"))
 
 
-@register_measurement("ccdf", CcdfParams, outputs=[
+def _declare_ccdf(p: CcdfParams, s: StepSettings):
+    """The DUT's output, and before it the same stimulus at the same TX setting through the DUT bypass: the
+    input PAPR is what the transmitter delivered (its DAC, IQ imbalance and driver shape the peaks)."""
+    cap = s.capture("capture", p.stimulus, p.n_samples)
+    return [dataclasses.replace(cap, label="input", thru=True), cap]
+
+
+@register_measurement("ccdf", CcdfParams, declare=_declare_ccdf, outputs=[
     Output("papr_db", "peak-to-average power ratio at 0.01 % probability, DUT output"),
-    Output("input_papr_db", "the same for the stimulus (what the DUT was given)"),
+    Output("input_papr_db", "the same at the DUT input: what the transmitter delivered (captured through the "
+                            "DUT bypass)"),
     Output("papr_compression_db", "how much the DUT compressed the peaks")])
 def ccdf_step(records: list[CaptureRecord], p: CcdfParams) -> StepData:
     """CCDF / PAPR of the DUT output compared with its input."""
-    w, m = _the_capture(records)
+    m, thru = by_label(records, "capture"), by_label(records, "input")
+    w = m.waveform()
     out = ccdf(m.x)
-    ref = ccdf(np.tile(w.samples, max(1, int(np.ceil(m.x.size / w.n_samples))))[: m.x.size])
+    ref = ccdf(thru.x)
     plot = ccdf_figure(out)
     ok = ref.probability > 0
-    plot.add(ref.thresholds_db[ok], np.log10(ref.probability[ok]), "stimulus")
+    plot.add(ref.thresholds_db[ok], np.log10(ref.probability[ok]), "DUT input (delivered)")
     # The 0.01 % level rests on ~n*1e-4 exceeding samples (binomial, relative spread 1/sqrt(k)); the CCDF's
     # slope there converts that probability spread into dB.
     u = _ccdf_level_uncertainty_db(out, 1e-4)
+    u_in = _ccdf_level_uncertainty_db(ref, 1e-4)
     return StepData({"papr_db": out.papr_db, "input_papr_db": ref.papr_db,
                      "papr_compression_db": ref.papr_db - out.papr_db}, {"ccdf": plot},
-                    {"stimulus": w.describe(), "levels_db": {f"{k:g}": v for k, v in out.levels_db.items()}},
-                    {"papr_db": expanded(u), "papr_compression_db": expanded(u)})
+                    {"stimulus": w.describe(), "stimulus_papr_db": ccdf(np.tile(w.samples, max(1, int(np.ceil(
+                        m.x.size / w.n_samples))))[: m.x.size]).papr_db, "input_reference": "delivered",
+                     "levels_db": {f"{k:g}": v for k, v in out.levels_db.items()}},
+                    {"papr_db": expanded(u), "input_papr_db": expanded(u_in),
+                     "papr_compression_db": expanded(math.hypot(u, u_in))})
 
 
 def _ccdf_level_uncertainty_db(r, prob: float) -> float:
