@@ -335,3 +335,48 @@ def amam_ccdf_rows(tmp_path, dut: tuple, seed: int) -> list[Row]:
 @pytest.mark.parametrize("dut, seed", AMP_DUTS)
 def test_am_am_pm_and_ccdf_against_rapp_model(tmp_path, dut, seed):
     assert_covered(amam_ccdf_rows(tmp_path, dut, seed))
+
+
+# ------------------------------------------------------------------ coverage over seeds
+def _assert_coverage(errs: list[float], us: list[float], what: str) -> None:
+    """At least 90 % of errors within the stated k = 2 U, and U not inflated: median U within 5 x the RMS error."""
+    e, u = np.array(errs), np.array(us)
+    rms = float(np.sqrt(np.mean(e ** 2)))
+    assert np.mean(np.abs(e) <= u) >= 0.9 - 1e-9, (what, list(zip(e.round(4), u.round(4))))
+    assert np.median(u) <= 5 * rms, (what, float(np.median(u)), rms)
+
+
+@pytest.mark.parametrize("tone_dbm", [-30.0, -50.0])
+def test_input_intermodulation_uncertainty_covers_over_seeds(tmp_path, tone_dbm):
+    """Before: U 0.19 dB against errors to -0.45 dB (the truth left out the output stage's desensitised noise,
+    and Welch's band power scatters 1.3 x more than 4.34/sqrt(BT)). At -40 dBm per tone the 12-bit DAC's
+    quantisation products of the two tones fall in the band 14 dB under the repeater's own noise and add
+    about +0.15 dB (gone with a 16-bit DAC): a limit of the source, shown in bench/accuracy.py, not here."""
+    errs, us = [], []
+    for seed in IMD_SEEDS:
+        d = tmp_path / f"s{seed}"
+        d.mkdir()
+        (r,) = imd_rows(d, seed, tone_dbm)
+        assert abs(r.error) <= r.bound, (seed, r.error)
+        errs.append(r.error)
+        us.append(r.uncertainty)
+    _assert_coverage(errs, us, f"input IMD {tone_dbm:g} dBm")
+
+
+def test_am_am_small_signal_gain_uncertainty_covers_over_seeds(tmp_path):
+    """Before: the small-signal gain read 0.002-0.004 dB low (one seed 0.018 dB) with U 0.001 dB: the TX phase
+    noise against a reference taken at another time, and a straight-line fit through a curving gain."""
+    g, psat, p, alpha, beta, pin = AMP_DUTS[0][0]
+    errs, us = [], []
+    for seed in range(40, 48):
+        d = tmp_path / f"s{seed}"
+        d.mkdir()
+        rig = write_rig(d, dut={"model": "rapp_amplifier", "gain_db": g, "saturation_power_dbm": psat,
+                                "smoothness": p, "am_pm_alpha_deg": alpha, "am_pm_beta": beta,
+                                "noise_figure_db": 5.0})
+        res, spec = run(d, rig, AMP_PLAN.format(pin=pin).split("  - name: ccdf")[0], seed)
+        m = record(res, "amam", "small_signal_gain_db")
+        assert m["coverage_factor"] == 2
+        errs.append(m["value"] - spec.dut.truth()["gain_db"])
+        us.append(m["uncertainty"])
+    _assert_coverage(errs, us, "AM/AM small-signal gain")
