@@ -140,7 +140,7 @@ def print_coverage(rows: list) -> None:
     for r in rows:
         if r.uncertainty is not None and r.error is not None and math.isfinite(r.error):
             groups.setdefault((r.target, r.quantity), []).append(r)
-    print(f"\nUncertainty coverage (stated U is k = 2; goal: >= 90 % within U, U <= 5 x RMS error)")
+    print("\nUncertainty coverage (stated U is k = 2; goal: >= 90 % within U, U <= 5 x RMS error)")
     print(f"{'target':<6} {'measurement':<28} {'n':>3} {'U median':>9} {'RMS err':>9} {'coverage':>9} {'U/RMS':>6}")
     for (target, q), rs in sorted(groups.items()):
         e = np.array([r.error for r in rs])

@@ -24,7 +24,6 @@ import pytest
 from conftest import RecordKeeper, write_plan, write_rig
 from devices.sim.bench import SimBench, SimConfig, TxPortModel
 from harness.dsp.amam import am_am_pm
-from harness.dsp.obw import ccdf
 from harness.config import ConfigError
 from harness.plan import check_plan_against, load_plan
 from harness.rig import Rig, load_rig

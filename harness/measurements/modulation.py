@@ -208,7 +208,7 @@ def _am_am_uncertainty(x_in: np.ndarray, y: np.ndarray, fs_hz: float, r) -> dict
 
     The scatter of the instantaneous gain y/x around its bin mean, over the
     bin's samples, gives the standard error of that mean (gain in dB, phase in
-    degrees); the small-signal gain averages the lower half of the samples.
+    degrees); the small-signal gain's comes from its fit (:func:`harness.dsp.amam.am_am_pm`).
     """
     from harness.dsp.amam import align_input, track_phase
 
@@ -217,7 +217,6 @@ def _am_am_uncertainty(x_in: np.ndarray, y: np.ndarray, fs_hz: float, r) -> dict
     p_dbm = 10 * np.log10(np.abs(x_al) ** 2 + 1e-30)
     g = y / np.where(np.abs(x_al) > 0, x_al, 1)
     top = p_dbm >= r.peak_input_power_dbm - 0.25
-    low = p_dbm <= np.median(p_dbm)
     out = {}
     if np.count_nonzero(top) >= 4:
         gt = g[top] / np.mean(g[top])
