@@ -138,7 +138,8 @@ def print_coverage(rows: list) -> None:
     """Per output with a stated k = 2 uncertainty: how often the error against truth lies within it."""
     groups: dict[tuple[str, str], list] = {}
     for r in rows:
-        if r.uncertainty is not None and r.error is not None and math.isfinite(r.error):
+        # rows outside the target's range (INFO: at the rig's floor) are reported, not counted
+        if r.uncertainty is not None and r.error is not None and math.isfinite(r.error) and r.bound is not None:
             groups.setdefault((r.target, r.quantity), []).append(r)
     print("\nUncertainty coverage (stated U is k = 2; goal: >= 90 % within U, U <= 5 x RMS error)")
     print(f"{'target':<6} {'measurement':<28} {'n':>3} {'U median':>9} {'RMS err':>9} {'coverage':>9} {'U/RMS':>6}")
@@ -237,6 +238,8 @@ def main() -> int:
         meas = "None" if r.measured is None else f"{r.measured:9.3f}"
         if r.uncertainty is not None and r.error is not None and abs(r.error) > r.uncertainty:
             r.note += "  (error beyond U)"
+        if r.uncertainty is not None and "(k=2)" not in r.note:
+            r.note += f"  U {r.uncertainty:.3g} (k=2)"
         err = "" if r.error is None else f"{r.error:+7.3f}"
         bound = "" if r.bound is None else f"±{r.bound:g}"
         print(f"{r.target:<6} {r.case:<62} {r.quantity:<24} {r.truth:9.3f} {meas:>9} {err:>7} {bound:>6}  {r.verdict}  {r.note}")
