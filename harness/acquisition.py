@@ -45,13 +45,18 @@ def acquire(ctx: StepContext, acquisitions: list[Acquisition],
     """Take ``acquisitions`` in order and return their records; the transmitter is off afterwards.
 
     ``done(records)`` is asked after each capture whose successor is optional;
-    True ends the acquisition there.
+    True ends the acquisition there. A capture declared ``thru`` is taken with the DUT bypassed (the
+    transmitter stopped while switching); the bypass is as it was found afterwards.
     """
     rig = ctx.rig
     records: list[CaptureRecord] = []
     tuned: tuple[float, float, float] | None = None
+    bypassed = rig.dut_bypassed  # a thru step's runner has bypassed the DUT already
     try:
         for i, a in enumerate(acquisitions):
+            if a.thru != rig.dut_bypassed:  # a thru capture within a DUT step (an input reference): switch cold
+                rig.stop()
+                rig.bypass_dut(a.thru)
             if tuned != (a.freq_hz, a.sample_rate_hz, a.span_hz):
                 rig.tune(a.freq_hz, a.sample_rate_hz, a.span_hz)
                 tuned = (a.freq_hz, a.sample_rate_hz, a.span_hz)
@@ -72,6 +77,8 @@ def acquire(ctx: StepContext, acquisitions: list[Acquisition],
                 break
     finally:
         rig.stop()
+        if rig.dut_bypassed != bypassed:
+            rig.bypass_dut(bypassed)
     return records
 
 

@@ -179,7 +179,7 @@ def ccdf_figure(r: CcdfResult, stimulus: CcdfResult | None = None) -> Plot:
     p.add(r.thresholds_db[ok], 100 * r.probability[ok], "DUT output")
     if stimulus is not None:
         ok = stimulus.probability > 0
-        p.add(stimulus.thresholds_db[ok], 100 * stimulus.probability[ok], "stimulus (DUT input)")
+        p.add(stimulus.thresholds_db[ok], 100 * stimulus.probability[ok], "DUT input (as delivered)")
     x = np.linspace(0, max(float(np.max(r.thresholds_db)), 10.0), 200)
     p.add(x, 100 * np.exp(-(10 ** (x / 10))), "Gaussian noise (reference)", "reference")
     for prob, lvl in r.levels_db.items():

@@ -405,14 +405,14 @@ def check_plan_against(plan: Plan, rig, seed: int = 0) -> list[list[Acquisition]
         except (ValueError, ArithmeticError) as e:
             raise ConfigError(f"step {s.name!r}: {e}", plan.file, s.line) from None
         for a in acqs:
-            problem = _check_acquisition(a, plan, rig)
+            problem = _check_acquisition(a, plan, rig, s.thru)
             if problem:
                 raise ConfigError(f"step {s.name!r}, capture {a.label!r}: {problem}", plan.file, s.line)
         declared.append(acqs)
     return declared
 
 
-def _check_acquisition(a: Acquisition, plan: Plan, rig) -> str | None:
+def _check_acquisition(a: Acquisition, plan: Plan, rig, step_thru: bool = True) -> str | None:
     """Why the rig must not take this capture (None: it may)."""
     from devices import CapabilityError
 
@@ -423,7 +423,10 @@ def _check_acquisition(a: Acquisition, plan: Plan, rig) -> str | None:
     if a.thru:
         problem = rig.bypass_problem()
         if problem:
-            return f"a thru step needs the DUT bypassed, and {problem}"
+            if step_thru:
+                return f"a thru step needs the DUT bypassed, and {problem}"
+            return (f"the analysis takes its input reference from what the transmitter delivered, captured with "
+                    f"the DUT bypassed, and {problem}")
     if "timing" in a.requires:
         problem = rig.timing_problem()
         if problem:

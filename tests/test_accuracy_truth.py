@@ -291,7 +291,7 @@ def aclr_rows(tmp: Path, case: AclrCase, seed: int) -> list[Row]:
         m = record(res, "aclr", name)
         bound = ACLR_BOUND_DB if t >= ACLR_FLOOR_OF_TARGET_DBC else None
         note = f"raw {m['raw_value']:.2f} floor {m['floor']:.2f}" if "floor" in m else ""
-        rows.append(Row("ACLR", case.name, name, t, m["value"], bound, "dB", note))
+        rows.append(Row("ACLR", case.name, name, t, m["value"], bound, "dB", note, m.get("uncertainty")))
     return rows
 
 
@@ -460,7 +460,7 @@ def evm_rows(tmp: Path, case: EvmCase, seed: int) -> list[Row]:
     assert_same_stimulus(res, "evm", w)
     m = record(res, "evm", "evm_pct")
     note = f"raw {m['raw_value']:.3f} floor {m['floor']:.3f}" if "floor" in m else ""
-    return [Row("EVM", case.name, "evm_pct", truth, m["value"], EVM_BOUND_PCT, "%", note)]
+    return [Row("EVM", case.name, "evm_pct", truth, m["value"], EVM_BOUND_PCT, "%", note, m.get("uncertainty"))]
 
 
 EVM_CASES = [EvmCase("utra", 1.0), EvmCase("utra", 8.0), EvmCase("utra", 15.0),
@@ -526,8 +526,9 @@ def delay_rows(tmp: Path, case: DelayCase, seed: int, method: str = "hardware_ti
     used = next(s for s in res["steps"] if s["name"] == "delay")["info"]["method"]
     assert method.startswith(used), (method, used)  # the rig's method, not another
     note = f"raw {m['raw_value'] * 1e9:.3f} ns, thru {m['floor'] * 1e9:.3f} ns" if "floor" in m else ""
+    u = m.get("uncertainty")
     return [Row("delay", f"{method}: {case.name}", "delay (ns)", truth * 1e9, m["value"] * 1e9,
-                DELAY_BOUND_S * 1e9, "ns", note)]
+                DELAY_BOUND_S * 1e9, "ns", note, None if u is None else u * 1e9)]
 
 
 DELAY_CASES = [DelayCase(0.5e-6), DelayCase(2e-6), DelayCase(3.3e-6, 0.5e6), DelayCase(7.654321e-6)]
@@ -587,7 +588,7 @@ def freq_rows(tmp: Path, case: FreqCase, seed: int) -> list[Row]:
     truth_hz = case.freq_error_ppm * 1e-6 * UTRA_CENTRE_HZ
     m = record(res, "frequency", "freq_error_hz")
     return [Row("freq", case.name, "freq_error_hz", truth_hz, m["value"], FREQ_BOUND_HZ, "Hz",
-                f"±{m['uncertainty']:.2g} Hz (step's own uncertainty)")]
+                f"±{m['uncertainty']:.2g} Hz (step's own uncertainty)", m["uncertainty"])]
 
 
 FREQ_CASES = [FreqCase(0.001), FreqCase(-0.005), FreqCase(0.02), FreqCase(-0.05)]
@@ -686,7 +687,7 @@ def oob_rows(tmp: Path, case: OobCase, seed: int, at: str = "reported") -> list[
         bound = OOB_BOUND_DB if truth >= floor_db + OOB_MIN_SNR_DB else None
         note = (f"{m['side']} edge +{m['offset_hz'] / 1e6:.2f} MHz; played {(played - f) / 1e3:+.2f} kHz off, "
                 f"gain there {g_played:.2f}; rig noise at {floor_db:.1f} dB")
-        rows.append(Row("OOB", case.name, name, truth, m["value"], bound, "dB", note))
+        rows.append(Row("OOB", case.name, name, truth, m["value"], bound, "dB", note, m.get("uncertainty")))
     # the reference point at the pass-band centre (+fs/64): small-signal only below the ALC's rated output
     f_pb = played_tone_hz(centre + fs / 64, centre, fs)
     g_pb = rep.gain_at(f_pb, centre, fs)

@@ -13,10 +13,10 @@ never from the harness function under test:
 * AM/AM and AM/PM: the Rapp model's ``am_am`` and ``am_pm_rad`` at each bin's input power.
 * CCDF: the PAPR (0.01 %) of the amplifier's noiseless output of the same stimulus.
 
-Input reference (PAPR of the input, AM/AM x-axis): the harness regenerates the stimulus the TX played
-(exact digital samples) and scales it to the calibrated DUT-input level. On these rigs the TX chain is
-linear at these levels (the 30 dB driver of the amplifier rig has P1dB +40 dBm), so that is what the
-DUT received to within the TX noise; the tests check the input PAPR against the stimulus' own.
+Input reference (PAPR of the input, AM/AM x-axis): what the transmitter delivered, captured through the
+DUT bypass at the same TX setting and scaled by the calibration to the DUT input (test_truth_input_reference.py
+shows it beating the ideal stimulus with a poor transmitter). On these rigs the TX chain is nearly ideal, so
+the input PAPR is checked against the stimulus' own.
 """
 
 from __future__ import annotations
@@ -115,6 +115,36 @@ steps:
 
 
 IMD_CASES = [(4, -40.0), (5, -30.0), (6, -50.0)]
+#: seeds of the coverage test (each tone level)
+IMD_SEEDS = range(20, 28)
+
+
+def imd_truth_db(dut, f1: float, f2: float, tone_dbm: float) -> float:
+    """True power rise: the noiseless in-band IM3 (exact bin powers of one period), plus the repeater's own noise
+    as it leaves the output stage with the tones present, over its noise kT0·F·|G|² with no input.
+
+    The tones compress the output stage, and a compressed stage passes the noise with less gain: at -30 dBm
+    per tone the noise in the band drops 9 dB. A truth that kept the no-input noise under the IM3 (as this
+    test once did) read the rise 0.2-0.3 dB high. The noise through the stage is the model's noisy output
+    minus its noiseless one (same input), averaged over 32 periods.
+    """
+    lo_rf = (2137.6e6 + 2142.6e6) / 2 - 2.5e6  # the step's LO: lo_offset 2.5 MHz below the channel centre
+    period = 65536
+    t = np.arange(period) / FS
+    amp = math.sqrt(10 ** (tone_dbm / 10))
+    x = amp * (np.exp(2j * np.pi * f1 * t) + np.exp(2j * np.pi * f2 * t))  # IM3 power does not depend on phases
+    mid = (2137.6e6 + 2142.6e6) / 2 - lo_rf
+    quiet = dataclasses.replace(dut, noise_figure_db=None).process(np.tile(x, 36), lo_rf, FS,
+                                                                  np.random.default_rng(0))[4 * period:]
+    noisy = dataclasses.replace(dut).process(np.tile(x, 36), lo_rf, FS, np.random.default_rng(1))[4 * period:]
+    f, p = periodic_bin_powers(quiet[-period:], FS)
+    band = np.abs(f - mid) < 0.5e6
+    p_im = float(np.sum(p[band]))
+    fn, pn = periodic_bin_powers(noisy - quiet, FS)  # no strong line left: 32 periods, no window needed
+    p_noise_tones = float(np.sum(pn[np.abs(fn - mid) < 0.5e6]))
+    g2 = 10 ** (np.array([dut.gain_at(lo_rf + fb, lo_rf, FS) for fb in f[band]]) / 10)
+    p_noise = KT0_MW_HZ * 10 ** (dut.noise_figure_db / 10) * float(np.sum(g2)) * (FS / period)
+    return 10 * math.log10((p_im + p_noise_tones) / p_noise)
 
 
 def imd_rows(tmp_path, seed: int, tone_dbm: float) -> list[Row]:
@@ -124,27 +154,11 @@ def imd_rows(tmp_path, seed: int, tone_dbm: float) -> list[Row]:
     res, spec = run(tmp_path, rig, IMD_PLAN.format(fc=UTRA_CENTRE_HZ / 1e6, tone=tone_dbm), seed)
     info = _step(res, "imd")["info"]
     f1, f2 = info["tones_hz"]
-    lo = info["im3_hz"] - (2 * f1 - f2)  # the IM3 product the analysis names is the tones' own
-    lo_rf = (2137.6e6 + 2142.6e6) / 2 - 2.5e6  # the step's LO: lo_offset 2.5 MHz below the channel centre
-    period = 65536
-    t = np.arange(period) / FS
-    amp = math.sqrt(10 ** (tone_dbm / 10))
-    x = amp * (np.exp(2j * np.pi * f1 * t) + np.exp(2j * np.pi * f2 * t))  # IM3 power does not depend on phases
-    dut = spec.dut
-    quiet = dataclasses.replace(dut, noise_figure_db=None)
-    y = quiet.process(np.tile(x, 6), lo_rf, FS, np.random.default_rng(0))[-period:]
-    f, p = periodic_bin_powers(y, FS)
-    mid = (2137.6e6 + 2142.6e6) / 2 - lo_rf
-    band = np.abs(f - mid) < 0.5e6
-    p_im = float(np.sum(p[band]))
-    g2 = 10 ** (np.array([dut.gain_at(lo_rf + fb, lo_rf, FS) for fb in f[band]]) / 10)
-    p_noise = KT0_MW_HZ * 10 ** (dut.noise_figure_db / 10) * float(np.sum(g2)) * (FS / period)
-    truth = 10 * math.log10(1 + p_im / p_noise)
-    assert lo == 0.0
-    # IM3 grows 3 dB per dB of tone level: the stated uncertainty (noise of the two band powers) leaves out
-    # the level accuracy, and a 0.1 dB level error moves the rise 0.3 dB (seed 5 reads -0.45 dB): not covered
+    assert info["im3_hz"] == 2 * f1 - f2  # the IM3 product the analysis names is the tones' own
+    truth = imd_truth_db(spec.dut, f1, f2, tone_dbm)
+    # the rig's own receiver noise sits ~20 dB under the repeater's in both captures: -0.05 dB at most
     return [_row("imd", f"wide-skirt repeater, tones {tone_dbm:g} dBm", record(res, "imd", "power_rise_db"), truth,
-                 0.5, covered=False)]
+                 0.5)]
 
 
 @pytest.mark.parametrize("seed, tone_dbm", IMD_CASES)
@@ -263,8 +277,11 @@ steps:
   - name: ccdf
     measurement: ccdf
     stimulus: {{type: lte, power: {pin} dBm, bandwidth: 10 MHz, test_model: E-TM1.1}}
+    n_samples: 307200
     limits: {{papr: {{min: 0 dB}}}}
 """
+# (CCDF: one LTE frame, not the default 1 Mi samples, in each of its two captures (the input through the bypass
+# too): a busy CI machine, 2 cores and 8 jobs, missed a 1 Mi-sample capture's 2 s deadline)
 AMP_DUTS = [  # (gain, Psat, Rapp p, AM/PM alpha, beta, input level dBm), seed
     ((20.0, 36.9, 1.0, 5.0, 1.0, 3.0), 12),
     ((15.0, 30.0, 2.0, 8.0, 1.0, 1.0), 13),
@@ -310,10 +327,56 @@ def amam_ccdf_rows(tmp_path, dut: tuple, seed: int) -> list[Row]:
         return 10 * math.log10(np.quantile(pw, 1 - 1e-4) / np.mean(pw))
 
     rows.append(_row("ccdf", case, record(res, "ccdf", "papr_db"), papr(y), 0.25))
-    rows.append(Row("ccdf", case, "input_papr_db", papr(x), record(res, "ccdf", "input_papr_db")["value"], 0.05, "dB"))
+    # the input PAPR is measured now (through the bypass): a statistic of its capture, with its own U
+    rows.append(_row("ccdf", case, record(res, "ccdf", "input_papr_db"), papr(x), 0.15))
     return rows
 
 
 @pytest.mark.parametrize("dut, seed", AMP_DUTS)
 def test_am_am_pm_and_ccdf_against_rapp_model(tmp_path, dut, seed):
     assert_covered(amam_ccdf_rows(tmp_path, dut, seed))
+
+
+# ------------------------------------------------------------------ coverage over seeds
+def _assert_coverage(errs: list[float], us: list[float], what: str) -> None:
+    """At least 90 % of errors within the stated k = 2 U, and U not inflated: median U within 5 x the RMS error."""
+    e, u = np.array(errs), np.array(us)
+    rms = float(np.sqrt(np.mean(e ** 2)))
+    assert np.mean(np.abs(e) <= u) >= 0.9 - 1e-9, (what, list(zip(e.round(4), u.round(4))))
+    assert np.median(u) <= 5 * rms, (what, float(np.median(u)), rms)
+
+
+@pytest.mark.parametrize("tone_dbm", [-30.0, -50.0])
+def test_input_intermodulation_uncertainty_covers_over_seeds(tmp_path, tone_dbm):
+    """Before: U 0.19 dB against errors to -0.45 dB (the truth left out the output stage's desensitised noise,
+    and Welch's band power scatters 1.3 x more than 4.34/sqrt(BT)). At -40 dBm per tone the 12-bit DAC's
+    quantisation products of the two tones fall in the band 14 dB under the repeater's own noise and add
+    about +0.15 dB (gone with a 16-bit DAC): a limit of the source, shown in bench/accuracy.py, not here."""
+    errs, us = [], []
+    for seed in IMD_SEEDS:
+        d = tmp_path / f"s{seed}"
+        d.mkdir()
+        (r,) = imd_rows(d, seed, tone_dbm)
+        assert abs(r.error) <= r.bound, (seed, r.error)
+        errs.append(r.error)
+        us.append(r.uncertainty)
+    _assert_coverage(errs, us, f"input IMD {tone_dbm:g} dBm")
+
+
+def test_am_am_small_signal_gain_uncertainty_covers_over_seeds(tmp_path):
+    """Before: the small-signal gain read 0.002-0.004 dB low (one seed 0.018 dB) with U 0.001 dB: the TX phase
+    noise against a reference taken at another time, and a straight-line fit through a curving gain."""
+    g, psat, p, alpha, beta, pin = AMP_DUTS[0][0]
+    errs, us = [], []
+    for seed in range(40, 48):
+        d = tmp_path / f"s{seed}"
+        d.mkdir()
+        rig = write_rig(d, dut={"model": "rapp_amplifier", "gain_db": g, "saturation_power_dbm": psat,
+                                "smoothness": p, "am_pm_alpha_deg": alpha, "am_pm_beta": beta,
+                                "noise_figure_db": 5.0})
+        res, spec = run(d, rig, AMP_PLAN.format(pin=pin).split("  - name: ccdf")[0], seed)
+        m = record(res, "amam", "small_signal_gain_db")
+        assert m["coverage_factor"] == 2
+        errs.append(m["value"] - spec.dut.truth()["gain_db"])
+        us.append(m["uncertainty"])
+    _assert_coverage(errs, us, "AM/AM small-signal gain")

@@ -33,6 +33,23 @@ class AmAmPmResult:
     #: up to 3000 aligned samples, evenly spread: input power (dBm) and instantaneous complex gain y/x
     sample_input_power_dbm: np.ndarray = field(repr=False, default=None)
     sample_gain: np.ndarray = field(repr=False, default=None)
+    #: standard uncertainty (dB) of the small-signal gain from the noise about the fit
+    small_signal_gain_u_db: float = float("nan")
+
+
+def delivered_period(x_thru: np.ndarray, period: int) -> np.ndarray:
+    """One period of a cyclic stimulus as the transmitter delivered it, from a capture of it through a thru.
+
+    The capture's whole periods are averaged (its noise falls by their number); TX and RX share a sample
+    clock, so sample i and i + period hold the same stimulus sample. Its start is arbitrary:
+    :func:`am_am_pm` aligns the output to it.
+    """
+    x = np.asarray(x_thru, dtype=complex)
+    k = x.size // int(period)
+    if k < 1:
+        raise ValueError(f"the input-reference capture holds {x.size} samples, less than one stimulus period "
+                         f"({period})")
+    return x[:k * period].reshape(k, period).mean(axis=0)
 
 
 def align_input(x_in: np.ndarray, y_out: np.ndarray, fs_hz: float, cyclic: bool = True) -> tuple[np.ndarray, float]:
@@ -44,6 +61,28 @@ def align_input(x_in: np.ndarray, y_out: np.ndarray, fs_hz: float, cyclic: bool 
     else:
         x_al = shift_linear(np.asarray(x_in, dtype=complex), d.lag_samples, y_out.size)
     return x_al, d.delay_s if cyclic else d.lag_samples / fs_hz
+
+
+#: samples per block of the phase tracking (about 0.13 ms at 30.72 MS/s: phase noise moves ~2 mrad in one)
+TRACK_BLOCK = 4096
+
+
+def track_phase(x_al: np.ndarray, y: np.ndarray, block: int = TRACK_BLOCK) -> np.ndarray:
+    """``y`` with the slow phase wander between it and ``x_al`` removed, as a VSA's carrier tracking does.
+
+    The transmitter's phase noise, and the DUT's and receiver's, rotate the output against a reference taken
+    at another time (a thru capture or the ideal stimulus) by some 20 mrad over a capture: averaged over the
+    capture, the complex gain then loses magnitude (the small-signal gain read 0.002-0.003 dB low, 3 times
+    its noise uncertainty). The phase of the least-squares gain of each block, interpolated between blocks,
+    is taken out; the mean phase stays.
+    """
+    n = y.size // block
+    if n < 4:
+        return y
+    g = np.sum((y[:n * block] * np.conj(x_al[:n * block])).reshape(n, block), axis=1)
+    th = np.unwrap(np.angle(g))
+    phi = np.interp(np.arange(y.size), (np.arange(n) + 0.5) * block, th)
+    return y * np.exp(-1j * (phi - np.mean(th)))
 
 
 def am_am_pm(x_in: np.ndarray, y_out: np.ndarray, fs_hz: float, cyclic: bool = True, bin_width_db: float = 0.5,
@@ -68,6 +107,7 @@ def am_am_pm(x_in: np.ndarray, y_out: np.ndarray, fs_hz: float, cyclic: bool = T
     if not cyclic:  # drop the edges the shift filled with zeros or wrapped data
         lag = int(np.ceil(abs(delay_s * fs_hz))) + 64
         x_al, y = x_al[lag:-lag], y[lag:-lag]
+    y = track_phase(x_al, y)
     p_in = np.abs(x_al) ** 2
     ok = p_in > 0
     x_al, y, p_in = x_al[ok], y[ok], p_in[ok]
@@ -77,9 +117,17 @@ def am_am_pm(x_in: np.ndarray, y_out: np.ndarray, fs_hz: float, cyclic: bool = T
 
     # small-signal gain: the r -> 0 limit of y = (g0 + g2 |x|^2) x fitted to the weaker samples, so a
     # gain that already bends at low drive (a cubic term) does not bias it
+    # (a quadratic term too: a line through the lower half of a Rapp p = 1 curve read 0.0007 dB low)
     small = p_in <= np.quantile(p_in, small_signal_quantile)
-    basis = np.stack([x_al[small], x_al[small] * p_in[small]], axis=1)
-    g_ss = np.linalg.lstsq(basis, y[small], rcond=None)[0][0]
+    ps = p_in[small] / np.mean(p_in[small])  # scaled: a well-conditioned basis
+    basis = np.stack([x_al[small], x_al[small] * ps, x_al[small] * ps ** 2], axis=1)
+    coef, *_ = np.linalg.lstsq(basis, y[small], rcond=None)
+    g_ss = coef[0]
+    # standard error of g_ss from the residual scatter: sigma^2 [(A^H A)^-1]_00, in dB of |g_ss|
+    resid = y[small] - basis @ coef
+    sigma2 = float(np.sum(np.abs(resid) ** 2)) / max(resid.size - 3, 1)
+    cov00 = float(np.real(np.linalg.inv(basis.conj().T @ basis)[0, 0]))
+    g_ss_u_db = float(20 / np.log(10) * np.sqrt(sigma2 * cov00 / 2) / abs(g_ss))
 
     top = p_dbm.max()
     edges = top - bin_width_db * np.arange(int(np.ceil(range_db / bin_width_db)) + 1)[::-1]
@@ -114,4 +162,5 @@ def am_am_pm(x_in: np.ndarray, y_out: np.ndarray, fs_hz: float, cyclic: bool = T
     sel = np.linspace(0, x_al.size - 1, min(x_al.size, 3000)).astype(int)
     return AmAmPmResult([float(v) for v in pin_bin], [float(v) for v in gain_db], [float(v) for v in phase_deg],
                         [int(c) for c in cnt[use]], ss_db, float(pin_bin[-1]), float(comp[-1]),
-                        float(phase_deg[-1]), p1db, float(delay_s), complex(g_ss), p_dbm[sel], y[sel] / x_al[sel])
+                        float(phase_deg[-1]), p1db, float(delay_s), complex(g_ss), p_dbm[sel], y[sel] / x_al[sel],
+                        g_ss_u_db)
