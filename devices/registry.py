@@ -29,6 +29,7 @@ _DRIVERS: dict[str, str] = {
     "sim": "devices.sim.driver:open_sim",
     "soapy": "devices.soapy:open_soapy",
     "pluto": "devices.pluto:open_pluto",
+    "zmq": "devices.zmq:open_zmq",
 }
 
 

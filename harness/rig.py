@@ -61,9 +61,22 @@ class CalibrationSpec:
 
 
 @dataclass
+class TxBand:
+    low_hz: float = field(metadata={"doc": "lowest frequency the transmitted band may reach"})
+    high_hz: float = field(metadata={"doc": "highest frequency the transmitted band may reach"})
+
+    def __post_init__(self):
+        if not (math.isfinite(self.low_hz) and math.isfinite(self.high_hz) and self.low_hz < self.high_hz):
+            raise ValueError(f"a TX band needs low < high, got {self.low_hz:g}..{self.high_hz:g} Hz")
+
+
+@dataclass
 class RigLimits:
     max_rx_input_dbm: float = field(default=10.0, metadata={"doc": "damage level of the RX port"})
     max_dut_input_dbm: float | None = field(default=None, metadata={"doc": "never drive the DUT harder"})
+    tx_bands: list[TxBand] = field(default_factory=list, metadata={
+        "doc": "where a rig server lets clients transmit ({low, high} ranges the whole TX band must lie in); "
+               "empty: a rig server transmits nowhere"})
 
     def __post_init__(self):
         # a NaN or infinite protection limit would compare false everywhere: no protection at all
@@ -486,7 +499,7 @@ class Rig:
                                  f"({rms_dbfs:.1f} dBFS at minimum gain)")
             if rms_dbfs > best_rms_dbfs + 0.5:
                 raise LevelError(f"TX gain setting {actual.gain_db:g} dB leaves too little digital headroom")
-            self.radio.transmit(x * np.float32(10 ** (rms_dbfs / 20)), cyclic=True)
+            self.radio.transmit(x, cyclic=True, level=10 ** (rms_dbfs / 20))
         finally:
             self.device_time_s += time.perf_counter() - t0
         port_dbm = self.tx_full_scale_dbm + actual.gain_db + rms_dbfs  # nominal port level, for the record
