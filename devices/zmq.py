@@ -170,7 +170,10 @@ class ZmqRadio(Radio):
         lock = self._lock if own else _NoLock()
         with lock:
             for _ in range(tries):
-                sock.send_multipart(msg, copy=False)
+                try:
+                    sock.send_multipart(msg, zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    pass  # no connection completed (server down, or a handshake it refused): wait, then retry
                 end = time.monotonic() + timeout_s
                 while True:
                     left = end - time.monotonic()
@@ -237,6 +240,10 @@ class ZmqRadio(Radio):
         sock = self._socket(self.port)
         try:
             self._request("stop_tx", sock=sock, timeout_s=self.deadlines.stop_s / 3.2)
+        except RemoteError as e:
+            # not the controller any more: the server stopped this client's TX when its lease ended
+            if e.code not in ("no_lease", "leased"):
+                raise
         finally:
             sock.close(linger=0)
 
@@ -254,7 +261,7 @@ class ZmqRadio(Radio):
         end = time.monotonic() + max(0.5, timeout_s - 0.5)  # our own error before the base class's deadline
         out = np.zeros(n_samples, dtype=np.complex64)
         rx = _Receiver(sid, n_samples, out)
-        self._data.send(wire.encode_credit(self.session, sid, CREDIT_WINDOW))
+        _send(self._data, [wire.encode_credit(self.session, sid, CREDIT_WINDOW)])
         rid = next(self._ids)
         msg = wire.encode_request("capture", rid, self.session, {
             "n": n_samples, "stream": sid, "format": self.fmt, "frame_samples": wire.FRAME_SAMPLES,
@@ -268,7 +275,7 @@ class ZmqRadio(Radio):
             while True:
                 now = time.monotonic()
                 if reply is None and now >= resend_at and not rx.frames:
-                    self._ctrl.send_multipart(msg)  # again if nothing came: same id, done once
+                    _send(self._ctrl, msg)  # again if nothing came: same id, done once
                     resend_at = now + self.timeout_s
                 if now >= end:
                     msg_ = (f"{self.uri}: capture of {n_samples} samples: the rig server went silent "
@@ -286,7 +293,7 @@ class ZmqRadio(Radio):
                             break
                         grant = rx.take(parts)
                         if grant:
-                            self._data.send(wire.encode_credit(self.session, sid, grant))
+                            _send(self._data, [wire.encode_credit(self.session, sid, grant)])
                 if self._ctrl in events:
                     while True:
                         try:
@@ -299,7 +306,9 @@ class ZmqRadio(Radio):
                             reply = (ok, body)
                 if reply is not None and not reply[0]:
                     raise _error(self.uri, "capture", reply[1])
-                if rx.aborted is not None:
+                if rx.aborted is not None and rx.aborted_at is None:
+                    rx.aborted_at = time.monotonic()  # the reply saying why (e.g. an interlock) follows
+                if rx.aborted is not None and (reply is not None or time.monotonic() > rx.aborted_at + 1.0):
                     raise DeviceError(f"{self.uri}: capture aborted by the server: {rx.aborted}; partial "
                                       f"capture: {rx.received} of {n_samples} samples received, incomplete")
                 if rx.done and reply is not None:
@@ -329,6 +338,16 @@ class ZmqRadio(Radio):
         return RemoteStream(self, frame_samples, fmt or self.fmt)
 
 
+def _send(sock: zmq.Socket, parts: list) -> bool:
+    """Send without blocking: a DEALER with no completed connection would block forever (the caller's own
+    timeout then reports the silence)."""
+    try:
+        sock.send_multipart(parts, zmq.NOBLOCK)
+        return True
+    except zmq.Again:
+        return False
+
+
 class _NoLock:
     def __enter__(self):
         return self
@@ -347,6 +366,7 @@ class _Receiver:
         self.overflow = self.overload = False
         self.meta: dict | None = None
         self.aborted: str | None = None
+        self.aborted_at: float | None = None
         self.done = False
         self.frames = 0
         self.next_seq = 0
@@ -407,7 +427,7 @@ class RemoteStream:
         self.overflows = 0
         self.ended: str | None = None
         self._ungranted = 0
-        radio._data.send(wire.encode_credit(radio.session, self.sid, CREDIT_WINDOW))
+        _send(radio._data, [wire.encode_credit(radio.session, self.sid, CREDIT_WINDOW)])
         radio._request("stream_start", {"stream": self.sid, "format": fmt, "frame_samples": frame_samples})
         self._next_sample = 0
 
@@ -431,7 +451,7 @@ class RemoteStream:
                 continue
             self._ungranted += 1
             if self._ungranted >= CREDIT_WINDOW // 2:
-                r._data.send(wire.encode_credit(r.session, self.sid, self._ungranted))
+                _send(r._data, [wire.encode_credit(r.session, self.sid, self._ungranted)])
                 self._ungranted = 0
             gap = h.first_sample - self._next_sample  # == lost_before unless frames went missing in transit
             lost = max(gap, h.lost_before)

@@ -38,7 +38,7 @@ class Interlocks:
         if not any(b.low_hz <= lo and hi <= b.high_hz for b in bands):
             allowed = ", ".join(f"{b.low_hz / 1e6:.6g}-{b.high_hz / 1e6:.6g} MHz" for b in bands)
             raise Refusal("limits.tx_bands", f"TX {lo / 1e6:.6g}-{hi / 1e6:.6g} MHz lies outside the allowed "
-                                             f"TX bands ({allowed}) of rig {self.rig.spec.name!r}")
+                                             f"TX bands (limits.tx_bands: {allowed}) of rig {self.rig.spec.name!r}")
 
     def dut_input_dbm(self, cfg: StreamConfig, rms_dbfs: float) -> float:
         """Power at the DUT input of a waveform at ``rms_dbfs`` with the TX set to ``cfg``."""
