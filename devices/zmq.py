@@ -465,13 +465,18 @@ class RemoteStream:
                     return None
             return samples, lost
 
-    def close(self) -> None:
-        if self.ended is None:
-            try:
-                self.radio._request("stream_stop", {"stream": self.sid})
-            except DeviceError:
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the stream and read what the server still holds up to its END frame (which carries the loss
+        counted since the last frame), discarding the samples; ``lost`` is then the stream's whole loss."""
+        if self.ended is not None:
+            return
+        try:
+            self.radio._request("stream_stop", {"stream": self.sid})
+            while self.read(timeout_s) is not None:
                 pass
-            self.ended = "closed"
+        except DeviceError:
+            pass
+        self.ended = self.ended or "closed"
 
     def __enter__(self):
         return self
