@@ -143,6 +143,8 @@ class ZmqRadio(Radio):
                                             "(its lease expired)"
                 except DeviceError:
                     pass  # the next operation will find out, with its own deadline
+        except zmq.ZMQError:
+            pass  # the radio closed its context under the heartbeat
         finally:
             sock.close(linger=0)
 

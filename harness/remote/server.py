@@ -132,6 +132,7 @@ class RigServer:
         self._pending_credits: dict[tuple[bytes, int], int] = {}
         self._waveforms: collections.OrderedDict[str, tuple[np.ndarray, float]] = collections.OrderedDict()
         self._jobs: queue.Queue = queue.Queue()
+        self._urgent: collections.deque = collections.deque()  # lease-expiry stops, before any queued job
         self._replies: collections.deque = collections.deque()
         self._running = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -281,6 +282,7 @@ class RigServer:
             return ""
 
     def _on_control(self, parts: list) -> None:
+        self.counters["control_messages"] += 1
         if len(parts) < 2:
             self.counters["malformed"] += 1
             return
@@ -488,6 +490,7 @@ class RigServer:
 
     # --- data channel
     def _on_data(self, parts: list) -> None:
+        self.counters["data_messages"] += 1
         if len(parts) < 2:
             self.counters["malformed_data"] += 1
             return
@@ -545,8 +548,10 @@ class RigServer:
                     st.frames.clear()
                     st.closed = True
                 del self._streams[key]
-        # requests the old holder queued are refused when their turn comes (they are not the holder's now)
-        self._jobs.put(("", None, self._do_stop_for, (why,)))
+        # the stop goes first, right after the device call under way; requests the old holder queued are
+        # refused when their turn comes (they are not the holder's now)
+        self._urgent.append(("", None, self._do_stop_for, (why,)))
+        self._jobs.put(("", None, lambda: None, ()))  # wakes the device thread
 
     # ------------------------------------------------------------------ device thread
     def _wake(self, sock) -> None:
@@ -563,9 +568,12 @@ class RigServer:
         try:
             while self._running.is_set():
                 try:
-                    job = self._jobs.get(timeout=0.1)
-                except queue.Empty:
-                    continue
+                    job = self._urgent.popleft()
+                except IndexError:
+                    try:
+                        job = self._jobs.get(timeout=0.1)
+                    except queue.Empty:
+                        continue
                 if job is None:
                     break
                 route, req, fn, args = job
