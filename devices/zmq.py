@@ -71,6 +71,8 @@ class ZmqRadio(Radio):
         super().__init__(uri)
         self.host, self.port, self.fmt = host, port, fmt
         self.timeout_s, self.tries = timeout_s, tries
+        #: samples per data frame of a bounded capture
+        self.frame_samples = wire.FRAME_SAMPLES
         self._curve = None
         if not insecure:
             if not server_key or not client_key:
@@ -261,12 +263,12 @@ class ZmqRadio(Radio):
         self._check_control()
         sid = next(self._stream_ids)
         end = time.monotonic() + max(0.5, timeout_s - 0.5)  # our own error before the base class's deadline
-        out = np.zeros(n_samples, dtype=np.complex64)
+        out = np.empty(n_samples, dtype=np.complex64)  # what no frame filled is zeroed at the end
         rx = _Receiver(sid, n_samples, out)
         _send(self._data, [wire.encode_credit(self.session, sid, CREDIT_WINDOW)])
         rid = next(self._ids)
         msg = wire.encode_request("capture", rid, self.session, {
-            "n": n_samples, "stream": sid, "format": self.fmt, "frame_samples": wire.FRAME_SAMPLES,
+            "n": n_samples, "stream": sid, "format": self.fmt, "frame_samples": self.frame_samples,
             "timeout_s": max(0.1, timeout_s - 2.0)})
         reply: tuple[bool, dict] | None = None
         poller = zmq.Poller()
@@ -369,6 +371,7 @@ class _Receiver:
         self.meta: dict | None = None
         self.aborted: str | None = None
         self.aborted_at: float | None = None
+        self.filled: list[tuple[int, int]] = []
         self.done = False
         self.frames = 0
         self.next_seq = 0
@@ -396,6 +399,7 @@ class _Receiver:
             else:
                 self.out[h.first_sample:h.first_sample + h.n_samples] = samples
                 self.received += h.n_samples
+                self.filled.append((h.first_sample, h.n_samples))
         if h.flags & wire.F_ABORTED:
             self.aborted = str((meta or {}).get("error", "no reason given"))
         elif h.flags & wire.F_END:
@@ -409,6 +413,12 @@ class _Receiver:
     def capture(self) -> Capture:
         m = self.meta or {}
         missing = self.n - self.received
+        if missing:  # lost samples read as zeros (and the capture is marked), never as stale memory
+            covered = np.zeros(self.n, dtype=bool)
+            for first, k in self.filled:
+                covered[first:first + k] = True
+            self.out[~covered] = 0
+            missing = int(np.count_nonzero(~covered))
         cfg = StreamConfig(**m["config"])
         meta = CaptureMeta(config=cfg, timestamp=float(m.get("timestamp", time.time())), n_samples=self.n,
                            overflow=bool(m.get("overflow")) or self.overflow or missing > 0,

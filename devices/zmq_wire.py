@@ -84,11 +84,10 @@ def encode_samples(x: np.ndarray, fmt: int) -> tuple[bytes | np.ndarray, float]:
     """Samples (complex64) as the bytes of a data frame and the scale that goes in its header."""
     if fmt == 0:
         return np.ascontiguousarray(x, dtype=np.complex64), 1.0
-    iq = np.empty(2 * x.size, dtype=np.float32)
-    iq[0::2], iq[1::2] = x.real, x.imag
-    np.multiply(iq, 32767.0, out=iq)
+    iq = np.multiply(np.ascontiguousarray(x, dtype=np.complex64).view(np.float32), np.float32(32767.0))
     np.clip(iq, -32767.0, 32767.0, out=iq)
-    return np.rint(iq).astype(np.int16), SC16_SCALE
+    np.rint(iq, out=iq)
+    return iq.astype(np.int16), SC16_SCALE
 
 
 def decode_frame(parts: list) -> tuple[FrameHeader, np.ndarray, dict | None]:
@@ -115,8 +114,7 @@ def decode_frame(parts: list) -> tuple[FrameHeader, np.ndarray, dict | None]:
     else:
         if not (math.isfinite(scale) and 0 < scale <= 1):
             raise WireError(f"sc16 frame with scale {scale!r}")
-        iq = np.frombuffer(body, dtype=np.int16).astype(np.float32)
-        iq *= np.float32(scale)
+        iq = np.multiply(np.frombuffer(body, dtype=np.int16), np.float32(scale), dtype=np.float32)
         samples = iq.view(np.complex64)
     meta = _json(parts[2]) if len(parts) == 3 else None
     return FrameHeader(fmt, flags, stream, seq, first, n, lost, ts, scale), samples, meta

@@ -97,3 +97,13 @@ def test_slow_client_continuous_stream_loss_counted(server):
     assert s.lost == server.counters["samples_dropped"]
     assert s.lost % 4096 == 0  # whole frames dropped, each counted
     assert lost_seen <= s.lost
+
+
+def test_many_captures_in_a_row(server):
+    # late credits of finished streams must not crowd out a new stream's first credits
+    with open_radio(f"zmq://127.0.0.1:{server.port}?insecure=1") as r:
+        r.configure_rx(RX)
+        for _ in range(60):
+            c = r.capture(70_000)  # two frames, so credits are granted back mid-capture
+            assert c.meta.ok and c.samples.size == 70_000
+    assert len(server._pending_credits) <= 16

@@ -506,9 +506,10 @@ class RigServer:
         self.lease_until = time.monotonic() + self.lease_s
         st = self._streams.get((session, sid))
         if st is None:  # credits may overtake the request that starts their stream (another socket)
-            if len(self._pending_credits) < 16 or (session, sid) in self._pending_credits:
-                old, _ = self._pending_credits.get((session, sid), (0, route))
-                self._pending_credits[(session, sid)] = (min(4096, old + credits), route)
+            old, _ = self._pending_credits.pop((session, sid), (0, route))
+            self._pending_credits[(session, sid)] = (min(4096, old + credits), route)
+            while len(self._pending_credits) > 16:  # late credits of finished streams age out first
+                self._pending_credits.pop(next(iter(self._pending_credits)))
             return
         st.route = route
         st.credits = min(4096, st.credits + credits)
