@@ -64,3 +64,25 @@ def test_capture_sc16_matches_cf32_within_quantisation(server):
     assert c.samples.dtype == np.complex64
     assert np.max(np.abs(c.samples.real)) <= 1.0
     assert np.all(np.round(c.samples.real * 32767) == pytest.approx(c.samples.real * 32767, abs=1e-2))
+
+
+def test_python_client_tune_capture_release(server):
+    from harness.remote.client import RemoteRig
+
+    rate, offset = 15.36e6, 1.2e6
+    n = 1 << 15
+    cw = (0.25 * np.exp(2j * np.pi * offset / rate * np.arange(4096 * 15))).astype(np.complex64)
+    uri = f"zmq://127.0.0.1:{server.port}?insecure=1"
+    with RemoteRig(uri) as rig:
+        assert rig.description["name"] == "sim-amplifier"
+        assert rig.description["limits"]["tx_bands_hz"] == [[1.7e9, 2.7e9]]
+        rig.tune(2.14e9, rate, rx_gain_db=20, tx_gain_db=-40)
+        rig.transmit(cw)
+        x = rig.capture(n)
+        assert x.dtype == np.complex64 and x.size == n and rig.last_meta.ok
+        spec = np.abs(np.fft.fft(x * np.hanning(n))) ** 2
+        peak_hz = np.fft.fftfreq(n, 1 / rate)[int(np.argmax(spec))]
+        assert abs(peak_hz - offset) <= rate / n  # the tone it played, at its offset
+        chunks = list(rig.stream(seconds=0.3))
+        assert chunks and all(c.dtype == np.complex64 for c in chunks) and rig.stream_lost == 0
+    assert not server.radio.transmitting and server.holder is None  # released, TX off
