@@ -86,3 +86,38 @@ def test_python_client_tune_capture_release(server):
         chunks = list(rig.stream(seconds=0.3))
         assert chunks and all(c.dtype == np.complex64 for c in chunks) and rig.stream_lost == 0
     assert not server.radio.transmitting and server.holder is None  # released, TX off
+
+
+def test_plain_stream_for_gnuradio_bytes_match(server):
+    """GNU Radio's ZMQ Pull Source reads raw complex64 items: what arrives is exactly what the harness got."""
+    import socket
+    import threading
+
+    import zmq
+
+    from harness.remote.client import RemoteRig
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ep = f"tcp://127.0.0.1:{port}"
+    got, seen = [], []
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.connect(ep)
+
+    def reader():
+        while pull.poll(3000):
+            got.append(pull.recv())
+
+    t = threading.Thread(target=reader)
+    t.start()
+    with RemoteRig(f"zmq://127.0.0.1:{server.port}?insecure=1") as rig:
+        rig.tune(2.14e9, 7.68e6, rx_gain_db=30)
+        n = rig.publish_plain(ep, 0.3, "push", tee=lambda c: seen.append(c.copy()))
+    t.join(10)
+    pull.close(linger=0)
+    ctx.term()
+    assert n > 0 and n == sum(c.size for c in seen)
+    items = np.frombuffer(b"".join(got), dtype=np.complex64)  # no header: the items themselves
+    assert np.array_equal(items, np.concatenate(seen))

@@ -84,6 +84,31 @@ class RemoteRig:
             s.close()
             self.stream_lost = s.lost
 
+    def publish_plain(self, endpoint: str, seconds: float, kind: str = "push", tee=None) -> int:
+        """Republish the rig's continuous stream for GNU Radio's ZMQ source blocks: raw complex64 items, no
+        header, one message per chunk, on ``endpoint`` (bound here) as PUSH (``ZMQ Pull Source``: lossless,
+        the PUSH blocks while GNU Radio lags) or PUB (``ZMQ Sub Source``: a slow or late subscriber silently
+        misses messages — PUB/SUB drops by design, so loss counted here says nothing about the subscriber).
+        ``tee(chunk)`` sees every chunk sent. Returns the number of samples published."""
+        import zmq
+
+        if kind not in ("push", "pub"):
+            raise ValueError(f"kind must be 'push' or 'pub', got {kind!r}")
+        ctx = zmq.Context.instance()
+        sock = ctx.socket(zmq.PUSH if kind == "push" else zmq.PUB)
+        sock.linger = 2000
+        sock.bind(endpoint)
+        sent = 0
+        try:
+            for chunk in self.stream(seconds):
+                sock.send(chunk, copy=False)  # complex64: exactly GNU Radio's gr_complex items
+                if tee is not None:
+                    tee(chunk)
+                sent += chunk.size
+        finally:
+            sock.close()
+        return sent
+
     def close(self) -> None:
         """Stop the transmitter and release control of the rig."""
         self.radio.close()
