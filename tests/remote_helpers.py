@@ -50,14 +50,20 @@ def serve_process(rig_file: Path, *extra: str, port: int | None = None, lease_s:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
+    import tempfile
+
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # the server's log goes to a file: a pipe nobody reads would fill and block the server mid-test
+    log = tempfile.TemporaryFile(mode="w+")
     p = subprocess.Popen([PY, "-m", "harness.cli", "serve", "--rig", str(rig_file), "--bind",
                           f"tcp://127.0.0.1:{port}", "--data-bind", "tcp://127.0.0.1:*", "--lease", str(lease_s),
-                          *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+                          *extra], env=env, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO)
+    p.log = log
     line = p.stdout.readline()
     if not re.match(r"serving rig", line):
         p.kill()
-        raise RuntimeError(f"server did not start: {line} {p.stderr.read()}")
+        log.seek(0)
+        raise RuntimeError(f"server did not start: {line} {log.read()}")
     return p, port
 
 
