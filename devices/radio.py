@@ -392,9 +392,12 @@ class Radio(abc.ABC):
         """True only if the last stop completed, or nothing was ever transmitted."""
         return self._tx_off
 
-    def transmit(self, samples: np.ndarray, cyclic: bool = True, at_time_ns: int | None = None) -> None:
-        """Start sending ``samples`` (complex, |I|,|Q| <= 1): repeated if ``cyclic``, else once.
+    def transmit(self, samples: np.ndarray, cyclic: bool = True, level: float = 1.0,
+                 at_time_ns: int | None = None) -> None:
+        """Start sending ``samples * level`` (complex, |I|,|Q| <= 1): repeated if ``cyclic``, else once.
 
+        ``level`` is a linear digital scale applied in complex64 (``samples * np.float32(level)``); a remote
+        radio sends it apart from the waveform, which then crosses the link once whatever its level.
         ``at_time_ns``: sample 0 leaves the TX port at this device time (``"hardware_time"`` in
         :attr:`Capabilities.timing`; a time in the past starts at once, the device's own rule).
         """
@@ -408,7 +411,10 @@ class Radio(abc.ABC):
         if x.ndim != 1 or x.size == 0:
             raise DeviceError(f"{self.uri}: transmit() needs a non-empty 1-D array")
         x = x.astype(np.complex64, copy=False)
-        peak = float(max(np.max(np.abs(x.real)), np.max(np.abs(x.imag))))
+        level = float(level)
+        if not (np.isfinite(level) and level > 0):
+            raise DeviceError(f"{self.uri}: transmit() level must be a positive finite scale, got {level!r}")
+        peak = float(max(np.max(np.abs(x.real)), np.max(np.abs(x.imag)))) * level
         if peak > 1.0 + 1e-6:
             raise DeviceError(f"{self.uri}: waveform exceeds digital full scale (peak {peak:.3f} > 1.0)")
         if self._transmitting:
@@ -419,8 +425,9 @@ class Radio(abc.ABC):
         self._tx_off = False
         try:
             if at_time_ns is None:
-                self._call("transmit", self.deadlines.transmit_s, self._transmit, x, cyclic)
+                self._call("transmit", self.deadlines.transmit_s, self._transmit_scaled, x, level, cyclic)
             else:
+                x = x if level == 1.0 else x * np.float32(level)
                 self._call("transmit", self.deadlines.transmit_s, self._transmit_at, x, cyclic, int(at_time_ns))
         except BaseException:
             self.stop_tx()
@@ -579,6 +586,10 @@ class Radio(abc.ABC):
 
     @abc.abstractmethod
     def _transmit(self, samples: np.ndarray, cyclic: bool) -> None: ...
+
+    def _transmit_scaled(self, samples: np.ndarray, level: float, cyclic: bool) -> None:
+        """``_transmit`` of ``samples * level``; a driver that can send the level apart overrides it."""
+        self._transmit(samples if level == 1.0 else samples * np.float32(level), cyclic)
 
     @abc.abstractmethod
     def _stop_tx(self) -> None: ...

@@ -502,6 +502,62 @@ def cmd_emulate(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------- serve / keys
+def cmd_serve(args) -> int:
+    """``harness serve``: serve a rig to remote clients until Ctrl-C; exit 2 when it cannot start."""
+    import logging
+
+    from devices import DeviceError
+    from harness.remote.server import RigServer, Security, ServeError
+    from harness.rig import Rig, load_rig
+    from harness.session import Interrupted
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    try:
+        spec = load_rig(resolve(args.rig, "rig"))
+    except ConfigError as e:
+        _err(str(e))
+        return 2
+    if spec.device.split(":", 1)[0].strip().lower() == "zmq":
+        _err(f"{spec.file}: a rig server serves a local radio, not another server ({spec.device})")
+        return 2
+    sec = Security(insecure=args.insecure, server_secret=args.key, allow_dir=args.allow)
+    try:
+        rig = Rig.open(spec, seed=args.seed, calibration="optional")
+    except (ConfigError, DeviceError) as e:
+        _err(f"{spec.file}: device {spec.device!r}: {e}")
+        return 2
+    try:
+        server = RigServer(rig, args.bind, args.data_bind, sec, lease_s=args.lease)
+    except ServeError as e:
+        rig.close()
+        _err(str(e))
+        return 2
+    print(f"serving rig {spec.name} on {server.control_endpoint} (data {server.data_endpoint}); Ctrl-C to stop",
+          flush=True)
+    try:
+        server.serve_forever()
+    except (KeyboardInterrupt, Interrupted):
+        pass
+    finally:
+        rig.close()
+    return 0
+
+
+def cmd_keys_new(args) -> int:
+    from harness.remote.keys import new_key_pair
+
+    try:
+        public, secret = new_key_pair(args.dir, args.name)
+    except (OSError, ValueError) as e:
+        _err(str(e))
+        return 2
+    print(f"public key (give to the other side): {public}")
+    print(f"secret key (keep it here): {secret}")
+    return 0
+
+
 # ----------------------------------------------------------------- calibrate
 def _parse_meter_readings(items: list[str]) -> dict[float, float]:
     out = {}
@@ -718,6 +774,32 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the transceiver: ad9363a as shipped (LO 325 MHz-3.8 GHz) or ad9364 after the well-known "
                          "firmware change (70 MHz-6 GHz); both report the firmware's RF bandwidth range up to 56 MHz")
     ep.set_defaults(func=cmd_emulate)
+
+    sv = sub.add_parser("serve", help="serve a rig to remote clients (zmq://HOST:PORT)",
+                        description="Serve a rig's radio, switches and limits over ZeroMQ: clients use it as "
+                                    "device zmq://HOST:PORT. CURVE encryption with an allow-list of client keys; "
+                                    "TX only within the rig file's limits (tx_bands, max_dut_input_dbm, "
+                                    "max_rx_input_dbm); one controlling client at a time, on a lease. "
+                                    "Protocol: docs/remote-protocol.md. Exit 2 when it cannot start.")
+    sv.add_argument("--rig", required=True, help="rig file (YAML) whose radio to serve")
+    sv.add_argument("--bind", default="tcp://127.0.0.1:5555", help="control endpoint (default tcp://127.0.0.1:5555)")
+    sv.add_argument("--data-bind", help="data endpoint (default: the control port + 1)")
+    sv.add_argument("--key", help="the server's key pair (.key_secret, from 'harness keys new')")
+    sv.add_argument("--allow", help="directory of the client public keys (.key) allowed in")
+    sv.add_argument("--insecure", action="store_true", help="plaintext, no authentication: loopback only")
+    sv.add_argument("--lease", type=float, default=10.0, help="lease of the controlling client in s (default 10): "
+                                                               "silent that long, its TX and streams are stopped")
+    sv.add_argument("--seed", type=seed_arg, default=0, help="seed of a simulated rig (default 0)")
+    sv.set_defaults(func=cmd_serve)
+
+    ky = sub.add_parser("keys", help="CURVE key pairs for rig servers and clients",
+                        description="Key pairs for 'harness serve' (--key, --allow) and zmq:// clients.")
+    ksub = ky.add_subparsers(dest="keys_command", metavar="SUBCOMMAND", required=True)
+    kn = ksub.add_parser("new", help="make a key pair NAME.key (public) and NAME.key_secret",
+                         description="Make a CURVE key pair with pyzmq (zmq.auth.create_certificates).")
+    kn.add_argument("name", help="key name, e.g. the host or the user")
+    kn.add_argument("--dir", default=".", help="directory to write into (default: here)")
+    kn.set_defaults(func=cmd_keys_new)
 
     from harness.calibration import REFERENCES
 

@@ -70,9 +70,22 @@ class CalibrationSpec:
 
 
 @dataclass
+class TxBand:
+    low_hz: float = field(metadata={"doc": "lowest frequency the transmitted band may reach"})
+    high_hz: float = field(metadata={"doc": "highest frequency the transmitted band may reach"})
+
+    def __post_init__(self):
+        if not (math.isfinite(self.low_hz) and math.isfinite(self.high_hz) and self.low_hz < self.high_hz):
+            raise ValueError(f"a TX band needs low < high, got {self.low_hz:g}..{self.high_hz:g} Hz")
+
+
+@dataclass
 class RigLimits:
     max_rx_input_dbm: float = field(default=10.0, metadata={"doc": "damage level of the RX port"})
     max_dut_input_dbm: float | None = field(default=None, metadata={"doc": "never drive the DUT harder"})
+    tx_bands: list[TxBand] = field(default_factory=list, metadata={
+        "doc": "where a rig server lets clients transmit ({low, high} ranges the whole TX band must lie in); "
+               "empty: a rig server transmits nowhere"})
 
     def __post_init__(self):
         # a NaN or infinite protection limit would compare false everywhere: no protection at all
@@ -555,7 +568,7 @@ class Rig:
             if timed and self.timing_method() == "hardware_time":
                 lead_s = float(getattr(self.radio, "timed_start_lead_s", self.TIMED_START_LEAD_S))
                 at_ns = self.radio.hardware_time_ns() + int(round(lead_s * 1e9))
-            self.radio.transmit(x * np.float32(10 ** (rms_dbfs / 20)), cyclic=True, at_time_ns=at_ns)
+            self.radio.transmit(x, cyclic=True, level=10 ** (rms_dbfs / 20), at_time_ns=at_ns)
             if at_ns is not None and lead_s > 0:
                 time.sleep(lead_s)  # a real board's clock runs with the wall clock: the start is past
         finally:

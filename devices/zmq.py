@@ -1,0 +1,550 @@
+"""The ``zmq://`` driver: a radio on a remote rig server (``harness serve``), as a :class:`~devices.radio.Radio`.
+
+URI: ``zmq://HOST:PORT[?key=value&...]`` with
+
+* ``server_key=PATH``: the server's public key file (``.key``; default ``$HARNESS_ZMQ_SERVER_KEY``);
+* ``client_key=PATH``: this client's key pair (``.key_secret``; default ``$HARNESS_ZMQ_CLIENT_KEY``);
+* ``insecure=1``: plaintext, no authentication (the server allows it on loopback only);
+* ``format=cf32|sc16``: sample format on the link (default cf32, lossless; sc16 halves the bytes);
+* ``timeout=S``: how long one request waits for its reply before it is sent again (default 2 s, 3 tries);
+* ``lease=S``: ignored (the server sets the lease); the client renews it every quarter lease.
+
+Opening the radio takes control of the rig (a lease); another client holding it is named in the error.
+A heartbeat thread renews the lease while the radio is open; closing the radio stops the transmitter and
+releases it. If this process dies, the server stops the transmitter and the streams when the lease runs out.
+
+Samples cross the data channel in frames with a header (:mod:`devices.zmq_wire`); the client grants credits
+so a slow client holds the server back instead of losing samples. A capture that lost samples anywhere
+(device overflow, a server buffer, a missing frame) says so in its :class:`CaptureMeta` (``overflow``,
+``dropped_samples``): it is never shortened or stitched silently.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+import urllib.parse
+from dataclasses import asdict
+
+import numpy as np
+import zmq
+import zmq.auth
+
+from devices import zmq_wire as wire
+from devices.radio import (Capabilities, CapabilityError, Capture, CaptureMeta, Deadlines, DeviceError,
+                           DeviceTimeout, Radio, Range, StreamConfig)
+
+#: credits (frames) the client keeps granted ahead of what it has read
+CREDIT_WINDOW = 16
+
+
+class RemoteError(DeviceError):
+    """The rig server answered with an error (``code`` says which, e.g. ``device``, ``bad_request``)."""
+
+    def __init__(self, code: str, message: str, detail: dict | None = None):
+        super().__init__(message)
+        self.code, self.detail = code, detail or {}
+
+
+class RemoteRefused(RemoteError, CapabilityError):
+    """The server's interlocks refused a request; ``limit`` names its rig-file limit. Nothing was transmitted."""
+
+    @property
+    def limit(self) -> str:
+        return str(self.detail.get("limit", ""))
+
+
+class RemoteBusy(RemoteError):
+    """Another client controls the rig (its fingerprint and the lease's expiry are in the message)."""
+
+
+class ZmqRadio(Radio):
+    scheme = "zmq"
+    #: a remote call takes up to 3 tries of ``timeout`` each; uploads of long waveforms need more
+    deadlines = Deadlines(configure_s=10.0, transmit_s=30.0, stop_s=8.0, close_s=5.0, reconnect_s=15.0,
+                          capture_margin_s=8.0, capture_factor=3.0)
+
+    def __init__(self, uri: str, host: str, port: int, *, insecure: bool = False, server_key: str | None = None,
+                 client_key: str | None = None, fmt: str = "cf32", timeout_s: float = 2.0, tries: int = 3):
+        super().__init__(uri)
+        self.host, self.port, self.fmt = host, port, fmt
+        self.timeout_s, self.tries = timeout_s, tries
+        #: samples per data frame of a bounded capture
+        self.frame_samples = wire.FRAME_SAMPLES
+        self._curve = None
+        if not insecure:
+            if not server_key or not client_key:
+                raise DeviceError(f"{uri}: a CURVE connection needs the server's public key (server_key=PATH or "
+                                  f"$HARNESS_ZMQ_SERVER_KEY) and this client's key pair (client_key=PATH or "
+                                  f"$HARNESS_ZMQ_CLIENT_KEY); insecure=1 for a plaintext loopback server")
+            try:
+                server_public, _ = zmq.auth.load_certificate(server_key)
+                public, secret = zmq.auth.load_certificate(client_key)
+            except (OSError, ValueError) as e:
+                raise DeviceError(f"{uri}: key file: {e}") from None
+            if not secret:
+                raise DeviceError(f"{uri}: {client_key} holds no secret key (give the .key_secret file)")
+            self._curve = (server_public, public, secret)
+        self._ctx = zmq.Context()
+        self.session = os.urandom(16)
+        self._ids = itertools.count(1)
+        self._stream_ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._ctrl = self._socket(self.port)
+        self._data = None
+        self._uploaded: set[str] = set()
+        self._hb_stop = threading.Event()
+        self._hb_thread: threading.Thread | None = None
+        self.control_lost: str | None = None  # why the lease was lost, as the heartbeat saw it
+        try:
+            self._open()
+        except BaseException:
+            self._teardown()
+            raise
+
+    # ----- connection
+    def _socket(self, port: int) -> zmq.Socket:
+        s = self._ctx.socket(zmq.DEALER)
+        s.linger = 0
+        s.rcvhwm = 0
+        if self._curve is not None:
+            s.curve_serverkey, s.curve_publickey, s.curve_secretkey = self._curve
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        s.connect(f"tcp://{host}:{port}")
+        return s
+
+    def _open(self) -> None:
+        hello = self._request("hello", {"versions": list(wire.VERSIONS), "client": "rf-harness"})
+        self.version = int(hello["version"])
+        self.server_rig = hello.get("rig", {})
+        self.lease_s = float(hello.get("lease_s", 10.0))
+        self._caps = _capabilities(hello["capabilities"])
+        self._data_port = int(hello["data_port"])
+        if self._data is None:
+            self._data = self._socket(self._data_port)
+        try:
+            self._request("acquire")
+        except RemoteError as e:
+            raise RemoteBusy(e.code, f"{self.uri}: {e}", e.detail) from None
+        self.control_lost = None
+        self._hb_stop.clear()
+        self._hb_thread = threading.Thread(target=self._heartbeat, name=f"zmq heartbeat {self.uri}", daemon=True)
+        self._hb_thread.start()
+
+    def _heartbeat(self) -> None:
+        """Renew the lease every quarter lease on a socket of its own (sockets are not shared across threads)."""
+        sock = self._socket(self.port)
+        try:
+            while not self._hb_stop.wait(self.lease_s / 4):
+                try:
+                    rep = self._request("ping", sock=sock, timeout_s=self.lease_s / 4, tries=1)
+                    if not rep.get("yours"):
+                        self.control_lost = "the server no longer counts this client as the rig's controller " \
+                                            "(its lease expired)"
+                except DeviceError:
+                    pass  # the next operation will find out, with its own deadline
+        except zmq.ZMQError:
+            pass  # the radio closed its context under the heartbeat
+        finally:
+            sock.close(linger=0)
+
+    def _teardown(self) -> None:
+        self._hb_stop.set()
+        for s in (self._ctrl, self._data):
+            if s is not None:
+                s.close(linger=0)
+        self._ctrl = self._data = None
+        self._ctx.term()
+
+    def _request(self, op: str, args: dict | None = None, payload=None, *, sock: zmq.Socket | None = None,
+                 timeout_s: float | None = None, tries: int | None = None) -> dict:
+        """Send a request and wait for its reply: ``tries`` attempts of ``timeout_s`` each (a retry carries the
+        same id, so the server answers it without doing it twice)."""
+        own = sock is None
+        if own:
+            sock = self._ctrl
+            if sock is None:
+                raise DeviceError(f"{self.uri}: connection closed")
+        rid = next(self._ids)
+        msg = wire.encode_request(op, rid, self.session, args, payload)
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        tries = self.tries if tries is None else tries
+        lock = self._lock if own else _NoLock()
+        with lock:
+            for _ in range(tries):
+                try:
+                    sock.send_multipart(msg, zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    pass  # no connection completed (server down, or a handshake it refused): wait, then retry
+                end = time.monotonic() + timeout_s
+                while True:
+                    left = end - time.monotonic()
+                    if left <= 0 or not sock.poll(int(left * 1000) + 1, zmq.POLLIN):
+                        break
+                    try:
+                        got, ok, body = wire.decode_reply(sock.recv_multipart())
+                    except wire.WireError:
+                        continue
+                    if got != rid:
+                        continue  # a late answer to an earlier try
+                    if ok:
+                        return body
+                    raise _error(self.uri, op, body)
+        raise DeviceTimeout(f"{self.uri}: no answer from the rig server to {op} in {tries} tr"
+                            f"{'y' if tries == 1 else 'ies'} of {timeout_s:.3g} s (server down, frozen, network "
+                            f"cut, or a key it does not accept)")
+
+    # ----- Radio interface
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    def _check_control(self) -> None:
+        if self.control_lost:
+            raise DeviceError(f"{self.uri}: control of the remote rig was lost: {self.control_lost}")
+
+    def _configure(self, op: str, config: StreamConfig) -> StreamConfig:
+        self._check_control()
+        rep = self._request(op, {"config": asdict(config)})
+        return StreamConfig(**rep["config"])
+
+    def _configure_tx(self, config: StreamConfig) -> StreamConfig:
+        return self._configure("configure_tx", config)
+
+    def _configure_rx(self, config: StreamConfig) -> StreamConfig:
+        return self._configure("configure_rx", config)
+
+    def _transmit(self, samples: np.ndarray, cyclic: bool) -> None:
+        self._transmit_scaled(samples, 1.0, cyclic)
+
+    def _transmit_scaled(self, samples: np.ndarray, level: float, cyclic: bool) -> None:
+        """The waveform crosses the link once, named by its SHA-256; its level is sent apart."""
+        self._check_control()
+        x = np.ascontiguousarray(samples, dtype=np.complex64)
+        sha = wire.waveform_id(x)
+        args = {"sha256": sha, "level": float(level), "cyclic": bool(cyclic)}
+        for attempt in range(2):
+            if sha not in self._uploaded:
+                self._request("upload", {"sha256": sha}, x, timeout_s=max(self.timeout_s, x.nbytes / 20e6))
+                self._uploaded.add(sha)
+            try:
+                self._request("transmit", args)
+                return
+            except RemoteError as e:
+                if e.code != "unknown_waveform" or attempt:
+                    raise
+                self._uploaded.discard(sha)  # the server evicted it: upload again
+
+    def _stop_tx(self) -> None:
+        # on a socket of its own: this may run on a rescue thread while the worker is stuck in a capture
+        if self._ctx.closed:
+            return
+        sock = self._socket(self.port)
+        try:
+            self._request("stop_tx", sock=sock, timeout_s=self.deadlines.stop_s / 3.2)
+        except RemoteError as e:
+            # not the controller any more: the server stopped this client's TX when its lease ended
+            if e.code not in ("no_lease", "leased"):
+                raise
+        finally:
+            sock.close(linger=0)
+
+    def set_dut_bypass(self, on: bool) -> None:
+        self._check_open()
+        self._call("set_dut_bypass", self.deadlines.configure_s, self._bypass, bool(on))
+
+    def _bypass(self, on: bool) -> None:
+        self._check_control()
+        self._request("bypass", {"on": on})
+
+    def _capture(self, n_samples: int, timeout_s: float) -> Capture:
+        self._check_control()
+        sid = next(self._stream_ids)
+        end = time.monotonic() + max(0.5, timeout_s - 0.5)  # our own error before the base class's deadline
+        out = np.empty(n_samples, dtype=np.complex64)  # what no frame filled is zeroed at the end
+        rx = _Receiver(sid, n_samples, out)
+        _send(self._data, [wire.encode_credit(self.session, sid, CREDIT_WINDOW)])
+        rid = next(self._ids)
+        msg = wire.encode_request("capture", rid, self.session, {
+            "n": n_samples, "stream": sid, "format": self.fmt, "frame_samples": self.frame_samples,
+            "timeout_s": max(0.1, timeout_s - 2.0)})
+        reply: tuple[bool, dict] | None = None
+        poller = zmq.Poller()
+        poller.register(self._ctrl, zmq.POLLIN)
+        poller.register(self._data, zmq.POLLIN)
+        resend_at = time.monotonic()
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                if reply is None and now >= resend_at and not rx.frames:
+                    _send(self._ctrl, msg)  # again if nothing came: same id, done once
+                    resend_at = now + self.timeout_s
+                if now >= end:
+                    msg_ = (f"{self.uri}: capture of {n_samples} samples: the rig server went silent "
+                            f"(no reply or data within {timeout_s:.3g} s: down, frozen or network cut); "
+                            f"partial capture: {rx.received} of {n_samples} samples received, incomplete")
+                    self._lose(msg_)
+                    raise DeviceTimeout(msg_)
+                events = dict(poller.poll(int(min(end, resend_at if reply is None else end) * 1000
+                                              - now * 1000) + 1))
+                if self._data in events:
+                    while True:
+                        try:
+                            parts = self._data.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        grant = rx.take(parts)
+                        if grant:
+                            _send(self._data, [wire.encode_credit(self.session, sid, grant)])
+                if self._ctrl in events:
+                    while True:
+                        try:
+                            got, ok, body = wire.decode_reply(self._ctrl.recv_multipart(zmq.NOBLOCK))
+                        except zmq.Again:
+                            break
+                        except wire.WireError:
+                            continue
+                        if got == rid:
+                            reply = (ok, body)
+                if reply is not None and not reply[0]:
+                    raise _error(self.uri, "capture", reply[1])
+                if rx.aborted is not None and rx.aborted_at is None:
+                    rx.aborted_at = time.monotonic()  # the reply saying why (e.g. an interlock) follows
+                if rx.aborted is not None and (reply is not None or time.monotonic() > rx.aborted_at + 1.0):
+                    raise DeviceError(f"{self.uri}: capture aborted by the server: {rx.aborted}; partial "
+                                      f"capture: {rx.received} of {n_samples} samples received, incomplete")
+                if rx.done and reply is not None:
+                    break
+        return rx.capture()
+
+    def _reconnect(self) -> None:
+        self._teardown()
+        self._ctx = zmq.Context()
+        self._lock = threading.Lock()
+        self._ctrl = self._socket(self.port)
+        self._uploaded.clear()
+        self._open()
+
+    def _close(self) -> None:
+        try:
+            if self._ctrl is not None and self.lost is None:
+                self._request("release", timeout_s=1.0, tries=1)
+        except DeviceError:
+            pass  # the lease runs out on its own
+        finally:
+            self._teardown()
+
+    # ----- continuous stream (not part of the Radio interface)
+    def stream(self, frame_samples: int = wire.FRAME_SAMPLES, fmt: str | None = None) -> "RemoteStream":
+        """A continuous stream from the configured RX (back to back chunks of ``frame_samples``)."""
+        return RemoteStream(self, frame_samples, fmt or self.fmt)
+
+
+def _send(sock: zmq.Socket, parts: list) -> bool:
+    """Send without blocking: a DEALER with no completed connection would block forever (the caller's own
+    timeout then reports the silence)."""
+    try:
+        sock.send_multipart(parts, zmq.NOBLOCK)
+        return True
+    except zmq.Again:
+        return False
+
+
+class _NoLock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _Receiver:
+    """Collects one bounded capture's frames: places samples by index, counts whatever went missing."""
+
+    def __init__(self, sid: int, n: int, out: np.ndarray):
+        self.sid, self.n, self.out = sid, n, out
+        self.received = 0
+        self.lost = 0
+        self.overflow = self.overload = False
+        self.meta: dict | None = None
+        self.aborted: str | None = None
+        self.aborted_at: float | None = None
+        self.filled: list[tuple[int, int]] = []
+        self.done = False
+        self.frames = 0
+        self.next_seq = 0
+        self._ungranted = 0
+
+    def take(self, parts) -> int:
+        """Handle one data message; returns the credits to grant back."""
+        try:
+            h, samples, meta = wire.decode_frame(parts)
+        except wire.WireError:
+            self.lost += 0  # a frame we cannot read: counted below from the sample indices it leaves empty
+            return 1
+        if h.stream != self.sid:
+            return 0  # a late frame of an earlier stream (its credits were that stream's)
+        self.frames += 1
+        if h.seq != self.next_seq:
+            self.overflow = True  # frames missing: their samples stay unreceived and are counted at the end
+        self.next_seq = h.seq + 1
+        self.lost += h.lost_before
+        self.overflow |= bool(h.flags & (wire.F_OVERFLOW | wire.F_DROPPED))
+        self.overload |= bool(h.flags & wire.F_OVERLOAD)
+        if h.n_samples:
+            if h.first_sample + h.n_samples > self.n:
+                self.aborted = f"frame beyond the requested {self.n} samples (protocol error)"
+            else:
+                self.out[h.first_sample:h.first_sample + h.n_samples] = samples
+                self.received += h.n_samples
+                self.filled.append((h.first_sample, h.n_samples))
+        if h.flags & wire.F_ABORTED:
+            self.aborted = str((meta or {}).get("error", "no reason given"))
+        elif h.flags & wire.F_END:
+            self.meta, self.done = meta or {}, True
+        self._ungranted += 1
+        if self._ungranted >= CREDIT_WINDOW // 2:
+            g, self._ungranted = self._ungranted, 0
+            return g
+        return 0
+
+    def capture(self) -> Capture:
+        m = self.meta or {}
+        missing = self.n - self.received
+        if missing:  # lost samples read as zeros (and the capture is marked), never as stale memory
+            covered = np.zeros(self.n, dtype=bool)
+            for first, k in self.filled:
+                covered[first:first + k] = True
+            self.out[~covered] = 0
+            missing = int(np.count_nonzero(~covered))
+        cfg = StreamConfig(**m["config"])
+        meta = CaptureMeta(config=cfg, timestamp=float(m.get("timestamp", time.time())), n_samples=self.n,
+                           overflow=bool(m.get("overflow")) or self.overflow or missing > 0,
+                           dropped_samples=int(m.get("dropped_samples", 0)) + max(missing, self.lost),
+                           overload=bool(m.get("overload")) or self.overload,
+                           clipped_samples=int(m.get("clipped_samples", 0)), extra=dict(m.get("extra") or {}))
+        return Capture(self.out, meta)
+
+
+class RemoteStream:
+    """A continuous stream of a :class:`ZmqRadio`: iterate for ``(samples, lost_before)`` chunks; ``lost``
+    counts every sample lost (server buffer full while the client lagged, device overflow)."""
+
+    def __init__(self, radio: ZmqRadio, frame_samples: int, fmt: str):
+        self.radio, self.sid = radio, next(radio._stream_ids)
+        self.lost = 0
+        self.received = 0
+        self.overflows = 0
+        self.ended: str | None = None
+        self._ungranted = 0
+        _send(radio._data, [wire.encode_credit(radio.session, self.sid, CREDIT_WINDOW)])
+        radio._request("stream_start", {"stream": self.sid, "format": fmt, "frame_samples": frame_samples})
+        self._next_sample = 0
+
+    def read(self, timeout_s: float = 5.0):
+        """The next chunk ``(samples, lost_before)``, or None once the stream ended; DeviceTimeout if silent."""
+        if self.ended is not None:
+            return None
+        r = self.radio
+        end = time.monotonic() + timeout_s
+        while True:
+            left = end - time.monotonic()
+            if left <= 0 or not r._data.poll(int(left * 1000) + 1, zmq.POLLIN):
+                raise DeviceTimeout(f"{r.uri}: stream {self.sid}: no data within {timeout_s:.3g} s "
+                                    f"(server down, frozen or network cut)")
+            parts = r._data.recv_multipart(copy=False)
+            try:
+                h, samples, meta = wire.decode_frame(parts)
+            except wire.WireError as e:
+                raise DeviceError(f"{r.uri}: stream {self.sid}: unreadable frame: {e}") from None
+            if h.stream != self.sid:
+                continue
+            self._ungranted += 1
+            if self._ungranted >= CREDIT_WINDOW // 2:
+                _send(r._data, [wire.encode_credit(r.session, self.sid, self._ungranted)])
+                self._ungranted = 0
+            gap = h.first_sample - self._next_sample  # == lost_before unless frames went missing in transit
+            lost = max(gap, h.lost_before)
+            self.lost += lost
+            self._next_sample = h.first_sample + h.n_samples
+            self.received += h.n_samples
+            self.overflows += bool(h.flags & wire.F_OVERFLOW)
+            if h.flags & (wire.F_END | wire.F_ABORTED):
+                self.ended = str((meta or {}).get("error", "stopped"))
+                if h.n_samples == 0:
+                    return None
+            return samples, lost
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the stream and read what the server still holds up to its END frame (which carries the loss
+        counted since the last frame), discarding the samples; ``lost`` is then the stream's whole loss."""
+        if self.ended is not None:
+            return
+        try:
+            self.radio._request("stream_stop", {"stream": self.sid})
+            while self.read(timeout_s) is not None:
+                pass
+        except DeviceError:
+            pass
+        self.ended = self.ended or "closed"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _error(uri: str, op: str, body: dict) -> RemoteError:
+    code, message = body.get("code", "error"), body.get("message", "")
+    if code == "interlock":
+        return RemoteRefused(code, f"{uri}: the rig server refused {op}: {message}", body)
+    if code == "leased":
+        return RemoteBusy(code, f"{uri}: {message}", body)
+    return RemoteError(code, f"{uri}: {op}: {message} ({code})", body)
+
+
+def _capabilities(d: dict) -> Capabilities:
+    kw = {}
+    for k, v in d.items():
+        kw[k] = Range(**v) if isinstance(v, dict) else v
+    return Capabilities(**kw)
+
+
+def parse_uri(uri: str) -> dict:
+    """``zmq://host:port?...`` -> the keyword arguments of :class:`ZmqRadio` (raises DeviceError)."""
+    u = urllib.parse.urlsplit(uri)
+    if u.scheme.lower() != "zmq" or not u.hostname or u.path not in ("", "/"):
+        raise DeviceError(f"{uri!r}: expected zmq://HOST:PORT[?insecure=1|server_key=PATH&client_key=PATH]")
+    try:
+        port = u.port
+    except ValueError:
+        port = None
+    if not port:
+        raise DeviceError(f"{uri!r}: no port (e.g. zmq://127.0.0.1:5555)")
+    q = dict(urllib.parse.parse_qsl(u.query, keep_blank_values=True))
+    known = {"insecure", "server_key", "client_key", "format", "timeout", "lease"}
+    unknown = sorted(set(q) - known)
+    if unknown:
+        raise DeviceError(f"{uri!r}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    fmt = q.get("format", "cf32")
+    if fmt not in wire.FORMATS:
+        raise DeviceError(f"{uri!r}: format {fmt!r}; known: {', '.join(wire.FORMATS)}")
+    try:
+        timeout_s = float(q.get("timeout", 2.0))
+    except ValueError:
+        timeout_s = -1.0
+    if not 0.05 <= timeout_s <= 60:
+        raise DeviceError(f"{uri!r}: timeout must be 0.05..60 s")
+    return {"host": u.hostname, "port": port, "insecure": q.get("insecure", "0") not in ("0", "false", "no"),
+            "server_key": q.get("server_key") or os.environ.get("HARNESS_ZMQ_SERVER_KEY"),
+            "client_key": q.get("client_key") or os.environ.get("HARNESS_ZMQ_CLIENT_KEY"),
+            "fmt": fmt, "timeout_s": timeout_s}
+
+
+def open_zmq(uri: str, rest: str, **options) -> ZmqRadio:
+    if options:
+        raise DeviceError(f"{uri}: the zmq driver takes no rig-file options (got {', '.join(sorted(options))})")
+    return ZmqRadio(uri, **parse_uri(uri))

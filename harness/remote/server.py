@@ -1,0 +1,788 @@
+"""The rig server: one rig's radio, switches and limits served to remote clients over ZeroMQ.
+
+Threads:
+
+* the I/O thread owns both sockets (control and data ROUTERs) and all session, lease and stream state;
+  it answers quick requests itself, hands device requests to the device thread, sends data frames as
+  clients grant credits, and expires leases;
+* the device thread runs device requests one at a time through the radio (whose own deadlines bound each
+  call) and produces data frames; it posts replies back through an inproc socket.
+
+Nothing a client sends can crash the server: malformed messages are counted and dropped, sizes are capped
+(``ZMQ_MAXMSGSIZE`` on both sockets, bounded caches, a bounded continuous-stream buffer), and every device
+error becomes an error reply.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from devices.radio import DeviceError, DeviceLost, DeviceTimeout, StreamConfig
+from devices import zmq_wire as wire
+from harness.remote.interlocks import Interlocks, Refusal, rms_dbfs
+from harness.remote.keys import AllowList, load_secret, start_authenticator
+from harness.rig import Rig
+
+log = logging.getLogger("harness.remote")
+
+DEFAULT_LEASE_S = 10.0
+#: frames a continuous stream may hold for a client that grants no credit before it drops (and counts)
+STREAM_BUFFER_FRAMES = 64
+MAX_SESSIONS = 256
+MAX_WAVEFORMS = 8
+MAX_WAVEFORM_BYTES = 256 * 1024 * 1024
+
+
+class ServeError(RuntimeError):
+    """The server cannot start as asked (bind refused, keys missing, --insecure on a public address)."""
+
+
+def is_loopback(endpoint: str) -> bool:
+    """Whether a ``tcp://HOST:PORT`` endpoint binds a loopback address only (``ipc://`` and ``inproc://`` too)."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint[6:].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # an interface name or '*': not provably loopback
+
+
+@dataclass
+class Security:
+    """How clients are let in: CURVE with a server key and an allow-list, or plaintext on loopback."""
+
+    insecure: bool = False
+    server_secret: str | None = None  # .key_secret file
+    allow_dir: str | None = None  # directory of allowed clients' .key files
+
+
+@dataclass
+class _Session:
+    user: str  # the CURVE public key (Z85), or "" on an insecure server
+    last_id: int = -1
+    last_reply: bytes | None = None
+    in_progress: set = field(default_factory=set)
+    seen: float = field(default_factory=time.monotonic)
+
+
+class _Stream:
+    """Frames waiting for a client's credits (shared between the device thread and the I/O thread)."""
+
+    def __init__(self, session: bytes, sid: int, fmt: int, frame_samples: int, bounded: bool):
+        self.session, self.sid, self.fmt, self.frame_samples, self.bounded = session, sid, fmt, frame_samples, bounded
+        self.frames: collections.deque = collections.deque()
+        self.lock = threading.Lock()
+        self.credits = 0  # I/O thread only
+        self.route: bytes | None = None  # I/O thread only: the data DEALER's routing id
+        self.closed = False  # no more frames will be produced
+        self.stop = threading.Event()  # the client (or the lease) ended a continuous stream
+        self.seq = 0
+        self.next_sample = 0
+        self.lost_pending = 0  # samples dropped since the last frame that left the buffer
+        self.lost_total = 0
+        self.sent = 0
+
+    def push(self, parts: list, n: int, force: bool = False) -> bool:
+        with self.lock:
+            if not force and not self.bounded and len(self.frames) >= STREAM_BUFFER_FRAMES:
+                return False
+            self.frames.append(parts)
+            return True
+
+
+class RigServer:
+    """Serve ``rig`` (open) on ``control`` (and ``data``, default the control port + 1)."""
+
+    def __init__(self, rig: Rig, control: str = "tcp://127.0.0.1:5555", data: str | None = None,
+                 security: Security | None = None, lease_s: float = DEFAULT_LEASE_S,
+                 max_message_bytes: int = wire.MAX_WAVEFORM_SAMPLES * 8 + 65536):
+        self.rig = rig
+        self.radio = rig.radio
+        self.interlocks = Interlocks(rig)
+        self.security = security or Security()
+        self.lease_s = float(lease_s)
+        self.max_message_bytes = int(max_message_bytes)
+        self._control_ep, self._data_ep = control, data
+        self.ctx = zmq.Context()
+        self.auth = None
+        self.allow: AllowList | None = None
+        self.counters = collections.Counter()
+        self.holder: bytes | None = None
+        self.holder_user = ""
+        self.lease_until = 0.0
+        self._sessions: collections.OrderedDict[bytes, _Session] = collections.OrderedDict()
+        self._streams: dict[tuple[bytes, int], _Stream] = {}
+        self._pending_credits: dict[tuple[bytes, int], int] = {}
+        self._waveforms: collections.OrderedDict[str, tuple[np.ndarray, float]] = collections.OrderedDict()
+        self._jobs: queue.Queue = queue.Queue()
+        self._urgent: collections.deque = collections.deque()  # lease-expiry stops, before any queued job
+        self._replies: collections.deque = collections.deque()
+        self._running = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.bypassed = False
+        self._tx_rms_dbfs: float | None = None  # what is playing, for re-checks when settings change
+        self.control_endpoint = self.data_endpoint = ""
+        self._bind()
+
+    # ------------------------------------------------------------------ set-up
+    def _bind(self) -> None:
+        sec = self.security
+        eps = [self._control_ep] + ([self._data_ep] if self._data_ep else [])
+        if sec.insecure:
+            for ep in eps:
+                if not is_loopback(ep):
+                    raise ServeError(f"--insecure (plaintext, no authentication) is refused on {ep}: "
+                                     f"only loopback addresses (127.0.0.1, ::1) may be served without CURVE")
+        elif not sec.server_secret or not sec.allow_dir:
+            raise ServeError("a rig server needs its key pair (--key SERVER.key_secret) and an allow-list of "
+                             "client keys (--allow DIR), or --insecure on loopback")
+        self.ctrl = self.ctx.socket(zmq.ROUTER)
+        self.data = self.ctx.socket(zmq.ROUTER)
+        self.ctrl.maxmsgsize = self.max_message_bytes
+        self.data.maxmsgsize = 4096  # clients only send credits on the data channel
+        self.data.sndhwm = 10000  # credits keep far below it: a peer is never dropped silently by the HWM
+        for s in (self.ctrl, self.data):
+            s.linger = 0
+        if not sec.insecure:
+            try:
+                public, secret = load_secret(sec.server_secret)
+            except (OSError, ValueError) as e:
+                raise ServeError(f"server key {sec.server_secret}: {e}") from None
+            if not Path(sec.allow_dir).is_dir():
+                raise ServeError(f"allow-list {sec.allow_dir} is not a directory of client .key files")
+            self.allow = AllowList(sec.allow_dir)
+            self.auth = start_authenticator(self.ctx, self.allow)
+            for s in (self.ctrl, self.data):
+                s.curve_secretkey, s.curve_publickey, s.curve_server = secret, public, True
+        try:
+            self.ctrl.bind(self._control_ep)
+            self.control_endpoint = self.ctrl.last_endpoint.decode()
+            data_ep = self._data_ep
+            if data_ep is None:
+                host, port = self.control_endpoint.rsplit(":", 1)
+                ephemeral = self._control_ep.endswith((":*", ":0"))
+                data_ep = f"{host}:*" if ephemeral else f"{host}:{int(port) + 1}"
+            self.data.bind(data_ep)
+            self.data_endpoint = self.data.last_endpoint.decode()
+        except zmq.ZMQError as e:
+            self._close_sockets()
+            raise ServeError(f"cannot bind {self._control_ep}: {e}") from None
+        self.wake_pull = self.ctx.socket(zmq.PULL)
+        self.wake_pull.bind(f"inproc://wake-{id(self)}")
+
+    @property
+    def port(self) -> int:
+        return int(self.control_endpoint.rsplit(":", 1)[1])
+
+    @property
+    def data_port(self) -> int:
+        return int(self.data_endpoint.rsplit(":", 1)[1])
+
+    def start(self) -> "RigServer":
+        """Serve on background threads (see :meth:`serve_forever` for the foreground)."""
+        self._running.set()
+        for target, name in ((self._io_loop, "rig-server io"), (self._device_loop, "rig-server device")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info("serving rig %s on %s (data %s)%s", self.rig.spec.name, self.control_endpoint, self.data_endpoint,
+                 ", INSECURE (plaintext, loopback)" if self.security.insecure else ", CURVE")
+        return self
+
+    def serve_forever(self) -> None:
+        self.start()
+        try:
+            while self._running.is_set():
+                time.sleep(0.2)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop serving: the transmitter is stopped, streams end, sockets close."""
+        self._running.clear()
+        self._jobs.put(None)
+        for t in self._threads:
+            t.join(timeout=5.0)
+        self._threads.clear()
+        try:
+            self.radio.stop_tx()
+        except DeviceError as e:
+            log.error("stopping the transmitter at shutdown: %s", e)
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        for name in ("ctrl", "data", "wake_pull"):
+            s = getattr(self, name, None)
+            if s is not None:
+                s.close(linger=0)
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
+        self.ctx.term()
+
+    # ------------------------------------------------------------------ I/O thread
+    def _io_loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.ctrl, zmq.POLLIN)
+        poller.register(self.data, zmq.POLLIN)
+        poller.register(self.wake_pull, zmq.POLLIN)
+        while self._running.is_set():
+            try:
+                events = dict(poller.poll(50))
+                if self.ctrl in events:
+                    for _ in range(100):  # a flood of requests cannot starve the data channel
+                        try:
+                            parts = self.ctrl.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self._on_control(parts)
+                if self.data in events:
+                    for _ in range(1000):
+                        try:
+                            parts = self.data.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self._on_data(parts)
+                if self.wake_pull in events:
+                    while True:
+                        try:
+                            self.wake_pull.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                while self._replies:
+                    route, rep, session, rid = self._replies.popleft()
+                    self._send_reply(route, session, rid, rep)
+                self._pump_streams()
+                self._check_lease()
+            except Exception:  # noqa: BLE001 - the server keeps serving; the cause goes to the log
+                self.counters["internal_errors"] += 1
+                log.exception("rig server I/O loop")
+
+    def _user_of(self, frame) -> str:
+        try:
+            return frame.get("User-Id") or ""
+        except (zmq.ZMQError, AttributeError, UnicodeDecodeError):
+            return ""
+
+    def _on_control(self, parts: list) -> None:
+        self.counters["control_messages"] += 1
+        if len(parts) < 2:
+            self.counters["malformed"] += 1
+            return
+        route, body = parts[0].bytes, parts[1:]
+        user = "" if self.security.insecure else self._user_of(parts[1])
+        try:
+            req = wire.decode_request(body)
+        except wire.WireError as e:
+            self.counters["malformed"] += 1
+            if self.counters["malformed"] <= 5 or self.counters["malformed"] % 1000 == 0:
+                log.warning("malformed control message (%d so far): %s", self.counters["malformed"], e)
+            return
+        if req.version not in wire.VERSIONS:
+            self._reply(route, req, error=wire.error(
+                "unsupported_version", f"protocol version {req.version} unknown; this server speaks "
+                                       f"{list(wire.VERSIONS)}", versions=list(wire.VERSIONS)))
+            return
+        sess = self._session(req.session, user)
+        if sess is None:
+            self._reply(route, req, error=wire.error("session", "session belongs to another client key"))
+            return
+        if req.id == sess.last_id and sess.last_reply is not None:  # a retry: the same answer, not done twice
+            self.ctrl.send_multipart([route, sess.last_reply])
+            return
+        if req.id in sess.in_progress:
+            return
+        if self.holder == req.session:
+            self.lease_until = time.monotonic() + self.lease_s
+        handler = getattr(self, f"_op_{req.op}", None)
+        if handler is None:
+            self._reply(route, req, error=wire.error("unknown_op", f"unknown operation {req.op[:32]!r}"))
+            return
+        try:
+            handler(route, req, sess)
+        except (ValueError, TypeError, KeyError) as e:
+            self._reply(route, req, error=wire.error("bad_request", f"{req.op}: {str(e)[:200]}"))
+
+    def _session(self, sid: bytes, user: str) -> _Session | None:
+        s = self._sessions.get(sid)
+        if s is None:
+            s = _Session(user)
+            self._sessions[sid] = s
+            while len(self._sessions) > MAX_SESSIONS:  # forget the oldest, never the holder
+                old = next((k for k in self._sessions if k != self.holder), None)
+                if old is None:
+                    break
+                del self._sessions[old]
+        elif s.user != user:
+            return None
+        self._sessions.move_to_end(sid)
+        s.seen = time.monotonic()
+        return s
+
+    def _reply(self, route: bytes, req: wire.Request, result: dict | None = None, error: dict | None = None) -> None:
+        self._send_reply(route, req.session, req.id, wire.encode_reply(req.id, result, error))
+
+    def _send_reply(self, route: bytes, session: bytes, rid: int, rep: bytes) -> None:
+        s = self._sessions.get(session)
+        if s is not None:
+            s.in_progress.discard(rid)
+            if rid >= s.last_id:
+                s.last_id, s.last_reply = rid, rep
+        try:
+            self.ctrl.send_multipart([route, rep], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.counters["replies_dropped"] += 1
+
+    def _holder_error(self) -> dict:
+        left = max(0.0, self.lease_until - time.monotonic())
+        who = wire.key_fingerprint(self.holder_user) if self.holder_user else f"session {self.holder.hex()[:8]}"
+        return wire.error("leased", f"the rig is controlled by {who}; its lease expires in {left:.1f} s unless "
+                                    f"renewed", holder=who, expires_in_s=round(left, 3))
+
+    def _need_lease(self, route, req) -> bool:
+        if self.holder != req.session:
+            if self.holder is None:
+                self._reply(route, req, error=wire.error("no_lease", f"{req.op} needs control: acquire it first"))
+            else:
+                self._reply(route, req, error=self._holder_error())
+            return False
+        return True
+
+    # --- quick operations (I/O thread)
+    def _describe(self) -> dict:
+        spec = self.rig.spec
+        lim = spec.limits
+        return {"name": spec.name, "description": spec.description, "dut_bypass": spec.dut_bypass,
+                "limits": {"max_rx_input_dbm": lim.max_rx_input_dbm, "max_dut_input_dbm": lim.max_dut_input_dbm,
+                           "tx_bands_hz": [[b.low_hz, b.high_hz] for b in lim.tx_bands]}}
+
+    def _op_hello(self, route, req, sess) -> None:
+        versions = req.args.get("versions", [req.version])
+        common = sorted(set(v for v in versions if isinstance(v, int)) & set(wire.VERSIONS))
+        if not common:
+            self._reply(route, req, error=wire.error(
+                "unsupported_version", f"no common protocol version: client {versions!r}, server "
+                                       f"{list(wire.VERSIONS)}", versions=list(wire.VERSIONS)))
+            return
+        caps = self.radio.capabilities.as_dict()
+        self._reply(route, req, {"version": common[-1], "server_versions": list(wire.VERSIONS),
+                                 "data_port": self.data_port, "lease_s": self.lease_s, "rig": self._describe(),
+                                 "capabilities": caps, "formats": sorted(wire.FORMATS)})
+
+    def _op_status(self, route, req, sess) -> None:
+        holder = None
+        if self.holder is not None:
+            holder = wire.key_fingerprint(self.holder_user) if self.holder_user else self.holder.hex()[:8]
+        self._reply(route, req, {"holder": holder, "yours": self.holder == req.session,
+                                 "lease_expires_in_s": max(0.0, self.lease_until - time.monotonic()) if holder else None,
+                                 "transmitting": self.radio.transmitting, "bypassed": self.bypassed,
+                                 "streams": len(self._streams), "rig": self._describe(),
+                                 "counters": dict(self.counters)})
+
+    def _op_acquire(self, route, req, sess) -> None:
+        if self.holder is not None and self.holder != req.session:
+            self._reply(route, req, error=self._holder_error())
+            return
+        self.holder, self.holder_user = req.session, sess.user
+        self.lease_until = time.monotonic() + self.lease_s
+        log.info("control granted to %s for %.3g s leases",
+                 wire.key_fingerprint(sess.user) if sess.user else f"session {req.session.hex()[:8]}", self.lease_s)
+        self._reply(route, req, {"lease_s": self.lease_s})
+
+    def _op_ping(self, route, req, sess) -> None:
+        self._reply(route, req, {"yours": self.holder == req.session})
+
+    def _op_release(self, route, req, sess) -> None:
+        if self.holder == req.session:
+            self._end_control("released")
+        self._reply(route, req, {})
+
+    def _op_stream_stop(self, route, req, sess) -> None:
+        if not self._need_lease(route, req):
+            return
+        st = self._streams.get((req.session, int(req.args["stream"])))
+        if st is not None:
+            st.stop.set()
+        self._reply(route, req, {})
+
+    # --- device operations (queued to the device thread)
+    def _queue(self, route, req, sess, fn, *args) -> None:
+        sess.in_progress.add(req.id)
+        self._jobs.put((route, req, fn, args))
+
+    def _op_configure_tx(self, route, req, sess):
+        if self._need_lease(route, req):
+            self._queue(route, req, sess, self._do_configure, "tx", _stream_config(req.args["config"]))
+
+    def _op_configure_rx(self, route, req, sess):
+        if self._need_lease(route, req):
+            self._queue(route, req, sess, self._do_configure, "rx", _stream_config(req.args["config"]))
+
+    def _op_upload(self, route, req, sess):
+        if not self._need_lease(route, req):
+            return
+        sha = str(req.args["sha256"])
+        if req.payload is None or len(req.payload) % 8 or not 0 < len(req.payload) <= wire.MAX_WAVEFORM_SAMPLES * 8:
+            raise ValueError("upload needs a payload of 1..2^24 cf32 samples")
+        self._queue(route, req, sess, self._do_upload, sha, req.payload)
+
+    def _op_transmit(self, route, req, sess):
+        if self._need_lease(route, req):
+            level = float(req.args["level"])
+            if not (math.isfinite(level) and 0 < level <= 1e6):
+                raise ValueError(f"level {level!r} is not a positive finite scale")
+            self._queue(route, req, sess, self._do_transmit, str(req.args["sha256"]), level,
+                        bool(req.args.get("cyclic", True)))
+
+    def _op_stop_tx(self, route, req, sess):
+        if self._need_lease(route, req):
+            self._queue(route, req, sess, self._do_stop)
+
+    def _op_bypass(self, route, req, sess):
+        if self._need_lease(route, req):
+            self._queue(route, req, sess, self._do_bypass, bool(req.args["on"]))
+
+    def _op_capture(self, route, req, sess):
+        if not self._need_lease(route, req):
+            return
+        st = self._new_stream(req, bounded=True)
+        n = int(req.args["n"])
+        if not 0 < n <= wire.MAX_WAVEFORM_SAMPLES:
+            raise ValueError(f"capture of {n} samples; 1..2^24 allowed")
+        self._queue(route, req, sess, self._do_capture, st, n, float(req.args.get("timeout_s", 10.0)))
+
+    def _op_stream_start(self, route, req, sess):
+        if not self._need_lease(route, req):
+            return
+        st = self._new_stream(req, bounded=False)
+        self._queue(route, req, sess, self._do_stream, st)
+
+    def _new_stream(self, req, bounded: bool) -> _Stream:
+        sid = int(req.args["stream"])
+        fmt = wire.FORMATS[str(req.args.get("format", "cf32"))]
+        frame = int(req.args.get("frame_samples", wire.FRAME_SAMPLES))
+        if not 0 <= sid < 2 ** 32 or not 0 < frame <= wire.MAX_FRAME_SAMPLES:
+            raise ValueError("stream id or frame size out of range")
+        key = (req.session, sid)
+        if key in self._streams or len(self._streams) >= 64:
+            raise ValueError(f"stream {sid} exists already, or too many streams")
+        st = _Stream(req.session, sid, fmt, frame, bounded)
+        st.credits, st.route = self._pending_credits.pop(key, (0, None))
+        self._streams[key] = st
+        return st
+
+    # --- data channel
+    def _on_data(self, parts: list) -> None:
+        self.counters["data_messages"] += 1
+        if len(parts) < 2:
+            self.counters["malformed_data"] += 1
+            return
+        route = parts[0].bytes
+        try:
+            session, sid, credits = wire.decode_credit(parts[1:])
+        except wire.WireError:
+            self.counters["malformed_data"] += 1
+            return
+        if session != self.holder:
+            self.counters["credits_ignored"] += 1
+            return
+        self.lease_until = time.monotonic() + self.lease_s
+        st = self._streams.get((session, sid))
+        if st is None:  # credits may overtake the request that starts their stream (another socket)
+            old, _ = self._pending_credits.pop((session, sid), (0, route))
+            self._pending_credits[(session, sid)] = (min(4096, old + credits), route)
+            while len(self._pending_credits) > 16:  # late credits of finished streams age out first
+                self._pending_credits.pop(next(iter(self._pending_credits)))
+            return
+        st.route = route
+        st.credits = min(4096, st.credits + credits)
+
+    def _pump_streams(self) -> None:
+        for key, st in list(self._streams.items()):
+            while st.credits > 0 and st.route is not None:
+                with st.lock:
+                    if not st.frames:
+                        break
+                    parts = st.frames.popleft()
+                try:
+                    self.data.send_multipart([st.route] + parts, zmq.NOBLOCK, copy=False)
+                except zmq.ZMQError:
+                    self.counters["frames_unsendable"] += 1
+                st.credits -= 1
+                st.sent += 1
+            with st.lock:
+                finished = st.closed and not st.frames
+            if finished:
+                del self._streams[key]
+
+    def _check_lease(self) -> None:
+        if self.holder is not None and time.monotonic() > self.lease_until:
+            who = wire.key_fingerprint(self.holder_user) if self.holder_user else f"session {self.holder.hex()[:8]}"
+            log.warning("lease of %s expired (silent for %.3g s): stopping TX and its streams", who, self.lease_s)
+            self.counters["leases_expired"] += 1
+            self._end_control("lease expired")
+
+    def _end_control(self, why: str) -> None:
+        holder = self.holder
+        self.holder, self.holder_user = None, ""
+        for key, st in list(self._streams.items()):
+            if key[0] == holder:
+                st.stop.set()
+                with st.lock:
+                    st.frames.clear()
+                    st.closed = True
+                del self._streams[key]
+        # the stop goes first, right after the device call under way; requests the old holder queued are
+        # refused when their turn comes (they are not the holder's now)
+        self._urgent.append(("", None, self._do_stop_for, (why,)))
+        self._jobs.put(("", None, lambda: None, ()))  # wakes the device thread
+
+    # ------------------------------------------------------------------ device thread
+    def _wake(self, sock) -> None:
+        try:
+            sock.send(b"", zmq.NOBLOCK)
+        except zmq.Again:  # the I/O thread has wake-ups queued already
+            pass
+
+    def _device_loop(self) -> None:
+        wake = self.ctx.socket(zmq.PUSH)
+        wake.linger = 0
+        wake.connect(f"inproc://wake-{id(self)}")
+        self._wake_sock = wake
+        try:
+            while self._running.is_set():
+                try:
+                    job = self._urgent.popleft()
+                except IndexError:
+                    try:
+                        job = self._jobs.get(timeout=0.1)
+                    except queue.Empty:
+                        continue
+                if job is None:
+                    break
+                route, req, fn, args = job
+                if req is not None and req.session != self.holder:
+                    # queued before its holder lost control: never run it
+                    rep = wire.encode_reply(req.id, error=wire.error("no_lease", "control was lost before this "
+                                                                                  "request ran"))
+                else:
+                    rep = self._run_job(req, fn, args)
+                if req is not None:
+                    self._replies.append((route, rep, req.session, req.id))
+                self._wake(wake)
+        finally:
+            wake.close(linger=0)
+
+    def _run_job(self, req, fn, args) -> bytes | None:
+        rid = req.id if req is not None else 0
+        try:
+            return wire.encode_reply(rid, fn(*args) or {})
+        except Refusal as e:
+            self.counters["refusals"] += 1
+            log.warning("refused %s: %s", req.op if req else "?", e)
+            return wire.encode_reply(rid, error=wire.error("interlock", str(e), limit=e.limit))
+        except _Unknown as e:
+            return wire.encode_reply(rid, error=wire.error("unknown_waveform", f"no waveform {e} here: upload it"))
+        except DeviceTimeout as e:
+            return wire.encode_reply(rid, error=wire.error("device_timeout", str(e)))
+        except DeviceLost as e:
+            return wire.encode_reply(rid, error=wire.error("device_lost", str(e)))
+        except DeviceError as e:
+            return wire.encode_reply(rid, error=wire.error("device", str(e), kind=type(e).__name__))
+        except (ValueError, TypeError, KeyError) as e:
+            return wire.encode_reply(rid, error=wire.error("bad_request", str(e)[:300]))
+        except Exception as e:  # noqa: BLE001 - a reply, never a dead device thread
+            log.exception("device request failed")
+            return wire.encode_reply(rid, error=wire.error("internal", f"{type(e).__name__}: {str(e)[:200]}"))
+
+    def _do_stop_for(self, why: str) -> None:
+        self._tx_rms_dbfs = None
+        ok = self.radio.stop_tx()
+        log.info("transmitter %s (%s)", "stopped" if ok else "NOT confirmed off", why)
+
+    def _do_stop(self) -> dict:
+        self._tx_rms_dbfs = None
+        return {"tx_off": bool(self.radio.stop_tx())}
+
+    def _do_configure(self, direction: str, cfg: StreamConfig) -> dict:
+        if direction == "tx":
+            self.interlocks.check_band(cfg)
+            if self.radio.transmitting and self._tx_rms_dbfs is not None:
+                self.interlocks.check_tx(cfg, self._tx_rms_dbfs, self.bypassed)
+            actual = self.radio.configure_tx(cfg)
+        else:
+            actual = self.radio.configure_rx(cfg)
+        return {"config": asdict(actual)}
+
+    def _do_upload(self, sha: str, payload: bytes) -> dict:
+        x = np.frombuffer(payload, dtype=np.complex64)
+        got = wire.waveform_id(x)
+        if got != sha:
+            raise ValueError(f"waveform payload hashes to {got[:16]}..., not {sha[:16]}...")
+        if not np.all(np.isfinite(x.view(np.float32))):
+            raise ValueError("waveform holds non-finite samples")
+        self._waveforms[sha] = (x, rms_dbfs(x))
+        self._waveforms.move_to_end(sha)
+        while len(self._waveforms) > MAX_WAVEFORMS or sum(w.nbytes for w, _ in self._waveforms.values()) \
+                > MAX_WAVEFORM_BYTES:
+            self._waveforms.popitem(last=False)
+        return {"sha256": sha, "n": int(x.size)}
+
+    def _do_transmit(self, sha: str, level: float, cyclic: bool) -> dict:
+        entry = self._waveforms.get(sha)
+        if entry is None:
+            raise _Unknown(sha)
+        x, base_dbfs = entry
+        rms = base_dbfs + 20 * math.log10(level)
+        levels = self.interlocks.check_tx(self.radio.tx_config, rms, self.bypassed)
+        self.radio.transmit(x, cyclic=cyclic, level=level)
+        self._tx_rms_dbfs = rms
+        return levels
+
+    def _do_bypass(self, on: bool) -> dict:
+        if on and self.radio.transmitting and self._tx_rms_dbfs is not None:
+            self.interlocks.check_tx(self.radio.tx_config, self._tx_rms_dbfs, True)
+        self.radio.set_dut_bypass(on)
+        self.bypassed = on
+        return {"on": on}
+
+    def _rx_guard(self, cap) -> None:
+        try:
+            self.interlocks.check_rx(cap.meta.config.gain_db, cap.samples)
+        except Refusal:
+            self._tx_rms_dbfs = None
+            self.radio.stop_tx()
+            raise
+
+    def _do_capture(self, st: _Stream, n: int, timeout_s: float) -> dict:
+        try:
+            cap = self.radio.capture(n, timeout_s=min(max(timeout_s, 0.1), 600.0))
+            self._rx_guard(cap)
+        except BaseException as e:
+            self._abort_stream(st, str(e))
+            raise
+        m = cap.meta
+        meta = {"config": asdict(m.config), "timestamp": m.timestamp, "n_samples": m.n_samples,
+                "overflow": m.overflow, "dropped_samples": m.dropped_samples, "overload": m.overload,
+                "clipped_samples": m.clipped_samples, "extra": _jsonable(m.extra)}
+        flags = (wire.F_OVERFLOW if m.overflow else 0) | (wire.F_OVERLOAD if m.overload else 0)
+        self._frames(st, cap.samples, m.timestamp, flags, meta)
+        return {"stream": st.sid, "n": int(cap.samples.size)}
+
+    def _frames(self, st: _Stream, x: np.ndarray, timestamp: float, flags: int, end_meta: dict | None) -> None:
+        """Split ``x`` into data frames of the stream (the last one END with ``end_meta`` for a bounded capture)."""
+        step = st.frame_samples
+        n = x.size
+        rate = self.radio.rx_config.sample_rate_hz if self.radio.rx_config else 1.0
+        for i in range(0, max(n, 1), step):
+            chunk = x[i:i + step]
+            last = end_meta is not None and i + step >= n
+            body, scale = wire.encode_samples(chunk, st.fmt)
+            f = flags | (wire.F_END if last else 0)
+            with st.lock:
+                lost = st.lost_pending
+                st.lost_pending = 0
+            if lost:
+                f |= wire.F_DROPPED
+            head = wire.FrameHeader(st.fmt, f, st.sid, st.seq, st.next_sample, int(chunk.size), lost,
+                                    timestamp + i / rate, scale).pack()
+            parts = [head, body] + ([wire.dumps(end_meta)] if last else [])
+            st.seq += 1
+            st.next_sample += int(chunk.size)
+            if not st.push(parts, int(chunk.size)):
+                with st.lock:
+                    st.lost_pending += lost + int(chunk.size)
+                    st.lost_total += int(chunk.size)
+                self.counters["samples_dropped"] += int(chunk.size)
+            self._wake(self._wake_sock)
+        if end_meta is not None:
+            with st.lock:
+                st.closed = True
+
+    def _abort_stream(self, st: _Stream, why: str) -> None:
+        head = wire.FrameHeader(st.fmt, wire.F_ABORTED | wire.F_END, st.sid, st.seq, st.next_sample, 0,
+                                st.lost_pending, time.time(), 1.0).pack()
+        st.push([head, b"", wire.dumps({"error": why[:500]})], 0, force=True)
+        with st.lock:
+            st.closed = True
+        self._wake(self._wake_sock)
+
+    def _do_stream(self, st: _Stream) -> dict:
+        """A continuous stream: chunks captured back to back until stopped; a full buffer drops and counts."""
+        self._jobs.put(("", None, self._stream_chunk, (st,)))
+        return {"stream": st.sid}
+
+    def _stream_chunk(self, st: _Stream) -> None:
+        if st.stop.is_set() or self.holder != st.session:
+            head = wire.FrameHeader(st.fmt, wire.F_END, st.sid, st.seq, st.next_sample, 0, st.lost_pending,
+                                    time.time(), 1.0).pack()
+            st.push([head, b"", wire.dumps({"lost_samples": st.lost_total})], 0, force=True)
+            with st.lock:
+                st.closed = True
+            self._wake(self._wake_sock)
+            return
+        try:
+            cap = self.radio.capture(st.frame_samples)
+            self._rx_guard(cap)
+        except BaseException as e:  # noqa: BLE001 - the stream says why it ended
+            self._abort_stream(st, str(e))
+            return
+        m = cap.meta
+        if m.dropped_samples:
+            with st.lock:
+                st.lost_pending += m.dropped_samples
+                st.lost_total += m.dropped_samples
+        flags = (wire.F_OVERFLOW if m.overflow else 0) | (wire.F_OVERLOAD if m.overload else 0)
+        self._frames(st, cap.samples, m.timestamp, flags, None)
+        self._jobs.put(("", None, self._stream_chunk, (st,)))  # requests queued meanwhile run in between
+
+
+class _Unknown(DeviceError):
+    pass
+
+
+def _stream_config(d: dict) -> StreamConfig:
+    if not isinstance(d, dict):
+        raise ValueError("config must be an object")
+    vals = {}
+    for k in ("freq_hz", "sample_rate_hz", "gain_db"):
+        v = d[k]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise ValueError(f"config.{k} must be a finite number")
+        vals[k] = float(v)
+    bw = d.get("rf_bandwidth_hz")
+    if bw is not None and (not isinstance(bw, (int, float)) or not math.isfinite(bw)):
+        raise ValueError("config.rf_bandwidth_hz must be a finite number or null")
+    ch = d.get("channel", 0)
+    if not isinstance(ch, int) or isinstance(ch, bool) or not 0 <= ch < 64:
+        raise ValueError("config.channel must be a small integer")
+    return StreamConfig(rf_bandwidth_hz=None if bw is None else float(bw), channel=ch, **vals)
+
+
+def _jsonable(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (bool, int, str)) or v is None:
+            out[str(k)] = v
+        elif isinstance(v, (float, np.floating)):
+            out[str(k)] = float(v) if math.isfinite(v) else None
+        elif isinstance(v, np.integer):
+            out[str(k)] = int(v)
+    return out

@@ -1,0 +1,83 @@
+"""Rig servers on loopback for the remote-rig tests: in this process (threads) or as a `harness serve` process."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from harness.remote.server import RigServer, Security
+from harness.rig import Rig, load_rig
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def serve(rig_file: Path, seed: int = 0, lease_s: float = 5.0, security: Security | None = None,
+          **kw) -> RigServer:
+    rig = Rig.open(load_rig(rig_file), seed=seed, calibration="optional")
+    return RigServer(rig, "tcp://127.0.0.1:*", None, security or Security(insecure=True), lease_s=lease_s,
+                     **kw).start()
+
+
+def stop(server: RigServer) -> None:
+    server.stop()
+    server.rig.close()
+
+
+def client_rig(tmp_path: Path, server_rig: Path, uri: str, name: str = "remote.yaml") -> Path:
+    """The rig file a client uses: the server rig's paths and limits, its device the server, no simulation."""
+    data = yaml.safe_load(server_rig.read_text())
+    for key in ("dut", "sim", "emulate"):
+        data.pop(key, None)
+    data["device"] = uri
+    data["name"] = data["name"] + "-remote"
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    return p
+
+
+def serve_process(rig_file: Path, *extra: str, port: int | None = None, lease_s: float = 2.0):
+    """`harness serve` in a process of its own; returns (process, port) once it listens."""
+    import socket
+
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    import tempfile
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # the server's log goes to a file: a pipe nobody reads would fill and block the server mid-test
+    log = tempfile.TemporaryFile(mode="w+")
+    p = subprocess.Popen([PY, "-m", "harness.cli", "serve", "--rig", str(rig_file), "--bind",
+                          f"tcp://127.0.0.1:{port}", "--data-bind", "tcp://127.0.0.1:*", "--lease", str(lease_s),
+                          *extra], env=env, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO)
+    p.log = log
+    line = p.stdout.readline()
+    if not re.match(r"serving rig", line):
+        p.kill()
+        log.seek(0)
+        raise RuntimeError(f"server did not start: {line} {log.read()}")
+    return p, port
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def wait_until(cond, timeout_s: float, step_s: float = 0.05) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step_s)
+    return cond()

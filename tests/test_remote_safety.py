@@ -1,0 +1,193 @@
+"""Rig server safety: CURVE allow-list (default deny, refusals logged), --insecure only on loopback, TX
+interlocks from the server's rig file (nothing transmitted), one controller at a time, lease expiry."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+
+from devices import DeviceError, DeviceTimeout, StreamConfig, open_radio
+from devices.zmq import RemoteBusy, RemoteRefused
+from devices.zmq_wire import key_fingerprint
+from harness.cli import main
+from harness.remote.keys import load_public, new_key_pair
+from harness.remote.server import RigServer, Security, ServeError, is_loopback
+from harness.rig import Rig, load_rig
+from tests.conftest import RIGS, write_rig
+from tests.remote_helpers import serve, stop, wait_until
+
+CW = (0.5 * np.exp(2j * np.pi * np.arange(4096) / 64)).astype(np.complex64)  # -6 dBFS RMS
+INSIDE = StreamConfig(2.14e9, 15.36e6, 0.0)
+
+
+@pytest.fixture
+def server():
+    s = serve(RIGS / "sim-amplifier.yaml", lease_s=1.0)
+    yield s
+    stop(s)
+
+
+def uri(server, extra=""):
+    return f"zmq://127.0.0.1:{server.port}?insecure=1{extra}"
+
+
+def bench_idle(server) -> bool:
+    return server.radio.bench._wave is None and not server.radio.transmitting
+
+
+# ------------------------------------------------------------------ interlocks
+def test_tx_outside_band_refused_nothing_transmitted(server):
+    with open_radio(uri(server)) as r:
+        with pytest.raises(RemoteRefused, match=r"outside the allowed TX bands \(limits.tx_bands: 1700-2700 MHz\)") as e:
+            r.configure_tx(StreamConfig(3.5e9, 15.36e6, -30.0))
+        assert e.value.limit == "limits.tx_bands"
+        # a band edge: LO inside, but LO + rate/2 beyond 2700 MHz
+        with pytest.raises(RemoteRefused, match="tx_bands"):
+            r.configure_tx(StreamConfig(2.695e9, 15.36e6, -30.0))
+        assert bench_idle(server)
+
+
+def test_tx_above_dut_limit_refused_nothing_transmitted(server):
+    # sim-amplifier: TX full scale 5 dBm, tx_to_dut -1.2 +30 -6 dB: at TX gain 0 a -6 dBFS CW puts
+    # 5 - 1.2 - 0.06 + 30 - 6 - 6.02 = 21.72 dBm at the DUT input, above max_dut_input_dbm 20 (computed here, independently)
+    slope = 0.4 * (2.14 - 2.0)
+    expected = 5 - 1.2 - slope + 30 - 6 + 20 * np.log10(0.5)
+    assert expected > 20
+    with open_radio(uri(server)) as r:
+        r.configure_tx(INSIDE)
+        with pytest.raises(RemoteRefused, match=rf"{expected:.2f} dBm at the DUT input exceeds the rig limit "
+                                                r"max_dut_input_dbm 20 dBm") as e:
+            r.transmit(CW)
+        assert e.value.limit == "limits.max_dut_input_dbm"
+        assert bench_idle(server)
+        r.transmit(CW, level=0.5)  # 6 dB lower: allowed
+        assert server.radio.bench._wave is not None
+        # raising the TX gain while transmitting is checked against what is playing (-10 dB -> 0 dB: 11.7 -> 21.7 dBm)
+        r.configure_tx(INSIDE.with_(gain_db=-10.0))
+        r.transmit(CW)
+        with pytest.raises(RemoteRefused, match=rf"{expected:.2f} dBm at the DUT input exceeds .* max_dut_input_dbm"):
+            r.configure_tx(INSIDE)
+        assert server.radio.tx_config.gain_db == -10.0
+    assert bench_idle(server)  # closing stopped it
+
+
+def test_bypass_rx_port_limit(server):
+    # with the thru switched in, the DUT input level reaches the RX port through 47.5 dB of dut_to_rx pads:
+    # 21.8 - 47.56 dBm is below 0 dBm, so allowed; a client rig cannot raise the server's limit
+    with open_radio(uri(server)) as r:
+        r.set_dut_bypass(True)
+        r.configure_tx(INSIDE)
+        r.transmit(CW, level=0.5)
+        assert server.radio.bench.bypass_dut
+    assert bench_idle(server)
+
+
+def test_captured_rx_level_guard_stops_tx(tmp_path):
+    rig = write_rig(tmp_path, limits={"max_rx_input_dbm": -60, "max_dut_input_dbm": 20,
+                                      "tx_bands": [{"low": "2 GHz", "high": "2.3 GHz"}]})
+    s = serve(rig, lease_s=2.0)
+    try:
+        with open_radio(uri(s)) as r:
+            r.configure_tx(INSIDE.with_(gain_db=-20.0))
+            r.configure_rx(INSIDE.with_(gain_db=0.0))
+            r.transmit(CW, level=0.5)
+            with pytest.raises(RemoteRefused, match=r"at the RX port exceeds the rig limit max_rx_input_dbm -60 dBm: "
+                                                    r"transmitter stopped"):
+                r.capture(10_000)
+            assert bench_idle(s)
+    finally:
+        stop(s)
+
+
+# ------------------------------------------------------------------ leases
+def test_two_clients_compete_exactly_one_wins(server):
+    results = []
+    barrier = threading.Barrier(2)
+
+    def contend():
+        barrier.wait()
+        try:
+            results.append(open_radio(uri(server)))
+        except RemoteBusy as e:
+            results.append(e)
+
+    ts = [threading.Thread(target=contend) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(10)
+    winners = [r for r in results if not isinstance(r, Exception)]
+    losers = [r for r in results if isinstance(r, RemoteBusy)]
+    assert len(winners) == 1 and len(losers) == 1
+    assert "lease expires in" in str(losers[0])
+    winners[0].close()
+
+
+def test_lease_expiry_stops_tx_and_releases(server):
+    r = open_radio(uri(server))
+    r.configure_tx(INSIDE)
+    r.transmit(CW, level=0.5)
+    assert server.radio.transmitting
+    r._hb_stop.set()  # the client goes silent (as if frozen) while transmitting
+    assert wait_until(lambda: bench_idle(server), 3.0)  # lease 1 s
+    assert server.holder is None and server.counters["leases_expired"] == 1
+    with pytest.raises(DeviceError, match="control"):
+        r.configure_tx(INSIDE)
+    other = open_radio(uri(server))
+    other.close()
+    r.close()
+
+
+# ------------------------------------------------------------------ security
+def test_insecure_refused_off_loopback(tmp_path):
+    assert is_loopback("tcp://127.0.0.1:5555") and is_loopback("tcp://[::1]:5555")
+    assert not is_loopback("tcp://0.0.0.0:5555") and not is_loopback("tcp://*:5555")
+    assert not is_loopback("tcp://192.168.1.10:5555")
+    rig = Rig.open(load_rig(RIGS / "sim-amplifier.yaml"), seed=0, calibration="optional")
+    try:
+        with pytest.raises(ServeError, match=r"--insecure .* is refused on tcp://0.0.0.0:\d+"):
+            RigServer(rig, "tcp://0.0.0.0:0", None, Security(insecure=True))
+        with pytest.raises(ServeError, match="needs its key pair"):
+            RigServer(rig, "tcp://127.0.0.1:0", None, Security())
+    finally:
+        rig.close()
+    assert main(["serve", "--rig", "sim-amplifier", "--bind", "tcp://0.0.0.0:5599", "--insecure"]) == 2
+
+
+@pytest.fixture
+def keys(tmp_path):
+    d = tmp_path / "keys"
+    allow = tmp_path / "allow"
+    allow.mkdir()
+    assert main(["keys", "new", "server", "--dir", str(d)]) == 0
+    new_key_pair(d, "alice")
+    new_key_pair(d, "mallory")
+    (allow / "alice.key").write_text((d / "alice.key").read_text())
+    return d, allow
+
+
+def test_curve_allowed_key_works_unknown_key_refused_and_logged(keys, caplog):
+    d, allow = keys
+    s = serve(RIGS / "sim-amplifier.yaml", lease_s=2.0,
+              security=Security(server_secret=str(d / "server.key_secret"), allow_dir=str(allow)))
+    base = f"zmq://127.0.0.1:{s.port}?server_key={d / 'server.key'}&timeout=0.3"
+    try:
+        with open_radio(f"{base}&client_key={d / 'alice.key_secret'}") as r:
+            r.configure_rx(INSIDE.with_(gain_db=30.0))
+            assert r.capture(1000).meta.n_samples == 1000
+        with caplog.at_level(logging.WARNING, logger="harness.remote"):
+            with pytest.raises(DeviceTimeout, match="no answer from the rig server to hello"):
+                open_radio(f"{base}&client_key={d / 'mallory.key_secret'}")
+            fp = key_fingerprint(load_public(d / "mallory.key"))
+            assert wait_until(lambda: fp in caplog.text, 2.0)
+        assert f"refused client key {fp}" in caplog.text
+        assert fp in s.allow.refused
+        with pytest.raises(DeviceTimeout):  # plaintext against a CURVE server: no handshake, nothing served
+            open_radio(f"zmq://127.0.0.1:{s.port}?insecure=1&timeout=0.3")
+        with pytest.raises(DeviceError, match="needs the server's public key"):
+            open_radio(f"zmq://127.0.0.1:{s.port}")
+    finally:
+        stop(s)

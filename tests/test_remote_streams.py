@@ -1,0 +1,109 @@
+"""Remote sample streams lose nothing silently: frames carry their loss, captures with loss are retried and then
+refused, a slow client on a continuous stream gets every loss counted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from devices import DeviceError, StreamConfig, open_radio
+from devices import zmq_wire as wire
+from devices.zmq import _Receiver
+from harness.rig import Rig, load_rig
+from tests.conftest import RIGS
+from tests.remote_helpers import client_rig, serve, stop, wait_until
+
+RX = StreamConfig(2.14e9, 15.36e6, 30.0)
+
+
+@pytest.fixture
+def server():
+    s = serve(RIGS / "sim-amplifier.yaml", lease_s=3.0)
+    yield s
+    stop(s)
+
+
+def frame(sid, seq, first, x, flags=0, lost=0, meta=None):
+    head = wire.FrameHeader(0, flags, sid, seq, first, x.size, lost, 0.0, 1.0).pack()
+    return [head, x.astype(np.complex64).tobytes()] + ([wire.dumps(meta)] if meta is not None else [])
+
+
+def test_receiver_marks_missing_frames_never_shortens():
+    n = 300
+    out = np.zeros(n, np.complex64)
+    rx = _Receiver(5, n, out)
+    x = np.arange(n, dtype=np.float32).astype(np.complex64)
+    cfg = {"freq_hz": 1e9, "sample_rate_hz": 1e6, "gain_db": 0.0, "rf_bandwidth_hz": None, "channel": 0}
+    rx.take(frame(5, 0, 0, x[:100]))
+    # frame 1 (samples 100..199) never arrives
+    rx.take(frame(5, 2, 200, x[200:], flags=wire.F_END, meta={"config": cfg, "overflow": False}))
+    rx.take(frame(4, 0, 0, x[:10]))  # a late frame of another stream is ignored
+    cap = rx.capture()
+    assert cap.samples.size == n and cap.meta.n_samples == n
+    assert cap.meta.dropped_samples == 100 and cap.meta.overflow and not cap.meta.ok
+    assert np.array_equal(cap.samples[:100], x[:100]) and np.array_equal(cap.samples[200:], x[200:])
+
+
+def test_wire_rejects_malformed_frames():
+    x = np.ones(10, np.complex64)
+    good = frame(1, 0, 0, x)
+    assert wire.decode_frame(good)[0].n_samples == 10
+    for bad in ([good[0][:-1], good[1]], [good[0], good[1][:-8]], [b"XXXX" + good[0][4:], good[1]],
+                [good[0][:6] + b"\xff\x7f" + good[0][8:], good[1]], [good[0]], good + [b"{", b""]):
+        with pytest.raises(wire.WireError):
+            wire.decode_frame(bad)
+
+
+def test_device_overflow_is_retried_then_step_error(tmp_path, server, monkeypatch):
+    rig_file = client_rig(tmp_path, RIGS / "sim-amplifier.yaml", f"zmq://127.0.0.1:{server.port}?insecure=1")
+    spec = load_rig(rig_file)
+    spec.uncalibrated = True
+    real = type(server.radio)._capture
+    faults = {"left": 1}
+
+    def flaky(self, n, timeout_s):
+        cap = real(self, n, timeout_s)
+        if faults["left"] > 0:
+            faults["left"] -= 1
+            cap.meta.overflow, cap.meta.dropped_samples = True, 17
+        return cap
+
+    monkeypatch.setattr(type(server.radio), "_capture", flaky)
+    with Rig.open(spec) as rig:
+        rig.tune(2.14e9, 15.36e6)
+        rec = rig.capture(20_000, autorange=False)
+        assert rec.retries == 1 and not rec.overflow and rec.n_samples == 20_000
+        faults["left"] = 99
+        with pytest.raises(DeviceError, match=r"capture corrupted in 4 attempts \(last: RX overflow, 17 dropped"):
+            rig.capture(20_000, autorange=False)
+
+
+def test_slow_client_continuous_stream_loss_counted(server):
+    with open_radio(f"zmq://127.0.0.1:{server.port}?insecure=1") as r:
+        r.configure_rx(RX)
+        s = r.stream(frame_samples=4096)
+        got, lost_seen = 0, 0
+        for _ in range(40):
+            chunk = s.read(timeout_s=5)
+            assert chunk is not None
+            x, lost = chunk
+            assert x.size == 4096
+            lost_seen += lost
+            got += x.size
+            if got == 5 * 4096:  # the client stalls: the server's 64-frame buffer fills and overflows
+                assert wait_until(lambda: server.counters["samples_dropped"] > 0, 20.0)
+        s.close()  # reads on to the END frame, which carries the last loss
+    assert s.lost > 0, "a deliberately slow client must see loss counted"
+    assert s.lost == server.counters["samples_dropped"]
+    assert s.lost % 4096 == 0  # whole frames dropped, each counted
+    assert lost_seen <= s.lost
+
+
+def test_many_captures_in_a_row(server):
+    # late credits of finished streams must not crowd out a new stream's first credits
+    with open_radio(f"zmq://127.0.0.1:{server.port}?insecure=1") as r:
+        r.configure_rx(RX)
+        for _ in range(60):
+            c = r.capture(70_000)  # two frames, so credits are granted back mid-capture
+            assert c.meta.ok and c.samples.size == 70_000
+    assert len(server._pending_credits) <= 16
