@@ -405,9 +405,10 @@ class Rig:
         return self.calibration.problem(freq_hz, level_dbm)
 
     # ----- checks
-    def check(self, freq_hz: float, sample_rate_hz: float, span_hz: float = 0.0) -> None:
+    def check(self, freq_hz: float, sample_rate_hz: float, span_hz: float = 0.0, tx_span_hz: float = 0.0) -> None:
         """Raise CapabilityError if the radio cannot tune/sample there, or its RX filter cannot pass
-        +-``span_hz`` around the LO (before anything transmits)."""
+        +-``span_hz`` around the LO flat (or its TX filter the stimulus out to +-``tx_span_hz``), before
+        anything transmits: what lies on a filter's skirt would read low, never to be trusted."""
         self.caps.check_frequency(freq_hz)
         self.caps.check_sample_rate(sample_rate_hz)
         self.caps.check_channel(self.spec.tx.channel, "tx")
@@ -415,19 +416,28 @@ class Rig:
         if span_hz > sample_rate_hz / 2 + 1e-6:
             raise CapabilityError(f"the analysis reads ±{span_hz / 1e6:.4g} MHz from the LO, beyond the Nyquist "
                                   f"band ±{sample_rate_hz / 2e6:.4g} MHz of {sample_rate_hz / 1e6:.6g} MS/s")
-        bw = self.caps.rf_bandwidth_range_hz
-        if 2 * span_hz > bw.high + 1e-6:
-            raise CapabilityError(f"the analysis reads ±{span_hz / 1e6:.4g} MHz from the LO, wider than the "
-                                  f"{self.caps.driver} RX filter's widest setting {bw.high / 1e6:.6g} MHz")
+        for tx, span, what in ((False, span_hz, "the analysis reads"), (True, tx_span_hz, "the stimulus reaches")):
+            flat = self.caps.flat_span_hz(tx)
+            if span > flat + 1e-6:
+                bw = (self.caps.tx_rf_bandwidth_range_hz or self.caps.rf_bandwidth_range_hz) if tx else \
+                    self.caps.rf_bandwidth_range_hz
+                raise CapabilityError(
+                    f"{what} ±{span / 1e6:.4g} MHz from the LO, beyond the {self.caps.driver} "
+                    f"{'TX' if tx else 'RX'} usable bandwidth ±{flat / 1e6:.4g} MHz (its analog filter's flat "
+                    f"part at the widest setting, {bw.high / 1e6:.6g} MHz); there it would be read through "
+                    f"the filter's skirt: move the LO closer or narrow the span")
 
     # ----- settings
-    def rf_bandwidth_hz(self, sample_rate_hz: float, span_hz: float = 0.0) -> float:
-        """Analogue bandwidth for a rate when the analysis reads out to ``span_hz`` from the LO.
+    def rf_bandwidth_hz(self, sample_rate_hz: float, span_hz: float = 0.0, tx: bool = False) -> float:
+        """Analogue bandwidth for a rate when the analysis reads (or the stimulus reaches) out to ``span_hz``.
 
-        The default 0.8 x rate, widened to pass +-span_hz; :meth:`check` refuses a
-        span the radio's filter cannot pass.
+        The default 0.8 x rate, widened until +-span_hz lies in the filter's flat part;
+        :meth:`check` refuses a span the radio's filter cannot pass flat.
         """
-        return self.caps.rf_bandwidth_range_hz.clip(max(0.8 * sample_rate_hz, 2 * span_hz))
+        caps = self.caps
+        rng = (caps.tx_rf_bandwidth_range_hz or caps.rf_bandwidth_range_hz) if tx else caps.rf_bandwidth_range_hz
+        flat = caps.tx_flat_fraction if tx else caps.rx_flat_fraction
+        return rng.clip(max(0.8 * sample_rate_hz, 2 * span_hz / flat))
 
     def tune(self, freq_hz: float, sample_rate_hz: float, span_hz: float = 0.0) -> None:
         """Set TX and RX centre frequency and rate (TX muted until the next :meth:`play`)."""
@@ -479,7 +489,10 @@ class Rig:
             gain = gr.low + math.floor((gain - gr.low) / gr.step + 1e-9) * gr.step
         t0 = time.perf_counter()
         try:
-            actual = self.radio.configure_tx(self._stream(gain, self.spec.tx.channel))
+            from harness.measurements import occupied_span_hz  # noqa: PLC0415 - measurements load late
+
+            tx_bw = self.rf_bandwidth_hz(self._rate_hz, occupied_span_hz(waveform), tx=True)
+            actual = self.radio.configure_tx(self._stream(gain, self.spec.tx.channel, tx_bw))
             rms_dbfs = power - a0 - actual.gain_db
             if rms_dbfs < -60.0:
                 raise LevelError(f"{power:.2f} dBm at the DUT input is below what the TX can set cleanly "
