@@ -75,6 +75,21 @@ class RigLimits:
 
 
 @dataclass
+class PowerMeterSpec:
+    """The reference power sensor of ``harness calibrate --reference meter``: a rig resource."""
+
+    kind: Literal["sim", "manual"] = field(metadata={
+        "doc": "sim: a simulated sensor at the DUT input plane of a simulated bench; manual: a meter the "
+               "operator reads (prompted, or --meter-reading)"})
+    uncertainty_db: float = field(default=0.1, metadata={"doc": "stated uncertainty (k = 2)",
+                                                         "bounds": (0.0, 10.0)})
+    resolution_db: float = field(default=0.01, metadata={"doc": "display resolution", "bounds": (0.0, 1.0)})
+    error_db: float = field(default=0.0, metadata={
+        "doc": "sim only: the sensor's true error (unknown to the harness, within its uncertainty)",
+        "bounds": (-10.0, 10.0)})
+
+
+@dataclass
 class RigSpec:
     name: str
     device: str  # URI
@@ -102,6 +117,8 @@ class RigSpec:
     #: how the DUT is replaced by a thru (thru and floor steps, calibration): "switch" (an RF switch the
     #: radio drives; the simulated bench has one), "manual" (the operator connects it), "none"
     dut_bypass: str = "none"
+    #: the reference power sensor for calibration (None: the rig declares none)
+    power_meter: PowerMeterSpec | None = None
 
     @property
     def calibration_file(self) -> Path | None:
@@ -150,6 +167,8 @@ class _RigFile:
     dut_bypass: Literal["switch", "manual", "none"] = field(default="none", metadata={
         "doc": "how thru/floor steps replace the DUT: switch (an RF switch the radio drives), manual (the "
                "operator is asked), none (such steps are refused)"})
+    power_meter: PowerMeterSpec | None = field(default=None, metadata={
+        "doc": "reference power sensor for 'harness calibrate --reference meter' (kind: sim or manual)"})
 
 
 _SECTIONS = ("paths", "dut", "sim")
@@ -231,7 +250,7 @@ def load_rig(path: str | Path) -> RigSpec:
     spec = RigSpec(name=head.name, device=head.device, tx_to_dut=tx_path, dut_to_rx=rx_path,
                    description=head.description, tx=head.tx, rx=head.rx, calibration=head.calibration,
                    limits=head.limits, file=file, setup_sha256=setup_hash(data), emulate=head.emulate,
-                   dut_bypass=head.dut_bypass)
+                   dut_bypass=head.dut_bypass, power_meter=head.power_meter)
     if spec.emulate and not spec.device.startswith(f"{spec.emulate}:"):
         raise ConfigError(f"rig: an emulated {spec.emulate} needs device '{spec.emulate}:' (its address is filled in "
                           f"when the emulator starts)", file, data.line_of("device"))
@@ -604,4 +623,4 @@ class Rig:
 
 
 
-__all__ = ["CapabilityError", "LevelError", "Rig", "RigSpec", "TxSetting", "load_rig"]
+__all__ = ["CapabilityError", "LevelError", "PowerMeterSpec", "Rig", "RigSpec", "TxSetting", "load_rig"]

@@ -212,7 +212,7 @@ def open_fake(uri, rest, **opts):
 def real_rig(tmp_path, monkeypatch) -> Path:
     monkeypatch.setitem(registry._DRIVERS, "fakesdr", "test_calibration:open_fake")
     monkeypatch.setitem(FAKE, "dut", Thru())
-    data = {"name": "bench-3", "device": "fakesdr:", "limits": {"max_rx_input_dbm": 0},
+    data = {"name": "bench-3", "device": "fakesdr:", "dut_bypass": "manual", "limits": {"max_rx_input_dbm": 0},
             "calibration": {"frequencies": ["2140 MHz"], "levels": ["-10 dBm"], "sample_rate": "7.68 MHz",
                             "max_age_days": 7},
             "paths": {"tx_to_dut": [{"kind": "cable", "loss_db": 1.0}],
@@ -255,7 +255,7 @@ def test_real_rig_prompts_and_refuses_stale_foreign_or_changed_calibration(tmp_p
     asked = []
     spec = load_rig(real_rig)
     cal = run_calibration(spec, [], ask=lambda prompt: asked.append(prompt) or "", repeats=2)
-    assert "thru" in asked[0] and "reconnect the DUT" in asked[-1]
+    assert "thru" in asked[0] and "reconnect the dut" in asked[-1].lower()
     cal.save(spec.calibration_file)
 
     code, _ = run_plan(load_plan(write_plan(tmp_path, GAIN_PLAN)), load_rig(real_rig), tmp_path / "ok")

@@ -222,8 +222,8 @@ class SimBench:
             tx_flat_fraction=af.flat_fraction(tx=True),
             tx_gain_range_db=Range(c.tx_gain_min_db, c.tx_gain_max_db, c.tx_gain_step_db),
             rx_gain_range_db=Range(c.rx_gain_min_db, c.rx_gain_max_db, c.rx_gain_step_db),
-            tx_full_scale_dbm=c.tx.full_scale_dbm,
-            rx_full_scale_dbm=c.rx.full_scale_dbm,
+            # no nominal port levels: the true ones are the physics; a rig declares nominal ones (as a
+            # datasheet gives) and a thru calibration measures the truth
             serial=f"SIM-{self.seed}",
             description=f"simulated bench, DUT {type(self.dut).__name__}",
         )
