@@ -41,6 +41,19 @@ def write_rig(tmp_path: Path, base: str = "sim-amplifier.yaml", name: str = "rig
     return path
 
 
+def calibrate_for(spec, plan, tmp_path: Path, seed: int = 0):
+    """Thru-calibrate the simulated rig ``spec`` over exactly ``plan``'s captures, its declared power meter as
+    the absolute reference, and attach the table to ``spec``: accuracy is compared with the model's truth
+    on calibrated levels, as on a real bench (the rig's declared levels are only nominal)."""
+    from harness.thru import run_calibration
+
+    cal = run_calibration(spec, [plan], reference="meter", repeats=2, seed=seed)
+    path = tmp_path / f"{Path(spec.file).stem}-{plan.name}.cal.json"
+    cal.save(path)
+    spec.calibration.file = str(path)
+    return cal
+
+
 def write_plan(tmp_path: Path, text: str, name: str = "plan.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text)
