@@ -17,14 +17,11 @@ RIGS = PLANS / "rigs"
 def write_rig(tmp_path: Path, base: str = "sim-amplifier.yaml", name: str = "rig.yaml", **sections) -> Path:
     """Copy a shipped rig with top-level sections updated (dicts are merged one level deep).
 
-    The copy keeps the shipped rig's thru calibration table while its RF set-up is the same (only the
-    DUT, limits or names changed), as the shipped faulty rigs do. New declared ``paths`` describe a new
-    bench: its physics is then the declared paths (the base's ``sim: paths`` is dropped), uncalibrated.
+    The copy runs on its nominal (declared) levels until calibrated (:func:`calibrate_for`): the shipped
+    table covers only the shipped plans. New declared ``paths`` describe a new bench: its physics is then
+    the declared paths (the base's ``sim: paths`` is dropped).
     """
-    from harness.rig import load_rig, setup_hash
-
     data = yaml.safe_load((RIGS / base).read_text())
-    base_hash = setup_hash(data)
     if "paths" in sections and isinstance(data.get("sim"), dict) and "sim" not in sections:
         data["sim"].pop("paths", None)
     for key, value in sections.items():
@@ -32,10 +29,6 @@ def write_rig(tmp_path: Path, base: str = "sim-amplifier.yaml", name: str = "rig
             data[key] = {**data[key], **value}
         else:
             data[key] = value
-    table = load_rig(RIGS / base).calibration_file
-    if setup_hash(data) == base_hash and table is not None and table.exists() and \
-            not (isinstance(sections.get("calibration"), dict) and "file" in sections["calibration"]):
-        data["calibration"] = {**(data.get("calibration") or {}), "file": str(table)}
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
