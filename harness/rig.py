@@ -250,7 +250,8 @@ def load_rig(path: str | Path) -> RigSpec:
     spec = RigSpec(name=head.name, device=head.device, tx_to_dut=tx_path, dut_to_rx=rx_path,
                    description=head.description, tx=head.tx, rx=head.rx, calibration=head.calibration,
                    limits=head.limits, file=file, setup_sha256=setup_hash(data), emulate=head.emulate,
-                   dut_bypass=head.dut_bypass, power_meter=head.power_meter)
+                   dut_bypass=head.dut_bypass, power_meter=head.power_meter,
+                   extra={"calibration_line": data.line_of("calibration") or 1})
     if spec.emulate and not spec.device.startswith(f"{spec.emulate}:"):
         raise ConfigError(f"rig: an emulated {spec.emulate} needs device '{spec.emulate}:' (its address is filled in "
                           f"when the emulator starts)", file, data.line_of("device"))
@@ -326,6 +327,12 @@ class Rig:
         radio = open_radio(uri, **options)  # an emulated board's server stops when its radio closes
         try:
             rig = cls(spec, radio)
+            for side in ("tx", "rx"):  # nominal levels: the rig's declared ones, else the device's
+                name = f"{side}_full_scale_dbm"
+                if getattr(spec.calibration, name) is None and getattr(rig.caps, name) is None:
+                    raise ConfigError(f"rig: calibration.{name} is missing and the {rig.caps.driver} device states "
+                                      f"no nominal level: declare it (a datasheet value; a thru calibration then "
+                                      f"measures the truth)", spec.file, spec.extra.get("calibration_line", 1))
             attach_calibration(rig, calibration)
             return rig
         except BaseException:
