@@ -27,13 +27,13 @@ DEFAULTS = {"sim-amplifier.yaml": ["amplifier_characterization.yaml", "amplifier
 
 @pytest.mark.parametrize("name", SIM_RIGS)
 def test_declared_levels_differ_from_the_physics(name):
-    """Every path and port is off by a realistic unknown: a few tenths of a dB to about 2 dB, with a slope."""
+    """Every path and port is off by a realistic unknown: 0.2 dB to about 2 dB, with a slope."""
     spec = load_rig(RIGS / name)
     assert spec.sim_tx_to_dut is not None and spec.sim_dut_to_rx is not None
     for f in (1.8e9, 2.14e9, 2.6e9):
         tx = float(spec.sim_tx_to_dut.gain_db_at(f) - spec.tx_to_dut.gain_db_at(f))
         rx = float(spec.sim_dut_to_rx.gain_db_at(f) - spec.dut_to_rx.gain_db_at(f))
-        assert 0.3 <= abs(tx) <= 2.5 and 0.3 <= abs(rx) <= 2.5, (f, tx, rx)
+        assert 0.2 <= abs(tx) <= 2.5 and 0.2 <= abs(rx) <= 2.5, (f, tx, rx)
     slope_tx = float(spec.sim_tx_to_dut.gain_db_at(2.6e9) - spec.sim_tx_to_dut.gain_db_at(1.8e9)) - \
         float(spec.tx_to_dut.gain_db_at(2.6e9) - spec.tx_to_dut.gain_db_at(1.8e9))
     assert abs(slope_tx) >= 0.1  # the error changes with frequency
