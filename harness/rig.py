@@ -517,7 +517,10 @@ class Rig:
         try:
             from harness.measurements import occupied_span_hz  # noqa: PLC0415 - measurements load late
 
-            tx_bw = self.rf_bandwidth_hz(self._rate_hz, occupied_span_hz(waveform), tx=True)
+            # the widest TX filter: what the stimulus puts off its centre (tones, neighbours) is then played
+            # at its calibrated level, not on the filter's skirt (at 40 MHz: 0.01 dB at ±12 MHz)
+            tx_bw = max(self.rf_bandwidth_hz(self._rate_hz, occupied_span_hz(waveform), tx=True),
+                        (self.caps.tx_rf_bandwidth_range_hz or self.caps.rf_bandwidth_range_hz).high)
             actual = self.radio.configure_tx(self._stream(gain, self.spec.tx.channel, tx_bw))
             rms_dbfs = power - a0 - actual.gain_db
             if rms_dbfs < -60.0:
