@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 
+from devices import ad9361_filters
 from devices.radio import (Capabilities, Capture, CaptureMeta, CapabilityError, DeviceError, Radio, Range,
                            StreamConfig)
 
@@ -167,22 +168,21 @@ class PlutoRadio(Radio):
         ctx_attrs = self._sdr.ctx.attrs
         rate = _range(self._attr(phy, "voltage0", "sampling_frequency_available"))
 
-        def nominal(given, key):
-            if given is not None:
-                return float(given)
-            v = ctx_attrs.get(key, "")
-            return float(v) if v not in ("", None) else None
-
         return Capabilities(
             driver="pluto",
             tune_range_hz=_range(self._attr(phy, "altvoltage0", "frequency_available", True), 0.0),
             # pyadi-iio's sample_rate setter loads a decimating FIR down to 521 kS/s.
             sample_rate_range_hz=Range(PYADI_MIN_RATE_HZ, rate.high),
             rf_bandwidth_range_hz=_range(self._attr(phy, "voltage0", "rf_bandwidth_available"), 0.0),
+            tx_rf_bandwidth_range_hz=_range(self._attr(phy, "voltage0", "rf_bandwidth_available", True), 0.0),
+            # the AD936x analog baseband filters as its driver tunes them: their flat part
+            rx_flat_fraction=ad9361_filters.flat_fraction(tx=False),
+            tx_flat_fraction=ad9361_filters.flat_fraction(tx=True),
             tx_gain_range_db=_range(self._attr(phy, "voltage0", "hardwaregain_available", True)),
             rx_gain_range_db=_range(self._attr(phy, "voltage0", "hardwaregain_available")),
-            tx_full_scale_dbm=nominal(tx_fs, "emulator,tx_full_scale_dbm"),
-            rx_full_scale_dbm=nominal(rx_fs, "emulator,rx_full_scale_dbm"),
+            # a Pluto states no absolute levels: they come from the rig's declared values or a calibration
+            tx_full_scale_dbm=None if tx_fs is None else float(tx_fs),
+            rx_full_scale_dbm=None if rx_fs is None else float(rx_fs),
             serial=ctx_attrs.get("hw_serial", ""),
             description=ctx_attrs.get("hw_model", "PlutoSDR") + (" (2r2t)" if self._two_rx else ""),
             firmware=ctx_attrs.get("fw_version", ""),
@@ -397,7 +397,7 @@ def open_pluto(uri: str, rest: str, **opts) -> PlutoRadio:
     Options: ``settle_s`` (wait after retune/gain changes, default 0.02 s),
     ``flush_buffers`` (RX blocks discarded at the start of each capture, default 0),
     ``max_buffer_samples`` (largest RX buffer, default 2^20), ``tx_full_scale_dbm`` /
-    ``rx_full_scale_dbm`` (nominal levels; default: the emulator's, else unknown).
+    ``rx_full_scale_dbm`` (nominal levels; default unknown: the rig declares them, calibration measures them).
     """
     unknown = sorted(set(opts) - set(_OPTIONS))
     if unknown:

@@ -128,6 +128,17 @@ class Capabilities:
     #: sample (``CaptureMeta.time_ns``); "coherent_rx": two or more RX channels captured at once on one clock
     #: (``capture_channels``), so a rig splitting the DUT input onto a second RX channel has a reference
     timing: tuple[str, ...] = ()
+    #: TX RF bandwidth range when it differs from the RX one (rf_bandwidth_range_hz); None: the same
+    tx_rf_bandwidth_range_hz: Range | None = None
+    #: the usable (flat) part of the analog baseband filter, as a fraction of half the RF bandwidth set:
+    #: beyond it the filter's skirt attenuates what an analysis reads (1.0: the filter is not known)
+    rx_flat_fraction: float = 1.0
+    tx_flat_fraction: float = 1.0
+
+    def flat_span_hz(self, tx: bool = False) -> float:
+        """The widest +-span around the LO the analog filter passes flat, at its widest setting."""
+        bw = (self.tx_rf_bandwidth_range_hz or self.rf_bandwidth_range_hz) if tx else self.rf_bandwidth_range_hz
+        return (self.tx_flat_fraction if tx else self.rx_flat_fraction) * bw.high / 2
 
     def check_frequency(self, freq_hz: float, what: str = "frequency") -> None:
         if freq_hz not in self.tune_range_hz:

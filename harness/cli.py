@@ -625,23 +625,31 @@ def cmd_calibrate(args) -> int:
         _err(str(e))
         return 2
     ask = None if args.yes else input
-    if ask is not None and not sys.stdin.isatty() and not spec.simulated:
-        # a real bench prompts the operator (connect the thru, meter readings, reconnect the DUT): with no
-        # terminal input() would read EOF or a pipe's garbage mid-way. A simulated bench asks nothing.
-        _err(f"{spec.file}: calibrate asks the operator to connect the thru and has no terminal to ask on "
-             f"(stdin is not a tty): run it at a terminal, or pass --yes once the thru is connected")
+    pm = spec.power_meter
+    manual_meter = args.reference == "meter" and pm is not None and pm.kind == "manual"
+    if readings and not manual_meter:
+        _err(f"{spec.file}: --meter-reading needs --reference meter and a rig whose power_meter is 'manual' "
+             f"(it declares {pm.kind if pm else 'none'})")
         return 2
-    meter = None
-    if args.reference == "meter" and (not spec.simulated or readings):
-        meter = _prompt_meter(ask, readings)
-    if not spec.simulated and ask is not None:
+    if ask is not None and not sys.stdin.isatty() and (spec.dut_bypass == "manual" or
+                                                       (manual_meter and not readings)):
+        # the operator connects the thru (or reads the meter): with no terminal input() would read EOF or a
+        # pipe's garbage mid-way. A rig with an RF switch and a simulated sensor asks nothing.
+        _err(f"{spec.file}: calibrate asks the operator to connect the thru or read the power meter and has no "
+             f"terminal to ask on (stdin is not a tty): run it at a terminal, or pass --yes once the thru is "
+             f"connected (and --meter-reading for each frequency)")
+        return 2
+    meter, meter_kw = None, {}
+    if manual_meter:
+        meter, meter_kw = _prompt_meter(ask, readings), {"meter_uncertainty_db": pm.uncertainty_db}
+    if spec.dut_bypass == "manual" and ask is not None:
         print(f"Calibrating rig {spec.name} ({spec.file}) on {spec.device}: the DUT will be replaced.")
     out = Path(args.out) if args.out else spec.calibration_file
     try:
         with signals_raise():
             cal = run_calibration(spec, plans, seed=args.seed, meter=meter, ask=ask, reference=args.reference,
                                   attenuator_loss_db=loss, reference_level_dbm=ref_level, repeats=args.repeats,
-                                  temperature_c=temp,
+                                  temperature_c=temp, **meter_kw,
                                   progress=(lambda m: None) if args.quiet else (lambda m: print(f"  {m}")))
     except ConfigError as e:
         _err(str(e))

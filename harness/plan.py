@@ -19,7 +19,7 @@ from typing import Any, Literal
 from harness.config import (MAX_SAMPLES, UNIT_RANGES, ConfigError, LineMap, Section, base_name, build, check_quantity,
                             excerpt, fail_closed, format_quantity, load_yaml, name_in, parse_quantity)
 from harness.capture import Acquisition
-from harness.measurements import MeasurementType, StepSettings, load_all
+from harness.measurements import MeasurementType, StepSettings, load_all, occupied_span_hz
 
 
 @dataclass
@@ -417,7 +417,8 @@ def _check_acquisition(a: Acquisition, plan: Plan, rig, step_thru: bool = True) 
     from devices import CapabilityError
 
     try:
-        rig.check(a.freq_hz, a.sample_rate_hz, a.span_hz)
+        tx_span = 0.0 if a.stimulus is None else occupied_span_hz(a.stimulus.waveform())
+        rig.check(a.freq_hz, a.sample_rate_hz, a.span_hz, tx_span)
     except CapabilityError as e:
         return str(e)
     if a.thru:

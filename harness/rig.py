@@ -97,6 +97,21 @@ class RigLimits:
 
 
 @dataclass
+class PowerMeterSpec:
+    """The reference power sensor of ``harness calibrate --reference meter``: a rig resource."""
+
+    kind: Literal["sim", "manual"] = field(metadata={
+        "doc": "sim: a simulated sensor at the DUT input plane of a simulated bench; manual: a meter the "
+               "operator reads (prompted, or --meter-reading)"})
+    uncertainty_db: float = field(default=0.1, metadata={"doc": "stated uncertainty (k = 2)",
+                                                         "bounds": (0.0, 10.0)})
+    resolution_db: float = field(default=0.01, metadata={"doc": "display resolution", "bounds": (0.0, 1.0)})
+    error_db: float = field(default=0.0, metadata={
+        "doc": "sim only: the sensor's true error (unknown to the harness, within its uncertainty)",
+        "bounds": (-10.0, 10.0)})
+
+
+@dataclass
 class RigSpec:
     name: str
     device: str  # URI
@@ -127,6 +142,8 @@ class RigSpec:
     #: how the DUT is replaced by a thru (thru and floor steps, calibration): "switch" (an RF switch the
     #: radio drives; the simulated bench has one), "manual" (the operator connects it), "none"
     dut_bypass: str = "none"
+    #: the reference power sensor for calibration (None: the rig declares none)
+    power_meter: PowerMeterSpec | None = None
 
     @property
     def calibration_file(self) -> Path | None:
@@ -179,6 +196,8 @@ class _RigFile:
     dut_bypass: Literal["switch", "manual", "none"] = field(default="none", metadata={
         "doc": "how thru/floor steps replace the DUT: switch (an RF switch the radio drives), manual (the "
                "operator is asked), none (such steps are refused)"})
+    power_meter: PowerMeterSpec | None = field(default=None, metadata={
+        "doc": "reference power sensor for 'harness calibrate --reference meter' (kind: sim or manual)"})
 
 
 _SECTIONS = ("paths", "dut", "sim")
@@ -268,7 +287,8 @@ def load_rig(path: str | Path) -> RigSpec:
     spec = RigSpec(name=head.name, device=head.device, tx_to_dut=tx_path, dut_to_rx=rx_path,
                    description=head.description, tx=head.tx, rx=head.rx, calibration=head.calibration,
                    limits=head.limits, file=file, setup_sha256=setup_hash(data), emulate=head.emulate,
-                   dut_bypass=head.dut_bypass, reference_path=ref_path)
+                   dut_bypass=head.dut_bypass, reference_path=ref_path, power_meter=head.power_meter,
+                   extra={"calibration_line": data.line_of("calibration") or 1})
     if (head.rx.reference_channel is None) != (ref_path is None):
         raise ConfigError("rig: a reference channel needs both rx.reference_channel (the RX channel the splitter "
                           "feeds) and paths.reference (DUT input plane to that channel, the splitter first)", file,
@@ -352,6 +372,12 @@ class Rig:
         radio = open_radio(uri, **options)  # an emulated board's server stops when its radio closes
         try:
             rig = cls(spec, radio)
+            for side in ("tx", "rx"):  # nominal levels: the rig's declared ones, else the device's
+                name = f"{side}_full_scale_dbm"
+                if getattr(spec.calibration, name) is None and getattr(rig.caps, name) is None:
+                    raise ConfigError(f"rig: calibration.{name} is missing and the {rig.caps.driver} device states "
+                                      f"no nominal level: declare it (a datasheet value; a thru calibration then "
+                                      f"measures the truth)", spec.file, spec.extra.get("calibration_line", 1))
             attach_calibration(rig, calibration)
             return rig
         except BaseException:
@@ -476,9 +502,10 @@ class Rig:
         return self.calibration.problem(freq_hz, level_dbm)
 
     # ----- checks
-    def check(self, freq_hz: float, sample_rate_hz: float, span_hz: float = 0.0) -> None:
+    def check(self, freq_hz: float, sample_rate_hz: float, span_hz: float = 0.0, tx_span_hz: float = 0.0) -> None:
         """Raise CapabilityError if the radio cannot tune/sample there, or its RX filter cannot pass
-        +-``span_hz`` around the LO (before anything transmits)."""
+        +-``span_hz`` around the LO flat (or its TX filter the stimulus out to +-``tx_span_hz``), before
+        anything transmits: what lies on a filter's skirt would read low, never to be trusted."""
         self.caps.check_frequency(freq_hz)
         self.caps.check_sample_rate(sample_rate_hz)
         self.caps.check_channel(self.spec.tx.channel, "tx")
@@ -486,19 +513,28 @@ class Rig:
         if span_hz > sample_rate_hz / 2 + 1e-6:
             raise CapabilityError(f"the analysis reads ±{span_hz / 1e6:.4g} MHz from the LO, beyond the Nyquist "
                                   f"band ±{sample_rate_hz / 2e6:.4g} MHz of {sample_rate_hz / 1e6:.6g} MS/s")
-        bw = self.caps.rf_bandwidth_range_hz
-        if 2 * span_hz > bw.high + 1e-6:
-            raise CapabilityError(f"the analysis reads ±{span_hz / 1e6:.4g} MHz from the LO, wider than the "
-                                  f"{self.caps.driver} RX filter's widest setting {bw.high / 1e6:.6g} MHz")
+        for tx, span, what in ((False, span_hz, "the analysis reads"), (True, tx_span_hz, "the stimulus reaches")):
+            flat = self.caps.flat_span_hz(tx)
+            if span > flat + 1e-6:
+                bw = (self.caps.tx_rf_bandwidth_range_hz or self.caps.rf_bandwidth_range_hz) if tx else \
+                    self.caps.rf_bandwidth_range_hz
+                raise CapabilityError(
+                    f"{what} ±{span / 1e6:.4g} MHz from the LO, beyond the {self.caps.driver} "
+                    f"{'TX' if tx else 'RX'} usable bandwidth ±{flat / 1e6:.4g} MHz (its analog filter's flat "
+                    f"part at the widest setting, {bw.high / 1e6:.6g} MHz); there it would be read through "
+                    f"the filter's skirt: move the LO closer or narrow the span")
 
     # ----- settings
-    def rf_bandwidth_hz(self, sample_rate_hz: float, span_hz: float = 0.0) -> float:
-        """Analogue bandwidth for a rate when the analysis reads out to ``span_hz`` from the LO.
+    def rf_bandwidth_hz(self, sample_rate_hz: float, span_hz: float = 0.0, tx: bool = False) -> float:
+        """Analogue bandwidth for a rate when the analysis reads (or the stimulus reaches) out to ``span_hz``.
 
-        The default 0.8 x rate, widened to pass +-span_hz; :meth:`check` refuses a
-        span the radio's filter cannot pass.
+        The default 0.8 x rate, widened until +-span_hz lies in the filter's flat part;
+        :meth:`check` refuses a span the radio's filter cannot pass flat.
         """
-        return self.caps.rf_bandwidth_range_hz.clip(max(0.8 * sample_rate_hz, 2 * span_hz))
+        caps = self.caps
+        rng = (caps.tx_rf_bandwidth_range_hz or caps.rf_bandwidth_range_hz) if tx else caps.rf_bandwidth_range_hz
+        flat = caps.tx_flat_fraction if tx else caps.rx_flat_fraction
+        return rng.clip(max(0.8 * sample_rate_hz, 2 * span_hz / flat))
 
     def tune(self, freq_hz: float, sample_rate_hz: float, span_hz: float = 0.0) -> None:
         """Set TX and RX centre frequency and rate (TX muted until the next :meth:`play`)."""
@@ -557,7 +593,13 @@ class Rig:
             gain = gr.low + math.floor((gain - gr.low) / gr.step + 1e-9) * gr.step
         t0 = time.perf_counter()
         try:
-            actual = self.radio.configure_tx(self._stream(gain, self.spec.tx.channel))
+            from harness.measurements import occupied_span_hz  # noqa: PLC0415 - measurements load late
+
+            # the widest TX filter: what the stimulus puts off its centre (tones, neighbours) is then played
+            # at its calibrated level, not on the filter's skirt (at 40 MHz: 0.01 dB at ±12 MHz)
+            tx_bw = max(self.rf_bandwidth_hz(self._rate_hz, occupied_span_hz(waveform), tx=True),
+                        (self.caps.tx_rf_bandwidth_range_hz or self.caps.rf_bandwidth_range_hz).high)
+            actual = self.radio.configure_tx(self._stream(gain, self.spec.tx.channel, tx_bw))
             rms_dbfs = power - a0 - actual.gain_db
             if rms_dbfs < -60.0:
                 raise LevelError(f"{power:.2f} dBm at the DUT input is below what the TX can set cleanly "
@@ -736,4 +778,4 @@ class Rig:
 
 
 
-__all__ = ["CapabilityError", "LevelError", "Rig", "RigSpec", "TxSetting", "load_rig"]
+__all__ = ["CapabilityError", "LevelError", "PowerMeterSpec", "Rig", "RigSpec", "TxSetting", "load_rig"]

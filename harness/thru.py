@@ -13,8 +13,13 @@ Absolute levels need one absolute reference per frequency (``reference``):
   nominal, B = A - T.
 * ``meter``: a power sensor at the DUT input plane reads a CW the harness
   plays at the reference level: A there = reading - d - g_tx, B = A - T.
-  Both planes are then absolute within the meter's uncertainty. (On a
-  simulated rig the reading comes from the bench's true physics.)
+  Both planes are then absolute within the meter's uncertainty. The sensor
+  is the rig's declared ``power_meter`` (``sim``: a simulated sensor reading
+  the bench's physics; ``manual``: the operator reads a meter).
+
+The thru goes in as the rig declares its DUT bypass (``switch``: the radio's
+RF switch; ``manual``: the operator is asked, or ``--yes`` says it is in
+place; ``none``: calibration is refused).
 
 A known attenuator instead of the thru (``attenuator_loss_db``) gives the
 same product once its loss is added back; it cannot split it either, since
@@ -247,23 +252,30 @@ def _level_entry(reading: ThruReading, b_dbm: float) -> LevelEntry:
 Meter = Callable[[float, float, TxSetting], float]
 
 
-def sim_power_meter(spec: RigSpec, resolution_db: float = 0.01) -> Meter:
-    """A power sensor at the DUT input plane of a simulated rig: the bench's true TX port and tx path.
+def open_power_meter(spec: RigSpec, manual: Callable[[], Meter] | None = None) -> tuple[Meter, float]:
+    """The rig's declared reference power sensor as (reading function, its uncertainty in dB, k = 2).
 
-    Reads (to ``resolution_db``) TX full scale + TX gain + digital level + the
-    physical tx_to_dut gain at the tone, i.e. what a thermal sensor would show;
-    the physics is the rig's bench as the sim: driver gets it (:meth:`RigSpec.bench_options`).
+    ``sim``: a simulated sensor on the simulated bench (built, like the rig's radio, from the bench's
+    options); ``manual``: ``manual()`` gives the operator's readings (prompts or --meter-reading).
     """
-    if not spec.simulated:
-        raise ValueError("sim_power_meter needs a simulated rig")
-    bench = spec.bench_options()
-    full_scale_dbm, path = bench["sim"].tx.full_scale_dbm, bench["tx_path"]
+    pm = spec.power_meter
+    if pm is None:
+        raise CalibrationError("--reference meter: the rig declares no power meter (add e.g. "
+                               "'power_meter: {kind: manual, uncertainty_db: 0.2}')", spec.file)
+    if pm.kind == "sim":
+        if not spec.simulated:
+            raise CalibrationError("power_meter kind 'sim' needs a simulated bench (device sim: or emulate)",
+                                   spec.file)
+        from devices.sim.power_meter import SimPowerSensor  # noqa: PLC0415 - the simulated rig's own sensor
 
-    def read(freq_hz: float, tone_hz: float, setting: TxSetting) -> float:
-        p = full_scale_dbm + setting.tx_gain_db + setting.digital_rms_dbfs + float(path.gain_db_at(tone_hz))
-        return round(round(p / resolution_db) * resolution_db, 6)
-
-    return read
+        opts = spec.bench_options()
+        sensor = SimPowerSensor(opts["sim"], opts["tx_path"], pm.resolution_db, pm.error_db)
+        return (lambda freq_hz, tone_hz, s: sensor.read_dbm(tone_hz, s.tx_gain_db, s.digital_rms_dbfs),
+                pm.uncertainty_db)
+    if manual is None:
+        raise CalibrationError("power_meter kind 'manual': the operator reads it (give --meter-reading FREQ=POWER "
+                               "or run at a terminal)", spec.file)
+    return manual(), pm.uncertainty_db
 
 
 def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter: Meter | None = None,
@@ -384,25 +396,37 @@ def run_calibration(spec: RigSpec, plans=(), *, seed: int | None = 0, meter: Met
                     ask: Callable[[str], str] | None = None, **kw) -> Calibration:
     """Open ``spec`` on its nominal paths, calibrate it over ``plans``' points, restore the DUT.
 
-    On a simulated rig the bench's DUT bypass is switched in and the meter
-    (``reference="meter"``) is :func:`sim_power_meter` unless one is given. On
-    a real rig ``ask(prompt)`` (e.g. ``input``) is called before each physical
-    change; None skips the prompts (``--yes``).
+    The thru goes in as the rig declares (``dut_bypass``: ``switch`` through the radio, ``manual`` by the
+    operator, ``none`` refused); ``ask(prompt)`` (e.g. ``input``) asks the operator for every connection
+    made by hand, None (``--yes``) takes them as made. ``reference="meter"`` reads the rig's declared
+    ``power_meter`` unless ``meter`` (with ``meter_uncertainty_db``) is given.
     """
+    if spec.dut_bypass not in ("switch", "manual"):
+        raise CalibrationError("the rig declares no DUT bypass (dut_bypass: none): a calibration puts a thru in "
+                               "place of the DUT; declare 'switch' (an RF switch the radio drives) or 'manual' "
+                               "(the operator connects it)", spec.file)
     points, notes = collect_points(spec, plans, [kw["reference_level_dbm"]]
                                    if kw.get("reference_level_dbm") is not None else [])
-    if spec.simulated and kw.get("reference") == "meter" and meter is None:
-        meter = sim_power_meter(spec)
+    if kw.get("reference") == "meter" and meter is None:
+        meter, kw["meter_uncertainty_db"] = open_power_meter(spec)
+    manual_meter = kw.get("reference") == "meter" and spec.power_meter is not None and \
+        spec.power_meter.kind == "manual"
     rig = Rig.open(spec, seed=seed, calibration="off")
+    prefix = ""
+
+    def operator(msg: str) -> None:
+        if ask is not None:
+            ask(f"{prefix}{msg} Press Enter when done (Ctrl-C aborts): ")
+
+    rig.operator = operator
     try:
-        if spec.simulated:
-            def connect(kind: str, msg: str) -> None:
-                rig.bypass_dut(kind == "thru")
-        else:
-            def connect(kind: str, msg: str) -> None:
+        def connect(kind: str, msg: str) -> None:
+            if kind == "thru":
+                rig.bypass_dut(True)
+            elif manual_meter:  # a simulated sensor sits at the DUT input plane already
                 rig.stop()
-                if ask is not None:
-                    ask(f"{msg} Press Enter when connected (Ctrl-C aborts): ")
+                operator(msg)
+
         done = False
         try:
             cal = calibrate(rig, points, meter=meter, connect=connect, notes=notes,
@@ -411,10 +435,8 @@ def run_calibration(spec: RigSpec, plans=(), *, seed: int | None = 0, meter: Met
             return cal
         finally:
             rig.stop()
-            if spec.simulated:
+            if rig.dut_bypassed:
+                prefix = "Calibration done: " if done else "Calibration stopped, nothing saved: "
                 rig.bypass_dut(False)
-            elif ask is not None:
-                ask(("Calibration done" if done else "Calibration stopped, nothing saved")
-                    + ": reconnect the DUT. Press Enter: ")
     finally:
         rig.close()

@@ -15,8 +15,15 @@ RIGS = PLANS / "rigs"
 
 
 def write_rig(tmp_path: Path, base: str = "sim-amplifier.yaml", name: str = "rig.yaml", **sections) -> Path:
-    """Copy a shipped rig with top-level sections updated (dicts are merged one level deep)."""
+    """Copy a shipped rig with top-level sections updated (dicts are merged one level deep).
+
+    The copy runs on its nominal (declared) levels until calibrated (:func:`calibrate_for`): the shipped
+    table covers only the shipped plans. New declared ``paths`` describe a new bench: its physics is then
+    the declared paths (the base's ``sim: paths`` is dropped).
+    """
     data = yaml.safe_load((RIGS / base).read_text())
+    if "paths" in sections and isinstance(data.get("sim"), dict) and "sim" not in sections:
+        data["sim"].pop("paths", None)
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}
@@ -25,6 +32,19 @@ def write_rig(tmp_path: Path, base: str = "sim-amplifier.yaml", name: str = "rig
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def calibrate_for(spec, plan, tmp_path: Path, seed: int = 0):
+    """Thru-calibrate the simulated rig ``spec`` over exactly ``plan``'s captures, its declared power meter as
+    the absolute reference, and attach the table to ``spec``: accuracy is compared with the model's truth
+    on calibrated levels, as on a real bench (the rig's declared levels are only nominal)."""
+    from harness.thru import run_calibration
+
+    cal = run_calibration(spec, [plan], reference="meter", repeats=2, seed=seed)
+    path = tmp_path / f"{Path(spec.file).stem}-{plan.name}.cal.json"
+    cal.save(path)
+    spec.calibration.file = str(path)
+    return cal
 
 
 def write_plan(tmp_path: Path, text: str, name: str = "plan.yaml") -> Path:

@@ -48,7 +48,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import read_results, write_plan, write_rig
+from conftest import calibrate_for, read_results, write_plan, write_rig
 from devices.sim.dut import RappAmplifier
 from harness.plan import load_plan
 from harness.rig import load_rig
@@ -154,7 +154,9 @@ def assert_rows(rows: list[Row]) -> None:
 def run(tmp: Path, rig_path: Path, plan_text: str, seed: int) -> tuple[dict, object]:
     """Run a plan on a rig; returns (results.json as a dict, the rig spec whose DUT object ran)."""
     rig = load_rig(rig_path)
-    code, rec = run_plan(load_plan(write_plan(tmp, plan_text)), rig, tmp / "run", seed=seed)
+    plan = load_plan(write_plan(tmp, plan_text))
+    calibrate_for(rig, plan, tmp)  # absolute levels are the calibration's, not the rig's nominal ones
+    code, rec = run_plan(plan, rig, tmp / "run", seed=seed)
     res = read_results(rec.dir)
     errors = [f"{s['name']}: {s['error']}" for s in res["steps"] if s["error"]]
     assert not errors, errors

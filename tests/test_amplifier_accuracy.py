@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import read_results, values_by_name, write_plan, write_rig
+from conftest import calibrate_for, read_results, values_by_name, write_plan, write_rig
 from harness.plan import load_plan
 from harness.rig import load_rig
 from harness.runner import run_plan
@@ -59,7 +59,9 @@ def test_measurements_match_model_truth(tmp_path, i, dut):
     stop = min(round(ip1 + 5, 1), rig.limits.max_dut_input_dbm)
     plan_path = write_plan(tmp_path, PLAN.format(gain_in=round(ip1 - 30, 1), start=round(ip1 - 20, 1),
                                                  stop=stop, tone=round(ip1 - 25, 1)))
-    code, rec = run_plan(load_plan(plan_path), rig, tmp_path / "run", seed=100 + i)
+    plan = load_plan(plan_path)
+    calibrate_for(rig, plan, tmp_path)
+    code, rec = run_plan(plan, rig, tmp_path / "run", seed=100 + i)
     res = read_results(rec.dir)
     assert res["verdict"] == "PASS", [s["error"] for s in res["steps"]]
     v = values_by_name(res)

@@ -94,12 +94,15 @@ def test_meter_reference_makes_gain_and_output_p1db_exact(tmp_path, rig_path):
     assert abs(after["p1db"]["input_p1db_dbm"] - truth["input_p1db_dbm"]) < 0.2
     assert abs(before["p1db"]["output_p1db_dbm"] - truth["output_p1db_dbm"]) > 1.0
 
-    # The table against the bench's physical paths, frequency by frequency (tone at the cal offset).
+    # The table against the bench's physical paths, frequency by frequency (tone at the cal offset);
+    # both planes carry the simulated sensor's own error (error_db, within its stated uncertainty).
+    err = spec.power_meter.error_db
+    assert 0 < abs(err) <= spec.power_meter.uncertainty_db
     for e in cal.frequencies:
         a_true, b_true = _true_paths(spec, e.freq_hz + e.tone_offset_hz)
-        assert e.output_dbm_at_0dbfs == pytest.approx(b_true, abs=0.03)
+        assert e.output_dbm_at_0dbfs == pytest.approx(b_true + err, abs=0.03)
         for lv in e.levels:
-            assert e.output_dbm_at_0dbfs + lv.thru_db == pytest.approx(a_true, abs=0.03)
+            assert e.output_dbm_at_0dbfs + lv.thru_db == pytest.approx(a_true + err, abs=0.03)
             assert lv.u_db < 0.03
 
 
@@ -212,9 +215,9 @@ def open_fake(uri, rest, **opts):
 def real_rig(tmp_path, monkeypatch) -> Path:
     monkeypatch.setitem(registry._DRIVERS, "fakesdr", "test_calibration:open_fake")
     monkeypatch.setitem(FAKE, "dut", Thru())
-    data = {"name": "bench-3", "device": "fakesdr:", "limits": {"max_rx_input_dbm": 0},
-            "calibration": {"frequencies": ["2140 MHz"], "levels": ["-10 dBm"], "sample_rate": "7.68 MHz",
-                            "max_age_days": 7},
+    data = {"name": "bench-3", "device": "fakesdr:", "dut_bypass": "manual", "limits": {"max_rx_input_dbm": 0},
+            "calibration": {"tx_full_scale_dbm": 5, "rx_full_scale_dbm": -10, "frequencies": ["2140 MHz"],
+                            "levels": ["-10 dBm"], "sample_rate": "7.68 MHz", "max_age_days": 7},
             "paths": {"tx_to_dut": [{"kind": "cable", "loss_db": 1.0}],
                       "dut_to_rx": [{"kind": "attenuator", "loss_db": 10}]}}
     path = tmp_path / "bench-3.yaml"
@@ -255,7 +258,7 @@ def test_real_rig_prompts_and_refuses_stale_foreign_or_changed_calibration(tmp_p
     asked = []
     spec = load_rig(real_rig)
     cal = run_calibration(spec, [], ask=lambda prompt: asked.append(prompt) or "", repeats=2)
-    assert "thru" in asked[0] and "reconnect the DUT" in asked[-1]
+    assert "thru" in asked[0] and "reconnect the dut" in asked[-1].lower()
     cal.save(spec.calibration_file)
 
     code, _ = run_plan(load_plan(write_plan(tmp_path, GAIN_PLAN)), load_rig(real_rig), tmp_path / "ok")

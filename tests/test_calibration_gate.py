@@ -78,7 +78,8 @@ def test_tolerance_is_stated_and_adjustable(tmp_path):
 
 
 def test_calibrate_without_a_terminal_and_without_yes_refuses_up_front(tmp_path, monkeypatch, capsys):
-    rig = write_rig(tmp_path, base=RIG, device="pluto:ip:127.0.0.1:9")  # a real bench: prompts the operator
+    rig = write_rig(tmp_path, base=RIG, device="pluto:ip:127.0.0.1:9",  # a real bench: prompts the operator
+                    dut_bypass="manual")
     data = yaml.safe_load(rig.read_text())
     for key in ("dut", "sim"):
         data.pop(key, None)

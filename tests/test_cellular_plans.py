@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import PLANS, RIGS, RecordKeeper, read_results, write_rig
+from conftest import PLANS, RIGS, RecordKeeper, calibrate_for, read_results, write_rig
 from harness.plan import load_plan
 from harness.rig import load_rig
 from harness.runner import run_plan
@@ -85,9 +85,12 @@ def test_floor_steps_are_reported_against(tmp_path):
 def test_marginal_floor_is_inconclusive(tmp_path, bits, noise_dbfs_hz, floor_above_dbc):
     """An SDR with a poor transmitter has an ACLR floor near the limit: a DUT that would pass
     is INCONCLUSIVE, not PASS (and not FAIL), and the run exits 4."""
-    rig = write_rig(tmp_path, name="poor.yaml", sim={"seed": 1, "tx": {"full_scale_dbm": 5, "bits": bits,
+    stock = load_rig(RIGS / "sim-amplifier.yaml").sim.tx.full_scale_dbm  # the bench's true TX level, kept
+    rig = write_rig(tmp_path, name="poor.yaml", sim={"seed": 1, "tx": {"full_scale_dbm": stock, "bits": bits,
                                                                         "noise_density_dbfs_hz": noise_dbfs_hz}})
-    code, rec = run_plan(load_plan(PLANS / "amplifier_lte.yaml"), load_rig(rig), tmp_path / "run", seed=0)
+    plan, spec = load_plan(PLANS / "amplifier_lte.yaml"), load_rig(rig)
+    calibrate_for(spec, plan, tmp_path)  # the rig's declared levels are nominal: the gain limit needs the truth
+    code, rec = run_plan(plan, spec, tmp_path / "run", seed=0)
     res = read_results(rec.dir)
     aclr = next(s for s in res["steps"] if s["name"] == "ACLR")
     floor = {m["name"]: m["value"] for m in next(s for s in res["steps"] if s["name"] == "ACLR floor (thru)")[

@@ -86,7 +86,11 @@ def test_capabilities_come_from_the_available_attributes(emulated):
     assert (caps.tx_gain_range_db.low, caps.tx_gain_range_db.high, caps.tx_gain_range_db.step) == (-89.75, 0.0, 0.25)
     assert (caps.rx_gain_range_db.low, caps.rx_gain_range_db.high, caps.rx_gain_range_db.step) == (-3, 71, 1)
     assert caps.rf_bandwidth_range_hz.high == 56e6 and caps.sample_rate_range_hz.high == 61.44e6  # a v0.32 Pluto reports [200000 1 56000000]
-    assert caps.tx_full_scale_dbm == bench.config.tx.full_scale_dbm
+    assert caps.tx_rf_bandwidth_range_hz.high == 40e6  # [200000 1 40000000] on TX
+    # a Pluto states no absolute levels (the rig declares them, calibration measures them), and the
+    # driver knows the AD936x filters' flat part
+    assert caps.tx_full_scale_dbm is None and caps.rx_full_scale_dbm is None
+    assert caps.flat_span_hz(tx=False) == pytest.approx(20.95e6, abs=0.01e6)
     assert caps.serial == bench.capabilities.serial
 
 

@@ -13,7 +13,7 @@ import math
 
 import pytest
 
-from conftest import read_results, write_plan, write_rig
+from conftest import calibrate_for, read_results, write_plan, write_rig
 from harness.plan import load_plan
 from harness.rig import load_rig
 from harness.runner import run_plan
@@ -42,7 +42,9 @@ def ip3_step(tmp, smoothness: float, tone_rel_ip1_db: float, seed: int) -> tuple
     rig = load_rig(rig_path)
     truth = rig.dut.truth()
     tone = round(truth["input_p1db_dbm"] + tone_rel_ip1_db, 1)
-    _, rec = run_plan(load_plan(write_plan(tmp, PLAN.format(tone=tone))), rig, tmp / f"run{seed}", seed=seed)
+    plan = load_plan(write_plan(tmp, PLAN.format(tone=tone)))
+    calibrate_for(rig, plan, tmp)
+    _, rec = run_plan(plan, rig, tmp / f"run{seed}", seed=seed)
     return read_results(rec.dir)["steps"][0], truth["oip3_dbm"]
 
 

@@ -15,6 +15,12 @@ loads a waveform, ``read(n)`` returns ``n`` RX samples. Each read is one block:
 4. RX port: thermal noise kT0*F*fs, scaling to full scale, ADC quantisation
    with clipping.
 
+The TX and RX analog baseband filters of the configured RF bandwidths
+(:mod:`devices.ad9361_filters`: 3rd-order Butterworth per I/Q branch, tuned
+as the AD9361 driver tunes it) ride in the FFTs the paths already take: the
+TX filter heads tx_path (in TX baseband frequency), the RX filter ends
+rx_path (before the RX port's noise, which stays white like an ADC's).
+
 The bench keeps a sample clock: every read starts ``n`` + a random gap after
 the previous one, so captures land at random phases of a cyclic waveform.
 That clock is the board's hardware time: :attr:`SimBench.last_rx_index` is the
@@ -40,7 +46,8 @@ import numpy as np
 from scipy import fft as sfft
 
 from devices.radio import Capabilities, CapabilityError, DeviceError, Range, StreamConfig
-from devices.paths import Path, _gaussian_table, complex_noise, linear_phasor, noise_draw, thermal_noise_mw
+from devices import ad9361_filters as af
+from devices.paths import LinearElement, Path, _gaussian_table, complex_noise, linear_phasor, noise_draw, thermal_noise_mw
 from devices.sim.kernels import rx_port, tx_dac, tx_samples, wiener_walk
 
 #: lead-in and tail margin (samples) around each block, beyond the path delays
@@ -129,7 +136,8 @@ class SimConfig:
     rate_min_hz: float = field(default=0.52e6, metadata={"doc": "lowest sample rate"})
     rate_max_hz: float = field(default=61.44e6, metadata={"doc": "highest sample rate"})
     rf_bandwidth_min_hz: float = field(default=0.2e6, metadata={"doc": "narrowest analogue filter"})
-    rf_bandwidth_max_hz: float = field(default=56e6, metadata={"doc": "widest analogue filter"})
+    rf_bandwidth_max_hz: float = field(default=56e6, metadata={"doc": "widest analogue filter (RX)"})
+    tx_rf_bandwidth_max_hz: float = field(default=40e6, metadata={"doc": "widest TX analogue filter"})
     tx_gain_min_db: float = field(default=-89.75, metadata={"doc": "lowest TX gain"})
     tx_gain_max_db: float = field(default=0.0, metadata={"doc": "highest TX gain"})
     tx_gain_step_db: float = field(default=0.25, metadata={"doc": "TX gain step"})
@@ -147,6 +155,10 @@ class SimConfig:
             _finite(hi, getattr(self, hi))
             if getattr(self, lo) > getattr(self, hi):
                 raise ValueError(f"{lo} ({getattr(self, lo):g}) exceeds {hi} ({getattr(self, hi):g})")
+        _finite("tx_rf_bandwidth_max_hz", self.tx_rf_bandwidth_max_hz)
+        if self.tx_rf_bandwidth_max_hz < self.rf_bandwidth_min_hz:
+            raise ValueError(f"tx_rf_bandwidth_max_hz ({self.tx_rf_bandwidth_max_hz:g}) is below "
+                             f"rf_bandwidth_min_hz ({self.rf_bandwidth_min_hz:g})")
         for name in ("tune_min_hz", "rate_min_hz", "rf_bandwidth_min_hz"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name):g}")
@@ -201,6 +213,7 @@ class SimBench:
         #: DUT bypass switch (a lossless coaxial thru, as in an automated bench): when
         #: True, tx_path feeds rx_path directly and the DUT is not run (its state is kept).
         self.bypass_dut = False
+        self._filtered: dict = {}  # (which, corner, LO) -> the path with that analog filter (its FFT cache kept)
         _gaussian_table()  # built now (about 0.5 s), not inside the first capture's deadline
 
     # ----- configuration --------------------------------------------------------
@@ -212,11 +225,14 @@ class SimBench:
             tune_range_hz=Range(c.tune_min_hz, c.tune_max_hz),
             sample_rate_range_hz=Range(c.rate_min_hz, c.rate_max_hz),
             rf_bandwidth_range_hz=Range(c.rf_bandwidth_min_hz, c.rf_bandwidth_max_hz),
+            tx_rf_bandwidth_range_hz=Range(c.rf_bandwidth_min_hz, c.tx_rf_bandwidth_max_hz),
+            rx_flat_fraction=af.flat_fraction(tx=False),
+            tx_flat_fraction=af.flat_fraction(tx=True),
             tx_gain_range_db=Range(c.tx_gain_min_db, c.tx_gain_max_db, c.tx_gain_step_db),
             rx_gain_range_db=Range(c.rx_gain_min_db, c.rx_gain_max_db, c.rx_gain_step_db),
             rx_channels=2,  # a two-receiver board (AD9361-like): RX1 is read with RX0 by read_channels
-            tx_full_scale_dbm=c.tx.full_scale_dbm,
-            rx_full_scale_dbm=c.rx.full_scale_dbm,
+            # no nominal port levels: the true ones are the physics; a rig declares nominal ones (as a
+            # datasheet gives) and a thru calibration measures the truth
             serial=f"SIM-{self.seed}",
             description=f"simulated bench, DUT {type(self.dut).__name__}",
         )
@@ -231,9 +247,9 @@ class SimBench:
             raise CapabilityError(f"{direction.upper()} gain {config.gain_db:g} dB is outside "
                                   f"the sim range {gr.describe('dB')}")
         bw = config.rf_bandwidth_hz if config.rf_bandwidth_hz is not None else 0.8 * config.sample_rate_hz
+        bwr = caps.tx_rf_bandwidth_range_hz if direction == "tx" else caps.rf_bandwidth_range_hz
         return config.with_(freq_hz=float(config.freq_hz), sample_rate_hz=float(config.sample_rate_hz),
-                            gain_db=float(gr.clip(config.gain_db)),
-                            rf_bandwidth_hz=float(caps.rf_bandwidth_range_hz.clip(bw)))
+                            gain_db=float(gr.clip(config.gain_db)), rf_bandwidth_hz=float(bwr.clip(bw)))
 
     def set_tx(self, config: StreamConfig) -> StreamConfig:
         """Apply TX settings (gain quantised to the step); returns the actual settings."""
@@ -367,8 +383,14 @@ class SimBench:
             ref_path = self.reference_path if self.reference_path is not None else Path([])
             if reference_gain_db is not None:
                 delay_s = max(delay_s, self.tx_path.delay_s + ref_path.delay_s)
-            lead = int(math.ceil(delay_s * fs)) + _MARGIN
-            total = sfft.next_fast_len(lead + n + _MARGIN)
+            rx_corner = af.corner_hz(rx.rf_bandwidth_hz, tx=False)
+            corners = [rx_corner]
+            if transmitting:
+                tx_corner = af.corner_hz(self._tx_config.rf_bandwidth_hz, tx=True)
+                corners.append(tx_corner)
+            settle = af.settle_samples(min(corners), fs)  # the filters' impulse responses, both sides
+            lead = int(math.ceil(delay_s * fs)) + _MARGIN + settle
+            total = sfft.next_fast_len(lead + n + _MARGIN + settle)
             tail = total - lead - n
             start = self._clock - lead  # absolute index of the block's first sample
 
@@ -381,17 +403,21 @@ class SimBench:
                     x = self._tx_block(start, total, fs)
                     if df:
                         x = _shift(x, df, fs, start)
+            tx_path = self.tx_path
             if x is None:
                 x = np.zeros(total, dtype=np.complex128)
-            y = self.tx_path.apply(x, fc, fs, self.rng)
+            else:
+                tx_path = self._with_filter("tx", tx_corner, self._tx_config.freq_hz)
+            y = tx_path.apply(x, fc, fs, self.rng)
             y_ref = None
             if reference_gain_db is not None:
-                # nothing on RX1 without a reference path: its receiver's noise only
-                y_ref = (np.array(ref_path.apply(y, fc, fs, self.rng), dtype=np.complex128)
+                # RX1 has the same analog filter; nothing reaches it without a reference path but its own noise
+                y_ref = (np.array(self._with_filter("ref", rx_corner, fc).apply(y, fc, fs, self.rng),
+                                  dtype=np.complex128)
                          if self.reference_path is not None else np.zeros(total, dtype=np.complex128))
             if not bypass:
                 y = self.dut.process(y, fc, fs, self.rng)
-            y = self.rx_path.apply(y, fc, fs, self.rng)
+            y = self._with_filter("rx", rx_corner, fc).apply(y, fc, fs, self.rng)
             y = np.asarray(y, dtype=np.complex128)[lead:lead + n]
             if y.size != n:
                 raise DeviceError(f"sim: DUT {type(self.dut).__name__} changed the block length")
@@ -401,6 +427,21 @@ class SimBench:
             self.last_rx_index = self._clock  # the hardware time of the first sample, in samples
             self._clock += n + tail + lead + int(self.rng.integers(0, _MAX_GAP))
             return out
+
+    def _with_filter(self, which: str, corner_hz: float, lo_hz: float) -> Path:
+        """tx_path headed (or rx_path ended) by the analog baseband filter, kept so its FFT response is cached."""
+        key = (which, corner_hz, lo_hz)
+        path = self._filtered.get(key)
+        if path is None:
+            filt = _BasebandFilter(corner_hz, lo_hz)
+            if which == "tx":
+                path = Path([filt, *self.tx_path.elements])
+            else:  # the RX filter ends the path to RX0 (rx) or to the reference channel RX1 (ref)
+                path = Path([*(self.rx_path if which == "rx" else self.reference_path).elements, filt])
+            if len(self._filtered) >= 8:
+                self._filtered.pop(next(iter(self._filtered)))
+            self._filtered[key] = path
+        return path
 
     def _dut_lead_s(self) -> float:
         """Lead-in (s) the DUT needs: its group delay, or its memory (``settle_s``) when it declares one."""
@@ -421,6 +462,26 @@ class SimBench:
         out = np.empty(y.size, dtype=np.complex64)
         out.real, out.imag = i, q
         return out, int(np.count_nonzero(ci | cq))
+
+
+class _BasebandFilter(LinearElement):
+    """The analog baseband low-pass of a radio tuned to ``lo_hz``, as a linear path element (RF frequencies)."""
+
+    def __init__(self, corner_hz: float, lo_hz: float):
+        self.corner_hz, self.lo_hz = float(corner_hz), float(lo_hz)
+
+    def __repr__(self) -> str:  # the paths' FFT cache keys on it
+        return f"_BasebandFilter({self.corner_hz!r}, {self.lo_hz!r})"
+
+    @property
+    def flat(self) -> bool:
+        return False
+
+    def gain_db_at(self, freq_hz):
+        return -af.attenuation_db(np.asarray(freq_hz, dtype=np.float64) - self.lo_hz, self.corner_hz)
+
+    def response(self, f_abs_hz: np.ndarray) -> np.ndarray:
+        return af.response(np.asarray(f_abs_hz, dtype=np.float64) - self.lo_hz, self.corner_hz)
 
 
 def _shift(x: np.ndarray, df_hz: float, fs_hz: float, start: int) -> np.ndarray:

@@ -1033,8 +1033,6 @@ class PlutoEmulator:
             "ad9361-phy,xo_correction": str(int(REFCLK_HZ)),
             "ad9361-phy,model": self.model,
             "local,kernel": "emulated",
-            "emulator,tx_full_scale_dbm": "" if caps.tx_full_scale_dbm is None else f"{caps.tx_full_scale_dbm:g}",
-            "emulator,rx_full_scale_dbm": "" if caps.rx_full_scale_dbm is None else f"{caps.rx_full_scale_dbm:g}",
         })
         ctx.add_device(self._phy())
         ctx.add_device(self._xadc())

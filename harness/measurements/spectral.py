@@ -13,11 +13,11 @@ import numpy as np
 from harness.config import doc
 from harness.figures import aclr_figure, acrr_figure, ccdf_figure, mask_figure, obw_figure, spectrum_figure
 from harness.dsp.aclr import (UTRA_FILTER, acrr_from_captures, averaged_psd, channel_power_dbm, eutra_aclr,
-                              eutra_filter, utra_aclr)
+                              eutra_filter, eutra_neighbours, utra_aclr)
 from harness.dsp.mask import EmissionMask, MaskRow, emission_mask
 from harness.dsp.amam import delivered_period
 from harness.dsp.obw import ccdf, occupied_bandwidth
-from harness.capture import CaptureRecord
+from harness.capture import CaptureRecord, StimulusRef
 from harness.dsp.spectrum import band_power_uncertainty_db
 from harness.measurements import (MeasurementError, Output, StepData, StepSettings, by_label,
                                   expanded, register_measurement)
@@ -61,9 +61,9 @@ def _the_capture(records: list[CaptureRecord]):
     return (None if m.tx is None else m.waveform()), m
 
 
-def _declare_wideband(p, s: StepSettings):
-    """One capture whose analysis reads the whole trusted band (±usable_fraction x fs/2)."""
-    return [s.capture("capture", p.stimulus, p.n_samples, span_hz=p.usable_fraction * s.sample_rate_hz / 2)]
+def _centre_hz(stimulus, s: StepSettings) -> float:
+    """Baseband centre of the step's stimulus (0 with none)."""
+    return 0.0 if stimulus is None else StimulusRef.of(stimulus, s.sample_rate_hz, s.seed).waveform().center_offset_hz
 
 
 # ------------------------------------------------------------ output power / ALC
@@ -135,7 +135,29 @@ def _worst(*vals):
     return max(vals) if vals else None
 
 
-@register_measurement("aclr", AclrParams, declare=_declare_wideband, outputs=[
+def _declare_aclr(p: AclrParams, s: StepSettings):
+    """One capture whose analysis reads the carrier and every neighbour that fits ±usable_fraction x fs/2.
+
+    The span is the farthest of those, so validation refuses a neighbour the radio's analog filter would
+    attenuate (read through its skirt, it would look cleaner than it is); neighbours beyond the band are
+    reported not measured (None), never PASS.
+    """
+    std, bw = carrier_of(p.stimulus, p.standard, p.channel_bandwidth_hz)
+    carrier = carrier_filter(std, bw)
+    centre = _centre_hz(p.stimulus, s)
+    nyq = p.usable_fraction * s.sample_rate_hz / 2
+    neighbours = ([("UTRA 5 MHz", 5e6, UTRA_FILTER), ("UTRA 10 MHz", 10e6, UTRA_FILTER)] if std == "utra"
+                  else eutra_neighbours(bw))
+    reach = abs(centre) + carrier.half_extent_hz
+    for _, off, filt in neighbours:
+        for c in (centre - off, centre + off):
+            r = abs(c) + filt.half_extent_hz
+            if r <= nyq * (1 + 1e-9):
+                reach = max(reach, r)
+    return [s.capture("capture", p.stimulus, p.n_samples, span_hz=min(reach, nyq))]
+
+
+@register_measurement("aclr", AclrParams, declare=_declare_aclr, outputs=[
     Output("aclr_adjacent_dbc", "worst of the first neighbours (UTRA ±5 MHz / E-UTRA ±1xBW)", floor="power"),
     Output("aclr_alternate_dbc", "worst of the second neighbours (UTRA ±10 MHz / E-UTRA ±2xBW)", floor="power"),
     Output("aclr_utra_adjacent_dbc", "E-UTRA carrier: UTRA neighbours at ±(BW/2+2.5 MHz)", floor="power"),
@@ -281,7 +303,21 @@ class EmissionMaskParams:
         _check_fraction("usable_fraction", self.usable_fraction)
 
 
-@register_measurement("emission_mask", EmissionMaskParams, declare=_declare_wideband, outputs=[
+def _declare_mask(p: EmissionMaskParams, s: StepSettings):
+    """One capture read out to the last mask row's measurement window (within ±usable_fraction x fs/2)."""
+    nyq = p.usable_fraction * s.sample_rate_hz / 2
+    stim = p.stimulus
+    centre = _centre_hz(stim, s)
+    bw = p.channel_bandwidth_hz
+    if not bw and stim is not None:
+        std, bw = carrier_of(stim, p.standard)
+        bw = 5e6 if std == "utra" else bw
+    ref = (bw or 0.0) / 2 if p.mask_reference == "edge" else 0.0
+    reach = max(abs(centre) + ref + r.stop_hz + r.mbw_hz / 2 for r in p.mask)
+    return [s.capture("capture", stim, p.n_samples, span_hz=min(reach, nyq))]
+
+
+@register_measurement("emission_mask", EmissionMaskParams, declare=_declare_mask, outputs=[
     Output("mask_margin_db", "worst margin to the mask (positive: below the limit)"),
     Output("worst_offset_hz", "offset of the worst point"),
     Output("worst_power_dbm", "emission at the worst point, in its measurement bandwidth")])
