@@ -41,7 +41,7 @@ from scipy import fft as sfft
 
 from devices.radio import Capabilities, CapabilityError, DeviceError, Range, StreamConfig
 from devices.paths import Path, _gaussian_table, complex_noise, linear_phasor, noise_draw, thermal_noise_mw
-from devices.sim.kernels import rx_port, tx_dac, tx_samples, wiener_walk
+from devices.sim.kernels import rx_port, tx_dac, tx_samples, wiener_table, wiener_walk
 
 #: lead-in and tail margin (samples) around each block, beyond the path delays
 _MARGIN = 256
@@ -325,13 +325,21 @@ class SimBench:
             x += complex_noise(self.rng, n, noise_mw)
         n0 = tx.phase_noise_rad2_per_s()
         if n0 > 0:
-            # Wiener phase: continue from the last generated sample across the gap.
-            steps = self.rng.standard_normal(n) * math.sqrt(n0 / fs_hz)
-            steps[0] *= math.sqrt(max(start - self._phase_clock + 1, 1))
-            # exp(j phi), phi = phase + cumsum(steps), by products between exact anchors
-            z, self._phase = wiener_walk(steps, self._phase, 0.02, 4096)
+            # Wiener phase: continue from the last generated sample across the gap; steps from the
+            # Gaussian table (a random offset and I or Q part), compiled, multiplied into x in place
+            sigma = math.sqrt(n0 / fs_hz)
+            first_scale = math.sqrt(max(start - self._phase_clock + 1, 1))
+            size = _gaussian_table().size
+            if n <= size // 2:
+                offset, imag = int(self.rng.integers(0, size - n)), bool(self.rng.integers(0, 2))
+                self._phase = wiener_table(x, _gaussian_table(), offset, imag, sigma, first_scale,
+                                           self._phase, 0.02, 4096)
+            else:
+                steps = self.rng.standard_normal(n) * sigma
+                steps[0] *= first_scale
+                z, self._phase = wiener_walk(steps, self._phase, 0.02, 4096)
+                x *= z
             self._phase_clock = start + n
-            x *= z
         return x
 
     # ----- RX -------------------------------------------------------------------
