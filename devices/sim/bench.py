@@ -268,7 +268,9 @@ class SimBench:
         unchanged to first order.
         """
         tx = self.config.tx
-        x = np.asarray(samples, dtype=np.complex128)
+        x = np.asarray(samples)
+        if x.dtype != np.complex64:  # complex64 goes in as it is (widened exactly in the kernel)
+            x = np.asarray(x, dtype=np.complex128)
         gi = 10 ** (-tx.iq_gain_imbalance_db / 40)
         gq = 10 ** (tx.iq_gain_imbalance_db / 40)
         c, s = math.cos(math.radians(tx.iq_phase_imbalance_deg) / 2), math.sin(math.radians(tx.iq_phase_imbalance_deg) / 2)

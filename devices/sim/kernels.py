@@ -313,14 +313,15 @@ def wiener_walk(steps, phase, small, anchor):
     return wiener_phasor(phi, steps, small, anchor), phi[n - 1]
 
 
-@njit("complex128[::1](complex128[::1], float64, float64, float64, float64, float64, float64, int64)",
+@njit(["complex128[::1](complex128[::1], float64, float64, float64, float64, float64, float64, int64)",
+       "complex128[::1](complex64[::1], float64, float64, float64, float64, float64, float64, int64)"],
       cache=True, nogil=True)
 def tx_dac(x, gi, gq, c, s, lo_r, lo_i, bits):
     """TX digital chain of devices.sim.bench.SimBench.tx_digital on every sample: IQ imbalance, LO leakage, DAC."""
     scale = float(1 << (bits - 1))
     out = np.empty(x.size, dtype=np.complex128)
     for k in range(x.size):
-        i, q = x[k].real, x[k].imag
+        i, q = np.float64(x[k].real), np.float64(x[k].imag)  # complex64 input widens exactly
         qi, _ = _qcode(gi * (c * i + s * q) + lo_r, scale)
         qq, _ = _qcode(gq * (c * q + s * i) + lo_i, scale)
         # iq + 1j * qq as numpy evaluates it (the same zeros' signs too)
