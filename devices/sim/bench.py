@@ -22,8 +22,8 @@ index of the last read's first sample, :meth:`SimBench.next_rx_index` where
 the next read may start, and ``start_tx(..., at_index=k)`` makes waveform
 sample 0 leave the TX port at index k. A
 block carries lead-in (path and DUT delays + margin) and tail samples that
-are processed and discarded, so frequency-domain filtering never wraps
-around into the returned samples (a DUT with memory declares it as
+are processed and discarded, so filtering (the paths' FIRs, frequency-domain
+filters over the block) never reaches past the block into the returned samples (a DUT with memory declares it as
 ``settle_s``, so its transient from the jump in time between reads stays in
 the lead-in). When not transmitting, the TX port emits
 nothing at all (no LO leakage, no noise). All randomness comes from one

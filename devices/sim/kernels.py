@@ -120,11 +120,11 @@ def _fft(a, rev, tw):
         half *= 2
 
 
-@njit("Tuple((complex128[::1], float64, float64))(complex128[::1], complex128[::1], boolean, complex128[::1], "
+@njit("Tuple((complex128[::1], float64, float64))(complex128[::1], float64, float64, boolean, complex128[::1], "
       "int64, complex128[:, ::1], int64, int64, int64, int64[::1], complex128[::1], complex128, int64, boolean, "
       "float64, float64, float64, float64, float64, float64, float64, float64, float64)", cache=True, nogil=True,
       fastmath=True)
-def repeater_loop(wx, lo, has_lo, ybuf, hy, hspec, L, N, ml, rev, tw, kfb, block,
+def repeater_loop(wx, lo_cycles, lo_step, has_lo, ybuf, hy, hspec, L, N, ml, rev, tw, kfb, block,
                   alc, alc_db, det_mw, rated_mw, tau_d, tau_i, k_u, p, alpha, beta):
     """Feedback loop and ALC of the repeater on ``wx`` (its forward signal before the ALC).
 
@@ -132,7 +132,9 @@ def repeater_loop(wx, lo, has_lo, ybuf, hy, hspec, L, N, ml, rev, tw, kfb, block
     (filled here). ``hspec``: (Q, N) spectra of the feedback FIR's partitions
     of ``L`` taps, scaled by 1/N (Q = 0: no feedback). The ALC gain holds over
     each block of ``block`` samples and is updated after it, from its output
-    power. Returns (y, alc_db, det_mw).
+    power. With ``has_lo`` the output is turned by the carrier exp(j 2 pi
+    (lo_cycles + lo_step t)): exact every 1024 samples, advanced by a product
+    in between. Returns (y, alc_db, det_mw).
     """
     n = wx.size
     q = hspec.shape[0]
@@ -151,6 +153,8 @@ def repeater_loop(wx, lo, has_lo, ybuf, hy, hspec, L, N, ml, rev, tw, kfb, block
                 ring[head, i] = ybuf[w0 + i]
             _fft(ring[head], rev, tw)
     next_chunk = 0
+    step = complex(math.cos(2 * math.pi * lo_step), math.sin(2 * math.pi * lo_step))
+    z_lo = 1.0 + 0.0j
     g_alc = 10.0 ** (alc_db / 20.0)
     block_end = min(block, n)
     p_acc = 0.0
@@ -183,7 +187,12 @@ def repeater_loop(wx, lo, has_lo, ybuf, hy, hspec, L, N, ml, rev, tw, kfb, block
             w = w * g_alc
         yt = _stage(w, 1.0, k_u, p, alpha, beta)
         if has_lo:
-            yt = yt * lo[t]
+            if t % 1024 == 0:
+                c = 2 * math.pi * ((lo_cycles + lo_step * t) % 1.0)
+                z_lo = complex(math.cos(c), math.sin(c))
+            else:
+                z_lo = z_lo * step
+            yt = yt * z_lo
         y[t] = yt
         ybuf[base + t] = yt
         if alc:

@@ -75,7 +75,6 @@ _ALC_TAU_I = (1 - math.sqrt(1 - 4 * _ALC_K)) / (2 * _ALC_K)
 _MAX_SETTLE_S = 1e-3
 #: longest chunk of the feedback loop's partitioned convolution (samples)
 _MAX_CHUNK = 512
-_NO_LO = np.ones(1, dtype=np.complex128)
 
 
 def _finite(name: str, value, allow_none: bool = False) -> None:
@@ -306,14 +305,13 @@ class Repeater:
         vv = np.concatenate((self._v_hist, vx))  # integer forward delay line
         self._v_hist = vv[n:]
         wx = vv[:n] * d.c_fwd
-        lo = None
+        lo = (self._lo_cycles, d.shift_hz / fs_hz) if d.shift_hz else None  # the carrier, from this phase on
         if d.shift_hz:
-            lo = linear_phasor(self._lo_cycles, d.shift_hz / fs_hz, n)
             self._lo_cycles = math.fmod(self._lo_cycles + d.shift_hz / fs_hz * n, 1.0)
         alc = self.rated_output_power_dbm is not None
         if not alc and d.h_f is None:
             y = self._pa.process(wx, fc_hz, fs_hz, rng)
-            return y * lo if lo is not None else y
+            return y * linear_phasor(*lo, n) if lo is not None else y
         return self._run_blocks(wx, lo, d, fs_hz, rng)
 
     def _block_len(self, d: _Design, fs_hz: float) -> int:
@@ -344,7 +342,7 @@ class Repeater:
         ybuf[nfft:nfft + hy] = self._y_hist
         pa = self._pa
         y, self._alc_db, self._detector_mw = repeater_loop(
-            np.ascontiguousarray(wx, dtype=np.complex128), _NO_LO if lo is None else lo, lo is not None,
+            np.ascontiguousarray(wx, dtype=np.complex128), *(lo or (0.0, 0.0)), lo is not None,
             ybuf, hy, hspec, chunk, nfft, d.m_loop, rev, tw, d.c_fwd * d.g_fb, b,
             alc, float(self._alc_db), float(self._detector_mw), rated_mw, tau_d, tau_i,
             pa._g / pa._a_sat, float(pa.smoothness), math.radians(pa.am_pm_alpha_deg), float(pa.am_pm_beta))
