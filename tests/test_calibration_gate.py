@@ -29,8 +29,11 @@ def test_thru_with_poor_signal_to_noise_is_refused(tmp_path):
     (A -60 dBm level was once saved with u = 1.87 dB, setting -49.2 dBm when -60 dBm was asked.) As the only
     level of a frequency, -85 dBm (37.5 dB under what the receiver sees well here) is refused."""
     spec = load_rig(write_rig(tmp_path, base=RIG, calibration={"frequencies": ["2140 MHz"], "levels": ["-85 dBm"]}))
+    # A tone 20 dB under the noise reads as a random thru: harness.thru checks it against the declared paths
+    # before its SNR, so some noise draws (seeds 3 and 5 since the sim's phase noise comes from its table) are
+    # refused as "not a thru" instead; seed 4 reaches the SNR gate this test is about.
     with pytest.raises(CalibrationError, match=r"-85 dBm: the thru reading's tone is .* above the noise"):
-        run_calibration(spec, seed=3, repeats=2)
+        run_calibration(spec, seed=4, repeats=2)
     assert not spec.calibration_file.exists()
 
 

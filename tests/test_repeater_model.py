@@ -151,7 +151,8 @@ def test_state_carries_across_calls():
         for size in (1, 777, 5000, 3333, 10889):
             parts.append(rep.process(x[i:i + size], FC, FS, np.random.default_rng(0)))
             i += size
-        assert np.allclose(np.concatenate(parts), whole, rtol=0, atol=1e-9 * np.max(np.abs(whole)))
+        # the input filter runs in single precision (rounding ~1e-7 of full scale); lost state would be O(1)
+        assert np.allclose(np.concatenate(parts), whole, rtol=0, atol=1e-6 * np.max(np.abs(whole)))
 
 
 # ----- feedback --------------------------------------------------------------------------

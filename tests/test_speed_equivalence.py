@@ -1,4 +1,6 @@
-"""The fast paths compute what the plain numpy / scipy expressions they replaced compute, bit for bit."""
+"""The fast paths compute what the plain numpy / scipy expressions they replaced compute: bit for bit where
+they only fuse passes, to rounding where they change the arithmetic (single-precision FFT frames, series
+for sines and cosines), and with the same statistics where they draw differently (table phase noise)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,10 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from devices.paths import _gaussian_table, noise_draw
+from devices.paths import Attenuator, Cable, Path, _gaussian_table, fir_frames, noise_draw, rapp_gain
 from devices.sim.bench import SimBench, SimConfig
 from devices.sim.dut import Thru
-from devices.sim.kernels import rx_port, tx_samples, wiener_phasor, wiener_walk
+from devices.sim.kernels import rapp_chain, rx_port, tx_samples, wiener_phasor, wiener_table, wiener_walk
 from harness.capture import StimulusRef, _generate
 from harness.dsp.obw import ccdf
 from harness.dsp.spectrum import psd
@@ -133,3 +135,87 @@ def test_a_stimulus_at_another_level_is_the_one_generated_there(stimulus):
         assert w.samples.tobytes() == fresh.samples.tobytes()
         assert (w.power_dbm, w.tones_hz, w.bandwidth_hz, w.center_offset_hz) == \
             (fresh.power_dbm, fresh.tones_hz, fresh.bandwidth_hz, fresh.center_offset_hz)
+
+
+def test_wiener_table_is_the_walk_on_table_steps():
+    """Phase noise: steps sqrt(2) sigma Re/Im(table) (the first spanning a gap), the anchored phasor, times x."""
+    rng = np.random.default_rng(11)
+    n, sigma, start = 50_000, 1.3e-4, 12345
+    table = _gaussian_table()
+    for imag in (False, True):
+        x = _noise(rng, n)
+        part = table[start:start + n].imag if imag else table[start:start + n].real
+        steps = math.sqrt(2) * sigma * part.astype(np.float64)
+        steps[0] *= 7.0
+        phi = 0.4 + np.cumsum(steps)
+        want = x * np.exp(1j * phi)
+        got = x.copy()
+        last = wiener_table(got, table, start, imag, sigma, 7.0, 0.4, 0.02, 4096)
+        assert np.max(np.abs(got - want)) < 1e-9 and abs(last - phi[-1]) < 1e-9
+    # the steps' statistics are those of fresh Gaussian draws: unit variance, white
+    s = math.sqrt(2) * table.real.astype(np.float64)
+    assert abs(np.var(s) - 1) < 5e-3 and abs(np.mean(s[1:] * s[:-1])) < 5e-3
+
+
+def test_bench_phase_noise_has_its_wiener_variance():
+    """The TX phase's increments over a lag grow as N0 * lag / fs, N0 from L(f) (a quiet, noiseless carrier)."""
+    from devices.sim.bench import TxPortModel
+    fs = 1e6
+    tx = TxPortModel(noise_density_dbfs_hz=-300.0, lo_leakage_dbfs=-300.0, iq_gain_imbalance_db=0.0,
+                     iq_phase_imbalance_deg=0.0, phase_noise_dbc_hz=-60.0, bits=24)
+    bench = SimBench(SimConfig(seed=5, tx=tx), None, Thru(), None)
+    from devices.radio import StreamConfig
+    bench.set_tx(StreamConfig(1e9, fs, 0.0))
+    bench.start_tx(np.full(1024, 0.5, dtype=np.complex64), cyclic=True)
+    x = bench._tx_block(0, 1 << 18, fs)
+    phi = np.unwrap(np.angle(x))
+    n0 = tx.phase_noise_rad2_per_s()
+    for lag in (1, 100, 1000):
+        d = phi[lag:] - phi[:-lag]
+        assert np.var(d) == pytest.approx(n0 * lag / fs, rel=0.1)
+
+
+def test_fir_frames_is_the_convolution():
+    rng = np.random.default_rng(12)
+    h = _noise(rng, 557)
+    x = _noise(rng, 70_001)
+    hs = np.zeros(8192, dtype=np.complex128)
+    hs[:h.size] = h
+    got = fir_frames(x, np.fft.fft(hs).astype(np.complex64), h.size, h.size - 1)
+    want = np.convolve(x, h)[:x.size]
+    assert np.max(np.abs(got - want)) < 3e-6 * np.max(np.abs(want))
+    # an offset shifts the input: y[t] = sum_k h[k] x[t + taps - 1 - offset - k]
+    got = fir_frames(x, np.fft.fft(hs).astype(np.complex64), h.size, h.size - 1 + 40)
+    assert np.max(np.abs(got[40:] - want[:-40])) < 3e-6 * np.max(np.abs(want))
+    assert np.max(np.abs(got[:40])) < 3e-6 * np.max(np.abs(want))  # zeros before the block
+
+
+def test_path_fir_is_the_elements_response_in_band():
+    """A run of linear elements: their exact joint response (loss slope, delay, carrier phase) below 0.45 fs."""
+    fs, fc, n = 30.72e6, 2.14e9, 1 << 15
+    rng = np.random.default_rng(13)
+    elems = [Cable(3.0, slope_db_per_ghz=4.0, delay_s=123.4e-9), Attenuator(6.0, delay_s=0.7e-9)]
+    x = np.zeros(n, dtype=np.complex128)
+    x[1024:-1024] = _noise(rng, n - 2048)
+    y = Path(elems).apply(x, fc, fs, rng)
+    f = np.fft.fftfreq(n, 1 / fs)
+    h = np.ones(n, dtype=np.complex128)
+    for e in elems:
+        h *= e.response(fc + f)
+    err = np.fft.fft(y - np.fft.ifft(np.fft.fft(x) * h))
+    inband = np.abs(f) < 0.45 * fs
+    assert np.mean(np.abs(err[inband]) ** 2) < 1e-11 * np.mean(np.abs(np.fft.fft(x)[inband]) ** 2)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.0])
+def test_rapp_kernel_is_the_model(p):
+    rng = np.random.default_rng(14)
+    x = _noise(rng, 20_000) * 3
+    x[:5] = [0, 1e-300, 1e30, 1e160, 1e300]
+    k, g, alpha, beta = 1.7, 3.0, 0.2, 0.5
+    u = k * np.abs(x)
+    got = rapp_chain(x, g, k, p, alpha, beta)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        want = g * x * rapp_gain(u, p) * np.exp(1j * alpha * u ** 2 / (1 + beta * u ** 2))
+    ok = np.isfinite(want)
+    assert np.all(np.abs(got[ok] - want[ok]) <= 1e-13 * np.abs(want[ok]) + 1e-300)

@@ -28,8 +28,8 @@ index of the last read's first sample, :meth:`SimBench.next_rx_index` where
 the next read may start, and ``start_tx(..., at_index=k)`` makes waveform
 sample 0 leave the TX port at index k. A
 block carries lead-in (path and DUT delays + margin) and tail samples that
-are processed and discarded, so frequency-domain filtering never wraps
-around into the returned samples (a DUT with memory declares it as
+are processed and discarded, so filtering (the paths' FIRs, frequency-domain
+filters over the block) never reaches past the block into the returned samples (a DUT with memory declares it as
 ``settle_s``, so its transient from the jump in time between reads stays in
 the lead-in). When not transmitting, the TX port emits
 nothing at all (no LO leakage, no noise). All randomness comes from one
@@ -48,7 +48,7 @@ from scipy import fft as sfft
 from devices.radio import Capabilities, CapabilityError, DeviceError, Range, StreamConfig
 from devices import ad9361_filters as af
 from devices.paths import LinearElement, Path, _gaussian_table, complex_noise, linear_phasor, noise_draw, thermal_noise_mw
-from devices.sim.kernels import rx_port, tx_dac, tx_samples, wiener_walk
+from devices.sim.kernels import rx_port, tx_dac, tx_samples, wiener_table, wiener_walk
 
 #: lead-in and tail margin (samples) around each block, beyond the path delays
 _MARGIN = 256
@@ -284,7 +284,9 @@ class SimBench:
         unchanged to first order.
         """
         tx = self.config.tx
-        x = np.asarray(samples, dtype=np.complex128)
+        x = np.asarray(samples)
+        if x.dtype != np.complex64:  # complex64 goes in as it is (widened exactly in the kernel)
+            x = np.asarray(x, dtype=np.complex128)
         gi = 10 ** (-tx.iq_gain_imbalance_db / 40)
         gq = 10 ** (tx.iq_gain_imbalance_db / 40)
         c, s = math.cos(math.radians(tx.iq_phase_imbalance_deg) / 2), math.sin(math.radians(tx.iq_phase_imbalance_deg) / 2)
@@ -341,13 +343,21 @@ class SimBench:
             x += complex_noise(self.rng, n, noise_mw)
         n0 = tx.phase_noise_rad2_per_s()
         if n0 > 0:
-            # Wiener phase: continue from the last generated sample across the gap.
-            steps = self.rng.standard_normal(n) * math.sqrt(n0 / fs_hz)
-            steps[0] *= math.sqrt(max(start - self._phase_clock + 1, 1))
-            # exp(j phi), phi = phase + cumsum(steps), by products between exact anchors
-            z, self._phase = wiener_walk(steps, self._phase, 0.02, 4096)
+            # Wiener phase: continue from the last generated sample across the gap; steps from the
+            # Gaussian table (a random offset and I or Q part), compiled, multiplied into x in place
+            sigma = math.sqrt(n0 / fs_hz)
+            first_scale = math.sqrt(max(start - self._phase_clock + 1, 1))
+            size = _gaussian_table().size
+            if n <= size // 2:
+                offset, imag = int(self.rng.integers(0, size - n)), bool(self.rng.integers(0, 2))
+                self._phase = wiener_table(x, _gaussian_table(), offset, imag, sigma, first_scale,
+                                           self._phase, 0.02, 4096)
+            else:
+                steps = self.rng.standard_normal(n) * sigma
+                steps[0] *= first_scale
+                z, self._phase = wiener_walk(steps, self._phase, 0.02, 4096)
+                x *= z
             self._phase_clock = start + n
-            x *= z
         return x
 
     # ----- RX -------------------------------------------------------------------

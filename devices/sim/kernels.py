@@ -41,18 +41,35 @@ def _rapp(u: float, p: float) -> float:
 
 
 @njit(cache=True, inline="always")
+def _cis(phi: float) -> tuple[float, float]:
+    """(cos phi, sin phi): Taylor series to rounding for |phi| <= 0.25 rad (an AM/PM's usual range), else libm."""
+    if abs(phi) > 0.25:
+        return math.cos(phi), math.sin(phi)
+    p2 = phi * phi
+    c = 1.0 - p2 * (0.5 - p2 * (1.0 / 24.0 - p2 * (1.0 / 720.0 - p2 * (1.0 / 40320.0 - p2 * (1.0 / 3628800.0)))))
+    si = phi * (1.0 - p2 * (1.0 / 6.0 - p2 * (1.0 / 120.0 - p2 * (1.0 / 5040.0 - p2 * (1.0 / 362880.0
+                                                                                       - p2 * (1.0 / 39916800.0))))))
+    return c, si
+
+
+@njit(cache=True, inline="always")
 def _stage(x: complex, g: float, k_u: float, p: float, alpha: float, beta: float) -> complex:
     """Rapp output stage on one sample: gain g, normalised drive u = k_u |x|, AM/PM alpha, beta (rad)."""
-    u = k_u * math.sqrt(x.real * x.real + x.imag * x.imag)
-    gain = g * _rapp(u, p)
+    u2 = k_u * k_u * (x.real * x.real + x.imag * x.imag)
+    if p == 2.0 and u2 < 1e100:  # the common smoothness, without branches or powers
+        gain = g / math.sqrt(math.sqrt(1.0 + u2 * u2))
+    elif p == 1.0 and u2 < 1e200:
+        gain = g / math.sqrt(1.0 + u2)
+    else:
+        gain = g * _rapp(math.sqrt(u2), p)
     if alpha != 0.0:
-        u2 = u * u
-        phi = alpha * u2 / (1.0 + beta * u2)
-        return x * complex(gain * math.cos(phi), gain * math.sin(phi))
+        c, si = _cis(alpha * u2 / (1.0 + beta * u2))
+        return x * complex(gain * c, gain * si)
     return x * gain
 
 
-@njit("complex128[::1](complex128[::1], float64, float64, float64, float64, float64)", cache=True, nogil=True)
+@njit("complex128[::1](complex128[::1], float64, float64, float64, float64, float64)", cache=True, nogil=True,
+      fastmath=True)
 def rapp_chain(x, g, k_u, p, alpha, beta):
     """Rapp stage on every sample of ``x`` (complex128): gain ``g``, drive ``k_u``|x|, AM/PM ``alpha``, ``beta``."""
     y = np.empty_like(x)
@@ -103,10 +120,11 @@ def _fft(a, rev, tw):
         half *= 2
 
 
-@njit("Tuple((complex128[::1], float64, float64))(complex128[::1], complex128[::1], boolean, complex128[::1], "
+@njit("Tuple((complex128[::1], float64, float64))(complex128[::1], float64, float64, boolean, complex128[::1], "
       "int64, complex128[:, ::1], int64, int64, int64, int64[::1], complex128[::1], complex128, int64, boolean, "
-      "float64, float64, float64, float64, float64, float64, float64, float64, float64)", cache=True, nogil=True)
-def repeater_loop(wx, lo, has_lo, ybuf, hy, hspec, L, N, ml, rev, tw, kfb, block,
+      "float64, float64, float64, float64, float64, float64, float64, float64, float64)", cache=True, nogil=True,
+      fastmath=True)
+def repeater_loop(wx, lo_cycles, lo_step, has_lo, ybuf, hy, hspec, L, N, ml, rev, tw, kfb, block,
                   alc, alc_db, det_mw, rated_mw, tau_d, tau_i, k_u, p, alpha, beta):
     """Feedback loop and ALC of the repeater on ``wx`` (its forward signal before the ALC).
 
@@ -114,7 +132,9 @@ def repeater_loop(wx, lo, has_lo, ybuf, hy, hspec, L, N, ml, rev, tw, kfb, block
     (filled here). ``hspec``: (Q, N) spectra of the feedback FIR's partitions
     of ``L`` taps, scaled by 1/N (Q = 0: no feedback). The ALC gain holds over
     each block of ``block`` samples and is updated after it, from its output
-    power. Returns (y, alc_db, det_mw).
+    power. With ``has_lo`` the output is turned by the carrier exp(j 2 pi
+    (lo_cycles + lo_step t)): exact every 1024 samples, advanced by a product
+    in between. Returns (y, alc_db, det_mw).
     """
     n = wx.size
     q = hspec.shape[0]
@@ -133,6 +153,8 @@ def repeater_loop(wx, lo, has_lo, ybuf, hy, hspec, L, N, ml, rev, tw, kfb, block
                 ring[head, i] = ybuf[w0 + i]
             _fft(ring[head], rev, tw)
     next_chunk = 0
+    step = complex(math.cos(2 * math.pi * lo_step), math.sin(2 * math.pi * lo_step))
+    z_lo = 1.0 + 0.0j
     g_alc = 10.0 ** (alc_db / 20.0)
     block_end = min(block, n)
     p_acc = 0.0
@@ -165,7 +187,12 @@ def repeater_loop(wx, lo, has_lo, ybuf, hy, hspec, L, N, ml, rev, tw, kfb, block
             w = w * g_alc
         yt = _stage(w, 1.0, k_u, p, alpha, beta)
         if has_lo:
-            yt = yt * lo[t]
+            if t % 1024 == 0:
+                c = 2 * math.pi * ((lo_cycles + lo_step * t) % 1.0)
+                z_lo = complex(math.cos(c), math.sin(c))
+            else:
+                z_lo = z_lo * step
+            yt = yt * z_lo
         y[t] = yt
         ybuf[base + t] = yt
         if alc:
@@ -295,16 +322,49 @@ def wiener_walk(steps, phase, small, anchor):
     return wiener_phasor(phi, steps, small, anchor), phi[n - 1]
 
 
-@njit("complex128[::1](complex128[::1], float64, float64, float64, float64, float64, float64, int64)",
+@njit(["complex128[::1](complex128[::1], float64, float64, float64, float64, float64, float64, int64)",
+       "complex128[::1](complex64[::1], float64, float64, float64, float64, float64, float64, int64)"],
       cache=True, nogil=True)
 def tx_dac(x, gi, gq, c, s, lo_r, lo_i, bits):
     """TX digital chain of devices.sim.bench.SimBench.tx_digital on every sample: IQ imbalance, LO leakage, DAC."""
     scale = float(1 << (bits - 1))
     out = np.empty(x.size, dtype=np.complex128)
     for k in range(x.size):
-        i, q = x[k].real, x[k].imag
+        i, q = np.float64(x[k].real), np.float64(x[k].imag)  # complex64 input widens exactly
         qi, _ = _qcode(gi * (c * i + s * q) + lo_r, scale)
         qq, _ = _qcode(gq * (c * q + s * i) + lo_i, scale)
         # iq + 1j * qq as numpy evaluates it (the same zeros' signs too)
         out[k] = complex(qi + (0.0 * qq - 0.0), 0.0 + (0.0 * 0.0 + qq))
     return out
+
+
+@njit("float64(complex128[::1], complex64[::1], int64, boolean, float64, float64, float64, float64, int64)",
+      cache=True, nogil=True, fastmath=True)
+def wiener_table(x, table, start, imag, sigma, first_scale, phase, small, anchor):
+    """Multiply ``x`` in place by exp(j phi), phi a Wiener phase from ``phase``; returns phi at the last sample.
+
+    The steps are Gaussian of standard deviation ``sigma`` (the first one
+    ``first_scale`` times that, spanning a gap): sqrt(2) times the real (or
+    imaginary) parts of the unit-power table from ``start`` -- no fresh
+    Gaussian draws. The phasor is advanced as in :func:`wiener_phasor`.
+    """
+    n = x.size
+    zr, zi = 0.0, 0.0
+    phi = phase
+    k2 = math.sqrt(2.0) * sigma
+    for k in range(n):
+        t = table[start + k]
+        s = k2 * (np.float64(t.imag) if imag else np.float64(t.real))
+        if k == 0:
+            s *= first_scale
+        phi += s
+        if k % anchor == 0 or abs(s) > small:
+            zr, zi = math.cos(phi), math.sin(phi)
+        else:
+            s2 = s * s
+            c = 1.0 - s2 * (0.5 - s2 * (1.0 / 24.0 - s2 * (1.0 / 720.0)))
+            si = s * (1.0 - s2 * (1.0 / 6.0 - s2 * (1.0 / 120.0 - s2 * (1.0 / 5040.0))))
+            zr, zi = zr * c - zi * si, zr * si + zi * c
+        v = x[k]
+        x[k] = complex(v.real * zr - v.imag * zi, v.real * zi + v.imag * zr)
+    return phi

@@ -59,11 +59,12 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
+from scipy import fft as sfft
 from scipy import signal, special
 
 from devices.sim.dut import RappAmplifier, register_dut
 from devices.sim.kernels import fft_plan, repeater_loop
-from devices.paths import complex_noise, linear_phasor, thermal_noise_mw
+from devices.paths import complex_noise, fir_frames, linear_phasor, thermal_noise_mw
 
 #: rate and centre used by truth() before the first process() call
 REFERENCE_RATE_HZ = 30.72e6
@@ -74,7 +75,6 @@ _ALC_TAU_I = (1 - math.sqrt(1 - 4 * _ALC_K)) / (2 * _ALC_K)
 _MAX_SETTLE_S = 1e-3
 #: longest chunk of the feedback loop's partitioned convolution (samples)
 _MAX_CHUNK = 512
-_NO_LO = np.ones(1, dtype=np.complex128)
 
 
 def _finite(name: str, value, allow_none: bool = False) -> None:
@@ -101,6 +101,25 @@ class _Design:
     m_loop: int  # loop latency: integer samples of delay_s + feedback_delay_s
     g_fb: complex  # isolation and over-the-air carrier phase
     shift_hz: float  # frequency error
+
+
+def _fir_valid(ux: np.ndarray, d: _Design) -> np.ndarray:
+    """The channel FIR ``d.h_x`` on ``ux``, 'valid' part (ux.size - taps + 1 outputs), by overlap-save.
+
+    Frames of a few filter lengths, transformed together in single precision
+    (cache-sized FFTs; its ~-140 dB rounding is far below the repeater's
+    input noise): the same convolution as ``np.convolve(ux, h, 'valid')``.
+    """
+    m = d.h_x.size
+    n_out = ux.size - m + 1
+    if n_out <= 0:
+        return np.zeros(0, dtype=np.complex128)
+    plan = getattr(d, "_fir_plan", None)
+    if plan is None:
+        h = np.zeros(1 << max(12, (8 * m).bit_length()), dtype=np.complex128)
+        h[:m] = d.h_x
+        plan = d._fir_plan = sfft.fft(h).astype(np.complex64)
+    return fir_frames(ux, plan, m, 0)[:n_out]
 
 
 def _feedback_plan(d: _Design) -> tuple:
@@ -282,18 +301,17 @@ class Repeater:
         # Channel filter on the input: overlap-save with the kept history.
         ux = np.concatenate((self._u_hist, u))
         self._u_hist = ux[ux.size - (d.h_x.size - 1):]
-        vx = signal.oaconvolve(ux, d.h_x, mode="valid")  # overlap-add: FFTs of a few h lengths, not of the block
+        vx = _fir_valid(ux, d)
         vv = np.concatenate((self._v_hist, vx))  # integer forward delay line
         self._v_hist = vv[n:]
         wx = vv[:n] * d.c_fwd
-        lo = None
+        lo = (self._lo_cycles, d.shift_hz / fs_hz) if d.shift_hz else None  # the carrier, from this phase on
         if d.shift_hz:
-            lo = linear_phasor(self._lo_cycles, d.shift_hz / fs_hz, n)
             self._lo_cycles = math.fmod(self._lo_cycles + d.shift_hz / fs_hz * n, 1.0)
         alc = self.rated_output_power_dbm is not None
         if not alc and d.h_f is None:
             y = self._pa.process(wx, fc_hz, fs_hz, rng)
-            return y * lo if lo is not None else y
+            return y * linear_phasor(*lo, n) if lo is not None else y
         return self._run_blocks(wx, lo, d, fs_hz, rng)
 
     def _block_len(self, d: _Design, fs_hz: float) -> int:
@@ -324,7 +342,7 @@ class Repeater:
         ybuf[nfft:nfft + hy] = self._y_hist
         pa = self._pa
         y, self._alc_db, self._detector_mw = repeater_loop(
-            np.ascontiguousarray(wx, dtype=np.complex128), _NO_LO if lo is None else lo, lo is not None,
+            np.ascontiguousarray(wx, dtype=np.complex128), *(lo or (0.0, 0.0)), lo is not None,
             ybuf, hy, hspec, chunk, nfft, d.m_loop, rev, tw, d.c_fwd * d.g_fb, b,
             alc, float(self._alc_db), float(self._detector_mw), rated_mw, tau_d, tau_i,
             pa._g / pa._a_sat, float(pa.smoothness), math.radians(pa.am_pm_alpha_deg), float(pa.am_pm_beta))
