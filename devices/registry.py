@@ -30,6 +30,7 @@ _DRIVERS: dict[str, str] = {
     "soapy": "devices.soapy:open_soapy",
     "pluto": "devices.pluto:open_pluto",
     "sigmf": "devices.replay:open_replay",
+    "replay": "devices.replay_run:open_run_replay",
 }
 
 
