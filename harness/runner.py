@@ -26,7 +26,7 @@ from harness.acquisition import StepContext, run_measurement
 from harness.capture import Acquisition, CaptureRecord
 from harness.measurements import (COVERAGE_FACTOR, MeasurementError, StepData, floor_correct, floor_sensitivity,
                                   floor_too_close)
-from harness.outputs.summary import fixed, fixed_uncertainty, summary_lines
+from harness.outputs.summary import fixed, fixed_uncertainty, shown_verdict, summary_lines
 from harness.plan import Plan, Step, check_plan_against, step_seed
 from harness.plots import PlotWriter, render_png
 from harness.provenance import RunIdentity, dut_record, host_info, software_versions
@@ -67,9 +67,10 @@ class Reporter:
     def step_done(self, i: int, n: int, rec: StepRecord) -> None:
         if not self.console:
             return
-        color = {"PASS": "green", "FAIL": "red", "ERROR": "yellow", "INCONCLUSIVE": "magenta"}.get(rec.verdict,
-                                                                                                  "white")
-        self.console.print(f"[{i}/{n}] {rec.name}: [{color}]{rec.verdict}[/{color}]  ({rec.duration_s:.1f} s)")
+        shown = shown_verdict({"verdict": rec.verdict, "thru": rec.thru})  # a thru step judged nothing: FLOOR
+        color = {"PASS": "green", "FAIL": "red", "ERROR": "yellow", "INCONCLUSIVE": "magenta",
+                 "FLOOR": "blue"}.get(shown, "white")
+        self.console.print(f"[{i}/{n}] {rec.name}: [{color}]{shown}[/{color}]  ({rec.duration_s:.1f} s)")
         for m in rec.measurements:
             mc = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "magenta"}.get(m.verdict, "dim")
             lim = ""
