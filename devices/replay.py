@@ -363,17 +363,26 @@ def _parse_datetime(text: str) -> float | None:
         return None
 
 
-def open_replay(uri: str, rest: str, **options) -> Radio:
-    """``sigmf:PATH`` (the recording's base name or either of its files)."""
+def uri_path(uri: str, rest: str, options: dict, what: str) -> str:
+    """The path a replay URI names (``scheme:PATH`` or ``scheme://PATH``); replay drivers take no options.
+    ``what``: what to give, with an example, for the error when the path is missing."""
+    scheme = uri.split(":", 1)[0]
     if options:
-        raise DeviceError(f"{uri}: the sigmf: driver takes no options (got {', '.join(sorted(options))})")
+        raise DeviceError(f"{uri}: the {scheme}: driver takes no options (got {', '.join(sorted(options))})")
     path = rest.strip()
     if path.startswith("//"):
         path = path[2:]
     if not path:
-        raise DeviceError(f"{uri}: give the recording, e.g. sigmf:captures/lte20_amplifier")
-    return ReplayRadio(uri, read_recording(path))
+        raise DeviceError(f"{uri}: give {what}")
+    return path
 
 
-__all__ = ["CI16", "CI16_SCALE", "DATATYPES", "from_ci16", "to_ci16", "Annotation", "Recording", "RecordingError", "ReplayRadio", "iso_utc", "read_recording",
-           "recording_paths", "validate_file", "write_recording", "open_replay"]
+def open_replay(uri: str, rest: str, **options) -> Radio:
+    """``sigmf:PATH`` (the recording's base name or either of its files)."""
+    return ReplayRadio(uri, read_recording(uri_path(uri, rest, options,
+                                                    "the recording, e.g. sigmf:captures/lte20_amplifier")))
+
+
+__all__ = ["CI16", "CI16_SCALE", "DATATYPES", "Annotation", "Recording", "RecordingError", "ReplayRadio", "from_ci16",
+           "iso_utc", "open_replay", "read_recording", "recording_paths", "to_ci16", "uri_path", "validate_file",
+           "write_recording"]

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from devices.radio import Capabilities, CapabilityError, Capture, CaptureMeta, DeviceError, Radio, Range, StreamConfig
-from devices.replay import Recording, read_recording
+from devices.replay import Recording, read_recording, uri_path
 
 NS = "harness"
 #: a TX setting and a recording's agree within these (dB): they are the same computation, floats aside
@@ -244,14 +244,7 @@ class RunReplayRadio(Radio):
 
 def open_run_replay(uri: str, rest: str, **options) -> Radio:
     """``replay:RUN_DIR`` (a run directory with saved captures, or its ``captures/`` folder)."""
-    if options:
-        raise DeviceError(f"{uri}: the replay: driver takes no options (got {', '.join(sorted(options))})")
-    path = rest.strip()
-    if path.startswith("//"):
-        path = path[2:]
-    if not path:
-        raise DeviceError(f"{uri}: give the run directory, e.g. replay:runs/amplifier_lte-SN1")
-    return RunReplayRadio(uri, load_saved(path))
-
+    return RunReplayRadio(uri, load_saved(uri_path(uri, rest, options,
+                                                   "the run directory, e.g. replay:runs/amplifier_lte-SN1")))
 
 __all__ = ["ReplayMismatch", "RunReplayRadio", "load_saved", "open_run_replay"]
