@@ -31,6 +31,7 @@ _DRIVERS: dict[str, str] = {
     "pluto": "devices.pluto:open_pluto",
     "sigmf": "devices.replay:open_replay",
     "zmq": "devices.zmq:open_zmq",
+    "replay": "devices.replay_run:open_run_replay",
 }
 
 

@@ -2,7 +2,8 @@
 
 Generic sample I/O with the official ``sigmf`` package: metadata is built
 and validated by :class:`sigmf.SigMFFile`, samples are ``cf32_le`` (complex64,
-digital full scale 1.0). A recording is written atomically: both files go to
+digital full scale 1.0), or ``ci16_le`` where the board's raw samples are
+kept (int16 I/Q, value = sample x 32768; refused unless lossless). A recording is written atomically: both files go to
 temporary names, are flushed to disk and renamed, data first, so a reader
 sees the old pair, the new pair, or a pair whose checksum fails (refused),
 never half a file. The SHA-512 is computed while the samples are written.
@@ -34,6 +35,12 @@ from devices.radio import (Capabilities, CapabilityError, Capture, CaptureMeta, 
                            StreamConfig)
 
 DATATYPE = "cf32_le"
+#: the board's raw samples: interleaved little-endian int16 I/Q, sample = value / CI16_SCALE (full scale 1.0 is
+#: 2**15; a 12-bit board's k/2048 is stored as 16*k). Written only when every sample is on that grid (lossless),
+#: so reading converts back exactly.
+CI16 = "ci16_le"
+CI16_SCALE = 32768.0
+DATATYPES = (DATATYPE, CI16)
 #: bytes of samples written per chunk (hashing and writing interleave)
 _CHUNK = 1 << 20
 
@@ -98,13 +105,14 @@ def write_recording(path: str | Path, samples: np.ndarray, sample_rate_hz: float
                     hw: str, recorder: str, datetime_iso: str | None = None, description: str | None = None,
                     global_fields: dict | None = None, capture_fields: dict | None = None,
                     annotations: list[Annotation] = (), extensions: list[dict] = (),
-                    overwrite: bool = True) -> Path:
+                    overwrite: bool = True, datatype: str = DATATYPE) -> Path:
     """Write one recording (``path``.sigmf-meta / .sigmf-data) atomically; returns the metadata path.
 
     ``global_fields`` and ``capture_fields`` may carry namespaced keys; each
     namespace used must be declared in ``extensions`` (``{"name", "version",
     "optional"}``). The metadata is validated against the SigMF schema before
-    anything is renamed into place.
+    anything is renamed into place. ``datatype`` ``ci16_le`` keeps raw samples
+    (:data:`CI16_SCALE`); samples not on that grid are refused (``ValueError``).
     """
     from sigmf import SigMFFile, keys
 
@@ -114,6 +122,10 @@ def write_recording(path: str | Path, samples: np.ndarray, sample_rate_hz: float
     x = np.ascontiguousarray(samples, dtype="<c8")
     if x.ndim != 1:
         raise ValueError("a recording holds one channel: a 1-D array of samples")
+    if datatype == CI16:
+        x = to_ci16(x)
+    elif datatype != DATATYPE:
+        raise ValueError(f"datatype {datatype!r}: one of {', '.join(DATATYPES)}")
     tag = f".{os.getpid()}.{time.monotonic_ns()}.tmp"
     tmp_data = data_path.with_name("." + data_path.name + tag)
     tmp_meta = meta_path.with_name("." + meta_path.name + tag)
@@ -127,7 +139,7 @@ def write_recording(path: str | Path, samples: np.ndarray, sample_rate_hz: float
                 f.write(block)
             f.flush()
             os.fsync(f.fileno())
-        g = {keys.DATATYPE_KEY: DATATYPE, keys.SAMPLE_RATE_KEY: float(sample_rate_hz), keys.HW_KEY: hw,
+        g = {keys.DATATYPE_KEY: datatype, keys.SAMPLE_RATE_KEY: float(sample_rate_hz), keys.HW_KEY: hw,
              keys.RECORDER_KEY: recorder, keys.SHA512_KEY: sha.hexdigest(), keys.NUM_CHANNELS_KEY: 1}
         if description:
             g[keys.DESCRIPTION_KEY] = description
@@ -157,6 +169,28 @@ def write_recording(path: str | Path, samples: np.ndarray, sample_rate_hz: float
                 pass
         raise
     return meta_path
+
+
+def to_ci16(x: np.ndarray) -> np.ndarray:
+    """complex samples as interleaved int16 I/Q (value = sample x 32768); ``ValueError`` unless exact."""
+    iq = np.empty(2 * x.size, np.float64)
+    iq[0::2], iq[1::2] = x.real, x.imag
+    q = iq * CI16_SCALE
+    r = np.rint(q)
+    bad = np.flatnonzero((q != r) | (r < -32768) | (r > 32767))
+    if bad.size:
+        i = int(bad[0]) // 2
+        raise ValueError(f"{CI16} keeps raw 16-bit samples only: sample {i} ({complex(x[i])}) is not a multiple of "
+                         f"1/{CI16_SCALE:g} within full scale (write cf32_le instead)")
+    return r.astype("<i2")
+
+
+def from_ci16(raw: np.ndarray) -> np.ndarray:
+    """Interleaved int16 I/Q back to complex64 (exact: value / 32768 is a float32)."""
+    out = np.empty(raw.size // 2, np.complex64)
+    out.real = raw[0::2].astype(np.float32) / np.float32(CI16_SCALE)
+    out.imag = raw[1::2].astype(np.float32) / np.float32(CI16_SCALE)
+    return out
 
 
 @dataclass
@@ -206,8 +240,10 @@ def read_recording(path: str | Path, require_checksum: bool = True) -> Recording
         msg = getattr(e, "message", None) or str(e)
         raise RecordingError(f"{meta_path}: invalid SigMF metadata: {msg.splitlines()[0][:200]}") from None
     g = metadata["global"]
-    if g.get("core:datatype") != DATATYPE:
-        raise RecordingError(f"{meta_path}: datatype {g.get('core:datatype')!r} is not supported (only {DATATYPE})")
+    datatype = g.get("core:datatype")
+    if datatype not in DATATYPES:
+        raise RecordingError(f"{meta_path}: datatype {datatype!r} is not supported (only {', '.join(DATATYPES)})")
+    width = 8 if datatype == DATATYPE else 4
     if int(g.get("core:num_channels", 1)) != 1 or g.get("core:dataset") or g.get("core:metadata_only"):
         raise RecordingError(f"{meta_path}: only single-channel recordings with a .sigmf-data file are supported")
     caps = metadata["captures"]
@@ -218,7 +254,7 @@ def read_recording(path: str | Path, require_checksum: bool = True) -> Recording
     if not data_path.is_file():
         raise RecordingError(f"{data_path}: data file missing")
     size = data_path.stat().st_size
-    n, rem = divmod(size, 8)
+    n, rem = divmod(size, width)
     wanted = max([int(a["core:sample_start"]) + int(a.get("core:sample_count", 0))
                   for a in metadata["annotations"]], default=0)
     if rem or n < wanted:
@@ -235,10 +271,13 @@ def read_recording(path: str | Path, require_checksum: bool = True) -> Recording
         if sha.hexdigest() != want_sha.lower():
             raise RecordingError(f"{data_path}: data fails its SHA-512 checksum (corrupted or replaced)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            sf = SigMFFile(metadata=metadata, data_file=data_path, skip_checksum=True)
-            samples = np.asarray(sf.read_samples(), dtype=np.complex64) if n else np.zeros(0, np.complex64)
+        if datatype == CI16:  # read here, not autoscaled by the sigmf package: the scale is this module's
+            samples = from_ci16(np.fromfile(data_path, dtype="<i2", count=2 * n))
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                sf = SigMFFile(metadata=metadata, data_file=data_path, skip_checksum=True)
+                samples = np.asarray(sf.read_samples(), dtype=np.complex64) if n else np.zeros(0, np.complex64)
     except (sigmf_error.SigMFError, OSError, Warning) as e:
         raise RecordingError(f"{data_path}: cannot read samples: {e}") from None
     if samples.size != n:
@@ -324,17 +363,26 @@ def _parse_datetime(text: str) -> float | None:
         return None
 
 
-def open_replay(uri: str, rest: str, **options) -> Radio:
-    """``sigmf:PATH`` (the recording's base name or either of its files)."""
+def uri_path(uri: str, rest: str, options: dict, what: str) -> str:
+    """The path a replay URI names (``scheme:PATH`` or ``scheme://PATH``); replay drivers take no options.
+    ``what``: what to give, with an example, for the error when the path is missing."""
+    scheme = uri.split(":", 1)[0]
     if options:
-        raise DeviceError(f"{uri}: the sigmf: driver takes no options (got {', '.join(sorted(options))})")
+        raise DeviceError(f"{uri}: the {scheme}: driver takes no options (got {', '.join(sorted(options))})")
     path = rest.strip()
     if path.startswith("//"):
         path = path[2:]
     if not path:
-        raise DeviceError(f"{uri}: give the recording, e.g. sigmf:captures/lte20_amplifier")
-    return ReplayRadio(uri, read_recording(path))
+        raise DeviceError(f"{uri}: give {what}")
+    return path
 
 
-__all__ = ["Annotation", "Recording", "RecordingError", "ReplayRadio", "iso_utc", "read_recording",
-           "recording_paths", "validate_file", "write_recording", "open_replay"]
+def open_replay(uri: str, rest: str, **options) -> Radio:
+    """``sigmf:PATH`` (the recording's base name or either of its files)."""
+    return ReplayRadio(uri, read_recording(uri_path(uri, rest, options,
+                                                    "the recording, e.g. sigmf:captures/lte20_amplifier")))
+
+
+__all__ = ["CI16", "CI16_SCALE", "DATATYPES", "Annotation", "Recording", "RecordingError", "ReplayRadio", "from_ci16",
+           "iso_utc", "open_replay", "read_recording", "recording_paths", "to_ci16", "uri_path", "validate_file",
+           "write_recording"]

@@ -33,6 +33,8 @@ class StepContext:
 
 def settle(rig: Rig, seconds: float, sample_rate_hz: float) -> None:
     """Let ``seconds`` of signal pass before measuring (ALC, AGC, thermal) by capturing and discarding it."""
+    if getattr(rig.radio, "settles", True) is False:
+        return  # a replayed run: its recordings were captured after settling; nothing passes in between
     remaining = int(round(seconds * sample_rate_hz))
     while remaining > 0:
         chunk = min(remaining, SETTLE_CHUNK)

@@ -293,7 +293,10 @@ def cmd_capture(args) -> int:
                    is not None else "unknown: the radio states no RX full scale"}}
     hw = " ".join(x for x in (caps.driver, caps.description, f"serial {caps.serial}" if caps.serial else "") if x)
     try:
-        path = save_record(out, rec, ctx, hw=hw or args.uri)
+        path = save_record(out, rec, ctx, hw=hw or args.uri, datatype=args.datatype)
+    except ValueError as e:  # ci16_le asked of samples that are not the board's raw 16-bit values
+        _err(f"{out}: {e}")
+        return 2
     except OSError as e:
         _err(f"{out}: cannot write: {e.strerror or e}")
         return 3
@@ -713,7 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cp = sub.add_parser("capture", help="record one SigMF capture from a device URI (never transmits)",
                         description="Open a radio by URI (sim:, pluto:, soapy:, sigmf:, ...), tune, capture and "
-                                    "write one SigMF recording (cf32_le, SHA-512, the harness extension). A capture "
+                                    "write one SigMF recording (cf32_le, or the raw ci16_le with --datatype; SHA-512, the harness extension). A capture "
                                     "that lost samples is taken again (3 times); if it still did, it is written "
                                     "with the gaps annotated and the exit code is 3. The transmitter is never "
                                     "started. Exit codes: 0 written, 2 bad argument or device, 3 samples lost or "
@@ -727,6 +730,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--bandwidth", help="RX analogue bandwidth (default: 0.8 x rate)")
     cp.add_argument("--channel", type=int, default=0, help="RX channel (default 0)")
     cp.add_argument("--force", action="store_true", help="replace an existing recording")
+    cp.add_argument("--datatype", choices=("cf32_le", "ci16_le"), default="cf32_le",
+                    help="cf32_le (default), or ci16_le: the board's raw samples as int16 I/Q, value = sample x "
+                         "32768 (a 12-bit board's k/2048 is 16k); refused (exit 2) unless lossless, read back exactly")
     cp.set_defaults(func=cmd_capture)
 
     hs = sub.add_parser("history", help="a unit's values, limits and verdicts across runs",

@@ -125,14 +125,22 @@ def aclr_figure(r: AclrResult, outputs: dict[str, str] | None = None) -> Plot:
 _CHANNEL_COLORS = ("#0969da", "#bf3989", "#bc4c00", "#1a7f37", "#8250df")
 
 
-def acrr_figure(r: AcrrResult) -> Plot:
-    """Output spectra with the input in the wanted and in the adjacent channel, and the wanted channel's edges."""
+def acrr_figure(r: AcrrResult, adjacent_offset_hz: float | None = None, output: str = "acrr_db") -> Plot:
+    """Output spectra with the input in the wanted and in the adjacent channel; the wanted channel (and the
+    adjacent one the input was moved to, ``adjacent_offset_hz`` from it) shaded and labelled with their values;
+    the ACRR limit of ``output`` in the limits box."""
     s1, s2 = r.wanted_spectrum, r.adjacent_spectrum
-    p, disp = _analyser_plot("ACRR: output spectra", s1)
+    p, disp = _analyser_plot(f"ACRR {r.acrr_db:.2f} dB: output spectra", s1)
     p.add(s1.freqs_hz / 1e6, dbm(s1.psd_mw_hz * disp), f"input in wanted channel ({r.p_out_wanted_dbm:.2f} dBm)")
     p.add(s2.freqs_hz / 1e6, dbm(s2.psd_mw_hz * disp), f"input in adjacent channel ({r.p_out_adjacent_dbm:.2f} dBm)")
-    p.vlines += [{"value": (r.wanted_center_hz - r.filter.half_extent_hz) / 1e6},
-                 {"value": (r.wanted_center_hz + r.filter.half_extent_hz) / 1e6}]
+    half = r.filter.half_extent_hz
+    p.bands.append({"x0": (r.wanted_center_hz - half) / 1e6, "x1": (r.wanted_center_hz + half) / 1e6,
+                    "label": f"wanted channel: ACRR {r.acrr_db:.2f} dB", "color": _CHANNEL_COLORS[0]})
+    if adjacent_offset_hz is not None:
+        c = r.wanted_center_hz + adjacent_offset_hz
+        p.bands.append({"x0": (c - half) / 1e6, "x1": (c + half) / 1e6, "color": _CHANNEL_COLORS[1],
+                        "label": f"adjacent input {adjacent_offset_hz / 1e6:+g} MHz", "row": 1})
+    p.limit_ref(output, "text", label="ACRR")
     return p
 
 
@@ -166,6 +174,11 @@ def obw_figure(r: ObwResult) -> Plot:
     p, disp = _analyser_plot(f"Occupied bandwidth {r.obw_hz / 1e6:.4f} MHz ({r.fraction * 100:g} % power)", s)
     p.add(s.freqs_hz / 1e6, dbm(s.psd_mw_hz * disp), "spectrum")
     p.vlines += [{"value": r.lower_hz / 1e6, "label": "lower"}, {"value": r.upper_hz / 1e6, "label": "upper"}]
+    p.bands.append({"x0": r.lower_hz / 1e6, "x1": r.upper_hz / 1e6, "color": _CHANNEL_COLORS[0],
+                    "label": f"occupied {r.obw_hz / 1e6:.4f} MHz"})
+    # the limit is a width: the band it allows, centred on the occupied band
+    p.limit_ref("occupied_bandwidth_hz", "x", scale=1e-6, center=(r.lower_hz + r.upper_hz) / 2e6,
+                label="OBW", shade=True)
     return p
 
 
@@ -184,7 +197,8 @@ def ccdf_figure(r: CcdfResult, stimulus: CcdfResult | None = None) -> Plot:
     p.add(x, 100 * np.exp(-(10 ** (x / 10))), "Gaussian noise (reference)", "reference")
     for prob, lvl in r.levels_db.items():
         p.markers.append({"x": lvl, "y": 100 * prob, "label": f"{prob * 100:g} %: {lvl:.2f} dB"})
-    p.limit_ref("papr_db", "x", label="PAPR at 0.01 %")
+    # the limit where the curve is read: at 0.01 % probability (the y axis is in %), not only a vertical line
+    p.limit_ref("papr_db", "x", label="PAPR at 0.01 %", at=100 * 1e-4)
     return p
 
 

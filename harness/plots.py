@@ -77,12 +77,20 @@ class Plot:
         return self
 
     def limit_ref(self, output: str, axis: str, scale: float = 1.0, offset: float = 0.0, span=None,
-                  label: str = "", shade: bool = False, inline: bool = True) -> "Plot":
+                  label: str = "", shade: bool = False, inline: bool = True, center: float | None = None,
+                  at: float | None = None) -> "Plot":
         """Draw the plan's limits on ``output`` along ``axis`` (value * scale + offset), or as text; ``shade``
         the failing side (where the plotted curve itself is what the limit judges); ``inline``: name the limit
-        beside its line (else in the plot's limits box, for lines too close together to label)."""
+        beside its line (else in the plot's limits box, for lines too close together to label). ``center``: the
+        output is a width (a ripple, a bandwidth): its limit is drawn as a band of that width about ``center``.
+        ``at``: the curve is read at this other-axis value (the CCDF's 0.01 %): the limit is marked there, with
+        a segment from the measured value to it."""
         ref = {"output": output, "axis": axis, "scale": float(scale), "offset": float(offset), "label": label,
                "shade": shade, "inline": inline}
+        if center is not None:
+            ref["center"] = float(center)
+        if at is not None:
+            ref["at"] = float(at)
         if span is not None:
             ref["span"] = [float(span[0]), float(span[1])]
         self.limit_refs.append(ref)
@@ -197,8 +205,7 @@ def render_png(plot: Plot, path, outcomes: dict | None = None) -> Path | None:
         ax.set_xlim(*plot.xlim)
     if plot.ylim:
         ax.set_ylim(*plot.ylim)
-    if outcomes:
-        _draw_limit_refs(ax, plot, outcomes)
+    box = _draw_limit_refs(ax, plot, outcomes) if outcomes else None
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
     for i, b in enumerate(plot.bands):
         if b.get("label"):
@@ -248,7 +255,17 @@ def render_png(plot: Plot, path, outcomes: dict | None = None) -> Path | None:
     if labels:
         ax.legend(fontsize=10, framealpha=0.85)
     # fixed margins: tight_layout measured every tick label by drawing the axes once more (~40 % of the time)
-    fig.subplots_adjust(left=0.1 if plot.yticks_percent else 0.085, right=0.985, top=0.925, bottom=0.115)
+    w_in, h_in = FIG_SIZE_IN
+    below_in = 0.0
+    if box:  # the limits box below the axes: the figure grows by its height, the axes keep their size
+        below_in = 0.2 * (box.count("\n") + 1) + 0.16
+        fig.set_size_inches(w_in, h_in + below_in)
+    h = h_in + below_in
+    fig.subplots_adjust(left=0.125 if plot.yticks_percent else 0.085, right=0.985, top=1 - 0.075 * h_in / h,
+                        bottom=(0.115 * h_in + below_in) / h)
+    if box:
+        fig.text(0.01, (below_in - 0.06) / h, box, fontsize=10, va="top", color=_LIMIT_COLOR,
+                 bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": _LIMIT_COLOR, "alpha": 0.85})
     if hasattr(path, "write"):
         fig.savefig(path, format="png")
         return None
@@ -257,11 +274,13 @@ def render_png(plot: Plot, path, outcomes: dict | None = None) -> Path | None:
     return path
 
 
-def _draw_limit_refs(ax, plot: Plot, outcomes: dict) -> None:
+def _draw_limit_refs(ax, plot: Plot, outcomes: dict) -> str | None:
     """The plan's limits of the step's outputs: a red dashed line per limit, the failing side lightly shaded;
-    a limit far off the data is named at the plot's edge; axis "text" limits are listed in a corner box."""
+    a limit far off the data is named at the plot's edge; axis "text" limits (and the limits of outputs the plot
+    does not draw) come back as the text of the limits box, which render_png puts below the axes."""
     xlim, ylim = list(ax.get_xlim()), list(ax.get_ylim())
-    lines, boxed = [], []
+    lines, boxed, points = [], [], []
+    in_view: set[float] = set()  # band edges: always brought into view (the band is what the plot is about)
     for ref in plot.limit_refs:
         o = outcomes.get(ref.get("output"))
         if not o:
@@ -270,11 +289,12 @@ def _draw_limit_refs(ax, plot: Plot, outcomes: dict) -> None:
         name = ref.get("label") or ref["output"]
         low, high = o.get("low"), o.get("high")
         if ref.get("axis") == "text":
+            val = f"{_fmt_limit(o['value'], unit)}, " if o.get("value") is not None else ""
             if low is not None and high is not None:
-                boxed.append(f"{name}: {_fmt_limit(low, unit)} to {_fmt_limit(high, unit)}")
+                boxed.append(f"{name} {val}limit {_fmt_limit(low, unit)} to {_fmt_limit(high, unit)}")
             elif low is not None or high is not None:
                 sym = _GE if low is not None else _LE
-                boxed.append(f"{name} {sym} {_fmt_limit(low if low is not None else high, unit)}")
+                boxed.append(f"{name} {val}limit {sym} {_fmt_limit(low if low is not None else high, unit)}")
             continue
         for kind, lim in (("low", low), ("high", high)):
             if lim is None:
@@ -283,6 +303,16 @@ def _draw_limit_refs(ax, plot: Plot, outcomes: dict) -> None:
             text = f"{name} {_GE if kind == 'low' else _LE} {_fmt_limit(lim, unit)}"
             if not ref.get("inline", True) and text not in boxed:
                 boxed.append(text)
+            if ref.get("center") is not None:  # a width: the band it allows about the centre, outside shaded
+                half, c = lim * ref.get("scale", 1.0) / 2, ref["center"]
+                for edge, p_ in (("low", c - half), ("high", c + half)):
+                    in_view.add(p_)
+                    lines.append((ref.get("axis", "y"), edge, p_, ref.get("span"),
+                                  text if ref.get("inline", True) and edge == "high" else "", ref.get("shade", False)))
+                continue
+            if ref.get("at") is not None and o.get("value") is not None:
+                points.append((ref.get("axis", "x"), pos, ref["at"],
+                               o["value"] * ref.get("scale", 1.0) + ref.get("offset", 0.0), unit))
             lines.append((ref.get("axis", "y"), kind, pos, ref.get("span"), text if ref.get("inline", True) else "",
                           ref.get("shade", False)))
     # bring a limit into view when it lies within half the data's range of it
@@ -291,7 +321,7 @@ def _draw_limit_refs(ax, plot: Plot, outcomes: dict) -> None:
         log = (plot.yscale if axis == "y" else plot.xscale) == "log"
         if log:
             continue
-        reach = 0.5 * (lim_[1] - lim_[0])
+        reach = float("inf") if pos in in_view else 0.5 * (lim_[1] - lim_[0])
         if lim_[0] - reach <= pos < lim_[0]:
             lim_[0] = pos - 0.05 * (lim_[1] - pos)
         elif lim_[1] < pos <= lim_[1] + reach:
@@ -331,6 +361,14 @@ def _draw_limit_refs(ax, plot: Plot, outcomes: dict) -> None:
             ax.annotate(text, (pos, ylim[1]), fontsize=10, color=_LIMIT_COLOR, rotation=90, va="top",
                         ha="right" if kind == "low" else "left", xytext=(-2 if kind == "low" else 2, -3),
                         textcoords="offset points", zorder=7)
+    for axis, pos, at, value, unit in points:  # the limit where the curve is read, and the value's margin to it
+        xy, vxy = ((pos, at), (value, at)) if axis == "x" else ((at, pos), (at, value))
+        ax.plot(*zip(vxy, xy), "-", color=_LIMIT_COLOR, lw=2.2, zorder=6, solid_capstyle="butt")
+        ax.plot(*xy, "D", color=_LIMIT_COLOR, ms=7, zorder=7)
+        ax.annotate(f"margin {_fmt_limit(abs(pos - value), unit)}", ((pos + value) / 2, at) if axis == "x" else
+                    (at, (pos + value) / 2), fontsize=10, color=_LIMIT_COLOR, textcoords="offset points",
+                    xytext=(0, -6), ha="center", va="top", zorder=7,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
     # limits of the step's outputs this plot does not draw: named in the box, with the measured value
     drawn = {ref.get("output") for ref in plot.limit_refs if ref.get("axis") != "text"}
     for name, o in outcomes.items():
@@ -342,15 +380,14 @@ def _draw_limit_refs(ax, plot: Plot, outcomes: dict) -> None:
                f"{_GE if low is not None else _LE} {_fmt_limit(low if low is not None else high, unit)}")
         val = _fmt_limit(o["value"], unit) if o.get("value") is not None else "no value"
         boxed.append(f"{name} {val} (limit {rng}): {o.get('verdict', '')}")
-    if boxed:  # top left, or bottom left where labelled bands take the top
-        y, va = (0.02, "bottom") if plot.bands else (0.98, "top")
-        ax.text(0.01, y, ("limits (red dashes):\n" if any(r.get("inline") is False for r in plot.limit_refs) else "")
-                + "\n".join(boxed), transform=ax.transAxes, fontsize=10, va=va,
-                color=_LIMIT_COLOR, bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": _LIMIT_COLOR,
-                                          "alpha": 0.85}, zorder=8)
     if not plot.aspect_equal:
         ax.set_xlim(*xlim)
         ax.set_ylim(*ylim)
+    if not boxed:
+        return None
+    # the box goes below the axes (render_png makes room): never over the data
+    return ("limits (red dashes): " if any(r.get("inline") is False for r in plot.limit_refs) else "") + \
+        "\n".join(boxed)
 
 
 class PlotWriter:

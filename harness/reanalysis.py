@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 from devices.replay import RecordingError
 from harness.capture import Acquisition, CaptureRecord
 from harness.config import ConfigError
-from harness.measurements import MeasurementError, StepData
 from harness.outputs.sigmf import CAPTURES_DIR, SavedCapture, list_recordings, load_record
 from harness.plan import Plan, Step
 from harness.results import RunRecorder, StepRecord, now_iso
@@ -160,7 +157,7 @@ def analyze_run(src_path: Path, plan: Plan, out: Path | None = None, force: bool
     what the plan declares (nothing is written then but the refusal)."""
     from harness.plots import PlotWriter
     from harness.rundir import open_run_dir
-    from harness.runner import Reporter, _save_plots, evaluate, run_log
+    from harness.runner import Reporter, judge_step, run_log, skip_rest, stop_rule
 
     reporter = reporter or Reporter()
     src = load_source(src_path)
@@ -209,50 +206,22 @@ def analyze_run(src_path: Path, plan: Plan, out: Path | None = None, force: bool
         with PlotWriter() as plots:
             try:
                 for i, (step, records, seed, n_declared, why) in enumerate(work, 1):
-                    t0, started = time.perf_counter(), now_iso()
                     if records is None:
                         unanalysed.append(step.name)
-                        rec.add(StepRecord(step.name, step.measurement.name, "SKIPPED", started, now_iso(), 0.0,
+                        t = now_iso()
+                        rec.add(StepRecord(step.name, step.measurement.name, "SKIPPED", t, t, 0.0,
                                            error=f"not re-analysed: {why}", freq_hz=step.freq_hz,
-                                           sample_rate_hz=step.sample_rate_hz, seed=seed))
+                                           sample_rate_hz=step.sample_rate_hz, seed=seed, thru=step.thru,
+                                           floor_step=step.floor))
                         continue
-                    error = None
-                    try:
-                        data = step.measurement.analyse(records, step.params)
-                        verdict, meas = evaluate(step, data, floors.get(step.floor))
-                        if step.thru:
-                            floors[step.name] = data
-                        if data.invalid:
-                            error = data.invalid
-                        elif verdict == "ERROR":
-                            error = "measurement returned no value for limited output(s): " + ", ".join(
-                                n for n in step.limits if n not in data.values)
-                    except Exception as e:  # noqa: BLE001 - as a live run records it
-                        data, meas, verdict = StepData(), [], "ERROR"
-                        error = f"{type(e).__name__}: {e}"
-                        log.error("step %d %r: %s", i, step.name, traceback.format_exc())
-                        if not isinstance(e, (MeasurementError, RuntimeError, ValueError)):
-                            data.info["traceback"] = traceback.format_exc()
-                            error += " (an internal error of the harness: traceback in run.log)"
-                    srec = StepRecord(step.name, step.measurement.name, verdict, started, now_iso(),
-                                      time.perf_counter() - t0, meas, error, step.freq_hz, step.sample_rate_hz,
-                                      info=data.info, seed=seed, declared_captures=n_declared,
-                                      captures=[r.meta() for r in records], thru=step.thru, floor_step=step.floor)
-                    srec.plots = _save_plots(rec.dir, i, data, plots, {m.name: m.to_dict() for m in meas})
-                    rec.add(srec)
-                    reporter.step_done(i, len(work), srec)
-                    stop = None
-                    if verdict == "ERROR" and step.on_error == "stop":
-                        stop = f"stopped after ERROR in step {step.name!r} (on_error: stop)"
-                    elif verdict == "FAIL" and step.on_fail == "stop":
-                        stop = f"stopped after FAIL in step {step.name!r} (on_fail: stop)"
+                    srec = judge_step(i, len(work), step, floors, rec, plots, log, reporter,
+                                      lambda _progress, step=step, records=records: (
+                                          records, step.measurement.analyse(records, step.params)),
+                                      seed=seed, n_declared=n_declared, records=records)
+                    stop = stop_rule(step, srec.verdict)
                     if stop:
                         status, note = "aborted", stop
-                        for rest in plan.steps[i:]:
-                            t = now_iso()
-                            rec.add(StepRecord(rest.name, rest.measurement.name, "SKIPPED", t, t, 0.0,
-                                               error=f"not run: {stop}", freq_hz=rest.freq_hz,
-                                               sample_rate_hz=rest.sample_rate_hz))
+                        skip_rest(rec, plan.steps[i:], stop)
                         break
                 plots.close()
             except (Interrupted, KeyboardInterrupt) as e:

@@ -26,7 +26,7 @@ from harness.acquisition import StepContext, run_measurement
 from harness.capture import Acquisition, CaptureRecord
 from harness.measurements import (COVERAGE_FACTOR, MeasurementError, StepData, floor_correct, floor_sensitivity,
                                   floor_too_close)
-from harness.outputs.summary import fixed, fixed_uncertainty, summary_lines
+from harness.outputs.summary import fixed, fixed_uncertainty, shown_verdict, summary_lines
 from harness.plan import Plan, Step, check_plan_against, step_seed
 from harness.plots import PlotWriter, render_png
 from harness.provenance import RunIdentity, dut_record, host_info, software_versions
@@ -67,9 +67,10 @@ class Reporter:
     def step_done(self, i: int, n: int, rec: StepRecord) -> None:
         if not self.console:
             return
-        color = {"PASS": "green", "FAIL": "red", "ERROR": "yellow", "INCONCLUSIVE": "magenta"}.get(rec.verdict,
-                                                                                                  "white")
-        self.console.print(f"[{i}/{n}] {rec.name}: [{color}]{rec.verdict}[/{color}]  ({rec.duration_s:.1f} s)")
+        shown = shown_verdict({"verdict": rec.verdict, "thru": rec.thru})  # a thru step judged nothing: FLOOR
+        color = {"PASS": "green", "FAIL": "red", "ERROR": "yellow", "INCONCLUSIVE": "magenta",
+                 "FLOOR": "blue"}.get(shown, "white")
+        self.console.print(f"[{i}/{n}] {rec.name}: [{color}]{shown}[/{color}]  ({rec.duration_s:.1f} s)")
         for m in rec.measurements:
             mc = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "magenta"}.get(m.verdict, "dim")
             lim = ""
@@ -318,7 +319,66 @@ def _header(plan: Plan, rig_spec: RigSpec, rig: Rig, seeds: dict, identity: RunI
     }
 
 
-def _skip_rest(rec: RunRecorder, steps: list[Step], why: str) -> None:
+def _acquire(rig: Rig, i: int, step: Step, acquisitions: list[Acquisition], progress,
+             record_sink: RecordSink | None) -> tuple[list[CaptureRecord], StepData]:
+    records, data = run_step(rig, step, acquisitions, progress)
+    if record_sink is not None:
+        record_sink(i, step, records, data)
+    return records, data
+
+
+def judge_step(i: int, n: int, step: Step, floors: dict[str, StepData], rec: RunRecorder, plots: PlotWriter,
+               log: logging.Logger, reporter: Reporter, obtain, *, seed: int | None, n_declared: int,
+               records: list[CaptureRecord] = ()) -> StepRecord:
+    """One step judged, recorded and reported: ``obtain(progress)`` gives its (records, analysis) (a live
+    acquisition, or saved captures analysed again), then limits and floors (a thru step's values kept in
+    ``floors`` for the steps that name it), an exception as ERROR (traceback in the log), its plots, its
+    record in ``rec``. A live run and a re-analysis judge a step by this same code. ``records``: the
+    captures to record if ``obtain`` raises (the saved ones; a live run has none then)."""
+    t0, started = time.perf_counter(), now_iso()
+    error = error_type = tb = None
+    records = list(records)
+    with reporter.step(i, n, step) as progress:
+        try:
+            records, data = obtain(progress)
+            verdict, meas = evaluate(step, data, floors.get(step.floor))
+            if step.thru:
+                floors[step.name] = data
+            if data.invalid:
+                error = data.invalid
+            elif verdict == "ERROR":
+                error = "measurement returned no value for limited output(s): " + ", ".join(
+                    n for n in step.limits if n not in data.values)
+        except (Interrupted, KeyboardInterrupt, ResultsWriteError):
+            raise
+        except Exception as e:  # noqa: BLE001 - any step failure is recorded as ERROR
+            data, meas, verdict = StepData(), [], "ERROR"
+            error, error_type, tb = f"{type(e).__name__}: {e}", type(e).__name__, traceback.format_exc()
+            log.error("step %d %r: %s", i, step.name, tb)
+            if not isinstance(e, (MeasurementError, RuntimeError, ValueError)):
+                # not a measurement's own refusal: likely a harness bug
+                error += " (an internal error of the harness: traceback in run.log)"
+    srec = StepRecord(step.name, step.measurement.name, verdict, started, now_iso(), time.perf_counter() - t0,
+                      meas, error, step.freq_hz, step.sample_rate_hz, info=data.info, seed=seed,
+                      declared_captures=n_declared, captures=[r.meta() for r in records], thru=step.thru,
+                      floor_step=step.floor, error_type=error_type, traceback=tb)
+    srec.plots = _save_plots(rec.dir, i, data, plots, {m.name: m.to_dict() for m in meas})
+    rec.add(srec)
+    log.info("step %d %r: %s%s", i, step.name, verdict, f" ({error.splitlines()[0]})" if error else "")
+    reporter.step_done(i, n, srec)
+    return srec
+
+
+def stop_rule(step: Step, verdict: str) -> str | None:
+    """Why the plan stops after this step's verdict (its on_error / on_fail), or None."""
+    if verdict == "ERROR" and step.on_error == "stop":
+        return f"stopped after ERROR in step {step.name!r} (on_error: stop)"
+    if verdict == "FAIL" and step.on_fail == "stop":
+        return f"stopped after FAIL in step {step.name!r} (on_fail: stop)"
+    return None
+
+
+def skip_rest(rec: RunRecorder, steps: list[Step], why: str) -> None:
     for rest in steps:
         t = now_iso()
         rec.add(StepRecord(rest.name, rest.measurement.name, "SKIPPED", t, t, 0.0, error=f"not run: {why}",
@@ -335,40 +395,11 @@ def _run_steps(plan: Plan, rig: Rig, rec: RunRecorder, declared, seed: int, repo
     with PlotWriter() as plots, signals_raise():  # plots render in the background; all done before finish()
         try:
             for i, step in enumerate(plan.steps, 1):
-                t0, started = time.perf_counter(), now_iso()
-                error = error_type = tb = None
-                records: list[CaptureRecord] = []
-                with reporter.step(i, len(plan.steps), step) as progress:
-                    try:
-                        records, data = run_step(rig, step, declared[i - 1], progress)
-                        if record_sink is not None:
-                            record_sink(i, step, records, data)
-                        verdict, meas = evaluate(step, data, floors.get(step.floor))
-                        if step.thru:
-                            floors[step.name] = data
-                        if data.invalid:
-                            error = data.invalid
-                        elif verdict == "ERROR":
-                            error = "measurement returned no value for limited output(s): " + ", ".join(
-                                n for n in step.limits if n not in data.values)
-                    except (Interrupted, KeyboardInterrupt, ResultsWriteError):
-                        raise
-                    except Exception as e:  # noqa: BLE001 - any step failure is recorded as ERROR
-                        data, meas, verdict = StepData(), [], "ERROR"
-                        error, error_type, tb = f"{type(e).__name__}: {e}", type(e).__name__, traceback.format_exc()
-                        log.error("step %d %r: %s", i, step.name, tb)
-                        if not isinstance(e, (MeasurementError, RuntimeError, ValueError)):
-                            # not a measurement's own refusal: likely a harness bug
-                            error += " (an internal error of the harness: traceback in run.log)"
-                srec = StepRecord(step.name, step.measurement.name, verdict, started, now_iso(),
-                                  time.perf_counter() - t0, meas, error, step.freq_hz, step.sample_rate_hz,
-                                  info=data.info, seed=step_seed(seed, i), declared_captures=len(declared[i - 1]),
-                                  captures=[r.meta() for r in records], thru=step.thru, floor_step=step.floor,
-                                  error_type=error_type, traceback=tb)
-                srec.plots = _save_plots(rec.dir, i, data, plots, {m.name: m.to_dict() for m in meas})
-                rec.add(srec)
-                log.info("step %d %r: %s%s", i, step.name, verdict, f" ({error.splitlines()[0]})" if error else "")
-                reporter.step_done(i, len(plan.steps), srec)
+                srec = judge_step(i, len(plan.steps), step, floors, rec, plots, log, reporter,
+                                  lambda progress, i=i, step=step: _acquire(rig, i, step, declared[i - 1], progress,
+                                                                            record_sink),
+                                  seed=step_seed(seed, i), n_declared=len(declared[i - 1]))
+                verdict, error = srec.verdict, srec.error
                 stop = None
                 if rig.lost or not rig.tx_confirmed_off:
                     # a missed deadline, or a transmitter nobody can confirm is off: nothing more can be measured
@@ -377,13 +408,11 @@ def _run_steps(plan: Plan, rig: Rig, rec: RunRecorder, declared, seed: int, repo
                     stop = f"device lost: {cause}" + (
                         "" if confirmed else "; the transmitter could not be confirmed off: switch the rig off")
                     log.error("%s", stop)
-                elif verdict == "ERROR" and step.on_error == "stop":
-                    stop = f"stopped after ERROR in step {step.name!r} (on_error: stop)"
-                elif verdict == "FAIL" and step.on_fail == "stop":
-                    stop = f"stopped after FAIL in step {step.name!r} (on_fail: stop)"
+                else:
+                    stop = stop_rule(step, verdict)
                 if stop:
                     status, note = "aborted", stop
-                    _skip_rest(rec, plan.steps[i:], stop)
+                    skip_rest(rec, plan.steps[i:], stop)
                     break
             plots.close()
         except (Interrupted, KeyboardInterrupt) as e:
@@ -392,7 +421,7 @@ def _run_steps(plan: Plan, rig: Rig, rec: RunRecorder, declared, seed: int, repo
             status, note = "interrupted", f"interrupted ({e or 'Ctrl-C'}) during step {i}"
             log.warning("%s", note)
             done = len(rec.steps)
-            _skip_rest(rec, plan.steps[done:], note)
+            skip_rest(rec, plan.steps[done:], note)
     rec.finish(status, note)
     log.info("run %s: %s", status, rec.verdict())
 

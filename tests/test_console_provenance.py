@@ -16,7 +16,7 @@ import numpy
 import pytest
 import scipy
 
-from conftest import REPO, RIGS, read_results, write_plan
+from conftest import PLANS, REPO, RIGS, read_results, write_plan
 from harness.cli import build_parser, main
 from harness.session import EXIT_MEANINGS
 
@@ -194,3 +194,25 @@ def test_seed_reported_as_applied(tmp_path, capsys):
     assert res["rig"]["serial"] == "SIM-7" and res["seed"] == res["rig"]["sim_seed"] == 7
     assert res["seed_source"] == "given"
     assert [s["seed"] for s in res["steps"]] != [s["seed"] for s in read_results(tmp_path / "a")["steps"]]
+
+
+def test_floor_steps_read_floor_not_pass_on_the_console(tmp_path):
+    """A thru (floor) step judged nothing: its step line and the closing summary say FLOOR, not PASS."""
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["run", str(PLANS / "amplifier_lte.yaml"), "--out", str(tmp_path / "run"), "--no-history"])
+    res = read_results(tmp_path / "run")
+    lines = buf.getvalue().splitlines()
+    floors = [s["name"] for s in res["steps"] if s.get("thru")]
+    assert floors and all(s["verdict"] == "PASS" for s in res["steps"])  # results.json keeps the raw verdict
+    for i, s in enumerate(res["steps"], 1):
+        want = "FLOOR" if s["name"] in floors else "PASS"
+        assert any(line.startswith(f"[{i}/{len(res['steps'])}] {s['name']}: {want}  (") for line in lines), s["name"]
+    summary = next(line for line in lines if line.startswith("Summary:"))
+    n = len(res["steps"])
+    assert res["steps"][0]["thru"]  # counts in order of first appearance
+    assert summary == f"Summary: {n} steps: {len(floors)} FLOOR, {n - len(floors)} PASS"
+    assert code == 0

@@ -73,6 +73,9 @@ def gain_flatness(records: list[CaptureRecord], p: FlatnessParams) -> StepData:
     u_tone = max(tone_power_uncertainty_db(spec, f) for f in tones[use])
     plot = Plot("Gain across the band", "offset from centre (MHz)", "gain (dB)")
     plot.add(tones[use] / 1e6, gains, "gain", style="line")
+    # the ripple limit (peak to peak) as the band it allows, centred on the measured gain's mid-range
+    plot.limit_ref("gain_flatness_db", "y", center=(float(gains.max()) + float(gains.min())) / 2, label="ripple",
+                   shade=True)
     info = {"stimulus": w.describe(), "gain_db": gains_all.tolist()}
     if not np.all(use):
         info["excluded_tones_hz"] = tones[~use].tolist()

@@ -251,14 +251,16 @@ def acrr(records: list[CaptureRecord], p: AcrrParams) -> StepData:
     w = m0.waveform()
     per_offset, plots = {}, {}
     for off in p.adjacent_offsets_hz:
-        worst = None
+        worst = worst_sign = None
         for sign in (-1, 1):
             ma = by_label(records, f"adjacent {sign * off:+g} Hz")
             r = acrr_from_captures(m0.x, ma.x, m0.sample_rate_hz, w.center_offset_hz, filt)
             if worst is None or r.acrr_db < worst.acrr_db:
-                worst = r
+                worst, worst_sign = r, sign
         per_offset[off] = worst
-        plots[f"acrr-{off / 1e6:g}MHz"] = acrr_figure(worst)
+        k = list(p.adjacent_offsets_hz).index(off)
+        plots[f"acrr-{off / 1e6:g}MHz"] = acrr_figure(worst, worst_sign * off,
+                                                      ("acrr_first_db", "acrr_second_db")[k] if k < 2 else "acrr_db")
     vals = [r.acrr_db for r in per_offset.values()]
     values = {"acrr_db": min(vals), "acrr_first_db": vals[0]}
     if len(vals) > 1:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import format_quantity
+from harness.outputs.summary import shown_verdict
 
 _COLORS = {"SKIPPED": "#6e7781", "INCOMPLETE": "#9a6700", "PASS": "#1a7f37", "FAIL": "#cf222e", "ERROR": "#9a6700",
            "INFO": "#57606a", "INCONCLUSIVE": "#8250df", "FLOOR": "#0969da"}
@@ -179,10 +180,6 @@ def explain(step: dict, steps: list[dict], floors: set[str]) -> str:
         return "PASS"
     return str(v)
 
-
-def shown_verdict(step: dict, floors: set[str]) -> str:
-    """A floor step that passed is labelled FLOOR, not PASS: it judged nothing."""
-    return "FLOOR" if step["name"] in floors and step.get("verdict") == "PASS" else step.get("verdict", "")
 
 
 # ------------------------------------------------------------------ figures

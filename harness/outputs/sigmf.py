@@ -86,9 +86,10 @@ def json_compact(d: Any) -> str:
 
 
 def save_record(path: str | Path, record: CaptureRecord, context: dict | None = None,
-                declared: Acquisition | None = None, hw: str = "") -> Path:
+                declared: Acquisition | None = None, hw: str = "", datatype: str = "cf32_le") -> Path:
     """Write ``record`` as a SigMF recording at ``path`` (base name); ``context``: ``plan``, ``step``,
-    ``dut``, ``rig``, ``run`` dicts for the extension. Returns the metadata file."""
+    ``dut``, ``rig``, ``run`` dicts for the extension; ``datatype`` ``ci16_le`` keeps raw 16-bit samples (refused
+    with ``ValueError`` unless lossless, see :func:`devices.replay.to_ci16`). Returns the metadata file."""
     from harness.session import software_version
 
     ctx = context or {}
@@ -109,7 +110,8 @@ def save_record(path: str | Path, record: CaptureRecord, context: dict | None = 
         hw=hw or (ctx.get("rig") or {}).get("device") or "unknown",
         recorder=f"rf-harness {software_version()}", description=desc,
         datetime_iso=iso_utc(record.timestamp_s) if record.timestamp_s is not None else None,
-        global_fields=g, capture_fields=cap, annotations=_annotations(record, declared), extensions=[EXTENSION])
+        global_fields=g, capture_fields=cap, annotations=_annotations(record, declared), extensions=[EXTENSION],
+        datatype=datatype)
 
 
 @dataclass

@@ -109,13 +109,22 @@ def run_summary(results: dict, exit_code: int | None = None) -> dict:
             "not_passed": [s for s in steps if s["verdict"] != "PASS"], "steps": steps}
 
 
+def shown_verdict(step: dict, floors=()) -> str:
+    """The verdict as shown to a person: a thru/floor step that passed is FLOOR, not PASS (it measured the rig's
+    own floor and judged nothing). ``floors``: names of floor steps not marked ``thru`` (older results)."""
+    v = step.get("verdict", "")
+    return "FLOOR" if v == "PASS" and (step.get("thru") or step.get("name") in floors) else v
+
+
 def summary_lines(results: dict) -> list[str]:
-    """The console's closing summary: every step that did not PASS, with its worst margin."""
+    """The console's closing summary: the verdict counts (floor steps as FLOOR), then every step that did not
+    PASS, with its worst margin."""
     steps = results.get("steps", [])
-    bad = [(i, s) for i, s in enumerate(steps, 1) if s["verdict"] != "PASS"]
+    bad = [(i, s) for i, s in enumerate(steps, 1) if shown_verdict(s) not in ("PASS", "FLOOR")]
     counts: dict[str, int] = {}
     for s in steps:
-        counts[s["verdict"]] = counts.get(s["verdict"], 0) + 1
+        v = shown_verdict(s)
+        counts[v] = counts.get(v, 0) + 1
     head = ", ".join(f"{n} {v}" for v, n in counts.items())
     lines = [f"Summary: {len(steps)} steps: {head}" if steps else "Summary: no steps run"]
     if not bad:
