@@ -704,17 +704,16 @@ class RigServer:
     def _frames(self, st: _Stream, x: np.ndarray, timestamp: float, flags: int, end_meta: dict | None) -> None:
         """Split ``x`` into data frames of the stream (the last one END with ``end_meta`` for a bounded capture).
 
-        The samples are converted once for the whole chunk and each frame's body is a view of it (sent
-        zero-copy by the I/O thread)."""
+        cf32 frame bodies are views of ``x``; sc16 ones are converted frame by frame, so the I/O thread sends
+        frame k (zero-copy) while frame k+1 is converted: converting the whole chunk first delayed the first
+        frame by ~16 ms per 4M samples."""
         step = st.frame_samples
         n = x.size
         rate = self.radio.rx_config.sample_rate_hz if self.radio.rx_config else 1.0
-        body_all, scale = wire.encode_samples(x, st.fmt)
-        per = 2 if st.fmt == 1 else 1  # array items per sample (sc16: I and Q int16)
         for i in range(0, max(n, 1), step):
             k = min(step, n - i)
             last = end_meta is not None and i + step >= n
-            body = body_all[i * per:(i + k) * per]
+            body, scale = wire.encode_samples(x[i:i + k], st.fmt)
             f = flags | (wire.F_END if last else 0)
             with st.lock:
                 lost = st.lost_pending
