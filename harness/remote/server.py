@@ -38,8 +38,9 @@ from harness.rig import Rig
 log = logging.getLogger("harness.remote")
 
 DEFAULT_LEASE_S = 10.0
-#: bytes of frames a continuous stream may hold for a client that grants no credit before it drops (and
-#: counts): 128 MiB, about 0.27 s of cf32 (0.55 s of sc16) at 61.44 MS/s, enough to ride out a busy client
+#: bytes of frames the continuous streams of a server may hold together for clients that grant no credit,
+#: before they drop (and count): 128 MiB, about 0.27 s of cf32 (0.55 s of sc16) at 61.44 MS/s, enough to
+#: ride out a busy client
 STREAM_BUFFER_BYTES = 128 * 1024 * 1024
 #: a continuous stream captures up to this long a chunk per device call (whole frames), so the per-call cost
 #: (job queue, radio worker, interlock check) is paid once per chunk, not once per frame; short enough that
@@ -91,7 +92,9 @@ class _Session:
 class _Stream:
     """Frames waiting for a client's credits (shared between the device thread and the I/O thread)."""
 
-    def __init__(self, session: bytes, sid: int, fmt: int, frame_samples: int, bounded: bool):
+    def __init__(self, session: bytes, sid: int, fmt: int, frame_samples: int, bounded: bool,
+                 budget: "_Budget | None" = None):
+        self.budget = budget or _Budget()
         self.session, self.sid, self.fmt, self.frame_samples, self.bounded = session, sid, fmt, frame_samples, bounded
         self.frames: collections.deque = collections.deque()
         self.lock = threading.Lock()
@@ -108,8 +111,10 @@ class _Stream:
 
     def push(self, parts: list, nbytes: int, force: bool = False) -> bool:
         with self.lock:
-            if not force and not self.bounded and self.held_bytes + nbytes > STREAM_BUFFER_BYTES:
+            if not force and not self.bounded and not self.budget.take(nbytes):
                 return False
+            if self.bounded or force:
+                nbytes = 0  # bounded captures are held whole (their size was asked for); not in the budget
             self.frames.append((parts, nbytes))
             self.held_bytes += nbytes
             return True
@@ -120,7 +125,34 @@ class _Stream:
                 return None
             parts, nbytes = self.frames.popleft()
             self.held_bytes -= nbytes
-            return parts
+        self.budget.give(nbytes)
+        return parts
+
+    def clear(self) -> None:
+        with self.lock:
+            self.frames.clear()
+            held, self.held_bytes = self.held_bytes, 0
+        self.budget.give(held)
+
+
+class _Budget:
+    """Bytes the continuous streams of one server hold, against :data:`STREAM_BUFFER_BYTES`."""
+
+    def __init__(self, limit: int = STREAM_BUFFER_BYTES):
+        self.limit, self.held = limit, 0
+        self.lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self.lock:
+            if self.held + n > self.limit:
+                return False
+            self.held += n
+            return True
+
+    def give(self, n: int) -> None:
+        if n:
+            with self.lock:
+                self.held -= n
 
 
 class RigServer:
@@ -145,6 +177,7 @@ class RigServer:
         self.lease_until = 0.0
         self._sessions: collections.OrderedDict[bytes, _Session] = collections.OrderedDict()
         self._streams: dict[tuple[bytes, int], _Stream] = {}
+        self._budget = _Budget()
         self._pending_credits: dict[tuple[bytes, int], int] = {}
         self._waveforms: collections.OrderedDict[str, tuple[np.ndarray, float]] = collections.OrderedDict()
         self._jobs: queue.Queue = queue.Queue()
@@ -499,7 +532,7 @@ class RigServer:
         key = (req.session, sid)
         if key in self._streams or len(self._streams) >= 64:
             raise ValueError(f"stream {sid} exists already, or too many streams")
-        st = _Stream(req.session, sid, fmt, frame, bounded)
+        st = _Stream(req.session, sid, fmt, frame, bounded, self._budget)
         st.credits, st.route = self._pending_credits.pop(key, (0, None))
         self._streams[key] = st
         return st
@@ -560,8 +593,8 @@ class RigServer:
         for key, st in list(self._streams.items()):
             if key[0] == holder:
                 st.stop.set()
+                st.clear()
                 with st.lock:
-                    st.frames.clear()
                     st.closed = True
                 del self._streams[key]
         # the stop goes first, right after the device call under way; requests the old holder queued are
