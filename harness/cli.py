@@ -334,8 +334,8 @@ def _capture_continuous(args, radio, caps, cfg, duration_s: float, out: Path) ->
     fs_dbm = (caps.rx_full_scale_dbm - cfg.gain_db) if caps.rx_full_scale_dbm is not None else None
     try:
         with sc.Interrupt() as stop, sc.Progress(total, cfg.sample_rate_hz, sys.stderr.isatty()) as bar:
-            print(f"{writer.meta_path}: recording {total} samples ({duration_s:g} s) at {cfg.freq_hz / 1e6:.6g} MHz, "
-                  f"{cfg.sample_rate_hz / 1e6:.6g} MS/s", flush=True)
+            print(f"{writer.meta_path}: recording {total} samples ({duration_s:g} s) at "
+                  f"{cfg.freq_hz / 1e6:.6g} MHz, {cfg.sample_rate_hz / 1e6:.6g} MS/s", flush=True)
             s = sc.record(radio, writer, total, stop=stop, progress=bar, fmt=args.format)
         path = sc.finish(writer, s, cfg, hw=hw or args.uri, recorder=f"rf-harness {software_version()}",
                          full_scale_dbm=fs_dbm, context=ctx)

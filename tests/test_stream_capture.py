@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from devices import StreamConfig, open_radio
+from devices import StreamConfig
 from devices.replay import RecordingWriter, read_recording, validate_file
 from harness import stream_capture as sc
 from harness.cli import main
