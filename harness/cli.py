@@ -766,13 +766,15 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--quiet", action="store_true", help="no per-step output")
     an.set_defaults(func=cmd_analyze)
 
-    cp = sub.add_parser("capture", help="record one SigMF capture from a device URI (never transmits)",
+    cp = sub.add_parser("capture", help="record a SigMF capture (bounded or continuous) from a device URI "
+                                        "(never transmits)",
                         description="Open a radio by URI (sim:, pluto:, soapy:, sigmf:, ...), tune, capture and "
                                     "write one SigMF recording (cf32_le, SHA-512, the harness extension). A capture "
                                     "that lost samples is taken again (3 times); if it still did, it is written "
                                     "with the gaps annotated and the exit code is 3. The transmitter is never "
-                                    "started. Exit codes: 0 written, 2 bad argument or device, 3 samples lost or "
-                                    "write failed.")
+                                    "started. --duration records continuously instead (see its help). Exit codes: 0 "
+                                    "written, 2 bad argument or device, 3 samples lost or write failed, 130/143 "
+                                    "interrupted (the recording is finished with what arrived).")
     cp.add_argument("uri", help="device URI")
     cp.add_argument("--freq", required=True, help="centre frequency, e.g. '2140 MHz'")
     cp.add_argument("--rate", required=True, help="sample rate, e.g. '30.72 MHz'")
