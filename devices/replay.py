@@ -123,12 +123,18 @@ def _write_meta(tmp_meta: Path, sha512: str, sample_rate_hz: float, freq_hz: flo
 
 
 class RecordingWriter:
-    """A recording written as its samples arrive (bounded memory): :meth:`write` appends samples (hashed as
-    they are written), :meth:`gap` marks samples lost before the next one, :meth:`finish` writes the
-    metadata and renames both files into place (data first, as :func:`write_recording` does). Until then
-    the samples sit in a hidden temporary file; :meth:`abandon` removes it."""
+    """A recording written as its samples arrive (bounded memory): :meth:`write` appends samples (hashed and
+    written by a thread of its own, so disk and SHA-512 overlap with receiving; at most ``queue_chunks``
+    chunks wait, then :meth:`write` blocks), :meth:`gap` marks samples lost before the next one,
+    :meth:`finish` writes the metadata and renames both files into place (data first, as
+    :func:`write_recording` does). Until then the samples sit in a hidden temporary file; :meth:`abandon`
+    removes it."""
 
-    def __init__(self, path: str | Path, sample_rate_hz: float, freq_hz: float, overwrite: bool = True):
+    def __init__(self, path: str | Path, sample_rate_hz: float, freq_hz: float, overwrite: bool = True,
+                 queue_chunks: int = 64):
+        import queue
+        import threading
+
         self.meta_path, self.data_path = recording_paths(path)
         if not overwrite and (self.meta_path.exists() or self.data_path.exists()):
             raise FileExistsError(f"{self.meta_path}: a recording of that name exists")
@@ -138,17 +144,44 @@ class RecordingWriter:
         self._tmp_meta = self.meta_path.with_name("." + self.meta_path.name + tag)
         self._sha = hashlib.sha512()
         self._f = open(self._tmp_data, "wb")
-        self.n_samples = 0  # samples written
+        self.n_samples = 0  # samples written (queued for writing)
         self.lost_samples = 0  # samples marked lost by gap()
         self.gaps: list[Annotation] = []
+        self._q: queue.Queue = queue.Queue(maxsize=queue_chunks)
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name=f"recording {self.data_path.name}", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            raw = self._q.get()
+            if raw is None:
+                return
+            if self._failed is not None:
+                continue  # keep taking, so that a blocked write() returns and sees the failure
+            try:
+                for i in range(0, raw.size, _CHUNK):
+                    block = raw[i:i + _CHUNK]
+                    self._sha.update(block)
+                    self._f.write(block)
+            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread by write()/finish()
+                self._failed = e
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise self._failed
 
     def write(self, samples: np.ndarray) -> None:
+        """Queue ``samples`` (not copied: the caller does not modify them afterwards)."""
+        self._check()
         raw = np.ascontiguousarray(samples, dtype="<c8").view(np.uint8)
-        for i in range(0, raw.size, _CHUNK):
-            block = raw[i:i + _CHUNK]
-            self._sha.update(block)
-            self._f.write(block)
+        self._q.put(raw)
         self.n_samples += raw.size // 8
+
+    def _join(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
 
     def gap(self, lost: int | None, comment: str) -> None:
         """Samples lost (``None``: an unknown number) between what was written and the next sample."""
@@ -163,6 +196,8 @@ class RecordingWriter:
                annotations: list[Annotation] = (), extensions: list[dict] = ()) -> Path:
         """Close the data, write the metadata (``annotations`` plus the gaps) and rename both into place."""
         try:
+            self._join()
+            self._check()
             self._f.flush()
             os.fsync(self._f.fileno())
             self._f.close()
@@ -182,6 +217,8 @@ class RecordingWriter:
         return self.meta_path
 
     def abandon(self) -> None:
+        self._failed = self._failed or RecordingError(f"{self.meta_path}: recording abandoned")
+        self._join()
         if not self._f.closed:
             self._f.close()
         for t in (self._tmp_data, self._tmp_meta):

@@ -88,7 +88,7 @@ def record(radio: Radio, writer: RecordingWriter, n_total: int, *, stop: Interru
             _from_captures(radio, writer, s, stop, progress)
     except DeviceError as e:
         s.interrupted = f"device error: {e}"
-    s.elapsed_s = time.monotonic() - t0
+    s.elapsed_s = s.elapsed_s or time.monotonic() - t0
     return s
 
 
@@ -101,6 +101,7 @@ def _stopped(stop: Interrupt | None, s: StreamSummary) -> bool:
 
 def _from_stream(radio, stream_of, writer, s: StreamSummary, stop, progress, fmt) -> None:
     st = stream_of(frame_samples=STREAM_FRAME, **({"fmt": fmt} if fmt else {}))
+    t0 = time.monotonic()
     try:
         s.first_timestamp_s = time.time()
         while s.written + s.lost < s.requested_samples and not _stopped(stop, s):
@@ -121,6 +122,7 @@ def _from_stream(radio, stream_of, writer, s: StreamSummary, stop, progress, fmt
             if progress is not None:
                 progress(s)
     finally:
+        s.elapsed_s = time.monotonic() - t0  # the recording's time, not the stream's shutdown
         st.close(timeout_s=2.0)  # stops the server's stream; what it still held is discarded
 
 
