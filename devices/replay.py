@@ -101,6 +101,140 @@ class Annotation:
     fields: dict
 
 
+def _write_meta(tmp_meta: Path, sha512: str, sample_rate_hz: float, freq_hz: float, *, hw: str, recorder: str,
+                datetime_iso: str | None, description: str | None, global_fields: dict | None,
+                capture_fields: dict | None, annotations, extensions, datatype: str = DATATYPE) -> None:
+    """Build, validate and write (flushed to disk) the metadata of a recording to ``tmp_meta``."""
+    from sigmf import SigMFFile, keys
+
+    g = {keys.DATATYPE_KEY: datatype, keys.SAMPLE_RATE_KEY: float(sample_rate_hz), keys.HW_KEY: hw,
+         keys.RECORDER_KEY: recorder, keys.SHA512_KEY: sha512, keys.NUM_CHANNELS_KEY: 1}
+    if description:
+        g[keys.DESCRIPTION_KEY] = description
+    if extensions:
+        g[keys.EXTENSIONS_KEY] = [dict(e) for e in extensions]
+    g.update(global_fields or {})
+    mf = SigMFFile(global_info=g)
+    cap = {keys.FREQUENCY_KEY: float(freq_hz), **(capture_fields or {})}
+    if datetime_iso:
+        cap[keys.DATETIME_KEY] = datetime_iso
+    mf.add_capture(0, metadata=cap)
+    for a in annotations:
+        mf.add_annotation(int(a.start), None if a.count is None else int(a.count), metadata=dict(a.fields))
+    validate_metadata(mf.ordered_metadata())
+    with open(tmp_meta, "w", encoding="utf-8") as f:
+        mf.dump(f, pretty=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class RecordingWriter:
+    """A recording written as its samples arrive (bounded memory): :meth:`write` appends samples (hashed and
+    written by a thread of its own, so disk and SHA-512 overlap with receiving; at most ``queue_chunks``
+    chunks wait, then :meth:`write` blocks), :meth:`gap` marks samples lost before the next one,
+    :meth:`finish` writes the metadata and renames both files into place (data first, as
+    :func:`write_recording` does). Until then the samples sit in a hidden temporary file; :meth:`abandon`
+    removes it."""
+
+    def __init__(self, path: str | Path, sample_rate_hz: float, freq_hz: float, overwrite: bool = True,
+                 queue_chunks: int = 64):
+        import queue
+        import threading
+
+        self.meta_path, self.data_path = recording_paths(path)
+        if not overwrite and (self.meta_path.exists() or self.data_path.exists()):
+            raise FileExistsError(f"{self.meta_path}: a recording of that name exists")
+        self.sample_rate_hz, self.freq_hz = float(sample_rate_hz), float(freq_hz)
+        tag = f".{os.getpid()}.{time.monotonic_ns()}.tmp"
+        self._tmp_data = self.data_path.with_name("." + self.data_path.name + tag)
+        self._tmp_meta = self.meta_path.with_name("." + self.meta_path.name + tag)
+        self._sha = hashlib.sha512()
+        self._f = open(self._tmp_data, "wb")
+        self.n_samples = 0  # samples written (queued for writing)
+        self.lost_samples = 0  # samples marked lost by gap()
+        self.gaps: list[Annotation] = []
+        self._q: queue.Queue = queue.Queue(maxsize=queue_chunks)
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name=f"recording {self.data_path.name}", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            raw = self._q.get()
+            if raw is None:
+                return
+            if self._failed is not None:
+                continue  # keep taking, so that a blocked write() returns and sees the failure
+            try:
+                for i in range(0, raw.size, _CHUNK):
+                    block = raw[i:i + _CHUNK]
+                    self._sha.update(block)
+                    self._f.write(block)
+            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread by write()/finish()
+                self._failed = e
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+
+    def write(self, samples: np.ndarray) -> None:
+        """Queue ``samples`` (not copied: the caller does not modify them afterwards)."""
+        self._check()
+        raw = np.ascontiguousarray(samples, dtype="<c8").view(np.uint8)
+        self._q.put(raw)
+        self.n_samples += raw.size // 8
+
+    def _join(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+
+    def gap(self, lost: int | None, comment: str) -> None:
+        """Samples lost (``None``: an unknown number) between what was written and the next sample."""
+        fields = {"core:label": "overflow gap", "core:comment": comment}
+        if lost is not None:
+            fields["harness:lost_samples"] = int(lost)
+            self.lost_samples += int(lost)
+        self.gaps.append(Annotation(self.n_samples, 0, fields))
+
+    def finish(self, *, hw: str, recorder: str, datetime_iso: str | None = None, description: str | None = None,
+               global_fields: dict | None = None, capture_fields: dict | None = None,
+               annotations: list[Annotation] = (), extensions: list[dict] = ()) -> Path:
+        """Close the data, write the metadata (``annotations`` plus the gaps) and rename both into place."""
+        try:
+            self._join()
+            self._check()
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            exts = [dict(e) for e in extensions]
+            if any("harness:lost_samples" in a.fields for a in self.gaps) and \
+                    not any(e.get("name") == "harness" for e in exts):
+                exts.append({"name": "harness", "version": "1.0.0", "optional": True})
+            _write_meta(self._tmp_meta, self._sha.hexdigest(), self.sample_rate_hz, self.freq_hz, hw=hw,
+                        recorder=recorder, datetime_iso=datetime_iso, description=description,
+                        global_fields=global_fields, capture_fields=capture_fields,
+                        annotations=list(annotations) + self.gaps, extensions=exts)
+            os.replace(self._tmp_data, self.data_path)
+            os.replace(self._tmp_meta, self.meta_path)
+        except BaseException:
+            self.abandon()
+            raise
+        return self.meta_path
+
+    def abandon(self) -> None:
+        self._failed = self._failed or RecordingError(f"{self.meta_path}: recording abandoned")
+        self._join()
+        if not self._f.closed:
+            self._f.close()
+        for t in (self._tmp_data, self._tmp_meta):
+            try:
+                t.unlink()
+            except OSError:
+                pass
+
+
 def write_recording(path: str | Path, samples: np.ndarray, sample_rate_hz: float, freq_hz: float, *,
                     hw: str, recorder: str, datetime_iso: str | None = None, description: str | None = None,
                     global_fields: dict | None = None, capture_fields: dict | None = None,
@@ -114,8 +248,6 @@ def write_recording(path: str | Path, samples: np.ndarray, sample_rate_hz: float
     anything is renamed into place. ``datatype`` ``ci16_le`` keeps raw samples
     (:data:`CI16_SCALE`); samples not on that grid are refused (``ValueError``).
     """
-    from sigmf import SigMFFile, keys
-
     meta_path, data_path = recording_paths(path)
     if not overwrite and (meta_path.exists() or data_path.exists()):
         raise FileExistsError(f"{meta_path}: a recording of that name exists")
@@ -139,26 +271,10 @@ def write_recording(path: str | Path, samples: np.ndarray, sample_rate_hz: float
                 f.write(block)
             f.flush()
             os.fsync(f.fileno())
-        g = {keys.DATATYPE_KEY: datatype, keys.SAMPLE_RATE_KEY: float(sample_rate_hz), keys.HW_KEY: hw,
-             keys.RECORDER_KEY: recorder, keys.SHA512_KEY: sha.hexdigest(), keys.NUM_CHANNELS_KEY: 1}
-        if description:
-            g[keys.DESCRIPTION_KEY] = description
-        if extensions:
-            g[keys.EXTENSIONS_KEY] = [dict(e) for e in extensions]
-        g.update(global_fields or {})
-        mf = SigMFFile(global_info=g)
-        cap = {keys.FREQUENCY_KEY: float(freq_hz), **(capture_fields or {})}
-        if datetime_iso:
-            cap[keys.DATETIME_KEY] = datetime_iso
-        mf.add_capture(0, metadata=cap)
-        for a in annotations:
-            mf.add_annotation(int(a.start), None if a.count is None else int(a.count), metadata=dict(a.fields))
-        validate_metadata(mf.ordered_metadata())
-        with open(tmp_meta, "w", encoding="utf-8") as f:
-            mf.dump(f, pretty=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        _write_meta(tmp_meta, sha.hexdigest(), sample_rate_hz, freq_hz, hw=hw, recorder=recorder,
+                    datetime_iso=datetime_iso, description=description, global_fields=global_fields,
+                    capture_fields=capture_fields, annotations=annotations, extensions=extensions,
+                    datatype=datatype)
         os.replace(tmp_data, data_path)
         os.replace(tmp_meta, meta_path)
     except BaseException:

@@ -37,7 +37,7 @@ from devices.radio import (Capabilities, CapabilityError, Capture, CaptureMeta, 
                            DeviceTimeout, Radio, Range, StreamConfig)
 
 #: credits (frames) the client keeps granted ahead of what it has read
-CREDIT_WINDOW = 16
+CREDIT_WINDOW = 32
 
 
 class RemoteError(DeviceError):
@@ -380,7 +380,7 @@ class _Receiver:
     def take(self, parts) -> int:
         """Handle one data message; returns the credits to grant back."""
         try:
-            h, samples, meta = wire.decode_frame(parts)
+            h, body, meta = wire.decode_header(parts)
         except wire.WireError:
             self.lost += 0  # a frame we cannot read: counted below from the sample indices it leaves empty
             return 1
@@ -397,7 +397,7 @@ class _Receiver:
             if h.first_sample + h.n_samples > self.n:
                 self.aborted = f"frame beyond the requested {self.n} samples (protocol error)"
             else:
-                self.out[h.first_sample:h.first_sample + h.n_samples] = samples
+                wire.frame_samples(h, body, self.out[h.first_sample:h.first_sample + h.n_samples])
                 self.received += h.n_samples
                 self.filled.append((h.first_sample, h.n_samples))
         if h.flags & wire.F_ABORTED:

@@ -81,20 +81,28 @@ class FrameHeader:
 
 
 def encode_samples(x: np.ndarray, fmt: int) -> tuple[bytes | np.ndarray, float]:
-    """Samples (complex64) as the bytes of a data frame and the scale that goes in its header."""
+    """Samples (complex64) as the bytes of a data frame and the scale that goes in its header (cf32: a view,
+    no copy; sc16: one float32 temporary, rounded and clipped in place)."""
     if fmt == 0:
         return np.ascontiguousarray(x, dtype=np.complex64), 1.0
     iq = np.multiply(np.ascontiguousarray(x, dtype=np.complex64).view(np.float32), np.float32(32767.0))
-    np.clip(iq, -32767.0, 32767.0, out=iq)
     np.rint(iq, out=iq)
+    np.clip(iq, -32767.0, 32767.0, out=iq)
     return iq.astype(np.int16), SC16_SCALE
 
 
 def decode_frame(parts: list) -> tuple[FrameHeader, np.ndarray, dict | None]:
-    """A data frame's header, its samples as complex64 and its JSON part (None if it has none)."""
+    """A data frame's header, its samples as complex64 and its JSON part (None if it has none); cf32
+    samples are a view of the message, valid while it lives."""
+    h, body, meta = decode_header(parts)
+    return h, frame_samples(h, body), meta
+
+
+def decode_header(parts: list) -> tuple[FrameHeader, memoryview, dict | None]:
+    """A data frame's header, its sample bytes (checked against the header) and its JSON part."""
     if len(parts) not in (2, 3):
         raise WireError(f"data frame of {len(parts)} parts; expected 2 or 3")
-    raw = bytes(parts[0])
+    raw = parts[0].buffer if hasattr(parts[0], "buffer") else parts[0]
     if len(raw) != HEADER.size:
         raise WireError(f"data frame header of {len(raw)} bytes; expected {HEADER.size}")
     magic, version, fmt, flags, stream, seq, first, n, lost, ts, scale = HEADER.unpack(raw)
@@ -106,18 +114,29 @@ def decode_frame(parts: list) -> tuple[FrameHeader, np.ndarray, dict | None]:
         raise WireError(f"unknown sample format {fmt}")
     if flags & ~KNOWN_FLAGS:
         raise WireError(f"data frame with unknown flags 0x{flags & ~KNOWN_FLAGS:x}")
-    body = memoryview(parts[1])
+    if fmt == 1 and not (math.isfinite(scale) and 0 < scale <= 1):
+        raise WireError(f"sc16 frame with scale {scale!r}")
+    body = memoryview(parts[1].buffer if hasattr(parts[1], "buffer") else parts[1])
     if body.nbytes != n * BYTES_PER_SAMPLE[fmt]:
         raise WireError(f"data frame says {n} samples but carries {body.nbytes} bytes")
-    if fmt == 0:
-        samples = np.frombuffer(body, dtype=np.complex64)
-    else:
-        if not (math.isfinite(scale) and 0 < scale <= 1):
-            raise WireError(f"sc16 frame with scale {scale!r}")
-        iq = np.multiply(np.frombuffer(body, dtype=np.int16), np.float32(scale), dtype=np.float32)
-        samples = iq.view(np.complex64)
     meta = _json(parts[2]) if len(parts) == 3 else None
-    return FrameHeader(fmt, flags, stream, seq, first, n, lost, ts, scale), samples, meta
+    return FrameHeader(fmt, flags, stream, seq, first, n, lost, ts, scale), body, meta
+
+
+def frame_samples(h: FrameHeader, body: memoryview, out: np.ndarray | None = None) -> np.ndarray:
+    """The samples of a frame as complex64. ``out`` (complex64, exactly ``h.n_samples`` long): convert
+    straight into it, with no temporary and no second copy."""
+    if h.fmt == 0:
+        x = np.frombuffer(body, dtype=np.complex64)
+        if out is None:
+            return x
+        out[:] = x
+        return out
+    iq = np.frombuffer(body, dtype=np.int16)
+    if out is None:
+        return np.multiply(iq, np.float32(h.scale), dtype=np.float32).view(np.complex64)
+    np.multiply(iq, np.float32(h.scale), out=out.view(np.float32))
+    return out
 
 
 def encode_credit(session: bytes, stream: int, credits: int) -> bytes:

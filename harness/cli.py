@@ -245,9 +245,15 @@ def cmd_capture(args) -> int:
     try:
         freq = parse_quantity(args.freq, "Hz")
         rate = parse_quantity(args.rate, "Hz")
-        n = int(args.samples)
-        if not 1 <= n <= 1 << 26:
-            raise ValueError(f"--samples {n}: must be 1..{1 << 26}")
+        duration = parse_quantity(args.duration, "s") if args.duration is not None else None
+        if duration is not None:
+            if not (0 < duration <= 7 * 86400) or not 1 <= duration * rate:
+                raise ValueError(f"--duration {args.duration}: must be positive (at most a week) and hold a sample")
+            n = 0
+        else:
+            n = int(args.samples)
+            if not 1 <= n <= 1 << 26:
+                raise ValueError(f"--samples {n}: must be 1..{1 << 26}")
         if not (0 < freq <= 100e9 and 0 < rate <= 1e10):
             raise ValueError("--freq and --rate must be positive frequencies")
         gain = parse_quantity(args.gain, "dB") if args.gain is not None else None
@@ -272,6 +278,8 @@ def cmd_capture(args) -> int:
                                            (caps.rx_gain_range_db.low + caps.rx_gain_range_db.high) / 2)
             cfg = radio.configure_rx(StreamConfig(freq, rate, g, bw or caps.rf_bandwidth_range_hz.clip(0.8 * rate),
                                                   args.channel))
+            if duration is not None:
+                return _capture_continuous(args, radio, caps, cfg, duration, out)
             for attempt in range(4):  # samples lost: taken again, never stitched
                 cap = radio.capture(n)
                 if not (cap.meta.overflow or cap.meta.dropped_samples):
@@ -305,6 +313,53 @@ def cmd_capture(args) -> int:
     if rec.faults():
         _err(f"{path}: {', '.join(rec.faults())} after {attempt + 1} attempts: written with the gaps annotated")
         return 3 if (rec.overflow or rec.dropped_samples) else 0
+    return 0
+
+
+def _capture_continuous(args, radio, caps, cfg, duration_s: float, out: Path) -> int:
+    """``harness capture --duration``: see :mod:`harness.stream_capture`."""
+    import signal
+
+    from devices.replay import RecordingWriter
+    from harness import stream_capture as sc
+    from harness.session import software_version
+
+    total = sc.samples_for(duration_s, cfg.sample_rate_hz)
+    try:
+        writer = RecordingWriter(out, cfg.sample_rate_hz, cfg.freq_hz)
+    except OSError as e:
+        _err(f"{out}: cannot write: {e.strerror or e}")
+        return 3
+    ctx = {"harness:rig": {"device": args.uri, "driver": caps.driver, "serial": caps.serial},
+           "harness:run": {"command": "harness capture --duration", "software_version": software_version(),
+                           "duration_s": duration_s}}
+    hw = " ".join(x for x in (caps.driver, caps.description, f"serial {caps.serial}" if caps.serial else "") if x)
+    fs_dbm = (caps.rx_full_scale_dbm - cfg.gain_db) if caps.rx_full_scale_dbm is not None else None
+    try:
+        with sc.Interrupt() as stop, sc.Progress(total, cfg.sample_rate_hz, sys.stderr.isatty()) as bar:
+            print(f"{writer.meta_path}: recording {total} samples ({duration_s:g} s) at "
+                  f"{cfg.freq_hz / 1e6:.6g} MHz, {cfg.sample_rate_hz / 1e6:.6g} MS/s", flush=True)
+            s = sc.record(radio, writer, total, stop=stop, progress=bar, fmt=args.format)
+        path = sc.finish(writer, s, cfg, hw=hw or args.uri, recorder=f"rf-harness {software_version()}",
+                         full_scale_dbm=fs_dbm, context=ctx)
+    except OSError as e:
+        writer.abandon()
+        _err(f"{out}: cannot write: {e.strerror or e}")
+        return 3
+    except BaseException:
+        writer.abandon()
+        raise
+    print(f"{path}: {s.written} samples written in {s.elapsed_s:.1f} s ({s.source}), {s.lost} lost, "
+          f"{s.gaps} gaps annotated" + (f"; interrupted: {s.interrupted}" if s.interrupted else ""), flush=True)
+    if s.unknown_gaps:
+        _err(f"{path}: {s.unknown_gaps} gaps of unknown length between back-to-back captures (this radio has no "
+             f"continuous stream): annotated")
+    if s.lost or s.overflows:
+        _err(f"{path}: {s.lost} samples lost ({s.overflows} overflows): written with the gaps annotated")
+    if stop.signal:
+        return 128 + int(getattr(signal, stop.signal))
+    if s.interrupted or s.lost or s.overflows:
+        return 3
     return 0
 
 
@@ -714,17 +769,27 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--quiet", action="store_true", help="no per-step output")
     an.set_defaults(func=cmd_analyze)
 
-    cp = sub.add_parser("capture", help="record one SigMF capture from a device URI (never transmits)",
+    cp = sub.add_parser("capture", help="record a SigMF capture (bounded or continuous) from a device URI "
+                                        "(never transmits)",
                         description="Open a radio by URI (sim:, pluto:, soapy:, sigmf:, ...), tune, capture and "
                                     "write one SigMF recording (cf32_le, or the raw ci16_le with --datatype; SHA-512, the harness extension). A capture "
                                     "that lost samples is taken again (3 times); if it still did, it is written "
                                     "with the gaps annotated and the exit code is 3. The transmitter is never "
-                                    "started. Exit codes: 0 written, 2 bad argument or device, 3 samples lost or "
-                                    "write failed.")
+                                    "started. --duration records continuously instead (see its help). Exit codes: 0 "
+                                    "written, 2 bad argument or device, 3 samples lost or write failed, 130/143 "
+                                    "interrupted (the recording is finished with what arrived).")
     cp.add_argument("uri", help="device URI")
     cp.add_argument("--freq", required=True, help="centre frequency, e.g. '2140 MHz'")
     cp.add_argument("--rate", required=True, help="sample rate, e.g. '30.72 MHz'")
-    cp.add_argument("--samples", required=True, type=int, help="number of samples")
+    howmuch = cp.add_mutually_exclusive_group(required=True)
+    howmuch.add_argument("--samples", type=int, help="number of samples (one bounded capture)")
+    howmuch.add_argument("--duration", help="record continuously for this long, e.g. '10 s': written to disk as "
+                                            "it arrives (bounded memory), a progress bar with rate and loss on a "
+                                            "terminal; Ctrl-C or SIGTERM finishes the recording with what arrived "
+                                            "(exit 130/143). zmq:// uses the server's continuous stream; other "
+                                            "radios capture back to back, each new capture annotated as a gap")
+    cp.add_argument("--format", choices=("cf32", "sc16"), help="zmq:// stream sample format on the link "
+                                                                "(default: the URI's, cf32)")
     cp.add_argument("--out", required=True, help="recording (base name, or NAME.sigmf-meta)")
     cp.add_argument("--gain", help="RX gain, e.g. '30 dB' (default: mid-range)")
     cp.add_argument("--bandwidth", help="RX analogue bandwidth (default: 0.8 x rate)")

@@ -79,6 +79,7 @@ def test_device_overflow_is_retried_then_step_error(tmp_path, server, monkeypatc
 
 
 def test_slow_client_continuous_stream_loss_counted(server):
+    server._budget.limit = 64 * 4096 * 8  # 64 cf32 frames: the stall overflows it quickly on the sim bench
     with open_radio(f"zmq://127.0.0.1:{server.port}?insecure=1") as r:
         r.configure_rx(RX)
         s = r.stream(frame_samples=4096)
@@ -90,13 +91,15 @@ def test_slow_client_continuous_stream_loss_counted(server):
             assert x.size == 4096
             lost_seen += lost
             got += x.size
-            if got == 5 * 4096:  # the client stalls: the server's 64-frame buffer fills and overflows
+            if got == 5 * 4096:  # the client stalls: the server's buffer fills and overflows
                 assert wait_until(lambda: server.counters["samples_dropped"] > 0, 20.0)
         s.close()  # reads on to the END frame, which carries the last loss
     assert s.lost > 0, "a deliberately slow client must see loss counted"
     assert s.lost == server.counters["samples_dropped"]
     assert s.lost % 4096 == 0  # whole frames dropped, each counted
     assert lost_seen <= s.lost
+    assert wait_until(lambda: not server._streams, 5.0)
+    assert server._budget.held == 0  # every buffered byte given back
 
 
 def test_many_captures_in_a_row(server):

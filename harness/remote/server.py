@@ -38,8 +38,15 @@ from harness.rig import Rig
 log = logging.getLogger("harness.remote")
 
 DEFAULT_LEASE_S = 10.0
-#: frames a continuous stream may hold for a client that grants no credit before it drops (and counts)
-STREAM_BUFFER_FRAMES = 64
+#: bytes of frames the continuous streams of a server may hold together for clients that grant no credit,
+#: before they drop (and count): 128 MiB, about 0.27 s of cf32 (0.55 s of sc16) at 61.44 MS/s, enough to
+#: ride out a busy client
+STREAM_BUFFER_BYTES = 128 * 1024 * 1024
+#: a continuous stream captures up to this long a chunk per device call (whole frames), so the per-call cost
+#: (job queue, radio worker, interlock check) is paid once per chunk, not once per frame; short enough that
+#: a stop or another request waits little
+STREAM_CHUNK_S = 0.02
+STREAM_CHUNK_MAX_SAMPLES = 1 << 21
 MAX_SESSIONS = 256
 MAX_WAVEFORMS = 8
 MAX_WAVEFORM_BYTES = 256 * 1024 * 1024
@@ -85,7 +92,9 @@ class _Session:
 class _Stream:
     """Frames waiting for a client's credits (shared between the device thread and the I/O thread)."""
 
-    def __init__(self, session: bytes, sid: int, fmt: int, frame_samples: int, bounded: bool):
+    def __init__(self, session: bytes, sid: int, fmt: int, frame_samples: int, bounded: bool,
+                 budget: "_Budget | None" = None):
+        self.budget = budget or _Budget()
         self.session, self.sid, self.fmt, self.frame_samples, self.bounded = session, sid, fmt, frame_samples, bounded
         self.frames: collections.deque = collections.deque()
         self.lock = threading.Lock()
@@ -98,13 +107,52 @@ class _Stream:
         self.lost_pending = 0  # samples dropped since the last frame that left the buffer
         self.lost_total = 0
         self.sent = 0
+        self.held_bytes = 0  # bytes of the frames waiting in ``frames``
 
-    def push(self, parts: list, n: int, force: bool = False) -> bool:
+    def push(self, parts: list, nbytes: int, force: bool = False) -> bool:
         with self.lock:
-            if not force and not self.bounded and len(self.frames) >= STREAM_BUFFER_FRAMES:
+            if not force and not self.bounded and not self.budget.take(nbytes):
                 return False
-            self.frames.append(parts)
+            if self.bounded or force:
+                nbytes = 0  # bounded captures are held whole (their size was asked for); not in the budget
+            self.frames.append((parts, nbytes))
+            self.held_bytes += nbytes
             return True
+
+    def pop(self) -> list | None:
+        with self.lock:
+            if not self.frames:
+                return None
+            parts, nbytes = self.frames.popleft()
+            self.held_bytes -= nbytes
+        self.budget.give(nbytes)
+        return parts
+
+    def clear(self) -> None:
+        with self.lock:
+            self.frames.clear()
+            held, self.held_bytes = self.held_bytes, 0
+        self.budget.give(held)
+
+
+class _Budget:
+    """Bytes the continuous streams of one server hold, against :data:`STREAM_BUFFER_BYTES`."""
+
+    def __init__(self, limit: int = STREAM_BUFFER_BYTES):
+        self.limit, self.held = limit, 0
+        self.lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self.lock:
+            if self.held + n > self.limit:
+                return False
+            self.held += n
+            return True
+
+    def give(self, n: int) -> None:
+        if n:
+            with self.lock:
+                self.held -= n
 
 
 class RigServer:
@@ -129,6 +177,7 @@ class RigServer:
         self.lease_until = 0.0
         self._sessions: collections.OrderedDict[bytes, _Session] = collections.OrderedDict()
         self._streams: dict[tuple[bytes, int], _Stream] = {}
+        self._budget = _Budget()
         self._pending_credits: dict[tuple[bytes, int], int] = {}
         self._waveforms: collections.OrderedDict[str, tuple[np.ndarray, float]] = collections.OrderedDict()
         self._jobs: queue.Queue = queue.Queue()
@@ -483,7 +532,7 @@ class RigServer:
         key = (req.session, sid)
         if key in self._streams or len(self._streams) >= 64:
             raise ValueError(f"stream {sid} exists already, or too many streams")
-        st = _Stream(req.session, sid, fmt, frame, bounded)
+        st = _Stream(req.session, sid, fmt, frame, bounded, self._budget)
         st.credits, st.route = self._pending_credits.pop(key, (0, None))
         self._streams[key] = st
         return st
@@ -517,10 +566,9 @@ class RigServer:
     def _pump_streams(self) -> None:
         for key, st in list(self._streams.items()):
             while st.credits > 0 and st.route is not None:
-                with st.lock:
-                    if not st.frames:
-                        break
-                    parts = st.frames.popleft()
+                parts = st.pop()
+                if parts is None:
+                    break
                 try:
                     self.data.send_multipart([st.route] + parts, zmq.NOBLOCK, copy=False)
                 except zmq.ZMQError:
@@ -545,8 +593,8 @@ class RigServer:
         for key, st in list(self._streams.items()):
             if key[0] == holder:
                 st.stop.set()
+                st.clear()
                 with st.lock:
-                    st.frames.clear()
                     st.closed = True
                 del self._streams[key]
         # the stop goes first, right after the device call under way; requests the old holder queued are
@@ -687,30 +735,34 @@ class RigServer:
         return {"stream": st.sid, "n": int(cap.samples.size)}
 
     def _frames(self, st: _Stream, x: np.ndarray, timestamp: float, flags: int, end_meta: dict | None) -> None:
-        """Split ``x`` into data frames of the stream (the last one END with ``end_meta`` for a bounded capture)."""
+        """Split ``x`` into data frames of the stream (the last one END with ``end_meta`` for a bounded capture).
+
+        cf32 frame bodies are views of ``x``; sc16 ones are converted frame by frame, so the I/O thread sends
+        frame k (zero-copy) while frame k+1 is converted: converting the whole chunk first delayed the first
+        frame by ~16 ms per 4M samples."""
         step = st.frame_samples
         n = x.size
         rate = self.radio.rx_config.sample_rate_hz if self.radio.rx_config else 1.0
         for i in range(0, max(n, 1), step):
-            chunk = x[i:i + step]
+            k = min(step, n - i)
             last = end_meta is not None and i + step >= n
-            body, scale = wire.encode_samples(chunk, st.fmt)
+            body, scale = wire.encode_samples(x[i:i + k], st.fmt)
             f = flags | (wire.F_END if last else 0)
             with st.lock:
                 lost = st.lost_pending
                 st.lost_pending = 0
             if lost:
                 f |= wire.F_DROPPED
-            head = wire.FrameHeader(st.fmt, f, st.sid, st.seq, st.next_sample, int(chunk.size), lost,
-                                    timestamp + i / rate, scale).pack()
+            head = wire.HEADER.pack(wire.MAGIC, wire.VERSION, st.fmt, f, st.sid, st.seq, st.next_sample, k, lost,
+                                    timestamp + i / rate, scale)
             parts = [head, body] + ([wire.dumps(end_meta)] if last else [])
             st.seq += 1
-            st.next_sample += int(chunk.size)
-            if not st.push(parts, int(chunk.size)):
+            st.next_sample += k
+            if not st.push(parts, body.nbytes):
                 with st.lock:
-                    st.lost_pending += lost + int(chunk.size)
-                    st.lost_total += int(chunk.size)
-                self.counters["samples_dropped"] += int(chunk.size)
+                    st.lost_pending += lost + k
+                    st.lost_total += k
+                self.counters["samples_dropped"] += k
             self._wake(self._wake_sock)
         if end_meta is not None:
             with st.lock:
@@ -729,6 +781,10 @@ class RigServer:
         self._jobs.put(("", None, self._stream_chunk, (st,)))
         return {"stream": st.sid}
 
+    def _chunk_frames(self, st: _Stream) -> int:
+        rate = self.radio.rx_config.sample_rate_hz if self.radio.rx_config else 0.0
+        return max(1, int(min(rate * STREAM_CHUNK_S, STREAM_CHUNK_MAX_SAMPLES)) // st.frame_samples)
+
     def _stream_chunk(self, st: _Stream) -> None:
         if st.stop.is_set() or self.holder != st.session:
             head = wire.FrameHeader(st.fmt, wire.F_END, st.sid, st.seq, st.next_sample, 0, st.lost_pending,
@@ -739,7 +795,7 @@ class RigServer:
             self._wake(self._wake_sock)
             return
         try:
-            cap = self.radio.capture(st.frame_samples)
+            cap = self.radio.capture(st.frame_samples * self._chunk_frames(st))
             self._rx_guard(cap)
         except BaseException as e:  # noqa: BLE001 - the stream says why it ended
             self._abort_stream(st, str(e))
