@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import zmq
@@ -220,7 +221,13 @@ class RunManager:
         with open(run.dir / path, "rb") as f:
             f.seek(offset)
             data = f.read(length)
-        rep = wire.encode_reply(req.id, {"path": path, "offset": offset, "n": len(data)})
+        n = len(data)
+        packed = False
+        if req.args.get("zlib"):  # JSON, HTML and logs shrink several-fold; PNGs and samples hardly: sent as they are
+            z = zlib.compress(data, 1)
+            if len(z) < 0.9 * len(data):
+                data, packed = z, True
+        rep = wire.encode_reply(req.id, {"path": path, "offset": offset, "n": n, "zlib": packed})
         # two parts: not cached for retries (a retry reads the chunk again, idempotent)
         sess.in_progress.discard(req.id)
         try:
@@ -402,8 +409,7 @@ def run_remote(plan_path: Path, uri: str, out: Path | None, *, seed: int | None 
         try:
             want = [f for f in final["files"] if save_captures or not f["path"].startswith("captures/")]
             try:
-                for f in want:
-                    _fetch(client, rid, f, run_dir.path)
+                _fetch_all(client, rid, want, run_dir.path)
             except (OSError, ValueError) as e:
                 raise ResultsWriteError(f"{run_dir.path}: {e}") from None
         finally:
@@ -447,22 +453,62 @@ def _follow(client: RemoteRunClient, rid: int, console, poll_s: float) -> dict:
             client.request("run_cancel", {"run": rid})
 
 
-def _fetch(client: RemoteRunClient, rid: int, f: dict, into: Path) -> None:
-    rel = Path(f["path"])
-    if rel.is_absolute() or ".." in rel.parts:
-        raise ValueError(f"the server named a file outside the run directory: {f['path']!r}")
-    dest = into / rel
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    h = hashlib.sha256()
-    with open(dest, "wb") as out:
-        offset = 0
-        while offset < f["size"]:
-            meta, data = client.request("run_file", {"run": rid, "path": f["path"], "offset": offset,
-                                                     "length": FILE_CHUNK}, timeout_s=30.0)
-            if not data:
-                raise ValueError(f"{f['path']}: the server sent nothing at offset {offset}")
-            out.write(data)
-            h.update(data)
-            offset += len(data)
-    if h.hexdigest() != f["sha256"]:
-        raise ValueError(f"{f['path']}: sha256 of what arrived differs from the server's")
+def _fetch_all(client: RemoteRunClient, rid: int, files: list[dict], into: Path, window: int = 4,
+               timeout_s: float = 30.0) -> None:
+    """Fetch the run's files into ``into``: ``window`` chunk requests in flight (a WAN's round trips overlap),
+    a chunk unanswered for ``timeout_s`` asked again (same id) up to 3 times; every file's sha256 checked."""
+    handles, chunks = {}, []
+    try:
+        for f in files:
+            rel = Path(f["path"])
+            if rel.is_absolute() or ".." in rel.parts:
+                raise ValueError(f"the server named a file outside the run directory: {f['path']!r}")
+            dest = into / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            handles[f["path"]] = open(dest, "wb")
+            chunks += [(f["path"], off) for off in range(0, int(f["size"]), FILE_CHUNK)]
+        chunks.reverse()
+        pending: dict[int, list] = {}  # id -> [message, path, offset, sent at, tries]
+        while chunks or pending:
+            while chunks and len(pending) < window:
+                path, off = chunks.pop()
+                rq = next(client._ids)
+                msg = wire.encode_request("run_file", rq, client.session, {"run": rid, "path": path, "offset": off,
+                                                                            "length": FILE_CHUNK, "zlib": True})
+                client.sock.send_multipart(msg, copy=False)
+                pending[rq] = [msg, path, off, time.monotonic(), 1]
+            oldest = min(p[3] for p in pending.values())
+            left = oldest + timeout_s - time.monotonic()
+            if left > 0 and client.sock.poll(int(left * 1000) + 1, zmq.POLLIN):
+                parts = client.sock.recv_multipart()
+                try:
+                    got, ok, body = wire.decode_reply(parts[:1])
+                except wire.WireError:
+                    continue
+                if got not in pending:
+                    continue  # a late answer to a chunk already taken
+                if not ok:
+                    raise client._error(client.uri, "run_file", body)
+                _, path, off, _, _ = pending.pop(got)
+                data = parts[1] if len(parts) > 1 else b""
+                if body.get("zlib"):
+                    data = zlib.decompress(data, bufsize=FILE_CHUNK)
+                if not data or len(data) != body.get("n"):
+                    raise ValueError(f"{path}: a broken chunk at offset {off}")
+                h = handles[path]
+                h.seek(off)
+                h.write(data)
+                continue
+            for rq, p in pending.items():  # unanswered: ask again
+                if time.monotonic() - p[3] >= timeout_s:
+                    if p[4] >= client.tries:
+                        raise DeviceTimeout(f"{client.uri}: no answer from the rig server to run_file {p[1]} in "
+                                            f"{client.tries} tries of {timeout_s:.3g} s")
+                    client.sock.send_multipart(p[0], copy=False)
+                    p[3], p[4] = time.monotonic(), p[4] + 1
+    finally:
+        for h in handles.values():
+            h.close()
+    for f in files:
+        if _sha256(into / f["path"]) != f["sha256"]:
+            raise ValueError(f"{f['path']}: sha256 of what arrived differs from the server's")
