@@ -169,3 +169,29 @@ def test_vanished_client_lease_expiry_stops_the_run(tmp_path, server, closes):
         c.request("acquire")
     finally:
         c.close()
+
+
+def test_server_tx_bands_hold_in_a_remote_run(tmp_path, monkeypatch):
+    """The server's limits, not the plan's wishes: a rig whose tx_bands exclude the plan's carrier refuses every
+    transmission of the run, naming the limit; nothing reaches the radio."""
+    from devices.radio import Radio
+
+    text = (RIGS / "sim-amplifier.yaml").read_text()
+    assert "- {low: 1.7 GHz, high: 2.7 GHz}" in text
+    rig = tmp_path / "sim-amplifier.yaml"  # the same name: its shipped calibration still applies
+    rig.write_text(text.replace("- {low: 1.7 GHz, high: 2.7 GHz}", "- {low: 2.3 GHz, high: 2.7 GHz}"))
+    (tmp_path / "sim-amplifier.cal.json").write_text((RIGS / "sim-amplifier.cal.json").read_text())
+    sent = []
+    orig = Radio.transmit
+    monkeypatch.setattr(Radio, "transmit", lambda self, *a, **kw: (sent.append(1), orig(self, *a, **kw))[1])
+    s = serve(rig, seed=0, lease_s=2.0)
+    try:
+        out = tmp_path / "run"
+        code = main(["run", PLAN, "--remote", f"zmq://127.0.0.1:{s.port}", "--insecure", "--out", str(out),
+                     "--seed", "0", "--quiet"])
+    finally:
+        stop(s)
+    res = read_results(out)
+    assert code == 3 and res["verdict"] == "ERROR"
+    assert all(st["verdict"] == "ERROR" and "limits.tx_bands" in st["error"] for st in res["steps"])
+    assert sent == []

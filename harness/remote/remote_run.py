@@ -248,10 +248,25 @@ class RunManager:
             from harness.outputs.sigmf import CaptureSaver
 
             saver = CaptureSaver(save)
+        rig, unguard = None, None
         try:
             # a simulated bench is opened afresh with the run's seed, as a local run opens it; a real radio is
             # the server's own, already open
-            rig = None if spec.simulated else srv.rig
+            if spec.simulated:
+                from harness.rig import Rig
+                from harness.runner import applied_seeds
+
+                try:
+                    rig = Rig.open(spec, seed=applied_seeds(seed, spec)["sim_seed"])
+                except (ConfigError, DeviceError) as e:
+                    from harness.runner import write_rejection
+
+                    run.dir.mkdir(parents=True, exist_ok=True)
+                    write_rejection(run.dir, plan.name, plan.file, e)
+                    raise
+            else:
+                rig = srv.rig
+            unguard = guard_radio(rig)
             code, rec = run_plan(plan, spec, run.dir, seed=seed, reporter=_reporter(run), record_sink=saver,
                                  identity=ident, rig=rig)
             run.code = code
@@ -266,6 +281,14 @@ class RunManager:
         except Exception as e:  # noqa: BLE001 - the client hears it; the traceback stays in the server's log
             log.exception("remote run %d", run.id)
             run.code, run.error = EXIT_INTERNAL, f"internal error of the harness: {type(e).__name__}: {e}"
+        finally:
+            if unguard is not None:
+                unguard()
+            if rig is not None and rig is not srv.rig:
+                try:
+                    rig.close()
+                except Exception as e:  # noqa: BLE001 - the run's outcome stands
+                    log.error("remote run %d: closing its rig: %s", run.id, e)
         files = []
         if run.dir.is_dir():
             for p in sorted(run.dir.rglob("*")):
@@ -276,6 +299,61 @@ class RunManager:
             run.files = files
             run.done = True
         log.info("remote run %d: %s, exit %s", run.id, "cancelled" if run.cancelled else "finished", run.code)
+
+
+class InterlockRefused(RuntimeError):
+    """A remote run's request that the server's limits forbid (the step is ERROR; nothing transmitted)."""
+
+
+def guard_radio(rig) -> "callable":
+    """Put the server's interlocks (harness/remote/interlocks.py: ``tx_bands``, ``max_dut_input_dbm`` at the
+    DUT input, RX-port level with the DUT bypassed) in front of ``rig.radio``'s configure_tx, transmit and
+    bypass, as they stand in front of a remote client's requests; returns the undo."""
+    import math
+
+    from harness.remote.interlocks import Interlocks, Refusal, rms_dbfs
+
+    radio, locks = rig.radio, Interlocks(rig)
+    orig = {n: getattr(radio, n) for n in ("configure_tx", "transmit", "set_dut_bypass")}
+    state = {"rms": None, "bypassed": False}
+
+    def refused(e: Refusal):
+        return InterlockRefused(f"rig server interlock {e.limit}: {e}")
+
+    def configure_tx(config):
+        try:
+            locks.check_band(config)
+            if radio.transmitting and state["rms"] is not None:
+                locks.check_tx(config, state["rms"], state["bypassed"])
+        except Refusal as e:
+            raise refused(e) from None
+        return orig["configure_tx"](config)
+
+    def transmit(samples, cyclic=True, level=1.0, *a, **kw):
+        rms = rms_dbfs(samples) + 20 * math.log10(level)
+        try:
+            locks.check_tx(radio.tx_config, rms, state["bypassed"])
+        except Refusal as e:
+            raise refused(e) from None
+        orig["transmit"](samples, cyclic, level, *a, **kw)
+        state["rms"] = rms
+
+    def set_dut_bypass(on):
+        if on and radio.transmitting and state["rms"] is not None:
+            try:
+                locks.check_tx(radio.tx_config, state["rms"], True)
+            except Refusal as e:
+                raise refused(e) from None
+        orig["set_dut_bypass"](on)
+        state["bypassed"] = bool(on)
+
+    radio.configure_tx, radio.transmit, radio.set_dut_bypass = configure_tx, transmit, set_dut_bypass
+
+    def undo():
+        for n in orig:
+            radio.__dict__.pop(n, None)
+
+    return undo
 
 
 def _sha256(path: Path) -> str:
