@@ -195,3 +195,28 @@ def test_server_tx_bands_hold_in_a_remote_run(tmp_path, monkeypatch):
     assert code == 3 and res["verdict"] == "ERROR"
     assert all(st["verdict"] == "ERROR" and "limits.tx_bands" in st["error"] for st in res["steps"])
     assert sent == []
+
+
+def test_remote_run_over_curve_allowed_key_only(tmp_path, capsys):
+    from harness.remote.keys import new_key_pair
+    from harness.remote.server import Security
+
+    d, allow = tmp_path / "keys", tmp_path / "allow"
+    allow.mkdir()
+    for name in ("server", "alice", "mallory"):
+        new_key_pair(d, name)
+    (allow / "alice.key").write_text((d / "alice.key").read_text())
+    s = serve(RIGS / "sim-amplifier.yaml", lease_s=2.0,
+              security=Security(server_secret=str(d / "server.key_secret"), allow_dir=str(allow)))
+    try:
+        uri = f"zmq://127.0.0.1:{s.port}?timeout=1"
+        assert main(["run", PLAN, "--remote", uri, "--key", str(d / "alice.key_secret"), "--server-key",
+                     str(d / "server.key"), "--out", str(tmp_path / "ok"), "--quiet"]) == 0
+        assert read_results(tmp_path / "ok")["verdict"] == "PASS"
+        capsys.readouterr()
+        assert main(["run", PLAN, "--remote", uri, "--key", str(d / "mallory.key_secret"), "--server-key",
+                     str(d / "server.key"), "--out", str(tmp_path / "no"), "--quiet"]) == 2
+        assert "no answer from the rig server to hello" in capsys.readouterr().err
+        assert not (tmp_path / "no").exists() and len(s.runs.runs) == 1
+    finally:
+        stop(s)

@@ -373,6 +373,8 @@ class RemoteRunClient:
 
         self._error = _error
         o = parse_uri(uri)
+        if "timeout=" in uri:  # the URI's own per-try timeout, else one that suits a slow link
+            timeout_s = o["timeout_s"]
         self.uri, self.timeout_s, self.tries = uri, timeout_s, tries
         curve = None
         if not o["insecure"]:
