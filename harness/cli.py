@@ -122,6 +122,8 @@ def cmd_run(args) -> int:
     from harness.runner import Reporter, history_failed, run_plan
     from harness.session import EXIT_CONFIG, EXIT_ERROR
 
+    if getattr(args, "remote", None):
+        return cmd_run_remote(args)
     history = None
     try:
         plan = load_plan(resolve(args.plan, "plan"))
@@ -173,6 +175,81 @@ def cmd_run(args) -> int:
              f"{saver.write_s:.2f} s -> {rec.dir / 'captures'}")
     _say(f"Verdict: {rec.verdict()}  (exit {code})\nResults: {rec.results_path}\nReport: {rec.report_path}")
     return code
+
+
+def _remote_uri(args) -> str:
+    """--remote zmq://HOST:PORT with --key/--server-key or --insecure folded into the URI's query."""
+    import urllib.parse
+
+    uri = args.remote
+    if not uri.lower().startswith("zmq://"):
+        raise ConfigError(f"--remote takes zmq://HOST:PORT, not {uri!r}")
+    q = {}
+    if args.insecure:
+        q["insecure"] = "1"
+    if args.key:
+        q["client_key"] = args.key
+    if args.server_key:
+        q["server_key"] = args.server_key
+    if q:
+        uri += ("&" if "?" in uri else "?") + urllib.parse.urlencode(q)
+    return uri
+
+
+def cmd_run_remote(args) -> int:
+    """``harness run PLAN --remote zmq://HOST:PORT``: the plan runs on the rig server; its files land here."""
+    from devices import DeviceError
+    from harness.remote.remote_run import run_remote
+    from harness.results import ResultsWriteError
+    from harness.runner import Reporter
+    from harness.session import EXIT_CONFIG, EXIT_ERROR
+
+    if args.rig or args.uncalibrated:
+        _err("--rig and --uncalibrated do not apply to --remote: the server runs the plan on its own rig, with its "
+             "own calibration and limits")
+        return EXIT_CONFIG
+    try:
+        uri = _remote_uri(args)
+        identity = _run_identity(args)
+        plan_path = resolve(args.plan, "plan")
+    except ConfigError as e:
+        _err(str(e))
+        return EXIT_CONFIG
+    console = _console(args.quiet or args.json)
+    try:
+        code, run_dir, results = run_remote(plan_path, uri, Path(args.out) if args.out else None, seed=args.seed,
+                                            force=args.force, save_captures=args.save_captures, identity=identity,
+                                            console=console)
+    except ConfigError as e:
+        _err(str(e))
+        return EXIT_CONFIG
+    except DeviceError as e:  # the server could not be reached or controlled: nothing ran
+        _err(str(e))
+        return EXIT_CONFIG if run_dir_missing(e) else EXIT_ERROR
+    except ResultsWriteError as e:
+        _err(f"the run's files could not be written here: {e}")
+        return EXIT_ERROR
+    if results is None:
+        _err(f"the rig server sent no results.json (exit {code}); what arrived is in {run_dir}")
+        return code if code != 0 else EXIT_ERROR
+    if args.json:
+        from harness.outputs.summary import run_summary
+        import json
+
+        out = run_summary(results, code)
+        out.update(run_dir=str(run_dir), results=str(run_dir / "results.json"),
+                   report=str(run_dir / "report.html"), junit=str(run_dir / "junit.xml"), remote=args.remote)
+        _say(json.dumps(out, indent=2))
+        return code
+    Reporter(console).summary(results)
+    verdict = results.get("verdict") or "?"
+    _say(f"Verdict: {verdict}  (exit {code})\nResults: {run_dir / 'results.json'}\nReport: {run_dir / 'report.html'}")
+    return code
+
+
+def run_dir_missing(e: Exception) -> bool:
+    """Whether a remote run's DeviceError came before anything ran (connect, hello, acquire): exit 2."""
+    return not getattr(e, "run_started", False)
 
 
 def _print_json_summary(results: dict, code: int, rec) -> None:
@@ -587,7 +664,7 @@ def cmd_serve(args) -> int:
         _err(f"{spec.file}: device {spec.device!r}: {e}")
         return 2
     try:
-        server = RigServer(rig, args.bind, args.data_bind, sec, lease_s=args.lease)
+        server = RigServer(rig, args.bind, args.data_bind, sec, lease_s=args.lease, runs_dir=args.runs_dir)
     except ServeError as e:
         rig.close()
         _err(str(e))
@@ -751,6 +828,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--save-captures", nargs="?", const="all", choices=("all", "failed"), metavar="all|failed",
                    help="save every capture record as SigMF in the run's captures/ (=failed: only the steps that "
                         "did not PASS, and thru steps, the floors they need); re-analyse with 'harness analyze'")
+    r.add_argument("--remote", metavar="zmq://HOST:PORT", help="run the plan on a rig server ('harness serve'), "
+                   "next to its radio, with the server's rig, calibration and limits; progress and the run's files "
+                   "come back here (docs/remote-protocol.md)")
+    r.add_argument("--key", help="with --remote: this client's key pair (.key_secret)")
+    r.add_argument("--server-key", help="with --remote: the server's public key (.key)")
+    r.add_argument("--insecure", action="store_true", help="with --remote: plaintext (a loopback server only)")
     _add_run_identity_args(r)
     r.set_defaults(func=cmd_run)
 
@@ -869,6 +952,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--lease", type=float, default=10.0, help="lease of the controlling client in s (default 10): "
                                                                "silent that long, its TX and streams are stopped")
     sv.add_argument("--seed", type=seed_arg, default=0, help="seed of a simulated rig (default 0)")
+    sv.add_argument("--runs-dir", help="where remote runs ('harness run --remote') keep their run directories "
+                                       "(default: a temporary directory, removed at exit; the last 8 are kept)")
     sv.set_defaults(func=cmd_serve)
 
     ky = sub.add_parser("keys", help="CURVE key pairs for rig servers and clients",

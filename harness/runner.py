@@ -203,7 +203,7 @@ RecordSink = Callable[[int, Step, list[CaptureRecord], StepData], None]
 def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: int | None = 0,
              reporter: Reporter | None = None, record_sink: RecordSink | None = None, force: bool = False,
              operator: Callable[[str], object] | None = None, identity: RunIdentity | None = None,
-             history: "HistoryStore | None" = None) -> tuple[int, RunRecorder | None]:
+             history: "HistoryStore | None" = None, rig: Rig | None = None) -> tuple[int, RunRecorder | None]:
     """Run ``plan`` on ``rig_spec``. Returns (exit code, recorder); never leaves a transmitter running.
 
     The run directory is created and locked first (``out_dir``, refused if it
@@ -215,14 +215,17 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
     its ``sim.seed``); None: the rig's ``sim.seed`` serves both (0 on a real rig).
     ``identity``: DUT serial, operator, station given for this run (over the plan's).
     ``history``: where the finished run is recorded (None: nowhere), see :func:`record_history`.
+    ``rig``: an open rig of ``rig_spec`` to use (a rig server's own radio), left open; None: opened and closed here.
     """
     reporter = reporter or Reporter()
     seeds = applied_seeds(seed, rig_spec)
     run_dir = open_run_dir(Path(out_dir) if out_dir else None, run_dir_name(plan, identity), force=force)
     log = run_log(run_dir.path)
     try:
+        own = rig is None
         try:
-            rig = Rig.open(rig_spec, seed=seeds["sim_seed"])
+            if own:
+                rig = Rig.open(rig_spec, seed=seeds["sim_seed"])
             rig.operator = operator
         except (ConfigError, DeviceError) as e:
             write_rejection(run_dir.path, plan.name, plan.file, e)
@@ -257,7 +260,10 @@ def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: i
                 raise
         finally:
             try:
-                rig.close()
+                if own:
+                    rig.close()
+                else:
+                    _stopped(rig)  # a rig that outlives the run: its transmitter off
             except Exception as e:  # noqa: BLE001 - the run's outcome stands; closing a broken device is noted
                 log.error("closing the radio failed: %s", e)
         if history is not None:  # the radio is closed; the run directory is still ours

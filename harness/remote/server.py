@@ -160,7 +160,9 @@ class RigServer:
 
     def __init__(self, rig: Rig, control: str = "tcp://127.0.0.1:5555", data: str | None = None,
                  security: Security | None = None, lease_s: float = DEFAULT_LEASE_S,
-                 max_message_bytes: int = wire.MAX_WAVEFORM_SAMPLES * 8 + 65536):
+                 max_message_bytes: int = wire.MAX_WAVEFORM_SAMPLES * 8 + 65536, runs_dir: str | None = None):
+        from harness.remote.remote_run import RunManager
+
         self.rig = rig
         self.radio = rig.radio
         self.interlocks = Interlocks(rig)
@@ -189,6 +191,7 @@ class RigServer:
         self._tx_rms_dbfs: float | None = None  # what is playing, for re-checks when settings change
         self.control_endpoint = self.data_endpoint = ""
         self._bind()
+        self.runs = RunManager(self, runs_dir)  # remote runs (harness/remote/remote_run.py)
 
     # ------------------------------------------------------------------ set-up
     def _bind(self) -> None:
@@ -265,6 +268,7 @@ class RigServer:
 
     def stop(self) -> None:
         """Stop serving: the transmitter is stopped, streams end, sockets close."""
+        self.runs.close()  # a remote run under way is cancelled: its TX stops, its results are written
         self._running.clear()
         self._jobs.put(None)
         for t in self._threads:
@@ -360,7 +364,7 @@ class RigServer:
             return
         if self.holder == req.session:
             self.lease_until = time.monotonic() + self.lease_s
-        handler = getattr(self, f"_op_{req.op}", None)
+        handler = getattr(self, f"_op_{req.op}", None) or self.runs.handler(req.op)
         if handler is None:
             self._reply(route, req, error=wire.error("unknown_op", f"unknown operation {req.op[:32]!r}"))
             return
@@ -405,7 +409,12 @@ class RigServer:
         return wire.error("leased", f"the rig is controlled by {who}; its lease expires in {left:.1f} s unless "
                                     f"renewed", holder=who, expires_in_s=round(left, 3))
 
-    def _need_lease(self, route, req) -> bool:
+    def _need_lease(self, route, req, run_op: bool = False) -> bool:
+        if self.holder == req.session and not run_op and self.runs.active is not None:
+            # the run drives the rig itself: nothing else may touch it meanwhile
+            self._reply(route, req, error=wire.error("run_active", f"{req.op}: remote run {self.runs.active.id} "
+                                                                   f"is using the rig; cancel it first"))
+            return False
         if self.holder != req.session:
             if self.holder is None:
                 self._reply(route, req, error=wire.error("no_lease", f"{req.op} needs control: acquire it first"))
@@ -433,7 +442,8 @@ class RigServer:
         caps = self.radio.capabilities.as_dict()
         self._reply(route, req, {"version": common[-1], "server_versions": list(wire.VERSIONS),
                                  "data_port": self.data_port, "lease_s": self.lease_s, "rig": self._describe(),
-                                 "capabilities": caps, "formats": sorted(wire.FORMATS)})
+                                 "capabilities": caps, "formats": sorted(wire.FORMATS),
+                                 "features": ["remote_run"]})
 
     def _op_status(self, route, req, sess) -> None:
         holder = None
@@ -590,6 +600,7 @@ class RigServer:
     def _end_control(self, why: str) -> None:
         holder = self.holder
         self.holder, self.holder_user = None, ""
+        self.runs.cancel(why)  # a remote run ends with its controller's lease: interrupted, TX stopped
         for key, st in list(self._streams.items()):
             if key[0] == holder:
                 st.stop.set()
