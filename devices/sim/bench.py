@@ -287,6 +287,8 @@ class SimBench:
         x = np.asarray(samples)
         if x.dtype != np.complex64:  # complex64 goes in as it is (widened exactly in the kernel)
             x = np.asarray(x, dtype=np.complex128)
+        if not x.flags.writeable:  # e.g. a waveform received into a read-only buffer: the kernel takes writable arrays
+            x = x.copy()
         gi = 10 ** (-tx.iq_gain_imbalance_db / 40)
         gq = 10 ** (tx.iq_gain_imbalance_db / 40)
         c, s = math.cos(math.radians(tx.iq_phase_imbalance_deg) / 2), math.sin(math.radians(tx.iq_phase_imbalance_deg) / 2)

@@ -19,7 +19,6 @@ import collections
 import ipaddress
 import logging
 import math
-import os
 import queue
 import threading
 import time
