@@ -258,17 +258,39 @@ def load_calibration(path: str | Path) -> Calibration:
 
 
 # ------------------------------------------------------------------ validity and applying
-def check_calibration(cal: Calibration, spec: Any, serial: str, now: datetime | None = None) -> list[str]:
-    """Why ``cal`` does not hold for rig ``spec`` with radio ``serial`` (empty: valid).
+def bench_setup(spec: Any, radio: Any = None) -> tuple[str, bool, list[str]]:
+    """The RF set-up a calibration of rig ``spec`` is made on and checked against: (its hash, whether the
+    bench is simulated, why the rig file does not describe it).
+
+    Calibration belongs to the physical bench. A rig whose radio is a rig server's (``zmq://``, the server
+    describing its bench) measures through that bench: its table is the bench's, checked against the
+    bench's hash and simulated or not as the bench is, once the client file's declared ports, paths and
+    nominal levels are those of the served bench. Any other rig is its own bench.
+    """
+    served = getattr(radio, "server_rig", None) or {}
+    if not served.get("setup_sha256"):
+        return spec.setup_sha256, spec.simulated, []
+    problems = []
+    if served.get("declared_sha256") != spec.declared_sha256:
+        problems.append(f"the rig file's ports, paths or nominal levels are not those of the served bench "
+                        f"{served.get('name')!r} (copy them from its rig file)")
+    return served["setup_sha256"], bool(served.get("simulated")), problems
+
+
+def check_calibration(cal: Calibration, spec: Any, serial: str, now: datetime | None = None,
+                      bench: tuple[str, bool, list[str]] | None = None) -> list[str]:
+    """Why ``cal`` does not hold for rig ``spec`` with radio ``serial`` (empty: valid); ``bench``: the
+    set-up it is checked against (:func:`bench_setup`; default: the rig file's own).
 
     The RF set-up hash is checked on every rig. Age and serial only on real
     rigs: a simulated bench neither drifts nor gets swapped, and its serial
     follows the run's seed.
     """
-    problems = []
-    if cal.rig.get("setup_sha256") != spec.setup_sha256:
+    setup_sha256, simulated, problems = bench or bench_setup(spec)
+    problems = list(problems)
+    if cal.rig.get("setup_sha256") != setup_sha256:
         problems.append("the rig's RF set-up (device, ports, paths) changed since it was calibrated")
-    if not spec.simulated:
+    if not simulated:
         age, limit = cal.age_days(now), spec.calibration.max_age_days
         if age > limit:
             problems.append(f"it is {age:.1f} days old; the rig allows {limit:g} (calibration.max_age_days)")
@@ -288,6 +310,7 @@ def attach_calibration(rig: Any, mode: Any = "auto", now: datetime | None = None
     """
     spec = rig.spec
     rig.calibration = None
+    bench = bench_setup(spec, getattr(rig, "radio", None))
     if spec.uncalibrated or mode == "off":
         reason = "--uncalibrated: nominal paths" if spec.uncalibrated else "calibration off: nominal paths"
         rig.calibration_status = {"applied": False, "reason": reason}
@@ -297,7 +320,7 @@ def attach_calibration(rig: Any, mode: Any = "auto", now: datetime | None = None
     elif mode in ("auto", "optional"):
         path = spec.calibration_file
         if path is None or not path.exists():
-            if spec.simulated or mode == "optional":
+            if bench[1] or mode == "optional":
                 rig.calibration_status = {"applied": False, "reason": f"no calibration file ({path}): nominal paths"}
                 return
             raise CalibrationError(
@@ -313,7 +336,7 @@ def attach_calibration(rig: Any, mode: Any = "auto", now: datetime | None = None
             raise CalibrationError(f"rig {spec.name!r}: {e}; recalibrate or give --uncalibrated", spec.file) from None
     else:
         raise ValueError(f"calibration mode {mode!r}: expected 'auto', 'optional', 'off' or a Calibration")
-    problems = check_calibration(cal, spec, rig.caps.serial, now)
+    problems = check_calibration(cal, spec, rig.caps.serial, now, bench)
     if problems:
         if mode == "optional":
             rig.calibration_status = {"applied": False, "file": str(cal.path), "reason": "; ".join(problems)}

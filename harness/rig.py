@@ -137,6 +137,9 @@ class RigSpec:
     emulate: str | None = None
     #: SHA-256 of the sections that define the RF set-up (a calibration is only valid for the same set-up)
     setup_sha256: str = ""
+    #: SHA-256 of what the file declares of that set-up (ports, paths, nominal levels) without its device URI
+    #: and simulated physics: what a rig server's client must declare alike (harness.calibration.bench_setup)
+    declared_sha256: str = ""
     #: run option (--uncalibrated): ignore any calibration, use the nominal paths
     uncalibrated: bool = False
     #: how the DUT is replaced by a thru (thru and floor steps, calibration): "switch" (an RF switch the
@@ -201,18 +204,25 @@ class _RigFile:
 
 
 _SECTIONS = ("paths", "dut", "sim")
-#: rig sections (and calibration fields) that define the RF set-up; editing them voids a calibration
+#: rig sections (and calibration fields) that define the RF set-up; editing them voids a calibration.
+#: The device URI stays in: on the bench another URI can be another board or driver, and a simulated bench's
+#: radio has no serial to check. A client of a rig server (zmq://) is not checked against its own URI but
+#: against the served bench's hash: the same bench reached over the network is the same RF set-up, and its
+#: table belongs to it (harness.calibration.bench_setup).
 _SETUP_SECTIONS = ("device", "tx", "rx", "paths", "sim")
+#: the part a rig file declares (no device, no simulated physics): a client declares it as the served bench does
+_DECLARED_SECTIONS = ("tx", "rx", "paths")
 _SETUP_CAL_FIELDS = ("tx_full_scale_dbm", "tx_full_scale", "rx_full_scale_dbm", "rx_full_scale")
 
 
-def setup_hash(data: dict) -> str:
-    """SHA-256 of a rig file's RF set-up (device, ports, paths, simulated physics, port calibration).
+def setup_hash(data: dict, sections: tuple[str, ...] = _SETUP_SECTIONS) -> str:
+    """SHA-256 of a rig file's RF set-up (device, ports, paths, simulated physics, port calibration);
+    ``sections=_DECLARED_SECTIONS``: of its declared part only.
 
     Name, description, limits, the DUT model and the calibration's own
     settings are left out: changing them does not change what a thru measures.
     """
-    setup = {k: data[k] for k in _SETUP_SECTIONS if k in data}
+    setup = {k: data[k] for k in sections if k in data}
     cal = data.get("calibration")
     if isinstance(cal, dict):
         setup["calibration"] = {k: cal[k] for k in _SETUP_CAL_FIELDS if k in cal}
@@ -287,6 +297,7 @@ def load_rig(path: str | Path) -> RigSpec:
     spec = RigSpec(name=head.name, device=head.device, tx_to_dut=tx_path, dut_to_rx=rx_path,
                    description=head.description, tx=head.tx, rx=head.rx, calibration=head.calibration,
                    limits=head.limits, file=file, setup_sha256=setup_hash(data), emulate=head.emulate,
+                   declared_sha256=setup_hash(data, _DECLARED_SECTIONS),
                    dut_bypass=head.dut_bypass, reference_path=ref_path, power_meter=head.power_meter,
                    extra={"calibration_line": data.line_of("calibration") or 1})
     if (head.rx.reference_channel is None) != (ref_path is None):

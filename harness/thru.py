@@ -43,7 +43,7 @@ from typing import Callable
 import numpy as np
 
 from harness.calibration import (LEVEL_TOLERANCE_DB, REFERENCES, Calibration, CalibrationError, FreqEntry,
-                                       LevelEntry)
+                                 LevelEntry, bench_setup)
 from harness.dsp.spectrum import psd, tone_power_dbm
 from harness.errors import LevelError
 from harness.plan import step_seed
@@ -307,6 +307,9 @@ def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter:
     if rig.calibration is not None:
         raise ValueError("calibrate on the nominal paths: open the rig with calibration='off'")
     spec = rig.spec
+    bench = bench_setup(spec, rig.radio)  # through a rig server: a table of the served bench
+    if bench[2]:
+        raise CalibrationError("; ".join(bench[2]), spec.file)
     loss = float(attenuator_loss_db or 0.0)
     notes_out = list(notes or [])
 
@@ -380,8 +383,8 @@ def calibrate(rig: Rig, points: list[CalPoint], *, reference: str = "rx", meter:
         rig.stop()
     return Calibration(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        rig={"name": spec.name, "file": spec.file, "setup_sha256": spec.setup_sha256, "device": spec.device,
-             "simulated": spec.simulated},
+        rig={"name": spec.name, "file": spec.file, "setup_sha256": bench[0], "device": spec.device,
+             "simulated": bench[1]},
         devices=[{"role": "radio", "driver": rig.caps.driver, "serial": rig.caps.serial, "uri": spec.device}],
         method={"standard": "attenuator" if attenuator_loss_db is not None else "thru", "standard_loss_db": loss,
                 "reference": reference, "repeats": repeats, "n_samples": n_samples,

@@ -31,10 +31,14 @@ def stop(server: RigServer) -> None:
 
 
 def client_rig(tmp_path: Path, server_rig: Path, uri: str, name: str = "remote.yaml") -> Path:
-    """The rig file a client uses: the server rig's paths and limits, its device the server, no simulation."""
+    """The rig file a client uses: the server rig's ports, paths, nominal levels and limits, its device the
+    server, no simulation; its calibration the served bench's table (the thru was measured on that bench)."""
     data = yaml.safe_load(server_rig.read_text())
     for key in ("dut", "sim", "emulate"):
         data.pop(key, None)
+    table = load_rig(server_rig).calibration_file
+    if table is not None and table.exists():
+        data.setdefault("calibration", {})["file"] = str(table.resolve())
     data["device"] = uri
     data["name"] = data["name"] + "-remote"
     p = tmp_path / name

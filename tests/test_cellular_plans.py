@@ -41,6 +41,9 @@ def _run(tmp_path, plan, rig, seed=0, keeper=None):
 def test_plan_verdicts(tmp_path, plan, rig):
     keeper = RecordKeeper()
     code, res = _run(tmp_path, plan, rig, keeper=keeper)
+    # an ERROR first, by its message (an errored step is not in the keeper: the count below would hide why)
+    errors = {s["name"]: s["error"] for s in res["steps"] if s["verdict"] == "ERROR"}
+    assert not errors, errors
     # every step's analysis, re-run on its capture records (in memory, and through JSON metadata plus a copy
     # of the samples with every stimulus regenerated), reproduces its values bit for bit
     assert len(keeper.steps) == sum(s["verdict"] != "SKIPPED" for s in res["steps"])
@@ -48,8 +51,6 @@ def test_plan_verdicts(tmp_path, plan, rig):
     assert keeper.mismatches(through_files=True) == []
     expected_fail = CASES[plan][rig]
     verdicts = {s["name"]: s["verdict"] for s in res["steps"]}
-    errors = {s["name"]: s["error"] for s in res["steps"] if s["verdict"] == "ERROR"}
-    assert not errors, errors
     assert {n for n, v in verdicts.items() if v == "FAIL"} == expected_fail
     assert [s["name"] for s in res["steps"]] == [s.name for s in load_plan(PLANS / plan).steps]
     others = {v for n, v in verdicts.items() if n not in expected_fail}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -26,11 +28,13 @@ def test_plan_remote_equals_local(tmp_path, server):
     remote = tmp_path / "remote"
     rig = client_rig(tmp_path, RIGS / "sim-amplifier.yaml", f"zmq://127.0.0.1:{server.port}?insecure=1")
     code_local = main(["run", PLAN, "--out", str(local), "--seed", "0", "--quiet"])
-    code_remote = main(["run", PLAN, "--rig", str(rig), "--out", str(remote), "--seed", "0", "--quiet",
-                        "--uncalibrated"])
+    code_remote = main(["run", PLAN, "--rig", str(rig), "--out", str(remote), "--seed", "0", "--quiet"])
     assert code_local == code_remote == 0
     a, b = read_results(local), read_results(remote)
     assert b["rig"]["device"].startswith("zmq://")
+    # both on the bench's table: the client's file names it, checked against the served bench's set-up
+    assert a["calibration"]["applied"] and b["calibration"]["applied"]
+    assert Path(b["calibration"]["file"]).resolve() == Path(a["calibration"]["file"]).resolve()
     assert [s["verdict"] for s in a["steps"]] == [s["verdict"] for s in b["steps"]]
     for sa, sb in zip(a["steps"], b["steps"]):
         assert len(sa["captures"]) == len(sb["captures"]) > 0
@@ -39,6 +43,21 @@ def test_plan_remote_equals_local(tmp_path, server):
             # the same seeded bench, the same captures in the same order: the same figures
             assert mb["value"] == pytest.approx(ma["value"], abs=max(1e-9, (ma.get("uncertainty") or 0)))
     assert not server.radio.transmitting  # the run left the transmitter off on the server
+
+
+def test_client_describing_another_bench_is_refused_its_table(tmp_path, server, capsys):
+    """The bench's table holds only for a client file declaring the served bench's ports and paths: one pad
+    edited and the run is refused before anything transmits (exit 2), naming why."""
+    import yaml
+
+    rig = client_rig(tmp_path, RIGS / "sim-amplifier.yaml", f"zmq://127.0.0.1:{server.port}?insecure=1")
+    data = yaml.safe_load(rig.read_text())
+    data["paths"]["dut_to_rx"][0]["loss_db"] += 1.0
+    rig.write_text(yaml.safe_dump(data, sort_keys=False))
+    code = main(["run", PLAN, "--rig", str(rig), "--out", str(tmp_path / "run"), "--seed", "0", "--quiet"])
+    assert code == 2
+    assert "not those of the served bench 'sim-amplifier'" in capsys.readouterr().err
+    assert not server.radio.transmitting
 
 
 def test_second_client_refused_naming_holder(server):

@@ -4,6 +4,7 @@ interlocks from the server's rig file (nothing transmitted), one controller at a
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 import numpy as np
@@ -51,24 +52,28 @@ def test_tx_outside_band_refused_nothing_transmitted(server):
 
 
 def test_tx_above_dut_limit_refused_nothing_transmitted(server):
-    # sim-amplifier: TX full scale 5 dBm, tx_to_dut -1.2 +30 -6 dB: at TX gain 0 a -6 dBFS CW puts
-    # 5 - 1.2 - 0.06 + 30 - 6 - 6.02 = 21.72 dBm at the DUT input, above max_dut_input_dbm 20 (computed here, independently)
-    slope = 0.4 * (2.14 - 2.0)
-    expected = 5 - 1.2 - slope + 30 - 6 + 20 * np.log10(0.5)
+    # sim-amplifier's bench (its sim: physics): TX full scale 5.6 dBm, tx_to_dut -1.7 (-0.7 dB/GHz) +30.3 -6.2 dB:
+    # at TX gain 0 a -6 dBFS CW puts 5.6 - 1.7 - 0.1 + 30.3 - 6.2 - 6.02 = 21.88 dBm at the DUT input, above
+    # max_dut_input_dbm 20 (computed here, independently). The server judges it on its bench's calibration
+    # table, which measured the physics with the power meter (error 0.03 dB, U 0.1 dB).
+    expected = 5.6 - 1.7 - 0.7 * (2.14 - 2.0) + 30.3 - 6.2 + 20 * np.log10(0.5)
     assert expected > 20
+    assert server.rig.calibration is not None
     with open_radio(uri(server)) as r:
         r.configure_tx(INSIDE)
-        with pytest.raises(RemoteRefused, match=rf"{expected:.2f} dBm at the DUT input exceeds the rig limit "
+        with pytest.raises(RemoteRefused, match=r"dBm at the DUT input exceeds the rig limit "
                                                 r"max_dut_input_dbm 20 dBm") as e:
             r.transmit(CW)
+        stated = float(re.search(r"transmit: ([-\d.]+) dBm at the DUT input", str(e.value)).group(1))
+        assert stated == pytest.approx(expected, abs=0.1)
         assert e.value.limit == "limits.max_dut_input_dbm"
         assert bench_idle(server)
         r.transmit(CW, level=0.5)  # 6 dB lower: allowed
         assert server.radio.bench._wave is not None
-        # raising the TX gain while transmitting is checked against what is playing (-10 dB -> 0 dB: 11.7 -> 21.7 dBm)
+        # raising the TX gain while transmitting is checked against what is playing (-10 dB -> 0 dB: 11.9 -> 21.9 dBm)
         r.configure_tx(INSIDE.with_(gain_db=-10.0))
         r.transmit(CW)
-        with pytest.raises(RemoteRefused, match=rf"{expected:.2f} dBm at the DUT input exceeds .* max_dut_input_dbm"):
+        with pytest.raises(RemoteRefused, match=rf"{stated:.2f} dBm at the DUT input exceeds .* max_dut_input_dbm"):
             r.configure_tx(INSIDE)
         assert server.radio.tx_config.gain_db == -10.0
     assert bench_idle(server)  # closing stopped it

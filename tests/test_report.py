@@ -117,7 +117,10 @@ def test_top_carries_identity_calibration_and_a_summary(shipped):
     for what in ("DUT", "serial", "operator", "station", "rig", "calibration", res["dut"]["serial"],
                  res["dut"]["model"], res["rig"]["name"]):
         assert what in top, what
-    assert "NOT applied" in top and res["calibration"]["reason"] in top
+    # the default rig ships its table: the top names it, its date and its absolute reference
+    cal = res["calibration"]
+    assert cal["applied"] and f"applied: {cal['file']}, made {cal['created_at']}" in top
+    assert f"reference {cal['reference']}" in top and "NOT applied" not in top
     # summary: one row per step, with the worst margin of each judged step
     rows = re.findall(r"<tr><td class=num>(\d+)</td><td><a href=\"#step-\1\">", top)
     assert sorted(map(int, rows)) == list(range(1, len(res["steps"]) + 1))

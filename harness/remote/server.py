@@ -428,7 +428,10 @@ class RigServer:
         lim = spec.limits
         return {"name": spec.name, "description": spec.description, "dut_bypass": spec.dut_bypass,
                 "limits": {"max_rx_input_dbm": lim.max_rx_input_dbm, "max_dut_input_dbm": lim.max_dut_input_dbm,
-                           "tx_bands_hz": [[b.low_hz, b.high_hz] for b in lim.tx_bands]}}
+                           "tx_bands_hz": [[b.low_hz, b.high_hz] for b in lim.tx_bands]},
+                # the bench's RF set-up: a client's calibration table is the bench's (harness.calibration.bench_setup)
+                "setup_sha256": spec.setup_sha256, "declared_sha256": spec.declared_sha256,
+                "simulated": spec.simulated}
 
     def _op_hello(self, route, req, sess) -> None:
         versions = req.args.get("versions", [req.version])
