@@ -49,9 +49,11 @@ def _row(target: str, case: str, m: dict, truth: float, bound: float, covered: b
 
 
 def assert_covered(rows: list[Row]) -> None:
-    """Every row within its bound, and within its stated k = 2 uncertainty plus a quarter bound for the model."""
+    """Every row within its bound, and within 1.5 x its stated k = 2 uncertainty (k = 3, 99.7 %) plus a quarter
+    bound for the model: one case must not miss a 95 % interval one time in 20 by design; the k = 2 coverage
+    itself is checked over seeds (:func:`_assert_coverage`)."""
     assert_rows(rows)
-    bad = [r for r in rows if r.uncertainty is not None and abs(r.error) > r.uncertainty + r.bound / 4]
+    bad = [r for r in rows if r.uncertainty is not None and abs(r.error) > 1.5 * r.uncertainty + r.bound / 4]
     assert not bad, [(r.case, r.quantity, r.error, r.uncertainty) for r in bad]
 
 
@@ -339,10 +341,14 @@ def test_am_am_pm_and_ccdf_against_rapp_model(tmp_path, dut, seed):
 
 # ------------------------------------------------------------------ coverage over seeds
 def _assert_coverage(errs: list[float], us: list[float], what: str) -> None:
-    """At least 90 % of errors within the stated k = 2 U, and U not inflated: median U within 5 x the RMS error."""
+    """Errors within the stated k = 2 U as often as a 95 % interval allows (at most one miss in 8: all 8 inside
+    happens only 66 % of the time at 95 % coverage), none beyond 1.5 U (k = 3), and U not inflated: median U
+    within 5 x the RMS error."""
     e, u = np.array(errs), np.array(us)
     rms = float(np.sqrt(np.mean(e ** 2)))
-    assert np.mean(np.abs(e) <= u) >= 0.9 - 1e-9, (what, list(zip(e.round(4), u.round(4))))
+    misses = int(np.sum(np.abs(e) > u))
+    assert misses <= max(1, round(0.1 * e.size)), (what, list(zip(e.round(4), u.round(4))))
+    assert np.all(np.abs(e) <= 1.5 * u), (what, list(zip(e.round(4), u.round(4))))
     assert np.median(u) <= 5 * rms, (what, float(np.median(u)), rms)
 
 
