@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from harness.outputs.history import SqliteHistory  # noqa: E402
-from harness.results import write_atomic  # noqa: E402
+from harness.rundir import write_atomic  # noqa: E402
 
 N_RUNS = 200
 WRITERS = 4

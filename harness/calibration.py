@@ -215,7 +215,7 @@ class Calibration:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (a half-written calibration must never be picked up)."""
-        from harness.results import write_atomic
+        from harness.rundir import write_atomic
 
         path = Path(path)
         write_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")

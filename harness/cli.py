@@ -200,7 +200,7 @@ def cmd_run_remote(args) -> int:
     """``harness run PLAN --remote zmq://HOST:PORT``: the plan runs on the rig server; its files land here."""
     from devices import DeviceError
     from harness.remote.remote_run import run_remote
-    from harness.results import ResultsWriteError
+    from harness.rundir import ResultsWriteError
     from harness.runner import Reporter
     from harness.session import EXIT_CONFIG, EXIT_ERROR
 

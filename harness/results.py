@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from harness.outputs.report import report_html
+from harness.rundir import ResultsWriteError, write_atomic  # noqa: F401 - the results' own writers, named here too
 from harness.outputs.junit import junit_xml
 
 VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "ERROR")  # steps may also be SKIPPED (not run)
@@ -107,30 +107,6 @@ def combine(verdicts: list[str]) -> str:
         if v in verdicts:
             return v
     return "PASS"
-
-
-class ResultsWriteError(RuntimeError):
-    """The run directory cannot be written (full disk, read-only, removed): the run must stop."""
-
-
-def write_atomic(path: Path, text: str, durable: bool = True) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old or the new file,
-    never a part. The temporary file is removed when writing fails (a full disk leaves nothing behind).
-    ``durable``: on disk (fsync) before the rename; files rebuilt from results.json (``harness report``) skip it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
 
 
 #: the run verdict while a run has not completed: no reader may take it for PASS

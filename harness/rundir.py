@@ -130,3 +130,27 @@ def mark_dead(path: Path) -> dict:
         data["note"] = ("the run's process died before it completed (killed, power loss or full disk); "
                         f"{len(data.get('steps', []))} step(s) had been recorded")
     return data
+
+
+class ResultsWriteError(RuntimeError):
+    """The run directory cannot be written (full disk, read-only, removed): the run must stop."""
+
+
+def write_atomic(path: Path, text: str, durable: bool = True) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old or the new file,
+    never a part. The temporary file is removed when writing fails (a full disk leaves nothing behind).
+    ``durable``: on disk (fsync) before the rename; files rebuilt from results.json (``harness report``) skip it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise

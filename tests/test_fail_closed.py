@@ -18,7 +18,7 @@ import pytest
 
 from conftest import REPO, RIGS, read_results, write_plan
 from devices.sim.driver import SimRadio
-from harness import results as results_mod
+from harness import rundir as rundir_mod
 from harness.cli import main
 from harness.plan import load_plan
 from harness.rig import load_rig
@@ -152,7 +152,7 @@ def test_full_disk_is_a_clean_error_without_temporary_files(tmp_path, monkeypatc
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_fsync(fd)
 
-    monkeypatch.setattr(results_mod.os, "fsync", fsync)
+    monkeypatch.setattr(rundir_mod.os, "fsync", fsync)
     plan = write_plan(tmp_path, GAINS)
     out = tmp_path / "run"
     code = main(["run", str(plan), "--rig", str(RIGS / "sim-amplifier.yaml"), "--out", str(out), "--quiet"])
@@ -168,9 +168,9 @@ def test_write_atomic_leaves_no_temporary_file(tmp_path, monkeypatch):
     def fsync(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(results_mod.os, "fsync", fsync)
+    monkeypatch.setattr(rundir_mod.os, "fsync", fsync)
     with pytest.raises(OSError):
-        results_mod.write_atomic(tmp_path / "results.json", "{}")
+        rundir_mod.write_atomic(tmp_path / "results.json", "{}")
     assert list(tmp_path.iterdir()) == []
 
 

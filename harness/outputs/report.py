@@ -469,7 +469,7 @@ limit; values carry their expanded uncertainty (k = 2).</p>
 
 def write_report(run_dir: Path, results: dict, history: Any = None) -> None:
     """report.html of ``run_dir`` (written atomically)."""
-    from harness.results import write_atomic
+    from harness.rundir import write_atomic
 
     write_atomic(Path(run_dir) / "report.html", report_html(results, run_dir, history))
 

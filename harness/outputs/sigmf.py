@@ -185,7 +185,7 @@ class CaptureSaver:
 
     def __call__(self, index: int, step, records: list[CaptureRecord], data) -> None:
         from harness.plan import step_seed
-        from harness.results import ResultsWriteError
+        from harness.rundir import ResultsWriteError
         from harness.runner import evaluate
 
         if self.dir is None:

@@ -442,7 +442,7 @@ def run_remote(plan_path: Path, uri: str, out: Path | None, *, seed: int | None 
     ``on_started(client, run_id)``: called once the server runs it (tests).
     """
     from harness.plan import load_plan
-    from harness.results import ResultsWriteError
+    from harness.rundir import ResultsWriteError
     from harness.rundir import open_run_dir
     from harness.runner import run_dir_name
 
