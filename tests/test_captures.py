@@ -238,7 +238,8 @@ def test_dut_bypass_is_a_declared_rig_resource(tmp_path, monkeypatch, capsys):
     assert code == 2 and played == [] and "'ACLR floor', capture 'capture': a thru step needs the DUT bypassed" \
         in err and "dut_bypass: none" in err
 
-    manual = load_rig(write_rig(tmp_path, name="manual.yaml", dut_bypass="manual"))
+    # one fixed RX gain for both: auto-ranging may pick another gain, and the floor is the receiver's at it
+    manual = load_rig(write_rig(tmp_path, name="manual.yaml", dut_bypass="manual", rx={"gain_db": 6}))
     with pytest.raises(ConfigError, match="connected by hand .* run from a terminal or give --yes"):
         run_plan(load_plan(plan), manual, tmp_path / "r2")  # nobody to ask
     asked = []
@@ -258,6 +259,7 @@ def test_dut_bypass_is_a_declared_rig_resource(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(Rig, "open", classmethod(open_))
     code, rec = run_plan(load_plan(plan), manual, tmp_path / "r3", operator=operator)
     assert code == 0 and [a.split(" ")[0] for a in asked] == ["Connect", "Reconnect"]
-    switched, _ = run_plan(load_plan(plan), load_rig(RIGS / "sim-amplifier.yaml"), tmp_path / "r4")
+    switch = load_rig(write_rig(tmp_path, name="switch.yaml", dut_bypass="switch", rx={"gain_db": 6}))
+    switched, _ = run_plan(load_plan(plan), switch, tmp_path / "r4")
     floors = [read_results(d)["steps"][0]["measurements"][0]["value"] for d in (tmp_path / "r3", tmp_path / "r4")]
     assert floors[0] == pytest.approx(floors[1], abs=1.0)  # the same thru, by hand or by switch
