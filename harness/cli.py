@@ -316,7 +316,7 @@ def cmd_capture(args) -> int:
     from devices.registry import open_radio
     from harness.capture import CaptureRecord
     from harness.outputs.sigmf import save_record
-    from harness.results import _jsonable
+    from harness.rundir import jsonable as _jsonable
     from harness.session import software_version
 
     try:

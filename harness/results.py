@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.outputs.report import report_html
-from harness.rundir import ResultsWriteError, write_atomic  # noqa: F401 - the results' own writers, named here too
+from harness.rundir import ResultsWriteError, jsonable as _jsonable, write_atomic  # noqa: F401 - named here too
 from harness.outputs.junit import junit_xml
 
 VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "ERROR")  # steps may also be SKIPPED (not run)
@@ -82,23 +82,6 @@ def _num(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
-
-
-def _jsonable(obj: Any) -> Any:
-    """Make numpy scalars/arrays and non-finite floats JSON-safe."""
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    return obj
 
 
 def combine(verdicts: list[str]) -> str:

@@ -197,7 +197,9 @@ def file_sha256(path: str | Path | None) -> str | None:
 
 #: ``sink(index, step, records, data)``: gets every step's capture records and analysis (saving, tests); a sink
 #: with a ``start(run_dir, header)`` method is told the run directory and results header before the first step
-RecordSink = Callable[[int, Step, list[CaptureRecord], StepData], None]
+#: called after each step is judged, with its capture records, its analysis and its record (verdict, error):
+#: saved captures (``--save-captures``), tests that keep records
+RecordSink = Callable[[int, Step, list[CaptureRecord], StepData, StepRecord], None]
 
 
 def run_plan(plan: Plan, rig_spec: RigSpec, out_dir: Path | None = None, seed: int | None = 0,
@@ -325,12 +327,6 @@ def _header(plan: Plan, rig_spec: RigSpec, rig: Rig, seeds: dict, identity: RunI
     }
 
 
-def _acquire(rig: Rig, i: int, step: Step, acquisitions: list[Acquisition], progress,
-             record_sink: RecordSink | None) -> tuple[list[CaptureRecord], StepData]:
-    records, data = run_step(rig, step, acquisitions, progress)
-    if record_sink is not None:
-        record_sink(i, step, records, data)
-    return records, data
 
 
 def judge_step(i: int, n: int, step: Step, floors: dict[str, StepData], rec: RunRecorder, plots: PlotWriter,
@@ -401,10 +397,16 @@ def _run_steps(plan: Plan, rig: Rig, rec: RunRecorder, declared, seed: int, repo
     with PlotWriter() as plots, signals_raise():  # plots render in the background; all done before finish()
         try:
             for i, step in enumerate(plan.steps, 1):
-                srec = judge_step(i, len(plan.steps), step, floors, rec, plots, log, reporter,
-                                  lambda progress, i=i, step=step: _acquire(rig, i, step, declared[i - 1], progress,
-                                                                            record_sink),
+                acquired = []  # (records, analysis) once the step's acquisition and analysis succeeded
+
+                def obtain(progress, step=step, acquisitions=declared[i - 1], acquired=acquired):
+                    acquired.append(run_step(rig, step, acquisitions, progress))
+                    return acquired[-1]
+
+                srec = judge_step(i, len(plan.steps), step, floors, rec, plots, log, reporter, obtain,
                                   seed=step_seed(seed, i), n_declared=len(declared[i - 1]))
+                if record_sink is not None and acquired:
+                    record_sink(i, step, *acquired[-1], srec)
                 verdict, error = srec.verdict, srec.error
                 stop = None
                 if rig.lost or not rig.tx_confirmed_off:

@@ -107,7 +107,7 @@ class RecordKeeper:
     def __init__(self):
         self.steps = []  # (index, step, records, StepData)
 
-    def __call__(self, index, step, records, data):
+    def __call__(self, index, step, records, data, srec=None):
         self.steps.append((index, step, list(records), data))
 
     def mismatches(self, through_files: bool = False) -> list[str]:

@@ -56,7 +56,7 @@ def _says_pass(run_dir: Path) -> list[str]:
 def test_a_running_run_reads_incomplete_everywhere(tmp_path):
     seen = []
 
-    def sink(index, step, records, data):
+    def sink(index, step, records, data, srec):
         seen.append((json.loads((tmp_path / "run" / "results.json").read_text())["verdict"],
                      _says_pass(tmp_path / "run")))
 

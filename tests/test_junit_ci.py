@@ -14,7 +14,10 @@ from junitparser import Error, Failure, JUnitXml, Skipped
 from conftest import RIGS, calibrate_for, read_results, write_plan, write_rig
 from harness.plan import load_plan
 from harness.rig import load_rig
+from harness import runner
 from harness.runner import run_plan
+
+real_run_step = runner.run_step
 
 # PASS, FAIL, a step made to raise (ERROR), a thru step (INFO values only) and a floor-corrected ACLR whose
 # floor lies within 10 dB of its limit (INCONCLUSIVE)
@@ -69,13 +72,16 @@ def mixed(tmp_path_factory):
     rig = write_rig(tmp, name="poor.yaml", sim={"seed": 1, "tx": {"full_scale_dbm": 5, "bits": 9,
                                                                    "noise_density_dbfs_hz": -130.0}})
 
-    def sink(index, step, records, data):
+    def run_step(rig, step, acquisitions, progress=None):
         if step.name == "gain raises":
             raise Boom("made to fail by the test")
+        return real_run_step(rig, step, acquisitions, progress)
 
     plan, spec = load_plan(write_plan(tmp, MIXED)), load_rig(rig)
     calibrate_for(spec, plan, tmp)  # the bench's levels are not the declared ones: the gains are judged calibrated
-    code, rec = run_plan(plan, spec, tmp / "run", seed=0, record_sink=sink)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner, "run_step", run_step)
+        code, rec = run_plan(plan, spec, tmp / "run", seed=0)
     return code, rec.dir
 
 
@@ -83,12 +89,18 @@ def mixed(tmp_path_factory):
 def interrupted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("interrupted")
 
-    def sink(index, step, records, data):
-        if index == 2:
-            raise KeyboardInterrupt
+    calls = []
 
-    code, rec = run_plan(load_plan(write_plan(tmp, GAINS)), load_rig(RIGS / "sim-amplifier.yaml"), tmp / "run",
-                         seed=0, record_sink=sink)
+    def run_step(rig, step, acquisitions, progress=None):  # Ctrl-C during the second step's acquisition
+        calls.append(step.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run_step(rig, step, acquisitions, progress)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner, "run_step", run_step)
+        code, rec = run_plan(load_plan(write_plan(tmp, GAINS)), load_rig(RIGS / "sim-amplifier.yaml"), tmp / "run",
+                             seed=0)
     return code, rec.dir
 
 

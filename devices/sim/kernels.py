@@ -26,6 +26,15 @@ from numba import njit
 
 
 @njit(cache=True, inline="always")
+def _table_noise(t, cr, ci, conj):
+    """One noise sample from the Gaussian table, rotated by ``cr + j ci`` (conjugated if ``conj``)."""
+    tr, ti = np.float64(t.real), np.float64(t.imag)
+    nr = tr * cr - ti * ci
+    ni = tr * ci + ti * cr
+    return nr, (-ni if conj else ni)
+
+
+@njit(cache=True, inline="always")
 def _rapp(u: float, p: float) -> float:
     """(1 + u^(2p))^(-1/(2p)), overflow-free (see devices.paths.rapp_gain)."""
     if p == 1.0:
@@ -265,12 +274,7 @@ def rx_port(y, table, start, rot, conj, g, bits):
     cr, ci = rot.real, rot.imag
     clipped = 0
     for i in range(n):
-        t = table[start + i]
-        tr, ti = np.float64(t.real), np.float64(t.imag)
-        nr = tr * cr - ti * ci
-        ni = tr * ci + ti * cr
-        if conj:
-            ni = -ni
+        nr, ni = _table_noise(table[start + i], cr, ci, conj)
         a = y[i].real + nr
         b = y[i].imag + ni
         # y *= g is a complex product with g + 0j
@@ -300,12 +304,7 @@ def tx_samples(wave, first, n, s, table, start, rot, conj):
         # x *= s is a complex product with s + 0j
         xr = v.real * s - v.imag * 0.0
         xi = v.real * 0.0 + v.imag * s
-        t = table[start + i]
-        tr, ti = np.float64(t.real), np.float64(t.imag)
-        nr = tr * cr - ti * ci
-        ni = tr * ci + ti * cr
-        if conj:
-            ni = -ni
+        nr, ni = _table_noise(table[start + i], cr, ci, conj)
         x[i] = complex(xr + nr, xi + ni)
     return x
 

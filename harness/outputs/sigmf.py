@@ -33,7 +33,7 @@ CAPTURES_DIR = "captures"
 
 
 def _jsonable(obj: Any) -> Any:
-    from harness.results import _jsonable as j
+    from harness.rundir import jsonable as j
 
     return j(obj)
 
@@ -161,8 +161,7 @@ class CaptureSaver:
     """The record sink of ``harness run --save-captures``: every step's records as SigMF in ``captures/``.
 
     ``mode``: ``"all"``, or ``"failed"``: the records of steps whose verdict
-    is not PASS (judged here with the runner's own rules, floors included)
-    and of thru steps (the floors a later re-analysis needs). A write that
+    is not PASS (as the runner judged it, handed to the sink) and of thru steps (the floors a later re-analysis needs). A write that
     fails stops the run (:class:`~harness.results.ResultsWriteError`).
     """
 
@@ -172,7 +171,6 @@ class CaptureSaver:
         self.mode = mode
         self.dir: Path | None = None
         self.header: dict = {}
-        self._floors: dict = {}
         self.files: list[Path] = []
         self.bytes = 0
         self.write_s = 0.0
@@ -183,20 +181,13 @@ class CaptureSaver:
         self.header = header
         header["saved_captures"] = {"mode": self.mode, "dir": CAPTURES_DIR}
 
-    def __call__(self, index: int, step, records: list[CaptureRecord], data) -> None:
+    def __call__(self, index: int, step, records: list[CaptureRecord], data, srec) -> None:
         from harness.plan import step_seed
         from harness.rundir import ResultsWriteError
-        from harness.runner import evaluate
 
         if self.dir is None:
             raise RuntimeError("CaptureSaver.start() was not called")
-        keep = self.mode == "all" or step.thru
-        if not keep:
-            verdict, _ = evaluate(step, data, self._floors.get(step.floor))
-            keep = verdict != "PASS" or bool(data.invalid)
-        if step.thru:
-            self._floors[step.name] = data
-        if not keep:
+        if not (self.mode == "all" or step.thru or srec.verdict != "PASS" or srec.error):
             return
         seed = step_seed(int(self.header.get("seed") or 0), index)
         declared = {a.label: a for a in step.declare(seed)}
