@@ -292,6 +292,7 @@ def test_shipped_repeater_plan_delay_steps_run_with_the_rigs_method(tmp_path, ri
     assert {s["info"]["method"] for s in res["steps"]} == {method}
     delay = res["steps"][1]["measurements"][0]
     truth = load_rig(RIGS / rig_name).dut.truth(2140.1e6, 30.72e6)["delay_s"]  # the plan's LO
-    # the plan's -50 dBm (thru and DUT input) is noisy: the error lies within its stated uncertainty, which the
-    # correlation's SNR keeps to a few ns
-    assert abs(delay["value"] - truth) <= delay["uncertainty"] < 10e-9
+    # the plan's -50 dBm (thru and DUT input) is noisy: one run's error lies within 1.5 x its stated k = 2
+    # uncertainty (k = 3: a 95 % interval is missed 1 run in 20 by design; the emulated board's timing varies
+    # from run to run), which the correlation's SNR keeps to a few ns
+    assert abs(delay["value"] - truth) <= 1.5 * delay["uncertainty"] and delay["uncertainty"] < 10e-9
