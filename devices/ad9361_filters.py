@@ -8,6 +8,13 @@ clamped (RX 0.2-28 MHz, TX 0.625-20 MHz), and the corner is set to
 its corner at 39.2 MHz and droops 0.54 dB at +-28 MHz: the skirt starts well
 inside the RF bandwidth, and what lies near its edge reads low.
 
+Checked against ADI's driver (``ad9361_rx_bb_analog_filter_calib`` /
+``ad9361_tx_bb_analog_filter_calib``: clamps 200 kHz-28 MHz and
+625 kHz-20 MHz, tune targets "1.4 * BBBW" and "1.6 * BBBW"). Not modelled:
+the TX secondary single-pole filter the driver sets at 2.5x the baseband
+bandwidth (``ad9361_tx_bb_second_filter_calib``); it would add up to
+0.5 dB of droop at the edge of the TX flat span stated here.
+
 ``FLAT_DB`` defines the usable (flat) part of the band: where the filter's
 droop stays within 0.1 dB. :func:`flat_fraction` is that edge as a
 fraction of the RF bandwidth's half-width; the radio's capabilities state it
