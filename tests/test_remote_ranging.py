@@ -16,6 +16,7 @@ import yaml
 import harness.remote.server as server_mod
 from devices import StreamConfig, open_radio
 from devices.radio import LevelSummary
+from devices.zmq import RemoteError
 from devices.ranging import AutoRange
 from harness.cli import main
 from harness.rig import Rig, load_rig
@@ -162,3 +163,40 @@ def test_shipped_plan_remote_equals_local(tmp_path, plan):
         assert [(c["label"], c["rx_gain_db"], c["peak_dbfs"]) for c in sa["captures"]] == \
                [(c["label"], c["rx_gain_db"], c["peak_dbfs"]) for c in sb["captures"]]
         assert [(m["name"], m["value"]) for m in sa["measurements"]] == [(m["name"], m["value"]) for m in sb["measurements"]]
+
+
+@pytest.mark.parametrize("gain, ceiling, peak, overload, gains, want", [
+    (20.0, 73.0, -30.0, False, (0, 73, 0), (44.0, 73.0)),   # too low: aim the peak at -6 dBFS
+    (40.0, 73.0, -0.5, False, (0, 73, 0), (30.0, 39.0)),    # too high: at least 10 dB down, never back up to 40
+    (40.0, 73.0, -3.0, True, (0, 73, 1), (25.0, 39.0)),     # clipped: 15 dB down
+    (40.0, 73.0, -10.0, False, (0, 73, 0), (None, 73.0)),   # in the window: accepted
+    (73.0, 73.0, -40.0, False, (0, 73, 0), (None, 73.0)),   # at the top of the range: kept
+    (25.0, 39.0, -30.0, False, (0, 73, 0), (39.0, 39.0)),   # the ceiling a clip left holds
+    (20.0, 73.0, -25.3, False, (0, 70, 2), (40.0, 73.0)),   # 39.3 dB on a 2 dB grid
+])
+def test_autorange_rule(gain, ceiling, peak, overload, gains, want):
+    from devices.radio import Range
+
+    assert AutoRange().next_gain(gain, ceiling, peak, overload, Range(*gains)) == pytest.approx(want)
+
+
+def test_capture_ranged_request_checked_by_the_server():
+    server = serve(RIGS / "sim-amplifier.yaml", seed=0)
+    try:
+        r = open_radio(f"zmq://127.0.0.1:{server.port}?insecure=1")
+        try:
+            rx = StreamConfig(2140e6, RATE, 10.0, 0.8 * RATE)
+            r.configure_rx(rx)
+            args = {"n": 1000, "rx": {**rx.__dict__}, "keep": False}
+            for bad, why in ((dict(ranging={"low_dbfs": 5.0}), "not a window below full scale"),
+                             (dict(ranging={"target": -6}), "ranging must be an object"),
+                             (dict(retries=99), "retries must be an integer 0..10"),
+                             (dict(keep="yes"), "keep must be true or false")):
+                with pytest.raises(RemoteError, match=why) as e:
+                    r._request("capture_ranged", {**args, **bad})
+                assert e.value.code == "bad_request"
+            assert server.counters.get("ranged_captures", 0) == 0 and not server._streams
+        finally:
+            r.close()
+    finally:
+        stop(server)
