@@ -292,7 +292,7 @@ class ZmqRadio(Radio):
                     _send(self._ctrl, msg)  # again if nothing came: same id, done once
                     resend_at = now + self.timeout_s
                 if op != "capture" and self._silent():  # a ranged capture sends nothing until it is done
-                    end = now
+                    end, timeout_s = now, now - self._heard_at  # the message says for how long it was silent
                 if now >= end:
                     msg_ = (f"{self.uri}: capture of {n_samples} samples: the rig server went silent "
                             f"(no reply or data within {timeout_s:.3g} s: down, frozen or network cut); "
@@ -380,9 +380,14 @@ class ZmqRadio(Radio):
                 if not sent:
                     sent = _send(self._ctrl, msg)
                 now = time.monotonic()
-                if now >= end or self._silent():
-                    why = (f"{self.uri}: {op}: the rig server went silent (no answer within "
-                           f"{min(timeout_s, now - self._heard_at):.3g} s: down, frozen or network cut)")
+                if self._silent():
+                    why = (f"{self.uri}: {op}: the rig server went silent (no answer for "
+                           f"{now - self._heard_at:.3g} s: down, frozen or network cut)")
+                elif now >= end:
+                    why = f"{self.uri}: {op} did not complete within its {timeout_s:.3g} s deadline"
+                else:
+                    why = None
+                if why is not None:
                     self._lose(why)
                     raise DeviceTimeout(why)
                 if not self._ctrl.poll(int(min(end - now, 0.1) * 1000) + 1, zmq.POLLIN):

@@ -200,3 +200,42 @@ def test_capture_ranged_request_checked_by_the_server():
             r.close()
     finally:
         stop(server)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_frozen_server_mid_ranged_capture_is_a_clear_error(keep):
+    """A ranged capture sends nothing until it is done, so the client cannot wait for data to tell a working
+    server from a frozen one: the heartbeat's unanswered pings end it, within a lease, far inside the request's
+    worst-case deadline (every trial retaken)."""
+    import os
+    import signal
+    import time
+
+    from devices import DeviceError, DeviceTimeout
+    from tests.remote_helpers import serve_process
+
+    p, port = serve_process(RIGS / "sim-amplifier.yaml", "--insecure", lease_s=2.0)
+    try:
+        r = open_radio(f"zmq://127.0.0.1:{port}?insecure=1&timeout=0.5")
+        try:
+            rx = StreamConfig(2140e6, 15.36e6, 0.0, 12.288e6)
+            r.configure_rx(rx)
+            n = 1_000_000
+            worst = AutoRange().max_trials * (4 * r.deadlines.capture_s(n, 15.36e6) + r.deadlines.configure_s)
+            os.kill(p.pid, signal.SIGSTOP)
+            t0 = time.monotonic()
+            with pytest.raises(DeviceTimeout, match="the rig server went silent"):
+                r.capture_ranged(n, rx, AutoRange(), keep=keep)
+            took = time.monotonic() - t0
+            assert took < r.lease_s + 3 * r.timeout_s + 1.0 < worst / 10
+            assert r.lost is not None
+            with pytest.raises(DeviceError, match="device lost"):
+                r.capture(10)
+            print(f"keep={keep}: ranged capture raised DeviceTimeout after {took:.2f} s (worst-case deadline "
+                  f"{worst:.0f} s)")
+        finally:
+            r.close()
+    finally:
+        os.kill(p.pid, signal.SIGCONT)
+        p.kill()
+        p.wait()
