@@ -364,8 +364,11 @@ class ZmqRadio(Radio):
             cap, res = self._receive("capture_ranged", args, n, timeout_s)
         else:
             cap, res = None, self._await("capture_ranged", {**args, "n": n}, timeout_s)
-        summary = LevelSummary.from_dict(res["summary"])
-        return RangedCapture(cap, summary, float(res["gain_db"]), int(res["retries"]), int(res["trials"]))
+        try:
+            summary = LevelSummary.from_dict(res["summary"])
+            return RangedCapture(cap, summary, float(res["gain_db"]), int(res["retries"]), int(res["trials"]))
+        except (KeyError, TypeError, ValueError) as e:  # a device fault of the link, never a harness crash
+            raise DeviceError(f"{self.uri}: capture_ranged: the server's reply is malformed: {e!r}") from None
 
     def _await(self, op: str, args: dict, timeout_s: float) -> dict:
         """One request whose reply may take long (the server works meanwhile): sent once (same id if the send
