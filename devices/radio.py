@@ -37,9 +37,11 @@ import sys
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
+
+from devices.ranging import AutoRange, mean_power_dbfs, peak_dbfs
 
 
 class DeviceError(RuntimeError):
@@ -221,6 +223,64 @@ def describe_faults(overflow: bool, underflow: bool, dropped_samples: int, overl
 class Capture:
     samples: np.ndarray  # complex64, full scale 1.0
     meta: CaptureMeta
+
+
+def tx_underflow(meta: CaptureMeta) -> bool:
+    """Whether the driver reported a TX underflow during the capture."""
+    return bool(meta.extra.get("tx_underflow") or meta.extra.get("underflow"))
+
+
+@dataclass(frozen=True)
+class LevelSummary:
+    """A capture in a few figures: its level (peak and mean power, dBFS) and its integrity flags. What a
+    discarded capture (settling, an auto-ranging trial) leaves; a remote radio gets only this across the link."""
+
+    config: StreamConfig
+    timestamp: float
+    n_samples: int
+    peak_dbfs: float
+    mean_power_dbfs: float
+    time_ns: int | None = None
+    overflow: bool = False
+    dropped_samples: int = 0
+    overload: bool = False
+    clipped_samples: int = 0
+    underflow: bool = False
+
+    @classmethod
+    def of(cls, cap: Capture) -> "LevelSummary":
+        m, s = cap.meta, cap.samples
+        return cls(m.config, float(m.timestamp), int(m.n_samples), peak_dbfs(s), mean_power_dbfs(s),
+                   None if m.time_ns is None else int(m.time_ns), bool(m.overflow), int(m.dropped_samples),
+                   bool(m.overload), int(m.clipped_samples), tx_underflow(m))
+
+    def lost_samples(self) -> list[str]:
+        """The faults that make a capture worth taking again (samples lost; an ADC overload is not one)."""
+        return describe_faults(self.overflow, False, self.dropped_samples, False, 0) + (["TX underflow"] if self.underflow else [])
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["config"] = asdict(self.config)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LevelSummary":
+        d = dict(d)
+        d["config"] = StreamConfig(**d["config"])
+        return cls(**d)
+
+
+@dataclass
+class RangedCapture:
+    """What :meth:`Radio.capture_ranged` returns: the final capture (None when discarded), its summary (whose
+    config has the gain it was taken at), the RX gain the radio is set to now (the same, unless the trials ran
+    out), the captures taken again for lost samples, and the captures taken in all (trials and retakes)."""
+
+    capture: Capture | None
+    summary: LevelSummary
+    gain_db: float
+    retries: int
+    trials: int
 
 
 # Radios whose transmitter is not known to be off; stopped at interpreter exit whatever happens.
@@ -518,6 +578,42 @@ class Radio(abc.ABC):
         if timeout_s is None:
             timeout_s = self.deadlines.capture_s(n * len(chans), self._rx_config.sample_rate_hz)
         return self._call("capture_channels", timeout_s, self._capture_channels, n, chans, gains, float(timeout_s))
+
+    def capture_ranged(self, n_samples: int, rx: StreamConfig, ranging: AutoRange | None = None, *,
+                       keep: bool = True, retries: int = 3, inspect=None) -> RangedCapture:
+        """Capture ``n_samples`` at an RX gain that suits the signal, and keep (``keep``) or discard the capture.
+
+        ``rx``: the RX settings to apply when the gain changes (their ``gain_db`` is where the search starts;
+        the radio is configured with them already). ``ranging`` None: one capture at that gain. Otherwise each
+        capture's peak picks the next gain (:meth:`AutoRange.next_gain`) until one is accepted. A capture that
+        lost samples (RX overflow, dropped samples, TX underflow) is taken again, at most ``retries`` times
+        (never stitched); exhaustion raises DeviceError naming the faults. ``inspect(capture)`` sees every
+        capture taken (a rig server's RX-port interlock). A remote radio runs this next to its radio, so only
+        the final capture (or, discarded, its summary) crosses the link."""
+        gains = self.capabilities.rx_gain_range_db
+        gain, ceiling = float(rx.gain_db), gains.high
+        taken = retried = 0
+        for _ in range(1 if ranging is None else ranging.max_trials):
+            for attempt in range(retries + 1):
+                cap = self.capture(n_samples)
+                taken += 1
+                if inspect is not None:
+                    inspect(cap)
+                summary = LevelSummary.of(cap)
+                faults = summary.lost_samples()
+                if not faults:
+                    break
+            else:
+                raise DeviceError(f"capture corrupted in {retries + 1} attempts (last: {', '.join(faults)}): "
+                                  f"samples were lost between the radio and the host")
+            retried += attempt
+            if ranging is None:
+                break
+            new, ceiling = ranging.next_gain(gain, ceiling, summary.peak_dbfs, summary.overload, gains)
+            if new is None:
+                break
+            gain = self.configure_rx(rx.with_(gain_db=new)).gain_db
+        return RangedCapture(cap if keep else None, summary, gain, retried, taken)
 
     def hardware_time_ns(self) -> int:
         """The device clock now (ns), the clock of ``at_time_ns`` and ``CaptureMeta.time_ns``."""

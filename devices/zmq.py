@@ -34,7 +34,8 @@ import zmq.auth
 
 from devices import zmq_wire as wire
 from devices.radio import (Capabilities, CapabilityError, Capture, CaptureMeta, Deadlines, DeviceError,
-                           DeviceTimeout, Radio, Range, StreamConfig)
+                           DeviceTimeout, LevelSummary, Radio, RangedCapture, Range, StreamConfig)
+from devices.ranging import AutoRange
 
 #: credits (frames) the client keeps granted ahead of what it has read
 CREDIT_WINDOW = 32
@@ -119,6 +120,9 @@ class ZmqRadio(Radio):
         hello = self._request("hello", {"versions": list(wire.VERSIONS), "client": "rf-harness"})
         self.version = int(hello["version"])
         self.server_rig = hello.get("rig", {})
+        #: what the server offers beyond the version's base ops (an older server: none of the newer ones)
+        self.features = frozenset(str(f) for f in hello.get("features", []) if isinstance(f, str))
+        self._heard_at = time.monotonic()
         self.lease_s = float(hello.get("lease_s", 10.0))
         self._caps = _capabilities(hello["capabilities"])
         self._data_port = int(hello["data_port"])
@@ -140,6 +144,7 @@ class ZmqRadio(Radio):
             while not self._hb_stop.wait(self.lease_s / 4):
                 try:
                     rep = self._request("ping", sock=sock, timeout_s=self.lease_s / 4, tries=1)
+                    self._heard_at = time.monotonic()
                     if not rep.get("yours"):
                         self.control_lost = "the server no longer counts this client as the rig's controller " \
                                             "(its lease expired)"
@@ -260,6 +265,11 @@ class ZmqRadio(Radio):
         self._request("bypass", {"on": on})
 
     def _capture(self, n_samples: int, timeout_s: float) -> Capture:
+        return self._receive("capture", {}, n_samples, timeout_s)[0]
+
+    def _receive(self, op: str, args: dict, n_samples: int, timeout_s: float) -> tuple[Capture, dict]:
+        """Request ``op`` (``capture``, or ``capture_ranged`` keeping its capture) and take the ``n_samples``
+        it sends on the data channel: (capture, the reply's result)."""
         self._check_control()
         sid = next(self._stream_ids)
         end = time.monotonic() + max(0.5, timeout_s - 0.5)  # our own error before the base class's deadline
@@ -267,8 +277,8 @@ class ZmqRadio(Radio):
         rx = _Receiver(sid, n_samples, out)
         _send(self._data, [wire.encode_credit(self.session, sid, CREDIT_WINDOW)])
         rid = next(self._ids)
-        msg = wire.encode_request("capture", rid, self.session, {
-            "n": n_samples, "stream": sid, "format": self.fmt, "frame_samples": self.frame_samples,
+        msg = wire.encode_request(op, rid, self.session, {
+            **args, "n": n_samples, "stream": sid, "format": self.fmt, "frame_samples": self.frame_samples,
             "timeout_s": max(0.1, timeout_s - 2.0)})
         reply: tuple[bool, dict] | None = None
         poller = zmq.Poller()
@@ -281,6 +291,8 @@ class ZmqRadio(Radio):
                 if reply is None and now >= resend_at and not rx.frames:
                     _send(self._ctrl, msg)  # again if nothing came: same id, done once
                     resend_at = now + self.timeout_s
+                if op != "capture" and self._silent():  # a ranged capture sends nothing until it is done
+                    end, timeout_s = now, now - self._heard_at  # the message says for how long it was silent
                 if now >= end:
                     msg_ = (f"{self.uri}: capture of {n_samples} samples: the rig server went silent "
                             f"(no reply or data within {timeout_s:.3g} s: down, frozen or network cut); "
@@ -309,7 +321,7 @@ class ZmqRadio(Radio):
                         if got == rid:
                             reply = (ok, body)
                 if reply is not None and not reply[0]:
-                    raise _error(self.uri, "capture", reply[1])
+                    raise _error(self.uri, op, reply[1])
                 if rx.aborted is not None and rx.aborted_at is None:
                     rx.aborted_at = time.monotonic()  # the reply saying why (e.g. an interlock) follows
                 if rx.aborted is not None and (reply is not None or time.monotonic() > rx.aborted_at + 1.0):
@@ -317,7 +329,81 @@ class ZmqRadio(Radio):
                                       f"capture: {rx.received} of {n_samples} samples received, incomplete")
                 if rx.done and reply is not None:
                     break
-        return rx.capture()
+        return rx.capture(), reply[1]
+
+    # ----- settling and auto-ranging on the server (feature "capture_ranged")
+    def _silent(self) -> bool:
+        """Whether the server has answered no heartbeat for a lease (or 3 request timeouts, if longer)."""
+        return time.monotonic() - self._heard_at > max(self.lease_s, 3 * self.timeout_s)
+
+    def capture_ranged(self, n_samples: int, rx: StreamConfig, ranging: AutoRange | None = None, *,
+                       keep: bool = True, retries: int = 3, inspect=None) -> RangedCapture:
+        """:meth:`Radio.capture_ranged` run by the rig server next to its radio: settling captures and
+        auto-ranging trials stay there; only the final capture (``keep``) or its summary crosses the link.
+        An older server (no ``capture_ranged`` feature), or an ``inspect`` that must see every capture, gets
+        the base class's loop over ordinary captures."""
+        if inspect is not None or "capture_ranged" not in getattr(self, "features", ()):
+            return super().capture_ranged(n_samples, rx, ranging, keep=keep, retries=retries, inspect=inspect)
+        self._check_open()
+        if self._rx_config is None:
+            raise DeviceError(f"{self.uri}: configure_rx() before capture_ranged()")
+        if n_samples <= 0:
+            raise DeviceError(f"{self.uri}: capture of {n_samples} samples requested")
+        n, d = int(n_samples), self.deadlines
+        trials = 1 if ranging is None else ranging.max_trials
+        # the worst case: every trial retaken; a silent server is found sooner, by the heartbeat (_silent)
+        timeout_s = trials * ((retries + 1) * d.capture_s(n, self._rx_config.sample_rate_hz) + d.configure_s)
+        args = {"rx": asdict(rx), "ranging": None if ranging is None else ranging.as_dict(), "retries": int(retries),
+                "keep": bool(keep)}
+        got = self._call("capture_ranged", timeout_s + 1.0, self._capture_ranged, args, n, timeout_s)
+        self._rx_config = got.summary.config.with_(gain_db=got.gain_db)
+        return got
+
+    def _capture_ranged(self, args: dict, n: int, timeout_s: float) -> RangedCapture:
+        if args["keep"]:
+            cap, res = self._receive("capture_ranged", args, n, timeout_s)
+        else:
+            cap, res = None, self._await("capture_ranged", {**args, "n": n}, timeout_s)
+        try:
+            summary = LevelSummary.from_dict(res["summary"])
+            return RangedCapture(cap, summary, float(res["gain_db"]), int(res["retries"]), int(res["trials"]))
+        except (KeyError, TypeError, ValueError) as e:  # a device fault of the link, never a harness crash
+            raise DeviceError(f"{self.uri}: capture_ranged: the server's reply is malformed: {e!r}") from None
+
+    def _await(self, op: str, args: dict, timeout_s: float) -> dict:
+        """One request whose reply may take long (the server works meanwhile): sent once (same id if the send
+        must wait for a connection), waited for until ``timeout_s`` or until the server falls silent."""
+        self._check_control()
+        rid = next(self._ids)
+        msg = wire.encode_request(op, rid, self.session, args)
+        end = time.monotonic() + max(0.5, timeout_s - 0.5)
+        sent = False
+        with self._lock:
+            while True:
+                if not sent:
+                    sent = _send(self._ctrl, msg)
+                now = time.monotonic()
+                if self._silent():
+                    why = (f"{self.uri}: {op}: the rig server went silent (no answer for "
+                           f"{now - self._heard_at:.3g} s: down, frozen or network cut)")
+                elif now >= end:
+                    why = f"{self.uri}: {op} did not complete within its {timeout_s:.3g} s deadline"
+                else:
+                    why = None
+                if why is not None:
+                    self._lose(why)
+                    raise DeviceTimeout(why)
+                if not self._ctrl.poll(int(min(end - now, 0.1) * 1000) + 1, zmq.POLLIN):
+                    continue
+                try:
+                    got, ok, body = wire.decode_reply(self._ctrl.recv_multipart(zmq.NOBLOCK))
+                except (zmq.Again, wire.WireError):
+                    continue
+                if got != rid:
+                    continue
+                if not ok:
+                    raise _error(self.uri, op, body)
+                return body
 
     def _reconnect(self) -> None:
         self._teardown()

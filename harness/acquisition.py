@@ -38,7 +38,7 @@ def settle(rig: Rig, seconds: float, sample_rate_hz: float) -> None:
     remaining = int(round(seconds * sample_rate_hz))
     while remaining > 0:
         chunk = min(remaining, SETTLE_CHUNK)
-        rig.capture(chunk)
+        rig.settle(chunk)  # auto-ranged and checked as a capture; on a remote rig discarded on the server
         remaining -= chunk
 
 

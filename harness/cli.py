@@ -208,10 +208,12 @@ def cmd_run_remote(args) -> int:
         _err("--rig and --uncalibrated do not apply to --remote: the server runs the plan on its own rig, with its "
              "own calibration and limits")
         return EXIT_CONFIG
+    history = None
     try:
         uri = _remote_uri(args)
         identity = _run_identity(args)
         plan_path = resolve(args.plan, "plan")
+        history = _run_history(args)  # the client's own history: the run is recorded here as a local run is
     except ConfigError as e:
         _err(str(e))
         return EXIT_CONFIG
@@ -219,7 +221,7 @@ def cmd_run_remote(args) -> int:
     try:
         code, run_dir, results = run_remote(plan_path, uri, Path(args.out) if args.out else None, seed=args.seed,
                                             force=args.force, save_captures=args.save_captures, identity=identity,
-                                            console=console)
+                                            console=console, history=history)
     except ConfigError as e:
         _err(str(e))
         return EXIT_CONFIG
@@ -229,9 +231,16 @@ def cmd_run_remote(args) -> int:
     except ResultsWriteError as e:
         _err(f"the run's files could not be written here: {e}")
         return EXIT_ERROR
+    finally:
+        if history is not None:
+            history.close()
     if results is None:
         _err(f"the rig server sent no results.json (exit {code}); what arrived is in {run_dir}")
         return code if code != 0 else EXIT_ERROR
+    lost = (results.get("history") or {}).get("error")
+    if lost:
+        _err(f"results history not recorded: {lost}; the results stand in {run_dir / 'results.json'} (record "
+             f"them later: harness history --add {run_dir})")
     if args.json:
         from harness.outputs.summary import run_summary
         import json

@@ -26,6 +26,8 @@ import numpy as np
 
 from devices import CapabilityError, DeviceError, Radio, StreamConfig, driver_option_types, open_radio
 from devices.paths import PATH_ELEMENTS, Path as RFPath
+from devices.radio import LevelSummary, tx_underflow
+from devices.ranging import AutoRange, mean_power_dbfs, peak_dbfs
 from harness.config import ConfigError, LineMap, Section, build, excerpt, fail_closed, kind_of, load_yaml, name_in
 from harness.calibration import attach_calibration
 from harness.capture import CaptureRecord, TxRecord
@@ -334,9 +336,7 @@ def load_rig(path: str | Path) -> RigSpec:
 TxSetting = TxRecord
 
 
-def _underflow(meta) -> bool:
-    """Whether the driver reported a TX underflow during the capture."""
-    return bool(meta.extra.get("tx_underflow") or meta.extra.get("underflow"))
+_underflow = tx_underflow
 
 
 class Rig:
@@ -660,6 +660,12 @@ class Rig:
         """
         return self._capture(n_samples, autorange, label, False)[0]
 
+    def settle(self, n_samples: int) -> LevelSummary:
+        """Let ``n_samples`` of signal pass (ALC, AGC, thermal): captured as :meth:`capture` captures them
+        (auto-ranged, checked against the RX-port limit) and discarded; on a remote radio they stay on the
+        server and only the summary crosses the link."""
+        return self._capture(n_samples, True, "", False, keep=False)
+
     #: the reference channel's RMS level aimed at (dBFS): room for a 12 dB crest factor and 12-bit resolution
     REFERENCE_RMS_DBFS = -20.0
 
@@ -680,61 +686,80 @@ class Rig:
         port_dbm = self.tx_setting.power_dbm + float(self.spec.reference_path.gain_db_at(self._freq_hz))
         return float(gr.clip(self.REFERENCE_RMS_DBFS - port_dbm + self.rx_full_scale_dbm))
 
-    def _capture(self, n_samples: int, autorange: bool, label: str, reference: bool):
+    @property
+    def ranging(self) -> AutoRange:
+        """The RX auto-ranging rule (devices/ranging.py) with this rig's window."""
+        return AutoRange(self.TARGET_PEAK_DBFS, *self.PEAK_WINDOW_DBFS)
+
+    def _ranged(self, n_samples: int, fixed: bool, keep: bool):
+        """The radio's ranged capture (next to the radio on a remote rig): (capture or None, summary, retries)."""
+        t0 = time.perf_counter()
+        try:
+            got = self.radio.capture_ranged(n_samples, self._stream(self._rx_gain_db, self.spec.rx.channel,
+                                                                    self._rx_bw_hz),
+                                            None if fixed else self.ranging, keep=keep,
+                                            retries=self.INTEGRITY_RETRIES)
+        finally:
+            self.device_time_s += time.perf_counter() - t0
+        self._rx_gain_db = got.gain_db
+        return got.capture, got.summary, got.retries
+
+    def _ranged_with_reference(self, n_samples: int, fixed: bool):
+        """The DUT output ranged as :meth:`_ranged` and the reference channel captured with it (one
+        ``capture_channels`` call per trial): (capture, reference capture, retries, reference gain)."""
         gr = self.caps.rx_gain_range_db
-        fixed = self.spec.rx.gain_db is not None or not autorange
-        ceiling = gr.high  # a gain that overloaded is never tried again: a fluctuating signal cannot make it hunt
+        rule = self.ranging
+        ceiling = gr.high
         retries = 0
-        ref_gain = self._reference_gain_db() if reference else None
-        ref_cap = None
-        for _attempt in range(10):
+        ref_gain = self._reference_gain_db()
+        for _attempt in range(rule.max_trials):
             cap, ref_cap, tries = self._intact_capture(n_samples, ref_gain)
             retries += tries
-            if ref_cap is not None and ref_cap.meta.overload and self.spec.rx.reference_gain_db is None \
-                    and ref_gain > gr.low:
+            if ref_cap.meta.overload and self.spec.rx.reference_gain_db is None and ref_gain > gr.low:
                 ref_gain = gr.clip(ref_gain - 10.0)  # the reference channel clipped: again, 10 dB lower
                 continue
-            s = cap.samples
-            peak_lin = float(max(np.max(np.abs(s.real)), np.max(np.abs(s.imag)), 1e-12))
-            peak_dbfs = 20 * math.log10(peak_lin)
-            lo, hi = self.PEAK_WINDOW_DBFS
             if fixed:
                 break
-            if cap.meta.overload or peak_dbfs > hi:
-                ceiling = min(ceiling, self._rx_gain_db - (gr.step or 1.0))
-                step = 15.0 if cap.meta.overload else max(10.0, peak_dbfs - self.TARGET_PEAK_DBFS)
-                new_gain = gr.clip(self._rx_gain_db - step)
-            elif peak_dbfs < lo:
-                new_gain = gr.clip(min(self._rx_gain_db + (self.TARGET_PEAK_DBFS - peak_dbfs), ceiling))
-            else:
+            new_gain, ceiling = rule.next_gain(self._rx_gain_db, ceiling, peak_dbfs(cap.samples), cap.meta.overload,
+                                               gr)
+            if new_gain is None:
                 break
-            if abs(new_gain - self._rx_gain_db) < 1e-9:
-                break  # at the end of the usable gain range: keep what we have
             self._rx_gain_db = new_gain
             self._configure_rx()
-        if cap.meta.overload:
+        return cap, ref_cap, retries, ref_gain
+
+    def _capture(self, n_samples: int, autorange: bool, label: str, reference: bool, keep: bool = True):
+        gr = self.caps.rx_gain_range_db
+        fixed = self.spec.rx.gain_db is not None or not autorange
+        ref_cap = ref_gain = None
+        if reference:
+            cap, ref_cap, retries, ref_gain = self._ranged_with_reference(n_samples, fixed)
+            summary = LevelSummary.of(cap)
+        else:
+            cap, summary, retries = self._ranged(n_samples, fixed, keep)
+        if summary.overload:
             raise DeviceError(f"RX overload at gain {self._rx_gain_db:g} dB (range {gr.describe('dB')}): the DUT "
                               f"output is too strong or too unsteady for the rig (add attenuation in dut_to_rx)")
         if ref_cap is not None and ref_cap.meta.overload:
             raise DeviceError(f"reference channel overload at gain {ref_gain:g} dB: add attenuation in "
                               f"paths.reference")
         tx = self.tx_setting
-        if (tx is not None and tx.start_time_ns is not None and cap.meta.time_ns is not None
-                and cap.meta.time_ns < tx.start_time_ns):
-            raise DeviceError(f"the capture began at device time {cap.meta.time_ns} ns, before the timed "
+        if (tx is not None and tx.start_time_ns is not None and summary.time_ns is not None
+                and summary.time_ns < tx.start_time_ns):
+            raise DeviceError(f"the capture began at device time {summary.time_ns} ns, before the timed "
                               f"transmission's start {tx.start_time_ns} ns")
-        fs_dbm = self.rx_full_scale_dbm - cap.meta.config.gain_db
-        port_dbm = 10 * math.log10(max(float(np.mean(np.abs(s) ** 2)), 1e-30)) + fs_dbm
+        port_dbm = summary.mean_power_dbfs + (self.rx_full_scale_dbm - summary.config.gain_db)
         if port_dbm > self.spec.limits.max_rx_input_dbm:
             self.stop()
             raise LevelError(f"{port_dbm:.1f} dBm at the RX port exceeds its limit "
                              f"{self.spec.limits.max_rx_input_dbm:g} dBm; transmitter stopped")
-        out_fs_dbm = self.output_dbm_at_0dbfs(cap.meta.config.freq_hz) - cap.meta.config.gain_db
-        records = [self._record(cap, out_fs_dbm, label, retries, peak_dbfs)]
+        if not keep:
+            return summary
+        out_fs_dbm = self.output_dbm_at_0dbfs(summary.config.freq_hz) - summary.config.gain_db
+        records = [self._record(cap, out_fs_dbm, label, retries, summary.peak_dbfs)]
         if ref_cap is not None:
             rs = ref_cap.samples
-            ref_port_dbm = (10 * math.log10(max(float(np.mean(np.abs(rs) ** 2)), 1e-30)) + self.rx_full_scale_dbm
-                            - ref_cap.meta.config.gain_db)
+            ref_port_dbm = mean_power_dbfs(rs) + self.rx_full_scale_dbm - ref_cap.meta.config.gain_db
             if ref_port_dbm > self.spec.limits.max_rx_input_dbm:
                 self.stop()
                 raise LevelError(f"{ref_port_dbm:.1f} dBm at the reference RX port exceeds its limit "
@@ -742,8 +767,7 @@ class Rig:
             f = ref_cap.meta.config.freq_hz
             ref_fs_dbm = self.rx_full_scale_dbm - ref_cap.meta.config.gain_db - float(
                 self.spec.reference_path.gain_db_at(f))
-            ref_peak = 20 * math.log10(float(max(np.max(np.abs(rs.real)), np.max(np.abs(rs.imag)), 1e-12)))
-            records.append(self._record(ref_cap, ref_fs_dbm, f"{label}.reference", retries, ref_peak))
+            records.append(self._record(ref_cap, ref_fs_dbm, f"{label}.reference", retries, peak_dbfs(rs)))
         return records
 
     def _record(self, cap, full_scale_dbm: float, label: str, retries: int, peak_dbfs: float) -> CaptureRecord:

@@ -85,3 +85,71 @@ def wait_until(cond, timeout_s: float, step_s: float = 0.05) -> bool:
             return True
         time.sleep(step_s)
     return cond()
+
+
+class CountingProxy:
+    """A TCP forwarder on loopback that counts the bytes crossing it each way: the link a remote rig's client
+    sees, measured outside the harness (ZMTP framing included)."""
+
+    def __init__(self, target_port: int):
+        import socket
+        import threading
+
+        self.target_port = target_port
+        self.up = self.down = 0  # bytes client -> server, server -> client
+        self._lock = threading.Lock()
+        self._socks: list = []
+        self._listen = socket.socket()
+        self._listen.bind(("127.0.0.1", 0))
+        self._listen.listen(8)
+        self.port = self._listen.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self._listen.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self._socks += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, "up"), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, "down"), daemon=True).start()
+
+    def _pump(self, src, dst, way: str) -> None:
+        try:
+            while True:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                dst.sendall(data)
+                with self._lock:
+                    setattr(self, way, getattr(self, way) + len(data))
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+    def reset(self) -> None:
+        with self._lock:
+            self.up = self.down = 0
+
+    def close(self) -> None:
+        self._listen.close()
+        for s in self._socks:
+            s.close()
+
+
+def proxied(server: RigServer) -> tuple[str, CountingProxy, CountingProxy]:
+    """A ``zmq://`` URI reaching ``server`` through a counting proxy on each channel (the data port the server
+    announces in ``hello`` becomes the proxy's): (uri, control proxy, data proxy)."""
+    ctrl, data = CountingProxy(server.port), CountingProxy(server.data_port)
+    server.data_endpoint = f"tcp://127.0.0.1:{data.port}"
+    return f"zmq://127.0.0.1:{ctrl.port}?insecure=1", ctrl, data

@@ -65,6 +65,11 @@ def _reporter(run: "_Run"):
     class _RemoteReporter(Reporter):
         """Prints into the run's event list; a cancel raises Interrupted at the next step or acquisition."""
 
+        def plan_start(self, plan, rig, run_dir):
+            # the run directory here is the server's scratch space: the client names its own
+            self.console.print(f"[bold]{plan.name}[/bold] on rig [bold]{rig.name}[/bold] ({rig.device})  "
+                               f"{len(plan.steps)} steps, remote run {run.id}")
+
         @contextmanager
         def step(self, i, n, step):
             run.check()
@@ -432,13 +437,59 @@ class RemoteRunClient:
                             f"{timeout_s:.3g} s (server down, frozen, network cut, or a key it does not accept)")
 
 
+class FetchedRun:
+    """A remote run's results as they arrived in the local run directory, recorded in the client's results
+    history like a local run's (:func:`harness.runner.record_history` takes it as it takes a RunRecorder)."""
+
+    def __init__(self, run_dir: Path, results: dict):
+        self.dir, self._results = Path(run_dir), results
+        self.history: dict | None = results.get("history")
+
+    def to_dict(self) -> dict:
+        return {**self._results, "history": self.history}
+
+    def flush(self) -> None:
+        """Rewrite results.json, then junit.xml and report.html from it (as a local run's recorder does)."""
+        from harness.results import write_outputs
+        from harness.rundir import ResultsWriteError
+
+        try:
+            write_outputs(self.dir, self.to_dict())
+        except OSError as e:
+            raise ResultsWriteError(f"cannot write results to {self.dir}: {e.strerror or e}") from None
+
+
+def server_address(uri: str) -> str:
+    """``zmq://HOST:PORT`` of a URI, without its query (key paths and options are the client's own)."""
+    return uri.split("?", 1)[0]
+
+
+def record_remote_history(run_dir: Path, results: dict, uri: str, rid: int, history) -> tuple[dict, str | None]:
+    """Record a fetched remote run in the client's results history, with where it ran (``remote``: the
+    server, its rig and host, the run's id there); results.json, junit.xml and report.html are rewritten
+    with the outcome. Returns (results, why the history was not written or None): a failure keeps the
+    verdict and the results, and junit gets the error case ``results history`` (exit 3, as a local run)."""
+    import logging as _logging
+
+    from harness.runner import history_failed, record_history
+
+    results = dict(results)
+    results["remote"] = {"server": server_address(uri), "run": rid, "rig": (results.get("rig") or {}).get("name"),
+                         "host": (results.get("host") or {}).get("hostname")}
+    rec = FetchedRun(run_dir, results)
+    record_history(rec, history, _logging.getLogger("harness.remote"))
+    return rec.to_dict(), history_failed(rec)
+
+
 def run_remote(plan_path: Path, uri: str, out: Path | None, *, seed: int | None = None, force: bool = False,
                save_captures: str | None = None, identity=None, console=None, poll_s: float = 0.2,
-               on_started=None) -> tuple[int, Path | None, dict | None]:
+               on_started=None, history=None) -> tuple[int, Path | None, dict | None]:
     """Run ``plan_path`` on the rig server at ``uri``; the server's files land in a local run directory.
 
     Returns (exit code, run directory or None, results dict or None). Raises ConfigError (a plan that does not
     load here, or that the server refuses), DeviceError (cannot reach or control the server).
+    ``history``: the client's results history (None: not recorded); the fetched run is recorded there as a
+    local run is, and a failed write makes the exit 3 (results.json says ``history.error``).
     ``on_started(client, run_id)``: called once the server runs it (tests).
     """
     from harness.plan import load_plan
@@ -471,39 +522,52 @@ def run_remote(plan_path: Path, uri: str, out: Path | None, *, seed: int | None 
                 raise ConfigError(f"the rig server refused the plan: {e}", str(plan_path)) from None
             raise
         rid = started["run"]
-        if console:
-            console.print(f"[bold]{plan.name}[/bold]: sent to {uri} (sha256 {sha[:12]}), run {rid} there")
-        if on_started:
-            on_started(client, rid)
-        try:
-            final = _follow(client, rid, console, poll_s)
-        except DeviceError as e:  # the run started there: its outcome is unknown here (exit 3, not 2)
-            e.run_started = True
-            e.args = (f"{e} (remote run {rid} was under way; the server stops it when the lease runs out and "
-                      f"keeps its results)",)
+        try:  # the local run directory, before the run's lines: a bad --out stops the run at once
+            run_dir = open_run_dir(out, run_dir_name(plan, identity), force=force)
+        except BaseException:
+            try:
+                client.request("run_cancel", {"run": rid}, timeout_s=2.0)
+            except DeviceError:
+                pass  # the lease runs out by itself, and that cancels the run
             raise
-        code = int(final["code"]) if final.get("code") is not None else EXIT_ERROR
-        if final.get("error") and console:
-            console.print(f"[yellow]server: {final['error']}[/yellow]", markup=True)
-        run_dir = open_run_dir(out, run_dir_name(plan, identity), force=force)
+        results = None
         try:
+            if console:
+                rig = (hello.get("rig") or {}).get("name", "?")
+                console.print(f"[bold]{plan.name}[/bold]: remote run {rid} on rig [bold]{rig}[/bold] at "
+                              f"{server_address(uri)} (plan sha256 {sha[:12]}) -> {run_dir.path}")
+            if on_started:
+                on_started(client, rid)
+            try:
+                final = _follow(client, rid, console, poll_s)
+            except DeviceError as e:  # the run started there: its outcome is unknown here (exit 3, not 2)
+                e.run_started = True
+                e.args = (f"{e} (remote run {rid} was under way; the server stops it when the lease runs out and "
+                          f"keeps its results)",)
+                raise
+            code = int(final["code"]) if final.get("code") is not None else EXIT_ERROR
+            if final.get("error") and console:
+                console.print(f"[yellow]server: {final['error']}[/yellow]", markup=True)
             want = [f for f in final["files"] if save_captures or not f["path"].startswith("captures/")]
             try:
                 _fetch_all(client, rid, want, run_dir.path)
             except (OSError, ValueError) as e:
                 raise ResultsWriteError(f"{run_dir.path}: {e}") from None
+            rp = run_dir.path / "results.json"
+            if rp.is_file():
+                import json
+
+                results = json.loads(rp.read_text(encoding="utf-8"))
+                if history is not None:  # recorded while the run directory is still ours, as a local run
+                    results, lost = record_remote_history(run_dir.path, results, uri, rid, history)
+                    if lost:
+                        code = EXIT_ERROR  # the DUT's verdict stands in the results; the record is incomplete
         finally:
             run_dir.close()
         try:
             client.request("release", timeout_s=2.0)
         except DeviceError:
             pass  # the lease runs out by itself
-        results = None
-        rp = run_dir.path / "results.json"
-        if rp.is_file():
-            import json
-
-            results = json.loads(rp.read_text(encoding="utf-8"))
         return code, run_dir.path, results
     finally:
         client.close()

@@ -29,6 +29,7 @@ import numpy as np
 import zmq
 
 from devices.radio import DeviceError, DeviceLost, DeviceTimeout, StreamConfig
+from devices.ranging import AutoRange
 from devices import zmq_wire as wire
 from harness.remote.interlocks import Interlocks, Refusal, rms_dbfs
 from harness.remote.keys import AllowList, load_secret, start_authenticator
@@ -47,8 +48,14 @@ STREAM_BUFFER_BYTES = 128 * 1024 * 1024
 STREAM_CHUNK_S = 0.02
 STREAM_CHUNK_MAX_SAMPLES = 1 << 21
 MAX_SESSIONS = 256
+#: replies a session keeps for retries of its latest requests
+SESSION_REPLIES = 8
 MAX_WAVEFORMS = 8
 MAX_WAVEFORM_BYTES = 256 * 1024 * 1024
+#: what ``hello`` announces beyond the version's base ops (docs/remote-protocol.md, "Versioning")
+FEATURES = ("remote_run", "capture_ranged")
+#: most retakes a ``capture_ranged`` may ask for a capture that lost samples
+MAX_RANGED_RETRIES = 10
 
 
 class ServeError(RuntimeError):
@@ -82,8 +89,9 @@ class Security:
 @dataclass
 class _Session:
     user: str  # the CURVE public key (Z85), or "" on an insecure server
-    last_id: int = -1
-    last_reply: bytes | None = None
+    #: the latest replies by request id, for retries: the heartbeat's pings (another socket, the same session)
+    #: interleave with a long request, so one remembered reply would not do
+    replies: collections.OrderedDict = field(default_factory=collections.OrderedDict)
     in_progress: set = field(default_factory=set)
     seen: float = field(default_factory=time.monotonic)
 
@@ -356,8 +364,9 @@ class RigServer:
         if sess is None:
             self._reply(route, req, error=wire.error("session", "session belongs to another client key"))
             return
-        if req.id == sess.last_id and sess.last_reply is not None:  # a retry: the same answer, not done twice
-            self.ctrl.send_multipart([route, sess.last_reply])
+        cached = sess.replies.get(req.id)
+        if cached is not None:  # a retry: the same answer, not done twice
+            self.ctrl.send_multipart([route, cached])
             return
         if req.id in sess.in_progress:
             return
@@ -395,8 +404,9 @@ class RigServer:
         s = self._sessions.get(session)
         if s is not None:
             s.in_progress.discard(rid)
-            if rid >= s.last_id:
-                s.last_id, s.last_reply = rid, rep
+            s.replies[rid] = rep
+            while len(s.replies) > SESSION_REPLIES:
+                s.replies.popitem(last=False)
         try:
             self.ctrl.send_multipart([route, rep], zmq.NOBLOCK)
         except zmq.ZMQError:
@@ -445,7 +455,7 @@ class RigServer:
         self._reply(route, req, {"version": common[-1], "server_versions": list(wire.VERSIONS),
                                  "data_port": self.data_port, "lease_s": self.lease_s, "rig": self._describe(),
                                  "capabilities": caps, "formats": sorted(wire.FORMATS),
-                                 "features": ["remote_run"]})
+                                 "features": list(FEATURES)})
 
     def _op_status(self, route, req, sess) -> None:
         holder = None
@@ -528,6 +538,25 @@ class RigServer:
         if not 0 < n <= wire.MAX_WAVEFORM_SAMPLES:
             raise ValueError(f"capture of {n} samples; 1..2^24 allowed")
         self._queue(route, req, sess, self._do_capture, st, n, float(req.args.get("timeout_s", 10.0)))
+
+    def _op_capture_ranged(self, route, req, sess):
+        """Settling and auto-ranging next to the radio: only the final capture (``keep``) or its summary crosses."""
+        if not self._need_lease(route, req):
+            return
+        n = int(req.args["n"])
+        if not 0 < n <= wire.MAX_WAVEFORM_SAMPLES:
+            raise ValueError(f"capture of {n} samples; 1..2^24 allowed")
+        rx = _stream_config(req.args["rx"])
+        ranging = req.args.get("ranging")
+        ranging = None if ranging is None else AutoRange.from_dict(ranging)
+        retries = req.args.get("retries", 3)
+        if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= MAX_RANGED_RETRIES:
+            raise ValueError(f"retries must be an integer 0..{MAX_RANGED_RETRIES}")
+        keep = req.args.get("keep", True)
+        if not isinstance(keep, bool):
+            raise ValueError("keep must be true or false")
+        st = self._new_stream(req, bounded=True) if keep else None
+        self._queue(route, req, sess, self._do_capture_ranged, st, n, rx, ranging, retries)
 
     def _op_stream_start(self, route, req, sess):
         if not self._need_lease(route, req):
@@ -746,6 +775,31 @@ class RigServer:
         flags = (wire.F_OVERFLOW if m.overflow else 0) | (wire.F_OVERLOAD if m.overload else 0)
         self._frames(st, cap.samples, m.timestamp, flags, meta)
         return {"stream": st.sid, "n": int(cap.samples.size)}
+
+    def _do_capture_ranged(self, st: _Stream | None, n: int, rx: StreamConfig, ranging: AutoRange | None,
+                           retries: int) -> dict:
+        try:
+            got = self.radio.capture_ranged(n, rx, ranging, keep=st is not None, retries=retries,
+                                            inspect=self._rx_guard)
+        except BaseException as e:
+            if st is not None:
+                self._abort_stream(st, str(e))
+            raise
+        kept = 0 if got.capture is None else int(got.capture.samples.size)
+        self.counters["ranged_captures"] += 1
+        self.counters["ranged_samples_taken"] += got.trials * n
+        self.counters["ranged_samples_discarded"] += got.trials * n - kept
+        result = {"summary": got.summary.as_dict(), "gain_db": got.gain_db, "retries": got.retries,
+                  "trials": got.trials}
+        if st is not None:
+            cap, m = got.capture, got.capture.meta
+            meta = {"config": asdict(m.config), "timestamp": m.timestamp, "n_samples": m.n_samples,
+                    "time_ns": m.time_ns, "overflow": m.overflow, "dropped_samples": m.dropped_samples,
+                    "overload": m.overload, "clipped_samples": m.clipped_samples, "extra": _jsonable(m.extra)}
+            flags = (wire.F_OVERFLOW if m.overflow else 0) | (wire.F_OVERLOAD if m.overload else 0)
+            self._frames(st, cap.samples, m.timestamp, flags, meta)
+            result.update(stream=st.sid, n=kept)
+        return result
 
     def _frames(self, st: _Stream, x: np.ndarray, timestamp: float, flags: int, end_meta: dict | None) -> None:
         """Split ``x`` into data frames of the stream (the last one END with ``end_meta`` for a bounded capture).
