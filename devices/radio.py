@@ -498,8 +498,8 @@ class Radio(abc.ABC):
             if at_time_ns is None:
                 self._call("transmit", self.deadlines.transmit_s, self._transmit_scaled, x, level, cyclic)
             else:
-                x = x if level == 1.0 else x * np.float32(level)
-                self._call("transmit", self.deadlines.transmit_s, self._transmit_at, x, cyclic, int(at_time_ns))
+                self._call("transmit", self.deadlines.transmit_s, self._transmit_scaled_at, x, level, cyclic,
+                           int(at_time_ns))
         except BaseException:
             self.stop_tx()
             raise
@@ -706,6 +706,10 @@ class Radio(abc.ABC):
 
     def _transmit_at(self, samples: np.ndarray, cyclic: bool, time_ns: int) -> None:
         raise CapabilityError(f"{self.uri}: no timed transmission")
+
+    def _transmit_scaled_at(self, samples: np.ndarray, level: float, cyclic: bool, time_ns: int) -> None:
+        # a driver that can send the level apart (a remote radio) overrides this
+        self._transmit_at(samples if level == 1.0 else samples * np.float32(level), cyclic, time_ns)
 
     def _capture_channels(self, n_samples: int, channels: tuple[int, ...], gains_db: tuple[float, ...],
                           timeout_s: float) -> list[Capture]:

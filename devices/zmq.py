@@ -26,7 +26,7 @@ import os
 import threading
 import time
 import urllib.parse
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import zmq
@@ -117,6 +117,7 @@ class ZmqRadio(Radio):
         return s
 
     def _open(self) -> None:
+        t_hello = time.monotonic()
         hello = self._request("hello", {"versions": list(wire.VERSIONS), "client": "rf-harness"})
         self.version = int(hello["version"])
         self.server_rig = hello.get("rig", {})
@@ -124,7 +125,15 @@ class ZmqRadio(Radio):
         self.features = frozenset(str(f) for f in hello.get("features", []) if isinstance(f, str))
         self._heard_at = time.monotonic()
         self.lease_s = float(hello.get("lease_s", 10.0))
-        self._caps = _capabilities(hello["capabilities"])
+        caps = _capabilities(hello["capabilities"])
+        # timing that crosses the link: timed starts and timestamps with a server that offers them; two RX
+        # channels captured at once (coherent_rx) do not cross it
+        self._caps = replace(caps, timing=tuple(t for t in caps.timing
+                                                if t == "hardware_time" and "hardware_time" in self.features))
+        lead = hello.get("timed_start_lead_s")
+        # a board clock in real time needs the lead to cover the link's round trips (hardware_time, transmit)
+        self.timed_start_lead_s = 0.0 if lead == 0.0 else \
+            float(lead if isinstance(lead, (int, float)) else 0.05) + 4 * (time.monotonic() - t_hello)
         self._data_port = int(hello["data_port"])
         if self._data is None:
             self._data = self._socket(self._data_port)
@@ -224,12 +233,20 @@ class ZmqRadio(Radio):
     def _transmit(self, samples: np.ndarray, cyclic: bool) -> None:
         self._transmit_scaled(samples, 1.0, cyclic)
 
-    def _transmit_scaled(self, samples: np.ndarray, level: float, cyclic: bool) -> None:
+    def _transmit_scaled_at(self, samples: np.ndarray, level: float, cyclic: bool, time_ns: int) -> None:
+        self._transmit_scaled(samples, level, cyclic, time_ns)
+
+    def _hardware_time_ns(self) -> int:
+        return int(self._request("hardware_time")["time_ns"])
+
+    def _transmit_scaled(self, samples: np.ndarray, level: float, cyclic: bool, at_time_ns: int | None = None) -> None:
         """The waveform crosses the link once, named by its SHA-256; its level is sent apart."""
         self._check_control()
         x = np.ascontiguousarray(samples, dtype=np.complex64)
         sha = wire.waveform_id(x)
         args = {"sha256": sha, "level": float(level), "cyclic": bool(cyclic)}
+        if at_time_ns is not None:
+            args["at_time_ns"] = int(at_time_ns)
         for attempt in range(2):
             if sha not in self._uploaded:
                 self._request("upload", {"sha256": sha}, x, timeout_s=max(self.timeout_s, x.nbytes / 20e6))
@@ -510,7 +527,8 @@ class _Receiver:
                            overflow=bool(m.get("overflow")) or self.overflow or missing > 0,
                            dropped_samples=int(m.get("dropped_samples", 0)) + max(missing, self.lost),
                            overload=bool(m.get("overload")) or self.overload,
-                           clipped_samples=int(m.get("clipped_samples", 0)), extra=dict(m.get("extra") or {}))
+                           clipped_samples=int(m.get("clipped_samples", 0)), extra=dict(m.get("extra") or {}),
+                           time_ns=None if m.get("time_ns") is None else int(m["time_ns"]))
         return Capture(self.out, meta)
 
 

@@ -139,10 +139,8 @@ def test_shipped_plan_remote_equals_local(tmp_path, plan):
     base = "sim-repeater-utra.yaml" if plan.startswith("repeater") else "sim-amplifier.yaml"
     served = write_rig(tmp_path, base, name="served.yaml", limits={"tx_bands": [{"low": "1.7 GHz", "high": "2.7 GHz"}]},
                        calibration={"file": str(RIGS / base.replace(".yaml", ".cal.json"))})
-    # the delay steps time the capture against a transmission on the radio's hardware clock, which a zmq://
-    # radio does not carry across (yet): they are left out here
+    # the delay steps included: a timed start on the server radio's clock crosses the link (feature hardware_time)
     text = yaml.safe_load((REPO / "testplans" / f"{plan}.yaml").read_text())
-    text["steps"] = [s for s in text["steps"] if s["measurement"] != "delay"]
     text.pop("rig", None)
     plan_file = write_plan(tmp_path, yaml.safe_dump(text, sort_keys=False))
     local, remote = tmp_path / "local", tmp_path / "remote"

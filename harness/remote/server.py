@@ -53,7 +53,7 @@ SESSION_REPLIES = 8
 MAX_WAVEFORMS = 8
 MAX_WAVEFORM_BYTES = 256 * 1024 * 1024
 #: what ``hello`` announces beyond the version's base ops (docs/remote-protocol.md, "Versioning")
-FEATURES = ("remote_run", "capture_ranged")
+FEATURES = ("remote_run", "capture_ranged", "hardware_time")
 #: most retakes a ``capture_ranged`` may ask for a capture that lost samples
 MAX_RANGED_RETRIES = 10
 
@@ -455,7 +455,8 @@ class RigServer:
         self._reply(route, req, {"version": common[-1], "server_versions": list(wire.VERSIONS),
                                  "data_port": self.data_port, "lease_s": self.lease_s, "rig": self._describe(),
                                  "capabilities": caps, "formats": sorted(wire.FORMATS),
-                                 "features": list(FEATURES)})
+                                 "features": list(FEATURES),
+                                 "timed_start_lead_s": getattr(self.radio, "timed_start_lead_s", None)})
 
     def _op_status(self, route, req, sess) -> None:
         holder = None
@@ -519,8 +520,15 @@ class RigServer:
             level = float(req.args["level"])
             if not (math.isfinite(level) and 0 < level <= 1e6):
                 raise ValueError(f"level {level!r} is not a positive finite scale")
+            at = req.args.get("at_time_ns")
+            if at is not None and (isinstance(at, bool) or not isinstance(at, int)):
+                raise ValueError(f"at_time_ns {at!r} is not an integer device time")
             self._queue(route, req, sess, self._do_transmit, str(req.args["sha256"]), level,
-                        bool(req.args.get("cyclic", True)))
+                        bool(req.args.get("cyclic", True)), at)
+
+    def _op_hardware_time(self, route, req, sess):
+        if self._need_lease(route, req):
+            self._queue(route, req, sess, lambda: {"time_ns": int(self.radio.hardware_time_ns())})
 
     def _op_stop_tx(self, route, req, sess):
         if self._need_lease(route, req):
@@ -735,14 +743,14 @@ class RigServer:
             self._waveforms.popitem(last=False)
         return {"sha256": sha, "n": int(x.size)}
 
-    def _do_transmit(self, sha: str, level: float, cyclic: bool) -> dict:
+    def _do_transmit(self, sha: str, level: float, cyclic: bool, at_time_ns: int | None = None) -> dict:
         entry = self._waveforms.get(sha)
         if entry is None:
             raise _Unknown(sha)
         x, base_dbfs = entry
         rms = base_dbfs + 20 * math.log10(level)
         levels = self.interlocks.check_tx(self.radio.tx_config, rms, self.bypassed)
-        self.radio.transmit(x, cyclic=cyclic, level=level)
+        self.radio.transmit(x, cyclic=cyclic, level=level, at_time_ns=at_time_ns)
         self._tx_rms_dbfs = rms
         return levels
 
