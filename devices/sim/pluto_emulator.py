@@ -9,7 +9,8 @@ Linux driver's behaviour:
 
 **One sample timeline.** RX and TX share a timeline counted in RX DMA samples. Each RX
 buffer has a position on it; consecutive buffers are contiguous. For every RX block the
-DAC's codes around it (cyclic buffer, DDS, or the streamed queue) are loaded into the bench
+DAC's codes around it (cyclic buffer, DDS, or the streamed queue; a cyclic source no longer
+than that window as its own period, rotated to the block) are loaded into the bench
 as its waveform, so the TX content runs on across buffers; the bench places each read
 at a fresh point of its own clock, and its TX phase noise (and a TX-RX LO offset) turns
 on across that hidden gap, so a block that continues its buffer is read with a
