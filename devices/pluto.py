@@ -28,6 +28,7 @@ inside it), puts it in the known safe state and confirms the stop.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import re
 import time
@@ -71,6 +72,24 @@ def to_tx_codes(x: np.ndarray) -> np.ndarray:
     return i + 1j * q
 
 
+def codes_to_samples(codes: np.ndarray, out: np.ndarray) -> int:
+    """An RX buffer's (n, 2) int16 I/Q codes (``le:S12/16>>0``) -> ``out`` (complex64, full scale 1.0), in
+    one pass; returns the clipped-sample count (a code at a 12-bit rail).
+
+    The HDL sign-extends the 12-bit codes; codes outside the 12-bit range are sign-extended here from
+    bit 11, as libiio's conversion does."""
+    n = codes.shape[0]
+    lo, hi = int(codes.min(initial=0)), int(codes.max(initial=0))
+    rail = int(CODE_SCALE)
+    if lo < -rail or hi > rail - 1:
+        codes = (codes << 4) >> 4
+        lo, hi = int(codes.min(initial=0)), int(codes.max(initial=0))
+    np.multiply(codes, np.float32(1.0 / CODE_SCALE), out=out.view(np.float32).reshape(n, 2), casting="unsafe")
+    if hi >= rail - 1 or lo <= -rail:
+        return int(np.count_nonzero(((codes >= rail - 1) | (codes <= -rail)).any(axis=1)))
+    return 0
+
+
 def from_rx_codes(y: np.ndarray) -> tuple[np.ndarray, int]:
     """pyadi rx() output (complex of 12-bit codes) -> (complex64 samples full scale 1.0, clipped-sample count)."""
     out = np.empty(y.shape, dtype=np.complex64)
@@ -82,6 +101,18 @@ def from_rx_codes(y: np.ndarray) -> tuple[np.ndarray, int]:
     if f.size and (f.max() >= hi or f.min() <= lo):
         clipped = int(np.count_nonzero(((f >= hi) | (f <= lo)).reshape(-1, 2).any(axis=1)))
     return out, clipped
+
+
+def _buffer_memory(buf):
+    """The samples of a refilled ``iio.Buffer``, in place (valid until its next refill or its end);
+    ``Buffer.read()``'s copy where pylibiio does not expose the buffer's bounds."""
+    import iio  # noqa: PLC0415 - present whenever a pyadi-iio buffer is
+
+    start_fn, end_fn = getattr(iio, "_buffer_start", None), getattr(iio, "_buffer_end", None)
+    if start_fn is None or end_fn is None:
+        return buf.read()
+    start, end = start_fn(buf._buffer), end_fn(buf._buffer)
+    return (ctypes.c_char * (end - start)).from_address(start)
 
 
 class PlutoRadio(Radio):
@@ -330,26 +361,39 @@ class PlutoRadio(Radio):
             if tx_watch:
                 self._clear_status(sdr._txdac)
             try:
+                layout = self._rx_layout(sdr)
+                read = sdr.rx if layout is None else lambda: self._rx_raw(sdr, layout)
                 for _ in range(self.flush_buffers):
-                    sdr.rx()
+                    read()
                 timestamp = self.now()
-                parts = [sdr.rx() for _ in range(blocks)]
+                if layout is None:
+                    parts = [sdr.rx() for _ in range(blocks)]
+                else:  # straight from libiio's buffer into the captures
+                    ys = [np.empty(n_samples, dtype=np.complex64) for _ in channels]
+                    clipped = [0] * len(channels)
+                    for b in range(blocks):
+                        codes = self._rx_raw(sdr, layout)
+                        for c, i in enumerate(layout[1]):
+                            part = ys[c][b * block:(b + 1) * block]
+                            clipped[c] += codes_to_samples(codes[:part.size, i:i + 2], part)
             finally:
                 sdr.rx_destroy_buffer()  # the DMA stops: no overflow piles up between captures
                 if self._two_rx and len(channels) > 1:
                     sdr.rx_enabled_channels = [0]
             rx_status = self._clear_status(sdr._rxadc)
             tx_status = self._clear_status(sdr._txdac) if tx_watch else 0
-            # one array per channel (pyadi returns a list when several are enabled)
-            per = [[p] if len(channels) == 1 else list(p) for p in parts]
-            ys = [(per[0][c] if blocks == 1 else np.concatenate([b[c] for b in per]))[:n_samples]
-                  for c in range(len(channels))]
-            return timestamp, ys, rx_status, tx_status
+            if layout is None:
+                # one array per channel (pyadi returns a list when several are enabled)
+                per = [[p] if len(channels) == 1 else list(p) for p in parts]
+                converted = [from_rx_codes((per[0][c] if blocks == 1 else np.concatenate([b[c] for b in per]))
+                                           [:n_samples]) for c in range(len(channels))]
+            else:
+                converted = list(zip(ys, clipped))
+            return timestamp, converted, rx_status, tx_status
 
-        timestamp, ys, rx_status, tx_status = self._wrap("capture", run)
+        timestamp, converted, rx_status, tx_status = self._wrap("capture", run)
         out = []
-        for y in ys:
-            samples, clipped = from_rx_codes(y)
+        for samples, clipped in converted:
             meta = CaptureMeta(config=self.rx_config, timestamp=timestamp, n_samples=int(samples.size),
                                overflow=bool(rx_status & RX_OVERFLOW_BIT), overload=clipped > 0,
                                clipped_samples=clipped,
@@ -357,6 +401,45 @@ class PlutoRadio(Radio):
                                       "tx_underflow": bool(tx_status & TX_UNDERFLOW_BIT), "blocks": blocks})
             out.append(Capture(samples, meta))
         return out
+
+    @staticmethod
+    def _rx_layout(sdr) -> tuple[int, list[int]] | None:
+        """Creates the RX buffer (pyadi-iio's, for ``rx_enabled_channels``); then the channels in a buffer
+        sample and, per enabled receiver, the column of its I (its Q follows), if every enabled channel
+        is a Pluto's ``le:S12/16>>0`` (else None: pyadi-iio's rx() and its per-channel conversion).
+
+        pyadi-iio's rx() has libiio demultiplex and convert each channel sample by sample, copies each
+        twice and builds complex128; reading the buffer's bytes once and converting them in one numpy
+        pass costs the client several times less CPU at 30.72 MS/s."""
+        if sdr._rxbuf is None:
+            sdr._rx_init_channels()
+        enabled = sorted((c for c in sdr._rxadc.channels if c.scan_element and not c.output and c.enabled),
+                         key=lambda c: c.index)
+        for c in enabled:
+            f = c.data_format
+            if (f.length, f.bits, f.shift, f.is_signed, f.is_be, f.repeat) != (16, 12, 0, True, False, 1):
+                return None
+        col = {c.id: k for k, c in enumerate(enabled)}
+        names = sdr._rx_channel_names
+        try:
+            pairs = [(col[names[2 * m]], col[names[2 * m + 1]]) for m in sdr.rx_enabled_channels]
+        except (KeyError, IndexError):
+            return None
+        if not pairs or any(q != i + 1 for i, q in pairs):
+            return None
+        return len(enabled), [i for i, _ in pairs]
+
+    @staticmethod
+    def _rx_raw(sdr, layout: tuple[int, list[int]]) -> np.ndarray:
+        """One RX block: (n, enabled channels) int16, as the buffer holds it."""
+        try:
+            sdr._rxbuf.refill()
+        except Exception:
+            # as pyadi-iio does: destroy the buffer now, while its device is alive (libiio 0.x's
+            # buffer destructor reads the device)
+            sdr._rxbuf = None
+            raise
+        return np.frombuffer(_buffer_memory(sdr._rxbuf), dtype="<i2").reshape(-1, layout[0])
 
     def _close(self) -> None:
         sdr, self._sdr = self._sdr, None

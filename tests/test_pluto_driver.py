@@ -18,6 +18,8 @@ from devices.sim.pluto_emulator import serve  # noqa: E402
 
 LOSS_DB = 10.0 + 3.0 + 20.0
 FS = 7_680_000.0
+#: multi-block captures: blocks long enough that no pause of a loaded machine overflows the DMA
+SLOW_FS = 1_000_000.0
 F0 = 1.2e9
 
 
@@ -192,3 +194,79 @@ def test_rate_is_shared_and_out_of_range_settings_refused(emulated):
         radio.configure_rx(StreamConfig(5e9, FS, 0.0))
     with pytest.raises(CapabilityError):
         radio.configure_tx(StreamConfig(F0, FS, 3.0))
+
+
+def test_buffer_codes_convert_as_libiio_and_pyadi_would():
+    """The driver's one-pass conversion of the buffer's int16 (le:S12/16>>0) against pyadi-iio's path
+    (libiio sign-extends bit 11, pyadi builds complex, from_rx_codes scales): equal, clipped counts too,
+    for sign-extended codes (the HDL's) and for bare 12-bit codes."""
+    from devices.pluto import codes_to_samples
+
+    rng = np.random.default_rng(4)
+    codes = rng.integers(-2047, 2047, size=(5000, 2)).astype(np.int16)  # off the rails but for:
+    codes[[3, 70, 71]] = [[2047, 0], [-5, -2048], [2047, -2048]]  # three samples at a rail
+    for raw in (codes, codes & 0x0FFF):  # sign-extended, and the 12 bits alone
+        ext = ((raw.astype(np.int32) & 0xFFF) ^ 0x800) - 0x800  # sign extension from bit 11, written here
+        want, want_clipped = from_rx_codes(ext[:, 0] + 1j * ext[:, 1])
+        got = np.empty(raw.shape[0], dtype=np.complex64)
+        clipped = codes_to_samples(raw, got)
+        assert np.array_equal(got, want) and clipped == want_clipped == 3
+
+
+def test_capture_reads_the_buffer_as_sent_in_one_and_several_blocks(emulated):
+    """Digital loopback (RX = the DAC's codes): a capture is the cyclic stimulus's codes / 2048 exactly,
+    contiguous across blocks when it spans several RX buffers' worth (blocks of 50 ms at 1 MS/s: the DMA's
+    4 blocks outlast a loaded machine's pauses, so no overflow drops samples)."""
+    bench, server, opener = emulated
+    wave = cw(4096, f_hz=FS * 37 / 4096, amplitude=0.7) * np.exp(1j * np.linspace(0, 3, 4096)).astype(np.complex64)
+    codes = to_tx_codes(wave) / 16
+    for max_block in (1 << 20, 50_000):
+        r = opener(max_buffer_samples=max_block)
+        r.configure_tx(StreamConfig(F0, SLOW_FS, -10.0))
+        r.configure_rx(StreamConfig(F0, SLOW_FS, 10.0))
+        r.transmit(wave)
+        with server.emulator.lock:
+            server.emulator._set_loopback("1")
+        try:
+            cap = r.capture(120_000)
+        finally:
+            with server.emulator.lock:
+                server.emulator._set_loopback("0")
+            r.stop_tx()
+        assert cap.meta.extra["blocks"] == (1 if max_block > 120_000 else 3) and not cap.meta.overflow
+        y = cap.samples
+        k = int(np.flatnonzero(np.isclose(codes / 2048, y[0]) & np.isclose(np.roll(codes, -1) / 2048, y[1]))[0])
+        want = (np.tile(codes, 31)[k:k + y.size] / 2048).astype(np.complex64)
+        assert np.array_equal(y, want)
+
+
+def test_two_receiver_capture_reads_each_receivers_columns():
+    """2r2t (four RX channels in a buffer sample): digital loopback feeds RX1 only, so receiver 0 is the
+    stimulus's codes exactly and receiver 1 exactly zero, in one and several blocks (of 50 ms, as above)."""
+    bench = make_bench()
+    server, port = serve(bench, mode="2r2t")
+    radio = None
+    try:
+        for max_block in (1 << 20, 50_000):
+            radio = open_pluto("pluto:", f"ip:127.0.0.1:{port}", settle_s=0.0, max_buffer_samples=max_block)
+            assert radio.capabilities.rx_channels == 2
+            wave = cw(2048, f_hz=FS * 11 / 2048, amplitude=0.6)
+            codes = to_tx_codes(wave) / 16
+            radio.configure_tx(StreamConfig(F0, SLOW_FS, -10.0))
+            radio.configure_rx(StreamConfig(F0, SLOW_FS, 10.0))
+            radio.transmit(wave)
+            with server.emulator.lock:
+                server.emulator._set_loopback("1")
+            rx1, rx2 = radio.capture_channels(120_000, (0, 1), (10.0, 20.0))
+            assert rx1.meta.extra["blocks"] == (1 if max_block > 120_000 else 3) and not rx1.meta.overflow
+            k = int(np.flatnonzero(np.isclose(codes / 2048, rx1.samples[0])
+                                   & np.isclose(np.roll(codes, -1) / 2048, rx1.samples[1]))[0])
+            assert np.array_equal(rx1.samples, (np.tile(codes, 60)[k:k + 120_000] / 2048).astype(np.complex64))
+            assert rx2.samples.size == 120_000 and not np.any(rx2.samples)
+            radio.close()
+            radio = None
+    finally:
+        if radio is not None:
+            radio.close()
+        gc.collect()
+        server.stop()

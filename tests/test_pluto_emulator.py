@@ -350,3 +350,49 @@ def test_iio_readdev_streams_the_rig(rig):
     cfg = bench.config
     assert abs(f - 1e6) < FS / 4096
     assert p == pytest.approx(cfg.tx.full_scale_dbm - 6.0206 - TOTAL_LOSS_DB - (cfg.rx.full_scale_dbm - 10), abs=0.2)
+
+
+def test_a_cyclic_source_given_to_the_bench_as_its_period_reads_as_the_window_around_each_block():
+    """A cyclic DMA buffer or the DDS reaches the bench as one period rotated to the block (not the codes
+    tiled around it): the DAC chain is memoryless, so the RX codes are the window's exactly, for blocks
+    that start a buffer and for blocks that continue one (read with an overlap and rotated)."""
+    from devices.sim.pluto_emulator import PlutoEmulator
+
+    def blocks(source: str, window_only: bool) -> list[bytes]:
+        emu = PlutoEmulator(make_bench(seed=7))
+        with emu.lock:
+            emu._set_rate(str(FS))
+            emu._set_lo(0, str(F0))
+            emu._set_lo(1, str(F0 + 150_000))  # an LO offset: continued blocks are rotated
+            emu._set_choice("gain_mode", ("manual",), "manual")
+            emu._set_rx_gain("20")
+            emu._set_tx_gain("0")
+        dds = emu.context.find_device("cf-ad9361-dds-core-lpc")
+        if source == "dma":
+            t = np.arange(3000)
+            z = 0.6 * np.exp(2j * np.pi * 0.0123 * t) + 0.3 * np.exp(2j * np.pi * 0.31 * t)
+            codes = np.stack([np.rint(z.real * 2047), np.rint(z.imag * 2047)], axis=1).astype("<i2") * 16
+            dds.open_buffer(3000, [c for c in dds.channels if c.scan][:2], True).write(codes.tobytes())
+        else:
+            with emu.lock:
+                for i, f in ((0, "250000"), (2, "250000")):
+                    emu._dds_attr(i, "frequency", f)
+                    emu._dds_attr(i, "scale", "0.4")
+        emu.tx_origin = 777  # (set from the wall clock at the push)
+        if window_only:
+            emu._tx_period = lambda a, length: (None, 0)
+        adc = emu.context.find_device("cf-ad9361-lpc")
+        rx = adc.open_buffer(70000, [c for c in adc.channels if c.scan][:2], False)  # > the DDS's 65536
+        rx.pos = 123_456
+        periods = []
+        if not window_only:
+            real = emu._tx_period
+            emu._tx_period = lambda a, length: periods.append(real(a, length)[0] is not None) or real(a, length)
+        out = [bytes(memoryview(rx.read(70000)).cast("B")) for _ in range(3)]
+        assert periods == ([] if window_only else [True] * 3)
+        return out
+
+    for source in ("dma", "dds"):
+        got, want = blocks(source, False), blocks(source, True)
+        assert np.std(np.frombuffer(got[0], "<i2")) > 100  # the tone is there
+        assert got == want, source

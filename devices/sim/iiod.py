@@ -137,8 +137,9 @@ class IIOChannel:
 class BufferHandle:
     """An open buffer of one device for one connection (subclassed by devices)."""
 
-    def read(self, n_samples: int, idle_s: float = 0.0) -> bytes:
-        """``n_samples`` interleaved samples of the enabled channels (RX).
+    def read(self, n_samples: int, idle_s: float = 0.0) -> bytes | bytearray | memoryview:
+        """``n_samples`` interleaved samples of the enabled channels (RX): any C-contiguous buffer,
+        e.g. a numpy array, sent as it is (the server is done with it before this buffer's next READBUF).
 
         ``idle_s``: how long the client left this buffer since its previous READBUF
         (or OPEN) while the server was serving nobody, i.e. the client's own delay
@@ -299,6 +300,17 @@ class _Handler(socketserver.BaseRequestHandler):
                 view = view[self.sock.send(view[:_SEND_CHUNK]):]
         except OSError as e:  # including the timeout: the client stopped reading
             raise _ProtocolError(str(e)) from e
+
+    def _send_parts(self, head: bytes, data: memoryview) -> None:
+        """``head`` then ``data`` (a READBUF answer), the header in the same system call as the data's first chunk."""
+        try:
+            sent = self.sock.sendmsg([head, data[:_SEND_CHUNK]])
+        except OSError as e:
+            raise _ProtocolError(str(e)) from e
+        if sent < len(head):
+            self._send(head[sent:])
+            sent = len(head)
+        self._send(data[sent - len(head):])
 
     def _reply(self, value: int) -> None:
         self._send(b"%d\n" % value)
@@ -533,11 +545,10 @@ class _Handler(socketserver.BaseRequestHandler):
             return
         t, busy = self.arrival
         idle = max(0.0, (t - buf.since) - (busy - buf.busy_since))
-        data = buf.handle.read(n, idle_s=idle)  # the handle locks what it shares
-        if len(data) != n * buf.sample_size:
+        data = memoryview(buf.handle.read(n, idle_s=idle)).cast("B")  # the handle locks what it shares
+        if data.nbytes != n * buf.sample_size:
             raise IIOError(_errno.EIO, "device returned a short buffer")
-        self._send(b"%d\n%s\n" % (len(data), buf.mask_hex.encode()))
-        self._send(data)
+        self._send_parts(b"%d\n%s\n" % (data.nbytes, buf.mask_hex.encode()), data)
         buf.since, buf.busy_since = time.monotonic(), self.server.busy_clock()
 
     def _writebuf(self, tok: list[str]) -> None:

@@ -9,7 +9,8 @@ Linux driver's behaviour:
 
 **One sample timeline.** RX and TX share a timeline counted in RX DMA samples. Each RX
 buffer has a position on it; consecutive buffers are contiguous. For every RX block the
-DAC's codes around it (cyclic buffer, DDS, or the streamed queue) are loaded into the bench
+DAC's codes around it (cyclic buffer, DDS, or the streamed queue; a cyclic source no longer
+than that window as its own period, rotated to the block) are loaded into the bench
 as its waveform, so the TX content runs on across buffers; the bench places each read
 at a fresh point of its own clock, and its TX phase noise (and a TX-RX LO offset) turns
 on across that hidden gap, so a block that continues its buffer is read with a
@@ -96,6 +97,7 @@ import threading
 import time
 
 import numpy as np
+from numba import njit
 
 from devices.radio import DeviceError, StreamConfig
 from devices.sim.iiod import (IDLE_TIMEOUT_S, MAX_BUFFER_BYTES, MAX_CONNECTIONS, Attr, BufferHandle, IIOChannel,
@@ -308,12 +310,34 @@ class _Regs:
             raise IIOError(errno.EINVAL, f"bad register access {text!r}")
 
 
-def _rotate(x: np.ndarray, phasor: complex) -> np.ndarray:
-    """``x`` (full scale 1.0) rotated by ``phasor`` and requantised to the 12-bit grid."""
-    y = x.astype(np.complex128) * phasor
-    q = np.rint(y.view(np.float64) * 2048.0)
-    np.clip(q, -2048, 2047, out=q)
-    return (q.view(np.complex128) / 2048.0).astype(np.complex64)
+@njit("int64(float32[::1], float64, float64, int16[::1], int64, int64)", cache=True, nogil=True)
+def _iq_codes(v, pr, pi, out, stride, col):
+    """Samples ``v`` (interleaved I/Q floats, full scale 1.0) rotated by ``pr + j pi`` onto the 12-bit
+    grid: codes into ``out[i * stride + col]`` (I) and the next (Q), int16 as the HDL delivers them,
+    in one pass; returns the sum of squared codes (the block's level, exact in integers)."""
+    total = 0
+    n = v.size // 2
+    if pr == 1.0 and pi == 0.0:
+        if stride == 2 and col == 0:  # the usual block: one flat run of codes
+            for i in range(v.size):
+                a = np.int32(min(max(np.rint(np.float64(v[i]) * 2048.0), -2048.0), 2047.0))
+                out[i] = a
+                total += a * a
+        else:
+            for i in range(n):
+                for j in range(2):
+                    a = np.int32(min(max(np.rint(np.float64(v[2 * i + j]) * 2048.0), -2048.0), 2047.0))
+                    out[i * stride + col + j] = a
+                    total += a * a
+        return total
+    for i in range(n):
+        re, im = np.float64(v[2 * i]), np.float64(v[2 * i + 1])
+        a = np.int32(min(max(np.rint((re * pr - im * pi) * 2048.0), -2048.0), 2047.0))
+        b = np.int32(min(max(np.rint((re * pi + im * pr) * 2048.0), -2048.0), 2047.0))
+        out[i * stride + col] = a
+        out[i * stride + col + 1] = b
+        total += a * a + b * b
+    return total
 
 
 class _RxBuffer(BufferHandle):
@@ -327,8 +351,16 @@ class _RxBuffer(BufferHandle):
         #: the last samples delivered (complex, full scale 1.0) and the timeline index after them
         self.tail: np.ndarray | None = None
         self.tail_end = -1
+        #: the codes of the block being sent (reused: the server sends a block before the next READBUF)
+        self.out: np.ndarray | None = None
 
-    def read(self, n_samples: int, idle_s: float = 0.0) -> bytes:
+    def out_array(self, n: int, cols: int) -> np.ndarray:
+        """(n, cols) int16 codes to fill, this buffer's own storage."""
+        if self.out is None or self.out.shape[1] != cols or self.out.shape[0] < n:
+            self.out = np.empty((max(n, self.samples), cols), dtype=np.int16)
+        return self.out[:n]
+
+    def read(self, n_samples: int, idle_s: float = 0.0) -> np.ndarray:
         emu = self.emu
         with emu.lock:
             start = emu._rx_reserve(self, n_samples, idle_s)
@@ -348,9 +380,9 @@ class _RxBuffer(BufferHandle):
                 emu._agc(level_dbfs, n_samples / emu.rx_dma_hz)
         if self.rx2 and iq.shape[1] == 2:  # RF off or RX1-only data: RX2 reads zeros
             iq = np.concatenate([iq, np.zeros_like(iq)], axis=1)
-        if self.cols != [0, 1]:
+        if self.cols != [0, 1] and self.cols != [0, 1, 2, 3]:
             iq = np.ascontiguousarray(iq[:, self.cols])
-        return iq.tobytes()
+        return np.ascontiguousarray(iq)  # sent as it is, no copy
 
     def close(self) -> None:
         self.emu.rx_buffers.discard(self)
@@ -364,10 +396,13 @@ class _TxBuffer(BufferHandle):
 
     def write(self, data: bytes) -> None:
         raw = np.frombuffer(data, dtype="<i2").reshape(-1, len(self.cols))
-        codes = np.zeros((raw.shape[0], 2), dtype=np.int16)
-        for k, col in enumerate(self.cols):
-            if col < 2:  # (2r2t: TX2's I/Q, voltage2/3, drive a port the bench leaves unconnected)
-                codes[:, col] = raw[:, k] >> 4  # the DAC takes the 12 MSBs
+        if self.cols == [0, 1]:
+            codes = raw >> 4  # the DAC takes the 12 MSBs
+        else:
+            codes = np.zeros((raw.shape[0], 2), dtype=np.int16)
+            for k, col in enumerate(self.cols):
+                if col < 2:  # (2r2t: TX2's I/Q, voltage2/3, drive a port the bench leaves unconnected)
+                    codes[:, col] = raw[:, k] >> 4
         with self.emu.lock:
             if self.cyclic and self.pushed:
                 raise IIOError(errno.EBUSY, "a cyclic buffer takes one push")
@@ -560,13 +595,27 @@ class PlutoEmulator:
                                 cyclic=True)
 
     @staticmethod
-    def _codes_to_complex(codes: np.ndarray) -> np.ndarray:
-        # (n, 2) I/Q codes as interleaved float32, viewed as complex64 (exact: 12-bit codes / 2048)
-        v = np.ascontiguousarray(codes, dtype=np.float32)
-        v *= np.float32(1 / 2048)
-        return v.view(np.complex64).reshape(-1)
+    def _codes_to_complex(codes: np.ndarray, shift: int = 0) -> np.ndarray:
+        """(n, 2) I/Q codes from row ``shift`` on (wrapping) as complex64, exact: 12-bit codes / 2048;
+        one pass (no roll, no float copy)."""
+        n = codes.shape[0]
+        shift %= max(n, 1)
+        out = np.empty(n, dtype=np.complex64)
+        v = out.view(np.float32).reshape(n, 2)
+        scale = np.float32(1 / 2048)
+        np.multiply(codes[shift:], scale, out=v[:n - shift], casting="unsafe")
+        np.multiply(codes[:shift], scale, out=v[n - shift:], casting="unsafe")
+        return out
 
     def _dds_codes(self) -> np.ndarray:
+        """The DDS's 2^16-sample period of I/Q codes (kept until a tone changes)."""
+        key = tuple((d["ftw"], d["phase_mdeg"], d["scale"]) for d in self.dds)
+        cached = getattr(self, "_dds_cache", None)
+        if cached is None or cached[0] != key:
+            cached = self._dds_cache = (key, self._dds_period())
+        return cached[1]
+
+    def _dds_period(self) -> np.ndarray:
         n = 1 << DDS_ACC_BITS
         k = np.arange(n)
         out = np.zeros((n, 2))
@@ -744,8 +793,10 @@ class PlutoEmulator:
 
     def _rx_plan(self, start: int, n: int, buf: _RxBuffer | None = None) -> tuple | None:
         """(Lock held) what RX timeline samples [start, start + n) are made of: None (RF off:
-        zeros), ``("loop", codes)`` (digital loopback: the DAC's codes) or ``("bench", window,
-        lead, agc)`` (the TX window around the block, see :meth:`_rx_compute`)."""
+        zeros), ``("loop", codes)`` (digital loopback: the DAC's codes) or ``("bench", wave, shift,
+        k, buf, end, rx2_gain)``: the DAC's codes the bench plays, row ``shift`` being the block's
+        first sample read (a cyclic source's period, or the window around the block), see
+        :meth:`_rx_compute`."""
         if not self.rf_on:
             return None
         rx2 = buf is not None and buf.rx2
@@ -759,8 +810,24 @@ class PlutoEmulator:
         k = (buf.tail.size if buf is not None and buf.tail is not None and buf.tail_end == start
              and self._tx_live() else 0)
         lead, tail = self._bench_margins(n + k)
-        window = self._tx_window(start - k - lead, start + n + tail)
-        return ("bench", window, lead, k, buf, start + n, self.rx2_gain_db if rx2 else None)
+        # the waveform the bench plays for this block: codes and the row that is the block's first sample
+        wave, shift = self._tx_period(start - k, lead + n + k + tail)
+        if wave is None:
+            wave, shift = self._tx_window(start - k - lead, start + n + tail), lead
+        return ("bench", wave, shift, k, buf, start + n, self.rx2_gain_db if rx2 else None)
+
+    def _tx_period(self, a: int, length: int) -> tuple[np.ndarray | None, int]:
+        """(Lock held) a cyclic source at the timeline's rate (a cyclic DMA buffer or the DDS) as one
+        period and the row that plays at timeline sample ``a``, if the period is no longer than
+        ``length``: the bench repeats it, which is the window around the block (the DAC chain is
+        memoryless), without tiling it. (None, 0) otherwise."""
+        if not self._tx_live() or (self.dma_owner is not None and not self.dma_owner.cyclic):
+            return None, 0
+        src_hz = self.tx_dma_hz if self.dma_owner is not None else float(self.rate_hz)
+        codes, _ = self._tx_codes()
+        if src_hz != self.rx_dma_hz or codes is None or codes.shape[0] > length:
+            return None, 0
+        return codes, (a - self.tx_origin) % codes.shape[0]
 
     def _bench_margins(self, n: int) -> tuple[int, int]:
         """Lead-in and tail (samples) the bench's block around ``n`` samples takes, at most."""
@@ -771,54 +838,55 @@ class PlutoEmulator:
         return lead, 512 + (lead + n) // 8
 
     def _rx_compute(self, plan: tuple | None, n: int) -> tuple[np.ndarray, float | None]:
-        """(No lock) ``n`` RX samples of ``plan`` as (n, 2) int16 12-bit I/Q codes, and the
-        block's level (dBFS).
+        """(No lock) ``n`` RX samples of ``plan`` as (n, 2) int16 12-bit I/Q codes ((n, 4) with RX2;
+        the bench path writes them into the buffer's own storage), and the block's level (dBFS).
 
         The bench places each read at a fresh point of its own clock; the TX waveform is made
         contiguous on the emulator's timeline by loading, for each block, the DAC's codes
-        around it as a cyclic waveform whose sample 0 is the block's first sample (the lead-in
-        wraps to the waveform's end). One block at a time (``_bench_lock``)."""
+        around it (or a cyclic source's period) as a cyclic waveform whose sample 0 is the
+        block's first sample (the lead-in wraps to the waveform's end). One block at a time
+        (``_bench_lock``)."""
         if plan is None:
             return np.zeros((n, 2), dtype=np.int16), None
         if plan[0] == "loop":
             return plan[1], None
-        _, window, lead, k, buf, end, rx2_gain = plan
+        _, wave, shift, k, buf, end, rx2_gain = plan
         x2 = None
         with self._bench_lock:
             try:
-                if window is None:
+                if wave is None:
                     self.bench.stop_tx()
                 else:
-                    self.bench.start_tx(self._codes_to_complex(np.roll(window, -lead, axis=0)), cyclic=True)
+                    self.bench.start_tx(self._codes_to_complex(wave, shift), cyclic=True)
                 if rx2_gain is None:
                     x, _clipped = self.bench.read(n + k)
                 else:  # both receivers, sampled together (the bench's RX1 is the Pluto's RX2)
                     (x, _clipped), (x2, _c2) = self.bench.read_channels(n + k, rx2_gain)
             except DeviceError as e:
                 raise IIOError(errno.EIO, str(e)) from e
+        rot = 1.0 + 0.0j
         if k:
             # The bench's TX phase noise walks on across its own gap between reads (and a TX-RX
             # LO offset turns on across it): the overlap tells that phase step; undo it, so the
             # block continues the last one. Thermal noise is invariant to the rotation, and a
-            # memoryless band-pass DUT commutes with it.
+            # memoryless band-pass DUT commutes with it. (x2: the same phase step, one TX, one LO.)
             c = np.vdot(x[:k].astype(np.complex128), buf.tail)
-            x = x[k:]
-            if x2 is not None:
-                x2 = x2[k:]
             if abs(c) > 0:
-                x = _rotate(x, c / abs(c))
-                if x2 is not None:  # the same phase step: one TX, one LO
-                    x2 = _rotate(x2, c / abs(c))
-        if buf is not None:
-            buf.tail, buf.tail_end = np.asarray(x[-RX_OVERLAP:], dtype=np.complex128), end
-        # complex64 viewed as interleaved float32 I, Q: one pass to int16 codes
-        v = np.asarray(x, dtype=np.complex64).view(np.float32) * np.float32(2048)
-        iq = np.rint(v, out=v).astype(np.int16).reshape(n, 2)
+                rot = c / abs(c)
+        # to 12-bit codes (rotated, requantised) in one compiled pass, into the buffer's own storage
+        out = (buf.out_array(n, 2 if x2 is None else 4) if buf is not None
+               else np.empty((n, 2 if x2 is None else 4), dtype=np.int16))
+        flat, width = out.reshape(-1), out.shape[1]
+        sq = _iq_codes(np.ascontiguousarray(x[k:], dtype=np.complex64).view(np.float32), rot.real, rot.imag,
+                       flat, width, 0)
         if x2 is not None:
-            v2 = np.asarray(x2, dtype=np.complex64).view(np.float32) * np.float32(2048)
-            iq = np.concatenate([iq, np.rint(v2, out=v2).astype(np.int16).reshape(n, 2)], axis=1)
-        p = float(np.mean(x.real.astype(np.float64) ** 2 + x.imag.astype(np.float64) ** 2))
-        return iq, 10 * math.log10(max(p, 1e-12))
+            _iq_codes(np.ascontiguousarray(x2[k:], dtype=np.complex64).view(np.float32), rot.real, rot.imag,
+                      flat, width, 2)
+        if buf is not None:
+            t = out[-RX_OVERLAP:, :2].astype(np.float64) / 2048.0
+            buf.tail, buf.tail_end = t[:, 0] + 1j * t[:, 1], end
+        p = sq / (2048.0 * 2048.0 * n)
+        return out, 10 * math.log10(max(p, 1e-12))
 
     def _agc(self, p_dbfs: float, duration_s: float) -> None:
         """(Lock held) RSSI, and the AGC steering the RX gain from a block's level on the
