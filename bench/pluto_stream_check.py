@@ -29,14 +29,22 @@ import numpy as np
 
 sys.path.insert(0, str(FsPath(__file__).resolve().parents[1]))
 
-from devices.sim import Attenuator, Path, SimBench, SimConfig, Thru  # noqa: E402
-from devices.sim.pluto_emulator import serve  # noqa: E402
+# devices.sim is imported where a bench is built: bench/gr_iio_check.py imports this module's numpy-only
+# helpers under Debian's python3, which has none of the project's compiled dependencies (numba)
 
 F0 = 1_000_000_000
 
 
-def make_bench(seed: int = 3) -> SimBench:
+def make_bench(seed: int = 3):
+    from devices.sim import Attenuator, Path, SimBench, SimConfig, Thru
+
     return SimBench(SimConfig(seed=seed), Path([Attenuator(10.0)]), Thru(loss_db=5.0), Path([Attenuator(20.0)]))
+
+
+def _serve(bench, **opts):
+    from devices.sim.pluto_emulator import serve
+
+    return serve(bench, **opts)
 
 
 def configure(emu, rate: float, rx_gain: int = 10) -> None:
@@ -154,7 +162,7 @@ def main() -> int:
     skip = set(filter(None, a.skip.split(",")))
     if "contiguity" not in skip:
         bench = make_bench()
-        server, port = serve(bench, **opts)
+        server, port = _serve(bench, **opts)
         try:
             configure(server.emulator, a.rate)
             dds_tone(server.emulator, round(a.rate * 0.0371))
@@ -167,7 +175,7 @@ def main() -> int:
             server.stop()
     if "duty" not in skip:
         bench = make_bench()
-        server, port = serve(bench, **opts)
+        server, port = _serve(bench, **opts)
         stop = threading.Event()
         try:
             configure(server.emulator, a.rate)
