@@ -87,135 +87,300 @@ def rapp_chain(x, g, k_u, p, alpha, beta):
     return y
 
 
-# ----- FFT (radix 2, in place) ---------------------------------------------------
+#: the repeater loop's carrier is exact every 2^CARRIER_STEP_BITS samples (see :func:`repeater_loop`)
+CARRIER_STEP_BITS = 10
+
+
+# ----- FFT (constant geometry, split single precision) ------------------------------
+# The repeater's feedback convolution only needs a forward and an inverse transform that
+# agree on the frequency order, so the forward one leaves its output bit-reversed and the
+# inverse one takes it so: no permutation. Pease's constant-geometry radix-2 form reads
+# every stage's pairs as (m, m + N/2) and writes them to (2m, 2m + 1), so each stage is
+# one long loop that LLVM vectorises (real and imaginary parts in separate float32 arrays).
 def fft_plan(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bit-reversal permutation and per-stage twiddles for :func:`_fft` (``n`` a power of 2).
+    """Per-stage twiddles (real, imaginary; float32, shape (log2 n, n/2)) for :func:`_fft_fwd` and :func:`_fft_inv`.
 
-    Stage with half-width h (1, 2, 4, ...) uses exp(-j pi k / h), k < h, at offset h - 1.
+    Stage s multiplies pair m by exp(-j 2 pi (m >> s) / 2^(p - s)), n = 2^p.
     """
-    bits = n.bit_length() - 1
-    rev = np.zeros(n, dtype=np.int64)
-    for i in range(n):
-        rev[i] = int(format(i, f"0{bits}b")[::-1], 2) if bits else 0
-    tw = np.concatenate([np.exp(-1j * np.pi * np.arange(h) / h) for h in (1 << np.arange(bits))]) if bits \
-        else np.ones(1, dtype=np.complex128)
-    return rev, tw
+    p = n.bit_length() - 1
+    if n < 2 or n != 1 << p:
+        raise ValueError(f"fft_plan: size {n} is not a power of 2 >= 2")
+    m = np.arange(n // 2)
+    w = np.array([np.exp(-2j * np.pi * (m >> s) / (1 << (p - s))) for s in range(p)])
+    return np.ascontiguousarray(w.real, dtype=np.float32), np.ascontiguousarray(w.imag, dtype=np.float32)
 
 
-@njit(cache=True, fastmath=True)
-def _fft(a, rev, tw):
-    """In-place radix-2 DIT forward FFT of ``a`` (unscaled)."""
-    n = a.size
-    for i in range(n):
-        j = rev[i]
-        if j > i:
-            t = a[i]
-            a[i] = a[j]
-            a[j] = t
-    for i in range(0, n - 1, 2):
-        t = a[i + 1]
-        a[i + 1] = a[i] - t
-        a[i] = a[i] + t
-    half = 2
-    while half < n:
-        off = half - 1
-        for start in range(0, n, 2 * half):
-            for k in range(half):
-                i = start + k
-                j = i + half
-                t = a[j] * tw[off + k]
-                a[j] = a[i] - t
-                a[i] = a[i] + t
-        half *= 2
+@njit(cache=True, inline="always", fastmath=True)
+def _cg_fwd(xr, xi, yr, yi, wr, wi, h):
+    """One forward stage: x[m], x[m + h] -> y[2m] = sum, y[2m + 1] = difference * w[m]."""
+    for m in range(h):
+        ar, ai = xr[m], xi[m]
+        br, bi = xr[m + h], xi[m + h]
+        yr[2 * m] = ar + br
+        yi[2 * m] = ai + bi
+        dr, di = ar - br, ai - bi
+        yr[2 * m + 1] = dr * wr[m] - di * wi[m]
+        yi[2 * m + 1] = dr * wi[m] + di * wr[m]
 
 
-@njit("Tuple((complex128[::1], float64, float64))(complex128[::1], float64, float64, boolean, complex128[::1], "
-      "int64, complex128[:, ::1], int64, int64, int64, int64[::1], complex128[::1], complex128, int64, boolean, "
-      "float64, float64, float64, float64, float64, float64, float64, float64, float64)", cache=True, nogil=True,
-      fastmath=True)
-def repeater_loop(wx, lo_cycles, lo_step, has_lo, ybuf, hy, hspec, L, N, ml, rev, tw, kfb, block,
+@njit(cache=True, inline="always", fastmath=True)
+def _cg_inv(xr, xi, yr, yi, wr, wi, h):
+    """One inverse stage (the forward one transposed, conj(w), unscaled): x[2m], x[2m + 1] -> y[m], y[m + h]."""
+    for m in range(h):
+        ur, ui = xr[2 * m], xi[2 * m]
+        vr, vi = xr[2 * m + 1], xi[2 * m + 1]
+        tr = vr * wr[m] + vi * wi[m]
+        ti = vi * wr[m] - vr * wi[m]
+        yr[m] = ur + tr
+        yi[m] = ui + ti
+        yr[m + h] = ur - tr
+        yi[m + h] = ui - ti
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def _fft_fwd(sr, si, so, dr, di, tr, ti, twr, twi, h):
+    """DFT of s[so:so + 2h] into d, bit-reversed order (t: scratch of 2h)."""
+    p = twr.shape[0]
+    on_d = (p - 1) % 2 == 0  # the last stage must land in d
+    xr, xi = sr[so:so + 2 * h], si[so:so + 2 * h]
+    if on_d:
+        _cg_fwd(xr, xi, dr, di, twr[0], twi[0], h)
+    else:
+        _cg_fwd(xr, xi, tr, ti, twr[0], twi[0], h)
+    for s in range(1, p):
+        if on_d:
+            _cg_fwd(dr, di, tr, ti, twr[s], twi[s], h)
+        else:
+            _cg_fwd(tr, ti, dr, di, twr[s], twi[s], h)
+        on_d = not on_d
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def _fft_inv(ar, ai, dr, di, twr, twi, h):
+    """2h times the inverse DFT of a (bit-reversed order) into d, natural order; a is overwritten."""
+    p = twr.shape[0]
+    on_d = False  # where the data are: a, then alternately d and a
+    for s in range(p - 1, -1, -1):
+        if on_d:
+            _cg_inv(dr, di, ar, ai, twr[s], twi[s], h)
+        else:
+            _cg_inv(ar, ai, dr, di, twr[s], twi[s], h)
+        on_d = not on_d
+    if not on_d:
+        for i in range(2 * h):
+            dr[i] = ar[i]
+            di[i] = ai[i]
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def _feedback_chunk(hr, hi, w0, ring_r, ring_i, head, hs_r, hs_i, acc_r, acc_i, tr, ti, fr, fi, twr, twi, N):
+    """One chunk of the partitioned convolution: the spectrum of the newest window h[w0:w0 + N] into ring
+    row ``head``, the partitions times the last Q windows' spectra, the inverse transform into f.
+
+    Inlined with N a constant for the usual sizes: with known trip counts LLVM vectorises the
+    loops without run-time alias and remainder paths (the inverse is ~2.5x faster so at N = 128).
+    """
+    h = N // 2
+    q = hs_r.shape[0]
+    _fft_fwd(hr, hi, w0, ring_r[head], ring_i[head], tr, ti, twr, twi, h)
+    for i in range(N):
+        acc_r[i] = 0.0
+        acc_i[i] = 0.0
+    r = head
+    for j in range(q):
+        xr, xi, cr, ci = ring_r[r], ring_i[r], hs_r[j], hs_i[j]
+        for i in range(N):
+            a, b = xr[i], xi[i]
+            c, d = cr[i], ci[i]
+            acc_r[i] += c * a - d * b
+            acc_i[i] += c * b + d * a
+        r = r - 1 if r > 0 else q - 1
+    _fft_inv(acc_r, acc_i, fr, fi, twr, twi, h)
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def _feedback(hr, hi, w0, ring_r, ring_i, head, hs_r, hs_i, acc_r, acc_i, tr, ti, fr, fi, twr, twi):
+    """:func:`_feedback_chunk` with N a constant for N = 32 .. 1024."""
+    N = hs_r.shape[1]
+    if N == 128:
+        _feedback_chunk(hr, hi, w0, ring_r, ring_i, head, hs_r, hs_i, acc_r, acc_i, tr, ti, fr, fi, twr, twi, 128)
+    elif N == 256:
+        _feedback_chunk(hr, hi, w0, ring_r, ring_i, head, hs_r, hs_i, acc_r, acc_i, tr, ti, fr, fi, twr, twi, 256)
+    elif N == 64:
+        _feedback_chunk(hr, hi, w0, ring_r, ring_i, head, hs_r, hs_i, acc_r, acc_i, tr, ti, fr, fi, twr, twi, 64)
+    elif N == 512:
+        _feedback_chunk(hr, hi, w0, ring_r, ring_i, head, hs_r, hs_i, acc_r, acc_i, tr, ti, fr, fi, twr, twi, 512)
+    elif N == 32:
+        _feedback_chunk(hr, hi, w0, ring_r, ring_i, head, hs_r, hs_i, acc_r, acc_i, tr, ti, fr, fi, twr, twi, 32)
+    else:
+        _feedback_chunk(hr, hi, w0, ring_r, ring_i, head, hs_r, hs_i, acc_r, acc_i, tr, ti, fr, fi, twr, twi, N)
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def _out_fast(y, t0, t1, fr, fi, fo, kr, ki, g, ku2, p, lo_c, lo_f, lo_o):
+    """Samples t0..t1 of the loop's output, in place over its forward signal in ``y``, with the Rapp
+    p = 1 or 2 stage and no AM/PM (:func:`_stage`'s arithmetic, branch-free), vectorised; returns
+    their summed power.
+
+    The carrier goes on in a second pass. For LLVM to vectorise: few arrays per loop, no min/max,
+    and views indexed from 0 (an index that might be negative gets numba's wrap-around test).
+    """
+    yv = y[t0:t1]
+    frv, fiv = fr[t0 + fo:t1 + fo], fi[t0 + fo:t1 + fo]
+    for k in range(t1 - t0):
+        f_r = np.float64(frv[k])
+        f_i = np.float64(fiv[k])
+        x = yv[k]
+        a = (x.real + (kr * f_r - ki * f_i)) * g
+        b = (x.imag + (kr * f_i + ki * f_r)) * g
+        u2 = ku2 * (a * a + b * b)
+        if p == 2.0:
+            # beyond 1e100, 1 + u2^2 is u2^2 in double precision (and u2^2 might overflow): _rapp's value
+            gain = 1.0 / math.sqrt(math.sqrt(1.0 + u2 * u2)) if u2 < 1e100 else 1.0 / math.sqrt(u2)
+        else:
+            gain = 1.0 / math.sqrt(1.0 + u2)
+        yv[k] = complex(a * gain, b * gain)
+    return _carrier(y, t0, t1, lo_c, lo_f, lo_o)
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def _out_any(y, t0, t1, fr, fi, fo, kfb, g, k_u, p, alpha, beta, lo_c, lo_f, lo_o):
+    """Samples t0..t1 of the loop's output (in place) with any Rapp stage (:func:`_stage`, one at a time)."""
+    for t in range(t0, t1):
+        w = (y[t] + kfb * complex(np.float64(fr[t + fo]), np.float64(fi[t + fo]))) * g
+        y[t] = _stage(w, 1.0, k_u, p, alpha, beta)
+    return _carrier(y, t0, t1, lo_c, lo_f, lo_o)
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def _carrier(y, t0, t1, lo_c, lo_f, lo_o):
+    """Outputs t0..t1 times the carrier (in place); returns their summed power."""
+    pw = 0.0
+    yv, lv = y[t0:t1], lo_f[t0 + lo_o:t1 + lo_o]
+    for k in range(t1 - t0):
+        v = yv[k] * (lv[k] * lo_c)
+        yv[k] = v
+        pw += v.real * v.real + v.imag * v.imag
+    return pw
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def _keep(hr, hi, M, pos, y, t0, t1):
+    """y[t0:t1] in single precision into the history ring at linear positions pos.. (each sample at
+    pos % M and pos % M + M, so every window of up to M samples is contiguous)."""
+    t = t0
+    while t < t1:
+        j = pos & (M - 1)
+        m = min(t1 - t, M - j)
+        yv = y[t:t + m]
+        ar, ai, br, bi = hr[j:j + m], hi[j:j + m], hr[j + M:j + M + m], hi[j + M:j + M + m]
+        for k in range(m):
+            v = yv[k]
+            ar[k] = np.float32(v.real)
+            ai[k] = np.float32(v.imag)
+            br[k] = np.float32(v.real)
+            bi[k] = np.float32(v.imag)
+        t += m
+        pos += m
+
+
+@njit("Tuple((complex128[::1], float64, float64))(complex128[::1], complex128[::1], complex128[::1], "
+      "complex128[::1], float32[:, ::1], float32[:, ::1], int64, int64, float32[:, ::1], float32[:, ::1], "
+      "complex128, int64, boolean, float64, float64, float64, float64, float64, float64, float64, float64, float64)",
+      cache=True, nogil=True, fastmath=True, error_model="numpy")
+def repeater_loop(y, lo_coarse, lo_fine, yhist, hs_r, hs_i, L, ml, twr, twi, kfb, block,
                   alc, alc_db, det_mw, rated_mw, tau_d, tau_i, k_u, p, alpha, beta):
-    """Feedback loop and ALC of the repeater on ``wx`` (its forward signal before the ALC).
+    """Feedback loop and ALC of the repeater on ``y``, its forward signal before the ALC, replaced
+    by the output (in place: the caller hands over an array of its own).
 
-    ``ybuf``: N zeros, the ``hy`` kept outputs, then room for the n new ones
-    (filled here). ``hspec``: (Q, N) spectra of the feedback FIR's partitions
-    of ``L`` taps, scaled by 1/N (Q = 0: no feedback). The ALC gain holds over
-    each block of ``block`` samples and is updated after it, from its output
-    power. With ``has_lo`` the output is turned by the carrier exp(j 2 pi
-    (lo_cycles + lo_step t)): exact every 1024 samples, advanced by a product
-    in between. Returns (y, alc_db, det_mw).
+    ``yhist``: the last outputs before this call (loop latency ``ml`` + feedback
+    taps - 1 of them; empty without feedback). ``hs_r``, ``hs_i``: (Q, N)
+    spectra of the feedback FIR's partitions of ``L`` <= ``ml`` taps, in the
+    transforms' bit-reversed order and scaled by 1/N (Q = 0: no feedback);
+    ``twr``, ``twi``: :func:`fft_plan` (N). The feedback of each chunk of L
+    outputs comes from outputs at least ``ml`` older, i.e. from earlier chunks:
+    a uniformly partitioned overlap-save convolution, one forward and one
+    inverse transform per chunk, the partitions multiplied against the spectra
+    of the last Q windows. The outputs are kept in single precision for it
+    (rounding ~-140 dB of the signal, far below the repeater's input noise).
+    The ALC gain holds over each block of ``block`` samples and is updated
+    after it, from its output power. The carrier (frequency error) of sample t
+    is ``lo_coarse[t >> B] * lo_fine[t & (2^B - 1)]``, B = CARRIER_STEP_BITS.
+    Returns (y, alc_db, det_mw).
     """
-    n = wx.size
-    q = hspec.shape[0]
-    base = N + hy  # ybuf index of output 0
-    y = np.empty(n, dtype=np.complex128)
-    f = np.zeros(L, dtype=np.complex128)  # feedback of the current chunk
-    ring = np.zeros((max(q, 1), N), dtype=np.complex128)  # spectra of the last q windows
-    acc = np.empty(N, dtype=np.complex128)
+    n = y.size
+    q, N = hs_r.shape
+    hy = yhist.size
+    base = N + hy  # linear history position of output 0 (N zeros, the kept outputs, then these)
+    M = 1  # history ring (a power of 2 > base >= ml + N): the last M outputs
+    while q > 0 and M <= base:
+        M *= 2
+    hr = np.zeros(2 * M, dtype=np.float32)  # outputs in single precision, for the transforms
+    hi = np.zeros(2 * M, dtype=np.float32)
+    if q > 0:
+        _keep(hr, hi, M, N, yhist, 0, hy)
+    ring_r = np.zeros((max(q, 1), N), dtype=np.float32)  # spectra of the last q windows
+    ring_i = np.zeros((max(q, 1), N), dtype=np.float32)
+    acc_r = np.empty(N, dtype=np.float32)
+    acc_i = np.empty(N, dtype=np.float32)
+    tr = np.empty(N, dtype=np.float32)
+    ti = np.empty(N, dtype=np.float32)
+    fr = np.zeros(max(N, block), dtype=np.float32)  # the current chunk's feedback (zeros without feedback)
+    fi = np.zeros(max(N, block), dtype=np.float32)
     head = 0  # ring row of the newest window
     if q > 0:
         # windows of the chunks before this call, oldest first (from the kept outputs)
         for c in range(-(q - 1) * L, 0, L):
             head = (head + 1) % q
-            w0 = base + c - ml + L - N
-            for i in range(N):
-                ring[head, i] = ybuf[w0 + i]
-            _fft(ring[head], rev, tw)
+            w0 = (base + c - ml + L - N) & (M - 1)
+            _fft_fwd(hr, hi, w0, ring_r[head], ring_i[head], tr, ti, twr, twi, N // 2)
+    kr, ki = kfb.real, kfb.imag
+    ku2 = k_u * k_u
+    fast = (p == 2.0 or p == 1.0) and alpha == 0.0
+    g_alc = 10.0 ** (alc_db / 20.0) if alc else 1.0
     next_chunk = 0
-    step = complex(math.cos(2 * math.pi * lo_step), math.sin(2 * math.pi * lo_step))
-    z_lo = 1.0 + 0.0j
-    g_alc = 10.0 ** (alc_db / 20.0)
+    fo = 0  # fr index of sample t is t + fo
+    block_start = 0
     block_end = min(block, n)
     p_acc = 0.0
-    m = block_end
-    for t in range(n):
-        w = wx[t]
+    t = 0
+    while t < n:
+        if q > 0 and t == next_chunk:
+            head = (head + 1) % q
+            # window of outputs up to t - ml + L - 1 < t
+            w0 = (base + t - ml + L - N) & (M - 1)
+            _feedback(hr, hi, w0, ring_r, ring_i, head, hs_r, hs_i, acc_r, acc_i, tr, ti, fr, fi, twr, twi)
+            fo = N - L - t  # the chunk's L outputs are the last L of the circular convolution
+            next_chunk += L
+        elif q == 0 and t == block_start:
+            fo = -t
+        # a segment: within one chunk, one ALC block and one exact carrier phasor
+        t1 = min(n, block_end, ((t >> CARRIER_STEP_BITS) + 1) << CARRIER_STEP_BITS)
         if q > 0:
-            if t == next_chunk:
-                head = (head + 1) % q
-                w0 = base + t - ml + L - N  # needs outputs up to t - ml + L - 1 < t
-                for i in range(N):
-                    ring[head, i] = ybuf[w0 + i]
-                _fft(ring[head], rev, tw)
-                for i in range(N):
-                    acc[i] = 0.0
-                r = head
-                for j in range(q):
-                    for i in range(N):
-                        acc[i] += hspec[j, i] * ring[r, i]
-                    r = r - 1 if r > 0 else q - 1
-                # inverse FFT as conj(FFT(conj(.))); hspec carries the 1/N
-                for i in range(N):
-                    acc[i] = acc[i].conjugate()
-                _fft(acc, rev, tw)
-                for i in range(L):
-                    f[i] = acc[N - L + i].conjugate()
-                next_chunk += L
-            w = w + kfb * f[t - (next_chunk - L)]
-        if alc:
-            w = w * g_alc
-        yt = _stage(w, 1.0, k_u, p, alpha, beta)
-        if has_lo:
-            if t % 1024 == 0:
-                c = 2 * math.pi * ((lo_cycles + lo_step * t) % 1.0)
-                z_lo = complex(math.cos(c), math.sin(c))
+            t1 = min(t1, next_chunk)
+        lo_c = lo_coarse[t >> CARRIER_STEP_BITS]
+        lo_o = -((t >> CARRIER_STEP_BITS) << CARRIER_STEP_BITS)
+        if fast:  # p a constant in each branch
+            if p == 2.0:
+                pw = _out_fast(y, t, t1, fr, fi, fo, kr, ki, g_alc, ku2, 2.0, lo_c, lo_fine, lo_o)
             else:
-                z_lo = z_lo * step
-            yt = yt * z_lo
-        y[t] = yt
-        ybuf[base + t] = yt
-        if alc:
-            p_acc += yt.real * yt.real + yt.imag * yt.imag
-            if t + 1 == block_end:
-                pw = p_acc / m
-                det_mw += min(1.0, m / tau_d) * (pw - det_mw)
+                pw = _out_fast(y, t, t1, fr, fi, fo, kr, ki, g_alc, ku2, 1.0, lo_c, lo_fine, lo_o)
+        else:
+            pw = _out_any(y, t, t1, fr, fi, fo, kfb, g_alc, k_u, p, alpha, beta, lo_c, lo_fine, lo_o)
+        if q > 0:
+            _keep(hr, hi, M, base + t, y, t, t1)
+        p_acc += pw
+        t = t1
+        if t == block_end:
+            if alc:
+                m = block_end - block_start
+                det_mw += min(1.0, m / tau_d) * (p_acc / m - det_mw)
                 err_db = 10.0 * math.log10(max(det_mw, 1e-30) / rated_mw)
                 alc_db = min(0.0, alc_db - min(0.5, m / tau_i) * err_db)
                 g_alc = 10.0 ** (alc_db / 20.0)
-                p_acc = 0.0
-                start = block_end
-                block_end = min(start + block, n)
-                m = block_end - start
+            p_acc = 0.0
+            block_start = block_end
+            block_end = min(block_start + block, n)
     return y, alc_db, det_mw
 
 
@@ -367,3 +532,13 @@ def wiener_table(x, table, start, imag, sigma, first_scale, phase, small, anchor
         v = x[k]
         x[k] = complex(v.real * zr - v.imag * zi, v.real * zi + v.imag * zr)
     return phi
+
+
+@njit("void(complex128[::1], complex64[::1], int64, complex128, boolean)", cache=True, nogil=True)
+def add_table_noise(x, table, start, rot, conj):
+    """x += the table noise block of :func:`devices.paths.noise_draw` (``table[start:]`` times ``rot``,
+    conjugated if ``conj``), in place: the same sums as ``x + complex_noise(...)``."""
+    for i in range(x.size):
+        nr, ni = _table_noise(table[start + i], rot.real, rot.imag, conj)
+        v = x[i]
+        x[i] = complex(v.real + nr, v.imag + ni)

@@ -63,8 +63,9 @@ from scipy import fft as sfft
 from scipy import signal, special
 
 from devices.sim.dut import RappAmplifier, register_dut
-from devices.sim.kernels import fft_plan, repeater_loop
-from devices.paths import complex_noise, fir_frames, linear_phasor, thermal_noise_mw
+from devices.sim.kernels import CARRIER_STEP_BITS, add_table_noise, fft_plan, repeater_loop
+from devices.paths import (_gaussian_table, complex_noise, fir_frames, linear_phasor, noise_draw,
+                           thermal_noise_mw, unit_phasor)
 
 #: rate and centre used by truth() before the first process() call
 REFERENCE_RATE_HZ = 30.72e6
@@ -75,6 +76,8 @@ _ALC_TAU_I = (1 - math.sqrt(1 - 4 * _ALC_K)) / (2 * _ALC_K)
 _MAX_SETTLE_S = 1e-3
 #: longest chunk of the feedback loop's partitioned convolution (samples)
 _MAX_CHUNK = 512
+#: carrier steps between exact phasors (the compiled loop's segments end on their multiples)
+_LO_FINE = 1 << CARRIER_STEP_BITS
 
 
 def _finite(name: str, value, allow_none: bool = False) -> None:
@@ -122,11 +125,21 @@ def _fir_valid(ux: np.ndarray, d: _Design) -> np.ndarray:
     return fir_frames(ux, plan, m, 0)[:n_out]
 
 
+def _carrier_tables(cycles0: float, cycles_per_sample: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The carrier of :func:`devices.paths.linear_phasor` as its two factors: (every 1024th sample, 1024 fine steps)."""
+    coarse = unit_phasor(2 * np.pi * np.mod(cycles0 + (cycles_per_sample * _LO_FINE) * np.arange(-(-n // _LO_FINE)),
+                                            1.0))
+    fine = unit_phasor(2 * np.pi * np.mod(cycles_per_sample * np.arange(_LO_FINE), 1.0))
+    return coarse, fine
+
+
 def _feedback_plan(d: _Design) -> tuple:
-    """The feedback FIR as partitions for the compiled loop: (spectra (Q, N) / N, chunk L, N, bit reversal, twiddles).
+    """The feedback FIR as partitions for the compiled loop: (spectra real, imaginary (Q, N) / N, chunk L, twiddles).
 
     Chunks of L <= the loop latency outputs, so each chunk's feedback only
-    needs outputs computed before it; Q = 0 without feedback. Kept on the design.
+    needs outputs computed before it; Q = 0 without feedback. The spectra are
+    in the bit-reversed order of the loop's transforms and in single
+    precision (rounding ~-140 dB of the taps). Kept on the design.
     """
     plan = getattr(d, "_fb_plan", None)
     if plan is None:
@@ -141,9 +154,14 @@ def _feedback_plan(d: _Design) -> tuple:
             for j in range(q):
                 part = d.h_f[j * chunk:(j + 1) * chunk]
                 parts[j, :part.size] = part
-            hspec = np.fft.fft(parts, axis=1) / nfft
-        rev, tw = fft_plan(nfft)
-        plan = d._fb_plan = (np.ascontiguousarray(hspec), chunk, nfft, rev, tw)
+            bits = nfft.bit_length() - 1
+            rev = np.zeros(nfft, dtype=np.int64)
+            for b in range(bits):  # bit reversal of 0..nfft-1
+                rev |= ((np.arange(nfft) >> b) & 1) << (bits - 1 - b)
+            hspec = (np.fft.fft(parts, axis=1) / nfft)[:, rev]
+        twr, twi = fft_plan(nfft)
+        plan = d._fb_plan = (np.ascontiguousarray(hspec.real, dtype=np.float32),
+                             np.ascontiguousarray(hspec.imag, dtype=np.float32), chunk, twr, twi)
     return plan
 
 
@@ -207,6 +225,7 @@ class Repeater:
                                  am_pm_beta=self.am_pm_beta, noise_figure_db=None)
         self._design: _Design | None = None
         self._aside: tuple | None = None  # a design for truth at another geometry
+        self._ux_buf: np.ndarray | None = None  # the filter input's scratch (see process)
         self.reset()
 
     # ----- design -------------------------------------------------------------
@@ -292,19 +311,31 @@ class Repeater:
     # ----- the model ----------------------------------------------------------
     def process(self, x: np.ndarray, fc_hz: float, fs_hz: float, rng: np.random.Generator) -> np.ndarray:
         d = self._realise(float(fc_hz), float(fs_hz))
-        u = np.asarray(x, dtype=np.complex128)
-        n = u.size
+        n = np.shape(x)[0]
         if n == 0:
-            return u.copy()
+            return np.asarray(x, dtype=np.complex128).copy()
+        # Input with the filter's history in front, in a scratch buffer kept between calls (a fresh
+        # array of this size costs more in page faults than the arithmetic on it).
+        hist = self._u_hist.size
+        ux = self._scratch(hist + n)
+        ux[:hist] = self._u_hist
+        ux[hist:] = x
         if self.noise_figure_db is not None:
-            u = u + complex_noise(rng, n, thermal_noise_mw(self.noise_figure_db, fs_hz))
+            p_mw = thermal_noise_mw(self.noise_figure_db, fs_hz)
+            draw = noise_draw(rng, n, p_mw)
+            if draw is not None:
+                add_table_noise(ux[hist:], _gaussian_table(), *draw)
+            else:
+                ux[hist:] += complex_noise(rng, n, p_mw)
         # Channel filter on the input: overlap-save with the kept history.
-        ux = np.concatenate((self._u_hist, u))
-        self._u_hist = ux[ux.size - (d.h_x.size - 1):]
+        self._u_hist = ux[ux.size - (d.h_x.size - 1):].copy()
         vx = _fir_valid(ux, d)
-        vv = np.concatenate((self._v_hist, vx))  # integer forward delay line
-        self._v_hist = vv[n:]
-        wx = vv[:n] * d.c_fwd
+        # integer forward delay line: wx = (kept, vx)[:n] times the forward gain
+        k = min(d.m_fwd, n)
+        wx = np.empty(n, dtype=np.complex128)
+        np.multiply(self._v_hist[:k], d.c_fwd, out=wx[:k])
+        np.multiply(vx[:n - k], d.c_fwd, out=wx[k:])
+        self._v_hist = np.concatenate((self._v_hist[k:], vx[n - k:]))
         lo = (self._lo_cycles, d.shift_hz / fs_hz) if d.shift_hz else None  # the carrier, from this phase on
         if d.shift_hz:
             self._lo_cycles = math.fmod(self._lo_cycles + d.shift_hz / fs_hz * n, 1.0)
@@ -313,6 +344,13 @@ class Repeater:
             y = self._pa.process(wx, fc_hz, fs_hz, rng)
             return y * linear_phasor(*lo, n) if lo is not None else y
         return self._run_blocks(wx, lo, d, fs_hz, rng)
+
+    def _scratch(self, size: int) -> np.ndarray:
+        """A complex128 work array of ``size`` (contents undefined), reused across calls."""
+        buf = self._ux_buf
+        if buf is None or buf.size < size:
+            buf = self._ux_buf = np.empty(size, dtype=np.complex128)
+        return buf[:size]
 
     def _block_len(self, d: _Design, fs_hz: float) -> int:
         """Samples per block: <= tau/64 for the ALC, <= the loop latency with feedback."""
@@ -336,18 +374,17 @@ class Repeater:
             rated_mw = 10 ** (self.rated_output_power_dbm / 10)
             tau_i = _ALC_TAU_I * self.alc_time_constant_s * fs_hz  # samples
             tau_d = _ALC_K * tau_i
-        hspec, chunk, nfft, rev, tw = _feedback_plan(d)
-        hy = self._y_hist.size
-        ybuf = np.zeros(nfft + hy + n, dtype=np.complex128)
-        ybuf[nfft:nfft + hy] = self._y_hist
+        hs_r, hs_i, chunk, twr, twi = _feedback_plan(d)
+        lo_coarse, lo_fine = _carrier_tables(*(lo or (0.0, 0.0)), n)
         pa = self._pa
-        y, self._alc_db, self._detector_mw = repeater_loop(
-            np.ascontiguousarray(wx, dtype=np.complex128), *(lo or (0.0, 0.0)), lo is not None,
-            ybuf, hy, hspec, chunk, nfft, d.m_loop, rev, tw, d.c_fwd * d.g_fb, b,
+        y, self._alc_db, self._detector_mw = repeater_loop(  # the output replaces wx (ours) in place
+            wx, lo_coarse, lo_fine, self._y_hist, hs_r, hs_i,
+            chunk, d.m_loop, twr, twi, d.c_fwd * d.g_fb, b,
             alc, float(self._alc_db), float(self._detector_mw), rated_mw, tau_d, tau_i,
             pa._g / pa._a_sat, float(pa.smoothness), math.radians(pa.am_pm_alpha_deg), float(pa.am_pm_beta))
+        hy = self._y_hist.size
         if hy:
-            self._y_hist = ybuf[ybuf.size - hy:].copy()
+            self._y_hist = np.concatenate((self._y_hist, y))[-hy:] if n < hy else y[n - hy:].copy()
         return y
 
     # ----- truth --------------------------------------------------------------
