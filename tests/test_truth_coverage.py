@@ -12,6 +12,11 @@ miss in 8), none beyond 1.5 U (k = 3), and U not inflated (median U within ``max
   white noise of known density, truth 1/sqrt(SNR) as in test_accuracy_truth. Before, EVM/sqrt(2n) covered 53 %
   of the end-to-end errors over 19 runs (bench/accuracy.py runs 24 more through the rig).
 * Gain flatness: through run_plan, against the repeater model's gain_at at the comb's tones.
+* Output power with ALC: through run_plan, against the repeater's noiseless settled output.
+
+Absolute gains (out-of-band gain, flatness min/max) also state the calibration's transfer from its tone to
+the step's (systematic: one table serves every run) and the analogue filters' droop toward the band edge
+(harness.measurements.repeater); bench/accuracy.py shows their coverage through the rig.
 
 DSP-level where a run through the rig adds nothing to the statistic checked (fast); end to end in the bench.
 """
