@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 import traceback
@@ -24,8 +25,8 @@ from devices import DeviceError
 from harness.config import ConfigError
 from harness.acquisition import StepContext, run_measurement
 from harness.capture import Acquisition, CaptureRecord
-from harness.measurements import (COVERAGE_FACTOR, MeasurementError, StepData, floor_correct, floor_sensitivity,
-                                  floor_too_close)
+from harness.measurements import (COVERAGE_FACTOR, MeasurementError, StepData, floor_correct, floor_model_uncertainty,
+                                  floor_sensitivity, floor_too_close)
 from harness.outputs.summary import fixed, fixed_uncertainty, shown_verdict, summary_lines
 from harness.plan import Plan, Step, check_plan_against, step_seed
 from harness.plots import PlotWriter, render_png
@@ -128,6 +129,7 @@ def evaluate(step: Step, data: StepData, floor: StepData | None = None) -> tuple
                 else:
                     dm, df = floor_sensitivity(out.floor, value, f)
                     if u_m is not None or u_f is not None:
+                        u_f = math.hypot(u_f or 0.0, floor_model_uncertainty(out.floor, f))
                         details.update(uncertainty=((dm * (u_m or 0)) ** 2 + (df * (u_f or 0)) ** 2) ** 0.5, coverage_factor=2)
                     value = corrected
                 if lim is not None and floor_too_close(out.floor, f, low, high):

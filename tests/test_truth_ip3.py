@@ -72,18 +72,25 @@ def ip3_rows(tmp, smoothness: float, tone_rel_ip1_db: float, seed: int) -> list[
 
 @pytest.mark.parametrize("tone_rel_ip1_db", [-25.0, -20.0])
 def test_low_snr_oip3_is_accurate_or_refused(tmp_path, tone_rel_ip1_db):
-    valid = 0
+    """Valid results within ±0.5 dB, and their k = 2 uncertainty covering the errors over the seeds as a 95 %
+    interval does (at most one miss in 8, none beyond 1.5 U) without overstating them (U within 5 x the RMS
+    error: the weighting floor of 0.1 dB per level, stated as the uncertainty, was 6.7 x)."""
+    from test_truth_coverage import assert_coverage
+
+    errs, us = [], []
     for seed in SEEDS:
         step, truth = ip3_step(tmp_path, 1.0, tone_rel_ip1_db, seed)
         value, u = outcome(step)
         if value is None:
             assert step["verdict"] == "ERROR" and "not meaningful" in step["error"]
             continue
-        valid += 1
         assert abs(value - truth) <= 0.5, (seed, value, truth)
-        assert abs(value - truth) <= u, (seed, value, truth, u)
+        errs.append(value - truth)
+        us.append(u)
     if tone_rel_ip1_db == -20.0:  # 5 dB more drive: every level's IM3 clears the noise
-        assert valid == len(SEEDS)
+        assert len(errs) == len(SEEDS)
+    if len(errs) >= 4:
+        assert_coverage(errs, us, f"OIP3, tones {tone_rel_ip1_db:g} dB from the input P1dB")
 
 
 @pytest.mark.parametrize("tone_rel_ip1_db", [-25.0, -15.0, -10.0, -8.0, -7.0, -6.0, -5.0, -3.0])

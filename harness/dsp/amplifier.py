@@ -133,8 +133,12 @@ class InterceptResult:
 
 #: IM3 products less than this far above the noise in their band are left out of the intercept (dB)
 MIN_IM3_SNR_DB = 10.0
-#: IM3 uncertainty floor (dB, 1 sigma) of a product far above the noise (the level's own repeatability)
+#: IM3 uncertainty floor (dB, 1 sigma) the levels are weighted and checked against a line with: a product far
+#: above the noise does not outweigh the others
 IM3_U_FLOOR_DB = 0.1
+#: IM3 repeatability (dB, 1 sigma) beyond the noise, in the stated uncertainty: what the errors against the
+#: Rapp model's truth showed at 11-35 dB IM3 SNR (the weighting floor in its place stated 3-6 x their RMS)
+IM3_REPEATABILITY_DB = 0.05
 #: IM3 levels may leave their fitted line by twice their uncertainty plus this (dB)
 LINE_TOLERANCE_DB = 0.3
 #: the tones' growth may differ from 1 dB/dB by this much (compression beyond it: no intercept)
@@ -199,5 +203,10 @@ def third_order_intercept(input_tone_dbm, output_tone_dbm, output_im3_dbm, im3_u
                                refused)
     oip3_each = pt[used] + (pt[used] - pim[used]) / 2
     oip3 = float(np.sum(w * oip3_each) / np.sum(w))
-    oip3_u = float(0.5 / np.sqrt(np.sum(w))) if im3_u_db is not None else float("nan")
+    if im3_u_db is not None:
+        # the weighted mean's own variance with these weights (GUM: each level's noise and repeatability)
+        u_each = np.hypot(np.asarray(im3_u_db, dtype=float)[used], IM3_REPEATABILITY_DB)
+        oip3_u = float(0.5 * np.sqrt(np.sum((w * u_each) ** 2)) / np.sum(w))
+    else:
+        oip3_u = float("nan")
     return InterceptResult(oip3, oip3 - gain, im3_slope, tone_slope, imd3, gain, pin, pt, pim, oip3_u, used)

@@ -31,6 +31,9 @@ class Spectrum:
     psd_mw_hz: np.ndarray  # power spectral density, mW/Hz
     rbw_hz: float  # equivalent noise bandwidth of one bin
     n_avg: int = 1  # periodograms averaged per bin (Welch segments): noise bins follow chi^2 with 2 n_avg dof
+    #: noise bins whose power scatters a band or tone estimate (window shape, overlap and averaging): a band
+    #: of n bins of noise has relative variance noise_bins / n (None: not known, one rectangular bin assumed)
+    noise_bins: float | None = None
 
     @property
     def psd_dbm_hz(self) -> np.ndarray:
@@ -106,7 +109,8 @@ def _psd(x: np.ndarray, fs_hz: float, nperseg: int, window) -> Spectrum:
         per[:, a:a + step] = (spec.real ** 2 + spec.imag ** 2).T
     p = per.mean(axis=-1)
     f = sfft.fftfreq(nperseg, 1 / fs_hz)
-    return Spectrum(np.fft.fftshift(f), np.fft.fftshift(p), enbw_hz, int(n_seg))
+    return Spectrum(np.fft.fftshift(f), np.fft.fftshift(p), enbw_hz, int(n_seg), welch_noise_bins(window, nperseg,
+                                                                                                   int(n_seg)))
 
 
 #: samples transformed per batch in psd() (bounds its temporaries)
@@ -132,7 +136,26 @@ def _welch_psd(x: np.ndarray, fs_hz: float, nperseg: int, window) -> Spectrum:
     w = signal.get_window(window, nperseg)
     enbw_hz = fs_hz * np.sum(w ** 2) / np.sum(w) ** 2
     n_seg = (x.size - nperseg) // (nperseg - nperseg // 2) + 1
-    return Spectrum(f[order], p[order], float(enbw_hz), int(n_seg))
+    return Spectrum(f[order], p[order], float(enbw_hz), int(n_seg), welch_noise_bins(window, nperseg, int(n_seg)))
+
+
+@lru_cache(maxsize=64)
+def welch_noise_bins(window, nperseg: int, n_seg: int) -> float:
+    """Welch (50 % overlap) of ``n_seg`` segments: N sum_kl c(k-l) / K^2, c(m) the overlap of the normalised
+    squared window with itself m hops apart (c(0) = sum w^4 / (sum w^2)^2).
+
+    Noise in a band of n bins (n above the window's main lobe) then scatters by a relative variance of this
+    over n, and a steady tone's power by 2 N_bin / P times this (its cross term with the noise: the window
+    weights the noise under the tone by w^2); for one rectangular segment it is 1, for one Blackman-Harris
+    segment 2.0, and averaging K segments divides it by about K.
+    """
+    a = signal.get_window(window, nperseg) ** 2
+    a /= a.sum()
+    hop = nperseg - nperseg // 2
+    k = max(int(n_seg), 1)
+    c = [float(np.dot(a[m * hop:], a[:nperseg - m * hop])) for m in range(min(k, -(-nperseg // hop)))]
+    total = k * c[0] + 2 * sum((k - m) * c[m] for m in range(1, len(c)))
+    return float(nperseg * total / k ** 2)
 
 
 @lru_cache(maxsize=256)
@@ -150,19 +173,23 @@ def tone_snr_db(spec: Spectrum, freq_hz: float, half_width_bins: int = 6) -> flo
     return float(dbm(max(band_mw - noise_mw, 0.0) / noise_mw))
 
 
-def _tone_band(spec: Spectrum, freq_hz: float, half_width_bins: int) -> tuple[float, float | None]:
-    """(power in the tone's band, noise in that band estimated from the bins around it, or None), mW."""
+def _tone_band(spec: Spectrum, freq_hz: float, half_width_bins: int,
+               with_ring: bool = False) -> tuple[float, float | None] | tuple[float, float | None, int]:
+    """(power in the tone's band, noise in that band estimated from the bins around it, or None), mW; with
+    ``with_ring`` also how many bins that estimate came from."""
     f = spec.freqs_hz
     df = f[1] - f[0]
     band_mw = spec.band_power_mw(freq_hz - half_width_bins * df, freq_hz + half_width_bins * df)
     off = np.abs(f - freq_hz)
     ring = (off > (half_width_bins + 4) * df) & (off <= (half_width_bins + 68) * df)
-    if np.count_nonzero(ring) < 16:
-        return band_mw, None
+    n_ring = int(np.count_nonzero(ring))
+    if n_ring < 16:
+        return (band_mw, None, 0) if with_ring else (band_mw, None)
     # the median of an average of n periodograms of noise (chi^2, 2n dof) is below its mean: ln 2 for one,
     # 0.89 for three; dividing by ln 2 whatever n overstated the noise of an averaged spectrum by up to 1.6 dB
     floor_mw_hz = float(np.median(spec.psd_mw_hz[ring])) / _median_over_mean(spec.n_avg)
-    return band_mw, floor_mw_hz * (2 * half_width_bins + 1) * df
+    noise_mw = floor_mw_hz * (2 * half_width_bins + 1) * df
+    return (band_mw, noise_mw, n_ring) if with_ring else (band_mw, noise_mw)
 
 
 def tone_power_dbm(spec: Spectrum, freq_hz: float, half_width_bins: int = 6, noise_correct: bool = True) -> float:
@@ -202,25 +229,29 @@ def welch_band_power_uncertainty_db(bandwidth_hz: float, n_samples: int, fs_hz: 
     nperseg = int(min(nperseg, n_samples))
     hop = nperseg - nperseg // 2
     k = max((int(n_samples) - nperseg) // hop + 1, 1)
-    a = signal.get_window(window, nperseg) ** 2
-    a /= a.sum()
-    c = [float(np.dot(a[m * hop:], a[:nperseg - m * hop])) for m in range(min(k, -(-nperseg // hop)))]
-    total = k * c[0] + 2 * sum((k - m) * c[m] for m in range(1, len(c)))
-    rel_var = fs_hz / max(min(bandwidth_hz, fs_hz), 1e-9) * total / k ** 2
+    rel_var = fs_hz / max(min(bandwidth_hz, fs_hz), 1e-9) * welch_noise_bins(window, nperseg, k) / nperseg
     return float(10 / np.log(10) * np.sqrt(rel_var))
 
 
 def tone_power_uncertainty_db(spec: Spectrum, freq_hz: float, half_width_bins: int = 6) -> float:
     """1-sigma uncertainty (dB) of :func:`tone_power_dbm` from the noise under the tone.
 
-    The tone-noise cross term makes the estimated power fluctuate by about
-    sqrt(2 P N) (P tone, N noise in its band), i.e. 4.34 sqrt(2 N / P) dB.
+    Two terms, from the spectrum's own statistics (:attr:`Spectrum.noise_bins`, :func:`welch_noise_bins`):
+
+    * the tone-noise cross term: 2 P N_bin g (P tone, N_bin noise per bin, g the noise bins of the window and
+      averaging). Before, the noise of the whole 13-bin band stood in for N_bin g and the averaging of the
+      segments was ignored: the stated scatter was 5-6 times the observed for a 7-segment spectrum;
+    * the noise correction: the noise left in the band (13 bins, relative variance g / 13) against its
+      estimate (median of the ring's bins: variance pi/2 times that of their mean).
     """
-    band_mw, noise_mw = _tone_band(spec, freq_hz, half_width_bins)
+    band_mw, noise_mw, n_ring = _tone_band(spec, freq_hz, half_width_bins, with_ring=True)
     if noise_mw is None:
         return float("nan")
     p = max(band_mw - noise_mw, noise_mw * 0.01)
-    return float(10 / np.log(10) * np.sqrt(2 * noise_mw / p))
+    n_band = 2 * half_width_bins + 1
+    g = spec.noise_bins if spec.noise_bins is not None else float(n_band)  # unknown: the old, cautious figure
+    rel_var = (2 * p * (noise_mw / n_band) * g + noise_mw ** 2 * g * (1 / n_band + np.pi / 2 / n_ring)) / p ** 2
+    return float(10 / np.log(10) * np.sqrt(rel_var))
 
 
 def stimulus_power_dbm(spec: Spectrum, waveform, bandwidth_hz: float | None = None) -> float:

@@ -46,6 +46,8 @@ class WcdmaEvmResult:
     #: that slot's measured chips (matched filter at the chip instants, frequency-corrected) and ideal chips
     worst_slot_chips: np.ndarray = field(repr=False, default=None)
     worst_slot_reference: np.ndarray = field(repr=False, default=None)
+    #: standard uncertainty of evm_pct (percentage points) from the slot-to-slot scatter of EVM^2
+    evm_u_pct: float = float("nan")
 
 
 class ChipSampler:
@@ -203,5 +205,11 @@ def wcdma_evm(x: np.ndarray, fs_hz: float, chips: np.ndarray, center_offset_hz: 
     w = int(np.argmax(evm2))
     idx = starts[w] + np.arange(CHIPS_PER_SLOT)
     timing = ((d - tau / tc) % ref.size)
+    # the composite EVM^2 is the slots' mean: its standard error from their scatter (noise and whatever changes
+    # from slot to slot), never below the noise statistics of the chips it holds (few slots: a poor scatter)
+    n_slots = evm2.size
+    u_evm2 = max(float(np.std(evm2, ddof=1)) / np.sqrt(n_slots) if n_slots > 1 else 0.0,
+                 float(np.mean(evm2)) / np.sqrt(n_slots * CHIPS_PER_SLOT))
+    evm_u = 100 * u_evm2 / (2 * np.sqrt(np.mean(evm2))) if np.mean(evm2) > 0 else float("nan")
     return WcdmaEvmResult(evm, [float(v) for v in evm_slot], slot_numbers, float(np.max(evm_slot)),
-                          float(freq_hz), float(timing), w, y[idx], ref[(idx + d) % ref.size])
+                          float(freq_hz), float(timing), w, y[idx], ref[(idx + d) % ref.size], float(evm_u))

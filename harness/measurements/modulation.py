@@ -68,7 +68,6 @@ def _evm_of(m, w, p: EvmParams) -> StepData:
         r = wcdma_evm(m.x, fs, w.info["chips"], w.center_offset_hz)
         values = {"evm_pct": r.evm_pct, "peak_evm_pct": r.peak_evm_pct, "freq_error_hz": r.freq_error_hz}
         plots = {f"evm-{i}": pl for i, pl in enumerate(evm_figures(r))}
-        n_symbols = 2560 * len(r.evm_per_slot_pct)
     else:
         from harness.dsp.lte_evm import lte_evm
 
@@ -77,9 +76,10 @@ def _evm_of(m, w, p: EvmParams) -> StepData:
         values = {"evm_pct": r.evm_pct, "peak_evm_pct": float(np.nanmax(per_symbol)),
                   "freq_error_hz": r.freq_error_hz}
         plots = {f"evm-{i}": pl for i, pl in enumerate(evm_figures(r))}
-        n_symbols = r.n_re
-    # EVM^2 is a mean of ~n_symbols squared errors: relative standard error 1/sqrt(n) (Gaussian errors)
-    details = {"evm_pct": expanded(values["evm_pct"] / math.sqrt(2 * max(n_symbols, 1)))}
+    # from the capture: the slot-to-slot (WCDMA) or symbol-to-symbol (LTE) scatter of EVM^2, and for LTE the
+    # reference estimation (harness.dsp.lte_evm); a thru floor's part is added where it is removed (runner).
+    # Before: EVM / sqrt(2 n), noise statistics alone, covered 53 % of the errors over 19 runs.
+    details = {"evm_pct": expanded(r.evm_u_pct)} if math.isfinite(r.evm_u_pct) else {}
     return StepData(values, plots, {"stimulus": w.describe()}, details)
 
 

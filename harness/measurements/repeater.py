@@ -71,6 +71,12 @@ def gain_flatness(records: list[CaptureRecord], p: FlatnessParams) -> StepData:
     gains_all = np.array([tone_power_dbm(spec, f) for f in tones]) - per_tone_in
     gains = gains_all[use]
     u_tone = max(tone_power_uncertainty_db(spec, f) for f in tones[use])
+    # the rig's own tilt across the span (cables, boards: not calibrated out between tones), a rectangular
+    # bound; the noise alone (u_tone, now from the spectrum's real statistics) stated 0.003 dB against 0.003 dB
+    span_hz = float(np.ptp(tones[use])) if np.count_nonzero(use) > 1 else 0.0
+    u_tilt = _RIG_TILT_DB_PER_HZ * span_hz / math.sqrt(3)
+    # absolute gains also carry the calibration's transfer (the peak-to-peak does not: common to every tone)
+    u_edge = max(_rig_transfer_u_db(f, m.sample_rate_hz) for f in tones[use])
     plot = Plot("Gain across the band", "offset from centre (MHz)", "gain (dB)")
     plot.add(tones[use] / 1e6, gains, "gain", style="line")
     # the ripple limit (peak to peak) as the band it allows, centred on the measured gain's mid-range
@@ -82,8 +88,28 @@ def gain_flatness(records: list[CaptureRecord], p: FlatnessParams) -> StepData:
         info["excluded_note"] = "on the LO: its leakage shares the tone's bin"
     return StepData({"gain_flatness_db": float(np.ptp(gains)), "gain_min_db": float(gains.min()),
                      "gain_max_db": float(gains.max())}, {"flatness": plot}, info,
-                    {"gain_flatness_db": expanded(u_tone * math.sqrt(2)),
-                     "gain_min_db": expanded(u_tone), "gain_max_db": expanded(u_tone)})
+                    {"gain_flatness_db": expanded(math.hypot(u_tone * math.sqrt(2), u_tilt)),
+                     "gain_min_db": expanded(math.hypot(u_tone, u_tilt / 2, u_edge)),
+                     "gain_max_db": expanded(math.hypot(u_tone, u_tilt / 2, u_edge))})
+
+
+#: standard uncertainty (dB) of a gain carried by the thru calibration from its tone to the step's: systematic
+#: (one table serves every run), about what the shipped rigs' tables leave (+0.03 dB on every seed)
+_CAL_TRANSFER_U_DB = 0.02
+#: the analogue filters' droop (dB, standard) the gain allows for at 0.4 fs from the LO, rising as |f|^6
+#: toward the band edge: the calibration's tone (1 MHz) does not see it (-0.07 to -0.12 dB seen at 12.5-12.9 MHz
+#: of 30.72 MS/s on the default 0.8 fs filter)
+_EDGE_DROOP_U_DB = 0.1
+
+
+def _rig_transfer_u_db(offset_hz: float, fs_hz: float) -> float:
+    """Systematic standard uncertainty (dB) of a gain read at ``offset_hz`` from the LO on a calibrated rig."""
+    return math.hypot(_CAL_TRANSFER_U_DB, _EDGE_DROOP_U_DB * (abs(offset_hz) / (0.4 * fs_hz)) ** 6)
+
+
+#: the rig's gain tilt the flatness allows for (dB/Hz): the shipped rigs' two cables, 0.4 dB/GHz each as
+#: declared, and their true slopes off that by a few tenths of a dB/GHz (1 dB/GHz in all)
+_RIG_TILT_DB_PER_HZ = 1e-9
 
 
 # ------------------------------------------------------------------ out-of-band gain
@@ -179,7 +205,8 @@ def out_of_band_gain(records: list[CaptureRecord], p: OobGainParams) -> StepData
         """(gain, the RF frequency actually played: the tone sits on the waveform's grid, its uncertainty)."""
         tone = m.waveform().tones_hz[0]
         spec = psd(m.x, m.sample_rate_hz, nperseg=min(16384, m.n_samples))
-        return tone_power_dbm(spec, tone) - m.tx.power_dbm, m.freq_hz + tone, tone_power_uncertainty_db(spec, tone)
+        u = math.hypot(tone_power_uncertainty_db(spec, tone), _rig_transfer_u_db(tone, m.sample_rate_hz))
+        return tone_power_dbm(spec, tone) - m.tx.power_dbm, m.freq_hz + tone, u
 
     uncert: dict[float, float] = {}
     values = {name: -math.inf for name, *_ in OOB_RANGES}
