@@ -444,7 +444,11 @@ def fir_frames(x: np.ndarray, hspec: np.ndarray, taps: int, offset: int, dtype=n
     frames' own precision, exact; its consumers widen it).
     """
     from devices import workers
+    from devices.sim.kernels import fir_load  # compiled; devices.sim imports this module
 
+    x = np.ascontiguousarray(x)
+    if x.dtype != np.complex64:
+        x = np.asarray(x, dtype=np.complex128)
     n = x.size
     nfft = hspec.size
     step = nfft - (taps - 1)
@@ -456,15 +460,12 @@ def fir_frames(x: np.ndarray, hspec: np.ndarray, taps: int, offset: int, dtype=n
     y = np.empty(nb * step, dtype=dtype)
 
     def frames(f0: int, f1: int) -> None:
+        work = np.empty((min(_FIR_CHUNK, f1 - f0), nfft), dtype=np.complex64)  # transformed in place
         for c0 in range(f0, f1, _FIR_CHUNK):
             c1 = min(c0 + _FIR_CHUNK, f1)
-            a, b = c0 * step, (c1 - 1) * step + nfft  # this chunk's span of u
-            buf = np.zeros(b - a, dtype=np.complex64)
-            lo, hi = max(a, offset), min(b, offset + cnt)
-            if hi > lo:
-                buf[lo - a:hi - a] = x[lo - offset:hi - offset]
-            fr = np.lib.stride_tricks.as_strided(buf, shape=(c1 - c0, nfft), strides=(step * buf.itemsize, buf.itemsize))
-            spec = sfft.fft(fr, axis=1)
+            fr = work[:c1 - c0]
+            fir_load(x, offset, cnt, c0 * step, step, fr)
+            spec = sfft.fft(fr, axis=1, overwrite_x=True)
             spec *= hspec
             out = sfft.ifft(spec, axis=1, overwrite_x=True)
             y[c0 * step:c1 * step].reshape(c1 - c0, step)[...] = out[:, taps - 1:]  # each frame's valid part

@@ -302,6 +302,10 @@ def test_tx_span_is_the_waveform_noise_and_wiener_phase():
         end = tx_span(parts, wave, first, lo, hi, 0.3, table, *draw, True, pstart, imag, sigma, first_scale, ph,
                       0.02, 4096)
     assert parts.tobytes() == whole.tobytes() and end == last
+    # into complex64 (for the TX filter's FIR, which rounds to it first): numpy's rounding of the whole
+    single = np.empty(n, dtype=np.complex64)
+    tx_span(single, wave, first, 0, n, 0.3, table, *draw, True, pstart, imag, sigma, first_scale, 0.7, 0.02, 4096)
+    assert single.tobytes() == whole.astype(np.complex64).tobytes()
     # the phasor is exact where the walk strays beyond the series' reach from its anchor, too
     big = np.empty(n, dtype=np.complex128)
     tx_span(big, wave, first, 0, n, 0.3, table, *draw, True, pstart, imag, 0.01, first_scale, 0.7, 0.02, 4096)

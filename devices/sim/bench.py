@@ -324,8 +324,9 @@ class SimBench:
             self._wave = None
             self._tx_start = None
 
-    def _tx_block(self, start: int, n: int, fs_hz: float) -> np.ndarray:
-        """TX port output (sqrt(mW)) for absolute samples [start, start + n)."""
+    def _tx_block(self, start: int, n: int, fs_hz: float, single: bool = False) -> np.ndarray:
+        """TX port output (sqrt(mW)) for absolute samples [start, start + n); complex128, or with ``single``
+        possibly complex64 (rounded: for a consumer whose first step rounds it so, the TX filter's FIR)."""
         wave, w = self._wave, self._wave.size
         tx = self.config.tx
         p_fs_mw = 10 ** ((tx.full_scale_dbm + self._tx_config.gain_db) / 10)
@@ -339,7 +340,7 @@ class SimBench:
             draw = noise_draw(self.rng, n, noise_mw)
             if draw is not None:
                 if n0 > 0 and n <= size // 2:  # and the phase noise (below) in the same pass, on all cores
-                    return self._tx_span_block(wave, first, start, n, math.sqrt(p_fs_mw), draw, n0, fs_hz)
+                    return self._tx_span_block(wave, first, start, n, math.sqrt(p_fs_mw), draw, n0, fs_hz, single)
                 x = tx_samples(wave, first, n, math.sqrt(p_fs_mw), _gaussian_table(), *draw)
             else:
                 x = np.tile(wave, -(-(first + n) // w))[first:first + n]
@@ -370,7 +371,7 @@ class SimBench:
         return x
 
     def _tx_span_block(self, wave: np.ndarray, first: int, start: int, n: int, scale: float, draw, n0: float,
-                       fs_hz: float) -> np.ndarray:
+                       fs_hz: float, single: bool) -> np.ndarray:
         """A cyclic block with its TX noise and phase noise (the same draws, sums and samples as
         tx_samples then wiener_table), its parts on all cores: each part's Wiener phase starts from
         the sum of the steps before it (a part starts at a phasor anchor, so it is recomputed there)."""
@@ -378,7 +379,7 @@ class SimBench:
         sigma = math.sqrt(n0 / fs_hz)
         first_scale = math.sqrt(max(start - self._phase_clock + 1, 1))
         offset, imag = int(self.rng.integers(0, table.size - n)), bool(self.rng.integers(0, 2))
-        x = np.empty(n, dtype=np.complex128)
+        x = np.empty(n, dtype=np.complex64 if single else np.complex128)
         phase0 = self._phase
 
         def part(lo: int, hi: int) -> float:
@@ -440,7 +441,8 @@ class SimBench:
                     self._tx_start = self._clock + int(self.rng.integers(0, _BURST_LEAD_MAX))
                 df = self._tx_config.freq_hz - fc
                 if abs(df) < fs:
-                    x = self._tx_block(start, total, fs)
+                    # unshifted, it goes straight into the TX filter's FIR, which rounds it to complex64 first
+                    x = self._tx_block(start, total, fs, single=not df)
                     if df:
                         x = _shift(x, df, fs, start)
             tx_path = self.tx_path

@@ -457,14 +457,17 @@ def wiener_span(x, lo, hi, table, start, imag, sigma, first_scale, phase, small,
     return phi
 
 
-@njit("float64(complex128[::1], complex128[::1], int64, int64, int64, float64, complex64[::1], int64, complex128, "
-      "boolean, boolean, int64, boolean, float64, float64, float64, float64, int64)", cache=True, nogil=True,
+@njit(["float64(complex128[::1], complex128[::1], int64, int64, int64, float64, complex64[::1], int64, complex128, "
+       "boolean, boolean, int64, boolean, float64, float64, float64, float64, int64)",
+       "float64(complex64[::1], complex128[::1], int64, int64, int64, float64, complex64[::1], int64, complex128, "
+       "boolean, boolean, int64, boolean, float64, float64, float64, float64, int64)"], cache=True, nogil=True,
       error_model="numpy")
 def tx_span(x, wave, first, lo, hi, s, table, start, rot, conj, pn, pstart, pimag, sigma, first_scale, phase,
             small, anchor):
     """x[lo:hi] of :func:`tx_samples` (block sample k is wave sample (first + k) mod size, noise
     table[start + k]), then with ``pn`` times the phase noise of :func:`wiener_span` (steps from
-    table[pstart + k], ``phase`` before sample ``lo``), in one pass; returns the phase at sample hi - 1."""
+    table[pstart + k], ``phase`` before sample ``lo``), in one pass; returns the phase at sample hi - 1.
+    A complex64 ``x`` gets the samples rounded as numpy's cast rounds them (for a consumer that rounds so first)."""
     w = wave.size
     cr, ci = rot.real, rot.imag
     sg = -1.0 if conj else 1.0
@@ -535,3 +538,24 @@ def wiener_table(x, table, start, imag, sigma, first_scale, phase, small, anchor
     (:func:`wiener_span` does it on a part of ``x``.)
     """
     return wiener_span(x, 0, x.size, table, start, imag, sigma, first_scale, phase, small, anchor)
+
+
+@njit(["void(complex128[::1], int64, int64, int64, int64, complex64[:, ::1])",
+       "void(complex64[::1], int64, int64, int64, int64, complex64[:, ::1])"], cache=True, nogil=True)
+def fir_load(x, offset, cnt, a, step, frames):
+    """Overlap-save frames of u (zeros, x[:cnt] from u[offset], zeros) from u[a] on, ``step`` apart, rounded
+    to complex64 as numpy's cast rounds: frame r is u[a + r step:a + r step + frames.shape[1]]."""
+    nfft = frames.shape[1]
+    for r in range(frames.shape[0]):
+        u0 = a + r * step
+        lo = min(max(offset - u0, 0), nfft)  # frame positions [lo, hi) hold x
+        hi = max(min(offset + cnt - u0, nfft), lo)
+        fr = frames[r]
+        for i in range(lo):
+            fr[i] = 0
+        xs = x[u0 + lo - offset:u0 + hi - offset]
+        fs = fr[lo:hi]
+        for i in range(xs.size):
+            fs[i] = xs[i]
+        for i in range(hi, nfft):
+            fr[i] = 0
