@@ -341,7 +341,7 @@ class Path:
         for a consumer that widens it exactly, a pass saved.
         """
         x = np.asarray(x)
-        if x.dtype != np.complex64:  # complex64 (exact) stays so until something computes on it
+        if x.dtype != np.complex64:  # complex64 is taken as it is (widened where something computes on it)
             x = np.asarray(x, dtype=np.complex128)
         elements = self.elements
         i = 0
