@@ -224,8 +224,9 @@ def test_rapp_kernel_is_the_model(p):
 
 # ----- parts of a block on several cores -------------------------------------------------------------------------
 
-def _sim_amplifier_bench(seed: int = 1):
+def _sim_amplifier_bench(seed: int = 1, phase_noise: bool = True):
     """The shipped amplifier rig's simulated bench (paths with a driver amplifier, a Rapp DUT with AM/PM)."""
+    import dataclasses
     from pathlib import Path as FsPath
 
     from devices.radio import StreamConfig
@@ -233,7 +234,11 @@ def _sim_amplifier_bench(seed: int = 1):
     from harness.rig import load_rig
 
     spec = load_rig(FsPath(__file__).resolve().parents[1] / "testplans" / "rigs" / "sim-amplifier.yaml")
-    bench = build_bench(**{k: v for k, v in spec.radio_options(seed)[1].items() if k != "emulate"})
+    options = {k: v for k, v in spec.radio_options(seed)[1].items() if k != "emulate"}
+    if not phase_noise:
+        sim = options["sim"]
+        options["sim"] = dataclasses.replace(sim, tx=dataclasses.replace(sim.tx, phase_noise_dbc_hz=None))
+    bench = build_bench(**options)
     bench.set_tx(StreamConfig(2.14e9, 30.72e6, -20.0))
     bench.set_rx(StreamConfig(2.14e9, 30.72e6, 0.0))
     n = np.arange(4096)
@@ -241,8 +246,8 @@ def _sim_amplifier_bench(seed: int = 1):
     return bench
 
 
-@pytest.mark.parametrize("n", [300_000, 1 << 20])
-def test_a_block_in_parts_is_the_block_in_one(monkeypatch, n):
+@pytest.mark.parametrize("n, phase_noise", [(300_000, True), (1 << 20, True), (300_000, False)])
+def test_a_block_in_parts_is_the_block_in_one(monkeypatch, n, phase_noise):
     """The bench's samples do not depend on how many cores share a block: parts start at phase-noise anchors
     (the phase before them is the same running sum), FIR chunks are fixed, the other stages act per sample."""
     from devices import workers
@@ -250,7 +255,7 @@ def test_a_block_in_parts_is_the_block_in_one(monkeypatch, n):
     def reads(parts):
         monkeypatch.setattr(workers, "cores", lambda: parts)
         monkeypatch.setattr(workers, "MIN_PART", 1 << 12)
-        bench = _sim_amplifier_bench()
+        bench = _sim_amplifier_bench(phase_noise=phase_noise)
         return [bench.read(n)[0] for _ in range(2)]
 
     one = reads(1)

@@ -339,7 +339,7 @@ class SimBench:
             first = (start - self._tx_start) % w
             draw = noise_draw(self.rng, n, noise_mw)
             if draw is not None:
-                if n0 > 0 and n <= size // 2:  # and the phase noise (below) in the same pass, on all cores
+                if n0 == 0 or n <= size // 2:  # and the phase noise (below) in the same pass, on all cores
                     return self._tx_span_block(wave, first, start, n, math.sqrt(p_fs_mw), draw, n0, fs_hz, single)
                 x = tx_samples(wave, first, n, math.sqrt(p_fs_mw), _gaussian_table(), *draw)
             else:
@@ -372,23 +372,25 @@ class SimBench:
 
     def _tx_span_block(self, wave: np.ndarray, first: int, start: int, n: int, scale: float, draw, n0: float,
                        fs_hz: float, single: bool) -> np.ndarray:
-        """A cyclic block with its TX noise and phase noise (the same draws, sums and samples as
-        tx_samples then wiener_table), its parts on all cores: each part's Wiener phase starts from
-        the sum of the steps before it (a part starts at a phasor anchor, so it is recomputed there)."""
+        """A cyclic block with its TX noise and phase noise (none if ``n0`` is 0): the same draws, sums and
+        samples as tx_samples then wiener_table, its parts on all cores. Each part's Wiener phase starts
+        from the sum of the steps before it (a part starts at a phasor anchor, so it is recomputed there)."""
         table = _gaussian_table()
+        pn = n0 > 0
         sigma = math.sqrt(n0 / fs_hz)
         first_scale = math.sqrt(max(start - self._phase_clock + 1, 1))
-        offset, imag = int(self.rng.integers(0, table.size - n)), bool(self.rng.integers(0, 2))
+        offset, imag = (int(self.rng.integers(0, table.size - n)), bool(self.rng.integers(0, 2))) if pn else (0, False)
         x = np.empty(n, dtype=np.complex64 if single else np.complex128)
         phase0 = self._phase
 
         def part(lo: int, hi: int) -> float:
-            phase = phase0 if lo == 0 else wiener_phase(table, offset, imag, sigma, first_scale, phase0, lo)
-            return tx_span(x, wave, first, lo, hi, scale, table, draw[0], draw[1], draw[2], True, offset, imag,
+            phase = phase0 if lo == 0 or not pn else wiener_phase(table, offset, imag, sigma, first_scale, phase0, lo)
+            return tx_span(x, wave, first, lo, hi, scale, table, draw[0], draw[1], draw[2], pn, offset, imag,
                            sigma, first_scale, phase, 0.02, _PHASOR_ANCHOR)
 
-        self._phase = workers.run(part, workers.spans(n, align=_PHASOR_ANCHOR))[-1]
-        self._phase_clock = start + n
+        phase = workers.run(part, workers.spans(n, align=_PHASOR_ANCHOR))[-1]
+        if pn:
+            self._phase, self._phase_clock = phase, start + n
         return x
 
     # ----- RX -------------------------------------------------------------------
