@@ -227,6 +227,29 @@ class Attenuator(LinearElement):
         return -self.loss_db + 0.0 * np.asarray(freq_hz, dtype=np.float64)
 
 
+def rapp_block(x: np.ndarray, rng: np.random.Generator, noise_mw: float | None, g: float, k_u: float, p: float,
+               alpha: float, beta: float, gain_after: float = 1.0) -> np.ndarray:
+    """gain_after * Rapp(x + noise) on a block, compiled, its parts on all cores: Rapp gain ``g``, drive
+    ``k_u`` |x|, smoothness ``p``, AM/PM ``alpha`` (rad), ``beta``; noise of ``noise_mw`` (None: none) drawn
+    as :func:`complex_noise` draws it. ``x`` complex128 or complex64 (widened exactly); returns complex128."""
+    from devices import workers
+    from devices.sim.kernels import rapp_span  # compiled; devices.sim imports this module
+
+    x = np.asarray(x)
+    if x.dtype != np.complex64:
+        x = np.asarray(x, dtype=np.complex128)
+    x = np.ascontiguousarray(x)
+    draw = None if noise_mw is None else noise_draw(rng, x.size, noise_mw)
+    if noise_mw is not None and draw is None:  # a block too long for the table: fresh draws, added first
+        x = x + complex_noise(rng, x.size, noise_mw)
+    table = _gaussian_table()
+    start, rot, conj = draw if draw is not None else (0, 0j, False)
+    y = np.empty(x.size, dtype=np.complex128)
+    workers.run(lambda lo, hi: rapp_span(x, y, lo, hi, table, start, rot, conj, draw is not None, g, k_u, p,
+                                         alpha, beta, gain_after), workers.spans(x.size))
+    return y
+
+
 @dataclass
 class Amplifier:
     """Bench driver/booster amplifier: Rapp p=2 AM/AM, optional thermal noise.
@@ -260,17 +283,20 @@ class Amplifier:
             return None
         return rapp_saturation_from_p1db(self.output_p1db_dbm, self.SMOOTHNESS)
 
-    def apply(self, x: np.ndarray, fc_hz: float, fs_hz: float, rng: np.random.Generator) -> np.ndarray:
-        x = np.asarray(x, dtype=np.complex128)
-        if self.noise_figure_db is not None:
-            x = x + complex_noise(rng, x.size, thermal_noise_mw(self.noise_figure_db, fs_hz))
+    def apply(self, x: np.ndarray, fc_hz: float, fs_hz: float, rng: np.random.Generator,
+              gain_after: float = 1.0) -> np.ndarray:
+        """The amplifier on ``x`` (complex128, or complex64 widened exactly), then a flat gain ``gain_after``
+        (what a path's flat elements after it give, in the same pass); complex128."""
+        noise_mw = None if self.noise_figure_db is None else thermal_noise_mw(self.noise_figure_db, fs_hz)
         g = 10 ** (self.gain_db / 20)
         if self.output_p1db_dbm is None:
-            return g * x
-        from devices.sim.kernels import rapp_chain  # compiled; devices.sim imports this module
-
+            x = np.asarray(x, dtype=np.complex128)
+            if noise_mw is not None:
+                x = x + complex_noise(rng, x.size, noise_mw)
+            y = g * x
+            return y * gain_after if gain_after != 1.0 else y
         a_sat = 10 ** (self.saturation_power_dbm / 20)
-        return rapp_chain(np.ascontiguousarray(x), g, g / a_sat, self.SMOOTHNESS, 0.0, 0.0)
+        return rapp_block(x, rng, noise_mw, g, g / a_sat, self.SMOOTHNESS, 0.0, 0.0, gain_after)
 
 
 @dataclass
@@ -306,20 +332,41 @@ class Path:
     def delay_s(self) -> float:
         return float(sum(e.delay_s for e in self.elements))
 
-    def apply(self, x: np.ndarray, fc_hz: float, fs_hz: float, rng: np.random.Generator) -> np.ndarray:
-        """Pass ``x`` (sqrt(mW) at ``fc_hz``) through every element; one FFT per run of linear elements."""
-        x = np.asarray(x, dtype=np.complex128)
-        run: list[LinearElement] = []
-        for i, e in enumerate(self.elements + [None]):
+    def apply(self, x: np.ndarray, fc_hz: float, fs_hz: float, rng: np.random.Generator,
+              single: bool = False) -> np.ndarray:
+        """Pass ``x`` (sqrt(mW) at ``fc_hz``) through every element; one FIR per run of linear elements.
+
+        A run of flat elements right after an :class:`Amplifier` rides in its pass. Returns complex128,
+        or with ``single`` complex64 where the result is exactly that (a FIR's single-precision frames):
+        for a consumer that widens it exactly, a pass saved.
+        """
+        x = np.asarray(x)
+        if x.dtype != np.complex64:  # complex64 is taken as it is (widened where something computes on it)
+            x = np.asarray(x, dtype=np.complex128)
+        elements = self.elements
+        i = 0
+        while i < len(elements):
+            e = elements[i]
+            j = i + 1
+            while isinstance(e, LinearElement) and j < len(elements) and isinstance(elements[j], LinearElement):
+                j += 1
             if isinstance(e, LinearElement):
-                run.append(e)
-                continue
-            if run:
-                x = self._apply_linear(i, run, x, fc_hz, fs_hz)
-                run = []
-            if e is not None:
-                x = e.apply(x, fc_hz, fs_hz, rng)
-        return x
+                x = self._apply_linear(j, elements[i:j], x, fc_hz, fs_hz)
+            elif isinstance(e, Amplifier):
+                k = j
+                while k < len(elements) and isinstance(elements[k], LinearElement):
+                    k += 1
+                run = elements[j:k]
+                if run and all(f.flat for f in run):  # the flat run after it: its gain, in the amplifier's pass
+                    gain_db = sum(float(f.gain_db_at(fc_hz)) for f in run)
+                    x = e.apply(x, fc_hz, fs_hz, rng, gain_after=10 ** (gain_db / 20) if gain_db else 1.0)
+                    j = k
+                else:
+                    x = e.apply(x, fc_hz, fs_hz, rng)
+            else:
+                x = e.apply(np.asarray(x, dtype=np.complex128), fc_hz, fs_hz, rng)
+            i = j
+        return x if single else np.asarray(x, dtype=np.complex128)
 
     def _apply_linear(self, key: int, elements: list, x: np.ndarray, fc_hz: float, fs_hz: float) -> np.ndarray:
         """Apply a run of linear elements: a scalar when all are flat, else their joint response as an FIR.
@@ -333,7 +380,7 @@ class Path:
         """
         if all(e.flat for e in elements):
             gain_db = sum(float(e.gain_db_at(fc_hz)) for e in elements)
-            return x * 10 ** (gain_db / 20) if gain_db else x
+            return np.multiply(x, 10 ** (gain_db / 20), dtype=np.complex128) if gain_db else x
         cache = self.__dict__.setdefault("_fir_cache", {})
         geometry = (key, fc_hz, fs_hz, tuple(repr(e) for e in elements))
         plan = cache.get(geometry)
@@ -342,7 +389,7 @@ class Path:
                 cache.pop(next(iter(cache)))
             plan = cache[geometry] = _fir_plan(elements, fc_hz, fs_hz)
         m, hspec = plan
-        return fir_frames(x, hspec, _FIR_TAPS, m + _FIR_TAPS // 2 - 1)
+        return fir_frames(x, hspec, _FIR_TAPS, m + _FIR_TAPS // 2 - 1, dtype=np.complex64)
 
 
 #: taps of a path's FIR (the bench's lead-in and tail margins are 256 samples: two paths' half-lengths)
@@ -382,28 +429,46 @@ def _fir_plan(elements: list, fc_hz: float, fs_hz: float) -> tuple[int, np.ndarr
     return m, sfft.fft(frame).astype(np.complex64)
 
 
-def fir_frames(x: np.ndarray, hspec: np.ndarray, taps: int, offset: int) -> np.ndarray:
+#: frames transformed together: the chunk's buffers (~0.5 MB) stay in a core's cache between the passes
+_FIR_CHUNK = 16
+
+
+def fir_frames(x: np.ndarray, hspec: np.ndarray, taps: int, offset: int, dtype=np.complex128) -> np.ndarray:
     """y[t] = sum_k h[k] x[t + taps - 1 - offset - k], t < x.size (x zero outside), by overlap-save.
 
     ``hspec``: FFT of the ``taps`` taps zero-padded to the frame size. Frames
-    are transformed together in single precision (~-140 dB rounding, far
-    below a 12-bit radio's floor). ``offset`` = taps - 1 gives the plain
-    causal convolution. Returns complex128.
+    are transformed in single precision (~-140 dB rounding, far below a
+    12-bit radio's floor), a chunk at a time, the chunks shared among the
+    cores (:mod:`devices.workers`). ``offset`` = taps - 1 gives the plain
+    causal convolution. Returns ``dtype``: complex128, or complex64 (the
+    frames' own precision, exact; its consumers widen it).
     """
+    from devices import workers
+    from devices.sim.kernels import fir_load  # compiled; devices.sim imports this module
+
+    x = np.ascontiguousarray(x)
+    if x.dtype != np.complex64:
+        x = np.asarray(x, dtype=np.complex128)
     n = x.size
     nfft = hspec.size
     step = nfft - (taps - 1)
     ulen = n + taps - 1  # the input the valid convolution needs
     nb = max(1, -(-n // step))
-    buf = np.zeros((nb - 1) * step + nfft, dtype=np.complex64)
     if offset < 0:
         raise ValueError(f"fir_frames: offset {offset} < 0")
-    cnt = max(0, min(n, ulen - offset))
-    buf[offset:offset + cnt] = x[:cnt]
-    frames = np.lib.stride_tricks.as_strided(buf, shape=(nb, nfft), strides=(step * buf.itemsize, buf.itemsize))
-    spec = sfft.fft(frames, axis=1, workers=-1)
-    spec *= hspec
-    out = sfft.ifft(spec, axis=1, overwrite_x=True, workers=-1)
-    y = np.empty(nb * step, dtype=np.complex128)
-    y.reshape(nb, step)[...] = out[:, taps - 1:]  # the valid part of every frame, widened in one pass
+    cnt = max(0, min(n, ulen - offset))  # the frames' input u: zeros, then x[:cnt] from u[offset], then zeros
+    y = np.empty(nb * step, dtype=dtype)
+
+    def frames(f0: int, f1: int) -> None:
+        work = np.empty((min(_FIR_CHUNK, f1 - f0), nfft), dtype=np.complex64)  # transformed in place
+        for c0 in range(f0, f1, _FIR_CHUNK):
+            c1 = min(c0 + _FIR_CHUNK, f1)
+            fr = work[:c1 - c0]
+            fir_load(x, offset, cnt, c0 * step, step, fr)
+            spec = sfft.fft(fr, axis=1, overwrite_x=True)
+            spec *= hspec
+            out = sfft.ifft(spec, axis=1, overwrite_x=True)
+            y[c0 * step:c1 * step].reshape(c1 - c0, step)[...] = out[:, taps - 1:]  # each frame's valid part
+
+    workers.run(frames, workers.spans(nb, align=_FIR_CHUNK, min_part=2 * _FIR_CHUNK))
     return y[:n]

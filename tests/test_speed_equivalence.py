@@ -13,7 +13,8 @@ from scipy import signal
 from devices.paths import Attenuator, Cable, Path, _gaussian_table, fir_frames, noise_draw, rapp_gain
 from devices.sim.bench import SimBench, SimConfig
 from devices.sim.dut import Thru
-from devices.sim.kernels import rapp_chain, rx_port, tx_samples, wiener_phasor, wiener_table, wiener_walk
+from devices.sim.kernels import (rapp_chain, rapp_span, rx_port, rx_port_span, tx_samples, tx_span, wiener_phase,
+                                 wiener_phasor, wiener_table, wiener_walk)
 from harness.capture import StimulusRef, _generate
 from harness.dsp.obw import ccdf
 from harness.dsp.spectrum import psd
@@ -219,3 +220,170 @@ def test_rapp_kernel_is_the_model(p):
         want = g * x * rapp_gain(u, p) * np.exp(1j * alpha * u ** 2 / (1 + beta * u ** 2))
     ok = np.isfinite(want)
     assert np.all(np.abs(got[ok] - want[ok]) <= 1e-13 * np.abs(want[ok]) + 1e-300)
+
+
+# ----- parts of a block on several cores -------------------------------------------------------------------------
+
+def _sim_amplifier_bench(seed: int = 1, phase_noise: bool = True):
+    """The shipped amplifier rig's simulated bench (paths with a driver amplifier, a Rapp DUT with AM/PM)."""
+    import dataclasses
+    from pathlib import Path as FsPath
+
+    from devices.radio import StreamConfig
+    from devices.sim.driver import build_bench
+    from harness.rig import load_rig
+
+    spec = load_rig(FsPath(__file__).resolve().parents[1] / "testplans" / "rigs" / "sim-amplifier.yaml")
+    options = {k: v for k, v in spec.radio_options(seed)[1].items() if k != "emulate"}
+    if not phase_noise:
+        sim = options["sim"]
+        options["sim"] = dataclasses.replace(sim, tx=dataclasses.replace(sim.tx, phase_noise_dbc_hz=None))
+    bench = build_bench(**options)
+    bench.set_tx(StreamConfig(2.14e9, 30.72e6, -20.0))
+    bench.set_rx(StreamConfig(2.14e9, 30.72e6, 0.0))
+    n = np.arange(4096)
+    bench.start_tx((0.5 * np.exp(2j * np.pi * n / 64)).astype(np.complex64), cyclic=True)
+    return bench
+
+
+@pytest.mark.parametrize("n, phase_noise", [(300_000, True), (1 << 20, True), (300_000, False)])
+def test_a_block_in_parts_is_the_block_in_one(monkeypatch, n, phase_noise):
+    """The bench's samples do not depend on how many cores share a block: parts start at phase-noise anchors
+    (the phase before them is the same running sum), FIR chunks are fixed, the other stages act per sample."""
+    from devices import workers
+
+    def reads(parts):
+        monkeypatch.setattr(workers, "cores", lambda: parts)
+        monkeypatch.setattr(workers, "MIN_PART", 1 << 12)
+        bench = _sim_amplifier_bench(phase_noise=phase_noise)
+        return [bench.read(n)[0] for _ in range(2)]
+
+    one = reads(1)
+    for parts in (2, 3):
+        for a, b in zip(one, reads(parts)):
+            assert a.tobytes() == b.tobytes()
+
+
+def test_rapp_span_is_noise_then_the_model_then_a_gain():
+    rng = np.random.default_rng(21)
+    n = 40_000
+    table = _gaussian_table()
+    x = _noise(rng, n) * 3
+    draw = noise_draw(rng, n, 0.2)
+    k, g, alpha, beta, post = 1.7, 3.0, 0.2, 0.5, 10 ** (-6.2 / 20)
+    for p in (1.0, 2.0, 3.0):
+        for a in (0.0, alpha):
+            for xin in (x, x.astype(np.complex64)):
+                vin = xin.astype(np.complex128) + _table_noise(draw, n)
+                u_in = k * np.abs(vin)
+                want_in = post * (g * vin * rapp_gain(u_in, p) * np.exp(1j * a * u_in ** 2 / (1 + beta * u_in ** 2)))
+                y = np.empty(n, dtype=np.complex128)
+                rapp_span(xin, y, 0, 17_000, table, *draw, True, g, k, p, a, beta, post)  # two parts
+                rapp_span(xin, y, 17_000, n, table, *draw, True, g, k, p, a, beta, post)
+                assert np.max(np.abs(y - want_in) / np.abs(want_in)) < 1e-13
+
+
+def test_tx_span_is_the_waveform_noise_and_wiener_phase():
+    """One pass: cyclic waveform, scaled, + table noise, times exp(j phi) of the table's Wiener walk; and its
+    parts (each from the running phase before it) give the whole."""
+    rng = np.random.default_rng(22)
+    n, w, sigma, first_scale = 50_000, 4096, 2e-4, 3.0
+    table = _gaussian_table()
+    wave = _noise(rng, w)
+    first = 1234
+    draw = noise_draw(rng, n, 1e-3)
+    pstart, imag = 777_777, True
+    base = np.tile(wave, -(-(first + n) // w))[first:first + n] * 0.3 + _table_noise(draw, n)
+    steps = math.sqrt(2) * sigma * table[pstart:pstart + n].imag.astype(np.float64)
+    steps[0] *= first_scale
+    phi = 0.7 + np.cumsum(steps)
+    want = base * np.exp(1j * phi)
+    whole = np.empty(n, dtype=np.complex128)
+    last = tx_span(whole, wave, first, 0, n, 0.3, table, *draw, True, pstart, imag, sigma, first_scale, 0.7, 0.02, 4096)
+    assert np.max(np.abs(whole - want)) < 1e-12 and abs(last - phi[-1]) < 1e-12
+    parts = np.empty(n, dtype=np.complex128)
+    for lo, hi in ((0, 8192), (8192, 40960), (40960, n)):
+        ph = wiener_phase(table, pstart, imag, sigma, first_scale, 0.7, lo) if lo else 0.7
+        end = tx_span(parts, wave, first, lo, hi, 0.3, table, *draw, True, pstart, imag, sigma, first_scale, ph,
+                      0.02, 4096)
+    assert parts.tobytes() == whole.tobytes() and end == last
+    # into complex64 (for the TX filter's FIR, which rounds to it first): numpy's rounding of the whole
+    single = np.empty(n, dtype=np.complex64)
+    tx_span(single, wave, first, 0, n, 0.3, table, *draw, True, pstart, imag, sigma, first_scale, 0.7, 0.02, 4096)
+    assert single.tobytes() == whole.astype(np.complex64).tobytes()
+    # the phasor is exact where the walk strays beyond the series' reach from its anchor, too
+    big = np.empty(n, dtype=np.complex128)
+    tx_span(big, wave, first, 0, n, 0.3, table, *draw, True, pstart, imag, 0.01, first_scale, 0.7, 0.02, 4096)
+    steps = math.sqrt(2) * 0.01 * table[pstart:pstart + n].imag.astype(np.float64)
+    steps[0] *= first_scale
+    assert np.max(np.abs(big - base * np.exp(1j * (0.7 + np.cumsum(steps))))) < 1e-11
+
+
+def test_rx_port_in_parts_is_rx_port():
+    rng = np.random.default_rng(23)
+    n = 30_000
+    draw = noise_draw(rng, n, 1e-3)
+    y = _noise(rng, n) * 3
+    want, clipped = rx_port(y, _gaussian_table(), *draw, 0.7, 12)
+    for yin in (y, y.astype(np.complex64)):
+        out = np.empty(n, dtype=np.complex64)
+        c1 = rx_port_span(yin, 0, 10_000, _gaussian_table(), *draw, 0.7, 12, out)[1]
+        c2 = rx_port_span(yin, 10_000, n, _gaussian_table(), *draw, 0.7, 12, out)[1]
+        ref = rx_port(yin.astype(np.complex128), _gaussian_table(), *draw, 0.7, 12)
+        assert out.tobytes() == ref[0].tobytes() and c1 + c2 == ref[1]
+    assert clipped > 0
+
+
+def test_path_amplifier_takes_the_flat_gain_after_it():
+    """A flat run after a path amplifier rides in its pass: the same as the amplifier, then the gain."""
+    from devices.paths import Amplifier
+    fs, fc = 30.72e6, 2.14e9
+    amp = Amplifier(30.3, output_p1db_dbm=40.0, noise_figure_db=4.0)
+    x = _noise(np.random.default_rng(24), 100_000) * 0.05
+    fused = Path([amp, Attenuator(6.2), Attenuator(0.5)]).apply(x, fc, fs, np.random.default_rng(5))
+    y = amp.apply(x, fc, fs, np.random.default_rng(5))
+    plain = y * 10 ** (-6.7 / 20)
+    assert np.max(np.abs(fused - plain)) <= 1e-15 * np.max(np.abs(plain))
+
+
+def test_workers_run_every_part_and_raise():
+    from devices import workers
+    seen = []
+    assert workers.run(lambda lo, hi: seen.append((lo, hi)) or hi - lo, [(0, 5), (5, 9), (9, 20)]) == [5, 4, 11]
+    assert sorted(seen) == [(0, 5), (5, 9), (9, 20)]
+
+    def boom(lo, hi):
+        if lo:
+            raise ValueError("part failed")
+        return 0
+
+    with pytest.raises(ValueError, match="part failed"):
+        workers.run(boom, [(0, 5), (5, 9)])
+    parts = workers.spans(1 << 20, align=4096)
+    assert len(parts) == min(workers.cores(), 16) and parts[0][0] == 0 and parts[-1][1] == 1 << 20
+    assert all(a[1] == b[0] and b[0] % 4096 == 0 for a, b in zip(parts, parts[1:]))
+    assert workers.spans(1000) == [(0, 1000)]  # a short block: one part
+
+
+def test_benches_read_at_once_from_several_threads():
+    """The emulator and the rig server drive benches from several threads: concurrent reads give what the same
+    reads one after the other give."""
+    import threading
+    n = 200_000
+    got = {}
+
+    def run(seed):
+        bench = _sim_amplifier_bench(seed)
+        got[seed] = [bench.read(n)[0] for _ in range(2)]
+
+    for seed in (1, 2, 3):
+        run(seed)
+    serial = [got.pop(seed) for seed in (1, 2, 3)]
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for seed, want in zip((1, 2, 3), serial):
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(got[seed], want))

@@ -48,7 +48,9 @@ from scipy import fft as sfft
 from devices.radio import Capabilities, CapabilityError, DeviceError, Range, StreamConfig
 from devices import ad9361_filters as af
 from devices.paths import LinearElement, Path, _gaussian_table, complex_noise, linear_phasor, noise_draw, thermal_noise_mw
-from devices.sim.kernels import rx_port, tx_dac, tx_samples, wiener_table, wiener_walk
+from devices import workers
+from devices.sim.kernels import (rx_port_span, tx_dac, tx_samples, tx_span, wiener_phase, wiener_table,
+                                 wiener_walk)
 
 #: lead-in and tail margin (samples) around each block, beyond the path delays
 _MARGIN = 256
@@ -56,6 +58,8 @@ _MARGIN = 256
 _MAX_GAP = 1 << 20
 #: a one-shot burst starts this many samples (at most) into the next read
 _BURST_LEAD_MAX = 1024
+#: the phase-noise phasor is computed directly every this many samples (advanced by products between)
+_PHASOR_ANCHOR = 4096
 
 
 def _finite(name: str, value, allow_none: bool = False) -> None:
@@ -215,6 +219,7 @@ class SimBench:
         self.bypass_dut = False
         self._filtered: dict = {}  # (which, corner, LO) -> the path with that analog filter (its FFT cache kept)
         _gaussian_table()  # built now (about 0.5 s), not inside the first capture's deadline
+        workers.keep_freed_memory()  # a read's blocks reused, not faulted in again page by page
 
     # ----- configuration --------------------------------------------------------
     @property
@@ -319,18 +324,23 @@ class SimBench:
             self._wave = None
             self._tx_start = None
 
-    def _tx_block(self, start: int, n: int, fs_hz: float) -> np.ndarray:
-        """TX port output (sqrt(mW)) for absolute samples [start, start + n)."""
+    def _tx_block(self, start: int, n: int, fs_hz: float, single: bool = False) -> np.ndarray:
+        """TX port output (sqrt(mW)) for absolute samples [start, start + n); complex128, or with ``single``
+        possibly complex64 (rounded: for a consumer whose first step rounds it so, the TX filter's FIR)."""
         wave, w = self._wave, self._wave.size
         tx = self.config.tx
         p_fs_mw = 10 ** ((tx.full_scale_dbm + self._tx_config.gain_db) / 10)
         noise_mw = p_fs_mw * 10 ** (tx.noise_density_dbfs_hz / 10) * fs_hz
+        n0 = tx.phase_noise_rad2_per_s()
+        size = _gaussian_table().size
         if self._cyclic:
             # the waveform repeated from its sample (start - tx_start) mod w, scaled, plus TX noise
             # (compiled: what np.tile, *= and complex_noise gave, in one pass)
             first = (start - self._tx_start) % w
             draw = noise_draw(self.rng, n, noise_mw)
             if draw is not None:
+                if n0 == 0 or n <= size // 2:  # and the phase noise (below) in the same pass, on all cores
+                    return self._tx_span_block(wave, first, start, n, math.sqrt(p_fs_mw), draw, n0, fs_hz, single)
                 x = tx_samples(wave, first, n, math.sqrt(p_fs_mw), _gaussian_table(), *draw)
             else:
                 x = np.tile(wave, -(-(first + n) // w))[first:first + n]
@@ -343,23 +353,44 @@ class SimBench:
                 x[a - start:b - start] = wave[a - self._tx_start:b - self._tx_start]
             x *= math.sqrt(p_fs_mw)
             x += complex_noise(self.rng, n, noise_mw)
-        n0 = tx.phase_noise_rad2_per_s()
         if n0 > 0:
             # Wiener phase: continue from the last generated sample across the gap; steps from the
             # Gaussian table (a random offset and I or Q part), compiled, multiplied into x in place
             sigma = math.sqrt(n0 / fs_hz)
             first_scale = math.sqrt(max(start - self._phase_clock + 1, 1))
-            size = _gaussian_table().size
             if n <= size // 2:
                 offset, imag = int(self.rng.integers(0, size - n)), bool(self.rng.integers(0, 2))
                 self._phase = wiener_table(x, _gaussian_table(), offset, imag, sigma, first_scale,
-                                           self._phase, 0.02, 4096)
+                                           self._phase, 0.02, _PHASOR_ANCHOR)
             else:
                 steps = self.rng.standard_normal(n) * sigma
                 steps[0] *= first_scale
-                z, self._phase = wiener_walk(steps, self._phase, 0.02, 4096)
+                z, self._phase = wiener_walk(steps, self._phase, 0.02, _PHASOR_ANCHOR)
                 x *= z
             self._phase_clock = start + n
+        return x
+
+    def _tx_span_block(self, wave: np.ndarray, first: int, start: int, n: int, scale: float, draw, n0: float,
+                       fs_hz: float, single: bool) -> np.ndarray:
+        """A cyclic block with its TX noise and phase noise (none if ``n0`` is 0): the same draws, sums and
+        samples as tx_samples then wiener_table, its parts on all cores. Each part's Wiener phase starts
+        from the sum of the steps before it (a part starts at a phasor anchor, so it is recomputed there)."""
+        table = _gaussian_table()
+        pn = n0 > 0
+        sigma = math.sqrt(n0 / fs_hz)
+        first_scale = math.sqrt(max(start - self._phase_clock + 1, 1))
+        offset, imag = (int(self.rng.integers(0, table.size - n)), bool(self.rng.integers(0, 2))) if pn else (0, False)
+        x = np.empty(n, dtype=np.complex64 if single else np.complex128)
+        phase0 = self._phase
+
+        def part(lo: int, hi: int) -> float:
+            phase = phase0 if lo == 0 or not pn else wiener_phase(table, offset, imag, sigma, first_scale, phase0, lo)
+            return tx_span(x, wave, first, lo, hi, scale, table, draw[0], draw[1], draw[2], pn, offset, imag,
+                           sigma, first_scale, phase, 0.02, _PHASOR_ANCHOR)
+
+        phase = workers.run(part, workers.spans(n, align=_PHASOR_ANCHOR))[-1]
+        if pn:
+            self._phase, self._phase_clock = phase, start + n
         return x
 
     # ----- RX -------------------------------------------------------------------
@@ -412,7 +443,8 @@ class SimBench:
                     self._tx_start = self._clock + int(self.rng.integers(0, _BURST_LEAD_MAX))
                 df = self._tx_config.freq_hz - fc
                 if abs(df) < fs:
-                    x = self._tx_block(start, total, fs)
+                    # unshifted, it goes straight into the TX filter's FIR, which rounds it to complex64 first
+                    x = self._tx_block(start, total, fs, single=not df)
                     if df:
                         x = _shift(x, df, fs, start)
             tx_path = self.tx_path
@@ -420,7 +452,8 @@ class SimBench:
                 x = np.zeros(total, dtype=np.complex128)
             else:
                 tx_path = self._with_filter("tx", tx_corner, self._tx_config.freq_hz)
-            y = tx_path.apply(x, fc, fs, self.rng)
+            # complex64 where exact (a path FIR's output) into what widens it exactly: a pass saved
+            y = tx_path.apply(x, fc, fs, self.rng, single=bypass or bool(getattr(self.dut, "takes_complex64", False)))
             y_ref = None
             if reference_gain_db is not None:
                 # RX1 has the same analog filter; nothing reaches it without a reference path but its own noise
@@ -429,8 +462,7 @@ class SimBench:
                          if self.reference_path is not None else np.zeros(total, dtype=np.complex128))
             if not bypass:
                 y = self.dut.process(y, fc, fs, self.rng)
-            y = self._with_filter("rx", rx_corner, fc).apply(y, fc, fs, self.rng)
-            y = np.asarray(y, dtype=np.complex128)[lead:lead + n]
+            y = self._with_filter("rx", rx_corner, fc).apply(y, fc, fs, self.rng, single=True)[lead:lead + n]
             if y.size != n:
                 raise DeviceError(f"sim: DUT {type(self.dut).__name__} changed the block length")
             out = [self._rx_port(y, rx.gain_db, fs)]
@@ -463,10 +495,15 @@ class SimBench:
         """RX port: thermal noise, scaling to full scale, ADC quantisation with clipping."""
         rxm = self.config.rx
         draw = noise_draw(self.rng, y.size, thermal_noise_mw(rxm.noise_figure_db, fs_hz))
-        if draw is not None:  # compiled: the numpy steps below in one pass
-            out, clipped = rx_port(np.ascontiguousarray(y), _gaussian_table(), *draw,
-                                   10 ** (-(rxm.full_scale_dbm - gain_db) / 20), rxm.bits)
-            return out, int(clipped)
+        if draw is not None:  # compiled: the numpy steps below in one pass, its parts on all cores
+            y = np.ascontiguousarray(y)
+            if y.dtype != np.complex64:
+                y = np.asarray(y, dtype=np.complex128)
+            out = np.empty(y.size, dtype=np.complex64)
+            g = 10 ** (-(rxm.full_scale_dbm - gain_db) / 20)
+            clipped = workers.run(lambda lo, hi: rx_port_span(y, lo, hi, _gaussian_table(), *draw, g, rxm.bits,
+                                                              out)[1], workers.spans(y.size))
+            return out, int(sum(clipped))
         y = y + complex_noise(self.rng, y.size, thermal_noise_mw(rxm.noise_figure_db, fs_hz))
         y *= 10 ** (-(rxm.full_scale_dbm - gain_db) / 20)
         i, ci = _quantise(y.real, rxm.bits)

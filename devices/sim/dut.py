@@ -12,7 +12,10 @@ A DUT model is one dataclass of its parameters, registered with
 * optionally ``delay_s``: its group delay, so the bench feeds enough lead-in
   samples for frequency-domain processing;
 * optionally ``settle_s``: the length of its memory (filters, loops), when it
-  exceeds ``delay_s``: the bench's lead-in covers it.
+  exceeds ``delay_s``: the bench's lead-in covers it;
+* optionally ``takes_complex64 = True``: ``process`` widens complex64 input
+  exactly itself (the bench then hands over a path FIR's single-precision
+  output as it is; otherwise it gets complex128).
 """
 
 from __future__ import annotations
@@ -22,8 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from devices.paths import Attenuator, complex_noise, rapp_gain, thermal_noise_mw
-from devices.sim.kernels import rapp_chain
+from devices.paths import Attenuator, rapp_block, rapp_gain, thermal_noise_mw
 
 DUT_MODELS: dict[str, type] = {}
 
@@ -114,12 +116,13 @@ class RappAmplifier:
         u2 = self._u(r) ** 2
         return math.radians(self.am_pm_alpha_deg) * u2 / (1 + self.am_pm_beta * u2)
 
+    #: process() takes complex64 input as it is (widened exactly in the compiled pass)
+    takes_complex64 = True
+
     def process(self, x: np.ndarray, fc_hz: float, fs_hz: float, rng: np.random.Generator) -> np.ndarray:
-        x = np.asarray(x, dtype=np.complex128)
-        if self.noise_figure_db is not None:
-            x = x + complex_noise(rng, x.size, thermal_noise_mw(self.noise_figure_db, fs_hz))
-        # compiled: G rapp(u) exp(j phi(u)) per sample, as am_am() and am_pm_rad()
-        return rapp_chain(np.ascontiguousarray(x), self._g, self._g / self._a_sat, float(self.smoothness),
+        noise_mw = None if self.noise_figure_db is None else thermal_noise_mw(self.noise_figure_db, fs_hz)
+        # compiled, noise added in the same pass: G rapp(u) exp(j phi(u)) per sample, as am_am() and am_pm_rad()
+        return rapp_block(x, rng, noise_mw, self._g, self._g / self._a_sat, float(self.smoothness),
                           math.radians(self.am_pm_alpha_deg), float(self.am_pm_beta))
 
     # ----- truth --------------------------------------------------------------

@@ -8,13 +8,20 @@ The entry points have explicit signatures, so they are compiled (or loaded
 from numba's cache) when this module is imported, never inside a capture
 and its deadline.
 
-* :func:`rapp_chain`: a memoryless Rapp AM/AM + AM/PM stage on a block.
+* :func:`rapp_span`: a memoryless Rapp AM/AM + AM/PM stage (with the input
+  noise before it and a flat gain after it) on a part of a block;
+  :func:`rapp_chain` on a whole block.
+* :func:`tx_span`, :func:`wiener_span`, :func:`rx_port_span`: the bench's TX
+  samples with their phase noise, and its RX port, on a part of a block.
 * :func:`repeater_loop`: the repeater's feedback loop and ALC. The fed-back
   signal is the channel FIR on the delayed output, computed as a uniformly
   partitioned overlap-save convolution (chunks of ``L`` <= the loop latency
   outputs, FFT size ``N``, one FFT of the newest output window per chunk,
   the filter's partitions multiplied against the spectra of the previous
   windows): the same sums as the direct convolution, rounded differently.
+
+The ``*_span`` kernels work on samples [lo, hi) of a block so that
+:mod:`devices.workers` can run a long block's parts on all cores.
 """
 
 from __future__ import annotations
@@ -75,16 +82,6 @@ def _stage(x: complex, g: float, k_u: float, p: float, alpha: float, beta: float
         c, si = _cis(alpha * u2 / (1.0 + beta * u2))
         return x * complex(gain * c, gain * si)
     return x * gain
-
-
-@njit("complex128[::1](complex128[::1], float64, float64, float64, float64, float64)", cache=True, nogil=True,
-      fastmath=True)
-def rapp_chain(x, g, k_u, p, alpha, beta):
-    """Rapp stage on every sample of ``x`` (complex128): gain ``g``, drive ``k_u``|x|, AM/PM ``alpha``, ``beta``."""
-    y = np.empty_like(x)
-    for i in range(x.size):
-        y[i] = _stage(x[i], g, k_u, p, alpha, beta)
-    return y
 
 
 #: the repeater loop's carrier is exact every 2^CARRIER_STEP_BITS samples (see :func:`repeater_loop`)
@@ -429,51 +426,6 @@ def _qcode(v: float, scale: float) -> tuple[float, bool]:
     return q / scale, clipped
 
 
-@njit("Tuple((complex64[::1], int64))(complex128[::1], complex64[::1], int64, complex128, boolean, float64, int64)",
-      cache=True, nogil=True)
-def rx_port(y, table, start, rot, conj, g, bits):
-    """RX port on ``y``: + table noise, times ``g``, ``bits``-bit ADC; (samples, clipped count)."""
-    n = y.size
-    scale = float(1 << (bits - 1))
-    out = np.empty(n, dtype=np.complex64)
-    cr, ci = rot.real, rot.imag
-    clipped = 0
-    for i in range(n):
-        nr, ni = _table_noise(table[start + i], cr, ci, conj)
-        a = y[i].real + nr
-        b = y[i].imag + ni
-        # y *= g is a complex product with g + 0j
-        ar = a * g - b * 0.0
-        bi = a * 0.0 + b * g
-        qi, c1 = _qcode(ar, scale)
-        qq, c2 = _qcode(bi, scale)
-        out[i] = complex(np.float32(qi), np.float32(qq))
-        if c1 or c2:
-            clipped += 1
-    return out, clipped
-
-
-@njit("complex128[::1](complex128[::1], int64, int64, float64, complex64[::1], int64, complex128, boolean)",
-      cache=True, nogil=True)
-def tx_samples(wave, first, n, s, table, start, rot, conj):
-    """``n`` samples of cyclic ``wave`` from its sample ``first``, times ``s``, + table noise."""
-    w = wave.size
-    x = np.empty(n, dtype=np.complex128)
-    cr, ci = rot.real, rot.imag
-    j = first
-    for i in range(n):
-        v = wave[j]
-        j += 1
-        if j == w:
-            j = 0
-        # x *= s is a complex product with s + 0j
-        xr = v.real * s - v.imag * 0.0
-        xi = v.real * 0.0 + v.imag * s
-        nr, ni = _table_noise(table[start + i], cr, ci, conj)
-        x[i] = complex(xr + nr, xi + ni)
-    return x
-
-
 @njit("Tuple((complex128[::1], float64))(float64[::1], float64, float64, int64)", cache=True, nogil=True)
 def wiener_walk(steps, phase, small, anchor):
     """(exp(j phi), phi[-1]) for phi = phase + cumsum(steps): numpy's cumsum, then :func:`wiener_phasor`."""
@@ -502,8 +454,245 @@ def tx_dac(x, gi, gq, c, s, lo_r, lo_i, bits):
     return out
 
 
+# ----- spans of a block (both cores) -----------------------------------------------
+# The per-sample stages on samples [lo, hi) of a block, so devices.workers can run a long block's
+# parts on both cores (nogil). For LLVM to vectorise the loops they run over slices from index 0
+# (no negative-index wraparound) with error_model="numpy" (no ZeroDivisionError check) and
+# without branches on the samples; the arithmetic per sample is the one above.
+
+@njit(cache=True, inline="always")
+def _rapp_fast(xr: float, xi: float, kk: float, g: float, p: float, alpha: float, beta: float):
+    """:func:`_stage` for p = 1 or 2 without branches: (y.real, y.imag, 1 if the sample needs
+    :func:`_stage`'s other branches (a drive beyond the closed forms' range, AM/PM beyond 0.25 rad))."""
+    u2 = kk * (xr * xr + xi * xi)
+    if p == 2.0:
+        gain = g / math.sqrt(math.sqrt(1.0 + u2 * u2))
+        bad = u2 >= 1e100
+    else:
+        gain = g / math.sqrt(1.0 + u2)
+        bad = u2 >= 1e200
+    if alpha != 0.0:
+        phi = alpha * u2 / (1.0 + beta * u2)
+        bad = bad | (abs(phi) > 0.25)
+        p2 = phi * phi
+        c = 1.0 - p2 * (0.5 - p2 * (1.0 / 24.0 - p2 * (1.0 / 720.0 - p2 * (1.0 / 40320.0 - p2 * (1.0 / 3628800.0)))))
+        si = phi * (1.0 - p2 * (1.0 / 6.0 - p2 * (1.0 / 120.0 - p2 * (1.0 / 5040.0 - p2 * (1.0 / 362880.0
+                                                                                           - p2 * (1.0 / 39916800.0))))))
+        gr, gi = gain * c, gain * si
+        return xr * gr - xi * gi, xr * gi + xi * gr, np.int64(bad)
+    return xr * gain, xi * gain, np.int64(bad)
+
+
+@njit(cache=True, inline="always")
+def _rapp_loop(x, y, t, cr, ci, sg, noisy, g, kk, p, alpha, beta, post):
+    """The branch-free pass of :func:`rapp_span` on slices; returns how many samples need the exact one."""
+    bad = 0
+    for i in range(x.size):
+        xr, xi = np.float64(x[i].real), np.float64(x[i].imag)
+        if noisy:
+            tr, ti = np.float64(t[i].real), np.float64(t[i].imag)
+            xr, xi = xr + (tr * cr - ti * ci), xi + sg * (tr * ci + ti * cr)
+        yr, yi, b = _rapp_fast(xr, xi, kk, g, p, alpha, beta)
+        bad += b
+        y[i] = complex(yr * post, yi * post)
+    return bad
+
+
+@njit(["void(complex128[::1], complex128[::1], int64, int64, complex64[::1], int64, complex128, boolean, boolean, "
+       "float64, float64, float64, float64, float64, float64)",
+       "void(complex64[::1], complex128[::1], int64, int64, complex64[::1], int64, complex128, boolean, boolean, "
+       "float64, float64, float64, float64, float64, float64)"],
+      cache=True, nogil=True, fastmath=True, error_model="numpy")
+def rapp_span(x, y, lo, hi, table, tstart, rot, conj, noisy, g, k_u, p, alpha, beta, post):
+    """y[i] = post * Rapp(x[i] + noise[i]) for lo <= i < hi (complex64 input widens exactly).
+
+    noise[i] = table[tstart + i] * rot (conjugated if ``conj``) when ``noisy``: in one pass what
+    ``x + complex_noise(...)``, :func:`rapp_chain` and a flat gain ``post`` after it give.
+    """
+    kk = k_u * k_u
+    cr, ci = rot.real, rot.imag
+    sg = -1.0 if conj else 1.0
+    xs, ys = x[lo:hi], y[lo:hi]
+    ts = table[tstart + lo:tstart + hi] if noisy else table[:0]
+    if p == 1.0 or p == 2.0:
+        if noisy:
+            bad = _rapp_loop(xs, ys, ts, cr, ci, sg, True, g, kk, p, alpha, beta, post)
+        else:
+            bad = _rapp_loop(xs, ys, ts, cr, ci, sg, False, g, kk, p, alpha, beta, post)
+        if bad == 0:
+            return
+    for i in range(xs.size):  # general p, or the few samples beyond the branch-free pass: as _stage
+        xr, xi = np.float64(xs[i].real), np.float64(xs[i].imag)
+        if noisy:
+            tr, ti = np.float64(ts[i].real), np.float64(ts[i].imag)
+            xr, xi = xr + (tr * cr - ti * ci), xi + sg * (tr * ci + ti * cr)
+        if (p == 1.0 or p == 2.0) and _rapp_fast(xr, xi, kk, g, p, alpha, beta)[2] == 0:
+            continue
+        v = _stage(complex(xr, xi), g, k_u, p, alpha, beta)
+        ys[i] = complex(v.real * post, v.imag * post)
+
+
+@njit(["Tuple((complex64[::1], int64))(complex128[::1], int64, int64, complex64[::1], int64, complex128, boolean, "
+       "float64, int64, complex64[::1])",
+       "Tuple((complex64[::1], int64))(complex64[::1], int64, int64, complex64[::1], int64, complex128, boolean, "
+       "float64, int64, complex64[::1])"],
+      cache=True, nogil=True, error_model="numpy")
+def rx_port_span(y, lo, hi, table, start, rot, conj, g, bits, out):
+    """:func:`rx_port` on y[lo:hi] (noise table[start + i]), into out[lo:hi]; (out, clipped count in the span)."""
+    scale = float(1 << (bits - 1))
+    cr, ci = rot.real, rot.imag
+    sg = -1.0 if conj else 1.0
+    ys, ts, os_ = y[lo:hi], table[start + lo:start + hi], out[lo:hi]
+    clipped = 0
+    for i in range(ys.size):
+        tr, ti = np.float64(ts[i].real), np.float64(ts[i].imag)
+        a = np.float64(ys[i].real) + (tr * cr - ti * ci)
+        b = np.float64(ys[i].imag) + sg * (tr * ci + ti * cr)
+        ar = a * g - b * 0.0  # y *= g is a complex product with g + 0j
+        bi = a * 0.0 + b * g
+        qi, c1 = _qcode(ar, scale)
+        qq, c2 = _qcode(bi, scale)
+        os_[i] = complex(np.float32(qi), np.float32(qq))
+        clipped += c1 | c2
+    return out, clipped
+
+
+@njit(cache=True, inline="always")
+def _wiener_step(t, k, imag, k2, first_scale):
+    s = k2 * (np.float64(t.imag) if imag else np.float64(t.real))
+    return s * first_scale if k == 0 else s
+
+
+@njit("float64(complex64[::1], int64, boolean, float64, float64, float64, int64)", cache=True, nogil=True)
+def wiener_phase(table, start, imag, sigma, first_scale, phase, n):
+    """The Wiener phase of :func:`wiener_span` after its first ``n`` steps (the same sums, in the same order)."""
+    phi = phase
+    k2 = math.sqrt(2.0) * sigma
+    for k in range(n):
+        phi += _wiener_step(table[start + k], k, imag, k2, first_scale)
+    return phi
+
+
+@njit(cache=True, inline="always")
+def _wiener_phasors(table, pstart, imag, k2, first_scale, k0, m, phi, small, pb, zr, zi):
+    """exp(j phi) for the ``m`` samples from block sample ``k0`` into zr[:m], zi[:m], phi the phase before
+    ``k0``; returns the phase after them. The phasor at ``k0`` is computed directly (the anchor); the
+    others are it times exp(j d), d their phase less the anchor's, from a Taylor series exact to rounding
+    for |d| <= ``small`` <= 0.02 rad (computed directly beyond): no product chain from sample to sample,
+    so the loop vectorises."""
+    for i in range(m):  # the phases: one sum after the other, as wiener_phase
+        phi += _wiener_step(table[pstart + k0 + i], k0 + i, imag, k2, first_scale)
+        pb[i] = phi
+    pa = pb[0]
+    ar, ai = math.cos(pa), math.sin(pa)
+    far = 0
+    for i in range(m):
+        d = pb[i] - pa
+        far += abs(d) > small
+        d2 = d * d
+        c = 1.0 - d2 * (0.5 - d2 * (1.0 / 24.0 - d2 * (1.0 / 720.0)))
+        si = d * (1.0 - d2 * (1.0 / 6.0 - d2 * (1.0 / 120.0 - d2 * (1.0 / 5040.0))))
+        zr[i] = ar * c - ai * si
+        zi[i] = ar * si + ai * c
+    if far:
+        for i in range(m):
+            if abs(pb[i] - pa) > small:
+                zr[i], zi[i] = math.cos(pb[i]), math.sin(pb[i])
+    return phi
+
+
+@njit("float64(complex128[::1], int64, int64, complex64[::1], int64, boolean, float64, float64, float64, float64, "
+      "int64)", cache=True, nogil=True, error_model="numpy")
+def wiener_span(x, lo, hi, table, start, imag, sigma, first_scale, phase, small, anchor):
+    """:func:`wiener_table` on x[lo:hi], ``phase`` the phase before sample ``lo`` (:func:`wiener_phase` of
+    ``lo`` steps); returns the phase at sample hi - 1. The phasor is anchored at ``lo`` and at every
+    multiple of ``anchor`` (:func:`_wiener_phasors`)."""
+    pb, zr, zi = np.empty(anchor), np.empty(anchor), np.empty(anchor)
+    phi = phase
+    k2 = math.sqrt(2.0) * sigma
+    k0 = lo
+    while k0 < hi:
+        m = min(hi, (k0 // anchor + 1) * anchor) - k0
+        phi = _wiener_phasors(table, start, imag, k2, first_scale, k0, m, phi, small, pb, zr, zi)
+        xs = x[k0:k0 + m]
+        for i in range(m):
+            v = xs[i]
+            xs[i] = complex(v.real * zr[i] - v.imag * zi[i], v.real * zi[i] + v.imag * zr[i])
+        k0 += m
+    return phi
+
+
+@njit(["float64(complex128[::1], complex128[::1], int64, int64, int64, float64, complex64[::1], int64, complex128, "
+       "boolean, boolean, int64, boolean, float64, float64, float64, float64, int64)",
+       "float64(complex64[::1], complex128[::1], int64, int64, int64, float64, complex64[::1], int64, complex128, "
+       "boolean, boolean, int64, boolean, float64, float64, float64, float64, int64)"], cache=True, nogil=True,
+      error_model="numpy")
+def tx_span(x, wave, first, lo, hi, s, table, start, rot, conj, pn, pstart, pimag, sigma, first_scale, phase,
+            small, anchor):
+    """x[lo:hi] of :func:`tx_samples` (block sample k is wave sample (first + k) mod size, noise
+    table[start + k]), then with ``pn`` times the phase noise of :func:`wiener_span` (steps from
+    table[pstart + k], ``phase`` before sample ``lo``), in one pass; returns the phase at sample hi - 1.
+    A complex64 ``x`` gets the samples rounded as numpy's cast rounds them (for a consumer that rounds so first)."""
+    w = wave.size
+    cr, ci = rot.real, rot.imag
+    sg = -1.0 if conj else 1.0
+    pb, zr, zi = np.empty(anchor), np.empty(anchor), np.empty(anchor)
+    phi = phase
+    k2 = math.sqrt(2.0) * sigma
+    k0 = lo
+    while k0 < hi:
+        m = min(hi, (k0 // anchor + 1) * anchor) - k0
+        if pn:
+            phi = _wiener_phasors(table, pstart, pimag, k2, first_scale, k0, m, phi, small, pb, zr, zi)
+        i, j = 0, (first + k0) % w
+        while i < m:  # the stretches of the waveform between its wraps
+            seg = min(m - i, w - j)
+            ws, xs, ts = wave[j:j + seg], x[k0 + i:k0 + i + seg], table[start + k0 + i:start + k0 + i + seg]
+            zrs, zis = zr[i:i + seg], zi[i:i + seg]
+            for q in range(seg):
+                v = ws[q]
+                # x *= s is a complex product with s + 0j
+                xr = v.real * s - v.imag * 0.0
+                xi = v.real * 0.0 + v.imag * s
+                tr, ti = np.float64(ts[q].real), np.float64(ts[q].imag)
+                xr, xi = xr + (tr * cr - ti * ci), xi + sg * (tr * ci + ti * cr)
+                if pn:
+                    xr, xi = xr * zrs[q] - xi * zis[q], xr * zis[q] + xi * zrs[q]
+                xs[q] = complex(xr, xi)
+            i += seg
+            j = 0
+        k0 += m
+    return phi
+
+
+# ----- whole blocks (one part) ------------------------------------------------------
+
+@njit("complex128[::1](complex128[::1], float64, float64, float64, float64, float64)", cache=True, nogil=True)
+def rapp_chain(x, g, k_u, p, alpha, beta):
+    """Rapp stage on every sample of ``x`` (complex128): gain ``g``, drive ``k_u``|x|, AM/PM ``alpha``, ``beta``."""
+    y = np.empty_like(x)
+    rapp_span(x, y, 0, x.size, np.zeros(0, dtype=np.complex64), 0, 0j, False, False, g, k_u, p, alpha, beta, 1.0)
+    return y
+
+
+@njit("Tuple((complex64[::1], int64))(complex128[::1], complex64[::1], int64, complex128, boolean, float64, int64)",
+      cache=True, nogil=True)
+def rx_port(y, table, start, rot, conj, g, bits):
+    """RX port on ``y``: + table noise, times ``g``, ``bits``-bit ADC; (samples, clipped count)."""
+    return rx_port_span(y, 0, y.size, table, start, rot, conj, g, bits, np.empty(y.size, dtype=np.complex64))
+
+
+@njit("complex128[::1](complex128[::1], int64, int64, float64, complex64[::1], int64, complex128, boolean)",
+      cache=True, nogil=True)
+def tx_samples(wave, first, n, s, table, start, rot, conj):
+    """``n`` samples of cyclic ``wave`` from its sample ``first``, times ``s``, + table noise."""
+    x = np.empty(n, dtype=np.complex128)
+    tx_span(x, wave, first, 0, n, s, table, start, rot, conj, False, 0, False, 0.0, 1.0, 0.0, 0.0, 4096)
+    return x
+
+
 @njit("float64(complex128[::1], complex64[::1], int64, boolean, float64, float64, float64, float64, int64)",
-      cache=True, nogil=True, fastmath=True)
+      cache=True, nogil=True)
 def wiener_table(x, table, start, imag, sigma, first_scale, phase, small, anchor):
     """Multiply ``x`` in place by exp(j phi), phi a Wiener phase from ``phase``; returns phi at the last sample.
 
@@ -511,27 +700,9 @@ def wiener_table(x, table, start, imag, sigma, first_scale, phase, small, anchor
     ``first_scale`` times that, spanning a gap): sqrt(2) times the real (or
     imaginary) parts of the unit-power table from ``start`` -- no fresh
     Gaussian draws. The phasor is advanced as in :func:`wiener_phasor`.
+    (:func:`wiener_span` does it on a part of ``x``.)
     """
-    n = x.size
-    zr, zi = 0.0, 0.0
-    phi = phase
-    k2 = math.sqrt(2.0) * sigma
-    for k in range(n):
-        t = table[start + k]
-        s = k2 * (np.float64(t.imag) if imag else np.float64(t.real))
-        if k == 0:
-            s *= first_scale
-        phi += s
-        if k % anchor == 0 or abs(s) > small:
-            zr, zi = math.cos(phi), math.sin(phi)
-        else:
-            s2 = s * s
-            c = 1.0 - s2 * (0.5 - s2 * (1.0 / 24.0 - s2 * (1.0 / 720.0)))
-            si = s * (1.0 - s2 * (1.0 / 6.0 - s2 * (1.0 / 120.0 - s2 * (1.0 / 5040.0))))
-            zr, zi = zr * c - zi * si, zr * si + zi * c
-        v = x[k]
-        x[k] = complex(v.real * zr - v.imag * zi, v.real * zi + v.imag * zr)
-    return phi
+    return wiener_span(x, 0, x.size, table, start, imag, sigma, first_scale, phase, small, anchor)
 
 
 @njit("void(complex128[::1], complex64[::1], int64, complex128, boolean)", cache=True, nogil=True)
@@ -542,3 +713,24 @@ def add_table_noise(x, table, start, rot, conj):
         nr, ni = _table_noise(table[start + i], rot.real, rot.imag, conj)
         v = x[i]
         x[i] = complex(v.real + nr, v.imag + ni)
+
+
+@njit(["void(complex128[::1], int64, int64, int64, int64, complex64[:, ::1])",
+       "void(complex64[::1], int64, int64, int64, int64, complex64[:, ::1])"], cache=True, nogil=True)
+def fir_load(x, offset, cnt, a, step, frames):
+    """Overlap-save frames of u (zeros, x[:cnt] from u[offset], zeros) from u[a] on, ``step`` apart, rounded
+    to complex64 as numpy's cast rounds: frame r is u[a + r step:a + r step + frames.shape[1]]."""
+    nfft = frames.shape[1]
+    for r in range(frames.shape[0]):
+        u0 = a + r * step
+        lo = min(max(offset - u0, 0), nfft)  # frame positions [lo, hi) hold x
+        hi = max(min(offset + cnt - u0, nfft), lo)
+        fr = frames[r]
+        for i in range(lo):
+            fr[i] = 0
+        xs = x[u0 + lo - offset:u0 + hi - offset]
+        fs = fr[lo:hi]
+        for i in range(xs.size):
+            fs[i] = xs[i]
+        for i in range(hi, nfft):
+            fr[i] = 0
