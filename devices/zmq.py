@@ -457,6 +457,15 @@ class RemoteStream:
 
     def read(self, timeout_s: float = 5.0):
         """The next chunk ``(samples, lost_before)``, or None once the stream ended; DeviceTimeout if silent."""
+        got = self.read_raw(timeout_s)
+        if got is None:
+            return None
+        h, body, lost = got
+        return wire.frame_samples(h, body), lost
+
+    def read_raw(self, timeout_s: float = 5.0):
+        """The next frame as it came, ``(header, body, lost_before)`` (body: the sample bytes, a view of the
+        message; sc16 is int16 I/Q times ``header.scale``), or None once the stream ended."""
         if self.ended is not None:
             return None
         r = self.radio
@@ -468,7 +477,7 @@ class RemoteStream:
                                     f"(server down, frozen or network cut)")
             parts = r._data.recv_multipart(copy=False)
             try:
-                h, samples, meta = wire.decode_frame(parts)
+                h, body, meta = wire.decode_header(parts)
             except wire.WireError as e:
                 raise DeviceError(f"{r.uri}: stream {self.sid}: unreadable frame: {e}") from None
             if h.stream != self.sid:
@@ -487,7 +496,7 @@ class RemoteStream:
                 self.ended = str((meta or {}).get("error", "stopped"))
                 if h.n_samples == 0:
                     return None
-            return samples, lost
+            return h, body, lost
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the stream and read what the server still holds up to its END frame (which carries the loss
