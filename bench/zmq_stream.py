@@ -1,20 +1,25 @@
 """Loopback streaming through the remote-rig stream (zmq://) against raw pyzmq PUSH/PULL of the same bytes.
 
-Prints, in one process and run:
+Prints, in one process and run (the load average first: the machine may be shared):
 
-* raw PUSH/PULL of 64k-sample messages (cf32: 512 KiB; sc16: 256 KiB) — the baseline;
-* the harness's bounded captures (credit flow control, frame headers, conversion) in cf32 and sc16 —
-  MS/s and the ratio to the raw baseline of the same bytes;
-* a continuous stream paced at 61.44 MS/s (a full-rate board) for ``--seconds`` in cf32 and sc16 —
+* raw PUSH/PULL of 64k-sample messages (cf32: 512 KiB; sc16: 256 KiB) from another process, two ways:
+  "raw bytes" only receives each message (zero-copy; the transport's ceiling), "raw captures" also does the
+  least a receiver must to hand out captures of usable samples, as the harness's bounded captures do: it
+  copies (cf32) or converts (sc16 -> complex64, the same compiled pass the harness uses) each message into
+  a fresh 4M-sample array. The target ratio is against raw captures; both are printed;
+* the harness's bounded captures of 4M samples (request, credit flow control, frame headers, conversion,
+  RX guard) in cf32 and sc16: MS/s, the ratios, lost samples, and the cores used by each side;
+* a continuous stream paced at 61.44 MS/s (a full-rate board) for ``--seconds`` in cf32 and sc16:
   samples received and lost (target: zero loss);
-* the same stream with the client deliberately slowed — the loss, counted by client and server;
-* ``harness capture --duration``'s path: the paced stream written to a SigMF recording (cf32 on disk,
-  SHA-512 while writing) — MS/s written and samples lost.
+* the same stream with the client deliberately slowed: the loss, counted by client and server;
+* ``harness capture --duration``'s path: the paced stream written to a SigMF recording (SHA-512 while
+  writing) as cf32_le, and as ci16_le straight from sc16 frames, with the disk's own fsynced write speed and
+  SHA-512's speed on one core for reference: MS/s written and samples lost.
 
 The source is a synthetic radio returning prepared samples (what is measured is the link, not the
 simulator); a paced source sleeps as a board would until its samples exist.
 
-    PYTHONPATH=. python bench/zmq_stream.py [--seconds 10]
+    PYTHONPATH=. python bench/zmq_stream.py [--seconds 10] [--repeat 3] [--only bounded|stream|disk]
 """
 
 from __future__ import annotations
