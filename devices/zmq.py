@@ -38,8 +38,9 @@ from devices.radio import (Capabilities, CapabilityError, Capture, CaptureMeta, 
 
 #: bytes of frames the client keeps granted ahead of what it has read (at least 32 frames), granted back half a
 #: window at a time; a bounded capture that fits is granted whole at once, so the server queues all its frames
-#: and never waits for a credit (on a busy machine its I/O thread can wait tens of ms for a core)
-CREDIT_WINDOW_BYTES = 64 * 1024 * 1024
+#: and never waits for a credit (on a busy machine its I/O thread can wait tens of ms for a core). 64 MiB cost the
+#: client more CPU per sample in cf32 (more received messages alive at once) than it saved
+CREDIT_WINDOW_BYTES = 16 * 1024 * 1024
 MIN_CREDIT_FRAMES = 32
 
 
