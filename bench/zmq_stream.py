@@ -1,26 +1,32 @@
 """Loopback streaming through the remote-rig stream (zmq://) against raw pyzmq PUSH/PULL of the same bytes.
 
-Prints, in one process and run:
+Prints, in one process and run (the load average first: the machine may be shared):
 
-* raw PUSH/PULL of 64k-sample messages (cf32: 512 KiB; sc16: 256 KiB) — the baseline;
-* the harness's bounded captures (credit flow control, frame headers, conversion) in cf32 and sc16 —
-  MS/s and the ratio to the raw baseline of the same bytes;
-* a continuous stream paced at 61.44 MS/s (a full-rate board) for ``--seconds`` in cf32 and sc16 —
+* raw PUSH/PULL of 64k-sample messages (cf32: 512 KiB; sc16: 256 KiB) from another process, two ways:
+  "raw bytes" only receives each message (zero-copy; the transport's ceiling), "raw captures" also does the
+  least a receiver must to hand out captures of usable samples, as the harness's bounded captures do: it
+  copies (cf32) or converts (sc16 -> complex64, the same compiled pass the harness uses) each message into
+  a fresh 4M-sample array. The target ratio is against raw captures; both are printed;
+* the harness's bounded captures of 4M samples (request, credit flow control, frame headers, conversion,
+  RX guard) in cf32 and sc16: MS/s, the ratios, lost samples, and the cores used by each side;
+* a continuous stream paced at 61.44 MS/s (a full-rate board) for ``--seconds`` in cf32 and sc16:
   samples received and lost (target: zero loss);
-* the same stream with the client deliberately slowed — the loss, counted by client and server;
-* ``harness capture --duration``'s path: the paced stream written to a SigMF recording (cf32 on disk,
-  SHA-512 while writing) — MS/s written and samples lost.
+* the same stream with the client deliberately slowed: the loss, counted by client and server;
+* ``harness capture --duration``'s path: the paced stream written to a SigMF recording (SHA-512 while
+  writing) as cf32_le, and as ci16_le straight from sc16 frames, with the disk's own fsynced write speed and
+  SHA-512's speed on one core for reference: MS/s written and samples lost.
 
 The source is a synthetic radio returning prepared samples (what is measured is the link, not the
 simulator); a paced source sleeps as a board would until its samples exist.
 
-    PYTHONPATH=. python bench/zmq_stream.py [--seconds 10]
+    PYTHONPATH=. python bench/zmq_stream.py [--seconds 10] [--repeat 3] [--only bounded|stream|disk]
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import time
 
 import numpy as np
@@ -28,12 +34,14 @@ import zmq
 
 from devices import open_radio
 from devices.radio import Capabilities, Capture, CaptureMeta, Radio, Range, StreamConfig
-from devices import zmq_wire as wire
+from devices import iq_kernels, zmq_wire as wire
 from harness.remote.server import RigServer, Security
 from harness.rig import Rig, load_rig
 from pathlib import Path
 
 FRAME = wire.FRAME_SAMPLES
+#: samples per bounded capture
+CAPTURE = 1 << 22
 RATE = 61.44e6
 
 
@@ -87,32 +95,65 @@ def _pusher(port: int, nbytes: int) -> None:
     push = ctx.socket(zmq.PUSH)
     push.sndhwm = 16
     push.connect(f"tcp://127.0.0.1:{port}")
-    payload = np.random.default_rng(2).integers(0, 255, nbytes, dtype=np.uint8)
+    payload = np.random.default_rng(2).integers(-20000, 20000, nbytes // 2, dtype=np.int16).view(np.uint8)
     while True:
         push.send(payload, copy=False)
 
 
-def raw_push_pull(nbytes: int, seconds: float) -> float:
-    """Raw PUSH/PULL messages of ``nbytes`` from another process over loopback TCP for ``seconds``: bytes/s."""
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of process ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Cpu:
+    """Cores used by this process and a peer process over a measurement."""
+
+    def __init__(self, peer_pid: int):
+        self.peer = peer_pid
+        self.t0, self.me0, self.peer0 = time.perf_counter(), time.process_time(), _cpu_s(peer_pid)
+
+    def done(self) -> tuple[float, float]:
+        dt = time.perf_counter() - self.t0
+        return (time.process_time() - self.me0) / dt, (_cpu_s(self.peer) - self.peer0) / dt
+
+
+def raw_push_pull(fmt: str, seconds: float, assemble: bool) -> dict:
+    """Raw PUSH/PULL of ``FRAME``-sample messages (cf32 or sc16 bytes) from another process over loopback TCP
+    for ``seconds``. ``assemble``: the least a receiver must do to get captures of usable samples, as the
+    harness's bounded captures give them: each message (received zero-copy) copied (cf32) or converted
+    (sc16 -> complex64, the same compiled pass the harness uses) into a fresh ``CAPTURE``-sample array; else
+    the bytes are only received. MS/s and the cores used by receiver and sender."""
+    bps = 8 if fmt == "cf32" else 4
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     port = pull.bind_to_random_port("tcp://127.0.0.1")
-    proc = mp.Process(target=_pusher, args=(port, nbytes), daemon=True)
+    proc = mp.Process(target=_pusher, args=(port, FRAME * bps), daemon=True)
     proc.start()
     pull.recv()
-    got, t0 = 0, time.perf_counter()
+    got, out, at = 0, None, CAPTURE
+    cpu = Cpu(proc.pid)
+    t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         if pull.poll(1000):
             m = pull.recv(copy=False)
-            # the harness client turns bytes into samples; give the baseline the same view at no cost
-            np.frombuffer(m.buffer, dtype=np.uint8)
-            got += len(m)
+            if assemble:
+                if at >= CAPTURE:
+                    out, at = np.empty(CAPTURE, np.complex64), 0
+                if fmt == "cf32":
+                    out[at:at + FRAME] = np.frombuffer(m.buffer, dtype=np.complex64)
+                else:
+                    iq_kernels.sc16_decode(np.frombuffer(m.buffer, dtype=np.int16), wire.SC16_SCALE, out[at:at + FRAME])
+                at += FRAME
+            got += len(m) // bps
     dt = time.perf_counter() - t0
+    me, peer = cpu.done()
     proc.kill()
     proc.join()
     pull.close(linger=0)
     ctx.term()
-    return got / dt
+    return {"msps": got / dt / 1e6, "cpu_client": me, "cpu_server": peer}
 
 
 def _serve(pace_sps: float, conn) -> None:
@@ -141,20 +182,23 @@ class server_for:
         self.proc.join(10)
 
 
-def bounded(fmt: str, seconds: float) -> tuple[float, int]:
-    """Back-to-back bounded captures of 4M samples: MS/s and samples lost."""
+def bounded(fmt: str, seconds: float) -> dict:
+    """Back-to-back bounded captures of ``CAPTURE`` samples: MS/s, samples lost, cores used by client and server."""
     srv = server_for()
     try:
         with open_radio(f"zmq://127.0.0.1:{srv.port}?insecure=1&format={fmt}") as r:
             r.configure_rx(StreamConfig(2.14e9, RATE, 30.0))
             r.capture(1 << 16)
-            n, lost, got = 1 << 22, 0, 0
+            lost, got = 0, 0
+            cpu = Cpu(srv.proc.pid)
             t0 = time.perf_counter()
             while time.perf_counter() - t0 < seconds:
-                c = r.capture(n)
+                c = r.capture(CAPTURE)
                 got += c.samples.size
                 lost += c.meta.dropped_samples
-            return got / (time.perf_counter() - t0) / 1e6, lost
+            msps = got / (time.perf_counter() - t0) / 1e6
+            me, peer = cpu.done()
+            return {"msps": msps, "lost": lost, "cpu_client": me, "cpu_server": peer}
     finally:
         srv.stop()
 
@@ -182,8 +226,9 @@ def continuous(fmt: str, seconds: float, pace_sps: float, slow_s: float = 0.0) -
             srv.proc.kill()
 
 
-def to_disk(fmt: str, seconds: float, pace_sps: float) -> dict:
-    """The continuous-capture path (harness.stream_capture.record) into a recording in a temporary folder."""
+def to_disk(fmt: str, seconds: float, pace_sps: float, datatype: str = "cf32_le", folder: str | None = None) -> dict:
+    """The continuous-capture path (harness.stream_capture.record) into a recording in a temporary folder
+    (under ``folder``); the final fsync of the data is timed apart."""
     import tempfile
 
     from devices.replay import RecordingWriter
@@ -191,53 +236,110 @@ def to_disk(fmt: str, seconds: float, pace_sps: float) -> dict:
 
     srv = server_for(pace_sps)
     try:
-        with tempfile.TemporaryDirectory() as d, \
+        with tempfile.TemporaryDirectory(dir=folder) as d, \
                 open_radio(f"zmq://127.0.0.1:{srv.port}?insecure=1&format={fmt}") as r:
             cfg = r.configure_rx(StreamConfig(2.14e9, RATE, 30.0))
-            w = RecordingWriter(Path(d) / "rec", RATE, 2.14e9)
+            w = RecordingWriter(Path(d) / "rec", RATE, 2.14e9, datatype=datatype)
+            cpu = Cpu(srv.proc.pid)
             s = sc.record(r, w, sc.samples_for(seconds, RATE), fmt=fmt)
+            me, peer = cpu.done()
+            t = time.perf_counter()
             sc.finish(w, s, cfg, hw="synthetic", recorder="bench", full_scale_dbm=None, context={})
+            sync_s = time.perf_counter() - t
         srv.stop()
         return {"msps": s.written / s.elapsed_s / 1e6, "written": s.written, "lost": s.lost,
-                "interrupted": s.interrupted}
+                "interrupted": s.interrupted, "cpu_client": me, "cpu_server": peer, "finish_s": sync_s}
     finally:
         if srv.proc.is_alive():
             srv.proc.kill()
+
+
+def disk_reference(folder: str | None, nbytes: int = 2 << 30) -> tuple[float, float]:
+    """What the disk takes: ``nbytes`` written in 1 MiB blocks and fsynced (as dd conv=fdatasync), MB/s; and
+    SHA-512 on one core, MB/s."""
+    import hashlib
+    import tempfile
+
+    block = np.random.default_rng(3).integers(0, 255, 1 << 20, dtype=np.uint8)
+    with tempfile.NamedTemporaryFile(dir=folder) as f:
+        t = time.perf_counter()
+        for _ in range(nbytes >> 20):
+            f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
+        disk = nbytes / (time.perf_counter() - t) / 1e6
+    h = hashlib.sha512()
+    t = time.perf_counter()
+    for _ in range(256):
+        h.update(block)
+    return disk, 256 * block.size / (time.perf_counter() - t) / 1e6
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="length of the paced streams (default 10)")
     ap.add_argument("--burst", type=float, default=4.0, help="length of each throughput measurement (default 4)")
+    ap.add_argument("--repeat", type=int, default=1, help="throughput measurements per format (default 1)")
+    ap.add_argument("--only", choices=("bounded", "stream", "disk"), help="run one part only")
+    ap.add_argument("--dir", help="folder for the recordings to disk (default: the system's temporary folder)")
     a = ap.parse_args()
-    print(f"raw PUSH/PULL vs harness stream, loopback, {FRAME}-sample frames, {a.burst:g} s each")
+    print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
     ok = True
-    for fmt, bps in (("cf32", 8), ("sc16", 4)):
-        raw = raw_push_pull(FRAME * bps, a.burst) / bps / 1e6
-        msps, lost = bounded(fmt, a.burst)
-        ratio = msps / raw
-        print(f"  {fmt}: raw {raw:8.1f} MS/s   harness {msps:8.1f} MS/s   ratio {ratio:6.1%}   lost {lost}")
-        ok &= ratio >= 0.8 and lost == 0
-        if fmt == "sc16":
-            ok &= msps >= 61.44
-    print(f"continuous stream paced at {RATE / 1e6:.2f} MS/s for {a.seconds:g} s")
+    if a.only in (None, "bounded"):
+        print(f"bounded captures of {CAPTURE} samples vs raw PUSH/PULL, loopback, {FRAME}-sample frames, {a.burst:g} "
+              f"s each; cpu: cores used by client + server (raw: puller + pusher)")
+        print("  raw bytes: PULL only receives; raw captures: PULL also copies (cf32) or converts (sc16) each "
+              "message into fresh capture arrays, as a capture must")
+    for fmt in ("cf32", "sc16") if a.only in (None, "bounded") else ():
+        for rep in range(a.repeat):
+            only = raw_push_pull(fmt, a.burst, assemble=False)
+            raw = raw_push_pull(fmt, a.burst, assemble=True)
+            h = bounded(fmt, a.burst)
+            ratio = h["msps"] / raw["msps"]
+            print(f"  {fmt}: raw bytes {only['msps']:6.1f} MS/s (cpu {only['cpu_client']:.2f}+{only['cpu_server']:.2f})"
+                  f"  raw captures {raw['msps']:6.1f} MS/s (cpu {raw['cpu_client']:.2f}+{raw['cpu_server']:.2f})"
+                  f"  harness {h['msps']:6.1f} MS/s (cpu {h['cpu_client']:.2f}+{h['cpu_server']:.2f})"
+                  f"  ratio {ratio:6.1%} of raw captures, {h['msps'] / only['msps']:6.1%} of raw bytes"
+                  f"  lost {h['lost']}", flush=True)
+            ok &= ratio >= 0.8 and h["lost"] == 0
+            if fmt == "sc16":
+                ok &= h["msps"] >= 61.44
+    if a.only in (None, "stream"):
+        ok &= streams(a.seconds)
+    if a.only in (None, "disk"):
+        disk(a.seconds, a.dir)
+    if a.only is None:
+        print("targets (>= 80 % of raw captures, >= 61.44 MS/s sc16, zero loss paced, loss counted when slowed):",
+              "met" if ok else "NOT met")
+
+
+def streams(seconds: float) -> bool:
+    ok = True
+    print(f"continuous stream paced at {RATE / 1e6:.2f} MS/s for {seconds:g} s")
     for fmt in ("cf32", "sc16"):
-        r = continuous(fmt, a.seconds, RATE)
+        r = continuous(fmt, seconds, RATE)
         print(f"  {fmt}: {r['msps']:.2f} MS/s, {r['received']} samples received, lost {r['lost']} "
-              f"(server dropped {r['server_dropped']})")
+              f"(server dropped {r['server_dropped']})", flush=True)
         ok &= r["lost"] == 0
     r = continuous("cf32", 3.0, RATE, slow_s=0.01)
     print(f"client slowed (10 ms per frame) on a 61.44 MS/s stream: {r['msps']:.2f} MS/s received, lost "
           f"{r['lost']} samples ({r['lost'] / max(1, r['lost'] + r['received']):.1%}), server counted "
-          f"{r['server_dropped']}")
-    ok &= r["lost"] > 0 and r["lost"] == r["server_dropped"]
-    print(f"continuous capture to disk (SigMF cf32, SHA-512) paced at {RATE / 1e6:.2f} MS/s for {a.seconds:g} s")
-    for fmt in ("cf32", "sc16"):
-        r = to_disk(fmt, a.seconds, RATE)
-        print(f"  {fmt} on the link: {r['msps']:.2f} MS/s written, {r['written']} samples, lost {r['lost']}"
-              + (f", ended early: {r['interrupted']}" if r["interrupted"] else ""))
-    print("targets (>= 80 % of raw, >= 61.44 MS/s sc16, zero loss paced, loss counted when slowed):",
-          "met" if ok else "NOT met")
+          f"{r['server_dropped']}", flush=True)
+    return ok and r["lost"] > 0 and r["lost"] == r["server_dropped"]
+
+
+def disk(seconds: float, folder: str | None) -> None:
+    mbps, sha = disk_reference(folder)
+    print(f"disk reference: {mbps:.0f} MB/s written and fsynced (2 GiB, 1 MiB blocks; cf32 {mbps / 8:.0f} MS/s, "
+          f"ci16 {mbps / 4:.0f} MS/s); SHA-512 {sha:.0f} MB/s on one core (cf32 {sha / 8:.0f} MS/s, "
+          f"ci16 {sha / 4:.0f} MS/s)", flush=True)
+    print(f"continuous capture to disk (SigMF, SHA-512 while writing) paced at {RATE / 1e6:.2f} MS/s for "
+          f"{seconds:g} s; cpu: cores used by client + server")
+    for fmt, datatype in (("cf32", "cf32_le"), ("sc16", "cf32_le"), ("sc16", "ci16_le")):
+        r = to_disk(fmt, seconds, RATE, datatype, folder)
+        print(f"  {fmt} on the link, {datatype} on disk: {r['msps']:.2f} MS/s written, {r['written']} samples, "
+              f"lost {r['lost']} (cpu {r['cpu_client']:.2f}+{r['cpu_server']:.2f}; final fsync {r['finish_s']:.1f} s)"
+              + (f", ended early: {r['interrupted']}" if r["interrupted"] else ""), flush=True)
 
 
 if __name__ == "__main__":

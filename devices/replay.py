@@ -19,6 +19,7 @@ is refused), and cannot transmit.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -131,17 +132,23 @@ def _write_meta(tmp_meta: Path, sha512: str, sample_rate_hz: float, freq_hz: flo
 
 class RecordingWriter:
     """A recording written as its samples arrive (bounded memory): :meth:`write` appends samples (hashed and
-    written by a thread of its own, so disk and SHA-512 overlap with receiving; at most ``queue_chunks``
-    chunks wait, then :meth:`write` blocks), :meth:`gap` marks samples lost before the next one,
+    written by a thread of its own, so disk and SHA-512 overlap with receiving; at most ``queue_bytes`` wait,
+    then :meth:`write` blocks), :meth:`gap` marks samples lost before the next one,
     :meth:`finish` writes the metadata and renames both files into place (data first, as
     :func:`write_recording` does). Until then the samples sit in a hidden temporary file; :meth:`abandon`
-    removes it."""
+    removes it.
+
+    ``datatype`` ``ci16_le`` (the board's raw 16-bit samples) halves the bytes to hash and write:
+    :meth:`write_ci16` takes interleaved int16 I/Q as they came (e.g. a remote stream's sc16 frames at scale
+    2^-15, written without converting); :meth:`write` checks that complex samples are on the grid."""
 
     def __init__(self, path: str | Path, sample_rate_hz: float, freq_hz: float, overwrite: bool = True,
-                 queue_chunks: int = 64):
-        import queue
+                 queue_bytes: int = 256 * 1024 * 1024, datatype: str = DATATYPE):
         import threading
 
+        if datatype not in DATATYPES:
+            raise ValueError(f"datatype {datatype!r}: one of {', '.join(DATATYPES)}")
+        self.datatype = datatype
         self.meta_path, self.data_path = recording_paths(path)
         if not overwrite and (self.meta_path.exists() or self.data_path.exists()):
             raise FileExistsError(f"{self.meta_path}: a recording of that name exists")
@@ -154,40 +161,77 @@ class RecordingWriter:
         self.n_samples = 0  # samples written (queued for writing)
         self.lost_samples = 0  # samples marked lost by gap()
         self.gaps: list[Annotation] = []
-        self._q: queue.Queue = queue.Queue(maxsize=queue_chunks)
+        # a queue bounded in bytes: a stalled disk holds back the caller (and a stream's credits), never memory
+        self._q: collections.deque = collections.deque()
+        self._cv = threading.Condition()
+        self._queued = 0
+        self._limit = int(queue_bytes)
+        self._closing = False
         self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name=f"recording {self.data_path.name}", daemon=True)
         self._thread.start()
 
     def _drain(self) -> None:
         while True:
-            raw = self._q.get()
-            if raw is None:
-                return
-            if self._failed is not None:
-                continue  # keep taking, so that a blocked write() returns and sees the failure
-            try:
-                for i in range(0, raw.size, _CHUNK):
-                    block = raw[i:i + _CHUNK]
-                    self._sha.update(block)
-                    self._f.write(block)
-            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread by write()/finish()
-                self._failed = e
+            with self._cv:
+                while not self._q and not self._closing:
+                    self._cv.wait()
+                if not self._q:
+                    return
+                raw = self._q[0]
+            if self._failed is None:
+                try:
+                    for i in range(0, raw.size, _CHUNK):
+                        block = raw[i:i + _CHUNK]
+                        self._sha.update(block)
+                        self._f.write(block)
+                except BaseException as e:  # noqa: BLE001 - raised in the caller's thread by write()/finish()
+                    self._failed = e
+            with self._cv:  # taken off only now: a blocked write() waits for the bytes to be on their way
+                self._q.popleft()
+                self._queued -= raw.size
+                self._cv.notify_all()
 
     def _check(self) -> None:
         if self._failed is not None:
             raise self._failed
 
-    def write(self, samples: np.ndarray) -> None:
-        """Queue ``samples`` (not copied: the caller does not modify them afterwards)."""
+    def _put(self, raw: np.ndarray) -> None:
         self._check()
-        raw = np.ascontiguousarray(samples, dtype="<c8").view(np.uint8)
-        self._q.put(raw)
-        self.n_samples += raw.size // 8
+        with self._cv:
+            while self._queued and self._queued + raw.size > self._limit and self._failed is None:
+                self._cv.wait()
+            self._q.append(raw)
+            self._queued += raw.size
+            self._cv.notify_all()
+        self._check()
+
+    def write(self, samples: np.ndarray) -> None:
+        """Queue complex ``samples`` (cf32_le: not copied, so the caller does not modify them afterwards;
+        ci16_le: converted, ``ValueError`` unless each is a raw 16-bit value, see :func:`to_ci16`)."""
+        if self.datatype == CI16:
+            raw = to_ci16(samples).view(np.uint8)
+        else:
+            raw = np.ascontiguousarray(samples, dtype="<c8").reshape(-1).view(np.uint8)
+        self._put(raw)
+        self.n_samples += raw.size // 8 if self.datatype == DATATYPE else raw.size // 4
+
+    def write_ci16(self, iq: np.ndarray) -> None:
+        """Queue interleaved int16 I/Q (value = sample x 32768) of a ``ci16_le`` recording, as they are (not
+        copied)."""
+        if self.datatype != CI16:
+            raise ValueError(f"{self.meta_path}: write_ci16 on a {self.datatype} recording")
+        raw = np.ascontiguousarray(iq, dtype="<i2").reshape(-1)
+        if raw.size % 2:
+            raise ValueError("interleaved I/Q needs an even number of values")
+        self._put(raw.view(np.uint8))
+        self.n_samples += raw.size // 2
 
     def _join(self) -> None:
         if self._thread.is_alive():
-            self._q.put(None)
+            with self._cv:
+                self._closing = True
+                self._cv.notify_all()
             self._thread.join()
 
     def gap(self, lost: int | None, comment: str) -> None:
@@ -215,7 +259,7 @@ class RecordingWriter:
             _write_meta(self._tmp_meta, self._sha.hexdigest(), self.sample_rate_hz, self.freq_hz, hw=hw,
                         recorder=recorder, datetime_iso=datetime_iso, description=description,
                         global_fields=global_fields, capture_fields=capture_fields,
-                        annotations=list(annotations) + self.gaps, extensions=exts)
+                        annotations=list(annotations) + self.gaps, extensions=exts, datatype=self.datatype)
             os.replace(self._tmp_data, self.data_path)
             os.replace(self._tmp_meta, self.meta_path)
         except BaseException:

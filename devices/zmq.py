@@ -37,8 +37,18 @@ from devices.radio import (Capabilities, CapabilityError, Capture, CaptureMeta, 
                            DeviceTimeout, LevelSummary, Radio, RangedCapture, Range, StreamConfig)
 from devices.ranging import AutoRange
 
-#: credits (frames) the client keeps granted ahead of what it has read
-CREDIT_WINDOW = 32
+#: bytes of frames the client keeps granted ahead of what it has read (at least 32 frames), granted back half a
+#: window at a time; a bounded capture that fits is granted whole at once, so the server queues all its frames
+#: and never waits for a credit (on a busy machine its I/O thread can wait tens of ms for a core). 64 MiB cost the
+#: client more CPU per sample in cf32 (more received messages alive at once) than it saved
+CREDIT_WINDOW_BYTES = 16 * 1024 * 1024
+MIN_CREDIT_FRAMES = 32
+
+
+def credit_window(frame_bytes: int, frames_needed: int | None = None) -> int:
+    """Frames of credit to keep in flight for frames of ``frame_bytes`` (all ``frames_needed`` if they fit)."""
+    w = min(4096, max(MIN_CREDIT_FRAMES, CREDIT_WINDOW_BYTES // max(1, frame_bytes)))
+    return w if frames_needed is None else max(1, min(w, frames_needed))
 
 
 class RemoteError(DeviceError):
@@ -291,8 +301,10 @@ class ZmqRadio(Radio):
         sid = next(self._stream_ids)
         end = time.monotonic() + max(0.5, timeout_s - 0.5)  # our own error before the base class's deadline
         out = np.empty(n_samples, dtype=np.complex64)  # what no frame filled is zeroed at the end
-        rx = _Receiver(sid, n_samples, out)
-        _send(self._data, [wire.encode_credit(self.session, sid, CREDIT_WINDOW)])
+        window = credit_window(self.frame_samples * wire.BYTES_PER_SAMPLE[wire.FORMATS[self.fmt]],
+                               -(-n_samples // self.frame_samples) + 1)  # + 1: an ABORTED frame
+        rx = _Receiver(sid, n_samples, out, window)
+        _send(self._data, [wire.encode_credit(self.session, sid, window)])
         rid = next(self._ids)
         msg = wire.encode_request(op, rid, self.session, {
             **args, "n": n_samples, "stream": sid, "format": self.fmt, "frame_samples": self.frame_samples,
@@ -466,8 +478,8 @@ class _NoLock:
 class _Receiver:
     """Collects one bounded capture's frames: places samples by index, counts whatever went missing."""
 
-    def __init__(self, sid: int, n: int, out: np.ndarray):
-        self.sid, self.n, self.out = sid, n, out
+    def __init__(self, sid: int, n: int, out: np.ndarray, window: int = MIN_CREDIT_FRAMES):
+        self.sid, self.n, self.out, self.window = sid, n, out, window
         self.received = 0
         self.lost = 0
         self.overflow = self.overload = False
@@ -508,7 +520,7 @@ class _Receiver:
         elif h.flags & wire.F_END:
             self.meta, self.done = meta or {}, True
         self._ungranted += 1
-        if self._ungranted >= CREDIT_WINDOW // 2:
+        if self._ungranted >= max(1, self.window // 2) and not self.done:
             g, self._ungranted = self._ungranted, 0
             return g
         return 0
@@ -543,12 +555,22 @@ class RemoteStream:
         self.overflows = 0
         self.ended: str | None = None
         self._ungranted = 0
-        _send(radio._data, [wire.encode_credit(radio.session, self.sid, CREDIT_WINDOW)])
+        self.window = credit_window(frame_samples * wire.BYTES_PER_SAMPLE[wire.FORMATS[fmt]])
+        _send(radio._data, [wire.encode_credit(radio.session, self.sid, self.window)])
         radio._request("stream_start", {"stream": self.sid, "format": fmt, "frame_samples": frame_samples})
         self._next_sample = 0
 
     def read(self, timeout_s: float = 5.0):
         """The next chunk ``(samples, lost_before)``, or None once the stream ended; DeviceTimeout if silent."""
+        got = self.read_raw(timeout_s)
+        if got is None:
+            return None
+        h, body, lost = got
+        return wire.frame_samples(h, body), lost
+
+    def read_raw(self, timeout_s: float = 5.0):
+        """The next frame as it came, ``(header, body, lost_before)`` (body: the sample bytes, a view of the
+        message; sc16 is int16 I/Q times ``header.scale``), or None once the stream ended."""
         if self.ended is not None:
             return None
         r = self.radio
@@ -560,13 +582,13 @@ class RemoteStream:
                                     f"(server down, frozen or network cut)")
             parts = r._data.recv_multipart(copy=False)
             try:
-                h, samples, meta = wire.decode_frame(parts)
+                h, body, meta = wire.decode_header(parts)
             except wire.WireError as e:
                 raise DeviceError(f"{r.uri}: stream {self.sid}: unreadable frame: {e}") from None
             if h.stream != self.sid:
                 continue
             self._ungranted += 1
-            if self._ungranted >= CREDIT_WINDOW // 2:
+            if self._ungranted >= self.window // 2:
                 _send(r._data, [wire.encode_credit(r.session, self.sid, self._ungranted)])
                 self._ungranted = 0
             gap = h.first_sample - self._next_sample  # == lost_before unless frames went missing in transit
@@ -579,7 +601,7 @@ class RemoteStream:
                 self.ended = str((meta or {}).get("error", "stopped"))
                 if h.n_samples == 0:
                     return None
-            return samples, lost
+            return h, body, lost
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the stream and read what the server still holds up to its END frame (which carries the loss

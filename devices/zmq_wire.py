@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from devices import iq_kernels
+
 PROTOCOL = "rf-harness-remote"
 #: protocol versions this code speaks; a server answers with the highest one both sides know
 VERSIONS = (1,)
@@ -43,8 +45,9 @@ MAGIC = b"RFDS"
 FORMATS = {"cf32": 0, "sc16": 1}
 FORMAT_NAMES = {v: k for k, v in FORMATS.items()}
 BYTES_PER_SAMPLE = {0: 8, 1: 4}
-#: sc16: int16 I and Q, value = int * scale
-SC16_SCALE = 1.0 / 32767.0
+#: sc16: int16 I and Q, value = int * scale; the server sends 2^-15 (the ci16_le grid: a recording can take the
+#: ints as they come). A client always uses the scale in the header (servers before 2026-11 sent 1/32767).
+SC16_SCALE = 1.0 / iq_kernels.SC16_FULL_SCALE
 
 F_OVERFLOW = 0x01  # the device reported an overflow in this chunk
 F_DROPPED = 0x02  # the server lost ``lost_before`` samples right before this frame (its buffer was full)
@@ -82,13 +85,10 @@ class FrameHeader:
 
 def encode_samples(x: np.ndarray, fmt: int) -> tuple[bytes | np.ndarray, float]:
     """Samples (complex64) as the bytes of a data frame and the scale that goes in its header (cf32: a view,
-    no copy; sc16: one float32 temporary, rounded and clipped in place)."""
+    no copy; sc16: rounded and clipped in one compiled pass, :mod:`devices.iq_kernels`)."""
     if fmt == 0:
         return np.ascontiguousarray(x, dtype=np.complex64), 1.0
-    iq = np.multiply(np.ascontiguousarray(x, dtype=np.complex64).view(np.float32), np.float32(32767.0))
-    np.rint(iq, out=iq)
-    np.clip(iq, -32767.0, 32767.0, out=iq)
-    return iq.astype(np.int16), SC16_SCALE
+    return iq_kernels.sc16_encode(x), SC16_SCALE
 
 
 def decode_frame(parts: list) -> tuple[FrameHeader, np.ndarray, dict | None]:
@@ -132,11 +132,7 @@ def frame_samples(h: FrameHeader, body: memoryview, out: np.ndarray | None = Non
             return x
         out[:] = x
         return out
-    iq = np.frombuffer(body, dtype=np.int16)
-    if out is None:
-        return np.multiply(iq, np.float32(h.scale), dtype=np.float32).view(np.complex64)
-    np.multiply(iq, np.float32(h.scale), out=out.view(np.float32))
-    return out
+    return iq_kernels.sc16_decode(np.frombuffer(body, dtype=np.int16), h.scale, out)
 
 
 def encode_credit(session: bytes, stream: int, credits: int) -> bytes:

@@ -412,7 +412,7 @@ def _capture_continuous(args, radio, caps, cfg, duration_s: float, out: Path) ->
 
     total = sc.samples_for(duration_s, cfg.sample_rate_hz)
     try:
-        writer = RecordingWriter(out, cfg.sample_rate_hz, cfg.freq_hz)
+        writer = RecordingWriter(out, cfg.sample_rate_hz, cfg.freq_hz, datatype=args.datatype)
     except OSError as e:
         _err(f"{out}: cannot write: {e.strerror or e}")
         return 3
@@ -432,6 +432,11 @@ def _capture_continuous(args, radio, caps, cfg, duration_s: float, out: Path) ->
         writer.abandon()
         _err(f"{out}: cannot write: {e.strerror or e}")
         return 3
+    except ValueError as e:  # ci16_le asked of samples that are not raw 16-bit values: nothing kept
+        writer.abandon()
+        _err(f"{out}: {e}" + (" (a zmq:// stream records ci16_le as it came with --format sc16)"
+                              if str(args.uri).startswith("zmq:") else ""))
+        return 2
     except BaseException:
         writer.abandon()
         raise
@@ -889,7 +894,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--force", action="store_true", help="replace an existing recording")
     cp.add_argument("--datatype", choices=("cf32_le", "ci16_le"), default="cf32_le",
                     help="cf32_le (default), or ci16_le: the board's raw samples as int16 I/Q, value = sample x "
-                         "32768 (a 12-bit board's k/2048 is 16k); refused (exit 2) unless lossless, read back exactly")
+                         "32768 (a 12-bit board's k/2048 is 16k); refused (exit 2) unless lossless, read back exactly. "
+                         "With --duration and --format sc16 a zmq:// stream's int16 samples are written as they "
+                         "came (half the bytes of cf32_le to hash and write)")
     cp.set_defaults(func=cmd_capture)
 
     hs = sub.add_parser("history", help="a unit's values, limits and verdicts across runs",

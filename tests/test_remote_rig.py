@@ -82,7 +82,7 @@ def test_capture_sc16_matches_cf32_within_quantisation(server):
     # compare statistics: sc16 keeps the level to within its quantisation
     assert c.samples.dtype == np.complex64
     assert np.max(np.abs(c.samples.real)) <= 1.0
-    assert np.all(np.round(c.samples.real * 32767) == pytest.approx(c.samples.real * 32767, abs=1e-2))
+    assert np.all(np.round(c.samples.real * 32768) == pytest.approx(c.samples.real * 32768, abs=1e-2))
 
 
 def test_python_client_tune_capture_release(server):

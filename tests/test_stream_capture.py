@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from devices import StreamConfig
+from devices import zmq_wire as wire
 from devices.replay import RecordingWriter, read_recording, validate_file
 from harness import stream_capture as sc
 from harness.cli import main
@@ -148,3 +149,70 @@ def test_sigterm_on_a_local_radio_leaves_a_valid_recording(tmp_path):
     st = rec.global_info["harness:stream"]
     assert st["interrupted"] == "SIGTERM received" and rec.samples.size == st["written"] >= 100_000
     assert len(rec.gaps()) == st["gaps"] == st["written"] // 50_000 - 1 + (st["written"] % 50_000 > 0)
+
+
+class _RawStream(_ScriptedStream):
+    """A stream that also hands out its frames as they came (``read_raw``), as devices.zmq.RemoteStream."""
+
+    def read_raw(self, timeout_s):
+        if not self.script:
+            self.ended = "stopped"
+            return None
+        x, lost = self.script.pop(0)
+        body, scale = wire.encode_samples(x, wire.FORMATS["sc16"])
+        return wire.FrameHeader(1, 0, 1, 0, 0, x.size, lost, 0.0, scale), memoryview(body.tobytes()), lost
+
+    def read(self, timeout_s):
+        raise AssertionError("a ci16_le recording of an sc16 stream reads the frames as they came")
+
+
+def test_ci16_recording_takes_sc16_frames_as_they_came(tmp_path):
+    rng = np.random.default_rng(5)
+    chunks = [(0.3 * (rng.standard_normal(1000) + 1j * rng.standard_normal(1000))).astype(np.complex64)
+              for _ in range(3)]
+    radio = _StreamRadio([(chunks[0], 0), (chunks[1], 40), (chunks[2], 0)])
+    radio.s = _RawStream(radio.s.script)
+    w = RecordingWriter(tmp_path / "rec", 1e6, 2.14e9, datatype="ci16_le")
+    s = sc.record(radio, w, 2900)
+    sc.finish(w, s, StreamConfig(2.14e9, 1e6, 30.0), hw="scripted", recorder="test", full_scale_dbm=None,
+              context={})
+    assert (s.written, s.lost, s.gaps) == (2860, 40, 1)
+    rec = read_recording(tmp_path / "rec")  # checks the SHA-512
+    validate_file(tmp_path / "rec")
+    assert rec.global_info["core:datatype"] == "ci16_le" and rec.samples.size == 2860
+    # truth: I and Q each rounded to the nearest multiple of 2^-15, clipped to int16 (full scale 1.0 -> 32767)
+    x = np.concatenate(chunks)[:2860]
+    q = np.clip(np.rint(x.view(np.float32).astype(np.float64) * 32768), -32768, 32767) / 32768
+    truth = q[0::2] + 1j * q[1::2]
+    assert np.count_nonzero(np.abs(x.view(np.float32)) >= 1.0) > 0  # the clipping is exercised
+    np.testing.assert_array_equal(rec.samples, truth.astype(np.complex64))
+    assert [(a["core:sample_start"], a["harness:lost_samples"]) for a in rec.annotations
+            if a["core:label"] == "overflow gap"] == [(1000, 40)]
+    assert (tmp_path / "rec.sigmf-data").stat().st_size == 2860 * 4
+
+
+def test_ci16_writer_refuses_samples_off_the_grid(tmp_path):
+    w = RecordingWriter(tmp_path / "rec", 1e6, 1e9, datatype="ci16_le")
+    w.write(np.array([0.5, -1.0, 3 / 32768], np.complex64))  # on the grid: taken
+    with pytest.raises(ValueError, match="ci16_le keeps raw 16-bit samples only"):
+        w.write(np.array([0.1], np.complex64))
+    w.finish(hw="x", recorder="test")
+    np.testing.assert_array_equal(read_recording(tmp_path / "rec").samples, [0.5, -1.0, 3 / 32768])
+
+
+def test_remote_stream_recorded_as_ci16(tmp_path):
+    s = serve(RIGS / "sim-amplifier.yaml", lease_s=5.0)
+    try:
+        uri = f"zmq://127.0.0.1:{s.port}?insecure=1"
+        out = tmp_path / "raw"
+        assert main(["capture", uri, "--freq", "2140 MHz", "--rate", "1 MHz", "--duration", "0.1 s",
+                     "--format", "sc16", "--datatype", "ci16_le", "--out", str(out)]) == 0
+        rec = read_recording(out)
+        st = rec.global_info["harness:stream"]
+        assert rec.global_info["core:datatype"] == "ci16_le" and st["lost"] == 0
+        assert rec.samples.size == st["written"] == 100_000
+        assert (out.parent / "raw.sigmf-data").stat().st_size == 100_000 * 4
+        q = rec.samples.view(np.float32) * 32768
+        assert np.array_equal(q, np.rint(q)) and float(np.mean(np.abs(rec.samples) ** 2)) > 0
+    finally:
+        stop(s)
