@@ -774,6 +774,7 @@ class RigServer:
             cap = self.radio.capture(n, timeout_s=min(max(timeout_s, 0.1), 600.0))
             m = cap.meta
             meta = {"config": asdict(m.config), "timestamp": m.timestamp, "n_samples": m.n_samples,
+                    "time_ns": m.time_ns,
                     "overflow": m.overflow, "dropped_samples": m.dropped_samples, "overload": m.overload,
                     "clipped_samples": m.clipped_samples, "extra": _jsonable(m.extra)}
             flags = (wire.F_OVERFLOW if m.overflow else 0) | (wire.F_OVERLOAD if m.overload else 0)
