@@ -16,7 +16,9 @@ releases it. If this process dies, the server stops the transmitter and the stre
 Samples cross the data channel in frames with a header (:mod:`devices.zmq_wire`); the client grants credits
 so a slow client holds the server back instead of losing samples. A capture that lost samples anywhere
 (device overflow, a server buffer, a missing frame) says so in its :class:`CaptureMeta` (``overflow``,
-``dropped_samples``): it is never shortened or stitched silently.
+``dropped_samples``): it is never shortened or stitched silently. Several RX channels captured at once on one
+clock (``capture_channels``, a reference-channel rig's delay step) cross as one bounded stream per channel,
+each accounted for the same way.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ def credit_window(frame_bytes: int, frames_needed: int | None = None) -> int:
     """Frames of credit to keep in flight for frames of ``frame_bytes`` (all ``frames_needed`` if they fit)."""
     w = min(4096, max(MIN_CREDIT_FRAMES, CREDIT_WINDOW_BYTES // max(1, frame_bytes)))
     return w if frames_needed is None else max(1, min(w, frames_needed))
+
+
+#: the server feature a timing capability needs to cross the link (Capabilities.timing -> hello's features)
+TIMING_FEATURES = {"hardware_time": "hardware_time", "coherent_rx": "capture_channels"}
 
 
 class RemoteError(DeviceError):
@@ -136,10 +142,9 @@ class ZmqRadio(Radio):
         self._heard_at = time.monotonic()
         self.lease_s = float(hello.get("lease_s", 10.0))
         caps = _capabilities(hello["capabilities"])
-        # timing that crosses the link: timed starts and timestamps with a server that offers them; two RX
-        # channels captured at once (coherent_rx) do not cross it
-        self._caps = replace(caps, timing=tuple(t for t in caps.timing
-                                                if t == "hardware_time" and "hardware_time" in self.features))
+        # timing that crosses the link: timed starts and timestamps (hardware_time), and RX channels captured
+        # together on one clock (coherent_rx), each with a server that offers its op
+        self._caps = replace(caps, timing=tuple(t for t in caps.timing if TIMING_FEATURES.get(t) in self.features))
         lead = hello.get("timed_start_lead_s")
         # a board clock in real time needs the lead to cover the link's round trips (hardware_time, transmit)
         self.timed_start_lead_s = 0.0 if lead == 0.0 else \
@@ -360,6 +365,90 @@ class ZmqRadio(Radio):
                     break
         return rx.capture(), reply[1]
 
+    # ----- several RX channels at once, on one clock (feature "capture_channels")
+    def _capture_channels(self, n_samples: int, channels: tuple[int, ...], gains_db: tuple[float, ...],
+                          timeout_s: float) -> list[Capture]:
+        if "capture_channels" not in self.features:  # never advertised then (coherent_rx is withheld)
+            raise CapabilityError(f"{self.uri}: the rig server does not offer capture_channels")
+        args = {"channels": [int(c) for c in channels], "gains_db": [float(g) for g in gains_db]}
+        return self._receive_channels("capture_channels", args, n_samples, len(channels), timeout_s)[0]
+
+    def _receive_channels(self, op: str, args: dict, n_samples: int, k: int,
+                          timeout_s: float) -> tuple[list[Capture], dict]:
+        """Request ``op`` with one bounded stream per channel (``streams``) and take the ``n_samples`` each
+        sends: (captures in the order of the streams, the reply's result). Each stream is collected by its
+        own :class:`_Receiver` (lost samples counted, zeroed and marked, never stitched); deadlines and a
+        silent server as for :meth:`_receive`."""
+        self._check_control()
+        sids = [next(self._stream_ids) for _ in range(k)]
+        end = time.monotonic() + max(0.5, timeout_s - 0.5)  # our own error before the base class's deadline
+        window = credit_window(self.frame_samples * wire.BYTES_PER_SAMPLE[wire.FORMATS[self.fmt]],
+                               -(-n_samples // self.frame_samples) + 1)  # + 1: an ABORTED frame
+        rxs = {sid: _Receiver(sid, n_samples, np.empty(n_samples, dtype=np.complex64), window) for sid in sids}
+        for sid in sids:
+            _send(self._data, [wire.encode_credit(self.session, sid, window)])
+        rid = next(self._ids)
+        msg = wire.encode_request(op, rid, self.session, {
+            **args, "n": n_samples, "streams": sids, "format": self.fmt, "frame_samples": self.frame_samples,
+            "timeout_s": max(0.1, timeout_s - 2.0)})
+        reply: tuple[bool, dict] | None = None
+        aborted_at: float | None = None
+        poller = zmq.Poller()
+        poller.register(self._ctrl, zmq.POLLIN)
+        poller.register(self._data, zmq.POLLIN)
+        resend_at = time.monotonic()
+
+        def partial() -> str:
+            got = ", ".join(f"channel {c}: {r.received}" for c, r in zip(args.get("channels", range(k)),
+                                                                          rxs.values()))
+            return f"partial capture: {got} of {n_samples} samples received, incomplete"
+
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                if reply is None and now >= resend_at and not any(r.frames for r in rxs.values()):
+                    _send(self._ctrl, msg)  # again if nothing came: same id, done once
+                    resend_at = now + self.timeout_s
+                if now >= end:
+                    why = (f"{self.uri}: {op} of {n_samples} samples on {k} channels: the rig server went silent "
+                           f"(no reply or data within {timeout_s:.3g} s: down, frozen or network cut); {partial()}")
+                    self._lose(why)
+                    raise DeviceTimeout(why)
+                events = dict(poller.poll(int(min(end, resend_at if reply is None else end) * 1000
+                                              - now * 1000) + 1))
+                if self._data in events:
+                    while True:
+                        try:
+                            parts = self._data.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        rx = rxs.get(_frame_stream(parts))
+                        if rx is None:
+                            continue  # a late frame of an earlier stream, or one too garbled to tell whose
+                        grant = rx.take(parts)
+                        if grant:
+                            _send(self._data, [wire.encode_credit(self.session, rx.sid, grant)])
+                if self._ctrl in events:
+                    while True:
+                        try:
+                            got, ok, body = wire.decode_reply(self._ctrl.recv_multipart(zmq.NOBLOCK))
+                        except zmq.Again:
+                            break
+                        except wire.WireError:
+                            continue
+                        if got == rid:
+                            reply = (ok, body)
+                if reply is not None and not reply[0]:
+                    raise _error(self.uri, op, reply[1])
+                aborted = next((r.aborted for r in rxs.values() if r.aborted is not None), None)
+                if aborted is not None:
+                    aborted_at = aborted_at or time.monotonic()  # the reply saying why (an interlock) follows
+                    if reply is not None or time.monotonic() > aborted_at + 1.0:
+                        raise DeviceError(f"{self.uri}: {op} aborted by the server: {aborted}; {partial()}")
+                if reply is not None and all(r.done for r in rxs.values()):
+                    break
+        return [rxs[sid].capture() for sid in sids], reply[1]
+
     # ----- settling and auto-ranging on the server (feature "capture_ranged")
     def _silent(self) -> bool:
         """Whether the server has answered no heartbeat for a lease (or 3 request timeouts, if longer)."""
@@ -465,6 +554,16 @@ def _send(sock: zmq.Socket, parts: list) -> bool:
         return True
     except zmq.Again:
         return False
+
+
+def _frame_stream(parts) -> int | None:
+    """The stream id in a data frame's header (None: no readable header), to route it to its receiver."""
+    if not parts:
+        return None
+    raw = parts[0].buffer if hasattr(parts[0], "buffer") else parts[0]
+    if len(raw) != wire.HEADER.size or bytes(raw[:4]) != wire.MAGIC:
+        return None
+    return wire.HEADER.unpack(raw)[4]
 
 
 class _NoLock:

@@ -53,9 +53,11 @@ SESSION_REPLIES = 8
 MAX_WAVEFORMS = 8
 MAX_WAVEFORM_BYTES = 256 * 1024 * 1024
 #: what ``hello`` announces beyond the version's base ops (docs/remote-protocol.md, "Versioning")
-FEATURES = ("remote_run", "capture_ranged", "hardware_time")
+FEATURES = ("remote_run", "capture_ranged", "hardware_time", "capture_channels")
 #: most retakes a ``capture_ranged`` may ask for a capture that lost samples
 MAX_RANGED_RETRIES = 10
+#: most RX channels one ``capture_channels`` request may name (a reference channel needs two)
+MAX_CAPTURE_CHANNELS = 8
 
 
 class ServeError(RuntimeError):
@@ -566,14 +568,53 @@ class RigServer:
         st = self._new_stream(req, bounded=True) if keep else None
         self._queue(route, req, sess, self._do_capture_ranged, st, n, rx, ranging, retries)
 
+    def _op_capture_channels(self, route, req, sess):
+        """Several RX channels captured at once on one clock (the radio's ``capture_channels``), each channel's
+        samples on a bounded stream of its own (``streams``, in the order of ``channels``)."""
+        if not self._need_lease(route, req):
+            return
+        a = req.args
+        n = a["n"]
+        if not _is_int(n) or not 0 < n <= wire.MAX_WAVEFORM_SAMPLES:
+            raise ValueError(f"capture of {n!r} samples; 1..2^24 allowed")
+        channels = _int_list(a["channels"], "channels", 64)
+        if not 1 <= len(channels) <= MAX_CAPTURE_CHANNELS or len(set(channels)) != len(channels):
+            raise ValueError(f"channels must be 1..{MAX_CAPTURE_CHANNELS} distinct RX channel numbers")
+        streams = _int_list(a["streams"], "streams", 2 ** 32)
+        if len(streams) != len(channels) or len(set(streams)) != len(streams):
+            raise ValueError("streams must be one distinct stream id per channel")
+        gains = a.get("gains_db")
+        if gains is not None:
+            if not isinstance(gains, list) or len(gains) != len(channels) or not all(
+                    isinstance(g, (int, float)) and not isinstance(g, bool) and math.isfinite(g) for g in gains):
+                raise ValueError("gains_db must be null or one finite gain (dB) per channel")
+            gains = tuple(float(g) for g in gains)
+        timeout_s = a.get("timeout_s", 10.0)
+        if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or not math.isfinite(timeout_s):
+            raise ValueError("timeout_s must be a finite number")
+        sts = self._new_streams(req, streams)
+        self._queue(route, req, sess, self._do_capture_channels, sts, n, tuple(channels), gains, float(timeout_s))
+
+    def _new_streams(self, req, sids: list[int]) -> list[_Stream]:
+        """One bounded stream per id, all or none."""
+        made: list[_Stream] = []
+        try:
+            for sid in sids:
+                made.append(self._new_stream(req, bounded=True, sid=sid))
+        except BaseException:
+            for st in made:
+                self._streams.pop((req.session, st.sid), None)
+            raise
+        return made
+
     def _op_stream_start(self, route, req, sess):
         if not self._need_lease(route, req):
             return
         st = self._new_stream(req, bounded=False)
         self._queue(route, req, sess, self._do_stream, st)
 
-    def _new_stream(self, req, bounded: bool) -> _Stream:
-        sid = int(req.args["stream"])
+    def _new_stream(self, req, bounded: bool, sid: int | None = None) -> _Stream:
+        sid = int(req.args["stream"]) if sid is None else sid
         fmt = wire.FORMATS[str(req.args.get("format", "cf32"))]
         frame = int(req.args.get("frame_samples", wire.FRAME_SAMPLES))
         if not 0 <= sid < 2 ** 32 or not 0 < frame <= wire.MAX_FRAME_SAMPLES:
@@ -811,6 +852,34 @@ class RigServer:
             result.update(stream=st.sid, n=kept)
         return result
 
+    def _do_capture_channels(self, sts: list[_Stream], n: int, channels: tuple[int, ...],
+                             gains: tuple[float, ...] | None, timeout_s: float) -> dict:
+        """The radio's ``capture_channels``; each channel's capture framed on its stream as a ``capture``'s. The
+        RX guard checks every channel (each at its own gain) before the first END frame is queued, so a refused
+        capture ends ABORTED on every stream (and TX is stopped) before the client can have any of it."""
+        try:
+            caps = self.radio.capture_channels(n, channels, gains, timeout_s=min(max(timeout_s, 0.1), 600.0))
+            if len(caps) != len(sts):
+                raise DeviceError(f"capture_channels returned {len(caps)} captures for {len(sts)} channels")
+
+            def guard():
+                for cap in caps:
+                    self._rx_guard(cap)
+
+            for i, (st, cap) in enumerate(zip(sts, caps)):
+                m = cap.meta
+                flags = (wire.F_OVERFLOW if m.overflow else 0) | (wire.F_OVERLOAD if m.overload else 0)
+                self._frames(st, cap.samples, m.timestamp, flags, _meta_dict(m), before_end=guard if i == 0 else None)
+        except BaseException as e:
+            for st in sts:
+                with st.lock:
+                    ended = st.closed
+                if not ended:
+                    self._abort_stream(st, str(e))
+            raise
+        self.counters["channel_captures"] += 1
+        return {"streams": [st.sid for st in sts], "n": [int(c.samples.size) for c in caps]}
+
     def _frames(self, st: _Stream, x: np.ndarray, timestamp: float, flags: int, end_meta: dict | None,
                 before_end=None) -> None:
         """Split ``x`` into data frames of the stream (the last one END with ``end_meta`` for a bounded capture;
@@ -921,6 +990,24 @@ def _stream_config(d: dict) -> StreamConfig:
     if not isinstance(ch, int) or isinstance(ch, bool) or not 0 <= ch < 64:
         raise ValueError("config.channel must be a small integer")
     return StreamConfig(rf_bandwidth_hz=None if bw is None else float(bw), channel=ch, **vals)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int_list(v, what: str, bound: int) -> list[int]:
+    """A JSON list of integers in 0..bound-1 (ValueError naming ``what`` otherwise)."""
+    if not isinstance(v, list) or not v or len(v) > 64 or not all(_is_int(x) and 0 <= x < bound for x in v):
+        raise ValueError(f"{what} must be a list of integers 0..{bound - 1}")
+    return list(v)
+
+
+def _meta_dict(m) -> dict:
+    """A capture's metadata as a bounded stream's END frame carries it."""
+    return {"config": asdict(m.config), "timestamp": m.timestamp, "n_samples": m.n_samples, "time_ns": m.time_ns,
+            "overflow": m.overflow, "dropped_samples": m.dropped_samples, "overload": m.overload,
+            "clipped_samples": m.clipped_samples, "extra": _jsonable(m.extra)}
 
 
 def _jsonable(d: dict) -> dict:
