@@ -64,7 +64,7 @@ class LevelEntry:
     thru_db: float  # T = A - B
     u_db: float  # standard uncertainty (k = 1) of thru_db (noise from the spectrum's statistics, scatter)
     std_db: float  # scatter of the repeated captures
-    snr_db: float  # tone SNR in its measurement band (worst capture)
+    snr_db: float  # tone SNR in its measurement band (median over the captures)
     repeats: int
     set_level_dbm: float  # what the rig was asked for on its nominal paths
     tx_gain_db: float
