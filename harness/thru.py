@@ -300,7 +300,8 @@ def _level_entry(reading: ThruReading, b_dbm: float) -> LevelEntry:
         var_model = float(np.mean(np.square(reading.u_db))) + THRU_RESOLUTION_U_DB ** 2
         if std ** 2 / var_model > stats.chi2.ppf(0.99, n - 1) / (n - 1):
             u = max(u, std / math.sqrt(n))
-    thru = float(np.mean(t))
+    # averaged in power: the mean of dB readings sits sigma^2 / 8.7 dB low (0.01 dB at 9 dB SNR)
+    thru = float(10 * np.log10(np.mean(10 ** (t / 10))))
     s = reading.setting
     return LevelEntry(level_dbm=round(b_dbm + thru + s.tx_gain_db + s.digital_rms_dbfs, 4), thru_db=thru,
                       u_db=u, std_db=std, snr_db=snr_min, repeats=n, set_level_dbm=s.power_dbm,
