@@ -29,6 +29,7 @@ attributes.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,9 +62,9 @@ class LevelEntry:
 
     level_dbm: float  # calibrated DUT-input power of this point
     thru_db: float  # T = A - B
-    u_db: float  # standard uncertainty of thru_db (noise and scatter)
+    u_db: float  # standard uncertainty (k = 1) of thru_db (noise from the spectrum's statistics, scatter)
     std_db: float  # scatter of the repeated captures
-    snr_db: float  # tone SNR in its measurement band (worst capture)
+    snr_db: float  # tone SNR in its measurement band (median over the captures)
     repeats: int
     set_level_dbm: float  # what the rig was asked for on its nominal paths
     tx_gain_db: float
@@ -79,7 +80,7 @@ class FreqEntry:
     sample_rate_hz: float
     tone_offset_hz: float
     output_dbm_at_0dbfs: float  # B: DUT-output power reading 0 dBFS at RX gain 0 dB
-    output_u_db: float | None  # None: not measured (the RX side is the trusted reference)
+    output_u_db: float | None  # standard (k = 1); None: not measured (the RX side is the trusted reference)
     output_nominal_dbm_at_0dbfs: float
     input_nominal_dbm_at_0dbfs: float  # nominal A (level independent)
     reference: dict
@@ -93,6 +94,11 @@ class FreqEntry:
     def input_dbm_at_0dbfs(self, level_dbm: float) -> float:
         """A: DUT-input power of 0 dBFS RMS at TX gain 0 dB, for a wanted ``level_dbm``."""
         return self.output_dbm_at_0dbfs + self.thru_db(level_dbm)
+
+    def thru_u_db(self, level_dbm: float) -> float:
+        """Standard uncertainty of :meth:`thru_db`, interpolated as it is."""
+        lv = [e.level_dbm for e in self.levels]
+        return float(np.interp(level_dbm, lv, [e.u_db for e in self.levels]))
 
 
 @dataclass
@@ -185,6 +191,24 @@ class Calibration:
         """A at ``freq_hz`` for a wanted DUT-input ``level_dbm``, linear over frequency and level."""
         self._need(freq_hz)
         return float(np.interp(freq_hz, self._freqs(), [e.input_dbm_at_0dbfs(level_dbm) for e in self.frequencies]))
+
+    def thru_u_db(self, freq_hz: float, level_dbm: float) -> float:
+        """Standard uncertainty (dB, k = 1) of the thru T at ``freq_hz`` and DUT-input ``level_dbm``,
+        interpolated over frequency and level as T is: what a gain read on this calibration carries from it
+        (gain = received - played - T). Beyond the calibrated levels, :meth:`level_bound_db` adds its bound."""
+        self._need(freq_hz)
+        return float(np.interp(freq_hz, self._freqs(), [e.thru_u_db(level_dbm) for e in self.frequencies]))
+
+    def output_u_db(self, freq_hz: float) -> float:
+        """Standard uncertainty (dB, k = 1) of B at ``freq_hz`` (the DUT-output plane's absolute scale),
+        interpolated as B is; 0 where B rests on the nominal RX side (``reference: rx``: not stated)."""
+        self._need(freq_hz)
+        return float(np.interp(freq_hz, self._freqs(), [e.output_u_db or 0.0 for e in self.frequencies]))
+
+    def input_u_db(self, freq_hz: float, level_dbm: float) -> float:
+        """Standard uncertainty (dB, k = 1) of A = B + T at the DUT-input plane (B and T taken as independent:
+        with a meter, B is the meter's level less one thru reading, so this errs on the safe side)."""
+        return float(math.hypot(self.output_u_db(freq_hz), self.thru_u_db(freq_hz, level_dbm)))
 
     def to_dict(self) -> dict:
         d = {"schema": SCHEMA, "created_at": self.created_at, "temperature_c": self.temperature_c,

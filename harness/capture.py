@@ -163,11 +163,17 @@ class TxRecord:
     level_bound_db: float = 0.0
     #: device time (ns, hardware time) at which stimulus sample 0 left the TX port (None: not timed)
     start_time_ns: int | None = None
+    #: standard uncertainties (dB, k = 1) the thru calibration applied here carries, at this LO and level
+    #: (interpolated as its table is; 0: nominal paths, none stated): of its thru T, which every gain
+    #: (output over input) carries, and of the level at the DUT input plane
+    thru_u_db: float = 0.0
+    level_u_db: float = 0.0
 
     def to_dict(self) -> dict:
         return {"freq_hz": self.freq_hz, "power_dbm": self.power_dbm, "tx_gain_db": self.tx_gain_db,
                 "digital_rms_dbfs": self.digital_rms_dbfs, "port_power_dbm": self.port_power_dbm,
                 "level_bound_db": self.level_bound_db, "start_time_ns": self.start_time_ns,
+                "thru_u_db": self.thru_u_db, "level_u_db": self.level_u_db,
                 "stimulus": self.stimulus.to_dict() if self.stimulus else None}
 
     @classmethod
@@ -176,7 +182,8 @@ class TxRecord:
         return cls(float(d["freq_hz"]), float(d["power_dbm"]), float(d["tx_gain_db"]), float(d["digital_rms_dbfs"]),
                    float(d["port_power_dbm"]), StimulusRef.from_dict(st) if st else None,
                    float(d.get("level_bound_db") or 0.0),
-                   None if d.get("start_time_ns") is None else int(d["start_time_ns"]))
+                   None if d.get("start_time_ns") is None else int(d["start_time_ns"]),
+                   float(d.get("thru_u_db") or 0.0), float(d.get("level_u_db") or 0.0))
 
     def waveform(self) -> Waveform:
         if self.stimulus is None:
@@ -211,6 +218,9 @@ class CaptureRecord:
     peak_dbfs: float = math.nan
     dut_bypassed: bool = False
     calibration: str | None = None  # the calibration applied (file and date), None: nominal paths
+    #: standard uncertainty (dB, k = 1) of full_scale_dbm from that calibration at this LO (its B): what every
+    #: absolute output level carries (0: nominal paths or an RX-side reference, none stated)
+    scale_u_db: float = 0.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -239,7 +249,7 @@ class CaptureRecord:
 
     _META = ("label", "sample_rate_hz", "freq_hz", "rx_gain_db", "full_scale_dbm", "rf_bandwidth_hz", "timestamp_s",
              "rx_time_ns", "rx_channel", "overflow", "underflow", "dropped_samples", "overload", "clipped_samples",
-             "retries", "peak_dbfs", "dut_bypassed", "calibration")
+             "retries", "peak_dbfs", "dut_bypassed", "calibration", "scale_u_db")
 
     def meta(self) -> dict:
         """Everything but the samples, JSON-ready (non-finite floats as None)."""

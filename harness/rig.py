@@ -627,9 +627,11 @@ class Rig:
         finally:
             self.device_time_s += time.perf_counter() - t0
         port_dbm = self.tx_full_scale_dbm + actual.gain_db + rms_dbfs  # nominal port level, for the record
-        bound = 0.0 if self.calibration is None else self.calibration.level_bound_db(self._freq_hz, power)
+        cal = self.calibration
+        bound = 0.0 if cal is None else cal.level_bound_db(self._freq_hz, power)
         self.tx_setting = TxRecord(self._freq_hz, power, actual.gain_db, rms_dbfs, port_dbm, waveform.source, bound,
-                                   at_ns)
+                                   at_ns, 0.0 if cal is None else cal.thru_u_db(self._freq_hz, power),
+                                   0.0 if cal is None else cal.input_u_db(self._freq_hz, power))
         return self.tx_setting
 
     def stop(self) -> bool:
@@ -756,7 +758,8 @@ class Rig:
         if not keep:
             return summary
         out_fs_dbm = self.output_dbm_at_0dbfs(summary.config.freq_hz) - summary.config.gain_db
-        records = [self._record(cap, out_fs_dbm, label, retries, summary.peak_dbfs)]
+        scale_u_db = 0.0 if self.calibration is None else self.calibration.output_u_db(summary.config.freq_hz)
+        records = [self._record(cap, out_fs_dbm, label, retries, summary.peak_dbfs, scale_u_db)]
         if ref_cap is not None:
             rs = ref_cap.samples
             ref_port_dbm = mean_power_dbfs(rs) + self.rx_full_scale_dbm - ref_cap.meta.config.gain_db
@@ -770,7 +773,8 @@ class Rig:
             records.append(self._record(ref_cap, ref_fs_dbm, f"{label}.reference", retries, peak_dbfs(rs)))
         return records
 
-    def _record(self, cap, full_scale_dbm: float, label: str, retries: int, peak_dbfs: float) -> CaptureRecord:
+    def _record(self, cap, full_scale_dbm: float, label: str, retries: int, peak_dbfs: float,
+                scale_u_db: float = 0.0) -> CaptureRecord:
         cfg, meta = cap.meta.config, cap.meta
         return CaptureRecord(
             samples=np.asarray(cap.samples, dtype=np.complex64), sample_rate_hz=cfg.sample_rate_hz,
@@ -779,7 +783,8 @@ class Rig:
             rx_time_ns=None if meta.time_ns is None else int(meta.time_ns), rx_channel=int(cfg.channel),
             overflow=meta.overflow, underflow=_underflow(meta), dropped_samples=meta.dropped_samples,
             retries=retries, overload=meta.overload, clipped_samples=meta.clipped_samples, peak_dbfs=peak_dbfs,
-            dut_bypassed=self.dut_bypassed, calibration=self._calibration_id(), extra=dict(meta.extra))
+            dut_bypassed=self.dut_bypassed, calibration=self._calibration_id(), scale_u_db=scale_u_db,
+            extra=dict(meta.extra))
 
     def _intact_capture(self, n_samples: int, reference_gain_db: float | None = None):
         """A capture without lost samples: one with an RX overflow, dropped samples or a TX underflow is taken

@@ -155,7 +155,9 @@ def run(tmp: Path, rig_path: Path, plan_text: str, seed: int) -> tuple[dict, obj
     """Run a plan on a rig; returns (results.json as a dict, the rig spec whose DUT object ran)."""
     rig = load_rig(rig_path)
     plan = load_plan(write_plan(tmp, plan_text))
-    calibrate_for(rig, plan, tmp)  # absolute levels are the calibration's, not the rig's nominal ones
+    # absolute levels are the calibration's, not the rig's nominal ones; each seed its own calibration, so
+    # the calibration's own error (systematic within a table) is sampled over seeds as well
+    calibrate_for(rig, plan, tmp, seed=seed)
     code, rec = run_plan(plan, rig, tmp / "run", seed=seed)
     res = read_results(rec.dir)
     errors = [f"{s['name']}: {s['error']}" for s in res["steps"] if s["error"]]

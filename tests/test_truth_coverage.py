@@ -125,8 +125,9 @@ def test_lte_evm_uncertainty_covers_over_noise_seeds(evm_pct):
 def test_gain_flatness_uncertainty_covers_over_seeds(tmp_path):
     """Peak-to-peak gain across the comb vs the repeater's gain_at, 8 seeds on one calibrated rig. Its U now
     holds the tone noise from the spectrum's real statistics and the rig's tilt across the span (the shipped
-    rigs' cables: the error it leaves is 0.003-0.004 dB over 4.5 MHz). (gain_min/gain_max: their error is the
-    calibration's, +0.03 dB for every seed here, which the step's U does not carry; see the bench.)"""
+    rigs' cables: the error it leaves is 0.003-0.004 dB over 4.5 MHz). (gain_min/gain_max: their error is
+    the calibration's, common to every seed of one table; their U carries the table's u at the comb's level
+    (TxRecord.thru_u_db), checked over calibrations in tests/test_truth_calibration_u.py and the bench.)"""
     from conftest import calibrate_for, read_results, write_plan, write_rig
     from harness.plan import load_plan
     from harness.rig import load_rig

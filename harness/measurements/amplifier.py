@@ -36,8 +36,10 @@ def gain(records: list[CaptureRecord], p: GainParams) -> StepData:
     pout = stimulus_power_dbm(spec, w)
     details = {}
     if len(w.tones_hz) == 1:
+        # with the calibration's: its thru at this level (gain), its output scale (absolute output)
         u = tone_power_uncertainty_db(spec, w.tones_hz[0])
-        details = {"gain_db": expanded(u), "output_power_dbm": expanded(u)}
+        details = {"gain_db": expanded(math.hypot(u, setting.thru_u_db)),
+                   "output_power_dbm": expanded(math.hypot(u, m.scale_u_db))}
     return StepData({"gain_db": pout - setting.power_dbm, "output_power_dbm": pout,
                      "input_power_dbm": setting.power_dbm},
                     {"spectrum": spectrum_figure(spec, "DUT output spectrum", tones_hz=w.tones_hz)}, {"stimulus": w.describe()},
@@ -126,9 +128,12 @@ def compression_sweep(records: list[CaptureRecord], p: CompressionParams) -> Ste
         k = min(max(k, 1), len(pin) - 1)
         slope = (comp[k] - comp[k - 1]) / (pin[k] - pin[k - 1])
         u_in = float(np.hypot(u_pt[k], u_pt[k - 1]) / max(slope, 1e-3))
-        data.details = {"input_p1db_dbm": expanded(u_in),
-                        "output_p1db_dbm": expanded(np.hypot(u_in, u_pt[k])),
-                        "small_signal_gain_db": expanded(np.max(u_pt[:4]) / 2),
+        # plus the calibration's: the input level there, the output scale, the thru at the low levels
+        at = records[k]
+        data.details = {"input_p1db_dbm": expanded(math.hypot(u_in, at.tx.level_u_db)),
+                        "output_p1db_dbm": expanded(math.hypot(u_in, u_pt[k], at.scale_u_db)),
+                        "small_signal_gain_db": expanded(math.hypot(np.max(u_pt[:4]) / 2,
+                                                                    max(m.tx.thru_u_db for m in records[:4]))),
                         "max_compression_db": expanded(np.hypot(u_pt[-1], np.max(u_pt[:4]) / 2))}
     if r.output_p1db_dbm is None:
         data.invalid = (f"the DUT compressed only {r.max_compression_db:.2f} dB up to {pin[-1]:.1f} dBm input; "
@@ -220,7 +225,10 @@ def two_tone_ip3(records: list[CaptureRecord], p: IP3Params) -> StepData:
     mid = len(u_im) // 2
     data.details = {"imd3_dbc": expanded(u_im[mid])}
     if r.oip3_dbm is not None:
-        data.details.update({"oip3_dbm": expanded(r.oip3_u_db), "iip3_dbm": expanded(r.oip3_u_db)})
+        # with the calibration's absolute scales: output (OIP3), input level (IIP3), at the middle level
+        at = by_label(records, f"level {levels[mid]:+g} dB")
+        data.details.update({"oip3_dbm": expanded(math.hypot(r.oip3_u_db, at.scale_u_db)),
+                             "iip3_dbm": expanded(math.hypot(r.oip3_u_db, at.tx.level_u_db))})
     if r.refused:
         data.invalid = r.refused
     elif len(levels) >= 2 and abs(slope - 3) > p.slope_tolerance_db_per_db:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,7 +51,7 @@ def channel_power(records: list[CaptureRecord], p: ChannelPowerParams) -> StepDa
         u = max(tone_power_uncertainty_db(spec, f) for f in w.tones_hz)
     return StepData({"channel_power_dbm": power},
                     {"spectrum": spectrum_figure(spec, "DUT output spectrum", tones_hz=w.tones_hz)},
-                    {"stimulus": w.describe()}, {"channel_power_dbm": expanded(u)})
+                    {"stimulus": w.describe()}, {"channel_power_dbm": expanded(math.hypot(u, m.scale_u_db))})
 
 
 @dataclass

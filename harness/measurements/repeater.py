@@ -75,8 +75,9 @@ def gain_flatness(records: list[CaptureRecord], p: FlatnessParams) -> StepData:
     # bound; the noise alone (u_tone, now from the spectrum's real statistics) stated 0.003 dB against 0.003 dB
     span_hz = float(np.ptp(tones[use])) if np.count_nonzero(use) > 1 else 0.0
     u_tilt = _RIG_TILT_DB_PER_HZ * span_hz / math.sqrt(3)
-    # absolute gains also carry the calibration's transfer (the peak-to-peak does not: common to every tone)
-    u_edge = max(_rig_transfer_u_db(f, m.sample_rate_hz) for f in tones[use])
+    # absolute gains also carry the calibration's thru at this level and the filters' droop away from its
+    # tone (the peak-to-peak does not: common to every tone)
+    u_edge = math.hypot(setting.thru_u_db, max(_rig_transfer_u_db(f, m.sample_rate_hz) for f in tones[use]))
     plot = Plot("Gain across the band", "offset from centre (MHz)", "gain (dB)")
     plot.add(tones[use] / 1e6, gains, "gain", style="line")
     # the ripple limit (peak to peak) as the band it allows, centred on the measured gain's mid-range
@@ -93,9 +94,6 @@ def gain_flatness(records: list[CaptureRecord], p: FlatnessParams) -> StepData:
                      "gain_max_db": expanded(math.hypot(u_tone, u_tilt / 2, u_edge))})
 
 
-#: standard uncertainty (dB) of a gain carried by the thru calibration from its tone to the step's: systematic
-#: (one table serves every run), about what the shipped rigs' tables leave (+0.03 dB on every seed)
-_CAL_TRANSFER_U_DB = 0.02
 #: the analogue filters' droop (dB, standard) the gain allows for at 0.4 fs from the LO, rising as |f|^6
 #: toward the band edge: the calibration's tone (1 MHz) does not see it (-0.07 to -0.12 dB seen at 12.5-12.9 MHz
 #: of 30.72 MS/s on the default 0.8 fs filter)
@@ -103,8 +101,9 @@ _EDGE_DROOP_U_DB = 0.1
 
 
 def _rig_transfer_u_db(offset_hz: float, fs_hz: float) -> float:
-    """Systematic standard uncertainty (dB) of a gain read at ``offset_hz`` from the LO on a calibrated rig."""
-    return math.hypot(_CAL_TRANSFER_U_DB, _EDGE_DROOP_U_DB * (abs(offset_hz) / (0.4 * fs_hz)) ** 6)
+    """Systematic standard uncertainty (dB) of a gain read at ``offset_hz`` from the LO, beyond the thru
+    calibration's own (TxRecord.thru_u_db, at the calibration's tone): the filters' droop toward the edge."""
+    return _EDGE_DROOP_U_DB * (abs(offset_hz) / (0.4 * fs_hz)) ** 6
 
 
 #: the rig's gain tilt the flatness allows for (dB/Hz): the shipped rigs' two cables, 0.4 dB/GHz each as
@@ -205,7 +204,8 @@ def out_of_band_gain(records: list[CaptureRecord], p: OobGainParams) -> StepData
         """(gain, the RF frequency actually played: the tone sits on the waveform's grid, its uncertainty)."""
         tone = m.waveform().tones_hz[0]
         spec = psd(m.x, m.sample_rate_hz, nperseg=min(16384, m.n_samples))
-        u = math.hypot(tone_power_uncertainty_db(spec, tone), _rig_transfer_u_db(tone, m.sample_rate_hz))
+        u = math.hypot(tone_power_uncertainty_db(spec, tone), _rig_transfer_u_db(tone, m.sample_rate_hz),
+                       m.tx.thru_u_db)
         return tone_power_dbm(spec, tone) - m.tx.power_dbm, m.freq_hz + tone, u
 
     uncert: dict[float, float] = {}
@@ -314,12 +314,13 @@ def input_intermodulation(records: list[CaptureRecord], p: InputImdParams) -> St
     frac = min(1.0, 10 ** ((p0 - p1) / 10))
     cross = 2 * frac * (1 - frac) * spec.rbw_hz / bw
     u1 = welch_band_power_uncertainty_db(bw, m.n_samples, fs) * math.sqrt(frac ** 2 + cross)
-    # IM3 grows 3 dB per dB of tone level: a stated level bound (uniform) moves the products 3 times as much
-    u_level = m.tx.level_bound_db / math.sqrt(3) * 3 * (1 - frac)
+    # IM3 grows 3 dB per dB of tone level: a stated level bound (uniform) and the calibration's uncertainty of
+    # the level at the DUT input move the products 3 times as much
+    u_level = math.hypot(m.tx.level_bound_db / math.sqrt(3), m.tx.level_u_db) * 3 * (1 - frac)
     return StepData({"power_rise_db": p1 - p0, "imd_power_dbm": p1}, {"spectrum": plot},
                     {"stimulus": w.describe(), "quiet_power_dbm": p0, "tones_hz": [f1, f2], "im3_hz": 2 * f1 - f2},
                     {"power_rise_db": expanded(math.hypot(u0, u1, u_level)),
-                     "imd_power_dbm": expanded(math.hypot(u1, u_level))})
+                     "imd_power_dbm": expanded(math.hypot(u1, u_level, m.scale_u_db))})
 
 
 # ------------------------------------------------------------------ oscillation / isolation margin

@@ -112,8 +112,14 @@ def output_power(records: list[CaptureRecord], p: OutputPowerParams) -> StepData
     values["alc_hold_db"] = values["overdrive_output_power_dbm"] - values["output_power_dbm"]
     values["gain_db"] = values["output_power_dbm"] - w.power_dbm
     u = band_power_uncertainty_db(filt.noise_bandwidth_hz, m.n_samples / m.sample_rate_hz)
-    details = {k: expanded(u) for k in ("output_power_dbm", "overdrive_output_power_dbm", "gain_db")}
-    details["alc_hold_db"] = expanded(u * math.sqrt(2))
+    # absolute powers carry the calibration's output scale, the gain its thru at the rated level; the hold is
+    # a difference on one output scale, but between two input levels whose thru entries err independently
+    # (where the ALC does not hold all of it, the output follows them)
+    rated = by_label(records, "rated")
+    details = {"output_power_dbm": expanded(math.hypot(u, rated.scale_u_db)),
+               "overdrive_output_power_dbm": expanded(math.hypot(u, m.scale_u_db)),
+               "gain_db": expanded(math.hypot(u, rated.tx.thru_u_db)),
+               "alc_hold_db": expanded(math.hypot(u * math.sqrt(2), rated.tx.thru_u_db, m.tx.thru_u_db))}
     return StepData(values, plots, {"stimulus": w.describe(), "filter": filt.describe()}, details)
 
 
