@@ -189,6 +189,8 @@ class RigServer:
         self._budget = _Budget()
         self._pending_credits: dict[tuple[bytes, int], int] = {}
         self._waveforms: collections.OrderedDict[str, tuple[np.ndarray, float]] = collections.OrderedDict()
+        #: sc16 frame bodies of the device thread, reused once their zero-copy messages are sent and freed
+        self._encoded = wire.BufferPool()
         self._jobs: queue.Queue = queue.Queue()
         self._urgent: collections.deque = collections.deque()  # lease-expiry stops, before any queued job
         self._replies: collections.deque = collections.deque()
@@ -826,11 +828,14 @@ class RigServer:
         rate = self.radio.rx_config.sample_rate_hz if self.radio.rx_config else 1.0
         head = wire.HEADER
         starts = range(0, max(n, 1), step)
+        # sc16 is encoded into a reused array (fresh pages cost more than the encoding); cf32 bodies are views
+        enc = self._encoded.take(2 * n, np.int16) if st.fmt == 1 else None
         at, batch = 0, 1
         while at < len(starts):
             first = starts[at]
             chunk = starts[at:at + batch]
-            bodies, scale = wire.encode_samples(x[first:min(n, chunk[-1] + step)], st.fmt)
+            end = min(n, chunk[-1] + step)
+            bodies, scale = wire.encode_samples(x[first:end], st.fmt, None if enc is None else enc[2 * first:2 * end])
             for i in chunk:
                 k = min(step, n - i)
                 body = bodies[(i - first) * per:(i - first + k) * per]
