@@ -84,13 +84,12 @@ class FrameHeader:
                            self.n_samples, self.lost_before, self.timestamp, self.scale)
 
 
-def encode_samples(x: np.ndarray, fmt: int, out: np.ndarray | None = None) -> tuple[bytes | np.ndarray, float]:
+def encode_samples(x: np.ndarray, fmt: int) -> tuple[bytes | np.ndarray, float]:
     """Samples (complex64) as the bytes of a data frame and the scale that goes in its header (cf32: a view,
-    no copy; sc16: rounded and clipped in one compiled pass, :mod:`devices.iq_kernels`, into ``out`` if given:
-    int16, two per sample)."""
+    no copy; sc16: rounded and clipped in one compiled pass, :mod:`devices.iq_kernels`)."""
     if fmt == 0:
         return np.ascontiguousarray(x, dtype=np.complex64), 1.0
-    return iq_kernels.sc16_encode(x, out), SC16_SCALE
+    return iq_kernels.sc16_encode(x), SC16_SCALE
 
 
 def decode_frame(parts: list) -> tuple[FrameHeader, np.ndarray, dict | None]:
