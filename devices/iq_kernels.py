@@ -40,6 +40,25 @@ def _encode(iq, gain, out):
         out[i] = np.int16(v)
 
 
+@njit([types.float64(a, types.float32, _I16) for a in (_F32, _F32_RO)], cache=True, nogil=True, boundscheck=False,
+      fastmath=True)
+def _encode_power(iq, gain, out):
+    # _encode and _sum_squares in one pass: the RX guard's power of what is sent costs no second read
+    s = 0.0
+    for i in range(iq.size):
+        a = iq[i]
+        s += np.float64(a) * np.float64(a)
+        v = np.rint(a * gain)
+        if v > 32767.0:
+            v = 32767.0
+        elif v < -32768.0:
+            v = -32768.0
+        elif v != v:
+            v = 0.0
+        out[i] = np.int16(v)
+    return s
+
+
 @njit([types.void(a, types.float32, _F32) for a in (_I16, _I16_RO)], cache=True, nogil=True, boundscheck=False)
 def _decode(iq, scale, out):
     for i in range(iq.size):
@@ -63,6 +82,14 @@ def sc16_encode(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         out = np.empty(iq.size, np.int16)
     _encode(iq, np.float32(SC16_FULL_SCALE), out)
     return out
+
+
+def sc16_encode_power(x: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """:func:`sc16_encode` and the sum of |x|^2 (float64, as :func:`mean_power` sums it) in one pass."""
+    iq = np.ascontiguousarray(x, dtype=np.complex64).view(np.float32).reshape(-1)
+    if out is None:
+        out = np.empty(iq.size, np.int16)
+    return out, _encode_power(iq, np.float32(SC16_FULL_SCALE), out)
 
 
 def sc16_decode(iq: np.ndarray, scale: float, out: np.ndarray | None = None) -> np.ndarray:

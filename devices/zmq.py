@@ -112,6 +112,8 @@ class ZmqRadio(Radio):
         self._ctrl = self._socket(self.port)
         self._data = None
         self._uploaded: set[str] = set()
+        #: capture arrays the caller has dropped, reused: mapped pages instead of fresh zeroed ones
+        self._pool = wire.BufferPool()
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self.control_lost: str | None = None  # why the lease was lost, as the heartbeat saw it
@@ -185,6 +187,7 @@ class ZmqRadio(Radio):
             if s is not None:
                 s.close(linger=0)
         self._ctrl = self._data = None
+        self._pool.clear()
         self._ctx.term()
 
     def _request(self, op: str, args: dict | None = None, payload=None, *, sock: zmq.Socket | None = None,
@@ -305,7 +308,7 @@ class ZmqRadio(Radio):
         self._check_control()
         sid = next(self._stream_ids)
         end = time.monotonic() + max(0.5, timeout_s - 0.5)  # our own error before the base class's deadline
-        out = np.empty(n_samples, dtype=np.complex64)  # what no frame filled is zeroed at the end
+        out = self._pool.take(n_samples, np.complex64)  # what no frame filled is zeroed at the end
         window = credit_window(self.frame_samples * wire.BYTES_PER_SAMPLE[wire.FORMATS[self.fmt]],
                                -(-n_samples // self.frame_samples) + 1)  # + 1: an ABORTED frame
         rx = _Receiver(sid, n_samples, out, window)

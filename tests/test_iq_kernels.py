@@ -45,3 +45,13 @@ def test_mean_power_matches_float64_numpy():
         assert abs(iq_kernels.mean_power(x) - truth) <= 1e-12 * max(truth, 1.0)
     x = np.full(1 << 20, 0.5 - 0.5j, np.complex64)
     assert iq_kernels.mean_power(x[::3]) == 0.5  # strided input
+
+
+def test_sc16_encode_power_is_encode_and_sum_of_squares():
+    rng = np.random.default_rng(11)
+    x = (0.7 * (rng.standard_normal(50_001) + 1j * rng.standard_normal(50_001))).astype(np.complex64)
+    out = np.full(2 * x.size + 2, 7, np.int16)
+    got, sum_sq = iq_kernels.sc16_encode_power(x, out[1:-1])
+    assert out[0] == out[-1] == 7 and np.array_equal(got, iq_kernels.sc16_encode(x))
+    truth = float(np.sum(np.abs(x.astype(np.complex128)) ** 2))
+    assert abs(sum_sq - truth) <= 1e-12 * truth

@@ -90,12 +90,13 @@ def test_bypass_rx_port_limit(server):
     assert bench_idle(server)
 
 
-def test_captured_rx_level_guard_stops_tx(tmp_path):
+@pytest.mark.parametrize("fmt", ["cf32", "sc16"])  # sc16: the guard's power is summed while encoding
+def test_captured_rx_level_guard_stops_tx(tmp_path, fmt):
     rig = write_rig(tmp_path, limits={"max_rx_input_dbm": -60, "max_dut_input_dbm": 20,
                                       "tx_bands": [{"low": "2 GHz", "high": "2.3 GHz"}]})
     s = serve(rig, lease_s=2.0)
     try:
-        with open_radio(uri(s)) as r:
+        with open_radio(uri(s) + f"&format={fmt}") as r:
             r.configure_tx(INSIDE.with_(gain_db=-20.0))
             r.configure_rx(INSIDE.with_(gain_db=0.0))
             r.transmit(CW, level=0.5)

@@ -110,3 +110,57 @@ def test_many_captures_in_a_row(server):
             c = r.capture(70_000)  # two frames, so credits are granted back mid-capture
             assert c.meta.ok and c.samples.size == 70_000
     assert len(server._pending_credits) <= 16
+
+
+def test_buffer_pool_reuses_only_unreferenced_arrays():
+    pool = wire.BufferPool(max_bytes=3 << 20, min_bytes=1 << 20)
+    n = 1 << 17  # 1 MiB of complex64
+    a = pool.take(n, np.complex64)
+    a_addr = a.__array_interface__["data"][0]
+    view = a[5:]
+    del a
+    b = pool.take(n, np.complex64)  # a is still held through its view
+    assert not np.shares_memory(b, view)
+    del view
+    c = pool.take(n, np.complex64)
+    assert c.__array_interface__["data"][0] == a_addr  # nothing held a: reused
+    assert not np.shares_memory(c, b)
+    assert pool.take(n, np.int16).dtype == np.int16 and pool.take(10, np.complex64).size == 10
+    big = [pool.take(n, np.complex64) for _ in range(4)]  # all held: the pool forgets them, never reuses one
+    assert len({x.__array_interface__["data"][0] for x in big}) == 4
+    assert sum(x.nbytes for x in pool._arrays) <= 3 << 20
+
+
+@pytest.mark.parametrize("fmt", ["cf32", "sc16"])
+def test_captures_held_by_the_caller_are_never_overwritten(server, fmt):
+    # the client reuses dropped capture arrays and the server reused sc16 frame buffers: a capture still held
+    # keeps its samples, and every capture carries what the server's radio took, in the link's format
+    taken = []
+    orig = server.radio.capture
+
+    def recording(n, timeout_s=None):
+        c = orig(n, timeout_s)
+        taken.append(c.samples.copy())
+        return c
+
+    server.radio.capture = recording
+    n = 300_000  # 2.3 MiB of complex64: pooled
+    with open_radio(f"zmq://127.0.0.1:{server.port}?insecure=1&format={fmt}") as r:
+        r.configure_rx(RX)
+
+        def expect(i):
+            x = taken[i]
+            if fmt == "sc16":
+                q = np.clip(np.rint(x.view(np.float32) * 32768.0), -32768, 32767) / 32768.0
+                x = q.astype(np.float32).view(np.complex64)
+            return x
+
+        held = [r.capture(n)]
+        held_copy = held[0].samples.copy()
+        for i in range(1, 6):
+            c = r.capture(n)
+            assert c.meta.ok and np.array_equal(c.samples, expect(i))
+            assert not np.shares_memory(c.samples, held[0].samples)
+            if i % 2:
+                del c  # dropped: its array may serve the next capture
+        assert np.array_equal(held[0].samples, held_copy) and np.array_equal(held_copy, expect(0))

@@ -68,9 +68,11 @@ class Interlocks:
                               f"max_rx_input_dbm {self.limits.max_rx_input_dbm:g} dBm: nothing transmitted")
         return out
 
-    def check_rx(self, rx_gain_db: float, samples: np.ndarray) -> None:
-        """The level a capture shows at the RX port must stay below ``max_rx_input_dbm``."""
-        mean = iq_kernels.mean_power(samples)  # one pass on this thread (BLAS threads wait for a busy core)
+    def check_rx(self, rx_gain_db: float, samples: np.ndarray, mean_power: float | None = None) -> None:
+        """The level a capture shows at the RX port must stay below ``max_rx_input_dbm`` (``mean_power``: the
+        samples' mean |x|^2 if the caller computed it already)."""
+        # one pass on this thread (BLAS threads wait for a busy core)
+        mean = iq_kernels.mean_power(samples) if mean_power is None else mean_power
         port = 10 * math.log10(max(mean, 1e-30)) + self.rig.rx_full_scale_dbm - rx_gain_db
         if port > self.limits.max_rx_input_dbm:
             raise Refusal("limits.max_rx_input_dbm",

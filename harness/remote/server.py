@@ -30,7 +30,7 @@ import zmq
 
 from devices.radio import DeviceError, DeviceLost, DeviceTimeout, StreamConfig
 from devices.ranging import AutoRange
-from devices import zmq_wire as wire
+from devices import iq_kernels, zmq_wire as wire
 from harness.remote.interlocks import Interlocks, Refusal, rms_dbfs
 from harness.remote.keys import AllowList, load_secret, start_authenticator
 from harness.rig import Rig
@@ -191,6 +191,8 @@ class RigServer:
         self._budget = _Budget()
         self._pending_credits: dict[tuple[bytes, int], int] = {}
         self._waveforms: collections.OrderedDict[str, tuple[np.ndarray, float]] = collections.OrderedDict()
+        #: sc16 frame bodies of the device thread, reused once their zero-copy messages are sent and freed
+        self._encoded = wire.BufferPool()
         self._jobs: queue.Queue = queue.Queue()
         self._urgent: collections.deque = collections.deque()  # lease-expiry stops, before any queued job
         self._replies: collections.deque = collections.deque()
@@ -802,9 +804,9 @@ class RigServer:
         self.bypassed = on
         return {"on": on}
 
-    def _rx_guard(self, cap) -> None:
+    def _rx_guard(self, cap, mean_power: float | None = None) -> None:
         try:
-            self.interlocks.check_rx(cap.meta.config.gain_db, cap.samples)
+            self.interlocks.check_rx(cap.meta.config.gain_db, cap.samples, mean_power)
         except Refusal:
             self._tx_rms_dbfs = None
             self.radio.stop_tx()
@@ -821,7 +823,7 @@ class RigServer:
             flags = (wire.F_OVERFLOW if m.overflow else 0) | (wire.F_OVERLOAD if m.overload else 0)
             # the RX guard reads the capture while its frames go out; the END frame waits for it, so a refused
             # capture still ends ABORTED (and TX is stopped) before the client can have it
-            self._frames(st, cap.samples, m.timestamp, flags, meta, before_end=lambda: self._rx_guard(cap))
+            self._frames(st, cap.samples, m.timestamp, flags, meta, before_end=lambda p: self._rx_guard(cap, p))
         except BaseException as e:
             self._abort_stream(st, str(e))
             raise
@@ -883,7 +885,8 @@ class RigServer:
     def _frames(self, st: _Stream, x: np.ndarray, timestamp: float, flags: int, end_meta: dict | None,
                 before_end=None) -> None:
         """Split ``x`` into data frames of the stream (the last one END with ``end_meta`` for a bounded capture;
-        ``before_end()`` runs before that one is queued and may raise to stop it).
+        ``before_end(mean_power)`` runs before that one is queued and may raise to stop it; sc16 hands it the
+        samples' mean |x|^2, summed while encoding, cf32 None).
 
         Frames are queued in batches of 1, 2, 4, 8, then 16 frames, each batch converted in one pass (sc16;
         cf32 bodies are views of ``x``) and sent zero-copy as views: the first frame leaves at once, and the
@@ -895,18 +898,25 @@ class RigServer:
         rate = self.radio.rx_config.sample_rate_hz if self.radio.rx_config else 1.0
         head = wire.HEADER
         starts = range(0, max(n, 1), step)
-        at, batch = 0, 1
+        # sc16 is encoded into a reused array (fresh pages cost more than the encoding); cf32 bodies are views
+        enc = self._encoded.take(2 * n, np.int16) if st.fmt == 1 else None
+        at, batch, sum_sq = 0, 1, 0.0
         while at < len(starts):
             first = starts[at]
             chunk = starts[at:at + batch]
-            bodies, scale = wire.encode_samples(x[first:min(n, chunk[-1] + step)], st.fmt)
+            end = min(n, chunk[-1] + step)
+            if enc is None:
+                bodies, scale = wire.encode_samples(x[first:end], st.fmt)
+            else:
+                bodies, sq = iq_kernels.sc16_encode_power(x[first:end], enc[2 * first:2 * end])
+                scale, sum_sq = wire.SC16_SCALE, sum_sq + sq
             for i in chunk:
                 k = min(step, n - i)
                 body = bodies[(i - first) * per:(i - first + k) * per]
                 last = end_meta is not None and i + step >= n
                 f = flags | (wire.F_END if last else 0)
                 if last and before_end is not None:
-                    before_end()
+                    before_end(None if enc is None else sum_sq / max(n, 1))
                 with st.lock:
                     lost = st.lost_pending
                     st.lost_pending = 0
