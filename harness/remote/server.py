@@ -864,7 +864,7 @@ class RigServer:
             if len(caps) != len(sts):
                 raise DeviceError(f"capture_channels returned {len(caps)} captures for {len(sts)} channels")
 
-            def guard():
+            def guard(_mean_power):  # the first channel's power only: every channel is checked here
                 for cap in caps:
                     self._rx_guard(cap)
 
