@@ -305,68 +305,8 @@ class ZmqRadio(Radio):
     def _receive(self, op: str, args: dict, n_samples: int, timeout_s: float) -> tuple[Capture, dict]:
         """Request ``op`` (``capture``, or ``capture_ranged`` keeping its capture) and take the ``n_samples``
         it sends on the data channel: (capture, the reply's result)."""
-        self._check_control()
-        sid = next(self._stream_ids)
-        end = time.monotonic() + max(0.5, timeout_s - 0.5)  # our own error before the base class's deadline
-        out = self._pool.take(n_samples, np.complex64)  # what no frame filled is zeroed at the end
-        window = credit_window(self.frame_samples * wire.BYTES_PER_SAMPLE[wire.FORMATS[self.fmt]],
-                               -(-n_samples // self.frame_samples) + 1)  # + 1: an ABORTED frame
-        rx = _Receiver(sid, n_samples, out, window)
-        _send(self._data, [wire.encode_credit(self.session, sid, window)])
-        rid = next(self._ids)
-        msg = wire.encode_request(op, rid, self.session, {
-            **args, "n": n_samples, "stream": sid, "format": self.fmt, "frame_samples": self.frame_samples,
-            "timeout_s": max(0.1, timeout_s - 2.0)})
-        reply: tuple[bool, dict] | None = None
-        poller = zmq.Poller()
-        poller.register(self._ctrl, zmq.POLLIN)
-        poller.register(self._data, zmq.POLLIN)
-        resend_at = time.monotonic()
-        with self._lock:
-            while True:
-                now = time.monotonic()
-                if reply is None and now >= resend_at and not rx.frames:
-                    _send(self._ctrl, msg)  # again if nothing came: same id, done once
-                    resend_at = now + self.timeout_s
-                if op != "capture" and self._silent():  # a ranged capture sends nothing until it is done
-                    end, timeout_s = now, now - self._heard_at  # the message says for how long it was silent
-                if now >= end:
-                    msg_ = (f"{self.uri}: capture of {n_samples} samples: the rig server went silent "
-                            f"(no reply or data within {timeout_s:.3g} s: down, frozen or network cut); "
-                            f"partial capture: {rx.received} of {n_samples} samples received, incomplete")
-                    self._lose(msg_)
-                    raise DeviceTimeout(msg_)
-                events = dict(poller.poll(int(min(end, resend_at if reply is None else end) * 1000
-                                              - now * 1000) + 1))
-                if self._data in events:
-                    while True:
-                        try:
-                            parts = self._data.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        grant = rx.take(parts)
-                        if grant:
-                            _send(self._data, [wire.encode_credit(self.session, sid, grant)])
-                if self._ctrl in events:
-                    while True:
-                        try:
-                            got, ok, body = wire.decode_reply(self._ctrl.recv_multipart(zmq.NOBLOCK))
-                        except zmq.Again:
-                            break
-                        except wire.WireError:
-                            continue
-                        if got == rid:
-                            reply = (ok, body)
-                if reply is not None and not reply[0]:
-                    raise _error(self.uri, op, reply[1])
-                if rx.aborted is not None and rx.aborted_at is None:
-                    rx.aborted_at = time.monotonic()  # the reply saying why (e.g. an interlock) follows
-                if rx.aborted is not None and (reply is not None or time.monotonic() > rx.aborted_at + 1.0):
-                    raise DeviceError(f"{self.uri}: capture aborted by the server: {rx.aborted}; partial "
-                                      f"capture: {rx.received} of {n_samples} samples received, incomplete")
-                if rx.done and reply is not None:
-                    break
-        return rx.capture(), reply[1]
+        caps, result = self._receive_streams(op, args, n_samples, None, timeout_s)
+        return caps[0], result
 
     # ----- several RX channels at once, on one clock (feature "capture_channels")
     def _capture_channels(self, n_samples: int, channels: tuple[int, ...], gains_db: tuple[float, ...],
@@ -374,26 +314,33 @@ class ZmqRadio(Radio):
         if "capture_channels" not in self.features:  # never advertised then (coherent_rx is withheld)
             raise CapabilityError(f"{self.uri}: the rig server does not offer capture_channels")
         args = {"channels": [int(c) for c in channels], "gains_db": [float(g) for g in gains_db]}
-        return self._receive_channels("capture_channels", args, n_samples, len(channels), timeout_s)[0]
+        return self._receive_streams("capture_channels", args, n_samples, args["channels"], timeout_s)[0]
 
-    def _receive_channels(self, op: str, args: dict, n_samples: int, k: int,
-                          timeout_s: float) -> tuple[list[Capture], dict]:
-        """Request ``op`` with one bounded stream per channel (``streams``) and take the ``n_samples`` each
-        sends: (captures in the order of the streams, the reply's result). Each stream is collected by its
-        own :class:`_Receiver` (lost samples counted, zeroed and marked, never stitched); deadlines and a
-        silent server as for :meth:`_receive`."""
+    def _receive_streams(self, op: str, args: dict, n_samples: int, channels: list[int] | None,
+                         timeout_s: float) -> tuple[list[Capture], dict]:
+        """Request ``op`` with one bounded stream (``channels`` None: argument ``stream``) or one per channel
+        (``streams``), and take the ``n_samples`` each sends: (captures in the order of the streams, the
+        reply's result). Each stream is collected by its own :class:`_Receiver` (lost samples counted, zeroed
+        and marked, never stitched). A request unanswered and without data is sent again (same id, done
+        once); no reply or data by the deadline, or a ranged capture's server silent for a lease, loses the
+        radio with a :class:`DeviceTimeout` naming what was received."""
         self._check_control()
+        k = 1 if channels is None else len(channels)
         sids = [next(self._stream_ids) for _ in range(k)]
         end = time.monotonic() + max(0.5, timeout_s - 0.5)  # our own error before the base class's deadline
         window = credit_window(self.frame_samples * wire.BYTES_PER_SAMPLE[wire.FORMATS[self.fmt]],
                                -(-n_samples // self.frame_samples) + 1)  # + 1: an ABORTED frame
-        rxs = {sid: _Receiver(sid, n_samples, np.empty(n_samples, dtype=np.complex64), window) for sid in sids}
+        # what no frame filled is zeroed at the end
+        rxs = {sid: _Receiver(sid, n_samples, self._pool.take(n_samples, np.complex64), window) for sid in sids}
         for sid in sids:
             _send(self._data, [wire.encode_credit(self.session, sid, window)])
         rid = next(self._ids)
+        streams = {"stream": sids[0]} if channels is None else {"streams": sids}
         msg = wire.encode_request(op, rid, self.session, {
-            **args, "n": n_samples, "streams": sids, "format": self.fmt, "frame_samples": self.frame_samples,
+            **args, "n": n_samples, **streams, "format": self.fmt, "frame_samples": self.frame_samples,
             "timeout_s": max(0.1, timeout_s - 2.0)})
+        what = f"capture of {n_samples} samples" if channels is None else \
+            f"{op} of {n_samples} samples on {k} channels"
         reply: tuple[bool, dict] | None = None
         aborted_at: float | None = None
         poller = zmq.Poller()
@@ -402,8 +349,10 @@ class ZmqRadio(Radio):
         resend_at = time.monotonic()
 
         def partial() -> str:
-            got = ", ".join(f"channel {c}: {r.received}" for c, r in zip(args.get("channels", range(k)),
-                                                                          rxs.values()))
+            if channels is None:
+                got = str(rxs[sids[0]].received)
+            else:
+                got = ", ".join(f"channel {c}: {r.received}" for c, r in zip(channels, rxs.values()))
             return f"partial capture: {got} of {n_samples} samples received, incomplete"
 
         with self._lock:
@@ -412,9 +361,11 @@ class ZmqRadio(Radio):
                 if reply is None and now >= resend_at and not any(r.frames for r in rxs.values()):
                     _send(self._ctrl, msg)  # again if nothing came: same id, done once
                     resend_at = now + self.timeout_s
+                if op == "capture_ranged" and self._silent():  # a ranged capture sends nothing until it is done
+                    end, timeout_s = now, now - self._heard_at  # the message says for how long it was silent
                 if now >= end:
-                    why = (f"{self.uri}: {op} of {n_samples} samples on {k} channels: the rig server went silent "
-                           f"(no reply or data within {timeout_s:.3g} s: down, frozen or network cut); {partial()}")
+                    why = (f"{self.uri}: {what}: the rig server went silent (no reply or data within "
+                           f"{timeout_s:.3g} s: down, frozen or network cut); {partial()}")
                     self._lose(why)
                     raise DeviceTimeout(why)
                 events = dict(poller.poll(int(min(end, resend_at if reply is None else end) * 1000
@@ -425,9 +376,13 @@ class ZmqRadio(Radio):
                             parts = self._data.recv_multipart(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
-                        rx = rxs.get(_frame_stream(parts))
+                        sid = _frame_stream(parts)
+                        # a frame too garbled to tell whose counts against the only stream there is (its
+                        # receiver grants its credit back and counts the loss); a late frame of an earlier
+                        # stream, or a garbled one among several streams, is dropped
+                        rx = rxs.get(sid) if sid is not None or k > 1 else rxs[sids[0]]
                         if rx is None:
-                            continue  # a late frame of an earlier stream, or one too garbled to tell whose
+                            continue
                         grant = rx.take(parts)
                         if grant:
                             _send(self._data, [wire.encode_credit(self.session, rx.sid, grant)])
@@ -445,9 +400,9 @@ class ZmqRadio(Radio):
                     raise _error(self.uri, op, reply[1])
                 aborted = next((r.aborted for r in rxs.values() if r.aborted is not None), None)
                 if aborted is not None:
-                    aborted_at = aborted_at or time.monotonic()  # the reply saying why (an interlock) follows
+                    aborted_at = aborted_at or time.monotonic()  # the reply saying why (e.g. an interlock) follows
                     if reply is not None or time.monotonic() > aborted_at + 1.0:
-                        raise DeviceError(f"{self.uri}: {op} aborted by the server: {aborted}; {partial()}")
+                        raise DeviceError(f"{self.uri}: {what} aborted by the server: {aborted}; {partial()}")
                 if reply is not None and all(r.done for r in rxs.values()):
                     break
         return [rxs[sid].capture() for sid in sids], reply[1]
@@ -587,7 +542,6 @@ class _Receiver:
         self.overflow = self.overload = False
         self.meta: dict | None = None
         self.aborted: str | None = None
-        self.aborted_at: float | None = None
         self.filled: list[tuple[int, int]] = []
         self.done = False
         self.frames = 0
