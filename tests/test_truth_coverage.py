@@ -158,8 +158,13 @@ def test_gain_flatness_uncertainty_covers_over_seeds(tmp_path):
 # ------------------------------------------------------------------ output power with ALC (through the rig)
 def test_output_power_uncertainty_covers_over_seeds(tmp_path):
     """Channel power at the rated input and overdriven (the ALC holding it), 6 seeds on one calibrated rig,
-    against the repeater's noiseless settled output of each seed's stimulus through the RRC filter. Its U is
-    unchanged (see below)."""
+    against the repeater's noiseless settled output of each seed's stimulus through the RRC filter.
+
+    The overdriven power read 0.03-0.05 dB high on every seed: held by the ALC, it does not depend on the
+    input level, only on the table's output scale B, which rests on the power sensor's reading; the simulated
+    sensor reads its declared error_db (0.03 dB) high, within its stated 0.1 dB (k = 2) that U carries
+    (CaptureRecord.scale_u_db). With error_db 0 the bias was 0.005-0.007 dB. (The rated power's error is the
+    thru's instead: B cancels against A = B + T there.)"""
     from conftest import calibrate_for, read_results, write_plan, write_rig
     from harness.plan import load_plan, step_seed
     from harness.rig import load_rig
@@ -186,9 +191,74 @@ def test_output_power_uncertainty_covers_over_seeds(tmp_path):
             us[key].append(m["uncertainty"])
     for key in errs:  # covered at each level
         assert_coverage(errs[key], us[key], key, max_ratio=np.inf)
+    # the overdriven bias is the sensor's: what is left of it once the sensor's own error is taken off is the
+    # ALC's and the noise's (0.005-0.007 dB on seeds 50-51)
+    meter_error_db = spec.power_meter.error_db
+    assert meter_error_db > 0.0  # the shipped bench's sensor reads high: the check below can fail
+    assert abs(float(np.mean(errs["overdrive_output_power_dbm"])) - meter_error_db) <= 0.015, errs
     # not inflated over both levels together: the rated level alone scatters about 0.01 dB (its noise-like
-    # 4.34/sqrt(BT) is about 5 x that: a WCDMA TM1's block power is nearly constant), while the overdriven one
-    # reads 0.03-0.05 dB high on every seed (not the ALC settling: 60 ms instead of 10 changes nothing), which
-    # the stated U must keep covering until it is explained
+    # 4.34/sqrt(BT) is about 5 x that: a WCDMA TM1's block power is nearly constant)
     assert_coverage(errs["output_power_dbm"] + errs["overdrive_output_power_dbm"],
                     us["output_power_dbm"] + us["overdrive_output_power_dbm"], "output power, both levels")
+
+
+# ------------------------------------------------------------------ out-of-band gain (through the rig)
+def _oob_coverage_rows(tmp_path, case, seeds, ranges) -> dict[str, tuple[list, list]]:
+    """(errors against the repeater's gain at the tone played, stated U) per range over ``seeds``, each seed
+    its own calibration (the carried level's error is the table's); a sparse sweep (5 MHz steps: each
+    range's first offset on both sides, 9 captures) keeps a run about a second."""
+    import dataclasses
+
+    from test_accuracy_truth import oob_rows
+
+    out: dict[str, tuple[list, list]] = {name: ([], []) for name in ranges}
+    for seed in seeds:
+        (tmp_path / str(seed)).mkdir()
+        for r in oob_rows(tmp_path / str(seed), dataclasses.replace(case, step_hz=5e6), seed, at="played"):
+            if r.quantity in out:
+                assert r.bound is not None, r  # the tone stands 10 dB over the rig's noise: a checked figure
+                out[r.quantity][0].append(r.error)
+                out[r.quantity][1].append(r.uncertainty)
+    return out
+
+
+def test_oob_gain_near_the_band_at_a_carried_level_covers_and_is_not_inflated(tmp_path):
+    """-60 dBm in (wide skirts: 85 dB of gain 0.2 MHz out): the thru cannot read that level, so the calibration
+    carries it from the nearest good one and the gain's error is that table's (the tone stands 60 dB over the
+    noise). Its U held the flat 0.1 dB TX step allowance: U 0.22-0.24 dB for 0.03-0.05 dB RMS (U/RMS 5-7);
+    now the table's own evidence (harness.thru.tx_step_u_db): U/RMS 2.4 (the flat allowance: 4.2 on these
+    seeds). 8 seeds, 8 calibrations; U at most 3.5 x the RMS error (8 draws leave that RMS 25 % uncertain)."""
+    from test_accuracy_truth import OobCase
+
+    rows = _oob_coverage_rows(tmp_path, OobCase(2e6, 50.0, 85.0, power_dbm=-60.0), range(40, 48),
+                              ("oob_gain_0m2_1m_db", "oob_gain_1m_5m_db"))
+    for name, (errs, us) in rows.items():
+        assert_coverage(errs, us, name, max_ratio=3.5)
+
+
+def test_oob_gain_far_out_covers_its_noise_and_the_choice_of_the_highest(tmp_path):
+    """The stock repeater 5-10 MHz and >= 10 MHz out (-30 dBm in): the tone 12-13 dB over the rig's noise,
+    u about 0.27 dB, and the range's highest of the two mirror points (the same gain) is the one the noise
+    raised: the reported U adds that choice's bias (harness.measurements.repeater._selection_u_db). Seed 80 of
+    bench/accuracy.py read +0.84 dB against U 0.55 dB."""
+    from test_accuracy_truth import OOB_CASES
+
+    rows = _oob_coverage_rows(tmp_path, OOB_CASES[0], range(80, 88), OOB_FAR_RANGES)
+    for name, (errs, us) in rows.items():
+        assert_coverage(errs, us, name, max_ratio=3.0)
+
+
+@pytest.mark.parametrize("n", [2, 5, 10])
+def test_highest_of_equal_readings_is_covered_with_the_choice_term(n):
+    """n readings of one true gain (0 dB), each with noise u: the highest, with U = 2 hypot(u, selection term),
+    covers 0 about 95 % of the time; without the term, 2 u covered the highest of 10 only about 79 %."""
+    from harness.measurements.repeater import _selection_u_db
+
+    rng = np.random.default_rng(n)
+    u = 0.27
+    hit = []
+    for _ in range(4000):
+        pts = [(float(g), 0.0, u, 0.0, "lower", 0.0) for g in rng.normal(0.0, u, n)]
+        g_max = max(p[0] for p in pts)
+        hit.append(abs(g_max) <= 2 * math.hypot(u, _selection_u_db(g_max, u, pts)))
+    assert 0.93 <= np.mean(hit) <= 0.995, np.mean(hit)
