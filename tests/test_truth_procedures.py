@@ -274,6 +274,26 @@ def test_acrr_against_repeater_response(tmp_path, seed, rig_base):
     assert_covered(acrr_rows(tmp_path, seed, rig_base))
 
 
+def test_acrr_floor_needs_a_dut_bypass_or_says_it_goes_without(tmp_path):
+    """The ACRR's floor capture bypasses the DUT: a rig without a bypass refuses the step before transmitting,
+    saying why, unless the step goes without (rig_floor: false: the RX's noise then stays in the readings)."""
+    from conftest import write_plan
+    from harness.config import ConfigError
+    from harness.plan import check_plan_against, load_plan
+    from harness.rig import Rig, load_rig
+
+    text = ACRR_PLAN.format(fc=UTRA_CENTRE_HZ / 1e6, fs=FS / 1e6, stimulus=stimulus_yaml("utra", -53.0),
+                            offsets="5 MHz")
+    spec = load_rig(write_rig(tmp_path, base="sim-repeater-utra.yaml", dut_bypass="none"))
+    without = text.replace("    adjacent_offsets:", "    rig_floor: false\n    adjacent_offsets:")
+    with Rig.open(spec) as rig:
+        with pytest.raises(ConfigError, match="capture 'floor': the analysis removes the rig's own floor, "
+                                              "captured with the DUT bypassed, and the rig declares no DUT bypass"):
+            check_plan_against(load_plan(write_plan(tmp_path, text)), rig)
+        declared = check_plan_against(load_plan(write_plan(tmp_path, without, name="without.yaml")), rig)
+    assert [a.label for a in declared[0]] == ["wanted", "adjacent -5e+06 Hz", "adjacent +5e+06 Hz"]
+
+
 # ------------------------------------------------------------------ AM/AM, AM/PM and CCDF (amplifier rig)
 AMP_PLAN = """\
 name: amam-ccdf

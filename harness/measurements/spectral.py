@@ -212,6 +212,10 @@ class AcrrParams:
     standard: Literal["utra", "eutra"] | None = None
     channel_bandwidth_hz: float | None = None
     n_samples: int = field(default=131072, metadata=doc("capture length"))
+    rig_floor: bool = field(default=True, metadata=doc(
+        "capture the rig's own floor in the wanted channel (DUT bypassed, transmitter off) and remove it from "
+        "the adjacent-drive readings; false on a rig without a DUT bypass: the RX's noise then stays in them "
+        "and the ACRR reads low by its share"))
 
     def __post_init__(self):
         if not 1 <= len(self.adjacent_offsets_hz) <= MAX_ADJACENT:
@@ -245,6 +249,8 @@ def _declare_acrr(p: AcrrParams, s: StepSettings):
                 for off in p.adjacent_offsets_hz for sign in (-1, 1)]
     # the rig's own floor in the wanted channel (DUT bypassed, transmitter off), removed from the weak
     # adjacent-drive readings
+    if not p.rig_floor:
+        return [wanted, *adjacent]
     floor = dataclasses.replace(s.capture("floor", None, p.n_samples, span_hz=span), thru=True)
     return [wanted, *adjacent, floor]
 
@@ -280,7 +286,7 @@ def acrr(records: list[CaptureRecord], p: AcrrParams) -> StepData:
         return channel_reading(m.x, fs, fc, filt)
 
     wanted = read(m0)
-    floor_rec = next((r for r in records if r.label == "floor"), None)  # (runs saved before it had none)
+    floor_rec = next((r for r in records if r.label == "floor"), None)  # (rig_floor false, or saved before)
     floor = read(floor_rec) if floor_rec is not None else None
     per_offset, plots, u_offset, sides = {}, {}, {}, {}
     for off in p.adjacent_offsets_hz:
