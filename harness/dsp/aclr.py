@@ -491,7 +491,7 @@ class ChannelReading:
     """One capture's power in one channel (LO line removed) and its scatter over the capture's blocks."""
 
     power_mw: float
-    #: relative standard uncertainty of ``power_mw``: the blocks' scatter over sqrt(blocks) (nan: one block)
+    #: relative standard uncertainty of ``power_mw``: the blocks' scatter over sqrt(blocks) (one block: 1/sqrt(BT))
     u_rel: float
     spectrum: Spectrum = field(repr=False, compare=False)
 
@@ -505,7 +505,10 @@ def channel_reading(x: np.ndarray, fs_hz: float, center_hz: float, filt: Channel
     wts = channel_weights(spec.freqs_hz, center_hz, filt)
     pb = _lo_free(spec.freqs_hz, blocks, LO_LINE_HALF_WIDTH_HZ) @ wts
     mean = float(np.mean(pb))
-    u = float(np.std(pb, ddof=1) / math.sqrt(pb.size) / mean) if pb.size > 1 and mean > 0 else math.nan
+    if pb.size > 1 and mean > 0:
+        u = float(np.std(pb, ddof=1) / math.sqrt(pb.size) / mean)
+    else:  # too short for blocks: a noise-like band's 1/sqrt(B T)
+        u = 1 / math.sqrt(max(filt.noise_bandwidth_hz * np.size(x) / fs_hz, 1.0))
     return ChannelReading(float(total @ wts), u, Spectrum(spec.freqs_hz, total, spec.rbw_hz, spec.n_avg))
 
 
