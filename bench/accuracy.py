@@ -31,8 +31,8 @@ errors within U, U / RMS and the RMS of error / (U / 2) (1 for an exact k = 2 st
 U / RMS misleads where U spans decades, as EVM's does). The seed sweeps ``cov`` repeat input intermodulation,
 AM/AM and CCDF over 8 seeds, EVM over 4 seeds at 2, 5 and 12 % for WCDMA and LTE (with the ``evm`` cases:
 43 runs), OIP3 at 17 dB below the input P1dB, gain flatness over 8 seeds, and output power and the stock
-repeater's far out-of-band ranges over 4, ACRR over 8 on each of the stock UTRA and E-UTRA repeater rigs
-(cases from tests/test_truth_coverage.py). Each truth run calibrates its rig with its own seed, so the calibration's
+repeater's far out-of-band ranges over 4, ACRR over 8 on each stock repeater rig (UTRA, E-UTRA; cases from
+tests/test_truth_coverage.py). Each truth run calibrates its rig with its own seed, so the calibration's
 own error, systematic within one table, is sampled across the runs as well.
 
     python bench/accuracy.py [--quick] [--only aclr,evm,delay,freq,oob,osc,ip3,proc,cov,floor]
