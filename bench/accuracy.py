@@ -31,7 +31,7 @@ errors within U, U / RMS and the RMS of error / (U / 2) (1 for an exact k = 2 st
 U / RMS misleads where U spans decades, as EVM's does). The seed sweeps ``cov`` repeat input intermodulation,
 AM/AM and CCDF over 8 seeds, EVM over 4 seeds at 2, 5 and 12 % for WCDMA and LTE (with the ``evm`` cases:
 43 runs), OIP3 at 17 dB below the input P1dB, gain flatness over 8 seeds, and output power and the stock
-repeater's far out-of-band ranges over 4, ACRR over 8 (both rigs alternately; cases from
+repeater's far out-of-band ranges over 4, ACRR over 8 on each stock repeater rig (UTRA, E-UTRA; cases from
 tests/test_truth_coverage.py). Each truth run calibrates its rig with its own seed, so the calibration's
 own error, systematic within one table, is sampled across the runs as well.
 
@@ -256,8 +256,9 @@ def main() -> int:
                 rows += guarded(tproc.output_power_rows, tmp(), 100 + seed, *tproc.POUT_CASES[0][1:])
                 rows += [r for r in guarded(t.oob_rows, tmp(), t.OOB_CASES[0], 300 + seed, at="played")
                          if r.quantity in tcov.OOB_FAR_RANGES]
-            for i, seed in enumerate(seeds[:3] if args.quick else seeds):  # ACRR: both rigs, 8 seeds
-                rows += guarded(tproc.acrr_rows, tmp(), 120 + seed, tproc.ACRR_CASES[i % 2][1])
+            for rig in tcov.ACRR_COVERAGE_RIGS:  # ACRR: 8 seeds on each stock repeater rig (UTRA, E-UTRA)
+                for seed in seeds[:3] if args.quick else seeds:
+                    rows += guarded(tproc.acrr_rows, tmp(), 120 + seed, rig)
             for tone in (-30.0, -40.0, -50.0):
                 for seed in seeds:
                     rows += guarded(tproc.imd_rows, tmp(), seed, tone)

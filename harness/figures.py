@@ -132,7 +132,9 @@ def acrr_figure(r: AcrrResult, adjacent_offset_hz: float | None = None, output: 
     s1, s2 = r.wanted_spectrum, r.adjacent_spectrum
     p, disp = _analyser_plot(f"ACRR {r.acrr_db:.2f} dB: output spectra", s1)
     p.add(s1.freqs_hz / 1e6, dbm(s1.psd_mw_hz * disp), f"input in wanted channel ({r.p_out_wanted_dbm:.2f} dBm)")
-    p.add(s2.freqs_hz / 1e6, dbm(s2.psd_mw_hz * disp), f"input in adjacent channel ({r.p_out_adjacent_dbm:.2f} dBm)")
+    floor = "" if r.floor_dbm is None else f", rig floor {r.floor_dbm:.2f} dBm removed"
+    p.add(s2.freqs_hz / 1e6, dbm(s2.psd_mw_hz * disp),
+          f"input in adjacent channel ({r.p_out_adjacent_dbm:.2f} dBm{floor})")
     half = r.filter.half_extent_hz
     p.bands.append({"x0": (r.wanted_center_hz - half) / 1e6, "x1": (r.wanted_center_hz + half) / 1e6,
                     "label": f"wanted channel: ACRR {r.acrr_db:.2f} dB", "color": _CHANNEL_COLORS[0]})

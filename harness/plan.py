@@ -426,6 +426,8 @@ def _check_acquisition(a: Acquisition, plan: Plan, rig, step_thru: bool = True) 
         if problem:
             if step_thru:
                 return f"a thru step needs the DUT bypassed, and {problem}"
+            if a.stimulus is None:
+                return f"the analysis removes the rig's own floor, captured with the DUT bypassed, and {problem}"
             return (f"the analysis takes its input reference from what the transmitter delivered, captured with "
                     f"the DUT bypassed, and {problem}")
     if "timing" in a.requires:

@@ -239,3 +239,26 @@ def test_acrr_two_capture_procedure():
     assert res.acrr_db == pytest.approx(truth, abs=0.3)
     assert res.p_out_wanted_dbm == pytest.approx(33.0 - 0.246, abs=0.1)
     assert acrr_db(30.0, -3.5) == pytest.approx(33.5)
+
+
+def test_acrr_removes_the_rig_floor_from_the_adjacent_drive_reading():
+    """The adjacent-drive reading holds the DUT's own noise plus the rig's floor; the floor, captured apart
+    (another realisation of it), is removed in power and its scatter enters u_db. A floor taking nearly all
+    of the reading leaves the uncorrected ratio, a lower bound, flagged."""
+    fs, n = 30.72e6, 1 << 18
+    wanted = wcdma_like(Builder(n, fs, seed=21), 0.0, 30.0)
+    dut = Builder(n, fs, seed=22).band(-6e6, 6e6, 0.0)  # the DUT's noise, 0 dBm over 12 MHz
+    rx = -5.0  # the rig's floor over the whole band: -14 dBm in the wanted channel, the DUT's -5 dBm
+    adj = Builder(n, fs, seed=23)
+    adj.X = dut.X + Builder(n, fs, seed=24).band(-fs / 2, fs / 2, rx).X
+    floor = Builder(n, fs, seed=25).band(-fs / 2, fs / 2, rx)
+    truth = wanted.rrc_truth_dbm(0.0) - dut.rrc_truth_dbm(0.0)
+    raw = acrr_from_captures(wanted.x(), adj.x(), fs)
+    res = acrr_from_captures(wanted.x(), adj.x(), fs, x_floor=floor.x())
+    assert truth - raw.acrr_db > 0.4  # the floor's share (0.5 dB), uncorrected
+    assert res.acrr_db == pytest.approx(truth, abs=3 * res.u_db) and 0.005 < res.u_db < 0.05
+    assert res.floor_dbm == pytest.approx(floor.rrc_truth_dbm(0.0), abs=0.05) and not res.at_floor
+    assert res.p_out_adjacent_raw_dbm == pytest.approx(raw.p_out_adjacent_dbm, abs=1e-9)
+    at = acrr_from_captures(wanted.x(), floor.x(), fs, x_floor=floor.x())  # nothing but the floor
+    assert at.at_floor and at.acrr_db == pytest.approx(wanted.rrc_truth_dbm(0.0) - floor.rrc_truth_dbm(0.0),
+                                                       abs=0.1)

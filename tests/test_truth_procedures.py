@@ -29,8 +29,8 @@ import pytest
 
 from conftest import write_rig
 from harness.plan import step_seed
-from test_accuracy_truth import (KT0_MW_HZ, UTRA_CENTRE_HZ, Row, assert_rows, periodic_bin_powers, record,
-                                 rrc_power_response, run, stimulus_spec, stimulus_yaml)
+from test_accuracy_truth import (EUTRA_N_RB, KT0_MW_HZ, UTRA_CENTRE_HZ, Row, assert_rows, periodic_bin_powers,
+                                 record, rrc_power_response, run, square_response, stimulus_spec, stimulus_yaml)
 
 FS = 30.72e6
 
@@ -221,49 +221,77 @@ def test_output_power_with_alc_against_repeater_model(tmp_path, seed, rated_dbm,
 ACRR_PLAN = """\
 name: acrr
 dut: {{type: repeater}}
-defaults: {{frequency: {fc} MHz, sample_rate: 30.72 MHz}}
+defaults: {{frequency: {fc} MHz, sample_rate: {fs} MHz}}
 steps:
   - name: acrr
     measurement: acrr
-    stimulus: {{type: wcdma, power: -53 dBm}}
-    adjacent_offsets: [5 MHz, 10 MHz]
+    stimulus: {stimulus}
+    adjacent_offsets: [{offsets}]
     limits: {{acrr_first: {{min: 0 dB}}}}
 """
 
 
-ACRR_CASES = [(10, "sim-repeater-utra-wide-filter.yaml"), (11, "sim-repeater-utra.yaml")]
+#: the shipped repeater rigs' ACRR geometry (as their plans measure it): UTRA 5 MHz at 30.72 MS/s, ±5 and
+#: ±10 MHz; E-UTRA 10 MHz (2135-2145 MHz) at 61.44 MS/s, ±10 MHz. (standard, centre Hz, rate Hz, offsets Hz)
+ACRR_GEOMETRY = {"utra": ("utra", UTRA_CENTRE_HZ, FS, (5e6, 10e6)), "eutra": ("eutra", 2140e6, 61.44e6, (10e6,))}
+ACRR_CASES = [(10, "sim-repeater-utra-wide-filter.yaml"), (11, "sim-repeater-utra.yaml"),
+              (12, "sim-repeater-eutra.yaml")]
 
 
 def acrr_rows(tmp_path, seed: int, rig_base: str) -> list[Row]:
-    """Wanted: the stimulus' bin powers through |G(f)|² and the RRC filter; adjacent: the same moved by the
-    offset. Both carry the repeater's own noise kT0·F·|G|² through the filter (it limits a good filter's ACRR)."""
+    """Wanted: the stimulus' bin powers through |G(f)|² and the channel filter (RRC; E-UTRA: square over
+    N_RB x 180 kHz); adjacent: the same moved by the offset. Both carry the repeater's own noise kT0·F·|G|²
+    through the filter (it limits a good filter's ACRR)."""
+    std, fc, fs, offsets = ACRR_GEOMETRY["eutra" if "eutra" in rig_base else "utra"]
+    stim = stimulus_yaml(std, -53.0, 10e6)
     rig = write_rig(tmp_path, base=rig_base, dut={"isolation_db": None})
-    res, spec = run(tmp_path, rig, ACRR_PLAN.format(fc=UTRA_CENTRE_HZ / 1e6), seed)
+    res, spec = run(tmp_path, rig, ACRR_PLAN.format(fc=fc / 1e6, fs=fs / 1e6, stimulus=stim,
+                                                   offsets=", ".join(f"{o / 1e6:g} MHz" for o in offsets)), seed)
     dut = spec.dut
-    w = stimulus_spec(stimulus_yaml("utra", -53.0)).generate(FS, step_seed(seed, 1))
-    f, px = periodic_bin_powers(w.samples.astype(np.complex128) * math.sqrt(10 ** (-53 / 10)), FS)
+    w = stimulus_spec(stim).generate(fs, step_seed(seed, 1))
+    f, px = periodic_bin_powers(w.samples.astype(np.complex128) * math.sqrt(10 ** (-53 / 10)), fs)
     order = np.argsort(f)
     f, px = f[order], px[order]
-    g2 = 10 ** (np.asarray(dut.gain_at(UTRA_CENTRE_HZ + f, UTRA_CENTRE_HZ, FS)) / 10)
-    rrc = rrc_power_response(f)
+    g2 = 10 ** (np.asarray(dut.gain_at(fc + f, fc, fs)) / 10)
+    h2 = rrc_power_response(f) if std == "utra" else square_response(f, EUTRA_N_RB[10e6] * 180e3)
     df = f[1] - f[0]
-    noise = KT0_MW_HZ * 10 ** (dut.noise_figure_db / 10) * float(np.sum(g2 * rrc)) * df
-    wanted = float(np.sum(px * g2 * rrc)) + noise
+    noise = KT0_MW_HZ * 10 ** (dut.noise_figure_db / 10) * float(np.sum(g2 * h2)) * df
+    wanted = float(np.sum(px * g2 * h2)) + noise
     worst = {}
-    for off in (5e6, 10e6):
+    for off in offsets:
         vals = []
         for sign in (-1, 1):
             shift = int(round(sign * off / df))
-            vals.append(10 * math.log10(wanted / (float(np.sum(np.roll(px, shift) * g2 * rrc)) + noise)))
+            vals.append(10 * math.log10(wanted / (float(np.sum(np.roll(px, shift) * g2 * h2)) + noise)))
         worst[off] = min(vals)
     case = rig_base.removesuffix(".yaml")
-    return [_row("acrr", case, record(res, "acrr", "acrr_first_db"), worst[5e6], 0.5),
-            _row("acrr", case, record(res, "acrr", "acrr_second_db"), worst[10e6], 0.5)]
+    return [_row("acrr", case, record(res, "acrr", name), worst[off], 0.5)
+            for name, off in zip(("acrr_first_db", "acrr_second_db"), offsets)]
 
 
 @pytest.mark.parametrize("seed, rig_base", ACRR_CASES)
 def test_acrr_against_repeater_response(tmp_path, seed, rig_base):
     assert_covered(acrr_rows(tmp_path, seed, rig_base))
+
+
+def test_acrr_floor_needs_a_dut_bypass_or_says_it_goes_without(tmp_path):
+    """The ACRR's floor capture bypasses the DUT: a rig without a bypass refuses the step before transmitting,
+    saying why, unless the step goes without (rig_floor: false: the RX's noise then stays in the readings)."""
+    from conftest import write_plan
+    from harness.config import ConfigError
+    from harness.plan import check_plan_against, load_plan
+    from harness.rig import Rig, load_rig
+
+    text = ACRR_PLAN.format(fc=UTRA_CENTRE_HZ / 1e6, fs=FS / 1e6, stimulus=stimulus_yaml("utra", -53.0),
+                            offsets="5 MHz")
+    spec = load_rig(write_rig(tmp_path, base="sim-repeater-utra.yaml", dut_bypass="none"))
+    without = text.replace("    adjacent_offsets:", "    rig_floor: false\n    adjacent_offsets:")
+    with Rig.open(spec) as rig:
+        with pytest.raises(ConfigError, match="capture 'floor': the analysis removes the rig's own floor, "
+                                              "captured with the DUT bypassed, and the rig declares no DUT bypass"):
+            check_plan_against(load_plan(write_plan(tmp_path, text)), rig)
+        declared = check_plan_against(load_plan(write_plan(tmp_path, without, name="without.yaml")), rig)
+    assert [a.label for a in declared[0]] == ["wanted", "adjacent -5e+06 Hz", "adjacent +5e+06 Hz"]
 
 
 # ------------------------------------------------------------------ AM/AM, AM/PM and CCDF (amplifier rig)

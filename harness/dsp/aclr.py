@@ -448,21 +448,32 @@ def eutra_aclr(x: np.ndarray | None, fs_hz: float, channel_bw_hz: float, center_
 # ------------------------------------------------------------------ ACRR (repeaters)
 #: half-width of the LO-leakage line removed from ACRR spectra (its window's main lobe and a margin)
 LO_LINE_HALF_WIDTH_HZ = 60e3
+#: the rig floor may take at most this share of an adjacent-drive reading: closer, the DUT's own part is not
+#: resolved and the uncorrected ratio (a lower bound of the ACRR) is reported
+ACRR_FLOOR_SHARE_MAX = 0.9
+
+
+def _lo_free(freqs_hz: np.ndarray, psd_mw_hz: np.ndarray, half_width_hz: float) -> np.ndarray:
+    """``psd_mw_hz`` (one spectrum, or blocks x bins) with the bins within ±``half_width_hz`` of 0 Hz replaced by
+    the line joining the medians of equally wide stretches either side."""
+    f, out = freqs_hz, np.array(psd_mw_hz, dtype=float, copy=True)
+    inside = np.abs(f) <= half_width_hz
+    left = (f < -half_width_hz) & (f >= -2 * half_width_hz)
+    right = (f > half_width_hz) & (f <= 2 * half_width_hz)
+    if not inside.any() or not left.any() or not right.any():
+        return out
+    fl, fr = float(np.mean(f[left])), float(np.mean(f[right]))
+    pl = np.median(out[..., left], axis=-1)[..., None]
+    pr = np.median(out[..., right], axis=-1)[..., None]
+    out[..., inside] = pl + (pr - pl) * (f[inside] - fl) / (fr - fl)
+    return out
 
 
 def without_lo_line(spec: Spectrum, half_width_hz: float = LO_LINE_HALF_WIDTH_HZ) -> Spectrum:
     """``spec`` with the bins within ±``half_width_hz`` of 0 Hz (the LO) replaced by the line joining the
     medians of equally wide stretches either side: removes the SDR's LO leakage, keeps a smooth spectrum."""
-    f, psd_ = spec.freqs_hz, spec.psd_mw_hz.copy()
-    inside = np.abs(f) <= half_width_hz
-    left = (f < -half_width_hz) & (f >= -2 * half_width_hz)
-    right = (f > half_width_hz) & (f <= 2 * half_width_hz)
-    if not inside.any() or not left.any() or not right.any():
-        return spec
-    fl, fr = float(np.mean(f[left])), float(np.mean(f[right]))
-    pl, pr = float(np.median(psd_[left])), float(np.median(psd_[right]))
-    psd_[inside] = pl + (pr - pl) * (f[inside] - fl) / (fr - fl)
-    return Spectrum(f, psd_, spec.rbw_hz, spec.n_avg)
+    return Spectrum(spec.freqs_hz, _lo_free(spec.freqs_hz, spec.psd_mw_hz, half_width_hz), spec.rbw_hz, spec.n_avg)
+
 
 def acrr_db(p_out_wanted_dbm: float, p_out_adjacent_dbm: float) -> float:
     """Adjacent channel rejection ratio (TS 25.143 §13 / 36.143), dB.
@@ -476,19 +487,83 @@ def acrr_db(p_out_wanted_dbm: float, p_out_adjacent_dbm: float) -> float:
 
 
 @dataclass
+class ChannelReading:
+    """One capture's power in one channel (LO line removed) and its scatter over the capture's blocks."""
+
+    power_mw: float
+    #: relative standard uncertainty of ``power_mw``: the blocks' scatter over sqrt(blocks) (one block: 1/sqrt(BT))
+    u_rel: float
+    spectrum: Spectrum = field(repr=False, compare=False)
+
+
+def channel_reading(x: np.ndarray, fs_hz: float, center_hz: float, filt: ChannelFilter,
+                    max_bin_hz: float = ACLR_MAX_BIN_HZ) -> ChannelReading:
+    """The channel power of ``x`` at ``center_hz`` through ``filt`` with the LO line removed
+    (:func:`without_lo_line`), from the ACLR spectrum, with its block-to-block scatter."""
+    spec, blocks = block_psds(x, fs_hz, max_bin_hz)
+    total = _lo_free(spec.freqs_hz, spec.psd_mw_hz, LO_LINE_HALF_WIDTH_HZ)
+    wts = channel_weights(spec.freqs_hz, center_hz, filt)
+    pb = _lo_free(spec.freqs_hz, blocks, LO_LINE_HALF_WIDTH_HZ) @ wts
+    mean = float(np.mean(pb))
+    if pb.size > 1 and mean > 0:
+        u = float(np.std(pb, ddof=1) / math.sqrt(pb.size) / mean)
+    else:  # too short for blocks: a noise-like band's 1/sqrt(B T)
+        u = 1 / math.sqrt(max(filt.noise_bandwidth_hz * np.size(x) / fs_hz, 1.0))
+    return ChannelReading(float(total @ wts), u, Spectrum(spec.freqs_hz, total, spec.rbw_hz, spec.n_avg))
+
+
+@dataclass
 class AcrrResult:
     acrr_db: float
     p_out_wanted_dbm: float  # wanted-channel output, input in the wanted channel
-    p_out_adjacent_dbm: float  # wanted-channel output, input in the adjacent channel
+    p_out_adjacent_dbm: float  # wanted-channel output, input in the adjacent channel (rig floor removed)
     wanted_center_hz: float = 0.0  # baseband offset of the wanted channel
     filter: ChannelFilter = UTRA_FILTER  # the wanted channel's measurement filter
     wanted_spectrum: Spectrum | None = field(default=None, repr=False, compare=False)  # output, input in wanted
     adjacent_spectrum: Spectrum | None = field(default=None, repr=False, compare=False)  # output, input in adjacent
+    #: standard uncertainty (dB, k = 1) from the captures' block scatter (wanted, adjacent and floor)
+    u_db: float = math.nan
+    #: share of it that is the adjacent capture's own (relative, k = 1): independent from side to side
+    u_adjacent_rel: float = math.nan
+    floor_dbm: float | None = None  # the rig's floor in the wanted channel (DUT bypassed, TX off); None: none
+    p_out_adjacent_raw_dbm: float | None = None  # the adjacent-drive reading before the floor was removed
+    #: the floor took more than ACRR_FLOOR_SHARE_MAX of the adjacent-drive reading: the uncorrected ratio is
+    #: reported, a lower bound of the ACRR
+    at_floor: bool = False
+
+
+def acrr_from_readings(wanted: ChannelReading, adjacent: ChannelReading, floor: ChannelReading | None = None,
+                       wanted_center_hz: float = 0.0, filt: ChannelFilter = UTRA_FILTER) -> AcrrResult:
+    """ACRR from the wanted-channel readings of the wanted-drive and adjacent-drive captures, the rig's own
+    floor (``floor``: the same channel with the DUT bypassed and the transmitter off) removed from the
+    adjacent-drive reading in power. The RX's noise adds to that weak reading (about 0.06 dB at 49 dB on the
+    stock repeater rigs, where the DUT's noise reaches the RX 18 dB above the RX's own): uncorrected, the ACRR
+    read low by that much."""
+    def rel(r: ChannelReading) -> float:
+        return r.u_rel if math.isfinite(r.u_rel) else 0.0
+
+    w, a_raw = wanted.power_mw, adjacent.power_mw
+    a, at_floor = a_raw, False
+    u_w, u_adj, u_f = rel(wanted), rel(adjacent), 0.0
+    if floor is not None:
+        if floor.power_mw > ACRR_FLOOR_SHARE_MAX * a_raw:
+            at_floor = True
+        else:
+            f = floor.power_mw
+            a, w = a_raw - f, w - f  # (the wanted reading's share of floor is tiny, removed alike)
+            u_w *= wanted.power_mw / w
+            u_adj *= a_raw / a
+            u_f = rel(floor) * f * abs(1 / a - 1 / w)  # the same floor leaves both readings
+    rel2 = u_w ** 2 + u_adj ** 2 + u_f ** 2
+    p1, p2 = float(dbm(w)), float(dbm(a))
+    return AcrrResult(acrr_db(p1, p2), p1, p2, wanted_center_hz, filt, wanted.spectrum, adjacent.spectrum,
+                      10 / math.log(10) * math.sqrt(rel2), u_adj,
+                      None if floor is None else float(dbm(floor.power_mw)), float(dbm(a_raw)), at_floor)
 
 
 def acrr_from_captures(x_wanted_drive: np.ndarray, x_adjacent_drive: np.ndarray, fs_hz: float,
                        wanted_center_hz: float = 0.0, filt: ChannelFilter = UTRA_FILTER,
-                       max_bin_hz: float = ACLR_MAX_BIN_HZ) -> AcrrResult:
+                       max_bin_hz: float = ACLR_MAX_BIN_HZ, x_floor: np.ndarray | None = None) -> AcrrResult:
     """ACRR from the two output captures of the repeater test procedure.
 
     ``x_wanted_drive``: output with the stimulus in the wanted channel;
@@ -496,6 +571,8 @@ def acrr_from_captures(x_wanted_drive: np.ndarray, x_adjacent_drive: np.ndarray,
     channel. Both are measured in the wanted channel (``wanted_center_hz``)
     with ``filt`` (UTRA_FILTER, or :func:`eutra_filter` for E-UTRA).
     The runner is responsible for keeping the input power identical.
+    ``x_floor``: the rig's own floor (DUT bypassed, transmitter off), removed
+    from the adjacent-drive reading (:func:`acrr_from_readings`).
 
     The SDR's own LO leakage (a line at 0 Hz, about -50 dBFS) passes the
     repeater at full gain when the LO sits in the wanted channel: with the
@@ -503,8 +580,8 @@ def acrr_from_captures(x_wanted_drive: np.ndarray, x_adjacent_drive: np.ndarray,
     held (ACRR read 37 dB where the repeater gave 49 dB). Its bins are
     replaced by the spectrum interpolated across them (:func:`without_lo_line`).
     """
-    s1 = without_lo_line(averaged_psd(x_wanted_drive, fs_hz, max_bin_hz, ACLR_WINDOW))
-    s2 = without_lo_line(averaged_psd(x_adjacent_drive, fs_hz, max_bin_hz, ACLR_WINDOW))
-    p1 = channel_power_dbm(None, fs_hz, wanted_center_hz, filt, spectrum=s1)
-    p2 = channel_power_dbm(None, fs_hz, wanted_center_hz, filt, spectrum=s2)
-    return AcrrResult(acrr_db(p1, p2), p1, p2, wanted_center_hz, filt, s1, s2)
+    def read(x):
+        return channel_reading(x, fs_hz, wanted_center_hz, filt, max_bin_hz)
+
+    return acrr_from_readings(read(x_wanted_drive), read(x_adjacent_drive),
+                              None if x_floor is None else read(x_floor), wanted_center_hz, filt)

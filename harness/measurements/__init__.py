@@ -29,6 +29,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from harness.capture import Acquisition, CaptureRecord, StimulusRef, stimulus_power_dbm
 from harness.config import unit_of
 from harness.plots import Plot
@@ -120,6 +122,19 @@ def expanded(u_std: float, **extra) -> dict:
     """Details of an output from its standard uncertainty: the expanded uncertainty U = k u (k = 2, ~95 %)
     and the coverage factor it was expanded with, plus ``extra`` entries."""
     return {**extra, "uncertainty": float(COVERAGE_FACTOR * u_std), "coverage_factor": COVERAGE_FACTOR}
+
+
+def expected_max_of_normals(n: int) -> float:
+    """E[max of n independent standard normal draws] (0 for one, 0.564 for two, 1.03 for four, 1.54 for ten):
+    how far the highest (or, mirrored, the lowest) of n alike noisy readings strays on average, in units of
+    their standard uncertainty. The worst-of-several outputs state it as a selection term."""
+    if n < 2:
+        return 0.0
+    from scipy import integrate, stats
+
+    # E[max] = integral of z * n * pdf(z) * cdf(z)^(n-1)
+    return float(integrate.quad(lambda z: z * n * stats.norm.pdf(z) * stats.norm.cdf(z) ** (n - 1),
+                                -np.inf, np.inf)[0])
 
 
 @dataclass

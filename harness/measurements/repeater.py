@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 from harness.capture import CaptureRecord
 from harness.config import doc, excerpt
@@ -14,7 +13,7 @@ from harness.figures import no_input_figure, oob_figure, spectrum_figure
 from harness.dsp.ripple import feedback_ripple, line_level_db, smoothed_ripple_db, transfer_magnitude
 from harness.dsp.spectrum import (psd, tone_power_dbm, tone_power_uncertainty_db,
                                   welch_band_power_uncertainty_db)
-from harness.measurements import (MAX_SWEEP_POINTS, MeasurementError, Output, StepData, StepSettings, by_label,
+from harness.measurements import (MAX_SWEEP_POINTS, expected_max_of_normals, MeasurementError, Output, StepData, StepSettings, by_label,
                                   expanded, register_measurement)
 from harness.plots import Plot
 from harness.stimulus import StimulusSpec, Waveform
@@ -239,12 +238,12 @@ def _selection_u_db(g_max: float, u_max: float, pts) -> float:
     out of the stock repeater, the two mirror points (one gain, the tone 12-13 dB above the noise, u 0.27 dB)
     read +0.84 and +0.37 dB on seed 80, and the step reported the first against U 0.55 dB. Over the n points
     within 2 u of the highest (their difference no more than the noise), that bias is about u times the
-    expected largest of n standard normal draws (Blom's approximation), taken here as a further standard
+    expected largest of n standard normal draws, taken here as a further standard
     uncertainty (0 for a lone highest point)."""
     n = sum(1 for g, _, u, *_ in pts if g >= g_max - 2 * math.hypot(u_max, u))
     if n <= 1:
         return 0.0
-    return u_max * float(stats.norm.ppf((n - 0.375) / (n + 0.25)))
+    return u_max * expected_max_of_normals(n)
 
 
 # ------------------------------------------------------------------ input intermodulation
