@@ -34,9 +34,13 @@ VERSION = max(VERSIONS)
 MAX_JSON_BYTES = 64 * 1024
 #: largest waveform a client may upload (samples, cf32)
 MAX_WAVEFORM_SAMPLES = 1 << 24
-#: samples per data frame unless the client asks for another size (64k: 512 KiB of cf32)
+#: samples per data frame of a server whose client names no size (64k: 512 KiB of cf32)
 FRAME_SAMPLES = 1 << 16
 MAX_FRAME_SAMPLES = 1 << 20
+#: bytes per data frame a client asks for by default, whatever the format: sc16 frames carry twice the samples
+#: of cf32 ones, so the costs paid per message on both sides (headers, Python, ZeroMQ, wake-ups) are paid per
+#: byte alike and not twice as often per sample in sc16
+FRAME_BYTES = 512 * 1024
 
 # ------------------------------------------------------------------ data frames
 #: magic, version, format, flags, stream id, sequence, first sample index, sample count, samples lost just
@@ -46,6 +50,11 @@ MAGIC = b"RFDS"
 FORMATS = {"cf32": 0, "sc16": 1}
 FORMAT_NAMES = {v: k for k, v in FORMATS.items()}
 BYTES_PER_SAMPLE = {0: 8, 1: 4}
+
+
+def frame_samples_for(fmt: str) -> int:
+    """Samples per data frame a client asks for in format ``fmt`` (``cf32``: 64k, ``sc16``: 128k)."""
+    return FRAME_BYTES // BYTES_PER_SAMPLE[FORMATS[fmt]]
 #: sc16: int16 I and Q, value = int * scale; the server sends 2^-15 (the ci16_le grid: a recording can take the
 #: ints as they come). A client always uses the scale in the header (servers before 2026-11 sent 1/32767).
 SC16_SCALE = 1.0 / iq_kernels.SC16_FULL_SCALE
