@@ -50,11 +50,6 @@ MAGIC = b"RFDS"
 FORMATS = {"cf32": 0, "sc16": 1}
 FORMAT_NAMES = {v: k for k, v in FORMATS.items()}
 BYTES_PER_SAMPLE = {0: 8, 1: 4}
-
-
-def frame_samples_for(fmt: str) -> int:
-    """Samples per data frame a client asks for in format ``fmt`` (``cf32``: 64k, ``sc16``: 128k)."""
-    return FRAME_BYTES // BYTES_PER_SAMPLE[FORMATS[fmt]]
 #: sc16: int16 I and Q, value = int * scale; the server sends 2^-15 (the ci16_le grid: a recording can take the
 #: ints as they come). A client always uses the scale in the header (servers before 2026-11 sent 1/32767).
 SC16_SCALE = 1.0 / iq_kernels.SC16_FULL_SCALE
@@ -70,6 +65,11 @@ KNOWN_FLAGS = F_OVERFLOW | F_DROPPED | F_END | F_ABORTED | F_OVERLOAD
 #: client -> server on the data channel: magic, version, stream id, credits granted, session (16 bytes)
 CREDIT = struct.Struct("<4sBxxxII16s")
 CREDIT_MAGIC = b"RFCR"
+
+
+def frame_samples_for(fmt: str) -> int:
+    """Samples per data frame a client asks for in format ``fmt`` (``cf32``: 64k, ``sc16``: 128k)."""
+    return FRAME_BYTES // BYTES_PER_SAMPLE[FORMATS[fmt]]
 
 
 class WireError(ValueError):
