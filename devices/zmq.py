@@ -86,10 +86,12 @@ class ZmqRadio(Radio):
     def __init__(self, uri: str, host: str, port: int, *, insecure: bool = False, server_key: str | None = None,
                  client_key: str | None = None, fmt: str = "cf32", timeout_s: float = 2.0, tries: int = 3):
         super().__init__(uri)
+        if fmt not in wire.FORMATS:
+            raise DeviceError(f"{uri}: format {fmt!r}; known: {', '.join(wire.FORMATS)}")
         self.host, self.port, self.fmt = host, port, fmt
         self.timeout_s, self.tries = timeout_s, tries
-        #: samples per data frame of a bounded capture
-        self.frame_samples = wire.FRAME_SAMPLES
+        #: samples per data frame of a bounded capture (the same bytes per frame in either format)
+        self.frame_samples = wire.frame_samples_for(fmt)
         self._curve = None
         if not insecure:
             if not server_key or not client_key:
@@ -499,9 +501,11 @@ class ZmqRadio(Radio):
             self._teardown()
 
     # ----- continuous stream (not part of the Radio interface)
-    def stream(self, frame_samples: int = wire.FRAME_SAMPLES, fmt: str | None = None) -> "RemoteStream":
-        """A continuous stream from the configured RX (back to back chunks of ``frame_samples``)."""
-        return RemoteStream(self, frame_samples, fmt or self.fmt)
+    def stream(self, frame_samples: int | None = None, fmt: str | None = None) -> "RemoteStream":
+        """A continuous stream from the configured RX (back to back chunks of ``frame_samples``; default
+        :func:`~devices.zmq_wire.frame_samples_for` the format)."""
+        fmt = fmt or self.fmt
+        return RemoteStream(self, frame_samples or wire.frame_samples_for(fmt), fmt)
 
 
 def _send(sock: zmq.Socket, parts: list) -> bool:

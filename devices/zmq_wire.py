@@ -34,9 +34,13 @@ VERSION = max(VERSIONS)
 MAX_JSON_BYTES = 64 * 1024
 #: largest waveform a client may upload (samples, cf32)
 MAX_WAVEFORM_SAMPLES = 1 << 24
-#: samples per data frame unless the client asks for another size (64k: 512 KiB of cf32)
+#: samples per data frame of a server whose client names no size (64k: 512 KiB of cf32)
 FRAME_SAMPLES = 1 << 16
 MAX_FRAME_SAMPLES = 1 << 20
+#: bytes per data frame a client asks for by default, whatever the format: sc16 frames carry twice the samples
+#: of cf32 ones, so the costs paid per message on both sides (headers, Python, ZeroMQ, wake-ups) are paid per
+#: byte alike and not twice as often per sample in sc16
+FRAME_BYTES = 512 * 1024
 
 # ------------------------------------------------------------------ data frames
 #: magic, version, format, flags, stream id, sequence, first sample index, sample count, samples lost just
@@ -61,6 +65,11 @@ KNOWN_FLAGS = F_OVERFLOW | F_DROPPED | F_END | F_ABORTED | F_OVERLOAD
 #: client -> server on the data channel: magic, version, stream id, credits granted, session (16 bytes)
 CREDIT = struct.Struct("<4sBxxxII16s")
 CREDIT_MAGIC = b"RFCR"
+
+
+def frame_samples_for(fmt: str) -> int:
+    """Samples per data frame a client asks for in format ``fmt`` (``cf32``: 64k, ``sc16``: 128k)."""
+    return FRAME_BYTES // BYTES_PER_SAMPLE[FORMATS[fmt]]
 
 
 class WireError(ValueError):

@@ -164,3 +164,44 @@ def test_captures_held_by_the_caller_are_never_overwritten(server, fmt):
             if i % 2:
                 del c  # dropped: its array may serve the next capture
         assert np.array_equal(held[0].samples, held_copy) and np.array_equal(held_copy, expect(0))
+
+
+def test_full_stream_buffer_drops_frames_before_converting_them(server, monkeypatch):
+    # sc16: a frame that cannot fit the server's buffer is dropped (and counted) before it is encoded, so a
+    # source outrunning the link does not also spend the server's CPU on samples nobody will get
+    from harness.remote import server as srv_mod
+
+    encoded, produced = [0], [0]
+    enc = srv_mod.iq_kernels.sc16_encode_power
+
+    def counting(x, out=None):
+        encoded[0] += x.size
+        return enc(x, out)
+
+    orig = server.radio.capture
+
+    def taking(n, timeout_s=None):
+        c = orig(n, timeout_s)
+        produced[0] += c.samples.size
+        return c
+
+    monkeypatch.setattr(srv_mod.iq_kernels, "sc16_encode_power", counting)
+    server.radio.capture = taking
+    server._budget.limit = 32 * 4096 * 4  # 32 sc16 frames
+    with open_radio(f"zmq://127.0.0.1:{server.port}?insecure=1&format=sc16") as r:
+        r.configure_rx(RX)
+        s = r.stream(frame_samples=4096)
+        assert s.read(timeout_s=5)[0].size == 4096
+        # the client stalls: the buffer fills, and frames keep being dropped while it reads nothing
+        assert wait_until(lambda: server.counters["samples_dropped"] > 20 * 4096 * 32, 20.0)
+        s.close()
+    assert s.lost > 0 and s.lost == server.counters["samples_dropped"] and s.lost % 4096 == 0
+    assert encoded[0] < produced[0] - s.lost // 2, "dropped frames must not have been converted"
+    assert encoded[0] >= s.received  # every frame that left was converted
+    assert wait_until(lambda: not server._streams, 5.0) and server._budget.held == 0
+
+
+def test_frames_carry_the_same_bytes_in_either_format():
+    # sc16 frames carry twice the samples of cf32 ones: per-message costs are paid per byte alike
+    assert wire.frame_samples_for("cf32") * 8 == wire.frame_samples_for("sc16") * 4 == wire.FRAME_BYTES
+    assert wire.frame_samples_for("cf32") == wire.FRAME_SAMPLES

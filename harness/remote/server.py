@@ -163,6 +163,10 @@ class _Budget:
             with self.lock:
                 self.held -= n
 
+    def room(self) -> int:
+        """Bytes free now (the device thread alone takes, so this can only grow until it takes again)."""
+        return self.limit - self.held
+
 
 class RigServer:
     """Serve ``rig`` (open) on ``control`` (and ``data``, default the control port + 1)."""
@@ -905,6 +909,17 @@ class RigServer:
             first = starts[at]
             chunk = starts[at:at + batch]
             end = min(n, chunk[-1] + step)
+            if not st.bounded and st.budget.room() < step * wire.BYTES_PER_SAMPLE[st.fmt]:
+                # a continuous stream's buffer is full: these frames are dropped (and counted) before they are
+                # converted, so a source outrunning the link does not also spend the server's CPU on them
+                for i in chunk:
+                    k = min(step, n - i)
+                    self._drop(st, k)
+                    st.seq += 1
+                    st.next_sample += k
+                at += len(chunk)
+                batch = min(16, batch * 2)
+                continue
             if enc is None:
                 bodies, scale = wire.encode_samples(x[first:end], st.fmt)
             else:
@@ -927,16 +942,21 @@ class RigServer:
                 st.seq += 1
                 st.next_sample += k
                 if not st.push(parts, body.nbytes):
-                    with st.lock:
-                        st.lost_pending += lost + k
-                        st.lost_total += k
-                    self.counters["samples_dropped"] += k
+                    self._drop(st, k, lost)
             self._wake(self._wake_sock)
             at += len(chunk)
             batch = min(16, batch * 2)
         if end_meta is not None:
             with st.lock:
                 st.closed = True
+
+    def _drop(self, st: _Stream, k: int, lost_before: int = 0) -> None:
+        """A continuous stream's next frame (``k`` samples) dropped: its samples and the loss it would have
+        announced (``lost_before``) go to the next frame that leaves; ``seq`` and ``first_sample`` skip it."""
+        with st.lock:
+            st.lost_pending += lost_before + k
+            st.lost_total += k
+        self.counters["samples_dropped"] += k
 
     def _abort_stream(self, st: _Stream, why: str) -> None:
         head = wire.FrameHeader(st.fmt, wire.F_ABORTED | wire.F_END, st.sid, st.seq, st.next_sample, 0,
