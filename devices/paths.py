@@ -444,31 +444,62 @@ def fir_frames(x: np.ndarray, hspec: np.ndarray, taps: int, offset: int, dtype=n
     frames' own precision, exact; its consumers widen it).
     """
     from devices import workers
-    from devices.sim.kernels import fir_load  # compiled; devices.sim imports this module
 
-    x = np.ascontiguousarray(x)
-    if x.dtype != np.complex64:
-        x = np.asarray(x, dtype=np.complex128)
-    n = x.size
-    nfft = hspec.size
-    step = nfft - (taps - 1)
-    ulen = n + taps - 1  # the input the valid convolution needs
-    nb = max(1, -(-n // step))
-    if offset < 0:
-        raise ValueError(f"fir_frames: offset {offset} < 0")
-    cnt = max(0, min(n, ulen - offset))  # the frames' input u: zeros, then x[:cnt] from u[offset], then zeros
-    y = np.empty(nb * step, dtype=dtype)
+    frames = FirFrames(x, hspec, taps, offset, dtype)
+    workers.run(frames.run, workers.spans(frames.count, align=_FIR_CHUNK, min_part=2 * _FIR_CHUNK))
+    return frames.y[:frames.n]
 
-    def frames(f0: int, f1: int) -> None:
+
+class FirFrames:
+    """The overlap-save frames of :func:`fir_frames` on ``x``, computed a range of frames at a time.
+
+    Frame r gives y[r step:(r + 1) step] (step = frame size - taps + 1) from x up to
+    r step + frame size + offset - taps + 1. Frames are transformed in fixed chunks of
+    ``_FIR_CHUNK`` (chunk c is frames 16 c .. 16 c + 15), so any split of the work into whole
+    chunks gives the same samples. :meth:`run` may run on several threads at once for
+    disjoint ranges.
+    """
+
+    def __init__(self, x: np.ndarray, hspec: np.ndarray, taps: int, offset: int, dtype=np.complex128):
+        x = np.ascontiguousarray(x)
+        if x.dtype != np.complex64:
+            x = np.asarray(x, dtype=np.complex128)
+        if offset < 0:
+            raise ValueError(f"fir_frames: offset {offset} < 0")
+        self.x, self.hspec, self.taps, self.offset = x, hspec, taps, offset
+        self.n = n = x.size
+        nfft = hspec.size
+        self.step = nfft - (taps - 1)
+        self.count = max(1, -(-n // self.step))  # frames
+        self.chunks = -(-self.count // _FIR_CHUNK)
+        # the frames' input u: zeros, then x[:cnt] from u[offset], then zeros (the valid convolution needs n + taps - 1)
+        self.cnt = max(0, min(n, n + taps - 1 - offset))
+        self.y = np.empty(self.count * self.step, dtype=dtype)
+
+    def chunk_end(self, c: int) -> int:
+        """Samples of y complete after chunks 0..c - 1."""
+        return min(self.n, c * _FIR_CHUNK * self.step)
+
+    def input_end(self, c: int) -> int:
+        """Samples of x that chunks 0..c - 1 read (x from there on may still change)."""
+        f = min(self.count, c * _FIR_CHUNK)
+        return max(0, min(self.n, (f - 1) * self.step + self.hspec.size - self.offset))
+
+    def run(self, f0: int, f1: int) -> None:
+        """Frames [f0, f1) (f0 a multiple of ``_FIR_CHUNK``, f1 too or the last frame) into y."""
+        from devices.sim.kernels import fir_load  # compiled; devices.sim imports this module
+
+        nfft, step, taps = self.hspec.size, self.step, self.taps
         work = np.empty((min(_FIR_CHUNK, f1 - f0), nfft), dtype=np.complex64)  # transformed in place
         for c0 in range(f0, f1, _FIR_CHUNK):
             c1 = min(c0 + _FIR_CHUNK, f1)
             fr = work[:c1 - c0]
-            fir_load(x, offset, cnt, c0 * step, step, fr)
+            fir_load(self.x, self.offset, self.cnt, c0 * step, step, fr)
             spec = sfft.fft(fr, axis=1, overwrite_x=True)
-            spec *= hspec
+            spec *= self.hspec
             out = sfft.ifft(spec, axis=1, overwrite_x=True)
-            y[c0 * step:c1 * step].reshape(c1 - c0, step)[...] = out[:, taps - 1:]  # each frame's valid part
+            self.y[c0 * step:c1 * step].reshape(c1 - c0, step)[...] = out[:, taps - 1:]  # each frame's valid part
 
-    workers.run(frames, workers.spans(nb, align=_FIR_CHUNK, min_part=2 * _FIR_CHUNK))
-    return y[:n]
+    def run_chunks(self, c0: int, c1: int) -> None:
+        """Chunks [c0, c1) into y."""
+        self.run(c0 * _FIR_CHUNK, min(self.count, c1 * _FIR_CHUNK))

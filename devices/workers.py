@@ -80,6 +80,17 @@ def run(fn, parts: list[tuple[int, int]]) -> list:
     return [first, *(f.result() for f in futures)]
 
 
+
+def run_tasks(tasks: list) -> list:
+    """Call every task (no arguments), the first in this thread and the rest in the pool; results in order.
+
+    For stages that overlap (e.g. a sequential loop on one part of a block while the next part is
+    prepared): the tasks must not depend on each other. Every task has finished when this returns
+    or raises.
+    """
+    return run(lambda i, _: tasks[i](), [(i, i + 1) for i in range(len(tasks))])
+
+
 #: glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _heap_kept = False

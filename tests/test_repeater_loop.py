@@ -98,3 +98,26 @@ def test_compiled_loop_equals_the_direct_recursion(name):
     rms = math.sqrt(np.mean(np.abs(want) ** 2))
     assert rms > 1.0  # a real output (tens of dBm), not a silent loop
     assert np.max(np.abs(got - want)) < 1e-5 * rms
+
+
+@pytest.mark.parametrize("name", ["stable 20 dB margin, ALC, frequency error", "ALC without feedback, p = 3"])
+def test_a_long_block_in_steps_is_one_loop_call(monkeypatch, name):
+    """A long block runs the loop in steps on one core while the input filter's next chunk is prepared on the
+    other: bit for bit what the input, then one loop call over the whole block gives (state carried in from a
+    previous block, input noise on)."""
+    from devices.sim import repeater as rmod
+
+    def run(pipeline_chunks):
+        monkeypatch.setattr(rmod, "_PIPELINE_CHUNKS", pipeline_chunks)
+        rep = Repeater(passband_low_hz=LOW, passband_high_hz=HIGH, **CASES[name])
+        rng = np.random.default_rng(7)
+        out = []
+        for n in (3000, 500_000, 70_001, 300_000):
+            t = np.arange(n)
+            x = 10 ** (-40 / 20) * np.exp(2j * np.pi * (0.7e6 * t / FS + rng.random())) + 1e-6 * rng.standard_normal(n)
+            out.append(rep.process(x.astype(np.complex64), FC, FS, rng))
+        return out
+
+    steps, whole = run(2), run(1 << 30)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(steps, whole))
+    assert np.sqrt(np.mean(np.abs(steps[1]) ** 2)) > 1.0  # a real output
