@@ -368,6 +368,27 @@ class Path:
             i = j
         return x if single else np.asarray(x, dtype=np.complex128)
 
+    def linear_frames(self, x: np.ndarray, fc_hz: float, fs_hz: float) -> FirFrames | None:
+        """When the path is one run of linear elements, not all flat: its FIR on ``x`` as overlap-save
+        frames to compute a chunk at a time (:class:`FirFrames`, complex64: what ``apply(x, ...,
+        single=True)`` returns, bit for bit, once every chunk has run); else None."""
+        elements = self.elements
+        if not elements or not all(isinstance(e, LinearElement) for e in elements) or all(e.flat for e in elements):
+            return None
+        m, hspec = self._linear_plan(len(elements), elements, fc_hz, fs_hz)
+        return FirFrames(x, hspec, _FIR_TAPS, m + _FIR_TAPS // 2 - 1, dtype=np.complex64)
+
+    def _linear_plan(self, key: int, elements: list, fc_hz: float, fs_hz: float) -> tuple[int, np.ndarray]:
+        """(integer delay, FIR frame spectrum) of a run of linear elements, cached per geometry."""
+        cache = self.__dict__.setdefault("_fir_cache", {})
+        geometry = (key, fc_hz, fs_hz, tuple(repr(e) for e in elements))
+        plan = cache.get(geometry)
+        if plan is None:
+            if len(cache) >= _H_CACHE_SIZE:
+                cache.pop(next(iter(cache)))
+            plan = cache[geometry] = _fir_plan(elements, fc_hz, fs_hz)
+        return plan
+
     def _apply_linear(self, key: int, elements: list, x: np.ndarray, fc_hz: float, fs_hz: float) -> np.ndarray:
         """Apply a run of linear elements: a scalar when all are flat, else their joint response as an FIR.
 
@@ -381,14 +402,7 @@ class Path:
         if all(e.flat for e in elements):
             gain_db = sum(float(e.gain_db_at(fc_hz)) for e in elements)
             return np.multiply(x, 10 ** (gain_db / 20), dtype=np.complex128) if gain_db else x
-        cache = self.__dict__.setdefault("_fir_cache", {})
-        geometry = (key, fc_hz, fs_hz, tuple(repr(e) for e in elements))
-        plan = cache.get(geometry)
-        if plan is None:
-            if len(cache) >= _H_CACHE_SIZE:
-                cache.pop(next(iter(cache)))
-            plan = cache[geometry] = _fir_plan(elements, fc_hz, fs_hz)
-        m, hspec = plan
+        m, hspec = self._linear_plan(key, elements, fc_hz, fs_hz)
         return fir_frames(x, hspec, _FIR_TAPS, m + _FIR_TAPS // 2 - 1, dtype=np.complex64)
 
 

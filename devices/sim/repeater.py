@@ -55,6 +55,7 @@ of 12 gives about 40 dB and 3 %.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -65,7 +66,7 @@ from scipy import signal, special
 from devices.sim.dut import RappAmplifier, register_dut
 from devices.sim.kernels import CARRIER_STEP_BITS, fft_plan, repeater_loop, table_noise_into
 from devices import workers
-from devices.paths import (FirFrames, _gaussian_table, complex_noise, linear_phasor, noise_draw,
+from devices.paths import (FirFrames, Path, _gaussian_table, complex_noise, linear_phasor, noise_draw,
                            thermal_noise_mw, unit_phasor)
 
 #: rate and centre used by truth() before the first process() call
@@ -224,6 +225,42 @@ class _Inputs:
         rep._v_hist = np.concatenate((rep._v_hist[k:], self.frames.y[n - k:n]))
 
 
+class _SideChunks:
+    """The chunks of the output's FIR (:class:`devices.paths.FirFrames`, or None: nothing to do), in order, to
+    whichever thread asks: :meth:`run` does chunks below a limit until none is left."""
+
+    def __init__(self, frames: FirFrames | None):
+        self.frames = frames
+        self._next = 0
+        self._ready = 0
+        self._lock = threading.Lock()
+
+    def ready(self, done: int) -> int:
+        """How many chunks can run once the FIR's input is final up to ``done``."""
+        fr = self.frames
+        while fr is not None and self._ready < fr.chunks and fr.input_end(self._ready + 1) <= done:
+            self._ready += 1
+        return self._ready
+
+    def run(self, limit: int) -> None:
+        while True:
+            with self._lock:
+                c = self._next
+                if c >= limit:
+                    return
+                self._next += 1
+            self.frames.run_chunks(c, c + 1)
+
+    def finish(self) -> None:
+        """The chunks left, on all cores (the input complete)."""
+        fr = self.frames
+        if fr is None or self._next >= fr.chunks:
+            return
+        c0 = self._next
+        workers.run(lambda a, b: fr.run_chunks(c0 + a, c0 + b), workers.spans(fr.chunks - c0, min_part=2))
+        self._next = fr.chunks
+
+
 @register_dut("repeater")
 @dataclass
 class Repeater:
@@ -253,6 +290,7 @@ class Repeater:
 
     link: ClassVar[str] = "downlink"
     takes_complex64: ClassVar[bool] = True  # process widens complex64 input exactly
+    takes_path_after: ClassVar[bool] = True  # process(..., after=path) runs the path too (beside its loop)
 
     def __post_init__(self):
         what = self.model_name
@@ -369,11 +407,16 @@ class Repeater:
         self._lo_cycles = 0.0
 
     # ----- the model ----------------------------------------------------------
-    def process(self, x: np.ndarray, fc_hz: float, fs_hz: float, rng: np.random.Generator) -> np.ndarray:
+    def process(self, x: np.ndarray, fc_hz: float, fs_hz: float, rng: np.random.Generator,
+                after: Path | None = None) -> np.ndarray:
+        """The repeater on ``x``; with ``after`` (the path its output drives), that path's output as
+        ``after.apply(y, fc_hz, fs_hz, rng, single=True)`` gives it, its FIR's frames computed beside
+        the loop when it is one run of linear elements."""
         d = self._realise(float(fc_hz), float(fs_hz))
         n = np.shape(x)[0]
         if n == 0:
-            return np.asarray(x, dtype=np.complex128).copy()
+            y = np.asarray(x, dtype=np.complex128).copy()
+            return y if after is None else after.apply(y, fc_hz, fs_hz, rng, single=True)
         # Input with the filter's history in front, in a scratch buffer kept between calls (a fresh
         # array of this size costs more in page faults than the arithmetic on it).
         x = np.asarray(x)
@@ -398,8 +441,13 @@ class Repeater:
             wx = inputs.all()
             inputs.finish()
             y = self._pa.process(wx, fc_hz, fs_hz, rng)
-            return y * linear_phasor(*lo, n) if lo is not None else y
-        return self._run_blocks(inputs, lo, d, fs_hz)
+            y = y * linear_phasor(*lo, n) if lo is not None else y
+        else:
+            rx = after.linear_frames(inputs.wx, fc_hz, fs_hz) if after is not None else None
+            y = self._run_blocks(inputs, lo, d, fs_hz, rx)
+            if rx is not None:
+                return y
+        return y if after is None else after.apply(y, fc_hz, fs_hz, rng, single=True)
 
     def _scratch(self, size: int) -> np.ndarray:
         """A complex128 work array of ``size`` (contents undefined), reused across calls."""
@@ -415,7 +463,7 @@ class Repeater:
             b = int(max(32, min(b, self.alc_time_constant_s * fs_hz / 64)))
         return min(b, d.m_loop) if d.h_f is not None else b
 
-    def _run_blocks(self, inputs: "_Inputs", lo, d: _Design, fs_hz: float) -> np.ndarray:
+    def _run_blocks(self, inputs: "_Inputs", lo, d: _Design, fs_hz: float, rx: FirFrames | None) -> np.ndarray:
         """Feedback loop and ALC, block by block (blocks no longer than the loop latency), compiled.
 
         The ALC gain holds over each block and is updated from the block's
@@ -427,6 +475,9 @@ class Repeater:
         frames at a time). A step starts and ends on a multiple of the chunk, the ALC block and
         the carrier's exact phasor, where the compiled loop starts afresh from its state
         exactly as it goes on inside one call: the samples do not depend on the steps.
+        ``rx``: the frames of the FIR the output drives (on ``inputs.wx``); the chunks whose
+        input the loop has finished are computed beside it by whichever core is free, and
+        its output is returned instead of the repeater's.
         """
         n = inputs.n
         wx = inputs.wx
@@ -458,6 +509,7 @@ class Repeater:
                 alc, float(self._alc_db), float(self._detector_mw), rated_mw, tau_d, tau_i,
                 pa._g / pa._a_sat, float(pa.smoothness), math.radians(pa.am_pm_alpha_deg), float(pa.am_pm_beta))
 
+        side = _SideChunks(rx)
         if inputs.chunks < _PIPELINE_CHUNKS:  # a short block: the input, then the loop
             inputs.all()
             loop(0, n)
@@ -465,19 +517,22 @@ class Repeater:
             ready, pos, c = inputs.prepare(0), 0, 1
             while pos < n:
                 end = n if ready >= n else ready // step * step
-                tasks = [lambda t0=pos, t1=end: loop(t0, t1)] if end > pos else []
+                limit = side.ready(pos)  # the output's chunks whose input is done, for a free core
+                tasks = [lambda t0=pos, t1=end: (loop(t0, t1), side.run(limit))] if end > pos else []
                 more = c < inputs.chunks
-                if more:  # the input's next chunk, on the other core
-                    tasks.append(lambda c=c: inputs.prepare(c))
+                # the input's next chunk on the other core (then the output's), or the output's chunks
+                tasks.append((lambda c=c: (inputs.prepare(c), side.run(limit))[0]) if more
+                             else (lambda: side.run(limit)))
                 done = workers.run_tasks(tasks)
                 if more:
                     ready, c = done[-1], c + 1
                 pos = max(pos, end)
+        side.finish()
         inputs.finish()
         y = wx
         if hy:
             self._y_hist = np.concatenate((y_hist, y))[-hy:] if n < hy else y[n - hy:].copy()
-        return y
+        return y if rx is None else rx.y[:rx.n]
 
     # ----- truth --------------------------------------------------------------
     def _geometry(self, fc_hz, fs_hz) -> _Design:
