@@ -49,6 +49,11 @@ def _mark_worker() -> None:
     _local.in_pool = True
 
 
+def in_pool() -> bool:
+    """True on one of the pool's threads (where :func:`run` runs parts in turn)."""
+    return bool(getattr(_local, "in_pool", False))
+
+
 def spans(n: int, align: int = 1, min_part: int = MIN_PART) -> list[tuple[int, int]]:
     """[lo, hi) parts of ``range(n)``, one per core (fewer for short blocks); inner bounds multiples of ``align``."""
     parts = max(1, min(cores(), n // max(min_part, 1)))
@@ -66,7 +71,7 @@ def run(fn, parts: list[tuple[int, int]]) -> list:
 
     Every part has finished when this returns or raises (they write into shared arrays).
     """
-    if len(parts) == 1 or getattr(_local, "in_pool", False):
+    if len(parts) == 1 or in_pool():
         return [fn(lo, hi) for lo, hi in parts]
     pool = _executor()
     futures = [pool.submit(fn, lo, hi) for lo, hi in parts[1:]]

@@ -38,6 +38,10 @@ Signal flow (complex baseband in sqrt(mW) at the bench's centre ``fc_hz``)::
   the prototype sampled at the combined fractional offset (exact fractional
   feedback delay, no interpolator). Ripple, and oscillation when the loop
   gain exceeds 1, emerge from this loop.
+  The loop is sequential: on a long block it runs on one core in steps
+  while the other prepares the input filter's next frames (and the RX path's
+  FIR of finished outputs when the bench hands it over), with the same
+  samples as in one go.
 
 State (filter history, delay line, feedback history, ALC, LO phase) carries
 over between calls; consecutive calls are consecutive blocks. A change of
