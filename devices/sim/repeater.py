@@ -246,14 +246,22 @@ class _SideChunks:
             self._ready += 1
         return self._ready
 
+    def pending(self, limit: int) -> bool:
+        return self._next < limit
+
+    def run_one(self, limit: int) -> bool:
+        """The next chunk, if it is below ``limit``; False when there was none."""
+        with self._lock:
+            c = self._next
+            if c >= limit:
+                return False
+            self._next += 1
+        self.frames.run_chunks(c, c + 1)
+        return True
+
     def run(self, limit: int) -> None:
-        while True:
-            with self._lock:
-                c = self._next
-                if c >= limit:
-                    return
-                self._next += 1
-            self.frames.run_chunks(c, c + 1)
+        while self.run_one(limit):
+            pass
 
     def finish(self) -> None:
         """The chunks left, on all cores (the input complete)."""
@@ -263,6 +271,81 @@ class _SideChunks:
         c0 = self._next
         workers.run(lambda a, b: fr.run_chunks(c0 + a, c0 + b), workers.spans(fr.chunks - c0, min_part=2))
         self._next = fr.chunks
+
+
+class _Pipeline:
+    """The loop on this thread, the input's chunks then the output's on a pool thread, without a barrier.
+
+    The loop runs as far as the prepared input allows (steps ending on multiples of ``step``), the pool
+    thread prepares the input chunk after chunk, then the output's FIR chunks whose input the loop has
+    finished; once the loop is done this thread takes output chunks too. A failure on either side stops
+    the other (the error is raised here).
+    """
+
+    def __init__(self, inputs: _Inputs, loop, side: _SideChunks, step: int):
+        self.inputs, self.loop, self.side, self.step = inputs, loop, side, step
+        self.cond = threading.Condition()
+        self.ready = 0  # wx prepared up to here
+        self.pos = 0  # the loop done up to here
+        self.loop_done = False
+        self.failed = False
+
+    def run(self) -> None:
+        self.ready = self.inputs.prepare(0)
+        workers.run_tasks([self._consume, self._produce])
+
+    def _consume(self) -> None:
+        n, step, cond = self.inputs.n, self.step, self.cond
+        try:
+            pos = 0
+            while pos < n:
+                with cond:
+                    while True:
+                        if self.failed:
+                            return
+                        end = n if self.ready >= n else self.ready // step * step
+                        if end > pos:
+                            break
+                        cond.wait()
+                self.loop(pos, end)
+                pos = end
+                with cond:
+                    self.pos = pos
+                    cond.notify_all()
+        except BaseException:
+            self.failed = True
+            raise
+        finally:
+            with cond:
+                self.loop_done = True
+                limit = self.side.ready(n) if not self.failed else 0
+                cond.notify_all()
+        self.side.run(limit)  # the output's chunks left, beside the pool thread
+
+    def _produce(self) -> None:
+        cond, side = self.cond, self.side
+        try:
+            for c in range(1, self.inputs.chunks):
+                ready = self.inputs.prepare(c)
+                with cond:
+                    if self.failed:
+                        return
+                    self.ready = ready
+                    cond.notify_all()
+            while True:
+                with cond:
+                    while not self.loop_done and not side.pending(side.ready(self.pos)):
+                        cond.wait()
+                    if self.failed:
+                        return
+                    limit = side.ready(self.pos)
+                if not side.run_one(limit) and self.loop_done:
+                    return
+        except BaseException:
+            with cond:
+                self.failed = True
+                cond.notify_all()
+            raise
 
 
 @register_dut("repeater")
@@ -514,23 +597,11 @@ class Repeater:
                 pa._g / pa._a_sat, float(pa.smoothness), math.radians(pa.am_pm_alpha_deg), float(pa.am_pm_beta))
 
         side = _SideChunks(rx)
-        if inputs.chunks < _PIPELINE_CHUNKS:  # a short block: the input, then the loop
+        if inputs.chunks < _PIPELINE_CHUNKS or workers.in_pool():  # the input, then the loop
             inputs.all()
             loop(0, n)
         else:
-            ready, pos, c = inputs.prepare(0), 0, 1
-            while pos < n:
-                end = n if ready >= n else ready // step * step
-                limit = side.ready(pos)  # the output's chunks whose input is done, for a free core
-                tasks = [lambda t0=pos, t1=end: (loop(t0, t1), side.run(limit))] if end > pos else []
-                more = c < inputs.chunks
-                # the input's next chunk on the other core (then the output's), or the output's chunks
-                tasks.append((lambda c=c: (inputs.prepare(c), side.run(limit))[0]) if more
-                             else (lambda: side.run(limit)))
-                done = workers.run_tasks(tasks)
-                if more:
-                    ready, c = done[-1], c + 1
-                pos = max(pos, end)
+            _Pipeline(inputs, loop, side, step).run()
         side.finish()
         inputs.finish()
         y = wx
