@@ -460,21 +460,22 @@ def fir_frames(x: np.ndarray, hspec: np.ndarray, taps: int, offset: int, dtype=n
     from devices import workers
 
     frames = FirFrames(x, hspec, taps, offset, dtype)
-    workers.run(frames.run, workers.spans(frames.count, align=_FIR_CHUNK, min_part=2 * _FIR_CHUNK))
+    workers.run(frames.run_chunks, workers.spans(frames.chunks, min_part=2))
     return frames.y[:frames.n]
 
 
 class FirFrames:
-    """The overlap-save frames of :func:`fir_frames` on ``x``, computed a range of frames at a time.
+    """The overlap-save frames of :func:`fir_frames` on ``x``, computed a chunk of frames at a time.
 
     Frame r gives y[r step:(r + 1) step] (step = frame size - taps + 1) from x up to
-    r step + frame size + offset - taps + 1. Frames are transformed in fixed chunks of
-    ``_FIR_CHUNK`` (chunk c is frames 16 c .. 16 c + 15), so any split of the work into whole
-    chunks gives the same samples. :meth:`run` may run on several threads at once for
-    disjoint ranges.
+    r step + frame size + offset - taps + 1. Frames are transformed in fixed chunks (the first
+    ``lead`` frames, then ``_FIR_CHUNK`` at a time), so any split of the work into whole chunks
+    gives the same samples. :meth:`run_chunks` may run on several threads at once for disjoint
+    ranges.
     """
 
-    def __init__(self, x: np.ndarray, hspec: np.ndarray, taps: int, offset: int, dtype=np.complex128):
+    def __init__(self, x: np.ndarray, hspec: np.ndarray, taps: int, offset: int, dtype=np.complex128,
+                 lead: int = _FIR_CHUNK):
         x = np.ascontiguousarray(x)
         if x.dtype != np.complex64:
             x = np.asarray(x, dtype=np.complex128)
@@ -485,35 +486,36 @@ class FirFrames:
         nfft = hspec.size
         self.step = nfft - (taps - 1)
         self.count = max(1, -(-n // self.step))  # frames
-        self.chunks = -(-self.count // _FIR_CHUNK)
+        self.lead = max(1, min(int(lead), _FIR_CHUNK))
+        self.chunks = 1 + max(0, -(-(self.count - self.lead) // _FIR_CHUNK))
         # the frames' input u: zeros, then x[:cnt] from u[offset], then zeros (the valid convolution needs n + taps - 1)
         self.cnt = max(0, min(n, n + taps - 1 - offset))
         self.y = np.empty(self.count * self.step, dtype=dtype)
 
+    def first_frame(self, c: int) -> int:
+        """Frame chunk ``c`` starts at (``self.count`` for c = ``self.chunks``)."""
+        return 0 if c <= 0 else min(self.count, self.lead + (c - 1) * _FIR_CHUNK)
+
     def chunk_end(self, c: int) -> int:
         """Samples of y complete after chunks 0..c - 1."""
-        return min(self.n, c * _FIR_CHUNK * self.step)
+        return min(self.n, self.first_frame(c) * self.step)
 
     def input_end(self, c: int) -> int:
         """Samples of x that chunks 0..c - 1 read (x from there on may still change)."""
-        f = min(self.count, c * _FIR_CHUNK)
+        f = self.first_frame(c)
         return max(0, min(self.n, (f - 1) * self.step + self.hspec.size - self.offset))
-
-    def run(self, f0: int, f1: int) -> None:
-        """Frames [f0, f1) (f0 a multiple of ``_FIR_CHUNK``, f1 too or the last frame) into y."""
-        from devices.sim.kernels import fir_load  # compiled; devices.sim imports this module
-
-        nfft, step, taps = self.hspec.size, self.step, self.taps
-        work = np.empty((min(_FIR_CHUNK, f1 - f0), nfft), dtype=np.complex64)  # transformed in place
-        for c0 in range(f0, f1, _FIR_CHUNK):
-            c1 = min(c0 + _FIR_CHUNK, f1)
-            fr = work[:c1 - c0]
-            fir_load(self.x, self.offset, self.cnt, c0 * step, step, fr)
-            spec = sfft.fft(fr, axis=1, overwrite_x=True)
-            spec *= self.hspec
-            out = sfft.ifft(spec, axis=1, overwrite_x=True)
-            self.y[c0 * step:c1 * step].reshape(c1 - c0, step)[...] = out[:, taps - 1:]  # each frame's valid part
 
     def run_chunks(self, c0: int, c1: int) -> None:
         """Chunks [c0, c1) into y."""
-        self.run(c0 * _FIR_CHUNK, min(self.count, c1 * _FIR_CHUNK))
+        from devices.sim.kernels import fir_load  # compiled; devices.sim imports this module
+
+        nfft, step, taps = self.hspec.size, self.step, self.taps
+        work = np.empty((_FIR_CHUNK if c1 - c0 > 1 or c0 > 0 else self.lead, nfft), dtype=np.complex64)
+        for c in range(c0, c1):  # each chunk transformed in place
+            f0, f1 = self.first_frame(c), self.first_frame(c + 1)
+            fr = work[:f1 - f0]
+            fir_load(self.x, self.offset, self.cnt, f0 * step, step, fr)
+            spec = sfft.fft(fr, axis=1, overwrite_x=True)
+            spec *= self.hspec
+            out = sfft.ifft(spec, axis=1, overwrite_x=True)
+            self.y[f0 * step:f1 * step].reshape(f1 - f0, step)[...] = out[:, taps - 1:]  # each frame's valid part

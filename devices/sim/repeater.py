@@ -84,6 +84,8 @@ _MAX_SETTLE_S = 1e-3
 _MAX_CHUNK = 512
 #: blocks of at least this many chunks of the input filter's frames run the loop beside the input's next chunk
 _PIPELINE_CHUNKS = 2
+#: frames in the first chunk of the input filter (the rest: devices.paths._FIR_CHUNK), done before the loop starts
+_LEAD_FRAMES = 4
 #: carrier steps between exact phasors (the compiled loop's segments end on their multiples)
 _LO_FINE = 1 << CARRIER_STEP_BITS
 
@@ -182,10 +184,12 @@ class _Inputs:
         self.rep, self.d, self.ux, self.x, self.draw = rep, d, ux, x, draw
         self.n = n = x.size
         self.hist = ux.size - n
-        self.frames = FirFrames(ux, _fir_spectrum(d), d.h_x.size, 0)
+        # complex64 (the frames' own precision); a short first chunk, the part of the input the loop waits for
+        self.frames = FirFrames(ux, _fir_spectrum(d), d.h_x.size, 0, dtype=np.complex64, lead=_LEAD_FRAMES)
         self.chunks = self.frames.chunks
         self.k = k = min(d.m_fwd, n)  # integer forward delay line: wx = (kept, vx)[:n] times the forward gain
         self.wx = np.empty(n, dtype=np.complex128)
+        self.c_fwd = np.complex128(d.c_fwd)  # a complex128 scalar: the product in double precision
         np.multiply(rep._v_hist[:k], d.c_fwd, out=self.wx[:k])
         self.noised = self.hist  # ux has the input and its noise up to here
         self.filtered = 0  # vx (the filter's output) done up to here
@@ -199,7 +203,7 @@ class _Inputs:
         k, n = self.k, self.n
         v1 = min(fr.chunk_end(c + 1), n - k)
         if v1 > self.filtered:
-            np.multiply(fr.y[self.filtered:v1], self.d.c_fwd, out=self.wx[k + self.filtered:k + v1])
+            np.multiply(fr.y[self.filtered:v1], self.c_fwd, out=self.wx[k + self.filtered:k + v1])
             self.filtered = v1
         return k + self.filtered
 
@@ -218,7 +222,7 @@ class _Inputs:
         self._copy_in(self.ux.size)
         workers.run(lambda c0, c1: fr.run_chunks(c0, c1), workers.spans(self.chunks, min_part=2))
         k, n = self.k, self.n
-        np.multiply(fr.y[:n - k], self.d.c_fwd, out=self.wx[k:])
+        np.multiply(fr.y[:n - k], self.c_fwd, out=self.wx[k:])
         self.filtered = n - k
         return self.wx
 
