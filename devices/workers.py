@@ -85,13 +85,13 @@ def run(fn, parts: list[tuple[int, int]]) -> list:
     return [first, *(f.result() for f in futures)]
 
 
-
 def run_tasks(tasks: list) -> list:
     """Call every task (no arguments), the first in this thread and the rest in the pool; results in order.
 
     For stages that overlap (e.g. a sequential loop on one part of a block while the next part is
-    prepared): the tasks must not depend on each other. Every task has finished when this returns
-    or raises.
+    prepared). On a pool thread (:func:`in_pool`) the tasks run one after the other, so tasks that
+    wait on each other must not be run from there. Every task has finished when this returns or
+    raises.
     """
     return run(lambda i, _: tasks[i](), [(i, i + 1) for i in range(len(tasks))])
 
