@@ -368,6 +368,27 @@ class Path:
             i = j
         return x if single else np.asarray(x, dtype=np.complex128)
 
+    def linear_frames(self, x: np.ndarray, fc_hz: float, fs_hz: float) -> FirFrames | None:
+        """When the path is one run of linear elements, not all flat: its FIR on ``x`` as overlap-save
+        frames to compute a chunk at a time (:class:`FirFrames`, complex64: what ``apply(x, ...,
+        single=True)`` returns, bit for bit, once every chunk has run); else None."""
+        elements = self.elements
+        if not elements or not all(isinstance(e, LinearElement) for e in elements) or all(e.flat for e in elements):
+            return None
+        m, hspec = self._linear_plan(len(elements), elements, fc_hz, fs_hz)
+        return FirFrames(x, hspec, _FIR_TAPS, m + _FIR_TAPS // 2 - 1, dtype=np.complex64)
+
+    def _linear_plan(self, key: int, elements: list, fc_hz: float, fs_hz: float) -> tuple[int, np.ndarray]:
+        """(integer delay, FIR frame spectrum) of a run of linear elements, cached per geometry."""
+        cache = self.__dict__.setdefault("_fir_cache", {})
+        geometry = (key, fc_hz, fs_hz, tuple(repr(e) for e in elements))
+        plan = cache.get(geometry)
+        if plan is None:
+            if len(cache) >= _H_CACHE_SIZE:
+                cache.pop(next(iter(cache)))
+            plan = cache[geometry] = _fir_plan(elements, fc_hz, fs_hz)
+        return plan
+
     def _apply_linear(self, key: int, elements: list, x: np.ndarray, fc_hz: float, fs_hz: float) -> np.ndarray:
         """Apply a run of linear elements: a scalar when all are flat, else their joint response as an FIR.
 
@@ -381,14 +402,7 @@ class Path:
         if all(e.flat for e in elements):
             gain_db = sum(float(e.gain_db_at(fc_hz)) for e in elements)
             return np.multiply(x, 10 ** (gain_db / 20), dtype=np.complex128) if gain_db else x
-        cache = self.__dict__.setdefault("_fir_cache", {})
-        geometry = (key, fc_hz, fs_hz, tuple(repr(e) for e in elements))
-        plan = cache.get(geometry)
-        if plan is None:
-            if len(cache) >= _H_CACHE_SIZE:
-                cache.pop(next(iter(cache)))
-            plan = cache[geometry] = _fir_plan(elements, fc_hz, fs_hz)
-        m, hspec = plan
+        m, hspec = self._linear_plan(key, elements, fc_hz, fs_hz)
         return fir_frames(x, hspec, _FIR_TAPS, m + _FIR_TAPS // 2 - 1, dtype=np.complex64)
 
 
@@ -444,31 +458,64 @@ def fir_frames(x: np.ndarray, hspec: np.ndarray, taps: int, offset: int, dtype=n
     frames' own precision, exact; its consumers widen it).
     """
     from devices import workers
-    from devices.sim.kernels import fir_load  # compiled; devices.sim imports this module
 
-    x = np.ascontiguousarray(x)
-    if x.dtype != np.complex64:
-        x = np.asarray(x, dtype=np.complex128)
-    n = x.size
-    nfft = hspec.size
-    step = nfft - (taps - 1)
-    ulen = n + taps - 1  # the input the valid convolution needs
-    nb = max(1, -(-n // step))
-    if offset < 0:
-        raise ValueError(f"fir_frames: offset {offset} < 0")
-    cnt = max(0, min(n, ulen - offset))  # the frames' input u: zeros, then x[:cnt] from u[offset], then zeros
-    y = np.empty(nb * step, dtype=dtype)
+    frames = FirFrames(x, hspec, taps, offset, dtype)
+    workers.run(frames.run_chunks, workers.spans(frames.chunks, min_part=2))
+    return frames.y[:frames.n]
 
-    def frames(f0: int, f1: int) -> None:
-        work = np.empty((min(_FIR_CHUNK, f1 - f0), nfft), dtype=np.complex64)  # transformed in place
-        for c0 in range(f0, f1, _FIR_CHUNK):
-            c1 = min(c0 + _FIR_CHUNK, f1)
-            fr = work[:c1 - c0]
-            fir_load(x, offset, cnt, c0 * step, step, fr)
+
+class FirFrames:
+    """The overlap-save frames of :func:`fir_frames` on ``x``, computed a chunk of frames at a time.
+
+    Frame r gives y[r step:(r + 1) step] (step = frame size - taps + 1) from x up to
+    r step + frame size + offset - taps + 1. Frames are transformed in fixed chunks (the first
+    ``lead`` frames, then ``_FIR_CHUNK`` at a time), so any split of the work into whole chunks
+    gives the same samples. :meth:`run_chunks` may run on several threads at once for disjoint
+    ranges.
+    """
+
+    def __init__(self, x: np.ndarray, hspec: np.ndarray, taps: int, offset: int, dtype=np.complex128,
+                 lead: int = _FIR_CHUNK):
+        x = np.ascontiguousarray(x)
+        if x.dtype != np.complex64:
+            x = np.asarray(x, dtype=np.complex128)
+        if offset < 0:
+            raise ValueError(f"fir_frames: offset {offset} < 0")
+        self.x, self.hspec, self.taps, self.offset = x, hspec, taps, offset
+        self.n = n = x.size
+        nfft = hspec.size
+        self.step = nfft - (taps - 1)
+        self.count = max(1, -(-n // self.step))  # frames
+        self.lead = max(1, min(int(lead), _FIR_CHUNK))
+        self.chunks = 1 + max(0, -(-(self.count - self.lead) // _FIR_CHUNK))
+        # the frames' input u: zeros, then x[:cnt] from u[offset], then zeros (the valid convolution needs n + taps - 1)
+        self.cnt = max(0, min(n, n + taps - 1 - offset))
+        self.y = np.empty(self.count * self.step, dtype=dtype)
+
+    def first_frame(self, c: int) -> int:
+        """Frame chunk ``c`` starts at (``self.count`` for c = ``self.chunks``)."""
+        return 0 if c <= 0 else min(self.count, self.lead + (c - 1) * _FIR_CHUNK)
+
+    def chunk_end(self, c: int) -> int:
+        """Samples of y complete after chunks 0..c - 1."""
+        return min(self.n, self.first_frame(c) * self.step)
+
+    def input_end(self, c: int) -> int:
+        """Samples of x that chunks 0..c - 1 read (x from there on may still change)."""
+        f = self.first_frame(c)
+        return max(0, min(self.n, (f - 1) * self.step + self.hspec.size - self.offset))
+
+    def run_chunks(self, c0: int, c1: int) -> None:
+        """Chunks [c0, c1) into y."""
+        from devices.sim.kernels import fir_load  # compiled; devices.sim imports this module
+
+        nfft, step, taps = self.hspec.size, self.step, self.taps
+        work = np.empty((_FIR_CHUNK if c1 - c0 > 1 or c0 > 0 else self.lead, nfft), dtype=np.complex64)
+        for c in range(c0, c1):  # each chunk transformed in place
+            f0, f1 = self.first_frame(c), self.first_frame(c + 1)
+            fr = work[:f1 - f0]
+            fir_load(self.x, self.offset, self.cnt, f0 * step, step, fr)
             spec = sfft.fft(fr, axis=1, overwrite_x=True)
-            spec *= hspec
+            spec *= self.hspec
             out = sfft.ifft(spec, axis=1, overwrite_x=True)
-            y[c0 * step:c1 * step].reshape(c1 - c0, step)[...] = out[:, taps - 1:]  # each frame's valid part
-
-    workers.run(frames, workers.spans(nb, align=_FIR_CHUNK, min_part=2 * _FIR_CHUNK))
-    return y[:n]
+            self.y[f0 * step:f1 * step].reshape(f1 - f0, step)[...] = out[:, taps - 1:]  # each frame's valid part

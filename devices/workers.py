@@ -49,6 +49,11 @@ def _mark_worker() -> None:
     _local.in_pool = True
 
 
+def in_pool() -> bool:
+    """True on one of the pool's threads (where :func:`run` runs parts in turn)."""
+    return bool(getattr(_local, "in_pool", False))
+
+
 def spans(n: int, align: int = 1, min_part: int = MIN_PART) -> list[tuple[int, int]]:
     """[lo, hi) parts of ``range(n)``, one per core (fewer for short blocks); inner bounds multiples of ``align``."""
     parts = max(1, min(cores(), n // max(min_part, 1)))
@@ -66,7 +71,7 @@ def run(fn, parts: list[tuple[int, int]]) -> list:
 
     Every part has finished when this returns or raises (they write into shared arrays).
     """
-    if len(parts) == 1 or getattr(_local, "in_pool", False):
+    if len(parts) == 1 or in_pool():
         return [fn(lo, hi) for lo, hi in parts]
     pool = _executor()
     futures = [pool.submit(fn, lo, hi) for lo, hi in parts[1:]]
@@ -78,6 +83,17 @@ def run(fn, parts: list[tuple[int, int]]) -> list:
         if exc is not None:
             raise exc
     return [first, *(f.result() for f in futures)]
+
+
+def run_tasks(tasks: list) -> list:
+    """Call every task (no arguments), the first in this thread and the rest in the pool; results in order.
+
+    For stages that overlap (e.g. a sequential loop on one part of a block while the next part is
+    prepared). On a pool thread (:func:`in_pool`) the tasks run one after the other, so tasks that
+    wait on each other must not be run from there. Every task has finished when this returns or
+    raises.
+    """
+    return run(lambda i, _: tasks[i](), [(i, i + 1) for i in range(len(tasks))])
 
 
 #: glibc's mallopt parameters (malloc.h)

@@ -98,3 +98,45 @@ def test_compiled_loop_equals_the_direct_recursion(name):
     rms = math.sqrt(np.mean(np.abs(want) ** 2))
     assert rms > 1.0  # a real output (tens of dBm), not a silent loop
     assert np.max(np.abs(got - want)) < 1e-5 * rms
+
+
+@pytest.mark.parametrize("name", ["stable 20 dB margin, ALC, frequency error", "ALC without feedback, p = 3"])
+def test_a_long_block_in_steps_is_one_loop_call(monkeypatch, name):
+    """A long block runs the loop in steps on one core while the input filter's next chunk is prepared on the
+    other: bit for bit what the input, then one loop call over the whole block gives (state carried in from a
+    previous block, input noise on)."""
+    from devices.sim import repeater as rmod
+
+    def run(pipeline_chunks):
+        monkeypatch.setattr(rmod, "_PIPELINE_CHUNKS", pipeline_chunks)
+        rep = Repeater(passband_low_hz=LOW, passband_high_hz=HIGH, **CASES[name])
+        rng = np.random.default_rng(7)
+        out = []
+        for n in (3000, 500_000, 70_001, 300_000):
+            t = np.arange(n)
+            x = 10 ** (-40 / 20) * np.exp(2j * np.pi * (0.7e6 * t / FS + rng.random())) + 1e-6 * rng.standard_normal(n)
+            out.append(rep.process(x.astype(np.complex64), FC, FS, rng))
+        return out
+
+    steps, whole = run(2), run(1 << 30)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(steps, whole))
+    assert np.sqrt(np.mean(np.abs(steps[1]) ** 2)) > 1.0  # a real output
+
+
+def test_the_path_after_runs_beside_the_loop():
+    """process(..., after=path) gives what path.apply gives on the repeater's output, bit for bit, and leaves
+    the repeater in the same state (the next block's output the same too)."""
+    from devices.paths import Amplifier, Attenuator, Cable, Path
+
+    linear = Path([Attenuator(60.4), Cable(1.2, slope_db_per_ghz=0.5, ref_freq_hz=2e9, delay_s=4e-9)])
+    amplified = Path([Amplifier(20.0, output_p1db_dbm=30.0, noise_figure_db=5.0), Attenuator(3.0)])
+    for path in (linear, amplified):
+        a = Repeater(passband_low_hz=LOW, passband_high_hz=HIGH, **CASES["stable 20 dB margin, ALC, frequency error"])
+        b = Repeater(passband_low_hz=LOW, passband_high_hz=HIGH, **CASES["stable 20 dB margin, ALC, frequency error"])
+        ra, rb = np.random.default_rng(3), np.random.default_rng(3)
+        for n in (400_000, 5000, 300_000):
+            t = np.arange(n)
+            x = (10 ** (-40 / 20) * np.exp(2j * np.pi * 0.7e6 * t / FS)).astype(np.complex64)
+            got = a.process(x, FC, FS, ra, after=path)
+            want = path.apply(b.process(x, FC, FS, rb), FC, FS, rb, single=True)
+            assert got.dtype == want.dtype and got.tobytes() == want.tobytes()

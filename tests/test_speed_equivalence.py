@@ -387,3 +387,51 @@ def test_benches_read_at_once_from_several_threads():
         t.join()
     for seed, want in zip((1, 2, 3), serial):
         assert all(a.tobytes() == b.tobytes() for a, b in zip(got[seed], want))
+
+
+def _sim_repeater_bench(seed: int = 1):
+    """The shipped UTRA repeater rig's simulated bench (feedback loop, ALC, frequency error), a CW in its channel."""
+    from pathlib import Path as FsPath
+
+    from devices.radio import StreamConfig
+    from devices.sim.driver import build_bench
+    from harness.rig import load_rig
+
+    spec = load_rig(FsPath(__file__).resolve().parents[1] / "testplans" / "rigs" / "sim-repeater-utra.yaml")
+    bench = build_bench(**{k: v for k, v in spec.radio_options(seed)[1].items() if k != "emulate"})
+    bench.set_tx(StreamConfig(2140.1e6, 30.72e6, -27.0))
+    bench.set_rx(StreamConfig(2140.1e6, 30.72e6, 0.0))
+    n = np.arange(4096)
+    bench.start_tx((0.5 * np.exp(2j * np.pi * n / 64)).astype(np.complex64), cyclic=True)
+    return bench
+
+
+def test_repeater_benches_read_at_once_from_several_threads(monkeypatch):
+    """The repeater's loop runs beside its input and RX filters on the pool: repeater benches read from several
+    threads at once (more of them than the pool has threads) give what the same reads one after the other give,
+    and so does a bench read from a pool thread (where nothing runs beside the loop)."""
+    import threading
+
+    from devices import workers
+
+    n = 400_000
+    got = {}
+
+    def run(seed):
+        bench = _sim_repeater_bench(seed)
+        got[seed] = [bench.read(n)[0] for _ in range(2)]
+
+    seeds = (1, 2, 3)
+    for seed in seeds:
+        run(seed)
+    serial = [got.pop(seed) for seed in seeds]
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in seeds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for seed, want in zip(seeds, serial):
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(got[seed], want))
+    monkeypatch.setattr(workers, "in_pool", lambda: True)
+    run(1)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(got[1], serial[0]))

@@ -460,9 +460,14 @@ class SimBench:
                 y_ref = (np.array(self._with_filter("ref", rx_corner, fc).apply(y, fc, fs, self.rng),
                                   dtype=np.complex128)
                          if self.reference_path is not None else np.zeros(total, dtype=np.complex128))
-            if not bypass:
-                y = self.dut.process(y, fc, fs, self.rng)
-            y = self._with_filter("rx", rx_corner, fc).apply(y, fc, fs, self.rng, single=True)[lead:lead + n]
+            rx_path = self._with_filter("rx", rx_corner, fc)
+            if bypass:
+                y = rx_path.apply(y, fc, fs, self.rng, single=True)
+            elif getattr(self.dut, "takes_path_after", False):  # the DUT runs the RX path beside its own work
+                y = self.dut.process(y, fc, fs, self.rng, after=rx_path)
+            else:
+                y = rx_path.apply(self.dut.process(y, fc, fs, self.rng), fc, fs, self.rng, single=True)
+            y = y[lead:lead + n]
             if y.size != n:
                 raise DeviceError(f"sim: DUT {type(self.dut).__name__} changed the block length")
             out = [self._rx_port(y, rx.gain_db, fs)]

@@ -16,6 +16,10 @@ A DUT model is one dataclass of its parameters, registered with
 * optionally ``takes_complex64 = True``: ``process`` widens complex64 input
   exactly itself (the bench then hands over a path FIR's single-precision
   output as it is; otherwise it gets complex128).
+* optionally ``takes_path_after = True``: ``process(x, fc_hz, fs_hz, rng,
+  after=path)`` returns ``path.apply(<its output>, fc_hz, fs_hz, rng,
+  single=True)``, computed as it likes (the repeater runs the RX path's FIR
+  beside its sequential loop).
 """
 
 from __future__ import annotations

@@ -715,6 +715,22 @@ def add_table_noise(x, table, start, rot, conj):
         x[i] = complex(v.real + nr, v.imag + ni)
 
 
+@njit(["void(complex128[::1], complex128[::1], complex64[::1], int64, complex128, boolean, boolean)",
+       "void(complex128[::1], complex64[::1], complex64[::1], int64, complex128, boolean, boolean)"],
+      cache=True, nogil=True)
+def table_noise_into(out, x, table, start, rot, conj, noisy):
+    """out = x (complex64 widens exactly) + the table noise block of :func:`add_table_noise` when ``noisy``:
+    the copy and :func:`add_table_noise` in one pass, the same sums."""
+    for i in range(x.size):
+        v = x[i]
+        vr, vi = np.float64(v.real), np.float64(v.imag)
+        if noisy:
+            nr, ni = _table_noise(table[start + i], rot.real, rot.imag, conj)
+            out[i] = complex(vr + nr, vi + ni)
+        else:
+            out[i] = complex(vr, vi)
+
+
 @njit(["void(complex128[::1], int64, int64, int64, int64, complex64[:, ::1])",
        "void(complex64[::1], int64, int64, int64, int64, complex64[:, ::1])"], cache=True, nogil=True)
 def fir_load(x, offset, cnt, a, step, frames):

@@ -38,6 +38,10 @@ Signal flow (complex baseband in sqrt(mW) at the bench's centre ``fc_hz``)::
   the prototype sampled at the combined fractional offset (exact fractional
   feedback delay, no interpolator). Ripple, and oscillation when the loop
   gain exceeds 1, emerge from this loop.
+  The loop is sequential: on a long block it runs on one core in steps
+  while the other prepares the input filter's next frames (and the RX path's
+  FIR of finished outputs when the bench hands it over), with the same
+  samples as in one go.
 
 State (filter history, delay line, feedback history, ALC, LO phase) carries
 over between calls; consecutive calls are consecutive blocks. A change of
@@ -55,6 +59,7 @@ of 12 gives about 40 dB and 3 %.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -63,8 +68,9 @@ from scipy import fft as sfft
 from scipy import signal, special
 
 from devices.sim.dut import RappAmplifier, register_dut
-from devices.sim.kernels import CARRIER_STEP_BITS, add_table_noise, fft_plan, repeater_loop
-from devices.paths import (_gaussian_table, complex_noise, fir_frames, linear_phasor, noise_draw,
+from devices.sim.kernels import CARRIER_STEP_BITS, fft_plan, repeater_loop, table_noise_into
+from devices import workers
+from devices.paths import (FirFrames, Path, _gaussian_table, complex_noise, linear_phasor, noise_draw,
                            thermal_noise_mw, unit_phasor)
 
 #: rate and centre used by truth() before the first process() call
@@ -76,6 +82,10 @@ _ALC_TAU_I = (1 - math.sqrt(1 - 4 * _ALC_K)) / (2 * _ALC_K)
 _MAX_SETTLE_S = 1e-3
 #: longest chunk of the feedback loop's partitioned convolution (samples)
 _MAX_CHUNK = 512
+#: blocks of at least this many chunks of the input filter's frames run the loop beside the input's next chunk
+_PIPELINE_CHUNKS = 2
+#: frames in the first chunk of the input filter (the rest: devices.paths._FIR_CHUNK), done before the loop starts
+_LEAD_FRAMES = 4
 #: carrier steps between exact phasors (the compiled loop's segments end on their multiples)
 _LO_FINE = 1 << CARRIER_STEP_BITS
 
@@ -106,23 +116,20 @@ class _Design:
     shift_hz: float  # frequency error
 
 
-def _fir_valid(ux: np.ndarray, d: _Design) -> np.ndarray:
-    """The channel FIR ``d.h_x`` on ``ux``, 'valid' part (ux.size - taps + 1 outputs), by overlap-save.
+def _fir_spectrum(d: _Design) -> np.ndarray:
+    """Spectrum of the channel FIR ``d.h_x`` in its overlap-save frame (single precision), kept on the design.
 
     Frames of a few filter lengths, transformed together in single precision
     (cache-sized FFTs; its ~-140 dB rounding is far below the repeater's
     input noise): the same convolution as ``np.convolve(ux, h, 'valid')``.
     """
-    m = d.h_x.size
-    n_out = ux.size - m + 1
-    if n_out <= 0:
-        return np.zeros(0, dtype=np.complex128)
     plan = getattr(d, "_fir_plan", None)
     if plan is None:
+        m = d.h_x.size
         h = np.zeros(1 << max(12, (8 * m).bit_length()), dtype=np.complex128)
         h[:m] = d.h_x
         plan = d._fir_plan = sfft.fft(h).astype(np.complex64)
-    return fir_frames(ux, plan, m, 0)[:n_out]
+    return plan
 
 
 def _carrier_tables(cycles0: float, cycles_per_sample: float, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -165,6 +172,186 @@ def _feedback_plan(d: _Design) -> tuple:
     return plan
 
 
+class _Inputs:
+    """The repeater's forward signal before its loop: input noise, channel filter, delay line, gain.
+
+    ``ux`` is the filter's history then the block's input (noise not yet added when ``draw`` is
+    given: it goes on as the frames need it). :meth:`prepare` does the filter's chunk ``c`` of
+    frames (:class:`devices.paths.FirFrames`) and what feeds it; chunks in order, one at a time.
+    """
+
+    def __init__(self, rep: "Repeater", d: _Design, ux: np.ndarray, x: np.ndarray, draw):
+        self.rep, self.d, self.ux, self.x, self.draw = rep, d, ux, x, draw
+        self.n = n = x.size
+        self.hist = ux.size - n
+        # complex64 (the frames' own precision); a short first chunk, the part of the input the loop waits for
+        self.frames = FirFrames(ux, _fir_spectrum(d), d.h_x.size, 0, dtype=np.complex64, lead=_LEAD_FRAMES)
+        self.chunks = self.frames.chunks
+        self.k = k = min(d.m_fwd, n)  # integer forward delay line: wx = (kept, vx)[:n] times the forward gain
+        self.wx = np.empty(n, dtype=np.complex128)
+        self.c_fwd = np.complex128(d.c_fwd)  # a complex128 scalar: the product in double precision
+        np.multiply(rep._v_hist[:k], d.c_fwd, out=self.wx[:k])
+        self.noised = self.hist  # ux has the input and its noise up to here
+        self.filtered = 0  # vx (the filter's output) done up to here
+
+    def prepare(self, c: int) -> int:
+        """Chunk ``c`` of the filter and the forward signal it completes; returns how much of wx is ready."""
+        fr = self.frames
+        e = self.ux.size if c + 1 >= self.chunks else fr.input_end(c + 1)
+        self._copy_in(e)
+        fr.run_chunks(c, c + 1)
+        k, n = self.k, self.n
+        v1 = min(fr.chunk_end(c + 1), n - k)
+        if v1 > self.filtered:
+            np.multiply(fr.y[self.filtered:v1], self.c_fwd, out=self.wx[k + self.filtered:k + v1])
+            self.filtered = v1
+        return k + self.filtered
+
+    def _copy_in(self, e: int) -> None:
+        """The input and its noise into ux up to ``e``."""
+        a, h = self.noised, self.hist
+        if e > a:
+            start, rot, conj = self.draw if self.draw is not None else (0, 0j, False)
+            table_noise_into(self.ux[a:e], self.x[a - h:e - h], _gaussian_table(), start + a - h, rot, conj,
+                             self.draw is not None)
+            self.noised = e
+
+    def all(self) -> np.ndarray:
+        """The whole forward signal, its chunks on all cores."""
+        fr = self.frames
+        self._copy_in(self.ux.size)
+        workers.run(lambda c0, c1: fr.run_chunks(c0, c1), workers.spans(self.chunks, min_part=2))
+        k, n = self.k, self.n
+        np.multiply(fr.y[:n - k], self.c_fwd, out=self.wx[k:])
+        self.filtered = n - k
+        return self.wx
+
+    def finish(self) -> None:
+        """Keep the filter's and the delay line's history for the next block (every chunk prepared)."""
+        rep, ux, n, k = self.rep, self.ux, self.n, self.k
+        rep._u_hist = ux[ux.size - (self.d.h_x.size - 1):].copy()
+        rep._v_hist = np.concatenate((rep._v_hist[k:], self.frames.y[n - k:n]))
+
+
+class _SideChunks:
+    """The chunks of the output's FIR (:class:`devices.paths.FirFrames`, or None: nothing to do), in order, to
+    whichever thread asks: :meth:`run` does chunks below a limit until none is left."""
+
+    def __init__(self, frames: FirFrames | None):
+        self.frames = frames
+        self._next = 0
+        self._ready = 0
+        self._lock = threading.Lock()
+
+    def ready(self, done: int) -> int:
+        """How many chunks can run once the FIR's input is final up to ``done``."""
+        fr = self.frames
+        while fr is not None and self._ready < fr.chunks and fr.input_end(self._ready + 1) <= done:
+            self._ready += 1
+        return self._ready
+
+    def pending(self, limit: int) -> bool:
+        return self._next < limit
+
+    def run_one(self, limit: int) -> bool:
+        """The next chunk, if it is below ``limit``; False when there was none."""
+        with self._lock:
+            c = self._next
+            if c >= limit:
+                return False
+            self._next += 1
+        self.frames.run_chunks(c, c + 1)
+        return True
+
+    def run(self, limit: int) -> None:
+        while self.run_one(limit):
+            pass
+
+    def finish(self) -> None:
+        """The chunks left, on all cores (the input complete)."""
+        fr = self.frames
+        if fr is None or self._next >= fr.chunks:
+            return
+        c0 = self._next
+        workers.run(lambda a, b: fr.run_chunks(c0 + a, c0 + b), workers.spans(fr.chunks - c0, min_part=2))
+        self._next = fr.chunks
+
+
+class _Pipeline:
+    """The loop on this thread, the input's chunks then the output's on a pool thread, without a barrier.
+
+    The loop runs as far as the prepared input allows (steps ending on multiples of ``step``), the pool
+    thread prepares the input chunk after chunk, then the output's FIR chunks whose input the loop has
+    finished; once the loop is done this thread takes output chunks too. A failure on either side stops
+    the other (the error is raised here).
+    """
+
+    def __init__(self, inputs: _Inputs, loop, side: _SideChunks, step: int):
+        self.inputs, self.loop, self.side, self.step = inputs, loop, side, step
+        self.cond = threading.Condition()
+        self.ready = 0  # wx prepared up to here
+        self.pos = 0  # the loop done up to here
+        self.loop_done = False
+        self.failed = False
+
+    def run(self) -> None:
+        self.ready = self.inputs.prepare(0)
+        workers.run_tasks([self._consume, self._produce])
+
+    def _consume(self) -> None:
+        n, step, cond = self.inputs.n, self.step, self.cond
+        try:
+            pos = 0
+            while pos < n:
+                with cond:
+                    while True:
+                        if self.failed:
+                            return
+                        end = n if self.ready >= n else self.ready // step * step
+                        if end > pos:
+                            break
+                        cond.wait()
+                self.loop(pos, end)
+                pos = end
+                with cond:
+                    self.pos = pos
+                    cond.notify_all()
+        except BaseException:
+            self.failed = True
+            raise
+        finally:
+            with cond:
+                self.loop_done = True
+                limit = self.side.ready(n) if not self.failed else 0
+                cond.notify_all()
+        self.side.run(limit)  # the output's chunks left, beside the pool thread
+
+    def _produce(self) -> None:
+        cond, side = self.cond, self.side
+        try:
+            for c in range(1, self.inputs.chunks):
+                ready = self.inputs.prepare(c)
+                with cond:
+                    if self.failed:
+                        return
+                    self.ready = ready
+                    cond.notify_all()
+            while True:
+                with cond:
+                    while not self.loop_done and not side.pending(side.ready(self.pos)):
+                        cond.wait()
+                    if self.failed:
+                        return
+                    limit = side.ready(self.pos)
+                if not side.run_one(limit) and self.loop_done:
+                    return
+        except BaseException:
+            with cond:
+                self.failed = True
+                cond.notify_all()
+            raise
+
+
 @register_dut("repeater")
 @dataclass
 class Repeater:
@@ -193,6 +380,8 @@ class Repeater:
     feedback_delay_s: float = field(default=50e-9, metadata={"doc": "over-the-air feedback path delay"})
 
     link: ClassVar[str] = "downlink"
+    takes_complex64: ClassVar[bool] = True  # process widens complex64 input exactly
+    takes_path_after: ClassVar[bool] = True  # process(..., after=path) runs the path too (beside its loop)
 
     def __post_init__(self):
         what = self.model_name
@@ -309,41 +498,47 @@ class Repeater:
         self._lo_cycles = 0.0
 
     # ----- the model ----------------------------------------------------------
-    def process(self, x: np.ndarray, fc_hz: float, fs_hz: float, rng: np.random.Generator) -> np.ndarray:
+    def process(self, x: np.ndarray, fc_hz: float, fs_hz: float, rng: np.random.Generator,
+                after: Path | None = None) -> np.ndarray:
+        """The repeater on ``x``; with ``after`` (the path its output drives), that path's output as
+        ``after.apply(y, fc_hz, fs_hz, rng, single=True)`` gives it, its FIR's frames computed beside
+        the loop when it is one run of linear elements."""
         d = self._realise(float(fc_hz), float(fs_hz))
         n = np.shape(x)[0]
         if n == 0:
-            return np.asarray(x, dtype=np.complex128).copy()
+            y = np.asarray(x, dtype=np.complex128).copy()
+            return y if after is None else after.apply(y, fc_hz, fs_hz, rng, single=True)
         # Input with the filter's history in front, in a scratch buffer kept between calls (a fresh
         # array of this size costs more in page faults than the arithmetic on it).
+        x = np.asarray(x)
+        if x.dtype != np.complex64:  # complex64 widens exactly where it is copied in
+            x = np.asarray(x, dtype=np.complex128)
+        x = np.ascontiguousarray(x)
         hist = self._u_hist.size
         ux = self._scratch(hist + n)
         ux[:hist] = self._u_hist
-        ux[hist:] = x
+        draw = None  # the input noise as a table block: copied in with x as the channel filter's frames need it
         if self.noise_figure_db is not None:
             p_mw = thermal_noise_mw(self.noise_figure_db, fs_hz)
             draw = noise_draw(rng, n, p_mw)
-            if draw is not None:
-                add_table_noise(ux[hist:], _gaussian_table(), *draw)
-            else:
-                ux[hist:] += complex_noise(rng, n, p_mw)
-        # Channel filter on the input: overlap-save with the kept history.
-        self._u_hist = ux[ux.size - (d.h_x.size - 1):].copy()
-        vx = _fir_valid(ux, d)
-        # integer forward delay line: wx = (kept, vx)[:n] times the forward gain
-        k = min(d.m_fwd, n)
-        wx = np.empty(n, dtype=np.complex128)
-        np.multiply(self._v_hist[:k], d.c_fwd, out=wx[:k])
-        np.multiply(vx[:n - k], d.c_fwd, out=wx[k:])
-        self._v_hist = np.concatenate((self._v_hist[k:], vx[n - k:]))
+            if draw is None:  # a block longer than half the table: fresh draws, added now
+                x = x + complex_noise(rng, n, p_mw)
+        inputs = _Inputs(self, d, ux, x, draw)
         lo = (self._lo_cycles, d.shift_hz / fs_hz) if d.shift_hz else None  # the carrier, from this phase on
         if d.shift_hz:
             self._lo_cycles = math.fmod(self._lo_cycles + d.shift_hz / fs_hz * n, 1.0)
         alc = self.rated_output_power_dbm is not None
         if not alc and d.h_f is None:
+            wx = inputs.all()
+            inputs.finish()
             y = self._pa.process(wx, fc_hz, fs_hz, rng)
-            return y * linear_phasor(*lo, n) if lo is not None else y
-        return self._run_blocks(wx, lo, d, fs_hz, rng)
+            y = y * linear_phasor(*lo, n) if lo is not None else y
+        else:
+            rx = after.linear_frames(inputs.wx, fc_hz, fs_hz) if after is not None else None
+            y = self._run_blocks(inputs, lo, d, fs_hz, rx)
+            if rx is not None:
+                return y
+        return y if after is None else after.apply(y, fc_hz, fs_hz, rng, single=True)
 
     def _scratch(self, size: int) -> np.ndarray:
         """A complex128 work array of ``size`` (contents undefined), reused across calls."""
@@ -359,14 +554,24 @@ class Repeater:
             b = int(max(32, min(b, self.alc_time_constant_s * fs_hz / 64)))
         return min(b, d.m_loop) if d.h_f is not None else b
 
-    def _run_blocks(self, wx, lo, d: _Design, fs_hz: float, rng) -> np.ndarray:
+    def _run_blocks(self, inputs: "_Inputs", lo, d: _Design, fs_hz: float, rx: FirFrames | None) -> np.ndarray:
         """Feedback loop and ALC, block by block (blocks no longer than the loop latency), compiled.
 
         The ALC gain holds over each block and is updated from the block's
         output power; the feedback of each sample comes from outputs at least
         the loop latency older (see :func:`devices.sim.kernels.repeater_loop`).
+
+        The loop is sequential; it runs on one core in steps while the other prepares the
+        forward signal of the steps to come (:class:`_Inputs`, a chunk of the channel filter's
+        frames at a time). A step starts and ends on a multiple of the chunk, the ALC block and
+        the carrier's exact phasor, where the compiled loop starts afresh from its state
+        exactly as it goes on inside one call: the samples do not depend on the steps.
+        ``rx``: the frames of the FIR the output drives (on ``inputs.wx``); the chunks whose
+        input the loop has finished are computed beside it by whichever core is free, and
+        its output is returned instead of the repeater's.
         """
-        n = wx.size
+        n = inputs.n
+        wx = inputs.wx
         b = self._block_len(d, fs_hz)
         alc = self.rated_output_power_dbm is not None
         rated_mw = tau_i = tau_d = 1.0
@@ -377,15 +582,36 @@ class Repeater:
         hs_r, hs_i, chunk, twr, twi = _feedback_plan(d)
         lo_coarse, lo_fine = _carrier_tables(*(lo or (0.0, 0.0)), n)
         pa = self._pa
-        y, self._alc_db, self._detector_mw = repeater_loop(  # the output replaces wx (ours) in place
-            wx, lo_coarse, lo_fine, self._y_hist, hs_r, hs_i,
-            chunk, d.m_loop, twr, twi, d.c_fwd * d.g_fb, b,
-            alc, float(self._alc_db), float(self._detector_mw), rated_mw, tau_d, tau_i,
-            pa._g / pa._a_sat, float(pa.smoothness), math.radians(pa.am_pm_alpha_deg), float(pa.am_pm_beta))
-        hy = self._y_hist.size
+        y_hist = self._y_hist
+        hy = y_hist.size
+        q, nfft = hs_r.shape
+        step = math.lcm(chunk if q else 1, b, _LO_FINE)
+        # A step after the first gets the outputs every window of its first chunks reaches (the oldest
+        # of the q reaches (q - 2) L + latency + N back), as the loop had them when it went on
+        # (before this call's outputs: the kept ones, and zeros before those).
+        reach = max(hy, (q - 2) * chunk + d.m_loop + nfft) if q else 0
+
+        def loop(t0: int, t1: int) -> None:
+            yh = (y_hist if t0 == 0 else wx[t0 - reach:t0] if t0 >= reach
+                  else np.concatenate((np.zeros(reach, dtype=np.complex128), y_hist, wx[:t0]))[-reach:])
+            _, self._alc_db, self._detector_mw = repeater_loop(  # the output replaces wx (ours) in place
+                wx[t0:t1], lo_coarse[t0 // _LO_FINE:], lo_fine, yh, hs_r, hs_i,
+                chunk, d.m_loop, twr, twi, d.c_fwd * d.g_fb, b,
+                alc, float(self._alc_db), float(self._detector_mw), rated_mw, tau_d, tau_i,
+                pa._g / pa._a_sat, float(pa.smoothness), math.radians(pa.am_pm_alpha_deg), float(pa.am_pm_beta))
+
+        side = _SideChunks(rx)
+        if inputs.chunks < _PIPELINE_CHUNKS or workers.in_pool():  # the input, then the loop
+            inputs.all()
+            loop(0, n)
+        else:
+            _Pipeline(inputs, loop, side, step).run()
+        side.finish()
+        inputs.finish()
+        y = wx
         if hy:
-            self._y_hist = np.concatenate((self._y_hist, y))[-hy:] if n < hy else y[n - hy:].copy()
-        return y
+            self._y_hist = np.concatenate((y_hist, y))[-hy:] if n < hy else y[n - hy:].copy()
+        return y if rx is None else rx.y[:rx.n]
 
     # ----- truth --------------------------------------------------------------
     def _geometry(self, fc_hz, fs_hz) -> _Design:
