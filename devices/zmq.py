@@ -141,12 +141,15 @@ class ZmqRadio(Radio):
         self.server_rig = hello.get("rig", {})
         #: what the server offers beyond the version's base ops (an older server: none of the newer ones)
         self.features = frozenset(str(f) for f in hello.get("features", []) if isinstance(f, str))
+        sw = hello.get("software")  # the server's harness version (servers before it was sent: None)
+        self.server_software = sw[:40] if isinstance(sw, str) else None
         self._heard_at = time.monotonic()
         self.lease_s = float(hello.get("lease_s", 10.0))
         caps = _capabilities(hello["capabilities"])
         # timing that crosses the link: timed starts and timestamps (hardware_time), and RX channels captured
         # together on one clock (coherent_rx), each with a server that offers its op
         self._caps = replace(caps, timing=tuple(t for t in caps.timing if TIMING_FEATURES.get(t) in self.features))
+        self._served_timing = caps.timing  # the served radio's own, for saying why one is withheld
         lead = hello.get("timed_start_lead_s")
         # a board clock in real time needs the lead to cover the link's round trips (hardware_time, transmit)
         self.timed_start_lead_s = 0.0 if lead == 0.0 else \
@@ -232,6 +235,19 @@ class ZmqRadio(Radio):
     @property
     def capabilities(self) -> Capabilities:
         return self._caps
+
+    def timing_withheld(self, methods: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+        """The served radio's timing methods among ``methods`` that this server cannot carry across the link
+        (an older server: hello announces no feature for them), and a clause naming the server and what it
+        lacks."""
+        board = self._served_timing
+        gone = tuple(m for m in methods if m in board and m not in self._caps.timing)
+        if not gone:
+            return (), ""
+        lacks = " or ".join(TIMING_FEATURES.get(m, m) for m in gone)
+        sw = f": harness {self.server_software}" if self.server_software else ""
+        return gone, (f"the rig server at {self.uri.split('?', 1)[0]} does not offer {lacks} (an older server{sw}, "
+                      f"protocol v{self.version}; its {self._caps.driver} radio has {' and '.join(gone)})")
 
     def _check_control(self) -> None:
         if self.control_lost:

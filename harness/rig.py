@@ -437,16 +437,25 @@ class Rig:
         return None
 
     def timing_problem(self) -> str | None:
-        """Why captures cannot be timed against the transmitter on this rig (None: they can)."""
+        """Why captures cannot be timed against the transmitter on this rig (None: they can). A method the board
+        has but its connection withholds (a remote radio's server without the feature) is the connection's
+        fault, and named as such."""
         if self.timing_method() is not None:
             return None
         ref = self.spec.rx.reference_channel
+        wanted = ("coherent_rx", "hardware_time") if ref is not None else ("hardware_time",)
+        withheld, link = self.radio.timing_withheld(wanted)
+        hw = None if "hardware_time" in withheld else "the radio has no hardware time"
         if ref is not None:
+            if "coherent_rx" in withheld:
+                return f"the rig declares reference channel {ref}, but {link}" + (f", and {hw}" if hw else "")
             why = ("cannot capture RX channels together on one clock" if "coherent_rx" not in self.caps.timing
                    else f"has no RX channel {ref} ({self.caps.rx_channels} RX channel"
                         f"{'s' if self.caps.rx_channels != 1 else ''})")
-            return (f"the rig declares reference channel {ref}, but {self.caps.driver} {why}, and the radio has "
-                    f"no hardware time")
+            return (f"the rig declares reference channel {ref}, but {self.caps.driver} {why}, and "
+                    f"{hw or link}")
+        if hw is None:
+            return f"{link}, and the rig declares no reference channel"
         return (f"the radio has no hardware time and the rig declares no reference channel ({self.caps.driver}: "
                 f"declare rx.reference_channel and paths.reference for a splitter at the DUT input)")
 

@@ -34,6 +34,7 @@ from devices import iq_kernels, zmq_wire as wire
 from harness.remote.interlocks import Interlocks, Refusal, rms_dbfs
 from harness.remote.keys import AllowList, load_secret, start_authenticator
 from harness.rig import Rig
+from harness.session import software_version
 
 log = logging.getLogger("harness.remote")
 
@@ -177,6 +178,7 @@ class RigServer:
         self.interlocks = Interlocks(rig)
         self.security = security or Security()
         self.lease_s = float(lease_s)
+        self.software = software_version()  # in hello: a client names an older server by it
         self.max_message_bytes = int(max_message_bytes)
         self._control_ep, self._data_ep = control, data
         self.ctx = zmq.Context()
@@ -459,7 +461,7 @@ class RigServer:
         self._reply(route, req, {"version": common[-1], "server_versions": list(wire.VERSIONS),
                                  "data_port": self.data_port, "lease_s": self.lease_s, "rig": self._describe(),
                                  "capabilities": caps, "formats": sorted(wire.FORMATS),
-                                 "features": list(FEATURES),
+                                 "features": list(FEATURES), "software": self.software,
                                  "timed_start_lead_s": getattr(self.radio, "timed_start_lead_s", None)})
 
     def _op_status(self, route, req, sess) -> None:
