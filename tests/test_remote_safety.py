@@ -197,3 +197,56 @@ def test_curve_allowed_key_works_unknown_key_refused_and_logged(keys, caplog):
             open_radio(f"zmq://127.0.0.1:{s.port}")
     finally:
         stop(s)
+
+
+def test_refusals_logged_with_the_client_key(keys, caplog):
+    """Every refusal the server answers is in its log with the refused client's key fingerprint: an interlock,
+    control held by another client, and a request made in another key's session, which is refused without
+    touching that session (its owner's next answer is its own, not the refusal)."""
+    import itertools
+
+    import zmq
+
+    from devices import zmq_wire as wire
+
+    d, allow = keys
+    new_key_pair(d, "bob")
+    (allow / "bob.key").write_text((d / "bob.key").read_text())
+    s = serve(RIGS / "sim-amplifier.yaml", lease_s=5.0,
+              security=Security(server_secret=str(d / "server.key_secret"), allow_dir=str(allow)))
+    base = f"zmq://127.0.0.1:{s.port}?server_key={d / 'server.key'}&timeout=0.5"
+    alice, bob = (key_fingerprint(load_public(d / f"{n}.key")) for n in ("alice", "bob"))
+    try:
+        with caplog.at_level(logging.WARNING, logger="harness.remote"):
+            with open_radio(f"{base}&client_key={d / 'alice.key_secret'}") as r:
+                with pytest.raises(RemoteRefused):
+                    r.configure_tx(StreamConfig(3.5e9, 15.36e6, -30.0))
+                assert re.search(rf"refused configure_tx from {alice}: .*limits.tx_bands", caplog.text)
+                with pytest.raises(RemoteBusy):
+                    open_radio(f"{base}&client_key={d / 'bob.key_secret'}")
+                assert f"refused acquire from {bob}: the rig is controlled by {alice}" in caplog.text
+                # bob sends a request in alice's session, with the id alice uses next
+                r._hb_stop.set()
+                r._hb_thread.join(5)
+                ctx = zmq.Context()
+                sock = ctx.socket(zmq.DEALER)
+                sock.linger = 0
+                sock.curve_serverkey = zmq.auth.load_certificate(str(d / "server.key"))[0]
+                sock.curve_publickey, sock.curve_secretkey = zmq.auth.load_certificate(str(d / "bob.key_secret"))
+                sock.connect(f"tcp://127.0.0.1:{s.port}")
+                try:
+                    sock.send_multipart(wire.encode_request("status", 10 ** 6, r.session))
+                    assert sock.poll(5000)
+                    rid, ok, body = wire.decode_reply(sock.recv_multipart())
+                finally:
+                    sock.close()
+                    ctx.term()
+                assert (rid, ok, body["code"]) == (10 ** 6, False, "session")
+                assert f"refused status from {bob}: session {r.session.hex()[:8]} belongs to another client key" \
+                    in caplog.text
+                r._ids = itertools.count(10 ** 6)
+                assert r._request("status")["yours"] is True  # alice's own answer, not bob's refusal
+        assert s.counters["refusals_logged"] == 2 and s.counters["refusals"] == 1
+        assert bench_idle(s)
+    finally:
+        stop(s)

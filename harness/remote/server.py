@@ -57,6 +57,8 @@ MAX_WAVEFORM_BYTES = 256 * 1024 * 1024
 FEATURES = ("remote_run", "capture_ranged", "hardware_time", "capture_channels")
 #: most retakes a ``capture_ranged`` may ask for a capture that lost samples
 MAX_RANGED_RETRIES = 10
+#: error codes that refuse a client something (logged with its key's fingerprint, as the allow-list's are)
+REFUSALS = frozenset({"interlock", "leased", "no_lease", "run_active", "plan"})
 #: most RX channels one ``capture_channels`` request may name (a reference channel needs two)
 MAX_CAPTURE_CHANNELS = 8
 
@@ -368,7 +370,14 @@ class RigServer:
             return
         sess = self._session(req.session, user)
         if sess is None:
-            self._reply(route, req, error=wire.error("session", "session belongs to another client key"))
+            log.warning("refused %s from %s: session %s belongs to another client key", req.op[:32],
+                        wire.key_fingerprint(user) if user else "a client without a key", req.session.hex()[:8])
+            # not through _reply: that session's reply cache is its owner's, and must not hold this answer
+            try:
+                self.ctrl.send_multipart([route, wire.encode_reply(req.id, error=wire.error(
+                    "session", "session belongs to another client key"))], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self.counters["replies_dropped"] += 1
             return
         cached = sess.replies.get(req.id)
         if cached is not None:  # a retry: the same answer, not done twice
@@ -404,7 +413,19 @@ class RigServer:
         return s
 
     def _reply(self, route: bytes, req: wire.Request, result: dict | None = None, error: dict | None = None) -> None:
+        if error is not None and error.get("code") in REFUSALS:
+            self._log_refusal(req, error.get("message", ""))
         self._send_reply(route, req.session, req.id, wire.encode_reply(req.id, result, error))
+
+    def _who(self, session: bytes) -> str:
+        """The client behind ``session``, for the log: its key's fingerprint (plaintext: its session id)."""
+        s = self._sessions.get(session)
+        return wire.key_fingerprint(s.user) if s is not None and s.user else f"session {session.hex()[:8]} (no key)"
+
+    def _log_refusal(self, req: wire.Request | None, why: str) -> None:
+        self.counters["refusals_logged"] += 1
+        who = self._who(req.session) if req is not None else "a remote run"
+        log.warning("refused %s from %s: %s", req.op if req is not None else "?", who, str(why)[:300])
 
     def _send_reply(self, route: bytes, session: bytes, rid: int, rep: bytes) -> None:
         s = self._sessions.get(session)
@@ -739,7 +760,7 @@ class RigServer:
             return wire.encode_reply(rid, fn(*args) or {})
         except Refusal as e:
             self.counters["refusals"] += 1
-            log.warning("refused %s: %s", req.op if req else "?", e)
+            self._log_refusal(req, str(e))
             return wire.encode_reply(rid, error=wire.error("interlock", str(e), limit=e.limit))
         except _Unknown as e:
             return wire.encode_reply(rid, error=wire.error("unknown_waveform", f"no waveform {e} here: upload it"))
