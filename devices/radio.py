@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 import weakref
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
@@ -181,6 +181,9 @@ class StreamConfig:
         return replace(self, **changes)
 
 
+_CONFIG_FIELDS = frozenset(f.name for f in fields(StreamConfig))
+
+
 @dataclass
 class CaptureMeta:
     """What actually happened during a capture."""
@@ -265,8 +268,10 @@ class LevelSummary:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LevelSummary":
-        d = dict(d)
-        d["config"] = StreamConfig(**d["config"])
+        """From :meth:`as_dict`; fields it does not know (a newer rig server's) are ignored."""
+        names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in names}
+        d["config"] = StreamConfig(**{k: v for k, v in d["config"].items() if k in _CONFIG_FIELDS})
         return cls(**d)
 
 

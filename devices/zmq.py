@@ -28,7 +28,7 @@ import os
 import threading
 import time
 import urllib.parse
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 
 import numpy as np
 import zmq
@@ -256,7 +256,7 @@ class ZmqRadio(Radio):
     def _configure(self, op: str, config: StreamConfig) -> StreamConfig:
         self._check_control()
         rep = self._request(op, {"config": asdict(config)})
-        return StreamConfig(**rep["config"])
+        return StreamConfig(**known_fields(StreamConfig, rep["config"]))
 
     def _configure_tx(self, config: StreamConfig) -> StreamConfig:
         return self._configure("configure_tx", config)
@@ -606,7 +606,7 @@ class _Receiver:
                 covered[first:first + k] = True
             self.out[~covered] = 0
             missing = int(np.count_nonzero(~covered))
-        cfg = StreamConfig(**m["config"])
+        cfg = StreamConfig(**known_fields(StreamConfig, m["config"]))
         meta = CaptureMeta(config=cfg, timestamp=float(m.get("timestamp", time.time())), n_samples=self.n,
                            overflow=bool(m.get("overflow")) or self.overflow or missing > 0,
                            dropped_samples=int(m.get("dropped_samples", 0)) + max(missing, self.lost),
@@ -704,10 +704,17 @@ def _error(uri: str, op: str, body: dict) -> RemoteError:
     return RemoteError(code, f"{uri}: {op}: {message} ({code})", body)
 
 
+def known_fields(cls, d: dict) -> dict:
+    """The fields of ``d`` that dataclass ``cls`` has: a newer server may add fields within a version, and a
+    peer ignores fields it does not know (docs/remote-protocol.md, Versioning)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
 def _capabilities(d: dict) -> Capabilities:
     kw = {}
-    for k, v in d.items():
-        kw[k] = Range(**v) if isinstance(v, dict) else v
+    for k, v in known_fields(Capabilities, d).items():
+        kw[k] = Range(**known_fields(Range, v)) if isinstance(v, dict) else v
     return Capabilities(**kw)
 
 

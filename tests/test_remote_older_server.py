@@ -5,9 +5,13 @@ capability whose op the server lacks (``hardware_time``; ``coherent_rx`` needs `
 delay step on such a rig is refused at validation (exit 2, nothing transmitted), and the refusal names the
 rig server, the feature it lacks and the protocol version, not the served radio, which has the method. The
 older server is this server with its announced features cut (``FEATURES``), as the other remote tests fake one.
+
+The other way round, a newer server adds fields within the version; the client ignores those it does not know.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -119,3 +123,64 @@ def test_local_radio_withholds_nothing():
             rig.radio.capture_channels(1000, (0, 1))
         with pytest.raises(CapabilityError, match=": pluto has no hardware time$"):
             rig.radio.hardware_time_ns()
+
+
+class _NewerWire:
+    """The wire module as a newer server within protocol v1 uses it: every JSON object it sends (replies,
+    ``hello``'s capabilities and their ranges, stream configs, END-frame metadata, ranged summaries) carries
+    a field this client does not know."""
+
+    def __init__(self, wire):
+        self._wire = wire
+
+    def __getattr__(self, name):
+        return getattr(self._wire, name)
+
+    @classmethod
+    def grow(cls, obj):
+        if isinstance(obj, dict):
+            return {**{k: cls.grow(v) for k, v in obj.items()}, "zz_added_later": {"n": 1}}
+        if isinstance(obj, list):
+            return [cls.grow(v) for v in obj]
+        return obj
+
+    def dumps(self, obj):
+        return self._wire.dumps(self.grow(obj))
+
+    def encode_reply(self, req_id, result=None, error=None):
+        return self._wire.encode_reply(req_id, None if result is None else self.grow(result), error)
+
+
+def test_newer_server_extra_fields_ignored(monkeypatch):
+    """docs/remote-protocol.md: within a version a peer ignores fields it does not know. A client used to
+    build its Capabilities, StreamConfigs and ranged summaries from every field sent, so a newer server's
+    added field made it fail at hello. Captures through such a server equal those through this one."""
+    from devices.ranging import AutoRange
+
+    rx = StreamConfig(2140e6, 15.36e6, 10.0, 12e6)
+
+    def session():
+        server = serve(RIGS / BASES["sim-reference"], seed=0)
+        try:
+            with open_radio(f"zmq://127.0.0.1:{server.port}?insecure=1") as r:
+                caps = r.capabilities
+                got = r.configure_rx(rx)
+                one = r.capture(5000)
+                ranged = r.capture_ranged(5000, got, AutoRange())
+                pair = r.capture_channels(5000, (0, 1), (10.0, 20.0))
+                t = r.hardware_time_ns()
+            return caps, got, one, ranged, pair, t
+        finally:
+            stop(server)
+
+    want = session()
+    monkeypatch.setattr(server_mod, "wire", _NewerWire(server_mod.wire))
+    got = session()
+    assert got[0] == want[0] and got[0].timing == ("hardware_time", "coherent_rx")  # all of it, and no more
+    assert got[1] == want[1]
+    for a, b in [(got[2], want[2]), (got[3].capture, want[3].capture)] + list(zip(got[4], want[4])):
+        assert np.array_equal(a.samples, b.samples) and a.meta.config == b.meta.config and a.meta.ok
+        assert a.meta.extra.get("zz_added_later") == {"n": 1}  # END metadata's free-form part passes through
+    assert replace(got[3].summary, timestamp=0) == replace(want[3].summary, timestamp=0)  # host clock apart
+    assert got[3].gain_db == want[3].gain_db
+    assert got[5] > 0
