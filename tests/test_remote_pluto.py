@@ -88,5 +88,8 @@ def test_pluto_2r2t_delay_in_a_remote_run(tmp_path, capsys):
         p.wait(30)
     res = read_results(out)
     assert res["rig"]["name"] == "pluto-emulated-repeater-utra" and res["rig"]["device"] == "pluto:"
+    # where it ran, said in the run directory even when the run is kept out of the history
+    assert res["remote"]["server"] == f"zmq://127.0.0.1:{port}" and res["remote"]["rig"] == res["rig"]["name"]
+    assert res["remote"]["run"] == 1  # the server's first run
     assert res["calibration"]["applied"]
     _check_delay(res, capsys, "remote run (--remote)")
