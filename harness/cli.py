@@ -344,9 +344,19 @@ def cmd_capture(args) -> int:
             raise ValueError("--freq and --rate must be positive frequencies")
         gain = parse_quantity(args.gain, "dB") if args.gain is not None else None
         bw = parse_quantity(args.bandwidth, "Hz") if args.bandwidth is not None else None
+        if args.publish is not None:
+            if args.out is not None:
+                raise ValueError("give --out (record) or --publish (republish for GNU Radio), not both")
+            if duration is None or not str(args.uri).startswith("zmq:"):
+                raise ValueError("--publish republishes a rig server's continuous stream: it needs a zmq:// URI "
+                                 "and --duration")
+        elif args.out is None:
+            raise ValueError("--out FILE is required (or --publish ENDPOINT with a zmq:// URI)")
     except (ConfigError, ValueError) as e:
         _err(str(e))
         return 2
+    if args.publish is not None:
+        return _capture_publish(args, freq, rate, gain, bw, duration)
     out = Path(args.out)
     meta_path = out if out.suffix == ".sigmf-meta" else Path(str(out).removesuffix(".sigmf-data") + ".sigmf-meta")
     if meta_path.exists() and not args.force:
@@ -399,6 +409,72 @@ def cmd_capture(args) -> int:
     if rec.faults():
         _err(f"{path}: {', '.join(rec.faults())} after {attempt + 1} attempts: written with the gaps annotated")
         return 3 if (rec.overflow or rec.dropped_samples) else 0
+    return 0
+
+
+def _capture_publish(args, freq: float, rate: float, gain: float | None, bw: float | None, duration_s: float) -> int:
+    """``harness capture zmq://... --duration S --publish EP``: the plain stream for GNU Radio
+    (:func:`harness.remote.client.publish_plain`). Exit 0, 2 (device or endpoint), 3 samples lost upstream,
+    130/143 interrupted."""
+    import signal
+    import time
+
+    import zmq
+
+    from devices import DeviceError
+    from devices.radio import StreamConfig
+    from harness import stream_capture as sc
+    from harness.remote.client import RemoteRig, publish_plain
+
+    try:
+        rig = RemoteRig(args.uri)
+    except DeviceError as e:
+        _err(f"device {args.uri!r}: {e}")
+        return 2
+    lost = [0]
+    with rig, sc.Interrupt() as stop:
+        caps = rig.capabilities
+        try:
+            g = caps.rx_gain_range_db.clip(gain if gain is not None else
+                                           (caps.rx_gain_range_db.low + caps.rx_gain_range_db.high) / 2)
+            cfg = rig.radio.configure_rx(StreamConfig(freq, rate, g, bw or caps.rf_bandwidth_range_hz.clip(0.8 * rate),
+                                                      args.channel))
+        except DeviceError as e:
+            _err(f"device {args.uri!r}: {e}")
+            return 2
+
+        def chunks():
+            end = time.monotonic() + duration_s
+            with rig.radio.stream(fmt=args.format) as s:
+                try:
+                    while time.monotonic() < end and not stop.signal:
+                        got = s.read()
+                        if got is None:
+                            break
+                        yield got[0]
+                finally:
+                    s.close()
+                    lost[0] = s.lost
+
+        print(f"{args.publish}: publishing {args.publish_kind.upper()} raw complex64 at {cfg.freq_hz / 1e6:.6g} MHz, "
+              f"{cfg.sample_rate_hz / 1e6:.6g} MS/s for {duration_s:g} s", flush=True)
+        t0 = time.monotonic()
+        try:
+            sent = publish_plain(chunks(), args.publish, args.publish_kind, stop=lambda: stop.signal is not None)
+        except zmq.ZMQError as e:
+            _err(f"--publish {args.publish}: {e}")
+            return 2
+        except DeviceError as e:
+            _err(f"device {args.uri!r}: {e}")
+            return 3
+    print(f"{args.publish}: {sent} samples published in {time.monotonic() - t0:.1f} s, {lost[0]} lost before they "
+          f"reached this client" + (f"; interrupted: {stop.signal}" if stop.signal else ""), flush=True)
+    if stop.signal:
+        return 128 + int(getattr(signal, stop.signal))
+    if lost[0]:
+        _err(f"{args.uri}: {lost[0]} samples lost upstream (the server's buffer or the device): the published "
+             f"stream has gaps")
+        return 3
     return 0
 
 
@@ -887,7 +963,17 @@ def build_parser() -> argparse.ArgumentParser:
                                             "radios capture back to back, each new capture annotated as a gap")
     cp.add_argument("--format", choices=("cf32", "sc16"), help="zmq:// stream sample format on the link "
                                                                 "(default: the URI's, cf32)")
-    cp.add_argument("--out", required=True, help="recording (base name, or NAME.sigmf-meta)")
+    cp.add_argument("--out", help="recording (base name, or NAME.sigmf-meta); required unless --publish")
+    cp.add_argument("--publish", metavar="ENDPOINT",
+                    help="with a zmq:// URI and --duration: instead of recording, republish the rig server's "
+                         "stream as a plain one for GNU Radio's ZMQ source blocks: raw complex64 items (gr_complex, "
+                         "item size 8), no header, one message per frame, bound on ENDPOINT (e.g. "
+                         "tcp://127.0.0.1:5600; see --publish-kind)")
+    cp.add_argument("--publish-kind", choices=("push", "pub"), default="push",
+                    help="push (default): GNU Radio's ZMQ PULL Source, lossless (the PUSH waits while GNU Radio "
+                         "lags; the server counts what its buffer then loses); pub: ZMQ SUB Source, for "
+                         "monitoring only: PUB/SUB drops messages for a slow or late subscriber silently, and "
+                         "nothing in a plain stream can tell GNU Radio what it missed")
     cp.add_argument("--gain", help="RX gain, e.g. '30 dB' (default: mid-range)")
     cp.add_argument("--bandwidth", help="RX analogue bandwidth (default: 0.8 x rate)")
     cp.add_argument("--channel", type=int, default=0, help="RX channel (default 0)")
