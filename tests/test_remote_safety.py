@@ -132,6 +132,51 @@ def test_two_clients_compete_exactly_one_wins(server):
     winners[0].close()
 
 
+def test_status_and_description_open_while_another_holds_control(server):
+    """While one client controls the rig, another reads hello (the rig's description) and status, and is
+    refused every device operation with the holder and the lease's expiry."""
+    import os
+
+    import zmq
+
+    from devices import zmq_wire as wire
+
+    with open_radio(uri(server)) as holder:
+        holder.configure_tx(INSIDE)
+        holder.transmit(CW, level=0.1)
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(f"tcp://127.0.0.1:{server.port}")
+        session = os.urandom(16)
+
+        def ask(op, args=None, rid=[0]):
+            rid[0] += 1
+            sock.send_multipart(wire.encode_request(op, rid[0], session, args))
+            assert sock.poll(5000)
+            got, ok, body = wire.decode_reply(sock.recv_multipart())
+            assert got == rid[0]
+            return ok, body
+
+        try:
+            ok, hello = ask("hello", {"versions": [1]})
+            assert ok and hello["rig"]["name"] == "sim-amplifier" and hello["rig"]["limits"]["tx_bands_hz"]
+            ok, status = ask("status")
+            assert ok and status["transmitting"] and not status["yours"]
+            assert status["holder"] == f"{holder.session.hex()[:8]}" and status["lease_expires_in_s"] > 0
+            for op, args in (("configure_tx", {"config": {"freq_hz": 2.14e9, "sample_rate_hz": 15.36e6,
+                                                          "gain_db": 0.0}}),
+                             ("stop_tx", {}), ("bypass", {"on": True}), ("acquire", {})):
+                ok, err = ask(op, args)
+                assert not ok and err["code"] == "leased", op
+                assert f"the rig is controlled by session {holder.session.hex()[:8]}" in err["message"]
+                assert "lease expires in" in err["message"] and err["expires_in_s"] > 0
+            assert server.radio.transmitting and not server.bypassed  # untouched by the refused client
+        finally:
+            sock.close()
+            ctx.term()
+
+
 def test_lease_expiry_stops_tx_and_releases(server):
     r = open_radio(uri(server))
     r.configure_tx(INSIDE)
