@@ -36,7 +36,7 @@ import zmq.auth
 
 from devices import zmq_wire as wire
 from devices.radio import (Capabilities, CapabilityError, Capture, CaptureMeta, Deadlines, DeviceError,
-                           DeviceTimeout, LevelSummary, Radio, RangedCapture, Range, StreamConfig)
+                           DeviceLost, DeviceTimeout, LevelSummary, Radio, RangedCapture, Range, StreamConfig)
 from devices.ranging import AutoRange
 
 #: bytes of frames the client keeps granted ahead of what it has read (at least 32 frames), granted back half a
@@ -71,6 +71,11 @@ class RemoteRefused(RemoteError, CapabilityError):
     @property
     def limit(self) -> str:
         return str(self.detail.get("limit", ""))
+
+
+class RemoteDeviceLost(RemoteError, DeviceLost):
+    """The server's radio missed a deadline (``device_timeout``) or had missed one (``device_lost``): the
+    server stopped its transmitter (``tx_off`` says whether that was confirmed) and this radio is lost."""
 
 
 class RemoteBusy(RemoteError):
@@ -117,6 +122,7 @@ class ZmqRadio(Radio):
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self.control_lost: str | None = None  # why the lease was lost, as the heartbeat saw it
+        self._link_up = False  # lost, but only because the server's radio is (the server still answers)
         try:
             self._open()
         except BaseException:
@@ -160,7 +166,7 @@ class ZmqRadio(Radio):
         try:
             self._request("acquire")
         except RemoteError as e:
-            raise RemoteBusy(e.code, f"{self.uri}: {e}", e.detail) from None
+            raise RemoteBusy(e.code, str(e), e.detail) from None  # its message names the URI already
         self.control_lost = None
         self._hb_stop.clear()
         self._hb_thread = threading.Thread(target=self._heartbeat, name=f"zmq heartbeat {self.uri}", daemon=True)
@@ -226,10 +232,19 @@ class ZmqRadio(Radio):
                         continue  # a late answer to an earlier try
                     if ok:
                         return body
-                    raise _error(self.uri, op, body)
+                    raise self._failed(op, body)
         raise DeviceTimeout(f"{self.uri}: no answer from the rig server to {op} in {tries} tr"
                             f"{'y' if tries == 1 else 'ies'} of {timeout_s:.3g} s (server down, frozen, network "
                             f"cut, or a key it does not accept)")
+
+    def _failed(self, op: str, body: dict) -> RemoteError:
+        """The error a refused request raises; the server's radio lost (it missed a deadline there) loses this
+        one too, so a run stops as on a local radio that missed it."""
+        e = _error(self.uri, op, body)
+        if isinstance(e, DeviceLost) and self.lost is None:
+            self.lost = str(e)
+            self._link_up = True  # lost for the server's radio, not for the link: close() still releases
+        return e
 
     # ----- Radio interface
     @property
@@ -299,7 +314,9 @@ class ZmqRadio(Radio):
             return
         sock = self._socket(self.port)
         try:
-            self._request("stop_tx", sock=sock, timeout_s=self.deadlines.stop_s / 3.2)
+            rep = self._request("stop_tx", sock=sock, timeout_s=self.deadlines.stop_s / 3.2)
+            if rep.get("tx_off") is False:  # the server's radio is lost and its stop did not complete
+                raise DeviceError(f"{self.uri}: the rig server could not confirm its transmitter off")
         except RemoteError as e:
             # not the controller any more: the server stopped this client's TX when its lease ended
             if e.code not in ("no_lease", "leased"):
@@ -413,7 +430,7 @@ class ZmqRadio(Radio):
                         if got == rid:
                             reply = (ok, body)
                 if reply is not None and not reply[0]:
-                    raise _error(self.uri, op, reply[1])
+                    raise self._failed(op, reply[1])
                 aborted = next((r.aborted for r in rxs.values() if r.aborted is not None), None)
                 if aborted is not None:
                     aborted_at = aborted_at or time.monotonic()  # the reply saying why (e.g. an interlock) follows
@@ -494,7 +511,7 @@ class ZmqRadio(Radio):
                 if got != rid:
                     continue
                 if not ok:
-                    raise _error(self.uri, op, body)
+                    raise self._failed(op, body)
                 return body
 
     def _reconnect(self) -> None:
@@ -503,11 +520,12 @@ class ZmqRadio(Radio):
         self._lock = threading.Lock()
         self._ctrl = self._socket(self.port)
         self._uploaded.clear()
+        self._link_up = False
         self._open()
 
     def _close(self) -> None:
         try:
-            if self._ctrl is not None and self.lost is None:
+            if self._ctrl is not None and (self.lost is None or self._link_up):
                 self._request("release", timeout_s=1.0, tries=1)
         except DeviceError:
             pass  # the lease runs out on its own
@@ -701,6 +719,9 @@ def _error(uri: str, op: str, body: dict) -> RemoteError:
         return RemoteRefused(code, f"{uri}: the rig server refused {op}: {message}", body)
     if code == "leased":
         return RemoteBusy(code, f"{uri}: {message}", body)
+    if code in ("device_timeout", "device_lost"):
+        off = "" if body.get("tx_off", True) else "; the server could not confirm its transmitter off"
+        return RemoteDeviceLost(code, f"{uri}: {op}: the rig server's radio is lost: {message}{off}", body)
     return RemoteError(code, f"{uri}: {op}: {message} ({code})", body)
 
 

@@ -764,10 +764,9 @@ class RigServer:
             return wire.encode_reply(rid, error=wire.error("interlock", str(e), limit=e.limit))
         except _Unknown as e:
             return wire.encode_reply(rid, error=wire.error("unknown_waveform", f"no waveform {e} here: upload it"))
-        except DeviceTimeout as e:
-            return wire.encode_reply(rid, error=wire.error("device_timeout", str(e)))
-        except DeviceLost as e:
-            return wire.encode_reply(rid, error=wire.error("device_lost", str(e)))
+        except (DeviceTimeout, DeviceLost) as e:  # the radio is lost: its transmitter is not left on meanwhile
+            code = "device_timeout" if isinstance(e, DeviceTimeout) else "device_lost"
+            return wire.encode_reply(rid, error=wire.error(code, str(e), tx_off=self._stop_lost(str(e))))
         except DeviceError as e:
             return wire.encode_reply(rid, error=wire.error("device", str(e), kind=type(e).__name__))
         except (ValueError, TypeError, KeyError) as e:
@@ -775,6 +774,16 @@ class RigServer:
         except Exception as e:  # noqa: BLE001 - a reply, never a dead device thread
             log.exception("device request failed")
             return wire.encode_reply(rid, error=wire.error("internal", f"{type(e).__name__}: {str(e)[:200]}"))
+
+    def _stop_lost(self, why: str) -> bool:
+        """Stop the transmitter of a radio that missed a deadline (one bounded try, :meth:`Radio.stop_tx`), as a
+        local run does before it stops; whether it is confirmed off."""
+        was_on = self.radio.transmitting or not self.radio.tx_confirmed_off
+        self._tx_rms_dbfs = None
+        off = bool(self.radio.stop_tx())
+        if was_on:
+            log.error("radio lost (%s): transmitter %s", why[:300], "stopped" if off else "NOT confirmed off")
+        return off
 
     def _do_stop_for(self, why: str) -> None:
         self._tx_rms_dbfs = None
