@@ -89,8 +89,11 @@ class ZmqRadio(Radio):
                           capture_margin_s=8.0, capture_factor=3.0)
 
     def __init__(self, uri: str, host: str, port: int, *, insecure: bool = False, server_key: str | None = None,
-                 client_key: str | None = None, fmt: str = "cf32", timeout_s: float = 2.0, tries: int = 3):
+                 client_key: str | None = None, fmt: str = "cf32", timeout_s: float = 2.0, tries: int = 3,
+                 control: bool = True):
         super().__init__(uri)
+        #: False: only ``hello`` is asked (read-only, open to every allowed client), no lease (:func:`describe_server`)
+        self.control = control
         self.host, self.port, self.fmt = host, port, fmt
         self.timeout_s, self.tries = timeout_s, tries
         #: samples per data frame of a bounded capture
@@ -143,6 +146,7 @@ class ZmqRadio(Radio):
     def _open(self) -> None:
         t_hello = time.monotonic()
         hello = self._request("hello", {"versions": list(wire.VERSIONS), "client": "rf-harness"})
+        self.hello = hello
         self.version = int(hello["version"])
         self.server_rig = hello.get("rig", {})
         #: what the server offers beyond the version's base ops (an older server: none of the newer ones)
@@ -161,6 +165,8 @@ class ZmqRadio(Radio):
         self.timed_start_lead_s = 0.0 if lead == 0.0 else \
             float(lead if isinstance(lead, (int, float)) else 0.05) + 4 * (time.monotonic() - t_hello)
         self._data_port = int(hello["data_port"])
+        if not self.control:
+            return
         if self._data is None:
             self._data = self._socket(self._data_port)
         try:
@@ -768,6 +774,16 @@ def parse_uri(uri: str) -> dict:
             "server_key": q.get("server_key") or os.environ.get("HARNESS_ZMQ_SERVER_KEY"),
             "client_key": q.get("client_key") or os.environ.get("HARNESS_ZMQ_CLIENT_KEY"),
             "fmt": fmt, "timeout_s": timeout_s}
+
+
+def describe_server(uri: str) -> dict:
+    """The ``hello`` of the rig server at ``uri`` (its rig's description, capabilities, features), asked without
+    taking control: read-only, open to every client it lets in, whoever holds the rig. Raises DeviceError
+    naming the URI (no answer within the URI's timeout and tries, a bad key, no common version)."""
+    r = ZmqRadio(uri, **parse_uri(uri), control=False)
+    r._closed = True  # nothing to stop or release: no lease was taken
+    r._teardown()
+    return r.hello
 
 
 def open_zmq(uri: str, rest: str, **options) -> ZmqRadio:

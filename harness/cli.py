@@ -64,6 +64,17 @@ def resolve(path: str, kind: str) -> Path:
     raise ConfigError(f"{kind} file not found", path)
 
 
+def load_rig_arg(text: str):
+    """A ``--rig`` argument: a rig file (as given, else under testplans/), or ``zmq://HOST:PORT[?...]``, the rig a
+    rig server serves, built from its description (:func:`harness.rig.load_served_rig`). ConfigError (exit 2)
+    naming the file or URI otherwise."""
+    from harness.rig import is_server_uri, load_rig, load_served_rig
+
+    if is_server_uri(text):
+        return load_served_rig(str(text).strip())
+    return load_rig(resolve(str(text), "rig"))
+
+
 # ----------------------------------------------------------------- run
 def _record_refusal(args, name: str, file: str | None, error: Exception) -> str:
     """A plan or rig refused before the run began still leaves a run directory whose junit.xml is red.
@@ -118,7 +129,6 @@ def _run_history(args):
 def cmd_run(args) -> int:
     from devices import DeviceError
     from harness.plan import load_plan
-    from harness.rig import load_rig
     from harness.runner import Reporter, history_failed, run_plan
     from harness.session import EXIT_CONFIG, EXIT_ERROR
 
@@ -127,10 +137,10 @@ def cmd_run(args) -> int:
     history = None
     try:
         plan = load_plan(resolve(args.plan, "plan"))
-        rig_path = Path(args.rig) if args.rig else plan.rig_file
+        rig_path = args.rig or plan.rig_file
         if rig_path is None:
             raise ConfigError("plan names no rig; give --rig RIG", plan.file)
-        rig = load_rig(resolve(str(rig_path), "rig"))
+        rig = load_rig_arg(str(rig_path))
         identity = _run_identity(args)
         history = _run_history(args)
     except ConfigError as e:
@@ -643,14 +653,14 @@ def cmd_plans(args) -> int:
 # ----------------------------------------------------------------- rig show
 def cmd_rig_show(args) -> int:
     from devices import DeviceError
-    from harness.rig import Rig, load_rig
+    from harness.rig import Rig
 
     try:
-        spec = load_rig(resolve(args.rig, "rig"))
+        spec = load_rig_arg(args.rig)
     except ConfigError as e:
         _err(str(e))
         return 2
-    print(f"rig {spec.name}  ({spec.file})")
+    print(f"rig {spec.name}  ({'served by ' if spec.served else ''}{spec.file})")
     if spec.description:
         print(f"    {spec.description.strip()}")
     print(f"device: {spec.device}   TX channel {spec.tx.channel}, RX channel {spec.rx.channel}")
@@ -739,6 +749,11 @@ def cmd_serve(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
+    from harness.rig import is_server_uri
+
+    if is_server_uri(args.rig):
+        _err(f"{args.rig}: a rig server serves a local radio, not another server: give its rig file")
+        return 2
     try:
         spec = load_rig(resolve(args.rig, "rig"))
     except ConfigError as e:
@@ -836,11 +851,14 @@ def cmd_calibrate(args) -> int:
     from devices import DeviceError
     from harness.thru import run_calibration
     from harness.plan import load_plan
-    from harness.rig import load_rig
     from harness.session import Interrupted, signals_raise
 
     try:
-        spec = load_rig(resolve(args.rig, "rig"))
+        spec = load_rig_arg(args.rig)
+        if spec.served and not args.out:
+            raise ConfigError("a rig served by a rig server keeps its table there: calibrate it on the server "
+                              "('harness calibrate --rig RIG' next to the radio), or give --out FILE for a table "
+                              "of your own", spec.file)
         plans = [load_plan(resolve(p, "plan")) for p in args.plan]
         loss = parse_quantity(args.attenuator_loss, "dB") if args.attenuator_loss is not None else None
         ref_level = parse_quantity(args.reference_level, "dBm") if args.reference_level is not None else None
@@ -904,7 +922,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "report.html, plots, run.log);\nrecord the run in the results history.",
                        epilog=exit_codes_help())
     r.add_argument("plan", help="plan file (YAML)")
-    r.add_argument("--rig", help="rig file (default: the plan's rig)")
+    r.add_argument("--rig", help="rig file (default: the plan's rig), or zmq://HOST:PORT[?server_key=...&"
+                                 "client_key=...]: the rig a rig server serves, described by it (its ports, "
+                                 "paths, limits and calibration table); the plan runs here through its radio")
     r.add_argument("--out", help="run directory (default: runs/<time>-<plan>, made unique); one that holds "
                                  "another run is refused unless --force")
     r.add_argument("--force", action="store_true", help="clear --out if it holds another run")
@@ -1014,7 +1034,7 @@ def build_parser() -> argparse.ArgumentParser:
     rsub = rg.add_subparsers(dest="rig_command", metavar="SUBCOMMAND", required=True)
     rs = rsub.add_parser("show", help="show a rig, its devices and their capabilities",
                          description="Show a rig: device, paths, simulated DUT, device capabilities.")
-    rs.add_argument("rig", help="rig file (YAML)")
+    rs.add_argument("rig", help="rig file (YAML), or zmq://HOST:PORT[?...] of a rig server")
     rs.set_defaults(func=cmd_rig_show)
 
     dv = sub.add_parser("devices", help="list the SDR boards attached (SoapySDR and IIO scans)",
@@ -1076,7 +1096,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "applied to every later run. A thru fixes DUT gain exactly; absolute levels rest on "
                     "--reference: rx (receiver side trusted), tx (transmitter side trusted) or meter (a power "
                     "sensor at the DUT input). Exit codes: 0 saved, 2 rig/plan/device problem, 3 interrupted.")
-    c.add_argument("--rig", required=True, help="rig file (YAML)")
+    c.add_argument("--rig", required=True, help="rig file (YAML), or zmq://HOST:PORT[?...] of a rig server "
+                                                "(then --out: the bench's own table stays on the server)")
     c.add_argument("--plan", action="append", default=[], help="plan whose frequencies and levels to cover "
                    "(repeatable); the rig's calibration: frequencies/levels are added")
     c.add_argument("--reference", choices=REFERENCES, default="rx", help="absolute reference (default rx)")

@@ -61,6 +61,8 @@ MAX_RANGED_RETRIES = 10
 REFUSALS = frozenset({"interlock", "leased", "no_lease", "run_active", "plan"})
 #: most RX channels one ``capture_channels`` request may name (a reference channel needs two)
 MAX_CAPTURE_CHANNELS = 8
+#: largest calibration table ``hello`` carries (JSON bytes); a larger one is not served (the client is told why)
+MAX_SERVED_CALIBRATION_BYTES = 2 << 20
 
 
 class ServeError(RuntimeError):
@@ -204,6 +206,7 @@ class RigServer:
         self._threads: list[threading.Thread] = []
         self.bypassed = False
         self._tx_rms_dbfs: float | None = None  # what is playing, for re-checks when settings change
+        self._described()
         self.control_endpoint = self.data_endpoint = ""
         self._bind()
         self.runs = RunManager(self, runs_dir)  # remote runs (harness/remote/remote_run.py)
@@ -462,15 +465,44 @@ class RigServer:
         return True
 
     # --- quick operations (I/O thread)
-    def _describe(self) -> dict:
+    def _describe(self, full: bool = False) -> dict:
+        """The served rig: what status shows, and the declared rig file a client builds its rig from
+        (``declared``: ports, paths, nominal levels, limits; never the simulated bench). ``full`` (hello): with
+        the bench's calibration table, or why there is none (``calibration_status``)."""
         spec = self.rig.spec
         lim = spec.limits
-        return {"name": spec.name, "description": spec.description, "dut_bypass": spec.dut_bypass,
-                "limits": {"max_rx_input_dbm": lim.max_rx_input_dbm, "max_dut_input_dbm": lim.max_dut_input_dbm,
-                           "tx_bands_hz": [[b.low_hz, b.high_hz] for b in lim.tx_bands]},
-                # the bench's RF set-up: a client's calibration table is the bench's (harness.calibration.bench_setup)
-                "setup_sha256": spec.setup_sha256, "declared_sha256": spec.declared_sha256,
-                "simulated": spec.simulated}
+        out = {"name": spec.name, "description": spec.description, "dut_bypass": spec.dut_bypass,
+               "limits": {"max_rx_input_dbm": lim.max_rx_input_dbm, "max_dut_input_dbm": lim.max_dut_input_dbm,
+                          "tx_bands_hz": [[b.low_hz, b.high_hz] for b in lim.tx_bands]},
+               # the bench's RF set-up: a client's calibration table is the bench's (harness.calibration.bench_setup)
+               "setup_sha256": spec.setup_sha256, "declared_sha256": spec.declared_sha256,
+               "simulated": spec.simulated}
+        if self._declared is not None:
+            out["declared"] = self._declared
+        if full:
+            out["calibration"], out["calibration_status"] = self._table
+        return out
+
+    def _described(self) -> None:
+        """What :meth:`_describe` sends beyond the summary, sized once: the declared rig file and the table."""
+        from harness.rig import MAX_DECLARED_BYTES
+
+        spec = self.rig.spec
+        declared = spec.declared or None
+        if declared is not None and not 0 < _json_bytes(declared) <= MAX_DECLARED_BYTES:
+            log.warning("rig %s: its declared description exceeds %d bytes (or holds non-finite numbers): clients "
+                        "need a rig file of their own", spec.name, MAX_DECLARED_BYTES)
+            declared = None
+        self._declared = declared
+        cal = self.rig.calibration
+        status = dict(self.rig.calibration_status)
+        table = cal.to_dict() if cal is not None else None
+        if table is not None and not 0 < _json_bytes(table) <= MAX_SERVED_CALIBRATION_BYTES:
+            table = None
+            status = {"applied": False, "reason": f"the rig server's calibration table exceeds the "
+                                                  f"{MAX_SERVED_CALIBRATION_BYTES} bytes it describes"}
+        reason = None if table is not None else str(status.get("reason") or "no calibration")[:300]
+        self._table = (table, reason)
 
     def _op_hello(self, route, req, sess) -> None:
         versions = req.args.get("versions", [req.version])
@@ -482,7 +514,7 @@ class RigServer:
             return
         caps = self.radio.capabilities.as_dict()
         self._reply(route, req, {"version": common[-1], "server_versions": list(wire.VERSIONS),
-                                 "data_port": self.data_port, "lease_s": self.lease_s, "rig": self._describe(),
+                                 "data_port": self.data_port, "lease_s": self.lease_s, "rig": self._describe(full=True),
                                  "capabilities": caps, "formats": sorted(wire.FORMATS),
                                  "features": list(FEATURES), "software": self.software,
                                  "timed_start_lead_s": getattr(self.radio, "timed_start_lead_s", None)})
@@ -1034,6 +1066,14 @@ def _stream_config(d: dict) -> StreamConfig:
     if not isinstance(ch, int) or isinstance(ch, bool) or not 0 <= ch < 64:
         raise ValueError("config.channel must be a small integer")
     return StreamConfig(rf_bandwidth_hz=None if bw is None else float(bw), channel=ch, **vals)
+
+
+def _json_bytes(obj) -> int:
+    """Size of ``obj`` on the wire (0: it cannot be sent, e.g. a non-finite number)."""
+    try:
+        return len(wire.dumps(obj))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _is_int(v) -> bool:
