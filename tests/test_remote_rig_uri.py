@@ -24,8 +24,8 @@ from harness.config import ConfigError
 from harness.remote.keys import new_key_pair
 from harness.remote.server import Security
 from harness.rig import Rig, load_rig, load_served_rig
-from tests.conftest import RIGS, read_results
-from tests.remote_helpers import client_rig, serve, stop
+from tests.conftest import RIGS, read_results, write_plan, write_rig
+from tests.remote_helpers import REPO, client_rig, serve, serve_process, stop
 
 PLAN = "testplans/amplifier_characterization.yaml"
 RIG = RIGS / "sim-amplifier.yaml"
@@ -231,3 +231,49 @@ def test_rig_uri_over_curve(tmp_path, capsys):
         assert uri in err and "no answer from the rig server to hello" in err
     finally:
         stop(s)
+
+
+def test_reference_channel_delay_with_rig_uri_over_curve_equals_local(tmp_path):
+    """The reference-channel bench served by a `harness serve` process with CURVE: the served description
+    carries rx.reference_channel and paths.reference, and the delay steps through --rig zmq:// give the
+    local run's method, captures and figures, and the DUT's true delay within the uncertainty."""
+    base = "sim-repeater-utra-reference.yaml"
+    served = write_rig(tmp_path, base, name="served.yaml",
+                       limits={"tx_bands": [{"low": "2.1 GHz", "high": "2.2 GHz"}]},
+                       calibration={"file": str(RIGS / base.replace(".yaml", ".cal.json"))})
+    plan = yaml.safe_load((REPO / "testplans" / "repeater_utra_ts25143.yaml").read_text())
+    plan["steps"] = [s for s in plan["steps"] if s["measurement"] == "delay"]
+    plan.pop("rig", None)
+    plan_file = write_plan(tmp_path, yaml.safe_dump(plan, sort_keys=False))
+    d, allow = tmp_path / "keys", tmp_path / "allow"
+    allow.mkdir()
+    for name in ("server", "alice"):
+        new_key_pair(d, name)
+    (allow / "alice.key").write_text((d / "alice.key").read_text())
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    assert main(["run", str(plan_file), "--rig", str(served), "--out", str(local), "--seed", "0", "--quiet",
+                 "--no-history"]) == 0
+    proc, port = serve_process(served, "--key", str(d / "server.key_secret"), "--allow", str(allow), "--seed", "0",
+                               lease_s=5.0)
+    try:
+        uri = f"zmq://127.0.0.1:{port}?server_key={d / 'server.key'}&client_key={d / 'alice.key_secret'}"
+        spec = load_served_rig(uri)
+        own = load_rig(served)
+        assert spec.rx.reference_channel == own.rx.reference_channel == 1
+        assert spec.reference_path == own.reference_path and spec.sim_reference_path is None
+        assert main(["run", str(plan_file), "--rig", uri, "--out", str(remote), "--seed", "0", "--quiet",
+                     "--no-history"]) == 0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    a, b = read_results(local), read_results(remote)
+    assert [s["verdict"] for s in a["steps"]] == [s["verdict"] for s in b["steps"]] == ["PASS", "PASS"]
+    assert [s["info"]["method"] for s in b["steps"]] == ["reference_channel"] * 2
+    for sa, sb in zip(a["steps"], b["steps"]):
+        assert [(c["label"], c["rx_channel"], c["rx_gain_db"]) for c in sb["captures"]] == \
+               [(c["label"], c["rx_channel"], c["rx_gain_db"]) for c in sa["captures"]]
+        assert [(m["name"], m["value"], m["uncertainty"]) for m in sb["measurements"]] == \
+               [(m["name"], m["value"], m["uncertainty"]) for m in sa["measurements"]]
+    delay = b["steps"][1]["measurements"][0]
+    truth = load_rig(RIGS / base).dut.truth(2140.1e6, 30.72e6)["delay_s"]
+    assert abs(delay["value"] - truth) <= 1.5 * delay["uncertainty"]
