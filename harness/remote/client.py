@@ -40,7 +40,8 @@ class RemoteRig:
 
     @property
     def description(self) -> dict:
-        """The served rig: name, description, limits (TX bands, maximum levels), DUT bypass."""
+        """The served rig: name, description, limits (TX bands, maximum levels), DUT bypass; ``declared`` (its rig
+        file's declared part) and ``calibration`` (the bench's table) are what ``--rig zmq://`` builds a rig from."""
         return dict(self.radio.server_rig)
 
     @property
