@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 import weakref
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
@@ -181,6 +181,9 @@ class StreamConfig:
         return replace(self, **changes)
 
 
+_CONFIG_FIELDS = frozenset(f.name for f in fields(StreamConfig))
+
+
 @dataclass
 class CaptureMeta:
     """What actually happened during a capture."""
@@ -265,8 +268,10 @@ class LevelSummary:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LevelSummary":
-        d = dict(d)
-        d["config"] = StreamConfig(**d["config"])
+        """From :meth:`as_dict`; fields it does not know (a newer rig server's) are ignored."""
+        names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in names}
+        d["config"] = StreamConfig(**{k: v for k, v in d["config"].items() if k in _CONFIG_FIELDS})
         return cls(**d)
 
 
@@ -432,6 +437,18 @@ class Radio(abc.ABC):
     def capabilities(self) -> Capabilities:
         """The device's capabilities (ranges, channels, nominal levels)."""
 
+    def timing_withheld(self, methods: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+        """Those of the timing ``methods`` the board has but this connection to it cannot use (a remote radio
+        whose server lacks the feature), and why, as a clause naming the connection ("" when none is
+        withheld). A local radio withholds nothing: what it lacks, the board lacks."""
+        return (), ""
+
+    def _timing_missing(self, method: str, lacks: str) -> str:
+        """Why ``method`` (absent from :attr:`Capabilities.timing`) cannot be used: the connection's reason
+        when it withholds it, else the board's (``lacks``, after the driver's name)."""
+        withheld, why = self.timing_withheld((method,))
+        return f"{self.uri}: {why}" if withheld else f"{self.uri}: {self.capabilities.driver} {lacks}"
+
     def configure_tx(self, config: StreamConfig) -> StreamConfig:
         """Apply TX settings; returns what the device actually set."""
         self._check_open()
@@ -473,8 +490,8 @@ class Radio(abc.ABC):
         :attr:`Capabilities.timing`; a time in the past starts at once, the device's own rule).
         """
         if at_time_ns is not None and "hardware_time" not in self.capabilities.timing:
-            raise CapabilityError(f"{self.uri}: {self.capabilities.driver} has no hardware time: a transmission "
-                                  f"cannot start at a commanded time")
+            raise CapabilityError(self._timing_missing("hardware_time", "has no hardware time") +
+                                  ": a transmission cannot start at a commanded time")
         self._check_open()
         if self._tx_config is None:
             raise DeviceError(f"{self.uri}: configure_tx() before transmit()")
@@ -559,7 +576,8 @@ class Radio(abc.ABC):
             raise DeviceError(f"{self.uri}: configure_rx() before capture_channels()")
         caps = self.capabilities
         if "coherent_rx" not in caps.timing:
-            raise CapabilityError(f"{self.uri}: {caps.driver} cannot capture RX channels together on one clock")
+            raise CapabilityError(self._timing_missing("coherent_rx", "cannot capture RX channels together on one "
+                                                                      "clock"))
         chans = tuple(int(c) for c in channels)
         if len(set(chans)) != len(chans) or not chans:
             raise DeviceError(f"{self.uri}: capture_channels needs distinct channels, got {channels!r}")
@@ -619,7 +637,7 @@ class Radio(abc.ABC):
         """The device clock now (ns), the clock of ``at_time_ns`` and ``CaptureMeta.time_ns``."""
         self._check_open()
         if "hardware_time" not in self.capabilities.timing:
-            raise CapabilityError(f"{self.uri}: {self.capabilities.driver} has no hardware time")
+            raise CapabilityError(self._timing_missing("hardware_time", "has no hardware time"))
         return int(self._call("hardware_time", self.deadlines.configure_s, self._hardware_time_ns))
 
     def reconnect(self) -> None:

@@ -28,7 +28,7 @@ import os
 import threading
 import time
 import urllib.parse
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 
 import numpy as np
 import zmq
@@ -36,7 +36,7 @@ import zmq.auth
 
 from devices import zmq_wire as wire
 from devices.radio import (Capabilities, CapabilityError, Capture, CaptureMeta, Deadlines, DeviceError,
-                           DeviceTimeout, LevelSummary, Radio, RangedCapture, Range, StreamConfig)
+                           DeviceLost, DeviceTimeout, LevelSummary, Radio, RangedCapture, Range, StreamConfig)
 from devices.ranging import AutoRange
 
 #: bytes of frames the client keeps granted ahead of what it has read (at least 32 frames), granted back half a
@@ -73,6 +73,11 @@ class RemoteRefused(RemoteError, CapabilityError):
         return str(self.detail.get("limit", ""))
 
 
+class RemoteDeviceLost(RemoteError, DeviceLost):
+    """The server's radio missed a deadline (``device_timeout``) or had missed one (``device_lost``): the
+    server stopped its transmitter (``tx_off`` says whether that was confirmed) and this radio is lost."""
+
+
 class RemoteBusy(RemoteError):
     """Another client controls the rig (its fingerprint and the lease's expiry are in the message)."""
 
@@ -84,10 +89,13 @@ class ZmqRadio(Radio):
                           capture_margin_s=8.0, capture_factor=3.0)
 
     def __init__(self, uri: str, host: str, port: int, *, insecure: bool = False, server_key: str | None = None,
-                 client_key: str | None = None, fmt: str = "cf32", timeout_s: float = 2.0, tries: int = 3):
+                 client_key: str | None = None, fmt: str = "cf32", timeout_s: float = 2.0, tries: int = 3,
+                 control: bool = True):
         super().__init__(uri)
         if fmt not in wire.FORMATS:
             raise DeviceError(f"{uri}: format {fmt!r}; known: {', '.join(wire.FORMATS)}")
+        #: False: only ``hello`` is asked (read-only, open to every allowed client), no lease (:func:`describe_server`)
+        self.control = control
         self.host, self.port, self.fmt = host, port, fmt
         self.timeout_s, self.tries = timeout_s, tries
         #: samples per data frame of a bounded capture (the same bytes per frame in either format)
@@ -119,6 +127,7 @@ class ZmqRadio(Radio):
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self.control_lost: str | None = None  # why the lease was lost, as the heartbeat saw it
+        self._link_up = False  # lost, but only because the server's radio is (the server still answers)
         try:
             self._open()
         except BaseException:
@@ -139,27 +148,33 @@ class ZmqRadio(Radio):
     def _open(self) -> None:
         t_hello = time.monotonic()
         hello = self._request("hello", {"versions": list(wire.VERSIONS), "client": "rf-harness"})
+        self.hello = hello
         self.version = int(hello["version"])
         self.server_rig = hello.get("rig", {})
         #: what the server offers beyond the version's base ops (an older server: none of the newer ones)
         self.features = frozenset(str(f) for f in hello.get("features", []) if isinstance(f, str))
+        sw = hello.get("software")  # the server's harness version (servers before it was sent: None)
+        self.server_software = sw[:40] if isinstance(sw, str) else None
         self._heard_at = time.monotonic()
         self.lease_s = float(hello.get("lease_s", 10.0))
         caps = _capabilities(hello["capabilities"])
         # timing that crosses the link: timed starts and timestamps (hardware_time), and RX channels captured
         # together on one clock (coherent_rx), each with a server that offers its op
         self._caps = replace(caps, timing=tuple(t for t in caps.timing if TIMING_FEATURES.get(t) in self.features))
+        self._served_timing = caps.timing  # the served radio's own, for saying why one is withheld
         lead = hello.get("timed_start_lead_s")
         # a board clock in real time needs the lead to cover the link's round trips (hardware_time, transmit)
         self.timed_start_lead_s = 0.0 if lead == 0.0 else \
             float(lead if isinstance(lead, (int, float)) else 0.05) + 4 * (time.monotonic() - t_hello)
         self._data_port = int(hello["data_port"])
+        if not self.control:
+            return
         if self._data is None:
             self._data = self._socket(self._data_port)
         try:
             self._request("acquire")
         except RemoteError as e:
-            raise RemoteBusy(e.code, f"{self.uri}: {e}", e.detail) from None
+            raise RemoteBusy(e.code, str(e), e.detail) from None  # its message names the URI already
         self.control_lost = None
         self._hb_stop.clear()
         self._hb_thread = threading.Thread(target=self._heartbeat, name=f"zmq heartbeat {self.uri}", daemon=True)
@@ -225,15 +240,37 @@ class ZmqRadio(Radio):
                         continue  # a late answer to an earlier try
                     if ok:
                         return body
-                    raise _error(self.uri, op, body)
+                    raise self._failed(op, body)
         raise DeviceTimeout(f"{self.uri}: no answer from the rig server to {op} in {tries} tr"
                             f"{'y' if tries == 1 else 'ies'} of {timeout_s:.3g} s (server down, frozen, network "
                             f"cut, or a key it does not accept)")
+
+    def _failed(self, op: str, body: dict) -> RemoteError:
+        """The error a refused request raises; the server's radio lost (it missed a deadline there) loses this
+        one too, so a run stops as on a local radio that missed it."""
+        e = _error(self.uri, op, body)
+        if isinstance(e, DeviceLost) and self.lost is None:
+            self.lost = str(e)
+            self._link_up = True  # lost for the server's radio, not for the link: close() still releases
+        return e
 
     # ----- Radio interface
     @property
     def capabilities(self) -> Capabilities:
         return self._caps
+
+    def timing_withheld(self, methods: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+        """The served radio's timing methods among ``methods`` that this server cannot carry across the link
+        (an older server: hello announces no feature for them), and a clause naming the server and what it
+        lacks."""
+        board = self._served_timing
+        gone = tuple(m for m in methods if m in board and m not in self._caps.timing)
+        if not gone:
+            return (), ""
+        lacks = " or ".join(TIMING_FEATURES.get(m, m) for m in gone)
+        sw = f": harness {self.server_software}" if self.server_software else ""
+        return gone, (f"the rig server at {self.uri.split('?', 1)[0]} does not offer {lacks} (an older server{sw}, "
+                      f"protocol v{self.version}; its {self._caps.driver} radio has {' and '.join(gone)})")
 
     def _check_control(self) -> None:
         if self.control_lost:
@@ -242,7 +279,7 @@ class ZmqRadio(Radio):
     def _configure(self, op: str, config: StreamConfig) -> StreamConfig:
         self._check_control()
         rep = self._request(op, {"config": asdict(config)})
-        return StreamConfig(**rep["config"])
+        return StreamConfig(**known_fields(StreamConfig, rep["config"]))
 
     def _configure_tx(self, config: StreamConfig) -> StreamConfig:
         return self._configure("configure_tx", config)
@@ -285,7 +322,9 @@ class ZmqRadio(Radio):
             return
         sock = self._socket(self.port)
         try:
-            self._request("stop_tx", sock=sock, timeout_s=self.deadlines.stop_s / 3.2)
+            rep = self._request("stop_tx", sock=sock, timeout_s=self.deadlines.stop_s / 3.2)
+            if rep.get("tx_off") is False:  # the server's radio is lost and its stop did not complete
+                raise DeviceError(f"{self.uri}: the rig server could not confirm its transmitter off")
         except RemoteError as e:
             # not the controller any more: the server stopped this client's TX when its lease ended
             if e.code not in ("no_lease", "leased"):
@@ -399,7 +438,7 @@ class ZmqRadio(Radio):
                         if got == rid:
                             reply = (ok, body)
                 if reply is not None and not reply[0]:
-                    raise _error(self.uri, op, reply[1])
+                    raise self._failed(op, reply[1])
                 aborted = next((r.aborted for r in rxs.values() if r.aborted is not None), None)
                 if aborted is not None:
                     aborted_at = aborted_at or time.monotonic()  # the reply saying why (e.g. an interlock) follows
@@ -480,7 +519,7 @@ class ZmqRadio(Radio):
                 if got != rid:
                     continue
                 if not ok:
-                    raise _error(self.uri, op, body)
+                    raise self._failed(op, body)
                 return body
 
     def _reconnect(self) -> None:
@@ -489,11 +528,12 @@ class ZmqRadio(Radio):
         self._lock = threading.Lock()
         self._ctrl = self._socket(self.port)
         self._uploaded.clear()
+        self._link_up = False
         self._open()
 
     def _close(self) -> None:
         try:
-            if self._ctrl is not None and self.lost is None:
+            if self._ctrl is not None and (self.lost is None or self._link_up):
                 self._request("release", timeout_s=1.0, tries=1)
         except DeviceError:
             pass  # the lease runs out on its own
@@ -594,7 +634,7 @@ class _Receiver:
                 covered[first:first + k] = True
             self.out[~covered] = 0
             missing = int(np.count_nonzero(~covered))
-        cfg = StreamConfig(**m["config"])
+        cfg = StreamConfig(**known_fields(StreamConfig, m["config"]))
         meta = CaptureMeta(config=cfg, timestamp=float(m.get("timestamp", time.time())), n_samples=self.n,
                            overflow=bool(m.get("overflow")) or self.overflow or missing > 0,
                            dropped_samples=int(m.get("dropped_samples", 0)) + max(missing, self.lost),
@@ -689,13 +729,23 @@ def _error(uri: str, op: str, body: dict) -> RemoteError:
         return RemoteRefused(code, f"{uri}: the rig server refused {op}: {message}", body)
     if code == "leased":
         return RemoteBusy(code, f"{uri}: {message}", body)
+    if code in ("device_timeout", "device_lost"):
+        off = "" if body.get("tx_off", True) else "; the server could not confirm its transmitter off"
+        return RemoteDeviceLost(code, f"{uri}: {op}: the rig server's radio is lost: {message}{off}", body)
     return RemoteError(code, f"{uri}: {op}: {message} ({code})", body)
+
+
+def known_fields(cls, d: dict) -> dict:
+    """The fields of ``d`` that dataclass ``cls`` has: a newer server may add fields within a version, and a
+    peer ignores fields it does not know (docs/remote-protocol.md, Versioning)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
 
 
 def _capabilities(d: dict) -> Capabilities:
     kw = {}
-    for k, v in d.items():
-        kw[k] = Range(**v) if isinstance(v, dict) else v
+    for k, v in known_fields(Capabilities, d).items():
+        kw[k] = Range(**known_fields(Range, v)) if isinstance(v, dict) else v
     return Capabilities(**kw)
 
 
@@ -728,6 +778,16 @@ def parse_uri(uri: str) -> dict:
             "server_key": q.get("server_key") or os.environ.get("HARNESS_ZMQ_SERVER_KEY"),
             "client_key": q.get("client_key") or os.environ.get("HARNESS_ZMQ_CLIENT_KEY"),
             "fmt": fmt, "timeout_s": timeout_s}
+
+
+def describe_server(uri: str) -> dict:
+    """The ``hello`` of the rig server at ``uri`` (its rig's description, capabilities, features), asked without
+    taking control: read-only, open to every client it lets in, whoever holds the rig. Raises DeviceError
+    naming the URI (no answer within the URI's timeout and tries, a bad key, no common version)."""
+    r = ZmqRadio(uri, **parse_uri(uri), control=False)
+    r._closed = True  # nothing to stop or release: no lease was taken
+    r._teardown()
+    return r.hello
 
 
 def open_zmq(uri: str, rest: str, **options) -> ZmqRadio:

@@ -115,6 +115,8 @@ class Calibration:
     software_version: str = ""
     notes: list[str] = field(default_factory=list)
     path: Path | None = field(default=None, compare=False)
+    #: where a table that is not a file here came from (a rig server's, ``--rig zmq://``), for the records
+    source: str | None = field(default=None, compare=False)
 
     # ----- lookup
     def _freqs(self) -> np.ndarray:
@@ -252,7 +254,7 @@ class Calibration:
 
     def status(self) -> dict:
         """What the results header records about the calibration used."""
-        return {"applied": True, "file": str(self.path) if self.path else None, "created_at": self.created_at,
+        return {"applied": True, "file": str(self.path) if self.path else self.source, "created_at": self.created_at,
                 "age_days": round(self.age_days(), 3), "temperature_c": self.temperature_c,
                 "reference": self.method.get("reference"), "standard": self.method.get("standard"),
                 "radio_serial": next((d.get("serial") for d in self.devices if d.get("role") == "radio"), None),
@@ -341,6 +343,18 @@ def attach_calibration(rig: Any, mode: Any = "auto", now: datetime | None = None
         return
     if isinstance(mode, Calibration):
         cal = mode
+    elif mode in ("auto", "optional") and getattr(spec, "served", False):
+        # a rig built from a rig server's description (--rig zmq://): the bench's table came with it
+        cal = spec.served_calibration
+        if cal is None:
+            why = spec.extra.get("served_calibration_reason", "the rig server has no calibration")
+            if bench[1] or mode == "optional":
+                rig.calibration_status = {"applied": False, "reason": f"{why}: nominal paths"}
+                return
+            raise CalibrationError(
+                f"rig {spec.name!r} is not calibrated ({why}): calibrate it on the rig server ('harness calibrate "
+                f"--rig RIG' there, then restart 'harness serve'), or give --uncalibrated to run on the nominal "
+                f"paths", spec.file)
     elif mode in ("auto", "optional"):
         path = spec.calibration_file
         if path is None or not path.exists():
@@ -363,10 +377,11 @@ def attach_calibration(rig: Any, mode: Any = "auto", now: datetime | None = None
     problems = check_calibration(cal, spec, rig.caps.serial, now, bench)
     if problems:
         if mode == "optional":
-            rig.calibration_status = {"applied": False, "file": str(cal.path), "reason": "; ".join(problems)}
+            rig.calibration_status = {"applied": False, "file": str(cal.path or cal.source),
+                                      "reason": "; ".join(problems)}
             return
         raise CalibrationError(
-            f"rig {spec.name!r}: calibration {cal.path} does not hold: " + "; ".join(problems)
+            f"rig {spec.name!r}: calibration {cal.path or cal.source} does not hold: " + "; ".join(problems)
             + f". Recalibrate ('harness calibrate --rig {spec.file}') or give --uncalibrated", spec.file)
     rig.calibration = cal
     rig.calibration_status = cal.status()

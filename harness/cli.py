@@ -64,6 +64,17 @@ def resolve(path: str, kind: str) -> Path:
     raise ConfigError(f"{kind} file not found", path)
 
 
+def load_rig_arg(text: str):
+    """A ``--rig`` argument: a rig file (as given, else under testplans/), or ``zmq://HOST:PORT[?...]``, the rig a
+    rig server serves, built from its description (:func:`harness.rig.load_served_rig`). ConfigError (exit 2)
+    naming the file or URI otherwise."""
+    from harness.rig import is_server_uri, load_rig, load_served_rig
+
+    if is_server_uri(text):
+        return load_served_rig(str(text).strip())
+    return load_rig(resolve(str(text), "rig"))
+
+
 # ----------------------------------------------------------------- run
 def _record_refusal(args, name: str, file: str | None, error: Exception) -> str:
     """A plan or rig refused before the run began still leaves a run directory whose junit.xml is red.
@@ -118,7 +129,6 @@ def _run_history(args):
 def cmd_run(args) -> int:
     from devices import DeviceError
     from harness.plan import load_plan
-    from harness.rig import load_rig
     from harness.runner import Reporter, history_failed, run_plan
     from harness.session import EXIT_CONFIG, EXIT_ERROR
 
@@ -127,10 +137,10 @@ def cmd_run(args) -> int:
     history = None
     try:
         plan = load_plan(resolve(args.plan, "plan"))
-        rig_path = Path(args.rig) if args.rig else plan.rig_file
+        rig_path = args.rig or plan.rig_file
         if rig_path is None:
             raise ConfigError("plan names no rig; give --rig RIG", plan.file)
-        rig = load_rig(resolve(str(rig_path), "rig"))
+        rig = load_rig_arg(str(rig_path))
         identity = _run_identity(args)
         history = _run_history(args)
     except ConfigError as e:
@@ -344,9 +354,19 @@ def cmd_capture(args) -> int:
             raise ValueError("--freq and --rate must be positive frequencies")
         gain = parse_quantity(args.gain, "dB") if args.gain is not None else None
         bw = parse_quantity(args.bandwidth, "Hz") if args.bandwidth is not None else None
+        if args.publish is not None:
+            if args.out is not None:
+                raise ValueError("give --out (record) or --publish (republish for GNU Radio), not both")
+            if duration is None or not str(args.uri).startswith("zmq:"):
+                raise ValueError("--publish republishes a rig server's continuous stream: it needs a zmq:// URI "
+                                 "and --duration")
+        elif args.out is None:
+            raise ValueError("--out FILE is required (or --publish ENDPOINT with a zmq:// URI)")
     except (ConfigError, ValueError) as e:
         _err(str(e))
         return 2
+    if args.publish is not None:
+        return _capture_publish(args, freq, rate, gain, bw, duration)
     out = Path(args.out)
     meta_path = out if out.suffix == ".sigmf-meta" else Path(str(out).removesuffix(".sigmf-data") + ".sigmf-meta")
     if meta_path.exists() and not args.force:
@@ -399,6 +419,72 @@ def cmd_capture(args) -> int:
     if rec.faults():
         _err(f"{path}: {', '.join(rec.faults())} after {attempt + 1} attempts: written with the gaps annotated")
         return 3 if (rec.overflow or rec.dropped_samples) else 0
+    return 0
+
+
+def _capture_publish(args, freq: float, rate: float, gain: float | None, bw: float | None, duration_s: float) -> int:
+    """``harness capture zmq://... --duration S --publish EP``: the plain stream for GNU Radio
+    (:func:`harness.remote.client.publish_plain`). Exit 0, 2 (device or endpoint), 3 samples lost upstream,
+    130/143 interrupted."""
+    import signal
+    import time
+
+    import zmq
+
+    from devices import DeviceError
+    from devices.radio import StreamConfig
+    from harness import stream_capture as sc
+    from harness.remote.client import RemoteRig, publish_plain
+
+    try:
+        rig = RemoteRig(args.uri)
+    except DeviceError as e:
+        _err(f"device {args.uri!r}: {e}")
+        return 2
+    lost = [0]
+    with rig, sc.Interrupt() as stop:
+        caps = rig.capabilities
+        try:
+            g = caps.rx_gain_range_db.clip(gain if gain is not None else
+                                           (caps.rx_gain_range_db.low + caps.rx_gain_range_db.high) / 2)
+            cfg = rig.radio.configure_rx(StreamConfig(freq, rate, g, bw or caps.rf_bandwidth_range_hz.clip(0.8 * rate),
+                                                      args.channel))
+        except DeviceError as e:
+            _err(f"device {args.uri!r}: {e}")
+            return 2
+
+        def chunks():
+            end = time.monotonic() + duration_s
+            with rig.radio.stream(fmt=args.format) as s:
+                try:
+                    while time.monotonic() < end and not stop.signal:
+                        got = s.read()
+                        if got is None:
+                            break
+                        yield got[0]
+                finally:
+                    s.close()
+                    lost[0] = s.lost
+
+        print(f"{args.publish}: publishing {args.publish_kind.upper()} raw complex64 at {cfg.freq_hz / 1e6:.6g} MHz, "
+              f"{cfg.sample_rate_hz / 1e6:.6g} MS/s for {duration_s:g} s", flush=True)
+        t0 = time.monotonic()
+        try:
+            sent = publish_plain(chunks(), args.publish, args.publish_kind, stop=lambda: stop.signal is not None)
+        except zmq.ZMQError as e:
+            _err(f"--publish {args.publish}: {e}")
+            return 2
+        except DeviceError as e:
+            _err(f"device {args.uri!r}: {e}")
+            return 3
+    print(f"{args.publish}: {sent} samples published in {time.monotonic() - t0:.1f} s, {lost[0]} lost before they "
+          f"reached this client" + (f"; interrupted: {stop.signal}" if stop.signal else ""), flush=True)
+    if stop.signal:
+        return 128 + int(getattr(signal, stop.signal))
+    if lost[0]:
+        _err(f"{args.uri}: {lost[0]} samples lost upstream (the server's buffer or the device): the published "
+             f"stream has gaps")
+        return 3
     return 0
 
 
@@ -567,14 +653,14 @@ def cmd_plans(args) -> int:
 # ----------------------------------------------------------------- rig show
 def cmd_rig_show(args) -> int:
     from devices import DeviceError
-    from harness.rig import Rig, load_rig
+    from harness.rig import Rig
 
     try:
-        spec = load_rig(resolve(args.rig, "rig"))
+        spec = load_rig_arg(args.rig)
     except ConfigError as e:
         _err(str(e))
         return 2
-    print(f"rig {spec.name}  ({spec.file})")
+    print(f"rig {spec.name}  ({'served by ' if spec.served else ''}{spec.file})")
     if spec.description:
         print(f"    {spec.description.strip()}")
     print(f"device: {spec.device}   TX channel {spec.tx.channel}, RX channel {spec.rx.channel}")
@@ -663,6 +749,11 @@ def cmd_serve(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
+    from harness.rig import is_server_uri
+
+    if is_server_uri(args.rig):
+        _err(f"{args.rig}: a rig server serves a local radio, not another server: give its rig file")
+        return 2
     try:
         spec = load_rig(resolve(args.rig, "rig"))
     except ConfigError as e:
@@ -760,11 +851,14 @@ def cmd_calibrate(args) -> int:
     from devices import DeviceError
     from harness.thru import run_calibration
     from harness.plan import load_plan
-    from harness.rig import load_rig
     from harness.session import Interrupted, signals_raise
 
     try:
-        spec = load_rig(resolve(args.rig, "rig"))
+        spec = load_rig_arg(args.rig)
+        if spec.served and not args.out:
+            raise ConfigError("a rig served by a rig server keeps its table there: calibrate it on the server "
+                              "('harness calibrate --rig RIG' next to the radio), or give --out FILE for a table "
+                              "of your own", spec.file)
         plans = [load_plan(resolve(p, "plan")) for p in args.plan]
         loss = parse_quantity(args.attenuator_loss, "dB") if args.attenuator_loss is not None else None
         ref_level = parse_quantity(args.reference_level, "dBm") if args.reference_level is not None else None
@@ -828,7 +922,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "report.html, plots, run.log);\nrecord the run in the results history.",
                        epilog=exit_codes_help())
     r.add_argument("plan", help="plan file (YAML)")
-    r.add_argument("--rig", help="rig file (default: the plan's rig)")
+    r.add_argument("--rig", help="rig file (default: the plan's rig), or zmq://HOST:PORT[?server_key=...&"
+                                 "client_key=...]: the rig a rig server serves, described by it (its ports, "
+                                 "paths, limits and calibration table); the plan runs here through its radio")
     r.add_argument("--out", help="run directory (default: runs/<time>-<plan>, made unique); one that holds "
                                  "another run is refused unless --force")
     r.add_argument("--force", action="store_true", help="clear --out if it holds another run")
@@ -887,7 +983,17 @@ def build_parser() -> argparse.ArgumentParser:
                                             "radios capture back to back, each new capture annotated as a gap")
     cp.add_argument("--format", choices=("cf32", "sc16"), help="zmq:// stream sample format on the link "
                                                                 "(default: the URI's, cf32)")
-    cp.add_argument("--out", required=True, help="recording (base name, or NAME.sigmf-meta)")
+    cp.add_argument("--out", help="recording (base name, or NAME.sigmf-meta); required unless --publish")
+    cp.add_argument("--publish", metavar="ENDPOINT",
+                    help="with a zmq:// URI and --duration: instead of recording, republish the rig server's "
+                         "stream as a plain one for GNU Radio's ZMQ source blocks: raw complex64 items (gr_complex, "
+                         "item size 8), no header, one message per frame, bound on ENDPOINT (e.g. "
+                         "tcp://127.0.0.1:5600; see --publish-kind)")
+    cp.add_argument("--publish-kind", choices=("push", "pub"), default="push",
+                    help="push (default): GNU Radio's ZMQ PULL Source, lossless (the PUSH waits while GNU Radio "
+                         "lags; the server counts what its buffer then loses); pub: ZMQ SUB Source, for "
+                         "monitoring only: PUB/SUB drops messages for a slow or late subscriber silently, and "
+                         "nothing in a plain stream can tell GNU Radio what it missed")
     cp.add_argument("--gain", help="RX gain, e.g. '30 dB' (default: mid-range)")
     cp.add_argument("--bandwidth", help="RX analogue bandwidth (default: 0.8 x rate)")
     cp.add_argument("--channel", type=int, default=0, help="RX channel (default 0)")
@@ -928,7 +1034,7 @@ def build_parser() -> argparse.ArgumentParser:
     rsub = rg.add_subparsers(dest="rig_command", metavar="SUBCOMMAND", required=True)
     rs = rsub.add_parser("show", help="show a rig, its devices and their capabilities",
                          description="Show a rig: device, paths, simulated DUT, device capabilities.")
-    rs.add_argument("rig", help="rig file (YAML)")
+    rs.add_argument("rig", help="rig file (YAML), or zmq://HOST:PORT[?...] of a rig server")
     rs.set_defaults(func=cmd_rig_show)
 
     dv = sub.add_parser("devices", help="list the SDR boards attached (SoapySDR and IIO scans)",
@@ -990,7 +1096,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "applied to every later run. A thru fixes DUT gain exactly; absolute levels rest on "
                     "--reference: rx (receiver side trusted), tx (transmitter side trusted) or meter (a power "
                     "sensor at the DUT input). Exit codes: 0 saved, 2 rig/plan/device problem, 3 interrupted.")
-    c.add_argument("--rig", required=True, help="rig file (YAML)")
+    c.add_argument("--rig", required=True, help="rig file (YAML), or zmq://HOST:PORT[?...] of a rig server "
+                                                "(then --out: the bench's own table stays on the server)")
     c.add_argument("--plan", action="append", default=[], help="plan whose frequencies and levels to cover "
                    "(repeatable); the rig's calibration: frequencies/levels are added")
     c.add_argument("--reference", choices=REFERENCES, default="rx", help="absolute reference (default rx)")

@@ -28,8 +28,9 @@ from devices import CapabilityError, DeviceError, Radio, StreamConfig, driver_op
 from devices.paths import PATH_ELEMENTS, Path as RFPath
 from devices.radio import LevelSummary, tx_underflow
 from devices.ranging import AutoRange, mean_power_dbfs, peak_dbfs
-from harness.config import ConfigError, LineMap, Section, build, excerpt, fail_closed, kind_of, load_yaml, name_in
-from harness.calibration import attach_calibration
+from harness.config import (ConfigError, LineList, LineMap, Section, build, excerpt, fail_closed, kind_of, load_yaml,
+                            name_in)
+from harness.calibration import Calibration, CalibrationError, attach_calibration
 from harness.capture import CaptureRecord, TxRecord
 from harness.errors import LevelError
 from harness.stimulus import Waveform
@@ -149,11 +150,17 @@ class RigSpec:
     dut_bypass: str = "none"
     #: the reference power sensor for calibration (None: the rig declares none)
     power_meter: PowerMeterSpec | None = None
+    #: what the rig file declares, as a rig server describes it to its clients (:func:`declared_sections`)
+    declared: dict = field(default_factory=dict)
+    #: a rig built from a rig server's description (``--rig zmq://``): ``file`` is then the server's URI
+    served: bool = False
+    #: the served bench's thru calibration (harness.calibration.Calibration) on a served rig; None: it has none
+    served_calibration: Any = None
 
     @property
     def calibration_file(self) -> Path | None:
-        """Where this rig's thru calibration lives (None for a rig built in memory)."""
-        if self.file is None:
+        """Where this rig's thru calibration lives (None for a rig built in memory or served by a rig server)."""
+        if self.file is None or self.served:
             return None
         rig = Path(self.file)
         if self.calibration.file:
@@ -215,6 +222,29 @@ _SETUP_SECTIONS = ("device", "tx", "rx", "paths", "sim")
 #: the part a rig file declares (no device, no simulated physics): a client declares it as the served bench does
 _DECLARED_SECTIONS = ("tx", "rx", "paths")
 _SETUP_CAL_FIELDS = ("tx_full_scale_dbm", "tx_full_scale", "rx_full_scale_dbm", "rx_full_scale")
+
+
+#: what a rig server tells its clients of its rig file (the declared rig, never the simulated bench: no ``sim``,
+#: ``dut`` or ``emulate``), minus what is the server's own: ``calibration.file`` (its path there) and a simulated
+#: power sensor's true ``error_db``
+_DESCRIBED_SECTIONS = ("name", "description", "tx", "rx", "paths", "calibration", "limits", "dut_bypass",
+                       "power_meter")
+_NOT_DESCRIBED = {"calibration": ("file",), "power_meter": ("error_db",)}
+#: largest declared description a rig server sends or a client accepts (JSON bytes; a rig file is at most 1 MiB)
+MAX_DECLARED_BYTES = 2 << 20
+
+
+def declared_sections(data: dict) -> dict:
+    """The declared part of a rig file's data as plain JSON values (see :data:`_DESCRIBED_SECTIONS`); its
+    ``tx``, ``rx``, ``paths`` and port calibration hash to the rig's ``declared_sha256``."""
+    out = {}
+    for key in _DESCRIBED_SECTIONS:
+        if key in data:
+            v = data[key]
+            if isinstance(v, dict) and key in _NOT_DESCRIBED:
+                v = {k: x for k, x in v.items() if k not in _NOT_DESCRIBED[key]}
+            out[key] = v
+    return json.loads(json.dumps(out, default=str))
 
 
 def setup_hash(data: dict, sections: tuple[str, ...] = _SETUP_SECTIONS) -> str:
@@ -289,8 +319,10 @@ MAX_PATH_ELEMENTS = 50
 @fail_closed("rig")
 def load_rig(path: str | Path) -> RigSpec:
     """Read and validate a rig file; raises :class:`ConfigError` naming file, line and field, and nothing else."""
-    data = load_yaml(path)
-    file = str(path)
+    return _spec_of(load_yaml(path), str(path))
+
+
+def _spec_of(data: LineMap, file: str) -> RigSpec:
     head = build(_RigFile, data, "rig", file, 1, ignore=_SECTIONS)
     if "paths" not in data:
         raise ConfigError("rig: missing section 'paths' (tx_to_dut, dut_to_rx)", file, 1)
@@ -301,7 +333,7 @@ def load_rig(path: str | Path) -> RigSpec:
                    limits=head.limits, file=file, setup_sha256=setup_hash(data), emulate=head.emulate,
                    declared_sha256=setup_hash(data, _DECLARED_SECTIONS),
                    dut_bypass=head.dut_bypass, reference_path=ref_path, power_meter=head.power_meter,
-                   extra={"calibration_line": data.line_of("calibration") or 1})
+                   declared=declared_sections(data), extra={"calibration_line": data.line_of("calibration") or 1})
     if (head.rx.reference_channel is None) != (ref_path is None):
         raise ConfigError("rig: a reference channel needs both rx.reference_channel (the RX channel the splitter "
                           "feeds) and paths.reference (DUT input plane to that channel, the splitter first)", file,
@@ -329,6 +361,84 @@ def load_rig(path: str | Path) -> RigSpec:
                 raise ConfigError(f"rig: section {key!r} only applies to simulated (sim:) rigs", file,
                                   data.line_of(key))
     return spec
+
+
+def is_server_uri(text: str) -> bool:
+    """Whether a ``--rig`` argument names a rig server (``zmq://HOST:PORT``) rather than a rig file."""
+    return str(text).strip().lower().startswith("zmq://")
+
+
+@fail_closed("rig")
+def load_served_rig(uri: str) -> RigSpec:
+    """The rig a rig server serves at ``uri`` (``--rig zmq://HOST:PORT[?...]``), from its description: its
+    declared ports, paths, nominal levels and limits, with the server as its device and the bench's table as
+    its calibration; exactly the rig a client file naming the served bench and ``device: uri`` would be.
+    Raises :class:`ConfigError` naming the URI (exit 2) when the server cannot be reached or cannot describe
+    its rig (an older server: give a rig file instead)."""
+    from devices.zmq import describe_server  # noqa: PLC0415 - pyzmq only for served rigs
+
+    try:
+        hello = describe_server(uri)
+    except DeviceError as e:
+        why = str(e).removeprefix(f"{uri}: ")
+        raise ConfigError(f"cannot read the rig the server describes: {why}; nothing was run", uri) from None
+    return rig_from_description(uri, hello.get("rig"), hello.get("software"))
+
+
+def rig_from_description(uri: str, rig: Any, software: Any = None) -> RigSpec:
+    """A :class:`RigSpec` whose device is ``uri`` from a rig server's description (``hello``'s ``rig``), checked
+    as a rig file is (ConfigError naming the URI)."""
+    rig = rig if isinstance(rig, dict) else {}
+    declared = rig.get("declared")
+    if not isinstance(declared, dict):
+        sw = f"harness {software[:40]}" if isinstance(software, str) else "an older harness"
+        raise ConfigError(f"the rig server ({sw}) cannot describe its rig: give a rig file whose device is this "
+                          f"URI instead (--rig FILE, its ports, paths and nominal levels those of the served rig "
+                          f"file)", uri)
+    if len(json.dumps(declared, default=str)) > MAX_DECLARED_BYTES:
+        raise ConfigError(f"the rig server's description exceeds {MAX_DECLARED_BYTES} bytes", uri)
+    declared = {k: v for k, v in declared.items() if k in _DESCRIBED_SECTIONS}  # a newer server's extras: ignored
+    # the device is the URI (checked when it was asked: it may carry long key paths a rig file's field refuses)
+    data = _lines({**declared, "device": "zmq:"}, uri)
+    if "name" not in data:
+        raise ConfigError("the rig server's description names no rig", uri)
+    spec = _spec_of(data, uri)
+    spec.device = uri
+    if spec.declared_sha256 != rig.get("declared_sha256"):
+        raise ConfigError("the rig server's description does not hash to the set-up it declares "
+                          "(declared_sha256): the description is damaged or the server's harness differs", uri)
+    setup = rig.get("setup_sha256")
+    spec.setup_sha256 = setup if isinstance(setup, str) else ""
+    spec.served = True
+    table = rig.get("calibration")
+    if table is not None:
+        try:
+            spec.served_calibration = Calibration.from_dict(table)
+        except CalibrationError as e:
+            raise ConfigError(f"the rig server's calibration table: {e.message}", uri) from None
+        spec.served_calibration.source = f"{_bare(uri)} (the rig server's table)"
+    else:
+        why = rig.get("calibration_status")
+        spec.extra["served_calibration_reason"] = str(why)[:300] if why else "the rig server has no calibration"
+    return spec
+
+
+def _bare(uri: str) -> str:
+    """``uri`` without its query (key paths), for records."""
+    return uri.split("?", 1)[0]
+
+
+def _lines(v: Any, name: str) -> Any:
+    """Plain JSON values as the YAML loader's LineMap/LineList (no line numbers: the URI is named instead)."""
+    if isinstance(v, dict):
+        out = LineMap((str(k), _lines(x, name)) for k, x in v.items())
+        out.file, out.line, out.key_lines = name, None, {}
+        return out
+    if isinstance(v, list):
+        out = LineList(_lines(x, name) for x in v)
+        out.file, out.line, out.item_lines = name, None, [None] * len(out)
+        return out
+    return v
 
 
 # ------------------------------------------------------------------ runtime
@@ -382,6 +492,10 @@ class Rig:
         uri, options = spec.radio_options(seed)
         radio = open_radio(uri, **options)  # an emulated board's server stops when its radio closes
         try:
+            served = getattr(radio, "server_rig", None) or {}
+            if spec.served and served.get("declared_sha256") != spec.declared_sha256:
+                raise ConfigError(f"the rig server now serves another rig than the {spec.name!r} it described "
+                                  f"(restarted on another rig file?): nothing was run; run again", spec.file)
             rig = cls(spec, radio)
             for side in ("tx", "rx"):  # nominal levels: the rig's declared ones, else the device's
                 name = f"{side}_full_scale_dbm"
@@ -437,16 +551,25 @@ class Rig:
         return None
 
     def timing_problem(self) -> str | None:
-        """Why captures cannot be timed against the transmitter on this rig (None: they can)."""
+        """Why captures cannot be timed against the transmitter on this rig (None: they can). A method the board
+        has but its connection withholds (a remote radio's server without the feature) is the connection's
+        fault, and named as such."""
         if self.timing_method() is not None:
             return None
         ref = self.spec.rx.reference_channel
+        wanted = ("coherent_rx", "hardware_time") if ref is not None else ("hardware_time",)
+        withheld, link = self.radio.timing_withheld(wanted)
+        hw = None if "hardware_time" in withheld else "the radio has no hardware time"
         if ref is not None:
+            if "coherent_rx" in withheld:
+                return f"the rig declares reference channel {ref}, but {link}" + (f", and {hw}" if hw else "")
             why = ("cannot capture RX channels together on one clock" if "coherent_rx" not in self.caps.timing
                    else f"has no RX channel {ref} ({self.caps.rx_channels} RX channel"
                         f"{'s' if self.caps.rx_channels != 1 else ''})")
-            return (f"the rig declares reference channel {ref}, but {self.caps.driver} {why}, and the radio has "
-                    f"no hardware time")
+            return (f"the rig declares reference channel {ref}, but {self.caps.driver} {why}, and "
+                    f"{hw or link}")
+        if hw is None:
+            return f"{link}, and the rig declares no reference channel"
         return (f"the radio has no hardware time and the rig declares no reference channel ({self.caps.driver}: "
                 f"declare rx.reference_channel and paths.reference for a splitter at the DUT input)")
 
@@ -818,4 +941,5 @@ class Rig:
 
 
 
-__all__ = ["CapabilityError", "LevelError", "PowerMeterSpec", "Rig", "RigSpec", "TxSetting", "load_rig"]
+__all__ = ["CapabilityError", "LevelError", "PowerMeterSpec", "Rig", "RigSpec", "TxSetting", "is_server_uri",
+           "load_rig", "load_served_rig", "rig_from_description"]

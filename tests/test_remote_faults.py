@@ -274,3 +274,64 @@ def test_flood_of_malformed_frames(server_proc):
         for sock in socks:
             sock.close(linger=0)
         ctx.term()
+
+
+@pytest.mark.parametrize("stop_hangs", [False, True], ids=["stop-completes", "stop-hangs-too"])
+def test_frozen_device_behind_a_live_server(tmp_path, stop_hangs):
+    """The server answers, but its radio freezes mid-plan (a capture never returns; with ``stop_hangs`` its
+    stop neither). The server's own deadline loses its radio and stops its transmitter at once; the client's
+    radio is lost with it, so the run stops there as a local one does: exit 3, the step ERROR naming the
+    server's radio, the rest skipped, and the transmitter confirmed off (or the run saying it could not be)."""
+    import threading
+    from dataclasses import replace
+
+    from harness.cli import main
+    from tests.conftest import read_results
+    from tests.remote_helpers import client_rig
+
+    s = serve(RIGS / "sim-amplifier.yaml", seed=0, lease_s=5.0)
+    hang = threading.Event()
+    radio = s.radio
+    radio.deadlines = replace(radio.deadlines, capture_margin_s=1.0, stop_s=1.0)
+    captures = [0]
+    capture = radio._capture
+
+    def freezing(n, timeout_s):
+        captures[0] += 1
+        if captures[0] > 12:  # well into the plan, transmitting
+            hang.wait(60)
+        return capture(n, timeout_s)
+
+    radio._capture = freezing
+    if stop_hangs:
+        stop_tx = radio._stop_tx
+        radio._stop_tx = lambda: (captures[0] > 12 and hang.wait(60)) or stop_tx()  # once frozen
+    try:
+        rig = client_rig(tmp_path, RIGS / "sim-amplifier.yaml", f"zmq://127.0.0.1:{s.port}?insecure=1")
+        out = tmp_path / "run"
+        t0 = time.monotonic()
+        code = main(["run", "testplans/amplifier_characterization.yaml", "--rig", str(rig), "--out", str(out),
+                     "--seed", "0", "--quiet", "--no-history"])
+        took = time.monotonic() - t0
+        res = read_results(out)
+        assert code == 3 and res["status"] == "aborted", res.get("note")
+        error = next(st for st in res["steps"] if st["verdict"] == "ERROR")
+        assert "the rig server's radio is lost: sim:: capture did not complete within its" in error["error"]
+        assert all(st["verdict"] == "SKIPPED" for st in res["steps"][res["steps"].index(error) + 1:])
+        assert res["note"].startswith("device lost: ")
+        if stop_hangs:  # nothing could confirm it off: the run says so, the server's radio stays flagged
+            assert "the transmitter could not be confirmed off: switch the rig off" in res["note"]
+            assert not radio.tx_confirmed_off
+        else:
+            assert "could not be confirmed off" not in res["note"]
+            assert radio.tx_confirmed_off and not radio.transmitting and radio.bench._wave is None
+        assert radio.lost and s.counters.get("internal_errors", 0) == 0
+        with pytest.raises(DeviceError, match="the rig server's radio is lost"):  # still answering, honestly
+            with open_radio(f"zmq://127.0.0.1:{s.port}?insecure=1") as r:
+                r.configure_rx(RX)
+                r.capture(100)
+        print(f"frozen device behind the server ({'stop hangs too' if stop_hangs else 'stop completes'}): "
+              f"exit {code} after {took:.1f} s; {error['error'][:140]}")
+    finally:
+        hang.set()
+        stop(s)

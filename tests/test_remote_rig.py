@@ -140,3 +140,97 @@ def test_plain_stream_for_gnuradio_bytes_match(server):
     assert n > 0 and n == sum(c.size for c in seen)
     items = np.frombuffer(b"".join(got), dtype=np.complex64)  # no header: the items themselves
     assert np.array_equal(items, np.concatenate(seen))
+
+
+def _free_endpoint() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("kind", ["push", "pub"])
+def test_capture_publish_option_for_gnuradio(server, capsys, kind):
+    """``harness capture zmq://... --duration S --publish EP``: the plain stream from the command line. A
+    reader as GNU Radio's ZMQ PULL / SUB Source gets raw complex64 items, all of them over PUSH (the count the
+    command prints), and they are the receiver's samples: their power is a bounded capture's at the same
+    settings (the bench's noise at RX gain 30 dB), within the noise of the two estimates."""
+    import threading
+
+    import zmq
+
+    ep = _free_endpoint()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PULL if kind == "push" else zmq.SUB)
+    if kind == "pub":
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.setsockopt(zmq.RECONNECT_IVL, 10)  # connects soon after the command binds (a SUB misses what precedes)
+    sock.connect(ep)
+    got = []
+
+    def reader():
+        while sock.poll(3000):
+            got.append(sock.recv())
+
+    t = threading.Thread(target=reader)
+    t.start()
+    uri = f"zmq://127.0.0.1:{server.port}?insecure=1"
+    capsys.readouterr()
+    code = main(["capture", uri, "--freq", "2140 MHz", "--rate", "7.68 MHz", "--gain", "30 dB", "--duration", "0.3 s",
+                 "--publish", ep, "--publish-kind", kind])
+    out = capsys.readouterr().out
+    t.join(10)
+    sock.close(linger=0)
+    ctx.term()
+    assert code == 0, out
+    sent = int(out.split(" samples published")[0].rsplit(" ", 1)[1])
+    items = np.frombuffer(b"".join(got), dtype=np.complex64)
+    assert " 0 lost before they reached this client" in out and sent > 0
+    if kind == "push":
+        assert items.size == sent  # lossless: every item published arrived
+    else:
+        assert 0 < items.size <= sent  # a subscriber may miss the first messages (PUB/SUB's late joiner)
+    with open_radio(uri) as r:
+        r.configure_rx(StreamConfig(2140e6, 7.68e6, 30.0, 0.8 * 7.68e6))
+        ref = r.capture(items.size).samples
+    p_items, p_ref = (10 * np.log10(np.mean(np.abs(x) ** 2)) for x in (items, ref))
+    assert p_items == pytest.approx(p_ref, abs=0.2), (p_items, p_ref)
+    assert not server.radio.transmitting and server.holder is None
+
+
+@pytest.mark.parametrize("args, why", [
+    (["sim:", "--duration", "1 s", "--publish", "tcp://127.0.0.1:5999"], "needs a zmq:// URI and --duration"),
+    (["zmq://127.0.0.1:1", "--samples", "10", "--publish", "tcp://127.0.0.1:5999"], "needs a zmq:// URI"),
+    (["zmq://127.0.0.1:1", "--duration", "1 s", "--publish", "tcp://127.0.0.1:5999", "--out", "x"], "not both"),
+    (["sim:", "--samples", "10"], "--out FILE is required"),
+])
+def test_capture_publish_refused_arguments(capsys, args, why):
+    assert main(["capture", *args[:1], "--freq", "2140 MHz", "--rate", "7.68 MHz", *args[1:]]) == 2
+    assert why in capsys.readouterr().err
+
+
+def test_capture_command_bounded_from_a_rig_server(tmp_path):
+    """``harness capture zmq://... --samples N --out FILE``: the recording holds exactly the samples the served
+    radio captured (the same seeded bench asked the same way, directly, gives the same samples), in a valid
+    SigMF file naming the served radio."""
+    from devices.replay import read_recording, validate_file
+
+    out = tmp_path / "rec"
+    s = serve(RIGS / "sim-amplifier.yaml", seed=3)
+    try:
+        assert main(["capture", f"zmq://127.0.0.1:{s.port}?insecure=1", "--freq", "2140 MHz", "--rate", "15.36 MHz",
+                     "--gain", "30 dB", "--samples", "50000", "--out", str(out)]) == 0
+    finally:
+        stop(s)
+    s = serve(RIGS / "sim-amplifier.yaml", seed=3)
+    try:
+        with open_radio(f"zmq://127.0.0.1:{s.port}?insecure=1") as r:
+            r.configure_rx(StreamConfig(2140e6, 15.36e6, 30.0, 0.8 * 15.36e6))
+            want = r.capture(50_000)
+    finally:
+        stop(s)
+    validate_file(out)
+    rec = read_recording(out)
+    assert rec.samples.size == 50_000 and np.array_equal(rec.samples, want.samples)
+    assert rec.global_info["core:hw"].startswith("sim")

@@ -132,6 +132,51 @@ def test_two_clients_compete_exactly_one_wins(server):
     winners[0].close()
 
 
+def test_status_and_description_open_while_another_holds_control(server):
+    """While one client controls the rig, another reads hello (the rig's description) and status, and is
+    refused every device operation with the holder and the lease's expiry."""
+    import os
+
+    import zmq
+
+    from devices import zmq_wire as wire
+
+    with open_radio(uri(server)) as holder:
+        holder.configure_tx(INSIDE)
+        holder.transmit(CW, level=0.1)
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(f"tcp://127.0.0.1:{server.port}")
+        session = os.urandom(16)
+
+        def ask(op, args=None, rid=[0]):
+            rid[0] += 1
+            sock.send_multipart(wire.encode_request(op, rid[0], session, args))
+            assert sock.poll(5000)
+            got, ok, body = wire.decode_reply(sock.recv_multipart())
+            assert got == rid[0]
+            return ok, body
+
+        try:
+            ok, hello = ask("hello", {"versions": [1]})
+            assert ok and hello["rig"]["name"] == "sim-amplifier" and hello["rig"]["limits"]["tx_bands_hz"]
+            ok, status = ask("status")
+            assert ok and status["transmitting"] and not status["yours"]
+            assert status["holder"] == f"{holder.session.hex()[:8]}" and status["lease_expires_in_s"] > 0
+            for op, args in (("configure_tx", {"config": {"freq_hz": 2.14e9, "sample_rate_hz": 15.36e6,
+                                                          "gain_db": 0.0}}),
+                             ("stop_tx", {}), ("bypass", {"on": True}), ("acquire", {})):
+                ok, err = ask(op, args)
+                assert not ok and err["code"] == "leased", op
+                assert f"the rig is controlled by session {holder.session.hex()[:8]}" in err["message"]
+                assert "lease expires in" in err["message"] and err["expires_in_s"] > 0
+            assert server.radio.transmitting and not server.bypassed  # untouched by the refused client
+        finally:
+            sock.close()
+            ctx.term()
+
+
 def test_lease_expiry_stops_tx_and_releases(server):
     r = open_radio(uri(server))
     r.configure_tx(INSIDE)
@@ -195,5 +240,66 @@ def test_curve_allowed_key_works_unknown_key_refused_and_logged(keys, caplog):
             open_radio(f"zmq://127.0.0.1:{s.port}?insecure=1&timeout=0.3")
         with pytest.raises(DeviceError, match="needs the server's public key"):
             open_radio(f"zmq://127.0.0.1:{s.port}")
+    finally:
+        stop(s)
+
+
+def test_refusals_logged_with_the_client_key(keys, caplog):
+    """Every refusal the server answers is in its log with the refused client's key fingerprint: an interlock,
+    control held by another client, and a request made in another key's session, which is refused without
+    touching that session (its owner's next answer is its own, not the refusal)."""
+    import itertools
+
+    import zmq
+
+    from devices import zmq_wire as wire
+
+    d, allow = keys
+    new_key_pair(d, "bob")
+    (allow / "bob.key").write_text((d / "bob.key").read_text())
+    s = serve(RIGS / "sim-amplifier.yaml", lease_s=5.0,
+              security=Security(server_secret=str(d / "server.key_secret"), allow_dir=str(allow)))
+    base = f"zmq://127.0.0.1:{s.port}?server_key={d / 'server.key'}&timeout=0.5"
+    alice, bob = (key_fingerprint(load_public(d / f"{n}.key")) for n in ("alice", "bob"))
+    try:
+        with caplog.at_level(logging.WARNING, logger="harness.remote"):
+            with open_radio(f"{base}&client_key={d / 'alice.key_secret'}") as r:
+                with pytest.raises(RemoteRefused):
+                    r.configure_tx(StreamConfig(3.5e9, 15.36e6, -30.0))
+                assert re.search(rf"refused configure_tx from {alice}: .*limits.tx_bands", caplog.text)
+                with pytest.raises(RemoteBusy):
+                    open_radio(f"{base}&client_key={d / 'bob.key_secret'}")
+                assert f"refused acquire from {bob}: the rig is controlled by {alice}" in caplog.text
+                # bob sends a request in alice's session, with the id alice uses next
+                r._hb_stop.set()
+                r._hb_thread.join(5)
+                ctx = zmq.Context()
+                sock = ctx.socket(zmq.DEALER)
+                sock.linger = 0
+                sock.curve_serverkey = zmq.auth.load_certificate(str(d / "server.key"))[0]
+                sock.curve_publickey, sock.curve_secretkey = zmq.auth.load_certificate(str(d / "bob.key_secret"))
+                sock.connect(f"tcp://127.0.0.1:{s.port}")
+                try:
+                    sock.send_multipart(wire.encode_request("status", 10 ** 6, r.session))
+                    assert sock.poll(5000)
+                    rid, ok, body = wire.decode_reply(sock.recv_multipart())
+                    # bob asks for control 200 times more (his own session): every refusal is logged, and counted
+                    own = bytes(16)
+                    for i in range(200):
+                        sock.send_multipart(wire.encode_request("acquire", i + 1, own))
+                        assert sock.poll(5000)
+                        assert wire.decode_reply(sock.recv_multipart())[2]["code"] == "leased"
+                finally:
+                    sock.close()
+                    ctx.term()
+                assert (rid, ok, body["code"]) == (10 ** 6, False, "session")
+                assert f"refused status from {bob}: session {r.session.hex()[:8]} belongs to another client key" \
+                    in caplog.text
+                r._ids = itertools.count(10 ** 6)
+                assert r._request("status")["yours"] is True  # alice's own answer, not bob's refusal
+        assert s.counters["refusals_logged"] == 2 + 200 and s.counters["refusals"] == 1
+        lines = [m for m in caplog.messages if m.startswith(f"refused acquire from {bob}:")]
+        assert len(lines) == 1 + 200 and all(f"controlled by {alice}" in m for m in lines)
+        assert bench_idle(s)
     finally:
         stop(s)

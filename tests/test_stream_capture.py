@@ -67,6 +67,25 @@ def test_loss_is_counted_and_annotated_where_it_happened(tmp_path):
     assert rec.global_info["harness:stream"]["lost"] == 350
 
 
+def test_progress_bar_shows_rate_and_loss(tmp_path, capsys):
+    """The progress bar of a continuous capture (shown on a terminal; its final state is printed anyway)
+    says how much arrived, at what rate, and what was lost, as the summary counts them."""
+    chunks = [np.full(100_000, 0.1 + 0.05j, np.complex64) for _ in range(5)]
+    script = [(chunks[0], 0), (chunks[1], 0), (chunks[2], 30_000), (chunks[3], 0), (chunks[4], 5_000)]
+    w = RecordingWriter(tmp_path / "rec", 1e6, 2.14e9)
+    t0 = time.monotonic()
+    with sc.Progress(500_000, 1e6, True) as bar:
+        s = sc.record(_StreamRadio(script), w, 500_000, progress=bar)
+        took = time.monotonic() - t0
+    w.abandon()
+    err = capsys.readouterr().err
+    assert (s.written, s.lost, s.gaps) == (465_000, 35_000, 2)
+    line = err.strip().splitlines()[-1]
+    assert "100.0 %" in line and "lost 35000" in line and "gaps 2" in line, line
+    msps = float(line.split(" MS/s")[0].split()[-1])
+    assert msps >= 465_000 / took / 1e6 * 0.99  # written over the time from the bar's start to its last update
+
+
 def test_a_stream_that_ends_early_says_so(tmp_path):
     radio = _StreamRadio([(np.ones(100, np.complex64), 0)])
     w = RecordingWriter(tmp_path / "rec", 1e6, 1e9)

@@ -19,7 +19,7 @@ everything transmitted (:meth:`RemoteRig.transmit`): a refusal raises
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -40,7 +40,8 @@ class RemoteRig:
 
     @property
     def description(self) -> dict:
-        """The served rig: name, description, limits (TX bands, maximum levels), DUT bypass."""
+        """The served rig: name, description, limits (TX bands, maximum levels), DUT bypass; ``declared`` (its rig
+        file's declared part) and ``calibration`` (the bench's table) are what ``--rig zmq://`` builds a rig from."""
         return dict(self.radio.server_rig)
 
     @property
@@ -85,29 +86,8 @@ class RemoteRig:
             self.stream_lost = s.lost
 
     def publish_plain(self, endpoint: str, seconds: float, kind: str = "push", tee=None) -> int:
-        """Republish the rig's continuous stream for GNU Radio's ZMQ source blocks: raw complex64 items, no
-        header, one message per chunk, on ``endpoint`` (bound here) as PUSH (``ZMQ Pull Source``: lossless,
-        the PUSH blocks while GNU Radio lags) or PUB (``ZMQ Sub Source``: a slow or late subscriber silently
-        misses messages — PUB/SUB drops by design, so loss counted here says nothing about the subscriber).
-        ``tee(chunk)`` sees every chunk sent. Returns the number of samples published."""
-        import zmq
-
-        if kind not in ("push", "pub"):
-            raise ValueError(f"kind must be 'push' or 'pub', got {kind!r}")
-        ctx = zmq.Context.instance()
-        sock = ctx.socket(zmq.PUSH if kind == "push" else zmq.PUB)
-        sock.linger = 2000
-        sock.bind(endpoint)
-        sent = 0
-        try:
-            for chunk in self.stream(seconds):
-                sock.send(chunk, copy=False)  # complex64: exactly GNU Radio's gr_complex items
-                if tee is not None:
-                    tee(chunk)
-                sent += chunk.size
-        finally:
-            sock.close()
-        return sent
+        """Republish the rig's continuous stream for ``seconds`` for GNU Radio (:func:`publish_plain`)."""
+        return publish_plain(self.stream(seconds), endpoint, kind, tee)
 
     def close(self) -> None:
         """Stop the transmitter and release control of the rig."""
@@ -118,3 +98,33 @@ class RemoteRig:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def publish_plain(chunks: Iterable[np.ndarray], endpoint: str, kind: str = "push", tee=None, stop=None) -> int:
+    """Publish ``chunks`` (complex64 arrays) for GNU Radio's ZMQ source blocks: raw complex64 items, no header,
+    one message per chunk, on ``endpoint`` (bound here) as PUSH (``ZMQ Pull Source``: lossless, the PUSH waits
+    while GNU Radio lags, and a rig server's stream then loses, and counts, what its credits cannot cover) or
+    PUB (``ZMQ Sub Source``: a slow or late subscriber silently misses messages — PUB/SUB drops by design, so
+    loss counted upstream says nothing about the subscriber). ``tee(chunk)`` sees every chunk sent; ``stop()``
+    true ends a wait for a reader. Returns the number of samples published."""
+    import zmq
+
+    if kind not in ("push", "pub"):
+        raise ValueError(f"kind must be 'push' or 'pub', got {kind!r}")
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.PUSH if kind == "push" else zmq.PUB)
+    sock.linger = 2000
+    sent = 0
+    try:
+        sock.bind(endpoint)
+        for chunk in chunks:
+            while not sock.poll(200, zmq.POLLOUT):  # a PUSH without a reader (a PUB never waits)
+                if stop is not None and stop():
+                    return sent
+            sock.send(np.ascontiguousarray(chunk, dtype=np.complex64), copy=False)  # GNU Radio's gr_complex
+            if tee is not None:
+                tee(chunk)
+            sent += chunk.size
+    finally:
+        sock.close()
+    return sent

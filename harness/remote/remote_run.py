@@ -464,6 +464,13 @@ def server_address(uri: str) -> str:
     return uri.split("?", 1)[0]
 
 
+def with_remote(results: dict, uri: str, rid: int) -> dict:
+    """``results`` saying where the run ran (``remote``: the server, the run's id there, its rig and host)."""
+    return {**results, "remote": {"server": server_address(uri), "run": rid,
+                                  "rig": (results.get("rig") or {}).get("name"),
+                                  "host": (results.get("host") or {}).get("hostname")}}
+
+
 def record_remote_history(run_dir: Path, results: dict, uri: str, rid: int, history) -> tuple[dict, str | None]:
     """Record a fetched remote run in the client's results history, with where it ran (``remote``: the
     server, its rig and host, the run's id there); results.json, junit.xml and report.html are rewritten
@@ -473,10 +480,7 @@ def record_remote_history(run_dir: Path, results: dict, uri: str, rid: int, hist
 
     from harness.runner import history_failed, record_history
 
-    results = dict(results)
-    results["remote"] = {"server": server_address(uri), "run": rid, "rig": (results.get("rig") or {}).get("name"),
-                         "host": (results.get("host") or {}).get("hostname")}
-    rec = FetchedRun(run_dir, results)
+    rec = FetchedRun(run_dir, with_remote(results, uri, rid))
     record_history(rec, history, _logging.getLogger("harness.remote"))
     return rec.to_dict(), history_failed(rec)
 
@@ -562,6 +566,10 @@ def run_remote(plan_path: Path, uri: str, out: Path | None, *, seed: int | None 
                     results, lost = record_remote_history(run_dir.path, results, uri, rid, history)
                     if lost:
                         code = EXIT_ERROR  # the DUT's verdict stands in the results; the record is incomplete
+                else:  # not recorded, but the run directory still says where the run ran
+                    rec = FetchedRun(run_dir.path, with_remote(results, uri, rid))
+                    rec.flush()
+                    results = rec.to_dict()
         finally:
             run_dir.close()
         try:

@@ -34,6 +34,7 @@ from devices import iq_kernels, zmq_wire as wire
 from harness.remote.interlocks import Interlocks, Refusal, rms_dbfs
 from harness.remote.keys import AllowList, load_secret, start_authenticator
 from harness.rig import Rig
+from harness.session import software_version
 
 log = logging.getLogger("harness.remote")
 
@@ -56,8 +57,12 @@ MAX_WAVEFORM_BYTES = 256 * 1024 * 1024
 FEATURES = ("remote_run", "capture_ranged", "hardware_time", "capture_channels")
 #: most retakes a ``capture_ranged`` may ask for a capture that lost samples
 MAX_RANGED_RETRIES = 10
+#: error codes that refuse a client something (logged with its key's fingerprint, as the allow-list's are)
+REFUSALS = frozenset({"interlock", "leased", "no_lease", "run_active", "plan"})
 #: most RX channels one ``capture_channels`` request may name (a reference channel needs two)
 MAX_CAPTURE_CHANNELS = 8
+#: largest calibration table ``hello`` carries (JSON bytes); a larger one is not served (the client is told why)
+MAX_SERVED_CALIBRATION_BYTES = 2 << 20
 
 
 class ServeError(RuntimeError):
@@ -181,6 +186,7 @@ class RigServer:
         self.interlocks = Interlocks(rig)
         self.security = security or Security()
         self.lease_s = float(lease_s)
+        self.software = software_version()  # in hello: a client names an older server by it
         self.max_message_bytes = int(max_message_bytes)
         self._control_ep, self._data_ep = control, data
         self.ctx = zmq.Context()
@@ -204,6 +210,7 @@ class RigServer:
         self._threads: list[threading.Thread] = []
         self.bypassed = False
         self._tx_rms_dbfs: float | None = None  # what is playing, for re-checks when settings change
+        self._described()
         self.control_endpoint = self.data_endpoint = ""
         self._bind()
         self.runs = RunManager(self, runs_dir)  # remote runs (harness/remote/remote_run.py)
@@ -370,7 +377,14 @@ class RigServer:
             return
         sess = self._session(req.session, user)
         if sess is None:
-            self._reply(route, req, error=wire.error("session", "session belongs to another client key"))
+            log.warning("refused %s from %s: session %s belongs to another client key", req.op[:32],
+                        wire.key_fingerprint(user) if user else "a client without a key", req.session.hex()[:8])
+            # not through _reply: that session's reply cache is its owner's, and must not hold this answer
+            try:
+                self.ctrl.send_multipart([route, wire.encode_reply(req.id, error=wire.error(
+                    "session", "session belongs to another client key"))], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self.counters["replies_dropped"] += 1
             return
         cached = sess.replies.get(req.id)
         if cached is not None:  # a retry: the same answer, not done twice
@@ -406,7 +420,21 @@ class RigServer:
         return s
 
     def _reply(self, route: bytes, req: wire.Request, result: dict | None = None, error: dict | None = None) -> None:
+        if error is not None and error.get("code") in REFUSALS:
+            self._log_refusal(req, error.get("message", ""))
         self._send_reply(route, req.session, req.id, wire.encode_reply(req.id, result, error))
+
+    def _who(self, session: bytes) -> str:
+        """The client behind ``session``, for the log: its key's fingerprint (plaintext: its session id)."""
+        s = self._sessions.get(session)
+        return wire.key_fingerprint(s.user) if s is not None and s.user else f"session {session.hex()[:8]} (no key)"
+
+    def _log_refusal(self, req: wire.Request | None, why: str) -> None:
+        """Log every refusal with who was refused (the issue asks for each one; the counters count them too)."""
+        self.counters["refusals_logged"] += 1
+        who = self._who(req.session) if req is not None else "a remote run"
+        op = req.op[:32] if req is not None else "?"
+        log.warning("refused %s from %s: %s", op, who, str(why)[:300])
 
     def _send_reply(self, route: bytes, session: bytes, rid: int, rep: bytes) -> None:
         s = self._sessions.get(session)
@@ -441,15 +469,44 @@ class RigServer:
         return True
 
     # --- quick operations (I/O thread)
-    def _describe(self) -> dict:
+    def _describe(self, full: bool = False) -> dict:
+        """The served rig: what status shows, and the declared rig file a client builds its rig from
+        (``declared``: ports, paths, nominal levels, limits; never the simulated bench). ``full`` (hello): with
+        the bench's calibration table, or why there is none (``calibration_status``)."""
         spec = self.rig.spec
         lim = spec.limits
-        return {"name": spec.name, "description": spec.description, "dut_bypass": spec.dut_bypass,
-                "limits": {"max_rx_input_dbm": lim.max_rx_input_dbm, "max_dut_input_dbm": lim.max_dut_input_dbm,
-                           "tx_bands_hz": [[b.low_hz, b.high_hz] for b in lim.tx_bands]},
-                # the bench's RF set-up: a client's calibration table is the bench's (harness.calibration.bench_setup)
-                "setup_sha256": spec.setup_sha256, "declared_sha256": spec.declared_sha256,
-                "simulated": spec.simulated}
+        out = {"name": spec.name, "description": spec.description, "dut_bypass": spec.dut_bypass,
+               "limits": {"max_rx_input_dbm": lim.max_rx_input_dbm, "max_dut_input_dbm": lim.max_dut_input_dbm,
+                          "tx_bands_hz": [[b.low_hz, b.high_hz] for b in lim.tx_bands]},
+               # the bench's RF set-up: a client's calibration table is the bench's (harness.calibration.bench_setup)
+               "setup_sha256": spec.setup_sha256, "declared_sha256": spec.declared_sha256,
+               "simulated": spec.simulated}
+        if self._declared is not None:
+            out["declared"] = self._declared
+        if full:
+            out["calibration"], out["calibration_status"] = self._table
+        return out
+
+    def _described(self) -> None:
+        """What :meth:`_describe` sends beyond the summary, sized once: the declared rig file and the table."""
+        from harness.rig import MAX_DECLARED_BYTES
+
+        spec = self.rig.spec
+        declared = spec.declared or None
+        if declared is not None and not 0 < _json_bytes(declared) <= MAX_DECLARED_BYTES:
+            log.warning("rig %s: its declared description exceeds %d bytes (or holds non-finite numbers): clients "
+                        "need a rig file of their own", spec.name, MAX_DECLARED_BYTES)
+            declared = None
+        self._declared = declared
+        cal = self.rig.calibration
+        status = dict(self.rig.calibration_status)
+        table = cal.to_dict() if cal is not None else None
+        if table is not None and not 0 < _json_bytes(table) <= MAX_SERVED_CALIBRATION_BYTES:
+            table = None
+            status = {"applied": False, "reason": f"the rig server's calibration table exceeds the "
+                                                  f"{MAX_SERVED_CALIBRATION_BYTES} bytes it describes"}
+        reason = None if table is not None else str(status.get("reason") or "no calibration")[:300]
+        self._table = (table, reason)
 
     def _op_hello(self, route, req, sess) -> None:
         versions = req.args.get("versions", [req.version])
@@ -461,9 +518,9 @@ class RigServer:
             return
         caps = self.radio.capabilities.as_dict()
         self._reply(route, req, {"version": common[-1], "server_versions": list(wire.VERSIONS),
-                                 "data_port": self.data_port, "lease_s": self.lease_s, "rig": self._describe(),
+                                 "data_port": self.data_port, "lease_s": self.lease_s, "rig": self._describe(full=True),
                                  "capabilities": caps, "formats": sorted(wire.FORMATS),
-                                 "features": list(FEATURES),
+                                 "features": list(FEATURES), "software": self.software,
                                  "timed_start_lead_s": getattr(self.radio, "timed_start_lead_s", None)})
 
     def _op_status(self, route, req, sess) -> None:
@@ -741,14 +798,13 @@ class RigServer:
             return wire.encode_reply(rid, fn(*args) or {})
         except Refusal as e:
             self.counters["refusals"] += 1
-            log.warning("refused %s: %s", req.op if req else "?", e)
+            self._log_refusal(req, str(e))
             return wire.encode_reply(rid, error=wire.error("interlock", str(e), limit=e.limit))
         except _Unknown as e:
             return wire.encode_reply(rid, error=wire.error("unknown_waveform", f"no waveform {e} here: upload it"))
-        except DeviceTimeout as e:
-            return wire.encode_reply(rid, error=wire.error("device_timeout", str(e)))
-        except DeviceLost as e:
-            return wire.encode_reply(rid, error=wire.error("device_lost", str(e)))
+        except (DeviceTimeout, DeviceLost) as e:  # the radio is lost: its transmitter is not left on meanwhile
+            code = "device_timeout" if isinstance(e, DeviceTimeout) else "device_lost"
+            return wire.encode_reply(rid, error=wire.error(code, str(e), tx_off=self._stop_lost(str(e))))
         except DeviceError as e:
             return wire.encode_reply(rid, error=wire.error("device", str(e), kind=type(e).__name__))
         except (ValueError, TypeError, KeyError) as e:
@@ -756,6 +812,16 @@ class RigServer:
         except Exception as e:  # noqa: BLE001 - a reply, never a dead device thread
             log.exception("device request failed")
             return wire.encode_reply(rid, error=wire.error("internal", f"{type(e).__name__}: {str(e)[:200]}"))
+
+    def _stop_lost(self, why: str) -> bool:
+        """Stop the transmitter of a radio that missed a deadline (one bounded try, :meth:`Radio.stop_tx`), as a
+        local run does before it stops; whether it is confirmed off."""
+        was_on = self.radio.transmitting or not self.radio.tx_confirmed_off
+        self._tx_rms_dbfs = None
+        off = bool(self.radio.stop_tx())
+        if was_on:
+            log.error("radio lost (%s): transmitter %s", why[:300], "stopped" if off else "NOT confirmed off")
+        return off
 
     def _do_stop_for(self, why: str) -> None:
         self._tx_rms_dbfs = None
@@ -1020,6 +1086,14 @@ def _stream_config(d: dict) -> StreamConfig:
     if not isinstance(ch, int) or isinstance(ch, bool) or not 0 <= ch < 64:
         raise ValueError("config.channel must be a small integer")
     return StreamConfig(rf_bandwidth_hz=None if bw is None else float(bw), channel=ch, **vals)
+
+
+def _json_bytes(obj) -> int:
+    """Size of ``obj`` on the wire (0: it cannot be sent, e.g. a non-finite number)."""
+    try:
+        return len(wire.dumps(obj))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _is_int(v) -> bool:
