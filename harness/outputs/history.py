@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -148,13 +149,27 @@ class SqliteHistory:
         except (OSError, sqlite3.Error) as e:
             raise HistoryError(f"{self.path}: cannot open the history: {e}") from None
         try:
-            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            self._set_up()
         except sqlite3.Error as e:
             self.db.close()
             raise HistoryError(f"{self.path}: not a usable history database: {e}") from None
+
+    def _set_up(self) -> None:
+        """WAL mode and the schema. SQLite answers "database is locked" at once, without its busy handler,
+        when another process holds the file while this one switches a new database to WAL (4 writers creating
+        one file together: 1 in about 50 suite runs), so that answer is retried up to the busy timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute("PRAGMA foreign_keys = ON")
+                self._migrate()
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     # ----- schema
     def version(self) -> int:
