@@ -25,6 +25,7 @@ limits refer to them. Parameters are a dataclass checked by
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -124,6 +125,7 @@ def expanded(u_std: float, **extra) -> dict:
     return {**extra, "uncertainty": float(COVERAGE_FACTOR * u_std), "coverage_factor": COVERAGE_FACTOR}
 
 
+@functools.lru_cache(maxsize=256)
 def expected_max_of_normals(n: int) -> float:
     """E[max of n independent standard normal draws] (0 for one, 0.564 for two, 1.03 for four, 1.54 for ten):
     how far the highest (or, mirrored, the lowest) of n alike noisy readings strays on average, in units of
