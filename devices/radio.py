@@ -181,7 +181,11 @@ class StreamConfig:
         return replace(self, **changes)
 
 
-_CONFIG_FIELDS = frozenset(f.name for f in fields(StreamConfig))
+def known_fields(cls, d: dict) -> dict:
+    """The fields of ``d`` that dataclass ``cls`` has: a newer peer (a rig server) may add fields within a
+    protocol version, and fields a receiver does not know are ignored (docs/remote-protocol.md, Versioning)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
 
 
 @dataclass
@@ -269,9 +273,8 @@ class LevelSummary:
     @classmethod
     def from_dict(cls, d: dict) -> "LevelSummary":
         """From :meth:`as_dict`; fields it does not know (a newer rig server's) are ignored."""
-        names = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in names}
-        d["config"] = StreamConfig(**{k: v for k, v in d["config"].items() if k in _CONFIG_FIELDS})
+        d = known_fields(cls, d)
+        d["config"] = StreamConfig(**known_fields(StreamConfig, d["config"]))
         return cls(**d)
 
 

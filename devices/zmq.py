@@ -28,7 +28,7 @@ import os
 import threading
 import time
 import urllib.parse
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import zmq
@@ -36,7 +36,8 @@ import zmq.auth
 
 from devices import zmq_wire as wire
 from devices.radio import (Capabilities, CapabilityError, Capture, CaptureMeta, Deadlines, DeviceError,
-                           DeviceLost, DeviceTimeout, LevelSummary, Radio, RangedCapture, Range, StreamConfig)
+                           DeviceLost, DeviceTimeout, LevelSummary, Radio, RangedCapture, Range, StreamConfig,
+                           known_fields)
 from devices.ranging import AutoRange
 
 #: bytes of frames the client keeps granted ahead of what it has read (at least 32 frames), granted back half a
@@ -733,13 +734,6 @@ def _error(uri: str, op: str, body: dict) -> RemoteError:
         off = "" if body.get("tx_off", True) else "; the server could not confirm its transmitter off"
         return RemoteDeviceLost(code, f"{uri}: {op}: the rig server's radio is lost: {message}{off}", body)
     return RemoteError(code, f"{uri}: {op}: {message} ({code})", body)
-
-
-def known_fields(cls, d: dict) -> dict:
-    """The fields of ``d`` that dataclass ``cls`` has: a newer server may add fields within a version, and a
-    peer ignores fields it does not know (docs/remote-protocol.md, Versioning)."""
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in d.items() if k in names}
 
 
 def _capabilities(d: dict) -> Capabilities:

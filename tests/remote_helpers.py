@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -69,6 +70,14 @@ def serve_process(rig_file: Path, *extra: str, port: int | None = None, lease_s:
         log.seek(0)
         raise RuntimeError(f"server did not start: {line} {log.read()}")
     return p, port
+
+
+def end_process(p) -> None:
+    """Kill a server process a test may have frozen (SIGSTOP): resumed first, so the kill is not held."""
+    if p.poll() is None:
+        os.kill(p.pid, signal.SIGCONT)
+        p.kill()
+    p.wait()
 
 
 def rss_kib(pid: int) -> int:

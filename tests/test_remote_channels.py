@@ -32,7 +32,7 @@ from devices.zmq import RemoteError, RemoteRefused
 from harness.cli import main
 from harness.rig import Rig, load_rig
 from tests.conftest import RIGS, read_results, write_plan, write_rig
-from tests.remote_helpers import REPO, client_rig, serve, serve_process, stop
+from tests.remote_helpers import REPO, client_rig, end_process, serve, serve_process, stop, wait_until
 
 BASE = "sim-repeater-utra-reference.yaml"
 RATE = 30.72e6
@@ -193,10 +193,7 @@ def test_rx_interlock_reads_every_channel(tmp_path):
             assert server.counters["refusals"] == 1
             assert server.counters.get("channel_captures", 0) == 0
             # the ABORTED frames may still be leaving when the refusal arrives: the streams end soon after
-            deadline = time.monotonic() + 2.0
-            while server._streams and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert not server._streams
+            assert wait_until(lambda: not server._streams, 2.0, 0.01)
         finally:
             r.close()
     finally:
@@ -266,6 +263,4 @@ def test_frozen_server_mid_capture_channels_is_a_clear_error():
         finally:
             r.close()
     finally:
-        os.kill(p.pid, signal.SIGCONT)
-        p.kill()
-        p.wait()
+        end_process(p)

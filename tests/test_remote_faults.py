@@ -17,7 +17,7 @@ import zmq
 from devices import DeviceError, DeviceTimeout, StreamConfig, open_radio
 from devices import zmq_wire as wire
 from tests.conftest import RIGS
-from tests.remote_helpers import PY, REPO, rss_kib, serve, serve_process, stop, wait_until
+from tests.remote_helpers import PY, REPO, end_process, rss_kib, serve, serve_process, stop, wait_until
 
 RX = StreamConfig(2.14e9, 15.36e6, 30.0)
 TX = StreamConfig(2.14e9, 15.36e6, -20.0)
@@ -67,10 +67,7 @@ def test_client_killed_mid_capture(tmp_path):
 def server_proc():
     p, port = serve_process(RIGS / "sim-amplifier.yaml", "--insecure", lease_s=2.0)
     yield p, port
-    if p.poll() is None:
-        os.kill(p.pid, signal.SIGCONT)
-        p.kill()
-    p.wait()
+    end_process(p)
 
 
 @pytest.mark.parametrize("how", ["SIGSTOP", "SIGKILL"])

@@ -21,7 +21,7 @@ from devices.ranging import AutoRange
 from harness.cli import main
 from harness.rig import Rig, load_rig
 from tests.conftest import RIGS, read_results, write_plan, write_rig
-from tests.remote_helpers import REPO, client_rig, proxied, serve, stop
+from tests.remote_helpers import REPO, client_rig, end_process, proxied, serve, stop
 
 RATE = 30.72e6
 SETTLE_S = 10e-3  # the output_power step's ALC settle, before each of its two captures
@@ -234,6 +234,4 @@ def test_frozen_server_mid_ranged_capture_is_a_clear_error(keep):
         finally:
             r.close()
     finally:
-        os.kill(p.pid, signal.SIGCONT)
-        p.kill()
-        p.wait()
+        end_process(p)
