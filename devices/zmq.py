@@ -270,7 +270,7 @@ class ZmqRadio(Radio):
             return (), ""
         lacks = " or ".join(TIMING_FEATURES.get(m, m) for m in gone)
         sw = f": harness {self.server_software}" if self.server_software else ""
-        return gone, (f"the rig server at {self.uri.split('?', 1)[0]} does not offer {lacks} (an older server{sw}, "
+        return gone, (f"the rig server at {wire.server_address(self.uri)} does not offer {lacks} (an older server{sw}, "
                       f"protocol v{self.version}; its {self._caps.driver} radio has {' and '.join(gone)})")
 
     def _check_control(self) -> None:

@@ -260,6 +260,11 @@ def waveform_id(samples: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(samples, dtype=np.complex64).tobytes()).hexdigest()
 
 
+def server_address(uri: str) -> str:
+    """``zmq://HOST:PORT`` of a URI, without its query (key paths and options are the client's own)."""
+    return uri.split("?", 1)[0]
+
+
 def key_fingerprint(z85_public_key: bytes | str) -> str:
     """A short, stable name of a CURVE public key for logs and messages (SHA-256 of its Z85 text)."""
     if isinstance(z85_public_key, str):

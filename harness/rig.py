@@ -416,16 +416,13 @@ def rig_from_description(uri: str, rig: Any, software: Any = None) -> RigSpec:
             spec.served_calibration = Calibration.from_dict(table)
         except CalibrationError as e:
             raise ConfigError(f"the rig server's calibration table: {e.message}", uri) from None
-        spec.served_calibration.source = f"{_bare(uri)} (the rig server's table)"
+        from devices.zmq_wire import server_address  # noqa: PLC0415 - pyzmq only for served rigs
+
+        spec.served_calibration.source = f"{server_address(uri)} (the rig server's table)"
     else:
         why = rig.get("calibration_status")
         spec.extra["served_calibration_reason"] = str(why)[:300] if why else "the rig server has no calibration"
     return spec
-
-
-def _bare(uri: str) -> str:
-    """``uri`` without its query (key paths), for records."""
-    return uri.split("?", 1)[0]
 
 
 def _lines(v: Any, name: str) -> Any:

@@ -459,14 +459,9 @@ class FetchedRun:
             raise ResultsWriteError(f"cannot write results to {self.dir}: {e.strerror or e}") from None
 
 
-def server_address(uri: str) -> str:
-    """``zmq://HOST:PORT`` of a URI, without its query (key paths and options are the client's own)."""
-    return uri.split("?", 1)[0]
-
-
 def with_remote(results: dict, uri: str, rid: int) -> dict:
     """``results`` saying where the run ran (``remote``: the server, the run's id there, its rig and host)."""
-    return {**results, "remote": {"server": server_address(uri), "run": rid,
+    return {**results, "remote": {"server": wire.server_address(uri), "run": rid,
                                   "rig": (results.get("rig") or {}).get("name"),
                                   "host": (results.get("host") or {}).get("hostname")}}
 
@@ -539,7 +534,7 @@ def run_remote(plan_path: Path, uri: str, out: Path | None, *, seed: int | None 
             if console:
                 rig = (hello.get("rig") or {}).get("name", "?")
                 console.print(f"[bold]{plan.name}[/bold]: remote run {rid} on rig [bold]{rig}[/bold] at "
-                              f"{server_address(uri)} (plan sha256 {sha[:12]}) -> {run_dir.path}")
+                              f"{wire.server_address(uri)} (plan sha256 {sha[:12]}) -> {run_dir.path}")
             if on_started:
                 on_started(client, rid)
             try:
