@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from devices.radio import DeviceError, DeviceLost, DeviceTimeout, StreamConfig
+from devices.radio import DeviceError, DeviceLost, DeviceTimeout, StreamConfig, known_fields
 from devices.ranging import AutoRange
 from devices import iq_kernels, zmq_wire as wire
 from harness.remote.interlocks import Interlocks, Refusal, rms_dbfs
@@ -61,6 +61,19 @@ MAX_RANGED_RETRIES = 10
 REFUSALS = frozenset({"interlock", "leased", "no_lease", "run_active", "plan"})
 #: most RX channels one ``capture_channels`` request may name (a reference channel needs two)
 MAX_CAPTURE_CHANNELS = 8
+#: the arguments each op reads; others (a newer client's, within the version) are ignored and logged at debug
+_STREAM_ARGS = ("stream", "format", "frame_samples")
+OP_ARGS = {
+    "hello": ("versions", "client"), "status": (), "acquire": (), "ping": (), "release": (),
+    "stream_stop": ("stream",), "configure_tx": ("config",), "configure_rx": ("config",), "upload": ("sha256",),
+    "transmit": ("sha256", "level", "cyclic", "at_time_ns"), "hardware_time": (), "stop_tx": (), "bypass": ("on",),
+    "capture": ("n", "timeout_s") + _STREAM_ARGS,
+    "capture_ranged": ("n", "rx", "ranging", "retries", "keep") + _STREAM_ARGS,
+    "capture_channels": ("n", "channels", "streams", "gains_db", "timeout_s", "format", "frame_samples"),
+    "stream_start": _STREAM_ARGS,
+    "run_start": ("sha256", "file", "seed", "save_captures", "dut_serial", "operator", "station"),
+    "run_poll": ("run", "since"), "run_cancel": ("run",), "run_file": ("run", "path", "offset", "length", "zlib"),
+}
 #: largest calibration table ``hello`` carries (JSON bytes); a larger one is not served (the client is told why)
 MAX_SERVED_CALIBRATION_BYTES = 2 << 20
 
@@ -398,6 +411,10 @@ class RigServer:
         if handler is None:
             self._reply(route, req, error=wire.error("unknown_op", f"unknown operation {req.op[:32]!r}"))
             return
+        if log.isEnabledFor(logging.DEBUG):
+            extra = sorted(str(k)[:32] for k in req.args if k not in OP_ARGS.get(req.op, req.args))
+            if extra:
+                log.debug("ignored unknown argument(s) of %s: %s", req.op, ", ".join(extra[:16]))
         try:
             handler(route, req, sess)
         except (ValueError, TypeError, KeyError) as e:
@@ -619,9 +636,9 @@ class RigServer:
         n = int(req.args["n"])
         if not 0 < n <= wire.MAX_WAVEFORM_SAMPLES:
             raise ValueError(f"capture of {n} samples; 1..2^24 allowed")
-        rx = _stream_config(req.args["rx"])
+        rx = _stream_config(req.args["rx"], "rx")
         ranging = req.args.get("ranging")
-        ranging = None if ranging is None else AutoRange.from_dict(ranging)
+        ranging = None if ranging is None else AutoRange.from_dict(_known(AutoRange, ranging, "ranging"))
         retries = req.args.get("retries", 3)
         if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= MAX_RANGED_RETRIES:
             raise ValueError(f"retries must be an integer 0..{MAX_RANGED_RETRIES}")
@@ -1070,21 +1087,33 @@ class _Unknown(DeviceError):
     pass
 
 
-def _stream_config(d: dict) -> StreamConfig:
+def _known(cls, d, what: str) -> dict:
+    """The fields of request object ``d`` that dataclass ``cls`` knows; the others (a newer client's) are ignored
+    and logged at debug (docs/remote-protocol.md, Versioning). ValueError when ``d`` is not an object."""
     if not isinstance(d, dict):
-        raise ValueError("config must be an object")
+        raise ValueError(f"{what} must be an object")
+    got = known_fields(cls, d)
+    if len(got) != len(d):
+        log.debug("ignored unknown field(s) of %s: %s", what, ", ".join(sorted(str(k)[:32] for k in d if k not in got)))
+    return got
+
+
+def _stream_config(d: dict, what: str = "config") -> StreamConfig:
+    d = _known(StreamConfig, d, what)
     vals = {}
     for k in ("freq_hz", "sample_rate_hz", "gain_db"):
+        if k not in d:
+            raise ValueError(f"{what}.{k} is missing")
         v = d[k]
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-            raise ValueError(f"config.{k} must be a finite number")
+            raise ValueError(f"{what}.{k} must be a finite number")
         vals[k] = float(v)
     bw = d.get("rf_bandwidth_hz")
-    if bw is not None and (not isinstance(bw, (int, float)) or not math.isfinite(bw)):
-        raise ValueError("config.rf_bandwidth_hz must be a finite number or null")
+    if bw is not None and (not isinstance(bw, (int, float)) or isinstance(bw, bool) or not math.isfinite(bw)):
+        raise ValueError(f"{what}.rf_bandwidth_hz must be a finite number or null")
     ch = d.get("channel", 0)
     if not isinstance(ch, int) or isinstance(ch, bool) or not 0 <= ch < 64:
-        raise ValueError("config.channel must be a small integer")
+        raise ValueError(f"{what}.channel must be a small integer")
     return StreamConfig(rf_bandwidth_hz=None if bw is None else float(bw), channel=ch, **vals)
 
 
