@@ -219,3 +219,54 @@ def test_radio_that_stays_lost_then_comes_back_as_another_board(tmp_path):
         _end(emu)
         if other is not None:
             _end(other)
+
+
+def test_radio_lost_while_transmitting_is_opened_again_in_the_safe_state():
+    """A simulated rig whose radio freezes while it transmits with the thru switched in (its stop hangs too, so
+    the lost handle cannot confirm it off): the server opens a new radio after its first wait, stops its
+    transmitter through it, sets the DUT switch as the interlocks knew it (thru), and serves captures: the
+    thru's level at the RX port, the server's own bench figures (a freshly opened sim bench plays nothing)."""
+    import threading
+    from dataclasses import replace
+
+    from tests.remote_helpers import serve, stop
+
+    cw = (0.5 * np.exp(2j * np.pi * np.arange(4096) / 64)).astype(np.complex64)
+    tx = StreamConfig(2.14e9, RATE, 0.0)
+    s = serve(RIGS / "sim-amplifier.yaml", seed=0, lease_s=5.0, reopen_s=(0.3, 1.0))
+    old = s.radio
+    old.deadlines = replace(old.deadlines, capture_margin_s=0.5, stop_s=0.5, close_s=0.5)
+    hang, frozen = threading.Event(), [False]
+    capture, stop_tx = old._capture, old._stop_tx
+    old._capture = lambda n, t: (frozen[0] and hang.wait(30)) or capture(n, t)
+    old._stop_tx = lambda: (frozen[0] and hang.wait(30)) or stop_tx()
+    uri = f"zmq://127.0.0.1:{s.port}?insecure=1"
+    try:
+        r = open_radio(uri)
+        r.set_dut_bypass(True)
+        r.configure_tx(tx)
+        r.transmit(cw, level=0.5)
+        r.configure_rx(RX)
+        playing = r.capture(N).samples
+        frozen[0] = True
+        with pytest.raises(DeviceError, match="the server could not confirm its transmitter off"):
+            r.capture(N)
+        assert old.lost is not None and not old.tx_confirmed_off and old.bench._wave is not None
+        r.close()
+        assert wait_until(lambda: s.radio is not old and s.counters.get("radio_reopened") == 1, 20.0)
+        new = s.radio
+        assert new.tx_confirmed_off and not new.transmitting and new.bench._wave is None
+        assert new.bench.bypass_dut and s.bypassed  # the switch as the interlocks assume it
+        st, _ = _status(uri)
+        assert st["radio"]["state"] == "serving" and st["radio"]["last_reopen"]["cause"].startswith("sim:: capture")
+        quiet = _capture(uri)
+        assert _power_db(quiet) < _power_db(playing) - 30  # nothing plays through the thru now
+        with open_radio(uri) as again:  # and control works as before: transmit through the thru again
+            again.configure_tx(tx)
+            again.transmit(cw, level=0.5)
+            again.configure_rx(RX)
+            assert abs(_power_db(again.capture(N).samples) - _power_db(playing)) < 1.0
+        assert not new.transmitting
+    finally:
+        hang.set()
+        stop(s)
