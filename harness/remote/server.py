@@ -6,7 +6,10 @@ Threads:
   it answers quick requests itself, hands device requests to the device thread, sends data frames as
   clients grant credits, and expires leases;
 * the device thread runs device requests one at a time through the radio (whose own deadlines bound each
-  call) and produces data frames; it posts replies back through an inproc socket.
+  call) and produces data frames; it posts replies back through an inproc socket;
+* once the radio is lost (a missed deadline), a re-opening thread releases it and opens it again (each open
+  within its deadline, with back-off) while control requests are refused naming the loss; the same device
+  (driver, serial, firmware) is served again once its transmitter is stopped.
 
 Nothing a client sends can crash the server: malformed messages are counted and dropped, sizes are capped
 (``ZMQ_MAXMSGSIZE`` on both sockets, bounded caches, a bounded continuous-stream buffer), and every device
@@ -990,7 +993,12 @@ class RigServer:
             if left > 0 or self.runs.active is not None:  # a remote run ends on the loss first
                 self._reopen_wake.wait(min(max(left, 0.05), 0.5))
                 continue
-            ok = self._reopen_attempt(loss)
+            try:
+                ok = self._reopen_attempt(loss)
+            except Exception:  # noqa: BLE001 - never a dead re-opening: the next attempt comes
+                self.counters["internal_errors"] += 1
+                log.exception("re-opening radio %s", loss.device)
+                loss.trying_since, ok = None, False
             if ok:
                 return
             wait = min(self.reopen_s[1], wait * 2)
@@ -1016,6 +1024,7 @@ class RigServer:
                                 f"for this one")
                 raise DeviceError(loss.refused)
             loss.refused = ""
+            radio.deadlines = self.radio.deadlines  # the lost handle's (a server may have set its own)
             radio.confirm_tx_off()  # the safe state: whatever the lost handle left playing stops
             if self.rig.spec.dut_bypass == "switch" and self.bypassed:
                 radio.set_dut_bypass(True)  # the switch as the interlocks assume it
