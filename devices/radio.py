@@ -549,6 +549,18 @@ class Radio(abc.ABC):
                     _ACTIVE_TX.discard(self)
         return self._tx_off
 
+    def confirm_tx_off(self) -> bool:
+        """Stop the transmitter even if this handle never started it (deadline ``deadlines.stop_s``): a device
+        opened again after a loss may still send what the lost handle started. Raises as :meth:`stop_tx`
+        does on a radio that answers; True once the stop completed."""
+        self._check_open()
+        self._tx_off = False
+        self._call("stop_tx", self.deadlines.stop_s, self._stop_tx)
+        self._tx_off, self._transmitting = True, False
+        with _ACTIVE_LOCK:
+            _ACTIVE_TX.discard(self)
+        return True
+
     def capture(self, n_samples: int, timeout_s: float | None = None) -> Capture:
         """Capture ``n_samples`` contiguous samples from the configured RX channel.
 

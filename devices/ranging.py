@@ -39,9 +39,11 @@ class AutoRange:
     max_trials: int = 10
 
     def __post_init__(self):
-        vals = (self.target_peak_dbfs, self.low_dbfs, self.high_dbfs)
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals) \
-                or not self.low_dbfs <= self.target_peak_dbfs <= self.high_dbfs <= 0.0:
+        for name in ("target_peak_dbfs", "low_dbfs", "high_dbfs"):  # each named: a remote client's request
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise ValueError(f"auto-ranging {name} {v!r} is not a finite number (dBFS)")
+        if not self.low_dbfs <= self.target_peak_dbfs <= self.high_dbfs <= 0.0:
             raise ValueError(f"auto-ranging window {self.low_dbfs}..{self.high_dbfs} dBFS around "
                              f"{self.target_peak_dbfs} dBFS is not a window below full scale")
         if not isinstance(self.max_trials, int) or isinstance(self.max_trials, bool) or not 1 <= self.max_trials <= 32:

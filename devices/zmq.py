@@ -174,6 +174,8 @@ class ZmqRadio(Radio):
             self._data = self._socket(self._data_port)
         try:
             self._request("acquire")
+        except RemoteDeviceLost:
+            raise  # the server's radio is lost (its message says since when and when it is tried again)
         except RemoteError as e:
             raise RemoteBusy(e.code, str(e), e.detail) from None  # its message names the URI already
         self.control_lost = None

@@ -53,7 +53,9 @@ class _PlanHead:
     defaults: PlanDefaults
     dut: DutInfo
     description: str = ""
-    rig: str | None = field(default=None, metadata={"doc": "default rig file, relative to the plan"})
+    rig: str | None = field(default=None, metadata={
+        "doc": "default rig file, relative to the plan, or zmq://HOST:PORT[?...]: the rig a rig server serves, "
+               "as --rig takes it"})
     stop_on_error: bool = field(default=False, metadata={"doc": "stop the run at the first ERROR step"})
     max_duration_s: float | None = field(default=None, metadata={
         "doc": "the longest the plan may take (estimated from its captures); default 1 h",
@@ -135,7 +137,9 @@ class Plan:
     defaults: PlanDefaults
     steps: list[Step]
     file: str
-    rig_file: Path | None
+    #: the plan's default rig: a rig file (relative to the plan), or a rig server's ``zmq://HOST:PORT[?...]`` URI
+    #: (a str), loaded as ``--rig`` loads it (harness.cli.load_rig_arg)
+    rig_file: Path | str | None
     stop_on_error: bool
     #: the longest the plan may take (None: DEFAULT_MAX_DURATION_S)
     max_duration_s: float | None = None
@@ -280,11 +284,29 @@ def load_plan(path: str | Path) -> Plan:
                     sh.on_fail)
         declared.append(_check_step(step, sec, step_seed(0, i + 1)))
         steps.append(step)
-    rig_file = (Path(path).parent / head.rig) if head.rig else None
+    rig_file = _plan_rig(head.rig, path, data.line_of("rig")) if head.rig else None
     plan = Plan(head.name, head.description, head.dut, head.defaults, steps, file, rig_file, head.stop_on_error,
                 head.max_duration_s, data.key_lines.get("max_duration_s") or data.key_lines.get("max_duration"))
     check_duration(plan, declared)
     return plan
+
+
+def _plan_rig(rig: str, path: str | Path, line: int | None) -> Path | str:
+    """The plan's ``rig:``: a rig file relative to the plan, or a rig server's URI, kept as it is (its key paths,
+    like ``--rig``'s, are relative to the working directory) once its form is checked here, naming the line."""
+    from harness.rig import is_server_uri  # noqa: PLC0415
+
+    if not is_server_uri(rig):
+        return Path(path).parent / rig
+    from devices import DeviceError  # noqa: PLC0415
+    from devices.zmq import parse_uri  # noqa: PLC0415 - pyzmq only for plans naming a rig server
+
+    uri = rig.strip()
+    try:
+        parse_uri(uri)
+    except DeviceError as e:
+        raise ConfigError(f"plan: rig: {e}", str(path), line) from None
+    return uri
 
 
 def _check_step(step: Step, sec: Section, seed: int) -> list[Acquisition]:

@@ -474,6 +474,8 @@ class Rig:
         self.calibration = None
         #: how the DUT-plane levels are obtained, for the results header
         self.calibration_status: dict = {"applied": False, "reason": "nominal paths"}
+        #: the URI and options the radio was opened with (:meth:`open`): a rig server opens it again so after a loss
+        self.opened_with: tuple[str, dict] | None = None
 
     # ----- opening
     @classmethod
@@ -494,6 +496,7 @@ class Rig:
                 raise ConfigError(f"the rig server now serves another rig than the {spec.name!r} it described "
                                   f"(restarted on another rig file?): nothing was run; run again", spec.file)
             rig = cls(spec, radio)
+            rig.opened_with = (uri, options)
             for side in ("tx", "rx"):  # nominal levels: the rig's declared ones, else the device's
                 name = f"{side}_full_scale_dbm"
                 if getattr(spec.calibration, name) is None and getattr(rig.caps, name) is None:

@@ -286,7 +286,8 @@ def test_frozen_device_behind_a_live_server(tmp_path, stop_hangs):
     from tests.conftest import read_results
     from tests.remote_helpers import client_rig
 
-    s = serve(RIGS / "sim-amplifier.yaml", seed=0, lease_s=5.0)
+    # the server opens its lost radio again (tests/test_remote_reopen.py), here not before the test has looked
+    s = serve(RIGS / "sim-amplifier.yaml", seed=0, lease_s=5.0, reopen_s=(600.0, 600.0))
     hang = threading.Event()
     radio = s.radio
     radio.deadlines = replace(radio.deadlines, capture_margin_s=1.0, stop_s=1.0)
@@ -323,7 +324,10 @@ def test_frozen_device_behind_a_live_server(tmp_path, stop_hangs):
             assert "could not be confirmed off" not in res["note"]
             assert radio.tx_confirmed_off and not radio.transmitting and radio.bench._wave is None
         assert radio.lost and s.counters.get("internal_errors", 0) == 0
-        with pytest.raises(DeviceError, match="the rig server's radio is lost"):  # still answering, honestly
+        # still answering, honestly: the device, since when, and when it is tried again
+        with pytest.raises(DeviceError, match=r"the rig server's radio is lost: sim: lost at .* s ago: sim:: capture "
+                                              r"did not complete within its 1 s deadline\); the server opens it again "
+                                              r"in \d+\.\d s"):
             with open_radio(f"zmq://127.0.0.1:{s.port}?insecure=1") as r:
                 r.configure_rx(RX)
                 r.capture(100)

@@ -187,7 +187,10 @@ def test_capture_ranged_request_checked_by_the_server():
             r.configure_rx(rx)
             args = {"n": 1000, "rx": {**rx.__dict__}, "keep": False}
             for bad, why in ((dict(ranging={"low_dbfs": 5.0}), "not a window below full scale"),
-                             (dict(ranging={"target": -6}), "ranging must be an object"),
+                             (dict(ranging=[-6]), "ranging must be an object"),
+                             (dict(ranging={"low_dbfs": "low"}), "auto-ranging low_dbfs 'low' is not a finite"),
+                             (dict(ranging={"max_trials": 2.5, "future": 1}), "auto-ranging max_trials 2.5: 1..32"),
+                             (dict(rx={**rx.__dict__, "gain_db": True}), "rx.gain_db must be a finite number"),
                              (dict(retries=99), "retries must be an integer 0..10"),
                              (dict(keep="yes"), "keep must be true or false")):
                 with pytest.raises(RemoteError, match=why) as e:
@@ -198,6 +201,42 @@ def test_capture_ranged_request_checked_by_the_server():
             r.close()
     finally:
         stop(server)
+
+
+def test_unknown_ranging_fields_are_ignored_known_ones_applied(caplog):
+    """A newer client's extra fields in ``ranging`` (and in ``rx``, and beside them) are ignored, logged at
+    debug, as docs/remote-protocol.md promises; the known ones still rule: the server's trials and gain are
+    the local radio's under the same (non-default) rule on the same seeded bench."""
+    import logging
+
+    rx = StreamConfig(2140e6, RATE, 0.0, 0.8 * RATE)
+    rule = AutoRange(target_peak_dbfs=-12.0, low_dbfs=-18.0, high_dbfs=-3.0, max_trials=2)
+    local = Rig.open(load_rig(RIGS / "sim-amplifier.yaml"), seed=0, calibration="optional")
+    try:
+        local.radio.configure_rx(rx)
+        want = local.radio.capture_ranged(20_000, rx, rule, keep=False)
+    finally:
+        local.close()
+    server = serve(RIGS / "sim-amplifier.yaml", seed=0)
+    try:
+        r = open_radio(f"zmq://127.0.0.1:{server.port}?insecure=1")
+        try:
+            r.configure_rx(rx)
+            with caplog.at_level(logging.DEBUG, logger="harness.remote"):
+                got = r._request("capture_ranged", {
+                    "n": 20_000, "rx": {**rx.__dict__, "antenna": "RX2"}, "keep": False, "priority": "high",
+                    "ranging": {**rule.as_dict(), "settle_hint_s": 0.01, "future": {"nested": [1, 2]}}})
+        finally:
+            r.close()
+    finally:
+        stop(server)
+    assert want.trials == 2  # the rule's max_trials, not the default 10: the known fields were applied
+    assert got["trials"] == want.trials and got["gain_db"] == want.gain_db
+    assert got["summary"]["peak_dbfs"] == pytest.approx(want.summary.peak_dbfs, abs=1e-9)
+    logged = " | ".join(r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+    assert "ignored unknown field(s) of ranging: future, settle_hint_s" in logged
+    assert "ignored unknown field(s) of rx: antenna" in logged
+    assert "ignored unknown argument(s) of capture_ranged: priority" in logged
 
 
 @pytest.mark.parametrize("keep", [False, True])

@@ -277,3 +277,52 @@ def test_reference_channel_delay_with_rig_uri_over_curve_equals_local(tmp_path):
     delay = b["steps"][1]["measurements"][0]
     truth = load_rig(RIGS / base).dut.truth(2140.1e6, 30.72e6)["delay_s"]
     assert abs(delay["value"] - truth) <= 1.5 * delay["uncertainty"]
+
+
+def _plan_naming(tmp_path, rig: str, name: str = "plan.yaml"):
+    """The shipped amplifier plan with its own ``rig:`` replaced (its other lines as they are)."""
+    data = yaml.safe_load((REPO / PLAN).read_text())
+    data["rig"] = rig
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    return p
+
+
+def test_plan_rig_uri_is_loaded_as_rig_arg(tmp_path, server, capsys):
+    """A plan's own ``rig: zmq://HOST:PORT?...`` gives the run ``--rig`` gives with the same URI: the rig the
+    server describes, its table, the same verdicts and values within their uncertainty (each run against a
+    server freshly started on the same seeded bench)."""
+    plan = _plan_naming(tmp_path, _uri(server))
+    by_plan, by_arg = tmp_path / "by-plan", tmp_path / "by-arg"
+    assert main(["run", str(plan), "--out", str(by_plan), "--seed", "0", "--quiet", "--no-history"]) == 0
+    other = serve(RIG, seed=0)
+    try:
+        assert main(["run", str(plan), "--rig", _uri(other), "--out", str(by_arg), "--seed", "0", "--quiet",
+                     "--no-history"]) == 0
+        assert other.counters["control_messages"] > 0
+    finally:
+        stop(other)
+    a, b = read_results(by_plan), read_results(by_arg)
+    assert a["rig"]["device"] == a["rig"]["file"] == _uri(server) and b["rig"]["device"] == _uri(other)
+    assert {**a["rig"], "device": "", "file": ""} == {**b["rig"], "device": "", "file": ""}
+    assert a["calibration"]["applied"] and a["calibration"]["created_at"] == b["calibration"]["created_at"]
+    assert a["calibration"]["file"].startswith(f"zmq://127.0.0.1:{server.port} ")
+    assert [s["verdict"] for s in a["steps"]] == [s["verdict"] for s in b["steps"]] == ["PASS"] * len(a["steps"])
+    for (na, va, ua), (nb, vb, _) in zip(_measurements(a), _measurements(b)):
+        assert na == nb and vb == pytest.approx(va, abs=max(1e-9, ua or 0))
+    assert not server.radio.transmitting and server.holder is None
+
+
+def test_plan_rig_uri_refusals(tmp_path, capsys):
+    """A malformed server URI in a plan is refused at validation naming the plan's file and line; an
+    unreachable one as --rig refuses it, naming the URI; both exit 2 before anything transmits."""
+    bad = _plan_naming(tmp_path, "zmq://127.0.0.1?insecure=1", "bad.yaml")  # no port
+    line = next(i for i, t in enumerate(bad.read_text().splitlines(), 1) if t.startswith("rig:"))
+    assert main(["run", str(bad), "--out", str(tmp_path / "r1"), "--quiet", "--no-history"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:{line}: plan: rig: " in err and "no port" in err
+    uri = f"zmq://127.0.0.1:{_free_port()}?insecure=1&timeout=0.2"
+    gone = _plan_naming(tmp_path, uri, "gone.yaml")
+    assert main(["run", str(gone), "--out", str(tmp_path / "r2"), "--quiet", "--no-history"]) == 2
+    err = capsys.readouterr().err
+    assert uri in err and "no answer from the rig server to hello" in err and "nothing was run" in err

@@ -6,7 +6,10 @@ Threads:
   it answers quick requests itself, hands device requests to the device thread, sends data frames as
   clients grant credits, and expires leases;
 * the device thread runs device requests one at a time through the radio (whose own deadlines bound each
-  call) and produces data frames; it posts replies back through an inproc socket.
+  call) and produces data frames; it posts replies back through an inproc socket;
+* once the radio is lost (a missed deadline), a re-opening thread releases it and opens it again (each open
+  within its deadline, with back-off) while control requests are refused naming the loss; the same device
+  (driver, serial, firmware) is served again once its transmitter is stopped.
 
 Nothing a client sends can crash the server: malformed messages are counted and dropped, sizes are capped
 (``ZMQ_MAXMSGSIZE`` on both sockets, bounded caches, a bounded continuous-stream buffer), and every device
@@ -28,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from devices.radio import DeviceError, DeviceLost, DeviceTimeout, StreamConfig
+from devices.radio import DeviceError, DeviceLost, DeviceTimeout, StreamConfig, known_fields
 from devices.ranging import AutoRange
 from devices import iq_kernels, zmq_wire as wire
 from harness.remote.interlocks import Interlocks, Refusal, rms_dbfs
@@ -61,8 +64,28 @@ MAX_RANGED_RETRIES = 10
 REFUSALS = frozenset({"interlock", "leased", "no_lease", "run_active", "plan"})
 #: most RX channels one ``capture_channels`` request may name (a reference channel needs two)
 MAX_CAPTURE_CHANNELS = 8
+#: the arguments each op reads; others (a newer client's, within the version) are ignored and logged at debug
+_STREAM_ARGS = ("stream", "format", "frame_samples")
+OP_ARGS = {
+    "hello": ("versions", "client"), "status": (), "acquire": (), "ping": (), "release": (),
+    "stream_stop": ("stream",), "configure_tx": ("config",), "configure_rx": ("config",), "upload": ("sha256",),
+    "transmit": ("sha256", "level", "cyclic", "at_time_ns"), "hardware_time": (), "stop_tx": (), "bypass": ("on",),
+    "capture": ("n", "timeout_s") + _STREAM_ARGS,
+    "capture_ranged": ("n", "rx", "ranging", "retries", "keep") + _STREAM_ARGS,
+    "capture_channels": ("n", "channels", "streams", "gains_db", "timeout_s", "format", "frame_samples"),
+    "stream_start": _STREAM_ARGS,
+    "run_start": ("sha256", "file", "seed", "save_captures", "dut_serial", "operator", "station"),
+    "run_poll": ("run", "since"), "run_cancel": ("run",), "run_file": ("run", "path", "offset", "length", "zlib"),
+}
 #: largest calibration table ``hello`` carries (JSON bytes); a larger one is not served (the client is told why)
 MAX_SERVED_CALIBRATION_BYTES = 2 << 20
+
+
+#: a lost radio is opened again (same URI and options) this long after its loss, then after waits doubled up to
+#: REOPEN_MAX_S: a device that re-enumerates comes back within seconds, one that stays away costs an attempt a half
+#: minute (each bounded by the radio's reconnect deadline)
+REOPEN_FIRST_S = 1.0
+REOPEN_MAX_S = 30.0
 
 
 class ServeError(RuntimeError):
@@ -101,6 +124,27 @@ class _Session:
     replies: collections.OrderedDict = field(default_factory=collections.OrderedDict)
     in_progress: set = field(default_factory=set)
     seen: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Loss:
+    """The served radio is lost (a missed deadline) and being opened again; what clients are told meanwhile."""
+
+    device: str  # its URI
+    cause: str  # the radio's own reason (its first missed deadline)
+    at: float  # time.time() of the loss
+    since: float  # time.monotonic() of the loss
+    next_at: float  # time.monotonic() of the next attempt
+    tx_off: bool  # the lost handle's stop confirmed the transmitter off (then the re-opened one's does)
+    attempts: int = 0
+    last_error: str = ""
+    trying_since: float | None = None  # an attempt under way since (monotonic)
+    refused: str = ""  # the device came back as another one: why it is not served
+
+
+def _identity(caps) -> dict:
+    """What makes a radio the one the rig's description and calibration were made for."""
+    return {"driver": caps.driver, "serial": caps.serial, "firmware": caps.firmware}
 
 
 class _Stream:
@@ -178,11 +222,24 @@ class RigServer:
 
     def __init__(self, rig: Rig, control: str = "tcp://127.0.0.1:5555", data: str | None = None,
                  security: Security | None = None, lease_s: float = DEFAULT_LEASE_S,
-                 max_message_bytes: int = wire.MAX_WAVEFORM_SAMPLES * 8 + 65536, runs_dir: str | None = None):
+                 max_message_bytes: int = wire.MAX_WAVEFORM_SAMPLES * 8 + 65536, runs_dir: str | None = None,
+                 reopen_s: tuple[float, float] = (REOPEN_FIRST_S, REOPEN_MAX_S), reopen_deadline_s: float | None = None):
         from harness.remote.remote_run import RunManager
 
         self.rig = rig
-        self.radio = rig.radio
+        #: a lost radio is opened again after reopen_s[0], then waits doubled up to reopen_s[1]; each open has
+        #: reopen_deadline_s (default: the radio's reconnect deadline)
+        self.reopen_s = (float(reopen_s[0]), float(reopen_s[1]))
+        self.reopen_deadline_s = float(reopen_deadline_s or rig.radio.deadlines.reconnect_s)
+        self.identity = _identity(rig.radio.capabilities)  # what the description and calibration are for
+        self._loss: _Loss | None = None
+        self._loss_lock = threading.Lock()
+        #: held by the device thread around each job, and by the re-opening to swap the radio between jobs
+        self._radio_lock = threading.Lock()
+        self._reopener: threading.Thread | None = None
+        self._reopen_wake = threading.Event()
+        self._opening: threading.Thread | None = None  # an open of the radio that may not have returned yet
+        self.reopened: dict | None = None  # the last re-opening (for status)
         self.interlocks = Interlocks(rig)
         self.security = security or Security()
         self.lease_s = float(lease_s)
@@ -262,6 +319,11 @@ class RigServer:
         self.wake_pull.bind(f"inproc://wake-{id(self)}")
 
     @property
+    def radio(self):
+        """The served radio: the rig's (a lost one is replaced once it is opened again)."""
+        return self.rig.radio
+
+    @property
     def port(self) -> int:
         return int(self.control_endpoint.rsplit(":", 1)[1])
 
@@ -292,8 +354,9 @@ class RigServer:
         """Stop serving: the transmitter is stopped, streams end, sockets close."""
         self.runs.close()  # a remote run under way is cancelled: its TX stops, its results are written
         self._running.clear()
+        self._reopen_wake.set()
         self._jobs.put(None)
-        for t in self._threads:
+        for t in self._threads + ([self._reopener] if self._reopener is not None else []):
             t.join(timeout=5.0)
         self._threads.clear()
         try:
@@ -346,6 +409,7 @@ class RigServer:
                     self._send_reply(route, session, rid, rep)
                 self._pump_streams()
                 self._check_lease()
+                self._check_lost()  # a remote run drives the radio from its own thread
             except Exception:  # noqa: BLE001 - the server keeps serving; the cause goes to the log
                 self.counters["internal_errors"] += 1
                 log.exception("rig server I/O loop")
@@ -398,6 +462,10 @@ class RigServer:
         if handler is None:
             self._reply(route, req, error=wire.error("unknown_op", f"unknown operation {req.op[:32]!r}"))
             return
+        if log.isEnabledFor(logging.DEBUG):
+            extra = sorted(str(k)[:32] for k in req.args if k not in OP_ARGS.get(req.op, req.args))
+            if extra:
+                log.debug("ignored unknown argument(s) of %s: %s", req.op, ", ".join(extra[:16]))
         try:
             handler(route, req, sess)
         except (ValueError, TypeError, KeyError) as e:
@@ -455,6 +523,9 @@ class RigServer:
                                     f"renewed", holder=who, expires_in_s=round(left, 3))
 
     def _need_lease(self, route, req, run_op: bool = False) -> bool:
+        if self._loss is not None and req.op not in ("stop_tx", "stream_stop"):
+            self._reply(route, req, error=self._lost_reply())
+            return False
         if self.holder == req.session and not run_op and self.runs.active is not None:
             # the run drives the rig itself: nothing else may touch it meanwhile
             self._reply(route, req, error=wire.error("run_active", f"{req.op}: remote run {self.runs.active.id} "
@@ -531,9 +602,13 @@ class RigServer:
                                  "lease_expires_in_s": max(0.0, self.lease_until - time.monotonic()) if holder else None,
                                  "transmitting": self.radio.transmitting, "bypassed": self.bypassed,
                                  "streams": len(self._streams), "rig": self._describe(),
+                                 "radio": self._radio_state(),
                                  "counters": dict(self.counters)})
 
     def _op_acquire(self, route, req, sess) -> None:
+        if self._loss is not None:  # control of a radio that is not there: told at once, and why
+            self._reply(route, req, error=self._lost_reply())
+            return
         if self.holder is not None and self.holder != req.session:
             self._reply(route, req, error=self._holder_error())
             return
@@ -597,7 +672,11 @@ class RigServer:
 
     def _op_stop_tx(self, route, req, sess):
         if self._need_lease(route, req):
-            self._queue(route, req, sess, self._do_stop)
+            loss = self._loss
+            if loss is not None:  # the lost radio is the re-opening's: its stop was tried when it was lost
+                self._reply(route, req, {"tx_off": loss.tx_off})
+            else:
+                self._queue(route, req, sess, self._do_stop)
 
     def _op_bypass(self, route, req, sess):
         if self._need_lease(route, req):
@@ -619,9 +698,9 @@ class RigServer:
         n = int(req.args["n"])
         if not 0 < n <= wire.MAX_WAVEFORM_SAMPLES:
             raise ValueError(f"capture of {n} samples; 1..2^24 allowed")
-        rx = _stream_config(req.args["rx"])
+        rx = _stream_config(req.args["rx"], "rx")
         ranging = req.args.get("ranging")
-        ranging = None if ranging is None else AutoRange.from_dict(ranging)
+        ranging = None if ranging is None else AutoRange.from_dict(_known(AutoRange, ranging, "ranging"))
         retries = req.args.get("retries", 3)
         if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= MAX_RANGED_RETRIES:
             raise ValueError(f"retries must be an integer 0..{MAX_RANGED_RETRIES}")
@@ -780,12 +859,18 @@ class RigServer:
                 if job is None:
                     break
                 route, req, fn, args = job
-                if req is not None and req.session != self.holder:
-                    # queued before its holder lost control: never run it
-                    rep = wire.encode_reply(req.id, error=wire.error("no_lease", "control was lost before this "
-                                                                                  "request ran"))
-                else:
-                    rep = self._run_job(req, fn, args)
+                with self._radio_lock:
+                    if req is not None and req.session != self.holder:
+                        # queued before its holder lost control: never run it
+                        rep = wire.encode_reply(req.id, error=wire.error("no_lease", "control was lost before "
+                                                                                      "this request ran"))
+                    elif self._loss is not None and req is not None:  # queued before the loss was seen
+                        rep = wire.encode_reply(req.id, error=self._lost_reply())
+                    elif self._loss is not None and fn == self._do_stop_for:
+                        rep = None  # the lost radio is the re-opening's, which stops it
+                    else:
+                        rep = self._run_job(req, fn, args)
+                    self._check_lost()
                 if req is not None:
                     self._replies.append((route, rep, req.session, req.id))
                 self._wake(wake)
@@ -822,6 +907,192 @@ class RigServer:
         if was_on:
             log.error("radio lost (%s): transmitter %s", why[:300], "stopped" if off else "NOT confirmed off")
         return off
+
+    # ------------------------------------------------------------------ a lost radio, opened again
+    def _check_lost(self) -> None:
+        """Notice the radio's loss (it missed a deadline: a frozen or vanished device) and start opening it again.
+        Called by the device thread after each job and by the I/O loop (a remote run drives the radio itself)."""
+        radio = self.radio
+        why = radio.lost
+        if why is None or self._loss is not None:
+            return
+        with self._loss_lock:
+            if self._loss is not None or radio is not self.radio:
+                return
+            now = time.monotonic()
+            self._loss = _Loss(radio.uri, str(why), time.time(), now, now + self.reopen_s[0],
+                               bool(radio.tx_confirmed_off))
+        self._tx_rms_dbfs = None
+        self.counters["radio_lost"] += 1
+        log.error("radio %s lost (%s); transmitter %s; control is refused until it is opened again (first attempt "
+                  "in %.3g s)", radio.uri, str(why)[:300], "confirmed off" if radio.tx_confirmed_off else
+                  "NOT confirmed off", self.reopen_s[0])
+        if self._reopener is None or not self._reopener.is_alive():
+            self._reopen_wake.clear()
+            self._reopener = threading.Thread(target=self._reopen_loop, name="rig-server reopen", daemon=True)
+            self._reopener.start()
+
+    def _lost_reply(self) -> dict:
+        """The error a control request gets while the radio is lost: which device, since when, the attempts."""
+        loss = self._loss
+        if loss is None:  # opened again meanwhile: the client asks again
+            return wire.error("device_lost", "the radio was lost and has just been opened again: ask again")
+        now = time.monotonic()
+        at = time.strftime("%H:%M:%S UTC", time.gmtime(loss.at))
+        msg = f"{loss.device} lost at {at} ({now - loss.since:.1f} s ago: {loss.cause[:200]}); "
+        next_in = max(0.0, loss.next_at - now)
+        if loss.trying_since is not None:
+            msg += (f"the server is opening it again now (attempt {loss.attempts}, {now - loss.trying_since:.1f} s "
+                    f"into its {self.reopen_deadline_s:.3g} s deadline)")
+        elif loss.refused:
+            msg += f"{loss.refused}; next attempt in {next_in:.1f} s"
+        elif loss.attempts:
+            msg += (f"the server is opening it again: attempt {loss.attempts} failed ({loss.last_error[:200]}); "
+                    f"next attempt in {next_in:.1f} s")
+        else:
+            msg += f"the server opens it again in {next_in:.1f} s"
+        return wire.error("device_lost", msg, tx_off=loss.tx_off, device=loss.device, lost_at=loss.at,
+                          lost_for_s=round(now - loss.since, 3), attempts=loss.attempts,
+                          next_attempt_in_s=round(next_in, 3), last_error=loss.last_error[:300],
+                          identity_refused=bool(loss.refused))
+
+    def _radio_state(self) -> dict:
+        """``status``'s ``radio``: serving, or lost (since when, why, the attempts to open it again)."""
+        loss = self._loss
+        out = {"device": self.radio.uri, "identity": self.identity, "reopened": self.counters.get("radio_reopened", 0),
+               "last_reopen": self.reopened}
+        if loss is None:
+            return {**out, "state": "serving"}
+        now = time.monotonic()
+        return {**out, "state": "refused" if loss.refused else "lost", "device": loss.device, "cause": loss.cause[:300],
+                "lost_at": loss.at, "lost_for_s": round(now - loss.since, 3), "tx_off": loss.tx_off,
+                "attempts": loss.attempts, "trying": loss.trying_since is not None,
+                "next_attempt_in_s": round(max(0.0, loss.next_at - now), 3), "last_error": loss.last_error[:300],
+                "refused": loss.refused or None}
+
+    def _reopen_loop(self) -> None:
+        """Open the lost radio again (same URI and options), each attempt bounded by its deadline, the waits
+        between them growing to ``reopen_s[1]``; until one succeeds or the server stops. Its own thread: the I/O
+        thread keeps answering (status, describe, refusals naming the loss) and the device thread is not held."""
+        old = self.radio
+        with self._radio_lock:  # the job under way when it was lost has ended: nothing else touches it now
+            pass
+        try:
+            old.close()  # one bounded stop on a fresh thread, then the release (each within its deadline)
+        except Exception as e:  # noqa: BLE001 - the loss is the news; the release is best effort
+            log.warning("releasing the lost radio %s: %s", old.uri, e)
+        with self._loss_lock:
+            if self._loss is not None:
+                self._loss.tx_off = bool(old.tx_confirmed_off)
+        wait = self.reopen_s[0]
+        while self._running.is_set():
+            loss = self._loss
+            if loss is None:
+                return
+            left = loss.next_at - time.monotonic()
+            if left > 0 or self.runs.active is not None:  # a remote run ends on the loss first
+                self._reopen_wake.wait(min(max(left, 0.05), 0.5))
+                continue
+            try:
+                ok = self._reopen_attempt(loss)
+            except Exception:  # noqa: BLE001 - never a dead re-opening: the next attempt comes
+                self.counters["internal_errors"] += 1
+                log.exception("re-opening radio %s", loss.device)
+                loss.trying_since, ok = None, False
+            if ok:
+                return
+            wait = min(self.reopen_s[1], wait * 2)
+            loss.next_at = time.monotonic() + (self.reopen_s[1] if loss.refused else wait)
+
+    def _reopen_attempt(self, loss: _Loss) -> bool:
+        loss.attempts += 1
+        loss.trying_since = time.monotonic()
+        try:
+            radio = self._open_within(self.reopen_deadline_s)
+        except Exception as e:  # noqa: BLE001 - a failed attempt; the next one comes
+            loss.last_error, loss.trying_since = f"{type(e).__name__}: {e}"[:500], None
+            log.warning("re-opening radio %s: attempt %d failed: %s", loss.device, loss.attempts, loss.last_error)
+            return False
+        try:
+            got = _identity(radio.capabilities)
+            if got != self.identity:
+                diff = ", ".join(f"{k} {got[k]!r} (was {self.identity[k]!r})" for k in got if got[k] != self.identity[k])
+                what = "description and calibration belong" if self.rig.calibration is not None else \
+                    "description belongs"
+                loss.refused = (f"it came back as another device: {diff}; the served {what} to the one it was, so "
+                                f"it is not served: put that one back, or restart 'harness serve' (and calibrate) "
+                                f"for this one")
+                raise DeviceError(loss.refused)
+            loss.refused = ""
+            radio.deadlines = self.radio.deadlines  # the lost handle's (a server may have set its own)
+            radio.confirm_tx_off()  # the safe state: whatever the lost handle left playing stops
+            if self.rig.spec.dut_bypass == "switch" and self.bypassed:
+                radio.set_dut_bypass(True)  # the switch as the interlocks assume it
+        except Exception as e:  # noqa: BLE001 - not served; released, and tried again later
+            loss.last_error, loss.trying_since = f"{type(e).__name__}: {e}"[:500], None
+            log.error("re-opening radio %s: attempt %d: %s", loss.device, loss.attempts, loss.last_error)
+            try:
+                radio.close()
+            except Exception as ce:  # noqa: BLE001
+                log.warning("releasing the refused radio %s: %s", loss.device, ce)
+            return False
+        if not self._running.is_set():
+            radio.close()
+            return True
+        with self._radio_lock:
+            self.rig.radio, self.rig.caps = radio, radio.capabilities
+            self._tx_rms_dbfs = None
+            with self._loss_lock:
+                self._loss = None
+        took = time.monotonic() - loss.since
+        self.counters["radio_reopened"] += 1
+        self.reopened = {"at": time.time(), "lost_for_s": round(took, 3), "attempts": loss.attempts,
+                         "cause": loss.cause[:300]}
+        log.warning("radio %s opened again after %.1f s (attempt %d): transmitter off, serving again", loss.device,
+                    took, loss.attempts)
+        return True
+
+    def _open_within(self, deadline_s: float):
+        """A new radio at the rig's URI and options, or DeviceTimeout after ``deadline_s`` (the open is left to
+        finish on its thread, and closes what it opens; one open at a time is ever in flight)."""
+        prev = self._opening
+        if prev is not None and prev.is_alive():
+            raise DeviceTimeout(f"{self.radio.uri}: the previous open has not returned yet (past its "
+                                f"{deadline_s:.3g} s deadline)")
+        from devices import open_radio  # noqa: PLC0415
+
+        uri, options = self.rig.opened_with or self.rig.spec.radio_options(None)
+        box: dict = {}
+        lock = threading.Lock()
+        done = threading.Event()
+
+        def run():
+            try:
+                r = open_radio(uri, **options)
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting attempt
+                r, box["error"] = None, e
+            with lock:
+                late = box.get("abandoned", False)
+                box["radio"] = r
+            done.set()
+            if late and r is not None:
+                log.warning("radio %s: an open that missed its deadline returned late; released", uri)
+                try:
+                    r.close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+        t = threading.Thread(target=run, name="rig-server open", daemon=True)
+        self._opening = t
+        t.start()
+        done.wait(deadline_s)
+        with lock:
+            if "radio" not in box:
+                box["abandoned"] = True
+                raise DeviceTimeout(f"{uri}: open did not complete within its {deadline_s:.3g} s deadline")
+        if box.get("error") is not None:
+            raise box["error"]
+        return box["radio"]
 
     def _do_stop_for(self, why: str) -> None:
         self._tx_rms_dbfs = None
@@ -1070,21 +1341,33 @@ class _Unknown(DeviceError):
     pass
 
 
-def _stream_config(d: dict) -> StreamConfig:
+def _known(cls, d, what: str) -> dict:
+    """The fields of request object ``d`` that dataclass ``cls`` knows; the others (a newer client's) are ignored
+    and logged at debug (docs/remote-protocol.md, Versioning). ValueError when ``d`` is not an object."""
     if not isinstance(d, dict):
-        raise ValueError("config must be an object")
+        raise ValueError(f"{what} must be an object")
+    got = known_fields(cls, d)
+    if len(got) != len(d):
+        log.debug("ignored unknown field(s) of %s: %s", what, ", ".join(sorted(str(k)[:32] for k in d if k not in got)))
+    return got
+
+
+def _stream_config(d: dict, what: str = "config") -> StreamConfig:
+    d = _known(StreamConfig, d, what)
     vals = {}
     for k in ("freq_hz", "sample_rate_hz", "gain_db"):
+        if k not in d:
+            raise ValueError(f"{what}.{k} is missing")
         v = d[k]
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-            raise ValueError(f"config.{k} must be a finite number")
+            raise ValueError(f"{what}.{k} must be a finite number")
         vals[k] = float(v)
     bw = d.get("rf_bandwidth_hz")
-    if bw is not None and (not isinstance(bw, (int, float)) or not math.isfinite(bw)):
-        raise ValueError("config.rf_bandwidth_hz must be a finite number or null")
+    if bw is not None and (not isinstance(bw, (int, float)) or isinstance(bw, bool) or not math.isfinite(bw)):
+        raise ValueError(f"{what}.rf_bandwidth_hz must be a finite number or null")
     ch = d.get("channel", 0)
     if not isinstance(ch, int) or isinstance(ch, bool) or not 0 <= ch < 64:
-        raise ValueError("config.channel must be a small integer")
+        raise ValueError(f"{what}.channel must be a small integer")
     return StreamConfig(rf_bandwidth_hz=None if bw is None else float(bw), channel=ch, **vals)
 
 

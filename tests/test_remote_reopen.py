@@ -1,0 +1,272 @@
+"""A rig server whose radio is lost opens it again by itself: a rig at a distant site recovers with nobody there.
+
+The served radio is a Pluto driver talking to an emulated Pluto in a process of its own (``harness emulate
+pluto``), so the device is lost as a real one is: frozen (SIGSTOP, its capture misses the radio's deadline),
+then resumed (SIGCONT), killed, or replaced by another board (another serial) on the same address. Meanwhile
+the server keeps answering: status and describe as usual, control requests at once with an error naming the
+device, when it was lost and when it is tried again. Once the device is back (the same one: serial and
+firmware as served), the server has its transmitter stopped and serves captures again, without a restart.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from devices import DeviceError, StreamConfig, open_radio
+from devices.zmq import RemoteDeviceLost, ZmqRadio, parse_uri
+from harness.remote.server import RigServer, Security
+from harness.rig import Rig, load_rig
+from tests.conftest import REPO, RIGS
+from tests.remote_helpers import wait_until
+
+BENCH = RIGS / "sim-amplifier.yaml"
+RATE = 15.36e6
+RX = StreamConfig(2140e6, RATE, 10.0, 0.8 * RATE)
+N = 20_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _emulator(port: int, seed: int) -> subprocess.Popen:
+    """An emulated Pluto (serial SIM-<seed>) streaming the amplifier bench, listening on ``port``."""
+    p = subprocess.Popen([sys.executable, "-m", "harness.cli", "emulate", "pluto", "--rig", str(BENCH), "--port",
+                          str(port), "--seed", str(seed)], cwd=REPO, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+
+    def listening():
+        assert p.poll() is None, "the emulator died"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    assert wait_until(listening, 60.0, 0.1), "the emulator did not listen"
+    return p
+
+
+def _end(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.send_signal(signal.SIGCONT)
+        p.kill()
+    p.wait(timeout=30)
+
+
+def _server(tmp_path, port: int) -> RigServer:
+    """A rig server on loopback for the Pluto at ``port`` (the bench's declared rig, its physics left out)."""
+    data = yaml.safe_load(BENCH.read_text())
+    data = {k: v for k, v in data.items() if k not in ("dut", "sim")}
+    data.update(name="distant-pluto", device=f"pluto:ip:127.0.0.1:{port}")
+    rig_file = tmp_path / "distant-pluto.yaml"
+    rig_file.write_text(yaml.safe_dump(data))
+    rig = Rig.open(load_rig(rig_file), calibration="optional")
+    # waits short enough for a test; the open's deadline as a real server's (its radio's reconnect deadline)
+    return RigServer(rig, "tcp://127.0.0.1:*", None, Security(insecure=True), lease_s=3.0, reopen_s=(0.5, 2.0),
+                     reopen_deadline_s=3.0).start()
+
+
+def _status(uri: str) -> tuple[dict, float]:
+    """The server's status, asked without control, and how long the answer took (s)."""
+    t0 = time.monotonic()
+    r = ZmqRadio(uri, **parse_uri(uri), control=False)
+    try:
+        return r._request("status"), time.monotonic() - t0
+    finally:
+        r._closed = True
+        r._teardown()
+
+
+def _capture(uri: str) -> np.ndarray:
+    with open_radio(uri) as r:
+        r.configure_rx(RX)
+        return r.capture(N).samples
+
+
+def _power_db(x: np.ndarray) -> float:
+    return 10 * np.log10(np.mean(np.abs(x) ** 2))
+
+
+def _lose(server: RigServer, emu: subprocess.Popen, uri: str) -> ZmqRadio:
+    """Freeze the device under a client's capture: the server's deadline loses it, and the client with it."""
+    r = open_radio(uri)
+    r.configure_rx(RX)
+    r.capture(N)
+    emu.send_signal(signal.SIGSTOP)
+    with pytest.raises(DeviceError, match="the rig server's radio is lost: pluto:ip:127.0.0.1:.*capture did not "
+                                          "complete within its"):
+        r.capture(N)
+    assert r.lost is not None
+    assert wait_until(lambda: _status(uri)[0]["radio"]["state"] == "lost", 10.0)
+    return r
+
+
+def test_lost_radio_comes_back_and_is_served_again(tmp_path):
+    port = _free_port()
+    emu = _emulator(port, seed=0)
+    server = None
+    try:
+        server = _server(tmp_path, port)
+        uri = f"zmq://127.0.0.1:{server.port}?insecure=1"
+        before = _capture(uri)
+        first = server.radio
+        client = _lose(server, emu, uri)
+        lost_at = time.monotonic()
+        # while it is lost: control refused at once, naming the device, the loss and the next attempt; status
+        # and describe answer as usual
+        t0 = time.monotonic()
+        with pytest.raises(RemoteDeviceLost) as e:
+            open_radio(uri)
+        refused_s = time.monotonic() - t0
+        msg = str(e.value)
+        assert f"acquire: the rig server's radio is lost: pluto:ip:127.0.0.1:{port} lost at " in msg
+        assert "capture did not complete within its" in msg and ("attempt" in msg or "opens it again in" in msg)
+        assert e.value.detail["device"] == f"pluto:ip:127.0.0.1:{port}" and e.value.detail["lost_for_s"] >= 0
+        # the attempts meet a frozen device: each ends at its deadline, none holds the server
+        assert wait_until(lambda: _status(uri)[0]["radio"]["attempts"] >= 2, 30.0, 0.2)
+        st, status_s = _status(uri)
+        assert st["radio"]["state"] == "lost" and st["radio"]["device"] == f"pluto:ip:127.0.0.1:{port}"
+        assert "deadline" in st["radio"]["last_error"] or "has not returned yet" in st["radio"]["last_error"]
+        assert st["radio"]["next_attempt_in_s"] <= 2.0 and st["rig"]["name"] == "distant-pluto"
+        assert not st["transmitting"] and st["holder"] == client.session.hex()[:8]  # its heartbeat keeps it
+        with pytest.raises(DeviceError, match="device lost"):  # the lost client stays lost until reconnected
+            client.capture(N)
+        # the device comes back: the server opens it again and serves a capture, with no restart
+        emu.send_signal(signal.SIGCONT)
+        back = time.monotonic()
+        assert wait_until(lambda: _status(uri)[0]["radio"]["state"] == "serving", 30.0, 0.05)
+        reopened_s = time.monotonic() - back
+        client.reconnect()  # the same client, its lease kept: usable again
+        client.configure_rx(RX)
+        again = client.capture(N).samples
+        served_s = time.monotonic() - back
+        client.close()
+        after = _capture(uri)  # and a new connection
+        assert abs(_power_db(again) - _power_db(before)) < 1.0
+        assert server.radio is not first and server.radio.lost is None and first.lost is not None
+        assert server.radio.tx_confirmed_off and not server.radio.transmitting
+        assert server.counters["radio_lost"] == 1 and server.counters["radio_reopened"] == 1
+        st, _ = _status(uri)
+        assert st["radio"]["last_reopen"]["attempts"] >= 2 and st["radio"]["reopened"] == 1
+        assert st["radio"]["identity"]["serial"] == "SIM-0"
+        # the same bench through the same board: the same signal level (its noise aside)
+        assert after.size == N and abs(_power_db(after) - _power_db(before)) < 1.0
+        assert np.any(after != before)  # a new capture, not a stale buffer
+        print(f"\nlost radio: control refused in {refused_s * 1e3:.1f} ms, status in {status_s * 1e3:.1f} ms "
+              f"while lost ({st['radio']['last_reopen']['attempts']} attempts over "
+              f"{st['radio']['last_reopen']['lost_for_s']:.1f} s); device back -> serving in {reopened_s:.2f} s, "
+              f"first capture served {served_s:.2f} s after SIGCONT ({back - lost_at:.1f} s after the loss)")
+    finally:
+        if server is not None:
+            server.stop()
+            server.rig.close()
+        _end(emu)
+
+
+def test_radio_that_stays_lost_then_comes_back_as_another_board(tmp_path):
+    """Gone for good (the emulator killed): every attempt fails, each control request is refused at once with
+    the reason, and nothing hangs. Then another board (serial SIM-1) answers at the address: it is refused, not
+    served with the description and calibration of SIM-0."""
+    port = _free_port()
+    emu = _emulator(port, seed=0)
+    server = other = None
+    try:
+        server = _server(tmp_path, port)
+        uri = f"zmq://127.0.0.1:{server.port}?insecure=1"
+        _lose(server, emu, uri).close()
+        emu.send_signal(signal.SIGKILL)
+        emu.wait(timeout=30)
+        assert wait_until(lambda: "cannot open PlutoSDR" in _status(uri)[0]["radio"]["last_error"], 40.0, 0.2), \
+            _status(uri)[0]["radio"]
+        worst = 0.0
+        for _ in range(5):
+            t0 = time.monotonic()
+            with pytest.raises(RemoteDeviceLost, match="the server is opening it again: attempt \\d+ failed "
+                                                       "\\(DeviceError: pluto:ip:127.0.0.1:\\d+: cannot open "
+                                                       "PlutoSDR.*next attempt in "
+                                                       "\\d+\\.\\d s"):
+                open_radio(uri)
+            worst = max(worst, time.monotonic() - t0)
+            time.sleep(0.2)
+        assert worst < 2.0  # one round trip, never the client's timeout (2 s a try)
+        st, _ = _status(uri)
+        assert st["radio"]["state"] == "lost" and st["radio"]["reopened"] == 0 and server.radio.lost is not None
+        # another board on the same address: refused by its identity
+        other = _emulator(port, seed=1)
+        assert wait_until(lambda: _status(uri)[0]["radio"]["state"] == "refused", 30.0, 0.2)
+        with pytest.raises(RemoteDeviceLost) as e:
+            open_radio(uri)
+        msg = str(e.value)
+        assert "it came back as another device: serial 'SIM-1' (was 'SIM-0')" in msg
+        assert "restart 'harness serve'" in msg and e.value.detail["identity_refused"] is True
+        assert server.counters.get("radio_reopened", 0) == 0 and server.radio.lost is not None
+        print(f"\nradio gone: control refused within {worst * 1e3:.1f} ms each; another board: {msg[-260:]}")
+    finally:
+        if server is not None:
+            server.stop()
+            server.rig.close()
+        _end(emu)
+        if other is not None:
+            _end(other)
+
+
+def test_radio_lost_while_transmitting_is_opened_again_in_the_safe_state():
+    """A simulated rig whose radio freezes while it transmits with the thru switched in (its stop hangs too, so
+    the lost handle cannot confirm it off): the server opens a new radio after its first wait, stops its
+    transmitter through it, sets the DUT switch as the interlocks knew it (thru), and serves captures: the
+    thru's level at the RX port, the server's own bench figures (a freshly opened sim bench plays nothing)."""
+    import threading
+    from dataclasses import replace
+
+    from tests.remote_helpers import serve, stop
+
+    cw = (0.5 * np.exp(2j * np.pi * np.arange(4096) / 64)).astype(np.complex64)
+    tx = StreamConfig(2.14e9, RATE, 0.0)
+    s = serve(RIGS / "sim-amplifier.yaml", seed=0, lease_s=5.0, reopen_s=(0.3, 1.0))
+    old = s.radio
+    old.deadlines = replace(old.deadlines, capture_margin_s=0.5, stop_s=0.5, close_s=0.5)
+    hang, frozen = threading.Event(), [False]
+    capture, stop_tx = old._capture, old._stop_tx
+    old._capture = lambda n, t: (frozen[0] and hang.wait(30)) or capture(n, t)
+    old._stop_tx = lambda: (frozen[0] and hang.wait(30)) or stop_tx()
+    uri = f"zmq://127.0.0.1:{s.port}?insecure=1"
+    try:
+        r = open_radio(uri)
+        r.set_dut_bypass(True)
+        r.configure_tx(tx)
+        r.transmit(cw, level=0.5)
+        r.configure_rx(RX)
+        playing = r.capture(N).samples
+        frozen[0] = True
+        with pytest.raises(DeviceError, match="the server could not confirm its transmitter off"):
+            r.capture(N)
+        assert old.lost is not None and not old.tx_confirmed_off and old.bench._wave is not None
+        r.close()
+        assert wait_until(lambda: s.radio is not old and s.counters.get("radio_reopened") == 1, 20.0)
+        new = s.radio
+        assert new.tx_confirmed_off and not new.transmitting and new.bench._wave is None
+        assert new.bench.bypass_dut and s.bypassed  # the switch as the interlocks assume it
+        st, _ = _status(uri)
+        assert st["radio"]["state"] == "serving" and st["radio"]["last_reopen"]["cause"].startswith("sim:: capture")
+        quiet = _capture(uri)
+        assert _power_db(quiet) < _power_db(playing) - 30  # nothing plays through the thru now
+        with open_radio(uri) as again:  # and control works as before: transmit through the thru again
+            again.configure_tx(tx)
+            again.transmit(cw, level=0.5)
+            again.configure_rx(RX)
+            assert abs(_power_db(again.capture(N).samples) - _power_db(playing)) < 1.0
+        assert not new.transmitting
+    finally:
+        hang.set()
+        stop(s)
