@@ -962,13 +962,14 @@ class RigServer:
         """Split ``x`` into data frames of the stream (the last one END with ``end_meta`` for a bounded capture;
         ``before_end(mean_power)`` runs before that one is queued and may raise to stop it; sc16 hands it the
         samples' mean |x|^2, summed while encoding, cf32 None). ``scale`` given (sc16 only): ``x`` is a board's
-        int16 I/Q codes (:class:`devices.radio.CodeCapture`), sent as they are with that scale; their mean power
-        is summed exactly from the codes, batch by batch.
+        int16 I/Q codes (:class:`devices.radio.CodeCapture`), sent as they are with that scale.
 
         Frames are queued in batches of 1, 2, 4, 8, then 16 frames, each batch converted in one pass (sc16;
         cf32 bodies are views of ``x``) and sent zero-copy as views: the first frame leaves at once, and the
         I/O thread is woken once per batch rather than once per frame (on a busy machine every hand-over
-        between the two threads can wait milliseconds for a core)."""
+        between the two threads can wait milliseconds for a core). Codes need no conversion: the first frame,
+        then all but the last in one batch; their mean power is summed exactly, in one pass, while those go
+        out, and only the END frame waits for it."""
         step = st.frame_samples
         codes = scale is not None
         n = x.size // 2 if codes else x.size
@@ -996,7 +997,6 @@ class RigServer:
                 continue
             if codes:
                 bodies = x[2 * first:2 * end]
-                sum_sq += iq_kernels.code_sum_squares(bodies)
             elif enc is None:
                 bodies, scale = wire.encode_samples(x[first:end], st.fmt)
             else:
@@ -1008,8 +1008,9 @@ class RigServer:
                 last = end_meta is not None and i + step >= n
                 f = flags | (wire.F_END if last else 0)
                 if last and before_end is not None:
-                    before_end(sum_sq * scale * scale / max(n, 1) if codes else
-                               None if enc is None else sum_sq / max(n, 1))
+                    if codes:
+                        sum_sq = iq_kernels.code_sum_squares(x) * scale * scale
+                    before_end(None if enc is None and not codes else sum_sq / max(n, 1))
                 with st.lock:
                     lost = st.lost_pending
                     st.lost_pending = 0
@@ -1023,7 +1024,7 @@ class RigServer:
                     self._drop(st, k, lost)
             self._wake(self._wake_sock)
             at += len(chunk)
-            batch = min(16, batch * 2)
+            batch = max(1, len(starts) - at - 1) if codes else min(16, batch * 2)
         if end_meta is not None:
             with st.lock:
                 st.closed = True
