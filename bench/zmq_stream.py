@@ -24,7 +24,10 @@ Prints, in one process and run (the load average first and last: the machine may
   SHA-512's speed on one core for reference: MS/s written and samples lost.
 
 The source is a synthetic radio returning prepared samples (what is measured is the link, not the
-simulator); a paced source sleeps as a board would until its samples exist.
+simulator); a paced source sleeps as a board would until its samples exist. Like a Pluto (``pluto:``), it holds
+12-bit codes and hands them out as they are (``Radio.capture_codes``): a bounded sc16 capture sends them with their
+scale 2^-11 and is not converted on the server; cf32 captures and continuous streams get complex64 samples (the
+same codes x 2^-11) and are converted as ever.
 
     PYTHONPATH=. python bench/zmq_stream.py [--seconds 10] [--pairs 5] [--burst 2] [--only bounded|stream|disk]
 """
@@ -41,7 +44,7 @@ import numpy as np
 import zmq
 
 from devices import open_radio
-from devices.radio import Capabilities, Capture, CaptureMeta, Radio, Range, StreamConfig
+from devices.radio import Capabilities, Capture, CaptureMeta, CodeCapture, Radio, Range, StreamConfig
 from devices import iq_kernels, zmq_wire as wire
 from harness.remote.server import RigServer, Security
 from harness.rig import Rig, load_rig
@@ -53,16 +56,18 @@ RATE = 61.44e6
 
 
 class SyntheticRadio(Radio):
-    """Returns prepared noise; ``pace_sps`` > 0: a capture returns no sooner than its samples would exist."""
+    """Returns prepared noise as 12-bit codes, as a Pluto does (:attr:`Radio.native_codes`: a bounded sc16 capture
+    sends them with their scale 2^-11, as the ``pluto:`` driver's are sent), or as complex64 (exactly the codes
+    x 2^-11); ``pace_sps`` > 0: a capture returns no sooner than its samples would exist."""
 
     scheme = "synthetic"
+    native_codes = True
 
     def __init__(self, pace_sps: float = 0.0):
         super().__init__("synthetic:")
         rng = np.random.default_rng(1)
-        self.buf = (0.3 * (rng.standard_normal(1 << 23) + 1j * rng.standard_normal(1 << 23))).astype(np.complex64)
-        np.clip(self.buf.real, -1, 1, out=self.buf.real)
-        np.clip(self.buf.imag, -1, 1, out=self.buf.imag)
+        self.codes = np.clip(np.rint(0.3 * 2048 * rng.standard_normal(2 << 23)), -2048, 2047).astype(np.int16)
+        self.buf = np.multiply(self.codes, np.float32(2.0 ** -11), dtype=np.float32).view(np.complex64)
         self.pace_sps = pace_sps
         self._t0 = None
         self._made = 0
@@ -85,7 +90,7 @@ class SyntheticRadio(Radio):
     def _stop_tx(self):
         pass
 
-    def _capture(self, n, timeout_s):
+    def _pace(self, n: int) -> None:
         if self.pace_sps:
             if self._t0 is None:
                 self._t0 = time.monotonic()
@@ -93,8 +98,16 @@ class SyntheticRadio(Radio):
             wait = self._t0 + self._made / self.pace_sps - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
+
+    def _capture(self, n, timeout_s):
+        self._pace(n)
         x = self.buf[:n] if n <= self.buf.size else np.resize(self.buf, n)
         return Capture(x, CaptureMeta(self.rx_config, time.time(), n))
+
+    def _capture_codes(self, n, timeout_s):
+        self._pace(n)
+        c = self.codes[:2 * n] if 2 * n <= self.codes.size else np.resize(self.codes, 2 * n)
+        return CodeCapture(c, 2.0 ** -11, CaptureMeta(self.rx_config, time.time(), n))
 
 
 def _pusher(port: int, nbytes: int) -> None:

@@ -1,5 +1,5 @@
 """Compiled (numba) one-pass loops over I/Q samples for the remote stream: the sc16 codecs and the RX guard's
-mean power.
+mean power (of complex64 samples, or of a board's int16 codes).
 
 numpy needs a float temporary and three passes to round and clip (cf32 -> sc16: ~10 ms per 4M samples) and
 reads int16 through a converting loop (sc16 -> cf32: ~4 ms); these loops do each in one pass at about memory
@@ -73,6 +73,22 @@ def _sum_squares(iq):
         a = np.float64(iq[i])
         s += a * a
     return s
+
+
+@njit([types.int64(a) for a in (_I16, _I16_RO)], cache=True, nogil=True, boundscheck=False)
+def _code_sum_squares(iq):
+    # integers: exact whatever the count (2^30 per value, 2^25 values at most in a capture)
+    s = 0
+    for i in range(iq.size):
+        a = np.int64(iq[i])
+        s += a * a
+    return s
+
+
+def code_sum_squares(codes: np.ndarray) -> int:
+    """Sum of the squares of int16 I/Q codes, exact (a board's own codes: the RX guard's power of what is sent
+    without converting it)."""
+    return int(_code_sum_squares(np.ascontiguousarray(codes, dtype=np.int16).reshape(-1)))
 
 
 def sc16_encode(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

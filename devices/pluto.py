@@ -36,8 +36,8 @@ import time
 import numpy as np
 
 from devices import ad9361_filters
-from devices.radio import (Capabilities, Capture, CaptureMeta, CapabilityError, DeviceError, Radio, Range,
-                           StreamConfig)
+from devices.radio import (Capabilities, Capture, CaptureMeta, CapabilityError, CodeCapture, DeviceError, Radio,
+                           Range, StreamConfig)
 
 REG_DMA_STATUS = 0x80000088
 RX_OVERFLOW_BIT = 1 << 2
@@ -90,6 +90,32 @@ def codes_to_samples(codes: np.ndarray, out: np.ndarray) -> int:
     return 0
 
 
+def copy_codes(codes: np.ndarray, out: np.ndarray) -> int:
+    """An RX buffer's (n, 2) int16 I/Q codes into ``out`` ((n, 2) int16) as 12-bit codes, sign-extended from
+    bit 11 as :func:`codes_to_samples` does; returns the clipped-sample count. ``out`` x 2^-11 is exactly what
+    :func:`codes_to_samples` gives."""
+    lo, hi = int(codes.min(initial=0)), int(codes.max(initial=0))
+    rail = int(CODE_SCALE)
+    if lo < -rail or hi > rail - 1:
+        np.right_shift(np.left_shift(codes, 4), 4, out=out)
+        lo, hi = int(out.min(initial=0)), int(out.max(initial=0))
+    else:
+        out[:] = codes
+    if hi >= rail - 1 or lo <= -rail:
+        return int(np.count_nonzero(((out >= rail - 1) | (out <= -rail)).any(axis=1)))
+    return 0
+
+
+def codes_of(y: np.ndarray) -> tuple[np.ndarray, int]:
+    """pyadi rx() output (complex of 12-bit codes) -> ((n, 2) int16 codes, clipped-sample count), as
+    :func:`from_rx_codes` counts them."""
+    out = np.empty((y.size, 2), dtype=np.int16)
+    out[:, 0], out[:, 1] = y.real, y.imag
+    rail = int(CODE_SCALE)
+    clipped = int(np.count_nonzero(((out >= rail - 1) | (out <= -rail)).any(axis=1))) if out.size else 0
+    return out, clipped
+
+
 def from_rx_codes(y: np.ndarray) -> tuple[np.ndarray, int]:
     """pyadi rx() output (complex of 12-bit codes) -> (complex64 samples full scale 1.0, clipped-sample count)."""
     out = np.empty(y.shape, dtype=np.complex64)
@@ -119,6 +145,8 @@ class PlutoRadio(Radio):
     """A PlutoSDR through pyadi-iio's :class:`adi.Pluto`, one TX and one RX channel."""
 
     scheme = "pluto"
+    #: capture_codes: the 12-bit codes libiio delivers, scale 2^-11 (a rig server sends them as they are)
+    native_codes = True
 
     def __init__(self, uri: str, iio_uri: str, settle_s: float = 0.02, flush_buffers: int = 0,
                  max_buffer_samples: int = 1 << 20, tx_full_scale_dbm: float | None = None,
@@ -325,6 +353,9 @@ class PlutoRadio(Radio):
     def _capture(self, n_samples: int, timeout_s: float) -> Capture:
         return self._capture_on(n_samples, timeout_s, (0,))[0]
 
+    def _capture_codes(self, n_samples: int, timeout_s: float) -> CodeCapture:
+        return self._capture_on(n_samples, timeout_s, (0,), as_codes=True)[0]
+
     def _capture_channels(self, n_samples: int, channels: tuple[int, ...], gains_db: tuple[float, ...],
                           timeout_s: float) -> list[Capture]:
         if sorted(channels) != [0, 1] or not self._two_rx:
@@ -344,8 +375,10 @@ class PlutoRadio(Radio):
         caps[1].meta.config = caps[1].meta.config.with_(gain_db=g1, channel=1)
         return [caps[0] if c == 0 else caps[1] for c in channels]
 
-    def _capture_on(self, n_samples: int, timeout_s: float, channels: tuple[int, ...]) -> list[Capture]:
-        """One capture of each of ``channels`` (0, or 0 and 1 in 2r2t mode), from one RX buffer."""
+    def _capture_on(self, n_samples: int, timeout_s: float, channels: tuple[int, ...],
+                    as_codes: bool = False) -> list:
+        """One capture of each of ``channels`` (0, or 0 and 1 in 2r2t mode), from one RX buffer; ``as_codes``:
+        :class:`CodeCapture` of the 12-bit codes (scale 2^-11), else :class:`Capture`."""
         sdr = self._sdr
         blocks = math.ceil(n_samples / self.max_buffer_samples)
         block = math.ceil(n_samples / blocks)
@@ -369,13 +402,15 @@ class PlutoRadio(Radio):
                 if layout is None:
                     parts = [sdr.rx() for _ in range(blocks)]
                 else:  # straight from libiio's buffer into the captures
-                    ys = [np.empty(n_samples, dtype=np.complex64) for _ in channels]
+                    ys = [np.empty((n_samples, 2), dtype=np.int16) if as_codes else
+                          np.empty(n_samples, dtype=np.complex64) for _ in channels]
+                    take = copy_codes if as_codes else codes_to_samples
                     clipped = [0] * len(channels)
                     for b in range(blocks):
                         codes = self._rx_raw(sdr, layout)
                         for c, i in enumerate(layout[1]):
                             part = ys[c][b * block:(b + 1) * block]
-                            clipped[c] += codes_to_samples(codes[:part.size, i:i + 2], part)
+                            clipped[c] += take(codes[:len(part), i:i + 2], part)
             finally:
                 sdr.rx_destroy_buffer()  # the DMA stops: no overflow piles up between captures
                 if self._two_rx and len(channels) > 1:
@@ -385,8 +420,9 @@ class PlutoRadio(Radio):
             if layout is None:
                 # one array per channel (pyadi returns a list when several are enabled)
                 per = [[p] if len(channels) == 1 else list(p) for p in parts]
-                converted = [from_rx_codes((per[0][c] if blocks == 1 else np.concatenate([b[c] for b in per]))
-                                           [:n_samples]) for c in range(len(channels))]
+                convert = codes_of if as_codes else from_rx_codes
+                converted = [convert((per[0][c] if blocks == 1 else np.concatenate([b[c] for b in per]))
+                                     [:n_samples]) for c in range(len(channels))]
             else:
                 converted = list(zip(ys, clipped))
             return timestamp, converted, rx_status, tx_status
@@ -394,12 +430,12 @@ class PlutoRadio(Radio):
         timestamp, converted, rx_status, tx_status = self._wrap("capture", run)
         out = []
         for samples, clipped in converted:
-            meta = CaptureMeta(config=self.rx_config, timestamp=timestamp, n_samples=int(samples.size),
+            meta = CaptureMeta(config=self.rx_config, timestamp=timestamp, n_samples=len(samples),
                                overflow=bool(rx_status & RX_OVERFLOW_BIT), overload=clipped > 0,
                                clipped_samples=clipped,
                                extra={"rx_dma_status": rx_status,
                                       "tx_underflow": bool(tx_status & TX_UNDERFLOW_BIT), "blocks": blocks})
-            out.append(Capture(samples, meta))
+            out.append(CodeCapture(samples.reshape(-1), 1.0 / CODE_SCALE, meta) if as_codes else Capture(samples, meta))
         return out
 
     @staticmethod

@@ -232,6 +232,22 @@ class Capture:
     meta: CaptureMeta
 
 
+@dataclass
+class CodeCapture:
+    """A capture as the board's own integer I/Q codes (:meth:`Radio.capture_codes`): sample = code x ``scale``,
+    the product taken in float32 (as :attr:`samples` and a rig client's sc16 decoding take it), so the codes and
+    their scale say exactly what :meth:`Radio.capture` would have returned."""
+
+    codes: np.ndarray  # int16, I and Q interleaved: 2 x n_samples values, C-contiguous
+    scale: float  # the value of one code at full scale 1.0 (a 12-bit board: 2^-11)
+    meta: CaptureMeta
+
+    @property
+    def samples(self) -> np.ndarray:
+        """The samples as complex64 (full scale 1.0): a conversion, made on each call."""
+        return np.multiply(self.codes, np.float32(self.scale), dtype=np.float32).view(np.complex64)
+
+
 def tx_underflow(meta: CaptureMeta) -> bool:
     """Whether the driver reported a TX underflow during the capture."""
     return bool(meta.extra.get("tx_underflow") or meta.extra.get("underflow"))
@@ -420,6 +436,9 @@ class Radio(abc.ABC):
     #: how far ahead of the device clock a timed transmission is commanded (hardware time; the command
     #: must reach the board before its time), and waited for before capturing
     timed_start_lead_s: float = 0.05
+    #: whether :meth:`capture_codes` is offered: the driver holds the board's int16 I/Q codes (hook
+    #: ``_capture_codes``), which a rig server then sends as sc16 frames as they are
+    native_codes: bool = False
 
     def __init__(self, uri: str):
         self.uri = uri
@@ -567,15 +586,30 @@ class Radio(abc.ABC):
         ``timeout_s``: the deadline; default ``deadlines.capture_s(n, rate)``. The
         driver hook gets it as its own time limit.
         """
+        n, timeout_s = self._capture_args(n_samples, timeout_s, "capture")
+        return self._call("capture", timeout_s, self._capture, n, timeout_s)
+
+    def capture_codes(self, n_samples: int, timeout_s: float | None = None) -> CodeCapture:
+        """:meth:`capture` as the board delivers it: its int16 I/Q codes and their scale, not converted to
+        complex64 (same deadline, same metadata). A rig server sends them as the sc16 frames of a bounded
+        capture as they are (no conversion pass, and the codes cross exactly). Only drivers whose
+        :attr:`native_codes` is true offer it; others raise :class:`CapabilityError`."""
+        if not self.native_codes:
+            raise CapabilityError(f"{self.uri}: the {self.scheme or type(self).__name__} driver does not hand out "
+                                  f"its integer codes; use capture()")
+        n, timeout_s = self._capture_args(n_samples, timeout_s, "capture_codes")
+        return self._call("capture", timeout_s, self._capture_codes, n, timeout_s)
+
+    def _capture_args(self, n_samples: int, timeout_s: float | None, what: str) -> tuple[int, float]:
         self._check_open()
         if self._rx_config is None:
-            raise DeviceError(f"{self.uri}: configure_rx() before capture()")
+            raise DeviceError(f"{self.uri}: configure_rx() before {what}()")
         if n_samples <= 0:
             raise DeviceError(f"{self.uri}: capture of {n_samples} samples requested")
         n = int(n_samples)
         if timeout_s is None:
             timeout_s = self.deadlines.capture_s(n, self._rx_config.sample_rate_hz)
-        return self._call("capture", timeout_s, self._capture, n, float(timeout_s))
+        return n, float(timeout_s)
 
     def capture_channels(self, n_samples: int, channels: tuple[int, ...], gains_db: tuple[float, ...] | None = None,
                          timeout_s: float | None = None) -> list[Capture]:
@@ -736,6 +770,10 @@ class Radio(abc.ABC):
 
     @abc.abstractmethod
     def _capture(self, n_samples: int, timeout_s: float) -> Capture: ...
+
+    def _capture_codes(self, n_samples: int, timeout_s: float) -> CodeCapture:
+        """``_capture`` as the board's codes (a driver that sets :attr:`native_codes` implements it)."""
+        raise CapabilityError(f"{self.uri}: no integer codes")
 
     def _transmit_at(self, samples: np.ndarray, cyclic: bool, time_ns: int) -> None:
         raise CapabilityError(f"{self.uri}: no timed transmission")

@@ -245,6 +245,36 @@ def test_capture_reads_the_buffer_as_sent_in_one_and_several_blocks(emulated):
         assert np.array_equal(y, want)
 
 
+def test_capture_codes_are_the_buffer_codes_in_one_and_several_blocks(emulated):
+    """Digital loopback, as above: ``capture_codes`` hands out the cyclic stimulus's 12-bit codes themselves
+    (scale 2^-11), contiguous across blocks, and its samples are what ``capture`` returns for them."""
+    bench, server, opener = emulated
+    wave = cw(4096, f_hz=FS * 37 / 4096, amplitude=0.7) * np.exp(1j * np.linspace(0, 3, 4096)).astype(np.complex64)
+    codes = (to_tx_codes(wave) / 16).astype(np.complex64)
+    period = np.stack([codes.real, codes.imag], axis=1).astype(np.int16)
+    for max_block in (1 << 20, 50_000):
+        r = opener(max_buffer_samples=max_block)
+        assert r.native_codes
+        r.configure_tx(StreamConfig(F0, SLOW_FS, -10.0))
+        r.configure_rx(StreamConfig(F0, SLOW_FS, 10.0))
+        r.transmit(wave)
+        with server.emulator.lock:
+            server.emulator._set_loopback("1")
+        try:
+            got = r.capture_codes(120_000)
+        finally:
+            with server.emulator.lock:
+                server.emulator._set_loopback("0")
+            r.stop_tx()
+        assert got.scale == 2.0 ** -11 and got.codes.dtype == np.int16 and got.codes.shape == (240_000,)
+        assert got.meta.extra["blocks"] == (1 if max_block > 120_000 else 3) and not got.meta.overflow
+        iq = got.codes.reshape(-1, 2)
+        ks = [k for k in range(period.shape[0]) if np.array_equal(np.roll(period, -k, axis=0)[:64], iq[:64])]
+        assert len(ks) == 1, ks
+        assert np.array_equal(iq, np.tile(period, (31, 1))[ks[0]:ks[0] + 120_000])
+        assert np.array_equal(got.samples, (np.tile(codes, 31)[ks[0]:ks[0] + 120_000] / 2048).astype(np.complex64))
+
+
 def test_two_receiver_capture_reads_each_receivers_columns():
     """2r2t (four RX channels in a buffer sample): digital loopback feeds RX1 only, so receiver 0 is the
     stimulus's codes exactly and receiver 1 exactly zero, in one and several blocks (of 50 ms, as above)."""

@@ -1147,28 +1147,33 @@ class RigServer:
 
     def _rx_guard(self, cap, mean_power: float | None = None) -> None:
         try:
-            self.interlocks.check_rx(cap.meta.config.gain_db, cap.samples, mean_power)
+            # the samples only when no power is given (a CodeCapture's samples are a conversion)
+            self.interlocks.check_rx(cap.meta.config.gain_db, cap.samples if mean_power is None else None,
+                                     mean_power)
         except Refusal:
             self._tx_rms_dbfs = None
             self.radio.stop_tx()
             raise
 
     def _do_capture(self, st: _Stream, n: int, timeout_s: float) -> dict:
+        # sc16 from a board that hands out its int16 codes: they are the frames' bodies as they are, with their
+        # scale (no conversion pass on the server, and the codes cross exactly)
+        codes = st.fmt == wire.FORMATS["sc16"] and self.radio.native_codes
         try:
-            cap = self.radio.capture(n, timeout_s=min(max(timeout_s, 0.1), 600.0))
+            t = min(max(timeout_s, 0.1), 600.0)
+            cap = self.radio.capture_codes(n, timeout_s=t) if codes else self.radio.capture(n, timeout_s=t)
+            if codes:
+                _check_codes(cap, n)
             m = cap.meta
-            meta = {"config": asdict(m.config), "timestamp": m.timestamp, "n_samples": m.n_samples,
-                    "time_ns": m.time_ns,
-                    "overflow": m.overflow, "dropped_samples": m.dropped_samples, "overload": m.overload,
-                    "clipped_samples": m.clipped_samples, "extra": _jsonable(m.extra)}
             flags = (wire.F_OVERFLOW if m.overflow else 0) | (wire.F_OVERLOAD if m.overload else 0)
             # the RX guard reads the capture while its frames go out; the END frame waits for it, so a refused
             # capture still ends ABORTED (and TX is stopped) before the client can have it
-            self._frames(st, cap.samples, m.timestamp, flags, meta, before_end=lambda p: self._rx_guard(cap, p))
+            self._frames(st, cap.codes if codes else cap.samples, m.timestamp, flags, _meta_dict(m),
+                         before_end=lambda p: self._rx_guard(cap, p), scale=cap.scale if codes else None)
         except BaseException as e:
             self._abort_stream(st, str(e))
             raise
-        return {"stream": st.sid, "n": int(cap.samples.size)}
+        return {"stream": st.sid, "n": int(cap.codes.size // 2 if codes else cap.samples.size)}
 
     def _do_capture_ranged(self, st: _Stream | None, n: int, rx: StreamConfig, ranging: AutoRange | None,
                            retries: int) -> dict:
@@ -1224,23 +1229,27 @@ class RigServer:
         return {"streams": [st.sid for st in sts], "n": [int(c.samples.size) for c in caps]}
 
     def _frames(self, st: _Stream, x: np.ndarray, timestamp: float, flags: int, end_meta: dict | None,
-                before_end=None) -> None:
+                before_end=None, scale: float | None = None) -> None:
         """Split ``x`` into data frames of the stream (the last one END with ``end_meta`` for a bounded capture;
         ``before_end(mean_power)`` runs before that one is queued and may raise to stop it; sc16 hands it the
-        samples' mean |x|^2, summed while encoding, cf32 None).
+        samples' mean |x|^2, summed while encoding, cf32 None). ``scale`` given (sc16 only): ``x`` is a board's
+        int16 I/Q codes (:class:`devices.radio.CodeCapture`), sent as they are with that scale.
 
         Frames are queued in batches of 1, 2, 4, 8, then 16 frames, each batch converted in one pass (sc16;
         cf32 bodies are views of ``x``) and sent zero-copy as views: the first frame leaves at once, and the
         I/O thread is woken once per batch rather than once per frame (on a busy machine every hand-over
-        between the two threads can wait milliseconds for a core)."""
+        between the two threads can wait milliseconds for a core). Codes need no conversion: the first frame,
+        then all but the last in one batch; their mean power is summed exactly, in one pass, while those go
+        out, and only the END frame waits for it."""
         step = st.frame_samples
-        n = x.size
+        codes = scale is not None
+        n = x.size // 2 if codes else x.size
         per = 1 if st.fmt == 0 else 2  # body elements per sample (complex64, or int16 I and Q)
         rate = self.radio.rx_config.sample_rate_hz if self.radio.rx_config else 1.0
         head = wire.HEADER
         starts = range(0, max(n, 1), step)
         # sc16 is encoded into a reused array (fresh pages cost more than the encoding); cf32 bodies are views
-        enc = self._encoded.take(2 * n, np.int16) if st.fmt == 1 else None
+        enc = self._encoded.take(2 * n, np.int16) if st.fmt == 1 and not codes else None
         at, batch, sum_sq = 0, 1, 0.0
         while at < len(starts):
             first = starts[at]
@@ -1257,7 +1266,9 @@ class RigServer:
                 at += len(chunk)
                 batch = min(16, batch * 2)
                 continue
-            if enc is None:
+            if codes:
+                bodies = x[2 * first:2 * end]
+            elif enc is None:
                 bodies, scale = wire.encode_samples(x[first:end], st.fmt)
             else:
                 bodies, sq = iq_kernels.sc16_encode_power(x[first:end], enc[2 * first:2 * end])
@@ -1268,7 +1279,9 @@ class RigServer:
                 last = end_meta is not None and i + step >= n
                 f = flags | (wire.F_END if last else 0)
                 if last and before_end is not None:
-                    before_end(None if enc is None else sum_sq / max(n, 1))
+                    if codes:
+                        sum_sq = iq_kernels.code_sum_squares(x) * scale * scale
+                    before_end(None if enc is None and not codes else sum_sq / max(n, 1))
                 with st.lock:
                     lost = st.lost_pending
                     st.lost_pending = 0
@@ -1282,7 +1295,7 @@ class RigServer:
                     self._drop(st, k, lost)
             self._wake(self._wake_sock)
             at += len(chunk)
-            batch = min(16, batch * 2)
+            batch = max(1, len(starts) - at - 1) if codes else min(16, batch * 2)
         if end_meta is not None:
             with st.lock:
                 st.closed = True
@@ -1388,6 +1401,18 @@ def _int_list(v, what: str, bound: int) -> list[int]:
     if not isinstance(v, list) or not v or len(v) > 64 or not all(_is_int(x) and 0 <= x < bound for x in v):
         raise ValueError(f"{what} must be a list of integers 0..{bound - 1}")
     return list(v)
+
+
+def _check_codes(cap, n: int) -> None:
+    """A driver's :class:`~devices.radio.CodeCapture` is what the frames can carry, or a DeviceError (never sent)."""
+    c, scale = cap.codes, cap.scale
+    if not (isinstance(c, np.ndarray) and c.dtype == np.int16 and c.ndim == 1 and c.size == 2 * n
+            and c.flags.c_contiguous):
+        raise DeviceError(f"the radio's capture_codes returned {getattr(c, 'dtype', type(c).__name__)} codes of "
+                          f"shape {getattr(c, 'shape', '?')}, not {2 * n} interleaved int16 I/Q values")
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and 0 < scale <= 1
+            and float(np.float32(scale)) == scale):
+        raise DeviceError(f"the radio's capture_codes returned scale {scale!r}; a float32 in (0, 1] is needed")
 
 
 def _meta_dict(m) -> dict:
