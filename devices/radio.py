@@ -465,7 +465,7 @@ class Radio(abc.ABC):
         self._rx_config: StreamConfig | None = None
         self._transmitting = False
         self._closed = False
-        #: why the radio is lost (the first missed deadline), None while it answers in time
+        #: why the radio is lost (the first missed deadline or sign of its device gone), None while it answers
         self.lost: str | None = None
         self._tx_off = True  # the last stop completed, or nothing was ever transmitted
         self._worker: _Worker | None = None
