@@ -85,7 +85,8 @@ GONE_ERRNOS = frozenset({
 
 def device_gone(exc: BaseException) -> str | None:
     """Why ``exc`` means the device is gone ("EPIPE: Broken pipe"), or None: the first :class:`DeviceGone` or
-    :class:`OSError` with an errno in :data:`GONE_ERRNOS` along its ``__cause__``/``__context__`` chain."""
+    :class:`OSError` with an errno in :data:`GONE_ERRNOS` along its ``__cause__``/``__context__`` chain (a
+    context suppressed with ``raise ... from None`` is not followed)."""
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
@@ -94,7 +95,8 @@ def device_gone(exc: BaseException) -> str | None:
             return str(e)
         if isinstance(e, OSError) and e.errno in GONE_ERRNOS:
             return f"{errno.errorcode.get(e.errno, e.errno)}: {e.strerror or os.strerror(e.errno)}"
-        e = e.__cause__ if e.__cause__ is not None else e.__context__
+        # "raise ... from None" hides the context: the driver says it is not the reason
+        e = e.__cause__ if e.__cause__ is not None else (None if e.__suppress_context__ else e.__context__)
     return None
 
 

@@ -264,6 +264,14 @@ def test_what_counts_as_gone():
             raise RuntimeError("refill failed")
     except RuntimeError as e:
         assert device_gone(e) == "ENODEV: No such device"
+    # a driver that says the broken connection is not the reason ("from None")
+    try:
+        try:
+            raise OSError(errno.ECONNREFUSED, "Connection refused")
+        except OSError:
+            raise DeviceError("no such device at that address") from None
+    except DeviceError as e:
+        assert device_gone(e) is None
     # a driver that knows (no errno to tell it)
     assert device_gone(DeviceError("x")) is None
     assert device_gone(DeviceGone("the SoapySDR device was unplugged")) == "the SoapySDR device was unplugged"
