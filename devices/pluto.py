@@ -21,7 +21,10 @@ overflow is reported). Retuning or gain changes wait ``settle_s``.
 Deadlines: libiio's own timeout is kept 1 s beyond the radio's deadlines (it is
 a round trip to IIOD, so only raised, never lowered), so a stalled device is
 noticed by the radio's deadline (DeviceTimeout, the radio is lost) and the
-abandoned call unwinds soon after. ``reconnect()`` opens a new context at the
+abandoned call unwinds soon after. A connection that breaks (iiod killed or
+rebooted: libiio's OSError EPIPE, ECONNRESET...; USB unplugged: ENODEV) is
+chained under the driver's DeviceError, so the radio knows its device is gone
+(DeviceLost, :data:`devices.radio.GONE_ERRNOS`). ``reconnect()`` opens a new context at the
 same URI (the old one is dropped, not closed, since a stuck call may still be
 inside it), puts it in the known safe state and confirms the stop.
 """
@@ -340,7 +343,8 @@ class PlutoRadio(Radio):
             except Exception as e:  # noqa: BLE001 - try every step, then report
                 errors.append(e)
         if errors:
-            raise DeviceError(f"{self.uri}: stopping the transmitter failed: {errors[0]}")
+            # chained: a broken connection (EPIPE...) tells the radio its device is gone
+            raise DeviceError(f"{self.uri}: stopping the transmitter failed: {errors[0]}") from errors[0]
 
     @staticmethod
     def _clear_status(dev) -> int:

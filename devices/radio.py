@@ -27,12 +27,20 @@ deadlines:
   transmitter is known to be off. :meth:`Radio.reconnect` (driver hook
   ``_reconnect``) re-opens the device and clears ``lost`` only once a stop has
   been confirmed.
+* a hook that fails because the device or the connection to it is gone (an
+  :class:`OSError` in the exception's chain whose errno is in
+  :data:`GONE_ERRNOS`, or a :class:`DeviceGone` a driver raises when it knows)
+  loses the radio the same way: :class:`DeviceLost` naming the call and the
+  errno, the radio's :attr:`Radio.lost` set to it. Any other failure (a value
+  refused, EINVAL, EIO) is the caller's error and the radio stays usable.
 """
 
 from __future__ import annotations
 
 import abc
 import atexit
+import errno
+import os
 import sys
 import threading
 import time
@@ -57,7 +65,39 @@ class DeviceTimeout(DeviceError):
 
 
 class DeviceLost(DeviceError):
-    """The radio missed a deadline earlier; nothing more is asked of it until :meth:`Radio.reconnect`."""
+    """The radio missed a deadline or its device went away; nothing more is asked of it until
+    :meth:`Radio.reconnect`."""
+
+
+class DeviceGone(DeviceError):
+    """Raised by a driver that knows its open device is gone (no errno to tell it): the radio is lost."""
+
+
+#: errnos that mean the device, or the connection to it, is gone, not that a request was refused: a network
+#: backend's peer closed, reset or unreachable (an iiod killed or rebooted), a USB device unplugged. EIO and
+#: ETIMEDOUT are not in it: a device may report EIO for one refused request, and a stall is the deadlines' job.
+GONE_ERRNOS = frozenset({
+    errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.EPIPE, errno.ENOTCONN, errno.ESHUTDOWN,
+    errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.ENETUNREACH, errno.ENETDOWN, errno.ENETRESET,
+    errno.ENODEV, errno.ENXIO,
+})
+
+
+def device_gone(exc: BaseException) -> str | None:
+    """Why ``exc`` means the device is gone ("EPIPE: Broken pipe"), or None: the first :class:`DeviceGone` or
+    :class:`OSError` with an errno in :data:`GONE_ERRNOS` along its ``__cause__``/``__context__`` chain (a
+    context suppressed with ``raise ... from None`` is not followed)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DeviceGone):
+            return str(e)
+        if isinstance(e, OSError) and e.errno in GONE_ERRNOS:
+            return f"{errno.errorcode.get(e.errno, e.errno)}: {e.strerror or os.strerror(e.errno)}"
+        # "raise ... from None" hides the context: the driver says it is not the reason
+        e = e.__cause__ if e.__cause__ is not None else (None if e.__suppress_context__ else e.__context__)
+    return None
 
 
 @dataclass(frozen=True)
@@ -446,7 +486,7 @@ class Radio(abc.ABC):
         self._rx_config: StreamConfig | None = None
         self._transmitting = False
         self._closed = False
-        #: why the radio is lost (the first missed deadline), None while it answers in time
+        #: why the radio is lost (the first missed deadline or sign of its device gone), None while it answers
         self.lost: str | None = None
         self._tx_off = True  # the last stop completed, or nothing was ever transmitted
         self._worker: _Worker | None = None
@@ -822,7 +862,16 @@ class Radio(abc.ABC):
                 msg += f" (queued behind {other.what}{age})"
             self._lose(msg)
             raise DeviceTimeout(msg)
-        return call.outcome()
+        try:
+            return call.outcome()
+        except DeviceLost:
+            raise
+        except Exception as e:
+            gone = device_gone(e) if self.lost is None else None  # a lost radio's own errors stay as they are
+            if gone is None:
+                raise
+            self._lose(f"{self.uri}: {what} failed, the device is gone ({gone})")
+            raise self._lost_error() from e
 
     def _lose(self, why: str) -> None:
         """Mark the radio lost (the first cause is kept) and abandon its worker."""

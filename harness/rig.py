@@ -773,7 +773,7 @@ class Rig:
 
     @property
     def lost(self) -> str | None:
-        """Why the radio is lost (a missed deadline), None while it answers."""
+        """Why the radio is lost (a missed deadline, or its device gone), None while it answers."""
         return getattr(self.radio, "lost", None)
 
     def capture(self, n_samples: int, autorange: bool = True, label: str = "") -> CaptureRecord:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -14,9 +15,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, RIGS
-from devices import (Capabilities, Capture, CaptureMeta, Deadlines, DeviceError, DeviceLost, DeviceTimeout, Radio,
-                     Range, StreamConfig, open_radio, stop_all_transmitters)
-from devices.radio import _ACTIVE_TX
+from devices import (Capabilities, Capture, CaptureMeta, Deadlines, DeviceError, DeviceGone, DeviceLost, DeviceTimeout,
+                     Radio, Range, StreamConfig, open_radio, stop_all_transmitters)
+from devices.radio import _ACTIVE_TX, GONE_ERRNOS, device_gone
 
 FS = 1e6
 FAST = Deadlines(configure_s=0.5, transmit_s=0.5, stop_s=0.5, close_s=0.5, reconnect_s=1.0,
@@ -191,6 +192,98 @@ def test_a_stop_that_completes_on_a_lost_radio_is_confirmed(fakes):
         r.capture(10)
 
 
+def _driver_error(what: str, code: int) -> DeviceError:
+    """What the pluto driver raises for libiio's OSError: a DeviceError with the OSError as its cause."""
+    try:
+        try:
+            raise OSError(code, os.strerror(code))
+        except OSError as e:
+            raise DeviceError(f"fake:bench-7: {what} failed: {e}") from e
+    except DeviceError as d:
+        return d
+
+
+def test_a_connection_reset_loses_the_radio_at_once(fakes):
+    """The device's connection breaks (an iiod killed: ECONNRESET under the driver's DeviceError): no deadline
+    is missed, yet the radio is lost, as after a missed one."""
+    err = _driver_error("capture", errno.ECONNRESET)
+    r = ready(fakes(raise_in={"capture": err}))
+    with pytest.raises(DeviceLost) as e:
+        r.capture(100)
+    msg = str(e.value)
+    assert msg.startswith("device lost: fake:bench-7: capture failed, the device is gone (ECONNRESET: ")
+    assert e.value.__cause__ is err  # the driver's error, and libiio's under it, kept for the log
+    assert r.lost == msg[len("device lost: "):msg.index("; reconnect()")]
+    n_calls = len(r.calls)
+    for call in (lambda: r.capture(10), lambda: r.configure_rx(StreamConfig(1e9, FS, 20))):
+        with pytest.raises(DeviceLost, match="capture failed, the device is gone \\(ECONNRESET"):
+            call()
+    assert len(r.calls) == n_calls  # refused at once: nothing more asked of the device
+    # the stop is still tried once (here it goes through), then the transmitter is confirmed off
+    assert r.stop_tx() is True and r.tx_confirmed_off and not r.tx_on
+    assert [c[0] for c in r.calls].count("stop_tx") == 1
+    with pytest.raises(DeviceError, match="cannot reconnect"):
+        r.reconnect()
+    assert r.lost.endswith("(ECONNRESET: Connection reset by peer)")  # the first cause is kept
+
+
+def test_a_stop_that_finds_the_device_gone_loses_the_radio(fakes):
+    err = _driver_error("stopping the transmitter", errno.EPIPE)
+    r = ready(fakes(raise_in={"stop_tx": err}))
+    with pytest.raises(DeviceLost, match="stop_tx failed, the device is gone \\(EPIPE: Broken pipe\\)"):
+        r.stop_tx()
+    assert not r.tx_confirmed_off and r in set(_ACTIVE_TX)  # not known to be off: the exit hook tries again
+    assert r.stop_tx() is False  # one more try, on its own thread: it fails as the device is gone
+
+
+@pytest.mark.parametrize("code", [errno.EINVAL, errno.EIO, errno.ENOENT, errno.ETIMEDOUT])
+def test_an_ordinary_device_error_does_not_lose_the_radio(fakes, code):
+    """A value refused (EINVAL), one request failing (EIO): the caller's error, the radio still usable."""
+    err = _driver_error("configure_rx", code)
+    r = ready(fakes(), transmit=False)
+    r.raise_in["configure_rx"] = err
+    with pytest.raises(DeviceError) as e:
+        r.configure_rx(StreamConfig(1e9, FS, 20))
+    assert e.value is err and not isinstance(e.value, DeviceLost)
+    assert r.lost is None and device_gone(err) is None
+    r.raise_in.clear()
+    assert r.configure_rx(StreamConfig(1e9, FS, 20)).gain_db == 20 and r.capture(100).samples.size == 100
+
+
+def test_what_counts_as_gone():
+    assert {errno.ECONNRESET, errno.ECONNREFUSED, errno.EPIPE, errno.ENOTCONN, errno.ENODEV, errno.ENXIO,
+            errno.ESHUTDOWN} <= GONE_ERRNOS
+    assert not {errno.EINVAL, errno.EIO, errno.ETIMEDOUT, errno.EBUSY, errno.EAGAIN} & GONE_ERRNOS
+    assert device_gone(ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")) == \
+        "ECONNREFUSED: Connection refused"
+    # as the context of another exception (raised in an except block without "from")
+    try:
+        try:
+            raise OSError(errno.ENODEV, "No such device")
+        except OSError:
+            raise RuntimeError("refill failed")
+    except RuntimeError as e:
+        assert device_gone(e) == "ENODEV: No such device"
+    # a driver that says the broken connection is not the reason ("from None")
+    try:
+        try:
+            raise OSError(errno.ECONNREFUSED, "Connection refused")
+        except OSError:
+            raise DeviceError("no such device at that address") from None
+    except DeviceError as e:
+        assert device_gone(e) is None
+    # a driver that knows (no errno to tell it)
+    assert device_gone(DeviceError("x")) is None
+    assert device_gone(DeviceGone("the SoapySDR device was unplugged")) == "the SoapySDR device was unplugged"
+
+
+def test_a_driver_raising_device_gone_loses_the_radio(fakes):
+    r = fakes(raise_in={"configure_tx": DeviceGone("board unplugged")})
+    with pytest.raises(DeviceLost, match="configure_tx failed, the device is gone \\(board unplugged\\)"):
+        r.configure_tx(StreamConfig(1e9, FS, -10))
+    assert r.lost == "fake:bench-7: configure_tx failed, the device is gone (board unplugged)"
+
+
 def test_a_hung_stop_times_out_and_is_the_root_cause(fakes):
     r = ready(fakes(hang={"stop_tx"}))
     t0 = time.monotonic()
@@ -292,23 +385,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def emulator():
-    port = _free_port()
+def _start_emulator(port: int) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "emulate", "pluto", "--rig",
                              str(RIGS / "sim-amplifier.yaml"), "--port", str(port)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    end = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc
+        except OSError:
+            assert time.monotonic() < end, "the emulator did not start listening within 30 s"
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def emulator():
+    port = _free_port()
+    proc = _start_emulator(port)
     try:
-        end = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < end, "the emulator did not start listening within 30 s"
-                time.sleep(0.1)
         yield proc, port
     finally:
         proc.send_signal(signal.SIGCONT)
@@ -357,3 +454,48 @@ def test_frozen_emulated_pluto_is_lost_within_the_deadline_then_reconnects(emula
     finally:
         proc.send_signal(signal.SIGCONT)
         r.close()
+
+
+def test_killed_emulated_pluto_is_lost_at_once_then_reconnects_to_a_new_one(emulator):
+    """The emulator killed (SIGKILL: its socket closes, as an iiod that dies or reboots): libiio's broken pipe
+    loses the radio on the next call, well within its deadline, not a device error on every call after it."""
+    proc, port = emulator
+    r = open_radio(f"pluto:ip:127.0.0.1:{port}", settle_s=0.0)
+    again = None
+    try:
+        fs, n = 7.68e6, 16384
+        rx = StreamConfig(2.14e9, fs, 20)
+        r.configure_tx(StreamConfig(2.14e9, fs, -30))
+        r.configure_rx(rx)
+        r.transmit(np.full(7680, 0.5, np.complex64), cyclic=True)
+        assert r.capture(n).samples.size == n
+        proc.kill()
+        proc.wait(timeout=10)
+        t0 = time.monotonic()
+        with pytest.raises(DeviceLost) as e:
+            r.capture(n)
+        to_lost = time.monotonic() - t0
+        msg = str(e.value)
+        assert f"pluto:ip:127.0.0.1:{port}: capture failed, the device is gone (" in msg
+        assert any(f"({errno.errorcode[c]}: " in msg for c in GONE_ERRNOS), msg
+        assert to_lost < r.deadlines.capture_s(n, fs)
+        assert r.stop_tx() is False and not r.tx_confirmed_off  # tried once: nobody answers
+        t0 = time.monotonic()
+        with pytest.raises(DeviceLost, match="capture failed, the device is gone"):
+            r.configure_rx(rx)
+        refused = time.monotonic() - t0
+        with pytest.raises(DeviceError, match="cannot open PlutoSDR"):
+            r.reconnect()  # nothing listens: the radio stays lost
+        assert r.lost is not None
+        print(f"\nkilled emulator: DeviceLost after {to_lost * 1e3:.1f} ms (capture deadline "
+              f"{r.deadlines.capture_s(n, fs):.3g} s), later calls refused in {refused * 1e3:.2f} ms: {msg}")
+        again = _start_emulator(port)
+        r.reconnect()
+        assert r.lost is None and r.tx_confirmed_off
+        assert r.capture(n).samples.size == n
+    finally:
+        r.close()
+        if again is not None:
+            again.kill()
+            again.wait(timeout=10)
+            again.stderr.close()

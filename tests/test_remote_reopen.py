@@ -270,3 +270,65 @@ def test_radio_lost_while_transmitting_is_opened_again_in_the_safe_state():
     finally:
         hang.set()
         stop(s)
+
+
+def test_radio_whose_device_vanishes_is_opened_again_once_it_is_back(tmp_path):
+    """The emulator killed (SIGKILL) while a client holds the radio: no deadline is missed, the connection
+    breaks. The server's radio is lost at the next call with the broken connection as its cause (not a
+    'device' error on every request from then on), control is refused naming it, and once an emulator of the
+    same board (serial SIM-0) listens on the same port again, the server opens it and serves a capture: no
+    restart."""
+    port = _free_port()
+    emu = _emulator(port, seed=0)
+    server = None
+    try:
+        server = _server(tmp_path, port)
+        uri = f"zmq://127.0.0.1:{server.port}?insecure=1"
+        device = f"pluto:ip:127.0.0.1:{port}"
+        before = _capture(uri)
+        first = server.radio
+        client = open_radio(uri)
+        client.configure_rx(RX)
+        client.capture(N)
+        emu.kill()
+        emu.wait(timeout=30)
+        killed = time.monotonic()
+        with pytest.raises(RemoteDeviceLost) as e:
+            client.capture(N)
+        noticed_s = time.monotonic() - killed
+        msg = str(e.value)
+        assert f"the rig server's radio is lost: device lost: {device}: capture failed, the device is gone (" in msg
+        assert noticed_s < first.deadlines.capture_s(N, RATE)  # at once, not at the capture's deadline
+        assert client.lost is not None
+        client.close()
+        assert wait_until(lambda: _status(uri)[0]["radio"]["state"] == "lost", 10.0)
+        st, _ = _status(uri)
+        cause = st["radio"]["cause"]
+        assert cause.startswith(f"{device}: capture failed, the device is gone (") and \
+            any(f"({name}: " in cause for name in ("EPIPE", "ECONNRESET", "ECONNREFUSED", "ENOTCONN")), cause
+        assert first.lost == cause and not st["transmitting"]
+        # control refused at once, naming the device and the broken connection; attempts fail while nobody listens
+        with pytest.raises(RemoteDeviceLost) as e:
+            open_radio(uri)
+        assert f"acquire: the rig server's radio is lost: {device} lost at " in str(e.value)
+        assert "the device is gone" in str(e.value)
+        assert wait_until(lambda: "cannot open PlutoSDR" in _status(uri)[0]["radio"]["last_error"], 30.0, 0.1)
+        assert server.counters.get("radio_reopened", 0) == 0
+        # the same board back on the same port: served again
+        emu = _emulator(port, seed=0)
+        back = time.monotonic()
+        assert wait_until(lambda: _status(uri)[0]["radio"]["state"] == "serving", 30.0, 0.05)
+        after = _capture(uri)
+        served_s = time.monotonic() - back
+        assert server.radio is not first and server.radio.lost is None and server.radio.tx_confirmed_off
+        assert server.counters["radio_lost"] == 1 and server.counters["radio_reopened"] == 1
+        st, _ = _status(uri)
+        assert st["radio"]["identity"]["serial"] == "SIM-0" and st["radio"]["last_reopen"]["cause"] == cause
+        assert after.size == N and abs(_power_db(after) - _power_db(before)) < 1.0
+        print(f"\nvanished device: lost {noticed_s * 1e3:.1f} ms after SIGKILL ({cause}); emulator back -> first "
+              f"capture served {served_s:.2f} s later ({back - killed:.1f} s after the kill)")
+    finally:
+        if server is not None:
+            server.stop()
+            server.rig.close()
+        _end(emu)

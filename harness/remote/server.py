@@ -7,9 +7,9 @@ Threads:
   clients grant credits, and expires leases;
 * the device thread runs device requests one at a time through the radio (whose own deadlines bound each
   call) and produces data frames; it posts replies back through an inproc socket;
-* once the radio is lost (a missed deadline), a re-opening thread releases it and opens it again (each open
-  within its deadline, with back-off) while control requests are refused naming the loss; the same device
-  (driver, serial, firmware) is served again once its transmitter is stopped.
+* once the radio is lost (a missed deadline, or its device gone), a re-opening thread releases it and opens it
+  again (each open within its deadline, with back-off) while control requests are refused naming the loss; the
+  same device (driver, serial, firmware) is served again once its transmitter is stopped.
 
 Nothing a client sends can crash the server: malformed messages are counted and dropped, sizes are capped
 (``ZMQ_MAXMSGSIZE`` on both sockets, bounded caches, a bounded continuous-stream buffer), and every device
@@ -128,10 +128,11 @@ class _Session:
 
 @dataclass
 class _Loss:
-    """The served radio is lost (a missed deadline) and being opened again; what clients are told meanwhile."""
+    """The served radio is lost (a missed deadline, or its device gone) and being opened again; what clients are
+    told meanwhile."""
 
     device: str  # its URI
-    cause: str  # the radio's own reason (its first missed deadline)
+    cause: str  # the radio's own reason (its first missed deadline or sign of its device gone)
     at: float  # time.time() of the loss
     since: float  # time.monotonic() of the loss
     next_at: float  # time.monotonic() of the next attempt
