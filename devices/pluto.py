@@ -493,6 +493,10 @@ class PlutoRadio(Radio):
                 pass
         del sdr
 
+    def _probe(self) -> None:
+        # the RX LO frequency: one attribute read over the context (a round trip to IIOD), nothing set
+        self._wrap("probe", self._attr, self._sdr._ctrl, "altvoltage0", "frequency", True)
+
     def _reconnect(self) -> None:
         # A new context; the old one is dropped, not closed: an abandoned call may still be inside it.
         self._sdr = self._open_device()

@@ -109,6 +109,8 @@ class Deadlines:
     stop_s: float = 3.0
     close_s: float = 3.0
     reconnect_s: float = 10.0
+    #: a liveness probe (:meth:`Radio.probe`): one cheap read, so a frozen device is found out soon
+    probe_s: float = 2.0
     #: a capture of n samples at rate fs: capture_margin_s + capture_factor * n / fs
     capture_margin_s: float = 2.0
     capture_factor: float = 2.0
@@ -748,6 +750,23 @@ class Radio(abc.ABC):
         with _ACTIVE_LOCK:
             _ACTIVE_TX.discard(self)
 
+    @property
+    def probes(self) -> bool:
+        """Whether :meth:`probe` asks the device anything (the driver has a cheap, harmless read: hook ``_probe``)."""
+        return type(self)._probe is not Radio._probe
+
+    def probe(self) -> bool:
+        """Ask the device one cheap thing that changes nothing (never transmits, never sets a value), within
+        ``deadlines.probe_s``, to find out whether it still answers while nobody uses it (a rig server probes
+        its idle radio). A frozen device misses the deadline (:class:`DeviceTimeout`), a vanished one fails
+        with a gone errno (:class:`DeviceLost`): either way the radio is lost, as by any call. True once the
+        device answered; False, asking nothing, when the driver has nothing cheap to ask (:attr:`probes`)."""
+        self._check_open()
+        if not self.probes:
+            return False
+        self._call("probe", self.deadlines.probe_s, self._probe)
+        return True
+
     def set_dut_bypass(self, on: bool) -> None:
         """Switch a thru in place of the DUT (True) or the DUT back (False).
 
@@ -831,6 +850,9 @@ class Radio(abc.ABC):
 
     def _close(self) -> None:
         pass
+
+    def _probe(self) -> None:
+        """One cheap read of the device that changes nothing (:meth:`probe`); by default there is none."""
 
     def _reconnect(self) -> None:
         """Re-open the device after a stall (on a fresh worker; the old one may still be stuck)."""

@@ -732,6 +732,13 @@ class SoapyRadio(Radio):
                     _call(dev.deactivateStream, s)
                     _call(dev.closeStream, s)
 
+    def _probe(self) -> None:
+        # RX channel 0's frequency, read from the driver (a remote or networked board answers over its link)
+        try:
+            self._dev.getFrequency(SOAPY_SDR_RX, 0)
+        except Exception as e:  # noqa: BLE001 - SoapySDR raises RuntimeError for driver errors
+            raise DeviceError(f"{self.uri}: probe (getFrequency) failed: {e}") from e
+
     def _close(self) -> None:
         try:
             self._close_rx_stream()

@@ -64,7 +64,7 @@ def _end(p: subprocess.Popen) -> None:
     p.wait(timeout=30)
 
 
-def _server(tmp_path, port: int) -> RigServer:
+def _server(tmp_path, port: int, probe_s: float = 5.0) -> RigServer:
     """A rig server on loopback for the Pluto at ``port`` (the bench's declared rig, its physics left out)."""
     data = yaml.safe_load(BENCH.read_text())
     data = {k: v for k, v in data.items() if k not in ("dut", "sim")}
@@ -74,7 +74,7 @@ def _server(tmp_path, port: int) -> RigServer:
     rig = Rig.open(load_rig(rig_file), calibration="optional")
     # waits short enough for a test; the open's deadline as a real server's (its radio's reconnect deadline)
     return RigServer(rig, "tcp://127.0.0.1:*", None, Security(insecure=True), lease_s=3.0, reopen_s=(0.5, 2.0),
-                     reopen_deadline_s=3.0).start()
+                     reopen_deadline_s=3.0, probe_s=probe_s).start()
 
 
 def _status(uri: str) -> tuple[dict, float]:
@@ -332,3 +332,90 @@ def test_radio_whose_device_vanishes_is_opened_again_once_it_is_back(tmp_path):
             server.stop()
             server.rig.close()
         _end(emu)
+
+
+def test_idle_radio_whose_device_vanishes_is_lost_without_a_request(tmp_path):
+    """Nobody uses the radio when its emulator is killed: the server's probe of its idle radio (every 0.2 s
+    here) finds the device gone, so status says "lost" and the re-opening starts with no client request made;
+    once an emulator of the same board listens on the same port again, it is served again."""
+    port = _free_port()
+    emu = _emulator(port, seed=0)
+    server = None
+    probe_s = 0.2
+    try:
+        server = _server(tmp_path, port, probe_s=probe_s)
+        uri = f"zmq://127.0.0.1:{server.port}?insecure=1"
+        device = f"pluto:ip:127.0.0.1:{port}"
+        before = _capture(uri)
+        first = server.radio
+        assert first.probes
+        calls = []
+        probe = first._probe
+        first._probe = lambda: (calls.append(1), probe())[1]
+        # idle and healthy: probed several times, still serving
+        assert wait_until(lambda: len(calls) >= 5, 20.0, 0.05)
+        assert first.lost is None and _status(uri)[0]["radio"]["state"] == "serving"
+        assert server.counters.get("probe_lost", 0) == 0
+        emu.kill()
+        emu.wait(timeout=30)
+        killed = time.monotonic()
+        # status only (no control, no device request): the probe alone finds the loss
+        assert wait_until(lambda: server._loss is not None, 10.0, 0.01)
+        noticed_s = time.monotonic() - killed
+        st, _ = _status(uri)
+        assert st["radio"]["state"] == "lost" and st["radio"]["device"] == device
+        cause = st["radio"]["cause"]
+        assert cause.startswith(f"{device}: probe failed, the device is gone (") and \
+            any(f"({name}: " in cause for name in ("EPIPE", "ECONNRESET", "ECONNREFUSED", "ENOTCONN")), cause
+        assert first.lost == cause and not st["transmitting"] and st["holder"] is None
+        assert server.counters["probe_lost"] == 1 and server.counters["radio_lost"] == 1
+        assert noticed_s < 10 * probe_s + first.deadlines.probe_s  # generous: a few probe intervals
+        # the re-opening has begun by itself: its attempts fail while nobody listens
+        assert wait_until(lambda: "cannot open PlutoSDR" in _status(uri)[0]["radio"]["last_error"], 30.0, 0.1)
+        with pytest.raises(RemoteDeviceLost, match="probe failed, the device is gone"):
+            open_radio(uri)
+        emu = _emulator(port, seed=0)
+        assert wait_until(lambda: _status(uri)[0]["radio"]["state"] == "serving", 30.0, 0.05)
+        after = _capture(uri)
+        assert server.radio is not first and server.radio.lost is None and server.radio.tx_confirmed_off
+        assert server.counters["radio_reopened"] == 1 and server.counters["radio_lost"] == 1
+        assert after.size == N and abs(_power_db(after) - _power_db(before)) < 1.0
+        print(f"\nidle device killed: status 'lost' {noticed_s * 1e3:.0f} ms after SIGKILL with a {probe_s} s probe "
+              f"interval ({cause})")
+    finally:
+        if server is not None:
+            server.stop()
+            server.rig.close()
+        _end(emu)
+
+
+def test_probing_a_healthy_idle_sim_radio_changes_nothing():
+    """A sim rig probed every 0.05 s while idle, for many probes: never lost, the bench transmits nothing, and
+    the RX and TX settings a client applied stay as they were (the probe reads, it never sets)."""
+    from tests.remote_helpers import serve, stop
+
+    s = serve(RIGS / "sim-amplifier.yaml", seed=0, lease_s=5.0, probe_s=0.05)
+    radio = s.radio
+    calls = []
+    probe = radio._probe
+    radio._probe = lambda: (calls.append(1), probe())[1]
+    uri = f"zmq://127.0.0.1:{s.port}?insecure=1"
+    try:
+        tx = StreamConfig(2.14e9, RATE, -5.0)
+        with open_radio(uri) as r:
+            r.configure_tx(tx)
+            r.configure_rx(RX)
+            rx_set, tx_set = radio.rx_config, radio.tx_config
+            bench_rx, bench_tx = radio.bench.rx_config, radio.bench.tx_config
+            assert wait_until(lambda: len(calls) >= 10, 20.0, 0.05)
+            assert radio.rx_config == rx_set and radio.tx_config == tx_set
+            assert radio.bench.rx_config == bench_rx and radio.bench.tx_config == bench_tx
+            assert not radio.transmitting and radio.bench._wave is None
+            r.capture(N)  # and the radio serves as before
+        assert wait_until(lambda: len(calls) >= 20, 20.0, 0.05)
+        st = s.counters
+        assert radio.lost is None and s._loss is None and s.radio is radio
+        assert st.get("probe_lost", 0) == 0 and st.get("radio_lost", 0) == 0
+        assert not radio.transmitting and radio.tx_confirmed_off and radio.bench._wave is None
+    finally:
+        stop(s)

@@ -9,7 +9,10 @@ Threads:
   call) and produces data frames; it posts replies back through an inproc socket;
 * once the radio is lost (a missed deadline, or its device gone), a re-opening thread releases it and opens it
   again (each open within its deadline, with back-off) while control requests are refused naming the loss; the
-  same device (driver, serial, firmware) is served again once its transmitter is stopped.
+  same device (driver, serial, firmware) is served again once its transmitter is stopped;
+* a radio idle for ``probe_s`` (no device job, no remote run) is probed by the device thread
+  (:meth:`Radio.probe`, one cheap read), so a device that vanishes while nobody uses it is lost, and opened
+  again, without a client meeting it first.
 
 Nothing a client sends can crash the server: malformed messages are counted and dropped, sizes are capped
 (``ZMQ_MAXMSGSIZE`` on both sockets, bounded caches, a bounded continuous-stream buffer), and every device
@@ -86,6 +89,8 @@ MAX_SERVED_CALIBRATION_BYTES = 2 << 20
 #: minute (each bounded by the radio's reconnect deadline)
 REOPEN_FIRST_S = 1.0
 REOPEN_MAX_S = 30.0
+#: an idle radio is probed this often (s)
+PROBE_S = 5.0
 
 
 class ServeError(RuntimeError):
@@ -224,7 +229,8 @@ class RigServer:
     def __init__(self, rig: Rig, control: str = "tcp://127.0.0.1:5555", data: str | None = None,
                  security: Security | None = None, lease_s: float = DEFAULT_LEASE_S,
                  max_message_bytes: int = wire.MAX_WAVEFORM_SAMPLES * 8 + 65536, runs_dir: str | None = None,
-                 reopen_s: tuple[float, float] = (REOPEN_FIRST_S, REOPEN_MAX_S), reopen_deadline_s: float | None = None):
+                 reopen_s: tuple[float, float] = (REOPEN_FIRST_S, REOPEN_MAX_S), reopen_deadline_s: float | None = None,
+                 probe_s: float = PROBE_S):
         from harness.remote.remote_run import RunManager
 
         self.rig = rig
@@ -232,6 +238,9 @@ class RigServer:
         #: reopen_deadline_s (default: the radio's reconnect deadline)
         self.reopen_s = (float(reopen_s[0]), float(reopen_s[1]))
         self.reopen_deadline_s = float(reopen_deadline_s or rig.radio.deadlines.reconnect_s)
+        #: an idle radio is probed after this long without a device job (0: never)
+        self.probe_s = max(0.0, float(probe_s))
+        self._idle_since = time.monotonic()
         self.identity = _identity(rig.radio.capabilities)  # what the description and calibration are for
         self._loss: _Loss | None = None
         self._loss_lock = threading.Lock()
@@ -856,6 +865,7 @@ class RigServer:
                     try:
                         job = self._jobs.get(timeout=0.1)
                     except queue.Empty:
+                        self._probe_idle()
                         continue
                 if job is None:
                     break
@@ -872,6 +882,7 @@ class RigServer:
                     else:
                         rep = self._run_job(req, fn, args)
                     self._check_lost()
+                self._idle_since = time.monotonic()
                 if req is not None:
                     self._replies.append((route, rep, req.session, req.id))
                 self._wake(wake)
@@ -898,6 +909,34 @@ class RigServer:
         except Exception as e:  # noqa: BLE001 - a reply, never a dead device thread
             log.exception("device request failed")
             return wire.encode_reply(rid, error=wire.error("internal", f"{type(e).__name__}: {str(e)[:200]}"))
+
+    def _probe_idle(self) -> None:
+        """Probe the radio once it has been idle ``probe_s`` (device thread, so never during a job): a device that
+        vanished or froze while nobody used it is lost now, through the same path as a job's loss. Not while a
+        remote run drives the radio from its own thread, nor once it is lost (the re-opening owns it)."""
+        if not self.probe_s or time.monotonic() - self._idle_since < self.probe_s:
+            return
+        self._idle_since = time.monotonic()
+        if self.runs.active is not None or self._loss is not None or not self._running.is_set():
+            return
+        with self._radio_lock:
+            radio = self.radio
+            if radio.lost is not None or not radio.probes:
+                return
+            t0 = time.monotonic()
+            try:
+                radio.probe()
+                log.debug("probed idle radio %s: answered in %.1f ms", radio.uri, (time.monotonic() - t0) * 1e3)
+            except (DeviceTimeout, DeviceLost) as e:
+                self.counters["probe_lost"] += 1
+                self._stop_lost(str(e))  # a client's cyclic TX may still be playing: one bounded stop
+            except DeviceError as e:  # a refused read (EIO) is not a loss: the radio is served as before
+                log.warning("probing idle radio %s: %s", radio.uri, e)
+            except Exception:  # noqa: BLE001 - never a dead device thread
+                self.counters["internal_errors"] += 1
+                log.exception("probing idle radio %s", radio.uri)
+            self._check_lost()
+        self._idle_since = time.monotonic()
 
     def _stop_lost(self, why: str) -> bool:
         """Stop the transmitter of a radio that missed a deadline (one bounded try, :meth:`Radio.stop_tx`), as a
