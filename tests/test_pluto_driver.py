@@ -213,6 +213,22 @@ def test_buffer_codes_convert_as_libiio_and_pyadi_would():
         assert np.array_equal(got, want) and clipped == want_clipped == 3
 
 
+def _in_digital_loopback(server, r, wave, take):
+    """``take(120_000)`` with the emulator's digital loopback on (RX = the DAC's codes) while ``wave`` plays
+    cyclically; loopback and TX off again afterwards, whatever happens."""
+    r.configure_tx(StreamConfig(F0, SLOW_FS, -10.0))
+    r.configure_rx(StreamConfig(F0, SLOW_FS, 10.0))
+    r.transmit(wave)
+    with server.emulator.lock:
+        server.emulator._set_loopback("1")
+    try:
+        return take(120_000)
+    finally:
+        with server.emulator.lock:
+            server.emulator._set_loopback("0")
+        r.stop_tx()
+
+
 def test_capture_reads_the_buffer_as_sent_in_one_and_several_blocks(emulated):
     """Digital loopback (RX = the DAC's codes): a capture is the cyclic stimulus's codes / 2048 exactly,
     contiguous across blocks when it spans several RX buffers' worth (blocks of 50 ms at 1 MS/s: the DMA's
@@ -222,17 +238,7 @@ def test_capture_reads_the_buffer_as_sent_in_one_and_several_blocks(emulated):
     codes = to_tx_codes(wave) / 16
     for max_block in (1 << 20, 50_000):
         r = opener(max_buffer_samples=max_block)
-        r.configure_tx(StreamConfig(F0, SLOW_FS, -10.0))
-        r.configure_rx(StreamConfig(F0, SLOW_FS, 10.0))
-        r.transmit(wave)
-        with server.emulator.lock:
-            server.emulator._set_loopback("1")
-        try:
-            cap = r.capture(120_000)
-        finally:
-            with server.emulator.lock:
-                server.emulator._set_loopback("0")
-            r.stop_tx()
+        cap = _in_digital_loopback(server, r, wave, r.capture)
         assert cap.meta.extra["blocks"] == (1 if max_block > 120_000 else 3) and not cap.meta.overflow
         y = cap.samples
         # where in the period the capture starts: a slow tone's 12-bit codes can repeat a pair of samples at two
@@ -255,17 +261,7 @@ def test_capture_codes_are_the_buffer_codes_in_one_and_several_blocks(emulated):
     for max_block in (1 << 20, 50_000):
         r = opener(max_buffer_samples=max_block)
         assert r.native_codes
-        r.configure_tx(StreamConfig(F0, SLOW_FS, -10.0))
-        r.configure_rx(StreamConfig(F0, SLOW_FS, 10.0))
-        r.transmit(wave)
-        with server.emulator.lock:
-            server.emulator._set_loopback("1")
-        try:
-            got = r.capture_codes(120_000)
-        finally:
-            with server.emulator.lock:
-                server.emulator._set_loopback("0")
-            r.stop_tx()
+        got = _in_digital_loopback(server, r, wave, r.capture_codes)
         assert got.scale == 2.0 ** -11 and got.codes.dtype == np.int16 and got.codes.shape == (240_000,)
         assert got.meta.extra["blocks"] == (1 if max_block > 120_000 else 3) and not got.meta.overflow
         iq = got.codes.reshape(-1, 2)
