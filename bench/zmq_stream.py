@@ -61,7 +61,6 @@ class SyntheticRadio(Radio):
     x 2^-11); ``pace_sps`` > 0: a capture returns no sooner than its samples would exist."""
 
     scheme = "synthetic"
-    native_codes = True
 
     def __init__(self, pace_sps: float = 0.0):
         super().__init__("synthetic:")

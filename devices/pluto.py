@@ -148,8 +148,6 @@ class PlutoRadio(Radio):
     """A PlutoSDR through pyadi-iio's :class:`adi.Pluto`, one TX and one RX channel."""
 
     scheme = "pluto"
-    #: capture_codes: the 12-bit codes libiio delivers, scale 2^-11 (a rig server sends them as they are)
-    native_codes = True
 
     def __init__(self, uri: str, iio_uri: str, settle_s: float = 0.02, flush_buffers: int = 0,
                  max_buffer_samples: int = 1 << 20, tx_full_scale_dbm: float | None = None,
@@ -358,6 +356,7 @@ class PlutoRadio(Radio):
         return self._capture_on(n_samples, timeout_s, (0,))[0]
 
     def _capture_codes(self, n_samples: int, timeout_s: float) -> CodeCapture:
+        # the 12-bit codes libiio delivers, scale 2^-11: a rig server sends them as they are
         return self._capture_on(n_samples, timeout_s, (0,), as_codes=True)[0]
 
     def _capture_channels(self, n_samples: int, channels: tuple[int, ...], gains_db: tuple[float, ...],

@@ -478,10 +478,6 @@ class Radio(abc.ABC):
     #: how far ahead of the device clock a timed transmission is commanded (hardware time; the command
     #: must reach the board before its time), and waited for before capturing
     timed_start_lead_s: float = 0.05
-    #: whether :meth:`capture_codes` is offered: the driver holds the board's int16 I/Q codes (hook
-    #: ``_capture_codes``), which a rig server then sends as sc16 frames as they are
-    native_codes: bool = False
-
     def __init__(self, uri: str):
         self.uri = uri
         self._tx_config: StreamConfig | None = None
@@ -751,6 +747,12 @@ class Radio(abc.ABC):
             _ACTIVE_TX.discard(self)
 
     @property
+    def native_codes(self) -> bool:
+        """Whether :meth:`capture_codes` is offered: the driver holds the board's int16 I/Q codes (it implements
+        hook ``_capture_codes``), which a rig server then sends as sc16 frames as they are."""
+        return type(self)._capture_codes is not Radio._capture_codes
+
+    @property
     def probes(self) -> bool:
         """Whether :meth:`probe` asks the device anything (the driver has a cheap, harmless read: hook ``_probe``)."""
         return type(self)._probe is not Radio._probe
@@ -831,7 +833,7 @@ class Radio(abc.ABC):
     def _capture(self, n_samples: int, timeout_s: float) -> Capture: ...
 
     def _capture_codes(self, n_samples: int, timeout_s: float) -> CodeCapture:
-        """``_capture`` as the board's codes (a driver that sets :attr:`native_codes` implements it)."""
+        """``_capture`` as the board's codes (a driver that has them implements it: :attr:`native_codes`)."""
         raise CapabilityError(f"{self.uri}: no integer codes")
 
     def _transmit_at(self, samples: np.ndarray, cyclic: bool, time_ns: int) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,15 +49,39 @@ def client_rig(tmp_path: Path, server_rig: Path, uri: str, name: str = "remote.y
     return p
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_emulator(rig_file: Path, port: int, *extra: str, timeout_s: float = 60.0) -> subprocess.Popen:
+    """`harness emulate pluto` for ``rig_file`` in a process of its own, returned once it listens on ``port``
+    (its stderr kept in a file, quoted if it dies first)."""
+    err = tempfile.TemporaryFile(mode="w+")
+    p = subprocess.Popen([PY, "-m", "harness.cli", "emulate", "pluto", "--rig", str(rig_file), "--port", str(port),
+                          *extra], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         stdout=subprocess.DEVNULL, stderr=err)
+
+    def listening() -> bool:
+        if p.poll() is not None:
+            err.seek(0)
+            raise AssertionError(f"the emulator died: {err.read()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    assert wait_until(listening, timeout_s, 0.1), f"the emulator did not listen on port {port} within {timeout_s} s"
+    return p
+
+
 def serve_process(rig_file: Path, *extra: str, port: int | None = None, lease_s: float = 2.0):
     """`harness serve` in a process of its own; returns (process, port) once it listens."""
-    import socket
-
     if port is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-    import tempfile
+        port = free_port()
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     # the server's log goes to a file: a pipe nobody reads would fill and block the server mid-test

@@ -5,16 +5,14 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from conftest import REPO, RIGS
+from conftest import RIGS
+from remote_helpers import end_process, free_port, start_emulator
 from devices import (Capabilities, Capture, CaptureMeta, Deadlines, DeviceError, DeviceGone, DeviceLost, DeviceTimeout,
                      Radio, Range, StreamConfig, open_radio, stop_all_transmitters)
 from devices.radio import _ACTIVE_TX, GONE_ERRNOS, device_gone
@@ -379,39 +377,14 @@ def test_sim_reconnects_once_the_transmitter_is_confirmed_off():
 
 # ----- a real emulated PlutoSDR (libiio over TCP) in a process of its own, frozen with SIGSTOP
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_emulator(port: int) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "emulate", "pluto", "--rig",
-                             str(RIGS / "sim-amplifier.yaml"), "--port", str(port)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    end = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, proc.stderr.read().decode()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return proc
-        except OSError:
-            assert time.monotonic() < end, "the emulator did not start listening within 30 s"
-            time.sleep(0.1)
-
-
 @pytest.fixture
 def emulator():
-    port = _free_port()
-    proc = _start_emulator(port)
+    port = free_port()
+    proc = start_emulator(RIGS / "sim-amplifier.yaml", port)
     try:
         yield proc, port
     finally:
-        proc.send_signal(signal.SIGCONT)
-        proc.kill()
-        proc.wait(timeout=10)
-        proc.stderr.close()
+        end_process(proc)
 
 
 def test_frozen_emulated_pluto_is_lost_within_the_deadline_then_reconnects(emulator):
@@ -489,13 +462,11 @@ def test_killed_emulated_pluto_is_lost_at_once_then_reconnects_to_a_new_one(emul
         assert r.lost is not None
         print(f"\nkilled emulator: DeviceLost after {to_lost * 1e3:.1f} ms (capture deadline "
               f"{r.deadlines.capture_s(n, fs):.3g} s), later calls refused in {refused * 1e3:.2f} ms: {msg}")
-        again = _start_emulator(port)
+        again = start_emulator(RIGS / "sim-amplifier.yaml", port)
         r.reconnect()
         assert r.lost is None and r.tx_confirmed_off
         assert r.capture(n).samples.size == n
     finally:
         r.close()
         if again is not None:
-            again.kill()
-            again.wait(timeout=10)
-            again.stderr.close()
+            end_process(again)

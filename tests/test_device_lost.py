@@ -5,7 +5,6 @@ the remaining steps SKIPPED with the root cause (the missed deadline), never 'co
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,24 +13,7 @@ import pytest
 import yaml
 
 from conftest import PLANS, REPO, RIGS, read_results
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc, timeout_s: float = 30.0) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        assert proc.poll() is None, "the emulator died"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("the emulator did not listen")
+from remote_helpers import end_process, free_port, start_emulator
 
 
 @pytest.mark.parametrize("ctrl_c, killed", [(False, False), (True, False), (False, True)],
@@ -39,13 +21,9 @@ def _wait_port(port: int, proc, timeout_s: float = 30.0) -> None:
 def test_frozen_emulated_pluto_ends_the_run(tmp_path, ctrl_c, killed):
     """The UTRA repeater plan (its 9 steps that need no TX timestamps) on an emulated Pluto frozen (SIGSTOP)
     after two steps."""
-    port = _free_port()
-    emu = subprocess.Popen([sys.executable, "-m", "harness.cli", "emulate", "pluto", "--rig",
-                            str(RIGS / "sim-repeater-utra.yaml"), "--port", str(port), "--model", "ad9364"],
-                           cwd=REPO,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
+    emu = start_emulator(RIGS / "sim-repeater-utra.yaml", port, "--model", "ad9364")
     try:
-        _wait_port(port, emu)
         rig = yaml.safe_load((RIGS / "sim-repeater-utra.yaml").read_text())
         rig = {k: v for k, v in rig.items() if k not in ("dut", "sim")}
         rig.update(name="frozen-pluto", device=f"pluto:ip:127.0.0.1:{port}")
@@ -106,6 +84,4 @@ def test_frozen_emulated_pluto_ends_the_run(tmp_path, ctrl_c, killed):
         # the longest capture of the plan lasts 34 ms: its deadline is 2 s + 2 x that; 5 s more at most
         assert elapsed < 2.1 + 5.0
     finally:
-        emu.send_signal(signal.SIGCONT)
-        emu.kill()
-        emu.wait(timeout=30)
+        end_process(emu)

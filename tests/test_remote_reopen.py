@@ -11,9 +11,7 @@ firmware as served), the server has its transmitter stopped and serves captures 
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -24,44 +22,13 @@ from devices import DeviceError, StreamConfig, open_radio
 from devices.zmq import RemoteDeviceLost, ZmqRadio, parse_uri
 from harness.remote.server import RigServer, Security
 from harness.rig import Rig, load_rig
-from tests.conftest import REPO, RIGS
-from tests.remote_helpers import wait_until
+from tests.conftest import RIGS
+from tests.remote_helpers import end_process, free_port, start_emulator, wait_until
 
 BENCH = RIGS / "sim-amplifier.yaml"
 RATE = 15.36e6
 RX = StreamConfig(2140e6, RATE, 10.0, 0.8 * RATE)
 N = 20_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _emulator(port: int, seed: int) -> subprocess.Popen:
-    """An emulated Pluto (serial SIM-<seed>) streaming the amplifier bench, listening on ``port``."""
-    p = subprocess.Popen([sys.executable, "-m", "harness.cli", "emulate", "pluto", "--rig", str(BENCH), "--port",
-                          str(port), "--seed", str(seed)], cwd=REPO, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-
-    def listening():
-        assert p.poll() is None, "the emulator died"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
-
-    assert wait_until(listening, 60.0, 0.1), "the emulator did not listen"
-    return p
-
-
-def _end(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGCONT)
-        p.kill()
-    p.wait(timeout=30)
 
 
 def _server(tmp_path, port: int, probe_s: float = 5.0) -> RigServer:
@@ -113,8 +80,8 @@ def _lose(server: RigServer, emu: subprocess.Popen, uri: str) -> ZmqRadio:
 
 
 def test_lost_radio_comes_back_and_is_served_again(tmp_path):
-    port = _free_port()
-    emu = _emulator(port, seed=0)
+    port = free_port()
+    emu = start_emulator(BENCH, port, "--seed", "0")
     server = None
     try:
         server = _server(tmp_path, port)
@@ -171,15 +138,15 @@ def test_lost_radio_comes_back_and_is_served_again(tmp_path):
         if server is not None:
             server.stop()
             server.rig.close()
-        _end(emu)
+        end_process(emu)
 
 
 def test_radio_that_stays_lost_then_comes_back_as_another_board(tmp_path):
     """Gone for good (the emulator killed): every attempt fails, each control request is refused at once with
     the reason, and nothing hangs. Then another board (serial SIM-1) answers at the address: it is refused, not
     served with the description and calibration of SIM-0."""
-    port = _free_port()
-    emu = _emulator(port, seed=0)
+    port = free_port()
+    emu = start_emulator(BENCH, port, "--seed", "0")
     server = other = None
     try:
         server = _server(tmp_path, port)
@@ -203,7 +170,7 @@ def test_radio_that_stays_lost_then_comes_back_as_another_board(tmp_path):
         st, _ = _status(uri)
         assert st["radio"]["state"] == "lost" and st["radio"]["reopened"] == 0 and server.radio.lost is not None
         # another board on the same address: refused by its identity
-        other = _emulator(port, seed=1)
+        other = start_emulator(BENCH, port, "--seed", "1")
         assert wait_until(lambda: _status(uri)[0]["radio"]["state"] == "refused", 30.0, 0.2)
         with pytest.raises(RemoteDeviceLost) as e:
             open_radio(uri)
@@ -216,9 +183,9 @@ def test_radio_that_stays_lost_then_comes_back_as_another_board(tmp_path):
         if server is not None:
             server.stop()
             server.rig.close()
-        _end(emu)
+        end_process(emu)
         if other is not None:
-            _end(other)
+            end_process(other)
 
 
 def test_radio_lost_while_transmitting_is_opened_again_in_the_safe_state():
@@ -278,8 +245,8 @@ def test_radio_whose_device_vanishes_is_opened_again_once_it_is_back(tmp_path):
     'device' error on every request from then on), control is refused naming it, and once an emulator of the
     same board (serial SIM-0) listens on the same port again, the server opens it and serves a capture: no
     restart."""
-    port = _free_port()
-    emu = _emulator(port, seed=0)
+    port = free_port()
+    emu = start_emulator(BENCH, port, "--seed", "0")
     server = None
     try:
         server = _server(tmp_path, port)
@@ -315,7 +282,7 @@ def test_radio_whose_device_vanishes_is_opened_again_once_it_is_back(tmp_path):
         assert wait_until(lambda: "cannot open PlutoSDR" in _status(uri)[0]["radio"]["last_error"], 30.0, 0.1)
         assert server.counters.get("radio_reopened", 0) == 0
         # the same board back on the same port: served again
-        emu = _emulator(port, seed=0)
+        emu = start_emulator(BENCH, port, "--seed", "0")
         back = time.monotonic()
         assert wait_until(lambda: _status(uri)[0]["radio"]["state"] == "serving", 30.0, 0.05)
         after = _capture(uri)
@@ -331,15 +298,15 @@ def test_radio_whose_device_vanishes_is_opened_again_once_it_is_back(tmp_path):
         if server is not None:
             server.stop()
             server.rig.close()
-        _end(emu)
+        end_process(emu)
 
 
 def test_idle_radio_whose_device_vanishes_is_lost_without_a_request(tmp_path):
     """Nobody uses the radio when its emulator is killed: the server's probe of its idle radio (every 0.2 s
     here) finds the device gone, so status says "lost" and the re-opening starts with no client request made;
     once an emulator of the same board listens on the same port again, it is served again."""
-    port = _free_port()
-    emu = _emulator(port, seed=0)
+    port = free_port()
+    emu = start_emulator(BENCH, port, "--seed", "0")
     server = None
     probe_s = 0.2
     try:
@@ -374,7 +341,7 @@ def test_idle_radio_whose_device_vanishes_is_lost_without_a_request(tmp_path):
         assert wait_until(lambda: "cannot open PlutoSDR" in _status(uri)[0]["radio"]["last_error"], 30.0, 0.1)
         with pytest.raises(RemoteDeviceLost, match="probe failed, the device is gone"):
             open_radio(uri)
-        emu = _emulator(port, seed=0)
+        emu = start_emulator(BENCH, port, "--seed", "0")
         assert wait_until(lambda: _status(uri)[0]["radio"]["state"] == "serving", 30.0, 0.05)
         after = _capture(uri)
         assert server.radio is not first and server.radio.lost is None and server.radio.tx_confirmed_off
@@ -386,7 +353,7 @@ def test_idle_radio_whose_device_vanishes_is_lost_without_a_request(tmp_path):
         if server is not None:
             server.stop()
             server.rig.close()
-        _end(emu)
+        end_process(emu)
 
 
 def test_probing_a_healthy_idle_sim_radio_changes_nothing():

@@ -11,7 +11,6 @@ refused with exit 2 naming the URI, before anything transmits.
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 import yaml
@@ -25,7 +24,7 @@ from harness.remote.keys import new_key_pair
 from harness.remote.server import Security
 from harness.rig import Rig, load_rig, load_served_rig
 from tests.conftest import RIGS, read_results, write_plan, write_rig
-from tests.remote_helpers import REPO, client_rig, serve, serve_process, stop
+from tests.remote_helpers import REPO, client_rig, free_port, serve, serve_process, stop
 
 PLAN = "testplans/amplifier_characterization.yaml"
 RIG = RIGS / "sim-amplifier.yaml"
@@ -40,12 +39,6 @@ def server():
 
 def _uri(server) -> str:
     return f"zmq://127.0.0.1:{server.port}?insecure=1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _measurements(results: dict) -> list[tuple]:
@@ -131,7 +124,7 @@ def test_description_carries_no_simulated_physics(server):
 
 
 def test_unreachable_server_refused_naming_the_uri(tmp_path, capsys):
-    uri = f"zmq://127.0.0.1:{_free_port()}?insecure=1&timeout=0.2"
+    uri = f"zmq://127.0.0.1:{free_port()}?insecure=1&timeout=0.2"
     code = main(["run", PLAN, "--rig", uri, "--out", str(tmp_path / "run"), "--quiet", "--no-history"])
     assert code == 2
     err = capsys.readouterr().err
@@ -321,7 +314,7 @@ def test_plan_rig_uri_refusals(tmp_path, capsys):
     assert main(["run", str(bad), "--out", str(tmp_path / "r1"), "--quiet", "--no-history"]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:{line}: plan: rig: " in err and "no port" in err
-    uri = f"zmq://127.0.0.1:{_free_port()}?insecure=1&timeout=0.2"
+    uri = f"zmq://127.0.0.1:{free_port()}?insecure=1&timeout=0.2"
     gone = _plan_naming(tmp_path, uri, "gone.yaml")
     assert main(["run", str(gone), "--out", str(tmp_path / "r2"), "--quiet", "--no-history"]) == 2
     err = capsys.readouterr().err
