@@ -66,16 +66,16 @@ _heap_kept = False
 
 
 def keep_receive_heap() -> bool:
-    """Have glibc keep the heap that received frames are freed into, so that it is used again (once per process;
-    True if set now or before).
+    """Have glibc keep the heap that received frames are freed into, so that the next frames use its pages again
+    (once per process; True if set, now or before).
 
-    libzmq's I/O thread allocates a buffer for every data frame it receives (512 KiB) and the reader frees it
-    once decoded. glibc gives a freed top of that thread's heap back to the kernel as soon as it exceeds its trim
-    threshold (about two frames): the frames of one capture outlive a few frames' time, so every capture's
-    frames were allocated on freshly zeroed pages again, about 1,000 page faults per 4M-sample capture and a
-    fifth of the client's throughput. Raised thresholds keep frames (up to the largest, twice over) off mmap
-    and up to four credit windows of freed frames mapped. Left alone where the C library is not glibc or the
-    process has set its own (``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``, ``GLIBC_TUNABLES``)."""
+    libzmq's I/O thread allocates a buffer for every data frame it receives (512 KiB) and the reader frees it once
+    decoded. glibc returns the freed top of that thread's heap to the kernel as soon as it exceeds its trim
+    threshold (about two frames), so when a capture's frames had waited for the reader, the next capture's frames
+    were written to freshly zeroed pages again: about 1,000 page faults per 4M-sample capture, a fifth of the
+    client's throughput. The raised thresholds keep frames (up to twice the largest) out of mmap and up to four
+    credit windows of freed frames mapped. Left alone where the C library is not glibc or the process sets its
+    own (``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``, ``GLIBC_TUNABLES``)."""
     global _heap_kept
     if _heap_kept:
         return True
