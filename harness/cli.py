@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from harness.config import ConfigError, format_quantity, one_line, parse_quantity, seed_arg, unit_of
+from harness.config import ConfigError, excerpt, format_quantity, one_line, parse_quantity, seed_arg, unit_of
+from harness.remote import PROBE_S, REOPEN_FIRST_S, REOPEN_MAX_S
 
 if TYPE_CHECKING:
     from harness.calibration import Calibration
@@ -762,6 +763,10 @@ def cmd_serve(args) -> int:
     if spec.device.split(":", 1)[0].strip().lower() == "zmq":
         _err(f"{spec.file}: a rig server serves a local radio, not another server ({spec.device})")
         return 2
+    if args.reopen_first_s > args.reopen_max_s:
+        _err(f"--reopen-first-s {args.reopen_first_s:g} is longer than --reopen-max-s {args.reopen_max_s:g}: the "
+             "back-off starts at the first wait and doubles up to the longest")
+        return 2
     sec = Security(insecure=args.insecure, server_secret=args.key, allow_dir=args.allow)
     try:
         rig = Rig.open(spec, seed=args.seed, calibration="optional")
@@ -769,7 +774,8 @@ def cmd_serve(args) -> int:
         _err(f"{spec.file}: device {spec.device!r}: {e}")
         return 2
     try:
-        server = RigServer(rig, args.bind, args.data_bind, sec, lease_s=args.lease, runs_dir=args.runs_dir)
+        server = RigServer(rig, args.bind, args.data_bind, sec, lease_s=args.lease, runs_dir=args.runs_dir,
+                           probe_s=args.probe_s, reopen_s=(args.reopen_first_s, args.reopen_max_s))
     except ServeError as e:
         rig.close()
         _err(str(e))
@@ -907,6 +913,27 @@ def cmd_calibrate(args) -> int:
     if not args.quiet:
         _print_table(cal, path)
     return 0
+
+
+#: the longest duration a command-line option in seconds accepts
+MAX_OPTION_S = 86400.0
+
+
+def _seconds_arg(zero_ok: bool = False) -> Callable[[str], float]:
+    """argparse ``type`` of a duration option: a finite number of seconds ("2.5", "500 ms"), above 0 (or 0 itself
+    with ``zero_ok``: off) and at most a day; argparse names the option with the refusal (exit 2)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = parse_quantity(text, "s")
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        if not (0 < value <= MAX_OPTION_S or (zero_ok and value == 0)):
+            raise argparse.ArgumentTypeError(f"{excerpt(text)} is out of range: give seconds above 0"
+                                             f"{' (or 0: off)' if zero_ok else ''}, at most {MAX_OPTION_S:g}")
+        return value
+
+    return parse
 
 
 # ----------------------------------------------------------------- main
@@ -1071,8 +1098,17 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--key", help="the server's key pair (.key_secret, from 'harness keys new')")
     sv.add_argument("--allow", help="directory of the client public keys (.key) allowed in")
     sv.add_argument("--insecure", action="store_true", help="plaintext, no authentication: loopback only")
-    sv.add_argument("--lease", type=float, default=10.0, help="lease of the controlling client in s (default 10): "
-                                                               "silent that long, its TX and streams are stopped")
+    sv.add_argument("--lease", type=_seconds_arg(), default=10.0, metavar="SECONDS",
+                    help="lease of the controlling client in s (default 10): silent that long, its TX and streams "
+                         "are stopped")
+    sv.add_argument("--probe-s", type=_seconds_arg(zero_ok=True), default=PROBE_S, metavar="SECONDS",
+                    help=f"probe the radio after this long idle (default {PROBE_S:g}; 0: never): one cheap read, so a "
+                         "device that vanishes or freezes unused is lost and opened again before a client meets it")
+    sv.add_argument("--reopen-first-s", type=_seconds_arg(), default=REOPEN_FIRST_S, metavar="SECONDS",
+                    help=f"a lost radio is opened again this long after its loss (default {REOPEN_FIRST_S:g}), then "
+                         "after waits doubled up to --reopen-max-s")
+    sv.add_argument("--reopen-max-s", type=_seconds_arg(), default=REOPEN_MAX_S, metavar="SECONDS",
+                    help=f"the longest wait between attempts to open a lost radio (default {REOPEN_MAX_S:g})")
     sv.add_argument("--seed", type=seed_arg, default=0, help="seed of a simulated rig (default 0)")
     sv.add_argument("--runs-dir", help="where remote runs ('harness run --remote') keep their run directories "
                                        "(default: a temporary directory, removed at exit; the last 8 are kept)")

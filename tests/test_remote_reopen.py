@@ -31,14 +31,19 @@ RX = StreamConfig(2140e6, RATE, 10.0, 0.8 * RATE)
 N = 20_000
 
 
-def _server(tmp_path, port: int, probe_s: float = 5.0) -> RigServer:
-    """A rig server on loopback for the Pluto at ``port`` (the bench's declared rig, its physics left out)."""
+def _pluto_rig(tmp_path, port: int):
+    """The rig file of the Pluto at ``port``: the bench's declared rig, its physics left out."""
     data = yaml.safe_load(BENCH.read_text())
     data = {k: v for k, v in data.items() if k not in ("dut", "sim")}
     data.update(name="distant-pluto", device=f"pluto:ip:127.0.0.1:{port}")
     rig_file = tmp_path / "distant-pluto.yaml"
     rig_file.write_text(yaml.safe_dump(data))
-    rig = Rig.open(load_rig(rig_file), calibration="optional")
+    return rig_file
+
+
+def _server(tmp_path, port: int, probe_s: float = 5.0) -> RigServer:
+    """A rig server on loopback for the Pluto at ``port``."""
+    rig = Rig.open(load_rig(_pluto_rig(tmp_path, port)), calibration="optional")
     # waits short enough for a test; the open's deadline as a real server's (its radio's reconnect deadline)
     return RigServer(rig, "tcp://127.0.0.1:*", None, Security(insecure=True), lease_s=3.0, reopen_s=(0.5, 2.0),
                      reopen_deadline_s=3.0, probe_s=probe_s).start()
@@ -386,3 +391,117 @@ def test_probing_a_healthy_idle_sim_radio_changes_nothing():
         assert not radio.transmitting and radio.tx_confirmed_off and radio.bench._wave is None
     finally:
         stop(s)
+
+
+# ------------------------------------------------------------------ harness serve's timing options
+def test_serve_probe_option_reaches_the_server():
+    """`harness serve --probe-s 0.1`: status states the interval, and the idle radio is probed that often (many
+    probes where the default 5 s would make none yet, never more than one per interval); `--probe-s 0`:
+    never probed."""
+    from tests.remote_helpers import serve_process
+
+    off, off_port = serve_process(RIGS / "sim-amplifier.yaml", "--insecure", "--probe-s", "0")
+    fast, fast_port = serve_process(RIGS / "sim-amplifier.yaml", "--insecure", "--probe-s", "100 ms",
+                                    "--reopen-first-s", "0.5", "--reopen-max-s", "4")
+    off_uri, uri = (f"zmq://127.0.0.1:{p}?insecure=1" for p in (off_port, fast_port))
+    try:
+        st, _ = _status(uri)
+        assert st["radio"]["probe_s"] == 0.1 and st["radio"]["reopen_s"] == [0.5, 4.0]
+        t0 = time.monotonic()
+        first = _status(uri)[0]["counters"].get("probes", 0)
+        assert wait_until(lambda: _status(uri)[0]["counters"].get("probes", 0) >= first + 10, 20.0, 0.05)
+        last = _status(uri)[0]["counters"]["probes"]
+        span = time.monotonic() - t0
+        # the server waits probe_s idle between probes: at most one per interval over the span
+        assert last - first <= span / 0.1 + 1, (last - first, span)
+        st, _ = _status(uri)
+        assert st["radio"]["state"] == "serving" and st["counters"].get("probe_lost", 0) == 0
+        st, _ = _status(off_uri)
+        assert st["radio"]["probe_s"] == 0.0 and st["radio"]["reopen_s"] == [1.0, 30.0]  # the defaults
+        assert st["counters"].get("probes", 0) == 0 and st["radio"]["state"] == "serving"
+        print(f"\n--probe-s 0.1: {last - first} probes of the idle sim radio in {span:.2f} s; --probe-s 0: none")
+    finally:
+        end_process(off)
+        end_process(fast)
+
+
+def test_serve_reopen_options_reach_the_server(tmp_path):
+    """`harness serve --probe-s 0.2 --reopen-first-s 2.5 --reopen-max-s 5` on an emulated Pluto: frozen
+    (SIGSTOP) while idle, its probe misses the deadline and the radio is lost with no client request; resumed at
+    once, it is opened again by the first attempt, which comes no sooner than the given first wait (the default
+    1 s would come sooner)."""
+    from tests.remote_helpers import serve_process
+
+    first_s = 2.5
+    port = free_port()
+    emu = start_emulator(BENCH, port, "--seed", "0")
+    server = None
+    try:
+        server, server_port = serve_process(_pluto_rig(tmp_path, port), "--insecure", "--probe-s", "0.2",
+                                            "--reopen-first-s", str(first_s), "--reopen-max-s", "5", lease_s=3.0)
+        uri = f"zmq://127.0.0.1:{server_port}?insecure=1"
+        device = f"pluto:ip:127.0.0.1:{port}"
+        st, _ = _status(uri)
+        assert st["radio"]["state"] == "serving" and st["radio"]["reopen_s"] == [first_s, 5.0]
+        assert st["radio"]["probe_s"] == 0.2
+        emu.send_signal(signal.SIGSTOP)
+        assert wait_until(lambda: _status(uri)[0]["radio"]["state"] == "lost", 20.0, 0.02)
+        st, _ = _status(uri)
+        emu.send_signal(signal.SIGCONT)
+        assert st["radio"]["cause"].startswith(f"{device}: probe did not complete within its ")
+        assert st["radio"]["attempts"] == 0 and st["radio"]["next_attempt_in_s"] <= first_s
+        assert st["counters"]["probe_lost"] == 1
+        assert wait_until(lambda: _status(uri)[0]["radio"]["state"] == "serving", 30.0, 0.05)
+        st, _ = _status(uri)
+        again = st["radio"]["last_reopen"]
+        assert st["radio"]["reopened"] == 1 and again["attempts"] == 1
+        assert again["lost_for_s"] >= first_s, again
+        assert _capture(uri).size == N  # served again, no restart
+        print(f"\n--reopen-first-s {first_s}: the frozen-then-resumed Pluto opened again {again['lost_for_s']:.2f} s "
+              f"after its loss (attempt 1)")
+    finally:
+        if server is not None:
+            end_process(server)
+        end_process(emu)
+
+
+@pytest.mark.parametrize("args, option, value", [
+    (["--probe-s", "-1"], "--probe-s", "'-1'"),
+    (["--probe-s", "nan"], "--probe-s", "'nan'"),
+    (["--probe-s", "2 Hz"], "--probe-s", "'2 Hz'"),
+    (["--probe-s", "1e6"], "--probe-s", "'1e6'"),
+    (["--reopen-first-s", "0"], "--reopen-first-s", "'0'"),
+    (["--reopen-max-s", "soon"], "--reopen-max-s", "'soon'"),
+    (["--lease", "-5"], "--lease", "'-5'"),
+    (["--lease", "inf"], "--lease", "'inf'"),
+])
+def test_serve_refuses_a_bad_timing_option(monkeypatch, capsys, args, option, value):
+    """A bad value: exit 2 (usage), one message naming the option and the value, nothing opened."""
+    from harness.cli import main
+
+    opened = []
+    monkeypatch.setattr(Rig, "open", classmethod(lambda cls, *a, **k: opened.append(a) or 1 / 0))
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "--rig", "sim-amplifier", "--insecure", *args])
+    assert e.value.code == 2 and opened == []
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith(f"harness serve: error: argument {option}: ") and value in line, line
+
+
+def test_serve_refuses_a_first_wait_longer_than_the_longest(monkeypatch, capsys):
+    from harness.cli import build_parser, main
+
+    opened = []
+    monkeypatch.setattr(Rig, "open", classmethod(lambda cls, *a, **k: opened.append(a) or 1 / 0))
+    assert main(["serve", "--rig", "sim-amplifier", "--insecure", "--reopen-first-s", "5",
+                 "--reopen-max-s", "2"]) == 2
+    assert opened == []
+    assert "harness: --reopen-first-s 5 is longer than --reopen-max-s 2" in capsys.readouterr().err
+    # accepted: a quantity in seconds, 0 turning the probe off; the defaults are the server's
+    from harness.remote import PROBE_S, REOPEN_FIRST_S, REOPEN_MAX_S
+
+    a = build_parser().parse_args(["serve", "--rig", "x", "--probe-s", "500 ms", "--reopen-max-s", "2 min"])
+    assert (a.probe_s, a.reopen_first_s, a.reopen_max_s, a.lease) == (0.5, REOPEN_FIRST_S, 120.0, 10.0)
+    assert (PROBE_S, REOPEN_FIRST_S, REOPEN_MAX_S) == (5.0, 1.0, 30.0)
+    assert build_parser().parse_args(["serve", "--rig", "x"]).probe_s == PROBE_S
+    assert build_parser().parse_args(["serve", "--rig", "x", "--probe-s", "0"]).probe_s == 0.0

@@ -12,7 +12,7 @@ import pytest
 from conftest import required
 
 from devices import soapy
-from devices.radio import CapabilityError, DeviceError, StreamConfig
+from devices.radio import CapabilityError, DeviceError, DeviceLost, DeviceTimeout, StreamConfig
 from devices.soapy import (CF32, CORRUPTION, CS16, END_BURST, HAS_TIME, NOT_SUPPORTED, OVERFLOW,
                            SOAPY_SDR_RX, SOAPY_SDR_TX, STREAM_ERROR, TIME_ERROR, TIMEOUT, UNDERFLOW,
                            SoapyRadio, open_soapy, read_contiguous)
@@ -537,3 +537,116 @@ def test_tx_over_full_scale_refused_before_streaming():
     with pytest.raises(DeviceError, match="full scale"):
         r.transmit(np.full(10, 1.5, np.complex64))
     assert ("setup", SOAPY_SDR_TX, CF32) not in dev.calls
+
+
+# ----- the liveness probe (Radio.probe -> _probe: RX channel 0's frequency) --------------------------------
+
+class ProbedDevice(FakeDevice):
+    """The fake with a frequency getter that records its calls, and raises ``fail`` or stalls (until
+    ``release``, at most 60 s) when told to."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.freq_reads: list[tuple[int, int]] = []
+        self.fail: BaseException | None = None
+        self.stall = False
+        self.release = threading.Event()
+
+    def getFrequency(self, d, ch):
+        self.freq_reads.append((d, ch))
+        if self.fail is not None:
+            raise self.fail
+        if self.stall:
+            self.release.wait(60)
+        return self.settings.get(("Frequency", d, ch), 0.0)
+
+
+def probed_radio(**deadlines) -> tuple[ProbedDevice, SoapyRadio]:
+    from dataclasses import replace
+
+    dev = ProbedDevice(rx=[("data", 1000)] * 4)
+    r = fake_radio(dev)
+    r.deadlines = replace(r.deadlines, **deadlines)
+    dev.freq_reads.clear()  # those of configure_rx, which reads back what it set
+    return dev, r
+
+
+def test_probe_of_a_healthy_device_reads_rx0_frequency_and_changes_nothing():
+    dev, r = probed_radio()
+    assert r.probes
+    settings, calls, rx = dict(dev.settings), list(dev.calls), r.rx_config
+    for _ in range(3):
+        assert r.probe() is True
+    assert dev.freq_reads == [(SOAPY_SDR_RX, 0)] * 3  # one read each, nothing else asked
+    assert dev.settings == settings and dev.calls == calls  # nothing set, no stream set up or started
+    assert r.rx_config == rx and dev.settings[("Frequency", SOAPY_SDR_RX, 0)] == 2.14e9
+    assert r.lost is None and not r.transmitting and not dev.written
+    np.testing.assert_array_equal(r.capture(1000).samples, source(0, 1000))  # and it serves as before
+    r.close()
+
+
+def test_probe_driver_error_is_a_device_error_not_a_loss():
+    """What the SoapySDR bindings raise for a driver's failure (RuntimeError, no errno): the probe fails with a
+    DeviceError naming the device and the read, but by devices/radio.py's rules that is no loss (only a
+    deadline missed or a gone errno is): the radio stays usable."""
+    dev, r = probed_radio()
+    dev.fail = RuntimeError("getFrequency: remote device not responding")
+    with pytest.raises(DeviceError) as e:
+        r.probe()
+    assert not isinstance(e.value, DeviceLost)
+    assert str(e.value) == ("soapy:driver=fake: probe (getFrequency) failed: getFrequency: remote device not "
+                            "responding")
+    assert isinstance(e.value.__cause__, RuntimeError) and r.lost is None
+    dev.fail = None
+    assert r.probe() is True
+    np.testing.assert_array_equal(r.capture(1000).samples, source(0, 1000))
+    r.close()
+
+
+def test_probe_meeting_a_gone_device_loses_the_radio_at_once():
+    """A frequency read failing with a gone errno (ENODEV: unplugged) under the driver's error: the radio is
+    lost as by any call, the errno named, no deadline waited for."""
+    import errno
+    import os
+
+    dev, r = probed_radio(probe_s=30.0)
+    dev.fail = OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+    t0 = time.monotonic()
+    with pytest.raises(DeviceLost) as e:
+        r.probe()
+    assert time.monotonic() - t0 < 30.0
+    assert r.lost == "soapy:driver=fake: probe failed, the device is gone (ENODEV: No such device)"
+    assert str(e.value).startswith(f"device lost: {r.lost}")
+    reads = len(dev.freq_reads)
+    with pytest.raises(DeviceLost, match="probe failed, the device is gone"):
+        r.probe()  # refused at once: nothing more asked of the device
+    assert len(dev.freq_reads) == reads == 1
+    r.close()
+
+
+def test_probe_of_a_stalled_device_misses_its_deadline_and_loses_the_radio():
+    """A frequency read that never returns (a hung driver, a board wedged on its bus): the probe gives up at
+    ``Deadlines.probe_s`` with DeviceTimeout, and the radio is lost, as the other drivers' probes are."""
+    dev, r = probed_radio(probe_s=0.3)
+    dev.stall = True
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(DeviceTimeout) as e:
+            r.probe()
+        waited = time.monotonic() - t0
+        assert 0.3 - 0.01 <= waited <= 0.3 + 0.5, waited
+        assert str(e.value) == "soapy:driver=fake: probe did not complete within its 0.3 s deadline"
+        assert r.lost == str(e.value) and dev.freq_reads == [(SOAPY_SDR_RX, 0)]
+        with pytest.raises(DeviceLost, match="probe did not complete within its 0.3 s deadline"):
+            r.capture(100)
+    finally:
+        dev.release.set()  # the abandoned read returns
+        r.close()
+    assert dev.closed
+
+
+@needs_soapy
+def test_null_device_probe_answers_through_the_bindings():
+    # the real binding's getFrequency signature, on the null device (it answers 0 Hz and changes nothing)
+    with open_soapy("soapy:driver=null,type=null", "driver=null,type=null") as r:
+        assert r.probes and r.probe() is True and r.lost is None

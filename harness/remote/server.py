@@ -37,6 +37,7 @@ import zmq
 from devices.radio import DeviceError, DeviceLost, DeviceTimeout, StreamConfig, known_fields
 from devices.ranging import AutoRange
 from devices import iq_kernels, zmq_wire as wire
+from harness.remote import PROBE_S, REOPEN_FIRST_S, REOPEN_MAX_S
 from harness.remote.interlocks import Interlocks, Refusal, rms_dbfs
 from harness.remote.keys import AllowList, load_secret, start_authenticator
 from harness.rig import Rig
@@ -82,15 +83,6 @@ OP_ARGS = {
 }
 #: largest calibration table ``hello`` carries (JSON bytes); a larger one is not served (the client is told why)
 MAX_SERVED_CALIBRATION_BYTES = 2 << 20
-
-
-#: a lost radio is opened again (same URI and options) this long after its loss, then after waits doubled up to
-#: REOPEN_MAX_S: a device that re-enumerates comes back within seconds, one that stays away costs an attempt a half
-#: minute (each bounded by the radio's reconnect deadline)
-REOPEN_FIRST_S = 1.0
-REOPEN_MAX_S = 30.0
-#: an idle radio is probed this often (s)
-PROBE_S = 5.0
 
 
 class ServeError(RuntimeError):
@@ -926,6 +918,7 @@ class RigServer:
             t0 = time.monotonic()
             try:
                 radio.probe()
+                self.counters["probes"] += 1
                 log.debug("probed idle radio %s: answered in %.1f ms", radio.uri, (time.monotonic() - t0) * 1e3)
             except (DeviceTimeout, DeviceLost) as e:
                 self.counters["probe_lost"] += 1
@@ -1000,7 +993,7 @@ class RigServer:
         """``status``'s ``radio``: serving, or lost (since when, why, the attempts to open it again)."""
         loss = self._loss
         out = {"device": self.radio.uri, "identity": self.identity, "reopened": self.counters.get("radio_reopened", 0),
-               "last_reopen": self.reopened}
+               "last_reopen": self.reopened, "probe_s": self.probe_s, "reopen_s": list(self.reopen_s)}
         if loss is None:
             return {**out, "state": "serving"}
         now = time.monotonic()
