@@ -17,17 +17,18 @@ Prints, in one process and run (the load average first and last: the machine may
   a fresh array), pairs alternated the same way: MS/s, the ratio, and the samples lost (a source that
   outruns the link loses samples on the server; every one is counted by client and server alike);
 * a continuous stream paced at 61.44 MS/s (a full-rate board) for ``--seconds`` in cf32 and sc16:
-  samples received and lost (target: zero loss);
+  samples received and lost (target: zero loss), and the cores client and server used;
 * the same stream with the client deliberately slowed: the loss, counted by client and server;
 * ``harness capture --duration``'s path: the paced stream written to a SigMF recording (SHA-512 while
-  writing) as cf32_le, and as ci16_le straight from sc16 frames, with the disk's own fsynced write speed and
-  SHA-512's speed on one core for reference: MS/s written and samples lost.
+  writing) as cf32_le, and as ci16_le straight from sc16 frames (the board's codes shifted onto its grid),
+  with the disk's own fsynced write speed and SHA-512's speed on one core for reference: MS/s written and
+  samples lost.
 
 The source is a synthetic radio returning prepared samples (what is measured is the link, not the
 simulator); a paced source sleeps as a board would until its samples exist. Like a Pluto (``pluto:``), it holds
-12-bit codes and hands them out as they are (``Radio.capture_codes``): a bounded sc16 capture sends them with their
-scale 2^-11 and is not converted on the server; cf32 captures and continuous streams get complex64 samples (the
-same codes x 2^-11) and are converted as ever.
+12-bit codes and hands them out as they are (``Radio.capture_codes``): sc16 bounded captures and continuous streams
+send them with their scale 2^-11 and are not converted on the server (a ci16_le recording shifts them onto its
+2^-15 grid); cf32 gets complex64 samples (the same codes x 2^-11), as ever.
 
     PYTHONPATH=. python bench/zmq_stream.py [--seconds 10] [--pairs 5] [--burst 2] [--only bounded|stream|disk]
 """
@@ -56,9 +57,9 @@ RATE = 61.44e6
 
 
 class SyntheticRadio(Radio):
-    """Returns prepared noise as 12-bit codes, as a Pluto does (:attr:`Radio.native_codes`: a bounded sc16 capture
-    sends them with their scale 2^-11, as the ``pluto:`` driver's are sent), or as complex64 (exactly the codes
-    x 2^-11); ``pace_sps`` > 0: a capture returns no sooner than its samples would exist."""
+    """Returns prepared noise as 12-bit codes, as a Pluto does (:attr:`Radio.native_codes`: sc16 captures and
+    streams send them with their scale 2^-11, as the ``pluto:`` driver's are sent), or as complex64 (exactly the
+    codes x 2^-11); ``pace_sps`` > 0: a capture returns no sooner than its samples would exist."""
 
     scheme = "synthetic"
 
@@ -417,7 +418,7 @@ def streams(seconds: float) -> bool:
     for fmt in ("cf32", "sc16"):
         r = continuous(fmt, seconds, RATE)
         print(f"  {fmt}: {r['msps']:.2f} MS/s, {r['received']} samples received, lost {r['lost']} "
-              f"(server dropped {r['server_dropped']})", flush=True)
+              f"(server dropped {r['server_dropped']}; {_cpu(r)})", flush=True)
         ok &= r["lost"] == 0
     r = continuous("cf32", 3.0, RATE, slow_s=0.01)
     print(f"client slowed (10 ms per frame) on a 61.44 MS/s stream: {r['msps']:.2f} MS/s received, lost "

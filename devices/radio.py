@@ -630,8 +630,9 @@ class Radio(abc.ABC):
     def capture_codes(self, n_samples: int, timeout_s: float | None = None) -> CodeCapture:
         """:meth:`capture` as the board delivers it: its int16 I/Q codes and their scale, not converted to
         complex64 (same deadline, same metadata). A rig server sends them as the sc16 frames of a bounded
-        capture as they are (no conversion pass, and the codes cross exactly). Only drivers whose
-        :attr:`native_codes` is true offer it; others raise :class:`CapabilityError`."""
+        capture, or of a continuous stream's chunks, as they are (no conversion pass, and the codes cross
+        exactly). Only drivers whose :attr:`native_codes` is true offer it; others raise
+        :class:`CapabilityError`."""
         if not self.native_codes:
             raise CapabilityError(f"{self.uri}: the {self.scheme or type(self).__name__} driver does not hand out "
                                   f"its integer codes; use capture()")

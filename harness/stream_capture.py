@@ -35,6 +35,8 @@ LOCAL_CHUNK_S = 0.05
 LOCAL_CHUNK_MAX = 1 << 20
 #: a stream frame of this many samples (the server's default)
 STREAM_FRAME = 1 << 16
+#: ci16_le value = sample x 2^_CI16_BITS
+_CI16_BITS = round(math.log2(CI16_SCALE))
 
 
 @dataclass
@@ -124,8 +126,8 @@ def _from_stream(radio, stream_of, writer, s: StreamSummary, stop, progress, fmt
             room = max(0, s.requested_samples - s.written - s.lost)
             if raw:
                 h, body = got[0], got[1]
-                if h.fmt == wire.FORMATS["sc16"] and h.scale == 1.0 / CI16_SCALE:
-                    iq = np.frombuffer(body, dtype="<i2")[:2 * room]
+                iq = _on_ci16_grid(h, body, room)
+                if iq is not None:
                     writer.write_ci16(iq)
                     n = iq.size // 2
                 else:  # cf32, or another scale: each sample checked onto the grid (ValueError if not)
@@ -143,6 +145,26 @@ def _from_stream(radio, stream_of, writer, s: StreamSummary, stop, progress, fmt
     finally:
         s.elapsed_s = time.monotonic() - t0  # the recording's time, not the stream's shutdown
         st.close(timeout_s=2.0)  # stops the server's stream; what it still held is discarded
+
+
+def _on_ci16_grid(h, body, room: int) -> np.ndarray | None:
+    """The first ``room`` samples of an sc16 frame as ``ci16_le`` values (sample x 2^15) by integer arithmetic
+    alone, or None when that cannot be done exactly. Scale 2^-15 frames are taken as they came; a board's own
+    codes with scale 2^-k (a Pluto's 12-bit codes: 2^-11) are shifted left by 15 - k, once their range is seen
+    to fit int16 (a code beyond full scale goes the checked way, which refuses it)."""
+    if h.fmt != wire.FORMATS["sc16"]:
+        return None
+    mant, exp = math.frexp(h.scale)
+    shift = _CI16_BITS - (1 - exp)  # scale = 2^(exp - 1)
+    if mant != 0.5 or not 0 <= shift <= _CI16_BITS:
+        return None
+    iq = np.frombuffer(body, dtype="<i2")[:2 * room]
+    if not shift:
+        return iq
+    lo, hi = np.iinfo(np.int16).min >> shift, np.iinfo(np.int16).max >> shift
+    if iq.size and (int(iq.min()) < lo or int(iq.max()) > hi):
+        return None
+    return np.left_shift(iq, shift)
 
 
 def _from_captures(radio, writer, s: StreamSummary, stop, progress) -> None:

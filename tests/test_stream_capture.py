@@ -177,7 +177,9 @@ class _RawStream(_ScriptedStream):
         if not self.script:
             self.ended = "stopped"
             return None
-        x, lost = self.script.pop(0)
+        return self._frame(*self.script.pop(0))
+
+    def _frame(self, x, lost):
         body, scale = wire.encode_samples(x, wire.FORMATS["sc16"])
         return wire.FrameHeader(1, 0, 1, 0, 0, x.size, lost, 0.0, scale), memoryview(body.tobytes()), lost
 
@@ -208,6 +210,37 @@ def test_ci16_recording_takes_sc16_frames_as_they_came(tmp_path):
     assert [(a["core:sample_start"], a["harness:lost_samples"]) for a in rec.annotations
             if a["core:label"] == "overflow gap"] == [(1000, 40)]
     assert (tmp_path / "rec.sigmf-data").stat().st_size == 2860 * 4
+
+
+class _CodesStream(_RawStream):
+    """A 12-bit board's own codes as sc16 frames with their scale 2^-11 (a Pluto's through a rig server)."""
+
+    def _frame(self, codes, lost):
+        h = wire.FrameHeader(1, 0, 1, 0, 0, codes.size // 2, lost, 0.0, 2.0 ** -11)
+        return h, memoryview(codes.tobytes()), lost
+
+
+def test_ci16_recording_shifts_a_board_codes_onto_the_grid(tmp_path, monkeypatch):
+    """sc16 frames of a 12-bit board's own codes (scale 2^-11) are written as codes x 16 by integer arithmetic
+    (not the checked float path); a code beyond full scale is not wrapped: it goes the checked way, which
+    refuses it."""
+    codes = np.array([-2048, 2047, 5, -1, 0, 1000], np.int16)
+    radio = _StreamRadio([])
+    radio.s = _CodesStream([(codes, 0)])
+    w = RecordingWriter(tmp_path / "rec", 1e6, 2.14e9, datatype="ci16_le")
+    with monkeypatch.context() as m:
+        m.setattr(RecordingWriter, "write", lambda self, x: pytest.fail("codes on the grid went the float path"))
+        s = sc.record(radio, w, 3)
+    sc.finish(w, s, StreamConfig(2.14e9, 1e6, 30.0), hw="scripted", recorder="test", full_scale_dbm=None,
+              context={})
+    assert s.written == 3
+    assert np.fromfile(tmp_path / "rec.sigmf-data", dtype="<i2").tolist() == [-32768, 32752, 80, -16, 0, 16000]
+    radio.s = _CodesStream([(np.array([2048, 0], np.int16), 0)])  # 2048 x 2^-11 = 1.0: beyond int16 x 2^-15
+    w = RecordingWriter(tmp_path / "over", 1e6, 2.14e9, datatype="ci16_le")
+    with pytest.raises(ValueError, match="ci16_le keeps raw 16-bit samples only"):
+        sc.record(radio, w, 1)
+    w.finish(hw="scripted", recorder="test")
+    assert read_recording(tmp_path / "over").samples.size == 0  # nothing of the refused frame written
 
 
 def test_ci16_writer_refuses_samples_off_the_grid(tmp_path):

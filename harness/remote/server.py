@@ -1188,25 +1188,30 @@ class RigServer:
             self.radio.stop_tx()
             raise
 
+    def _take(self, st: _Stream, n: int, timeout_s: float | None = None):
+        """``n`` samples for stream ``st``: ``(cap, x, scale)``. sc16 from a board that hands out its int16 codes
+        (:attr:`Radio.native_codes`): ``x`` is those codes and ``scale`` theirs, the frames' bodies as they are (no
+        conversion pass on the server, and the codes cross exactly), checked first (DeviceError: nothing
+        malformed is sent); otherwise ``x`` is the complex64 samples and ``scale`` None."""
+        if st.fmt == wire.FORMATS["sc16"] and self.radio.native_codes:
+            cap = self.radio.capture_codes(n, timeout_s=timeout_s)
+            _check_codes(cap, n)
+            return cap, cap.codes, cap.scale
+        cap = self.radio.capture(n, timeout_s=timeout_s)
+        return cap, cap.samples, None
+
     def _do_capture(self, st: _Stream, n: int, timeout_s: float) -> dict:
-        # sc16 from a board that hands out its int16 codes: they are the frames' bodies as they are, with their
-        # scale (no conversion pass on the server, and the codes cross exactly)
-        codes = st.fmt == wire.FORMATS["sc16"] and self.radio.native_codes
         try:
-            t = min(max(timeout_s, 0.1), 600.0)
-            cap = self.radio.capture_codes(n, timeout_s=t) if codes else self.radio.capture(n, timeout_s=t)
-            if codes:
-                _check_codes(cap, n)
+            cap, x, scale = self._take(st, n, min(max(timeout_s, 0.1), 600.0))
             m = cap.meta
-            flags = (wire.F_OVERFLOW if m.overflow else 0) | (wire.F_OVERLOAD if m.overload else 0)
             # the RX guard reads the capture while its frames go out; the END frame waits for it, so a refused
             # capture still ends ABORTED (and TX is stopped) before the client can have it
-            self._frames(st, cap.codes if codes else cap.samples, m.timestamp, flags, _meta_dict(m),
-                         before_end=lambda p: self._rx_guard(cap, p), scale=cap.scale if codes else None)
+            self._frames(st, x, m.timestamp, _flags(m), _meta_dict(m), before_end=lambda p: self._rx_guard(cap, p),
+                         scale=scale)
         except BaseException as e:
             self._abort_stream(st, str(e))
             raise
-        return {"stream": st.sid, "n": int(cap.codes.size // 2 if codes else cap.samples.size)}
+        return {"stream": st.sid, "n": int(x.size // 2 if scale is not None else x.size)}
 
     def _do_capture_ranged(self, st: _Stream | None, n: int, rx: StreamConfig, ranging: AutoRange | None,
                            retries: int) -> dict:
@@ -1228,8 +1233,7 @@ class RigServer:
             meta = {"config": asdict(m.config), "timestamp": m.timestamp, "n_samples": m.n_samples,
                     "time_ns": m.time_ns, "overflow": m.overflow, "dropped_samples": m.dropped_samples,
                     "overload": m.overload, "clipped_samples": m.clipped_samples, "extra": _jsonable(m.extra)}
-            flags = (wire.F_OVERFLOW if m.overflow else 0) | (wire.F_OVERLOAD if m.overload else 0)
-            self._frames(st, cap.samples, m.timestamp, flags, meta)
+            self._frames(st, cap.samples, m.timestamp, _flags(m), meta)
             result.update(stream=st.sid, n=kept)
         return result
 
@@ -1249,8 +1253,8 @@ class RigServer:
 
             for i, (st, cap) in enumerate(zip(sts, caps)):
                 m = cap.meta
-                flags = (wire.F_OVERFLOW if m.overflow else 0) | (wire.F_OVERLOAD if m.overload else 0)
-                self._frames(st, cap.samples, m.timestamp, flags, _meta_dict(m), before_end=guard if i == 0 else None)
+                self._frames(st, cap.samples, m.timestamp, _flags(m), _meta_dict(m),
+                             before_end=guard if i == 0 else None)
         except BaseException as e:
             for st in sts:
                 with st.lock:
@@ -1271,9 +1275,10 @@ class RigServer:
         Frames are queued in batches of 1, 2, 4, 8, then 16 frames, each batch converted in one pass (sc16;
         cf32 bodies are views of ``x``) and sent zero-copy as views: the first frame leaves at once, and the
         I/O thread is woken once per batch rather than once per frame (on a busy machine every hand-over
-        between the two threads can wait milliseconds for a core). Codes need no conversion: the first frame,
-        then all but the last in one batch; their mean power is summed exactly, in one pass, while those go
-        out, and only the END frame waits for it."""
+        between the two threads can wait milliseconds for a core). Codes need no conversion: a bounded
+        capture's go as the first frame, then all but the last in one batch; their mean power is summed exactly,
+        in one pass, while those go out, and only the END frame waits for it (a stream's codes, guarded before
+        this is called, go in the batches above, so that a full buffer drops them as it drops converted ones)."""
         step = st.frame_samples
         codes = scale is not None
         n = x.size // 2 if codes else x.size
@@ -1312,9 +1317,7 @@ class RigServer:
                 last = end_meta is not None and i + step >= n
                 f = flags | (wire.F_END if last else 0)
                 if last and before_end is not None:
-                    if codes:
-                        sum_sq = iq_kernels.code_sum_squares(x) * scale * scale
-                    before_end(None if enc is None and not codes else sum_sq / max(n, 1))
+                    before_end(_codes_power(x, scale) if codes else None if enc is None else sum_sq / max(n, 1))
                 with st.lock:
                     lost = st.lost_pending
                     st.lost_pending = 0
@@ -1328,7 +1331,9 @@ class RigServer:
                     self._drop(st, k, lost)
             self._wake(self._wake_sock)
             at += len(chunk)
-            batch = max(1, len(starts) - at - 1) if codes else min(16, batch * 2)
+            # a capture's codes: the END frame alone waits for their power; a stream's batches (whose full
+            # buffer drops a batch at a time) grow as converted ones do
+            batch = max(1, len(starts) - at - 1) if codes and end_meta is not None else min(16, batch * 2)
         if end_meta is not None:
             with st.lock:
                 st.closed = True
@@ -1368,8 +1373,10 @@ class RigServer:
             self._wake(self._wake_sock)
             return
         try:
-            cap = self.radio.capture(st.frame_samples * self._chunk_frames(st))
-            self._rx_guard(cap)
+            # sc16 from a board with its own codes: sent as they are (as a capture's); the RX guard's power is
+            # then their exact sum of squares. Guarded before any frame of the chunk is queued
+            cap, x, scale = self._take(st, st.frame_samples * self._chunk_frames(st))
+            self._rx_guard(cap, None if scale is None else _codes_power(x, scale))
         except BaseException as e:  # noqa: BLE001 - the stream says why it ended
             self._abort_stream(st, str(e))
             return
@@ -1378,8 +1385,7 @@ class RigServer:
             with st.lock:
                 st.lost_pending += m.dropped_samples
                 st.lost_total += m.dropped_samples
-        flags = (wire.F_OVERFLOW if m.overflow else 0) | (wire.F_OVERLOAD if m.overload else 0)
-        self._frames(st, cap.samples, m.timestamp, flags, None)
+        self._frames(st, x, m.timestamp, _flags(m), None, scale=scale)
         self._jobs.put(("", None, self._stream_chunk, (st,)))  # requests queued meanwhile run in between
 
 
@@ -1446,6 +1452,16 @@ def _check_codes(cap, n: int) -> None:
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and 0 < scale <= 1
             and float(np.float32(scale)) == scale):
         raise DeviceError(f"the radio's capture_codes returned scale {scale!r}; a float32 in (0, 1] is needed")
+
+
+def _codes_power(codes: np.ndarray, scale: float) -> float:
+    """Mean |sample|^2 of int16 I/Q ``codes`` x ``scale``, from their exact sum of squares (no conversion)."""
+    return iq_kernels.code_sum_squares(codes) * scale * scale / max(codes.size // 2, 1)
+
+
+def _flags(m) -> int:
+    """A capture's device flags as its frames carry them."""
+    return (wire.F_OVERFLOW if m.overflow else 0) | (wire.F_OVERLOAD if m.overload else 0)
 
 
 def _meta_dict(m) -> dict:
