@@ -16,6 +16,9 @@ Prints, in one process and run (the load average first and last: the machine may
   message as usable samples, as the stream's ``read`` does (cf32: a view of the message; sc16: converted into
   a fresh array), pairs alternated the same way: MS/s, the ratio, and the samples lost (a source that
   outruns the link loses samples on the server; every one is counted by client and server alike);
+* the fastest lossless continuous stream: paced at 61.44 MS/s x 1, 2, 3, ... for ``--burst`` each, up to the
+  first rate that loses samples (a board streams at its rate and cannot be held back: this, not the unpaced
+  stream, whose server spends its CPU on samples it then drops, is what a stream sustains);
 * a continuous stream paced at 61.44 MS/s (a full-rate board) for ``--seconds`` in cf32 and sc16:
   samples received and lost (target: zero loss), and the cores client and server used;
 * the same stream with the client deliberately slowed: the loss, counted by client and server;
@@ -349,6 +352,7 @@ def main() -> None:
         ok &= bounded_vs_raw(a.pairs, a.burst)
     if a.only in (None, "stream"):
         ok &= stream_vs_raw(a.pairs, a.burst)
+        lossless(a.burst)
         ok &= streams(a.seconds)
     if a.only in (None, "disk"):
         disk(a.seconds, a.dir)
@@ -410,6 +414,21 @@ def stream_vs_raw(pairs: int, burst: float) -> bool:
             ok &= h["lost"] == h["server_dropped"]
         summary(f"{fmt} stream vs raw", got)
     return ok
+
+
+def lossless(burst: float) -> None:
+    print(f"fastest lossless continuous stream: paced at {RATE / 1e6:.2f} MS/s x 1, 2, 3, ... for {burst:g} s each, "
+          f"up to the first rate that loses samples")
+    for fmt in ("cf32", "sc16"):
+        best, k = None, 1
+        while True:
+            r = continuous(fmt, burst, k * RATE)
+            if r["lost"]:
+                break
+            best, k = r, k + 1
+        top = f"{best['msps']:.1f} MS/s received at {(k - 1) * RATE / 1e6:.2f} MS/s ({_cpu(best)})" if best else "none"
+        print(f"  {fmt}: lossless up to {top}; at {k * RATE / 1e6:.2f} MS/s {r['msps']:.1f} MS/s received, "
+              f"lost {r['lost']} (server dropped {r['server_dropped']})", flush=True)
 
 
 def streams(seconds: float) -> bool:
