@@ -51,7 +51,7 @@ dz._Receiver.take = slow_take
 with open_radio(f"zmq://127.0.0.1:{sys.argv[1]}?insecure=1&format=cf32") as r:
     r.configure_rx(StreamConfig(2.14e9, 15.36e6, 40.0))
     n = 1 << 21
-    for _ in range(2):
+    for _ in range(3):
         r.capture(n)
     before = io_faults()
     for _ in range(4):
@@ -74,10 +74,10 @@ def test_received_frames_reuse_the_heap():
     try:
         kept, faults, pages = _client(port, "on")
         assert kept == "True" and pages == 4096
-        assert faults < pages / 8, f"{faults:.0f} page faults per capture of {pages} pages"
-        # without it, the same client faults much of each capture in again (so this test sees a regression)
+        assert faults < pages / 16, f"{faults:.0f} page faults per capture of {pages} pages"
+        # without it, the same client faults much of each capture in again: the bound above sees a regression
         kept, faults_off, _ = _client(port, "off")
-        assert kept == "False" and faults_off > 4 * faults
+        assert kept == "False" and faults_off > 2 * faults
         # a process's own setting wins: nothing is changed then
         kept, _, _ = _client(port, "on", MALLOC_TRIM_THRESHOLD_="1048576")
         assert kept == "False"
