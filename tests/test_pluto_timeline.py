@@ -73,7 +73,10 @@ def test_streamed_tx_plays_back_to_back_then_underflows(emulated):
     _, emu, port = emulated()
     check.configure(emu, RATE)
     stop = threading.Event()
-    th = threading.Thread(target=check.stream_tx, args=(port, RATE, RATE * 0.0371, 3.0, 8192, stop), daemon=True)
+    # 32k-sample TX buffers: the 4 queued ahead give the feeding client (a thread of this busy process, a pipe,
+    # iio_writedev) 131 ms of its own time, as a Pluto's DMA would; its own stall is an underflow, not the
+    # emulator's, which is what this checks
+    th = threading.Thread(target=check.stream_tx, args=(port, RATE, RATE * 0.0371, 3.0, 32768, stop), daemon=True)
     th.start()
     deadline = time.monotonic() + 10
     while not emu.tx_queue and time.monotonic() < deadline:
