@@ -49,6 +49,36 @@ def _server(tmp_path, port: int, probe_s: float = 5.0) -> RigServer:
                      reopen_deadline_s=3.0, probe_s=probe_s).start()
 
 
+class _Served:
+    """An emulated Pluto (a process of its own) on a free port and a rig server for it, both ended on leaving;
+    :meth:`start` starts an emulator on the same port again (``seed`` 1: another board, serial SIM-1)."""
+
+    def __init__(self, tmp_path, probe_s: float = 5.0):
+        self.port = free_port()
+        self.emulators = [start_emulator(BENCH, self.port, "--seed", "0")]
+        self.server: RigServer | None = None
+        try:
+            self.server = _server(tmp_path, self.port, probe_s=probe_s)
+        except BaseException:
+            self.__exit__()
+            raise
+        self.uri = f"zmq://127.0.0.1:{self.server.port}?insecure=1"
+
+    def start(self, seed: int = 0) -> subprocess.Popen:
+        self.emulators.append(start_emulator(BENCH, self.port, "--seed", str(seed)))
+        return self.emulators[-1]
+
+    def __enter__(self):
+        return self, self.server, self.uri, self.emulators[0]
+
+    def __exit__(self, *exc):
+        if self.server is not None:
+            self.server.stop()
+            self.server.rig.close()
+        for emu in self.emulators:
+            end_process(emu)
+
+
 def _status(uri: str) -> tuple[dict, float]:
     """The server's status, asked without control, and how long the answer took (s)."""
     t0 = time.monotonic()
@@ -85,12 +115,8 @@ def _lose(server: RigServer, emu: subprocess.Popen, uri: str) -> ZmqRadio:
 
 
 def test_lost_radio_comes_back_and_is_served_again(tmp_path):
-    port = free_port()
-    emu = start_emulator(BENCH, port, "--seed", "0")
-    server = None
-    try:
-        server = _server(tmp_path, port)
-        uri = f"zmq://127.0.0.1:{server.port}?insecure=1"
+    with _Served(tmp_path) as (bench, server, uri, emu):
+        port = bench.port
         before = _capture(uri)
         first = server.radio
         client = _lose(server, emu, uri)
@@ -139,23 +165,13 @@ def test_lost_radio_comes_back_and_is_served_again(tmp_path):
               f"while lost ({st['radio']['last_reopen']['attempts']} attempts over "
               f"{st['radio']['last_reopen']['lost_for_s']:.1f} s); device back -> serving in {reopened_s:.2f} s, "
               f"first capture served {served_s:.2f} s after SIGCONT ({back - lost_at:.1f} s after the loss)")
-    finally:
-        if server is not None:
-            server.stop()
-            server.rig.close()
-        end_process(emu)
 
 
 def test_radio_that_stays_lost_then_comes_back_as_another_board(tmp_path):
     """Gone for good (the emulator killed): every attempt fails, each control request is refused at once with
     the reason, and nothing hangs. Then another board (serial SIM-1) answers at the address: it is refused, not
     served with the description and calibration of SIM-0."""
-    port = free_port()
-    emu = start_emulator(BENCH, port, "--seed", "0")
-    server = other = None
-    try:
-        server = _server(tmp_path, port)
-        uri = f"zmq://127.0.0.1:{server.port}?insecure=1"
+    with _Served(tmp_path) as (bench, server, uri, emu):
         _lose(server, emu, uri).close()
         emu.send_signal(signal.SIGKILL)
         emu.wait(timeout=30)
@@ -175,7 +191,7 @@ def test_radio_that_stays_lost_then_comes_back_as_another_board(tmp_path):
         st, _ = _status(uri)
         assert st["radio"]["state"] == "lost" and st["radio"]["reopened"] == 0 and server.radio.lost is not None
         # another board on the same address: refused by its identity
-        other = start_emulator(BENCH, port, "--seed", "1")
+        bench.start(seed=1)
         assert wait_until(lambda: _status(uri)[0]["radio"]["state"] == "refused", 30.0, 0.2)
         with pytest.raises(RemoteDeviceLost) as e:
             open_radio(uri)
@@ -184,13 +200,6 @@ def test_radio_that_stays_lost_then_comes_back_as_another_board(tmp_path):
         assert "restart 'harness serve'" in msg and e.value.detail["identity_refused"] is True
         assert server.counters.get("radio_reopened", 0) == 0 and server.radio.lost is not None
         print(f"\nradio gone: control refused within {worst * 1e3:.1f} ms each; another board: {msg[-260:]}")
-    finally:
-        if server is not None:
-            server.stop()
-            server.rig.close()
-        end_process(emu)
-        if other is not None:
-            end_process(other)
 
 
 def test_radio_lost_while_transmitting_is_opened_again_in_the_safe_state():
@@ -250,12 +259,8 @@ def test_radio_whose_device_vanishes_is_opened_again_once_it_is_back(tmp_path):
     'device' error on every request from then on), control is refused naming it, and once an emulator of the
     same board (serial SIM-0) listens on the same port again, the server opens it and serves a capture: no
     restart."""
-    port = free_port()
-    emu = start_emulator(BENCH, port, "--seed", "0")
-    server = None
-    try:
-        server = _server(tmp_path, port)
-        uri = f"zmq://127.0.0.1:{server.port}?insecure=1"
+    with _Served(tmp_path) as (bench, server, uri, emu):
+        port = bench.port
         device = f"pluto:ip:127.0.0.1:{port}"
         before = _capture(uri)
         first = server.radio
@@ -287,7 +292,7 @@ def test_radio_whose_device_vanishes_is_opened_again_once_it_is_back(tmp_path):
         assert wait_until(lambda: "cannot open PlutoSDR" in _status(uri)[0]["radio"]["last_error"], 30.0, 0.1)
         assert server.counters.get("radio_reopened", 0) == 0
         # the same board back on the same port: served again
-        emu = start_emulator(BENCH, port, "--seed", "0")
+        emu = bench.start()
         back = time.monotonic()
         assert wait_until(lambda: _status(uri)[0]["radio"]["state"] == "serving", 30.0, 0.05)
         after = _capture(uri)
@@ -299,24 +304,15 @@ def test_radio_whose_device_vanishes_is_opened_again_once_it_is_back(tmp_path):
         assert after.size == N and abs(_power_db(after) - _power_db(before)) < 1.0
         print(f"\nvanished device: lost {noticed_s * 1e3:.1f} ms after SIGKILL ({cause}); emulator back -> first "
               f"capture served {served_s:.2f} s later ({back - killed:.1f} s after the kill)")
-    finally:
-        if server is not None:
-            server.stop()
-            server.rig.close()
-        end_process(emu)
 
 
 def test_idle_radio_whose_device_vanishes_is_lost_without_a_request(tmp_path):
     """Nobody uses the radio when its emulator is killed: the server's probe of its idle radio (every 0.2 s
     here) finds the device gone, so status says "lost" and the re-opening starts with no client request made;
     once an emulator of the same board listens on the same port again, it is served again."""
-    port = free_port()
-    emu = start_emulator(BENCH, port, "--seed", "0")
-    server = None
     probe_s = 0.2
-    try:
-        server = _server(tmp_path, port, probe_s=probe_s)
-        uri = f"zmq://127.0.0.1:{server.port}?insecure=1"
+    with _Served(tmp_path, probe_s=probe_s) as (bench, server, uri, emu):
+        port = bench.port
         device = f"pluto:ip:127.0.0.1:{port}"
         before = _capture(uri)
         first = server.radio
@@ -346,7 +342,7 @@ def test_idle_radio_whose_device_vanishes_is_lost_without_a_request(tmp_path):
         assert wait_until(lambda: "cannot open PlutoSDR" in _status(uri)[0]["radio"]["last_error"], 30.0, 0.1)
         with pytest.raises(RemoteDeviceLost, match="probe failed, the device is gone"):
             open_radio(uri)
-        emu = start_emulator(BENCH, port, "--seed", "0")
+        emu = bench.start()
         assert wait_until(lambda: _status(uri)[0]["radio"]["state"] == "serving", 30.0, 0.05)
         after = _capture(uri)
         assert server.radio is not first and server.radio.lost is None and server.radio.tx_confirmed_off
@@ -354,11 +350,6 @@ def test_idle_radio_whose_device_vanishes_is_lost_without_a_request(tmp_path):
         assert after.size == N and abs(_power_db(after) - _power_db(before)) < 1.0
         print(f"\nidle device killed: status 'lost' {noticed_s * 1e3:.0f} ms after SIGKILL with a {probe_s} s probe "
               f"interval ({cause})")
-    finally:
-        if server is not None:
-            server.stop()
-            server.rig.close()
-        end_process(emu)
 
 
 def test_probing_a_healthy_idle_sim_radio_changes_nothing():
