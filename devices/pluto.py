@@ -88,9 +88,7 @@ def codes_to_samples(codes: np.ndarray, out: np.ndarray) -> int:
         codes = (codes << 4) >> 4
         lo, hi = int(codes.min(initial=0)), int(codes.max(initial=0))
     np.multiply(codes, np.float32(1.0 / CODE_SCALE), out=out.view(np.float32).reshape(n, 2), casting="unsafe")
-    if hi >= rail - 1 or lo <= -rail:
-        return int(np.count_nonzero(((codes >= rail - 1) | (codes <= -rail)).any(axis=1)))
-    return 0
+    return _clipped(codes, lo, hi)
 
 
 def copy_codes(codes: np.ndarray, out: np.ndarray) -> int:
@@ -104,9 +102,7 @@ def copy_codes(codes: np.ndarray, out: np.ndarray) -> int:
         lo, hi = int(out.min(initial=0)), int(out.max(initial=0))
     else:
         out[:] = codes
-    if hi >= rail - 1 or lo <= -rail:
-        return int(np.count_nonzero(((out >= rail - 1) | (out <= -rail)).any(axis=1)))
-    return 0
+    return _clipped(out, lo, hi)
 
 
 def codes_of(y: np.ndarray) -> tuple[np.ndarray, int]:
@@ -114,9 +110,16 @@ def codes_of(y: np.ndarray) -> tuple[np.ndarray, int]:
     :func:`from_rx_codes` counts them."""
     out = np.empty((y.size, 2), dtype=np.int16)
     out[:, 0], out[:, 1] = y.real, y.imag
+    return out, _clipped(out, int(out.min(initial=0)), int(out.max(initial=0)))
+
+
+def _clipped(codes: np.ndarray, lo: int, hi: int) -> int:
+    """Samples of (n, 2) 12-bit I/Q ``codes`` with I or Q at a rail (2047 or -2048); ``lo``/``hi`` their extremes,
+    so that a buffer clear of the rails costs no count."""
     rail = int(CODE_SCALE)
-    clipped = int(np.count_nonzero(((out >= rail - 1) | (out <= -rail)).any(axis=1))) if out.size else 0
-    return out, clipped
+    if hi >= rail - 1 or lo <= -rail:
+        return int(np.count_nonzero(((codes >= rail - 1) | (codes <= -rail)).any(axis=1)))
+    return 0
 
 
 def from_rx_codes(y: np.ndarray) -> tuple[np.ndarray, int]:

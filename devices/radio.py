@@ -478,6 +478,7 @@ class Radio(abc.ABC):
     #: how far ahead of the device clock a timed transmission is commanded (hardware time; the command
     #: must reach the board before its time), and waited for before capturing
     timed_start_lead_s: float = 0.05
+
     def __init__(self, uri: str):
         self.uri = uri
         self._tx_config: StreamConfig | None = None
